@@ -1,0 +1,245 @@
+"""Unit tests of the learning core's components (torch only, no environment unless stated)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from uni_o4_ros.learning.behavior_cloning import ensemble_bc_loss, eq6_disagreement, kl_disagreement
+from uni_o4_ros.learning.config import UniO4Config, config_hash, load_config
+from uni_o4_ros.learning.dynamics import GaussianEnsembleModel, train_dynamics
+from uni_o4_ros.learning.networks import EnsembleLinear, EnsembleMLP, clip_grad_norm_per_member
+from uni_o4_ros.learning.policy import make_policy
+from uni_o4_ros.learning.ppo import compute_gae
+from uni_o4_ros.learning.termination import make_robot_rule, rule_for_env
+from uni_o4_ros.learning.value import IQLCritic, expectile_loss
+
+
+def test_batched_ensemble_equals_loop_over_members():
+    torch.manual_seed(0)
+    mlp = EnsembleMLP(4, 5, 3, (16, 16))
+    x = torch.randn(7, 5)
+    batched = mlp(x)
+    layers = [m for m in mlp.net if isinstance(m, EnsembleLinear)]
+    for i in range(4):
+        h = x
+        for j, layer in enumerate(layers):
+            h = h @ layer.weight[i] + layer.bias[i]
+            if j < len(layers) - 1:
+                h = torch.relu(h)
+        torch.testing.assert_close(batched[i], h)
+
+
+def test_members_start_different_and_train_independently():
+    torch.manual_seed(0)
+    pol = make_policy(3, 2, n=4, hidden=(8,))
+    w = pol.body.net[0].weight
+    assert not torch.allclose(w[0], w[1])
+    # A loss on member 0 only must not move the gradient of member 1, even after clipping.
+    obs = torch.randn(16, 3)
+    loss = pol.log_prob(obs, torch.zeros(16, 2))[0].sum() * 1e6
+    loss.backward()
+    norms = clip_grad_norm_per_member(pol, 0.5)
+    assert norms[0] > 0.5 and torch.all(norms[1:] == 0)
+    sq = sum(p.grad[0].pow(2).sum() for p in pol.parameters())
+    assert float(sq.sqrt()) == pytest.approx(0.5, rel=1e-3)
+
+
+def test_eq6_term_changes_gradients_unlike_the_detached_version():
+    """The authors detach max_j pi_j, which makes the term alpha * log pi_i: a rescaled BC loss."""
+    torch.manual_seed(1)
+    pol = make_policy(2, 1, n=3, hidden=(16,))
+    obs, act = torch.randn(64, 2), torch.randn(64, 1) * 0.5
+    alpha = 0.1
+
+    def grads(loss):
+        pol.zero_grad()
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in pol.parameters()])
+
+    ours = grads(ensemble_bc_loss(pol, obs, act, alpha)[0])
+    lp = pol.log_prob(obs, act)
+    detached = -(lp.mean(1) + alpha * (lp - lp.max(0, keepdim=True).values.detach()).mean(1)).sum()
+    g_detached = grads(detached)
+    g_bc = grads(-(1 + alpha) * pol.log_prob(obs, act).mean(1).sum())
+    torch.testing.assert_close(g_detached, g_bc)  # the authors' term is a no-op rescaling
+    assert (ours - g_bc).norm() > 1e-3 * g_bc.norm()  # ours is not
+
+
+def test_eq6_disagreement_is_zero_for_the_best_member_and_negative_otherwise():
+    lp = torch.tensor([[-1.0, -3.0], [-2.0, -0.5]])
+    d = eq6_disagreement(lp)
+    torch.testing.assert_close(d, torch.tensor([[0.0, -2.5], [-1.0, 0.0]]))
+
+
+def test_kl_disagreement_zero_for_identical_members_and_log_n_for_disjoint():
+    pol = make_policy(1, 1, n=2, hidden=(4,), mean_activation="none")
+    last = pol.body.net[-1]
+    with torch.no_grad():
+        for p in pol.parameters():
+            p.zero_()
+        last.bias[:, 0, 1] = -3.0  # pre-tanh log-std -> small std
+    obs = torch.zeros(256, 1)
+    torch.manual_seed(0)
+    same = kl_disagreement(pol, obs, n_samples=8).mean()
+    assert float(same.detach().abs()) < 1e-4
+    with torch.no_grad():
+        last.bias[0, 0, 0], last.bias[1, 0, 0] = -3.0, 3.0  # means far apart
+    apart = kl_disagreement(pol, obs, n_samples=8).mean().detach()
+    assert float(apart) == pytest.approx(np.log(2), abs=0.02)
+
+
+def _bimodal(n=4096, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    s = torch.rand(n, 2, generator=g) * 2 - 1
+    first = torch.rand(n, generator=g) < 0.7  # a dominant and a subdominant mode (Fig. 11)
+    a = torch.where(first, 0.6, -0.6) + 0.05 * torch.randn(n, generator=g)
+    return s, a[:, None]
+
+
+def _fit(alpha, form, steps=2500, seed=0):
+    torch.manual_seed(seed)
+    s, a = _bimodal()
+    pol = make_policy(2, 1, n=4, hidden=(64, 64))
+    opt = torch.optim.Adam(pol.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        i = torch.randint(len(s), (256,), generator=g)
+        loss, _ = ensemble_bc_loss(pol, s[i], a[i], alpha, form)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        mean, _ = pol(torch.zeros(1, 2))
+    return mean.flatten()
+
+
+def test_bimodal_without_disagreement_every_member_collapses_to_the_mean():
+    means = _fit(0.0, "eq6")
+    data_mean = 0.7 * 0.6 - 0.3 * 0.6
+    assert torch.all((means - data_mean).abs() < 0.1), means
+    assert not torch.any((means.abs() - 0.6).abs() < 0.15), means  # no member sits on a mode
+
+
+def test_bimodal_envelope_disagreement_covers_both_modes():
+    means = _fit(1.0, "envelope")
+    assert torch.any((means - 0.6).abs() < 0.1), means
+    assert torch.any((means + 0.6).abs() < 0.1), means
+
+
+def test_expectile_loss_weights_positive_and_negative_errors():
+    u = torch.tensor([-2.0, 2.0])
+    torch.testing.assert_close(expectile_loss(u, 0.7), torch.tensor([0.3 * 4, 0.7 * 4]))
+
+
+def test_iql_recovers_discounted_values_of_a_chain():
+    """Chain 0 -> 1 -> ... -> 4 (terminal), reward 1 per step: V(s) = sum_{k < 5-s} gamma^k."""
+    torch.manual_seed(0)
+    states = torch.eye(5)
+    obs = states.repeat(200, 1)
+    idx = obs.argmax(1)
+    nxt = states[(idx + 1).clamp(max=4)]
+    term = (idx == 4).float()
+    critic = IQLCritic(5, 1, (64, 64), (64, 64), expectile=0.7, gamma=0.9, tau=0.05, lr=3e-3)
+    act = torch.zeros(len(obs), 1)
+    rew = torch.ones(len(obs))
+    for _ in range(1500):
+        critic.update(obs, act, rew, nxt, term)
+    v = critic.v(states).detach()
+    truth = torch.tensor([sum(0.9**k for k in range(5 - s)) for s in range(5)])
+    torch.testing.assert_close(v, truth, atol=0.08, rtol=0.0)
+    adv = critic.advantage(states, torch.zeros(5, 1))
+    assert adv.abs().max() < 0.1  # a single action: Q == V
+
+
+def test_iql_bootstraps_through_non_terminal_transitions():
+    torch.manual_seed(0)
+    obs = torch.tensor([[1.0, 0.0]]).repeat(64, 1)
+    nxt = torch.tensor([[0.0, 1.0]]).repeat(64, 1)
+    critic = IQLCritic(2, 1, (32,), (32,), 0.5, 0.9, 0.05, 3e-3)
+    act = torch.zeros(64, 1)
+    # state b loops to itself with reward 1 and never terminates: V(b) = 10
+    for _ in range(3000):
+        critic.update(torch.cat([obs, nxt]), torch.cat([act, act]), torch.ones(128),
+                      torch.cat([nxt, nxt]), torch.zeros(128))
+    assert float(critic.v(nxt[:1]).detach()) == pytest.approx(10.0, rel=0.1)
+
+
+def test_dynamics_ensemble_learns_a_linear_system_with_early_stopping_and_elites():
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(3000, 3)).astype(np.float32)
+    act = rng.uniform(-1, 1, size=(3000, 2)).astype(np.float32)
+    a_mat = np.array([[0.9, 0.1, 0], [0, 0.8, 0.2], [0.1, 0, 0.95]], np.float32)
+    b_mat = np.array([[0.5, 0], [0, 0.3], [0.2, 0.2]], np.float32)
+    nxt = obs @ a_mat.T + act @ b_mat.T
+    rew = obs.sum(1) - (act**2).sum(1)
+    torch.manual_seed(0)
+    model = GaussianEnsembleModel(7, 3, 2, (64, 64), n_elites=5)
+    stats = train_dynamics(model, obs, act, rew.astype(np.float32), nxt, n_elites=5, lr=1e-3, batch_size=256,
+                           weight_decay=(1e-5,), holdout_ratio=0.2, max_holdout=1000, patience=5,
+                           max_epochs=400, max_steps=100_000, rng=rng)
+    assert stats["holdout_mse"] < 0.01
+    assert stats["epochs"] < 400  # stopped on the holdout, not on the cap
+    assert len(set(model.elites.tolist())) == 5
+    s2, r = model.step(torch.as_tensor(obs[:5]), torch.as_tensor(act[:5]), deterministic=True)
+    np.testing.assert_allclose(s2.numpy(), nxt[:5], atol=0.15)
+    np.testing.assert_allclose(r.numpy(), rew[:5], atol=0.3)
+
+
+def test_termination_rules():
+    hop = rule_for_env("Hopper-v5")
+    ok = torch.tensor([1.2, 0.05] + [0.0] * 9)
+    fallen = torch.tensor([0.6, 0.05] + [0.0] * 9)
+    tilted = torch.tensor([1.2, 0.3] + [0.0] * 9)
+    assert hop(torch.stack([ok, fallen, tilted])).tolist() == [False, True, True]
+    walker = rule_for_env("walker2d-medium-v2")
+    assert walker(torch.tensor([[1.2, 0.5] + [0.0] * 15, [2.5, 0.0] + [0.0] * 15])).tolist() == [False, True]
+    assert rule_for_env("halfcheetah")(torch.tensor([[0.0] * 17, [float("nan")] * 17])).tolist() == [False, True]
+    robot = make_robot_rule(max_tilt=1.0)
+    upright = torch.tensor([0.0, 0.0, -1.0])
+    roll = 1.2  # g_b = (0, -sin(roll), -cos(roll)) for a pure roll
+    rolled = torch.tensor([0.0, -np.sin(roll), -np.cos(roll)], dtype=torch.float32)
+    pitched = torch.tensor([np.sin(0.5), 0.0, -np.cos(0.5)], dtype=torch.float32)
+    assert robot(torch.stack([upright, rolled, pitched])).tolist() == [False, True, False]
+    with pytest.raises(ValueError, match="no termination rule"):
+        rule_for_env("antmaze")
+
+
+def test_gae_matches_hand_computation_and_cuts_at_episode_ends():
+    rewards = torch.tensor([[1.0], [1.0], [1.0]])
+    values = torch.tensor([[0.5], [0.4], [0.3]])
+    dones = torch.tensor([[False], [True], [False]])
+    last = torch.tensor([0.2])
+    adv, ret = compute_gae(rewards, values, dones, dones, last, gamma=0.9, lam=0.8)
+    d2 = 1 + 0.9 * 0.2 - 0.3
+    d1 = 1 - 0.4  # episode ended: no bootstrap
+    d0 = 1 + 0.9 * 0.4 - 0.5
+    expected = torch.tensor([[d0 + 0.9 * 0.8 * d1], [d1], [d2]])
+    torch.testing.assert_close(adv, expected)
+    torch.testing.assert_close(ret, expected + values)
+
+
+def test_config_defaults_are_table5_and_overrides_are_typed(tmp_path):
+    cfg = UniO4Config()
+    assert cfg.value.q_hidden == (1024, 1024) and cfg.value.v_hidden == (256, 256, 256)
+    assert cfg.dynamics.hidden == (200, 200, 200, 200) and cfg.ope.horizon == 1000
+    assert cfg.improvement.clip == 0.25 and cfg.online.clip == 0.1 and cfg.online.gae_lambda == 0.95
+    assert cfg.improvement.lr == 1e-4 and cfg.online.actor_lr == 3e-5 and cfg.value.expectile == 0.7
+    y = tmp_path / "c.yaml"
+    y.write_text("bc:\n  alpha: 0.0\nvalue:\n  q_hidden: [64, 64]\n")
+    cfg = load_config(y, ["online.lr_decay=false", "ope.horizon=20"])
+    assert cfg.bc.alpha == 0.0 and cfg.value.q_hidden == (64, 64)
+    assert cfg.online.lr_decay is False and cfg.ope.horizon == 20
+    with pytest.raises(ValueError, match="unknown config key"):
+        load_config(None, ["bc.alpah=0.2"])
+    with pytest.raises(ValueError, match="boolean"):
+        load_config(None, ["online.lr_decay=maybe"])
+
+
+def test_config_hash_changes_with_any_setting():
+    a, b = UniO4Config(), UniO4Config()
+    assert config_hash(a.value, "data") == config_hash(b.value, "data")
+    b.value.expectile = 0.5
+    assert config_hash(a.value, "data") != config_hash(b.value, "data")
+    assert config_hash(a.value, "data") != config_hash(a.value, "other-data")

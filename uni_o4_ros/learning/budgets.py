@@ -1,0 +1,31 @@
+"""Named compute budgets: `paper` is Table 5 unchanged; the others shrink step counts (and the
+1024-wide Q, which costs ~60 ms per step on 2 CPU cores) so a run fits a laptop or a test."""
+
+from __future__ import annotations
+
+BUDGETS: dict[str, list[str]] = {
+    "paper": [],
+    "small": [
+        "value.steps=20000", "value.q_hidden=[256,256]",
+        "bc.steps=20000",
+        "dynamics.max_steps=20000", "dynamics.max_epochs=60",
+        "improvement.steps=2000", "improvement.eval_every=100",
+        "ope.horizon=100", "ope.n_start_states=128",
+        "online.total_steps=30000", "online.eval_every=10000",
+    ],
+    "tiny": [
+        "value.steps=300", "value.q_hidden=[64,64]", "value.v_hidden=[64,64]",
+        "bc.steps=300", "policy.hidden=[64,64]",
+        "dynamics.hidden=[64,64]", "dynamics.max_epochs=3", "dynamics.max_steps=300",
+        "improvement.steps=200", "improvement.eval_every=50",
+        "ope.horizon=20", "ope.n_start_states=32",
+        "online.total_steps=4096", "online.rollout_steps=1024", "online.eval_every=2048",
+        "online.eval_episodes=2", "online.epochs=2",
+    ],
+}
+
+
+def budget_overrides(name: str) -> list[str]:
+    if name not in BUDGETS:
+        raise ValueError(f"unknown budget {name!r}; choose from {', '.join(BUDGETS)}")
+    return list(BUDGETS[name])

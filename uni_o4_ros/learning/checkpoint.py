@@ -1,0 +1,95 @@
+"""Checkpoints as safetensors + JSON, never pickle.
+
+A checkpoint is `<name>.safetensors` (tensors only) and `<name>.json` (config, step counters,
+anything else plain). Both are written to a temporary file and renamed, so an interrupted run
+leaves either the previous checkpoint or the new one, never half of one. Optimizer states are
+flattened into tensors plus a JSON description of their param groups.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save(directory: str | Path, name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    d = Path(directory)
+    flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    _atomic_write(d / f"{name}.safetensors", lambda tmp: save_file(flat, tmp))
+    # The JSON goes last: its presence marks the checkpoint complete.
+    _atomic_write(d / f"{name}.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True)))
+
+
+def exists(directory: str | Path, name: str) -> bool:
+    d = Path(directory)
+    return (d / f"{name}.json").is_file() and (d / f"{name}.safetensors").is_file()
+
+
+def load(directory: str | Path, name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    d = Path(directory)
+    try:
+        meta = json.loads((d / f"{name}.json").read_text())
+        tensors = load_file(str(d / f"{name}.safetensors"))
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"checkpoint {d / name} is missing: {exc.filename}") from exc
+    except (json.JSONDecodeError, OSError, Exception) as exc:  # safetensors raises its own types
+        raise CheckpointError(f"checkpoint {d / name} is unreadable: {exc}") from exc
+    return tensors, meta
+
+
+def prefixed(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
+
+
+def load_prefixed(prefix: str, module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    sub = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    missing = set(module.state_dict()) - set(sub)
+    if missing:
+        raise CheckpointError(f"checkpoint lacks {prefix}: {sorted(missing)[:3]}...")
+    module.load_state_dict(sub)
+
+
+def optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors = {}
+    scalars: dict[str, dict[str, float]] = {}
+    for pid, st in sd["state"].items():
+        for key, val in st.items():
+            if torch.is_tensor(val):
+                tensors[f"{prefix}.{pid}.{key}"] = val
+            else:
+                scalars.setdefault(str(pid), {})[key] = val
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith(prefix + "."):
+            pid, key = k[len(prefix) + 1 :].split(".", 1)
+            state.setdefault(int(pid), {})[key] = v
+    for pid, sc in meta.get("scalars", {}).items():
+        state.setdefault(int(pid), {}).update(sc)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})

@@ -1,0 +1,183 @@
+"""Make D4RL-style datasets here (no download exists): train a behaviour agent with our own PPO,
+then roll out its snapshots.
+
+    medium         N steps of the snapshot whose evaluation return is closest to
+                   `medium_fraction` x the best snapshot's (D4RL: a policy at about a third to
+                   a half of expert performance), actions sampled from the stochastic policy
+    medium-replay  every transition the agent saw during training up to that snapshot
+    medium-expert  medium + N steps of the best snapshot ("expert")
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+from .config import OnlineConfig
+from .online import OnlineTrainer, make_gym_env, scratch_agent
+from .policy import GaussianPolicyEnsemble
+from .ppo import Rollout
+from .scalars import ScalarLog, plot_log
+
+if TYPE_CHECKING:
+    from ..data import OfflineDataset
+
+
+@dataclass
+class CollectConfig:
+    env: str = "Hopper-v5"
+    seed: int = 0
+    train_steps: int = 1_000_000
+    eval_every: int = 20_000
+    eval_episodes: int = 5
+    dataset_steps: int = 200_000
+    medium_fraction: float = 0.45
+
+
+class _Replay:
+    def __init__(self) -> None:
+        self.parts: list[dict[str, np.ndarray]] = []
+
+    def add(self, r: Rollout, env_step_end: int) -> None:
+        clip = lambda a: a.clamp(-1, 1).numpy()  # noqa: E731  the actions the env executed
+        self.parts.append({
+            "observations": r.raw_obs[:, 0].numpy(), "actions": clip(r.actions[:, 0]),
+            "rewards": r.env_rewards[:, 0].numpy(), "terminals": r.terminals[:, 0].numpy(),
+            "timeouts": r.timeouts[:, 0].numpy(), "next_observations": r.next_raw_obs[:, 0].numpy(),
+            "end": np.full(len(r.raw_obs), env_step_end),
+        })
+
+    def until(self, step: int) -> OfflineDataset:
+        from ..data import OfflineDataset
+
+        keep = [p for p in self.parts if p["end"][0] <= step]
+        cat = {k: np.concatenate([p[k] for p in keep]) for k in keep[0] if k != "end"}
+        # The last transition of the replay is cut mid-episode: mark it a timeout so episode
+        # boundaries stay consistent for readers.
+        cat["timeouts"][-1] = not cat["terminals"][-1]
+        return OfflineDataset(**_typed(cat), infos={}, metadata={})
+
+
+def _typed(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    out = {}
+    for k, v in d.items():
+        out[k] = v.astype(bool) if k in ("terminals", "timeouts") else v.astype(np.float32)
+    return out
+
+
+def rollout_dataset(
+    actor: GaussianPolicyEnsemble, normalizer: torch.nn.Module, env_name: str, steps: int, seed: int,
+    desc: str = "rollout", progress: bool = True,
+) -> OfflineDataset:
+    """`steps` transitions of the stochastic policy, with log-probs, qpos and qvel in infos/."""
+    import gymnasium as gym
+
+    from ..data import OfflineDataset
+
+    env = gym.make(env_name)
+    obs, _ = env.reset(seed=seed)
+    cols: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "terminals", "timeouts",
+                                             "next_observations", "logp", "qpos", "qvel")}
+    g = torch.Generator().manual_seed(seed)
+    for t in tqdm(range(steps), desc=desc, disable=not progress, mininterval=1.0, dynamic_ncols=True):
+        data = env.unwrapped.data
+        cols["qpos"].append(data.qpos.copy())
+        cols["qvel"].append(data.qvel.copy())
+        with torch.no_grad():
+            mean, log_std = actor(normalizer(torch.as_tensor(obs[None], dtype=torch.float32)))
+            a = (mean + torch.randn(mean.shape, generator=g) * log_std.exp()).clamp(-1, 1)
+            logp = actor.gaussian_log_prob(mean, log_std, a)
+        nxt, r, te, tr, _ = env.step(a[0, 0].numpy())
+        last = t == steps - 1
+        for k, v in (("observations", obs), ("actions", a[0, 0].numpy()), ("rewards", r), ("terminals", te),
+                     ("timeouts", tr or (last and not te)), ("next_observations", nxt), ("logp", float(logp))):
+            cols[k].append(v)
+        obs = nxt if not (te or tr) else env.reset()[0]
+    env.close()
+    arr = {k: np.asarray(v) for k, v in cols.items()}
+    infos = {"action_log_probs": arr.pop("logp").astype(np.float32),
+             "qpos": arr.pop("qpos").astype(np.float32), "qvel": arr.pop("qvel").astype(np.float32)}
+    return OfflineDataset(**_typed(arr), infos=infos, metadata={})
+
+
+def collect(cfg: CollectConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Path]:
+    """Train the behaviour agent (resumable) and write the three datasets; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    env_fn = make_gym_env(cfg.env, cfg.seed)
+    probe = env_fn()
+    obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
+    probe.close()
+    torch.manual_seed(cfg.seed)
+    actor, critic, normalizer = scratch_agent(obs_dim, act_dim)
+    ocfg = OnlineConfig(total_steps=cfg.train_steps, rollout_steps=2048, minibatch_size=64, epochs=10, clip=0.2,
+                        actor_lr=3e-4, critic_lr=3e-4, entropy_coef=0.0, fixed_state_norm=False,
+                        eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes)
+    log = ScalarLog(out / "scalars.csv")
+    trainer = OnlineTrainer(ocfg, env_fn, actor, critic, normalizer, out, seed=cfg.seed, log=log,
+                            progress=progress, stage="behavior_ppo")
+    replay = _Replay()
+    replay_dir = out / "replay"
+    replay_dir.mkdir(exist_ok=True)
+    snaps = out / "snapshots"
+
+    def on_iteration(rollout: Rollout, _: list[dict]) -> None:
+        # Called after the trainer counted this rollout's steps, before its evaluation and its
+        # checkpoint; replay chunks are append-only so a resumed run keeps the whole history.
+        step = trainer.env_steps
+        replay.add(rollout, step)
+        np.savez(replay_dir / f"chunk_{step:08d}.npz", **replay.parts[-1])
+        if step // cfg.eval_every > (step - len(rollout.raw_obs)) // cfg.eval_every or step >= cfg.train_steps:
+            ckpt.save(snaps, f"step_{step:08d}", {**ckpt.prefixed("actor", actor),
+                                                  **ckpt.prefixed("normalizer", normalizer)},
+                      {"env_steps": step, "spec": actor.spec.to_dict()})
+
+    for chunk in sorted(replay_dir.glob("chunk_*.npz")):
+        with np.load(chunk, allow_pickle=False) as z:
+            replay.parts.append({k: z[k] for k in z.files})
+    history = trainer.run(on_iteration)
+    plot_log(out / "scalars.csv", out / "behavior_ppo.png", title=f"behaviour PPO on {cfg.env}")
+
+    evals = dict(zip(history.eval_steps, history.eval_returns))
+    snap_steps = sorted(int(p.stem.split("_")[1]) for p in snaps.glob("step_*.json"))
+    scored = [(s, evals[s]) for s in snap_steps if s in evals]
+    if not scored:
+        raise RuntimeError("no evaluated snapshots: increase train_steps or lower eval_every")
+    expert_step, expert_ret = max(scored, key=lambda x: x[1])
+    target = cfg.medium_fraction * expert_ret
+    medium_step, medium_ret = min(scored, key=lambda x: abs(x[1] - target))
+
+    def load_snap(step: int) -> tuple[GaussianPolicyEnsemble, torch.nn.Module]:
+        tensors, _ = ckpt.load(snaps, f"step_{step:08d}")
+        a, _, n = scratch_agent(obs_dim, act_dim)
+        ckpt.load_prefixed("actor", a, tensors)
+        ckpt.load_prefixed("normalizer", n, tensors)
+        return a, n
+
+    meta = {"env": cfg.env, "seed": cfg.seed, "behavior_train_steps": cfg.train_steps,
+            "medium_step": medium_step, "medium_eval_return": medium_ret,
+            "expert_step": expert_step, "expert_eval_return": expert_ret}
+    from ..data import OfflineDataset, write_hdf5
+
+    med_actor, med_norm = load_snap(medium_step)
+    exp_actor, exp_norm = load_snap(expert_step)
+    medium = rollout_dataset(med_actor, med_norm, cfg.env, cfg.dataset_steps, cfg.seed + 1, "medium", progress)
+    expert = rollout_dataset(exp_actor, exp_norm, cfg.env, cfg.dataset_steps, cfg.seed + 2, "expert", progress)
+    replay_ds = replay.until(medium_step)
+    name = cfg.env.split("-")[0].lower()
+    paths = {}
+    for kind, ds in (("medium", medium), ("medium-replay", replay_ds),
+                     ("medium-expert", OfflineDataset.concatenate([medium, expert]))):
+        ds.metadata.update({"algorithm": "uni_o4_ros PPO", "kind": kind, **{k: str(v) for k, v in meta.items()}})
+        paths[kind] = out / f"{name}-{kind}.hdf5"
+        write_hdf5(paths[kind], ds, overwrite=True)
+    (out / "collect.json").write_text(json.dumps({**meta, "datasets": {k: str(v) for k, v in paths.items()}},
+                                                 indent=2))
+    return paths

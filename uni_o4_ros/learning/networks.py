@@ -1,0 +1,118 @@
+"""Batched ensemble networks.
+
+Every ensemble in Uni-O4 (the n behaviour-cloned policies, the n policies improved in parallel,
+the 7 dynamics members, the two Q heads) is one set of stacked weight tensors evaluated with a
+single batched matmul, so adding members costs far less than a Python loop over modules.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "swish": nn.SiLU,
+}
+
+
+class EnsembleLinear(nn.Module):
+    """`n` independent affine maps applied to an input of shape (n, batch, in) or (batch, in)."""
+
+    def __init__(self, n: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.n, self.in_features, self.out_features = n, in_features, out_features
+        self.weight = nn.Parameter(torch.empty(n, in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(n, 1, out_features))
+        self.reset_parameters()
+
+    def reset_parameters(self, gain: float = math.sqrt(2.0)) -> None:
+        # Orthogonal per member (as in PPO practice); each member gets its own draw, which is
+        # what makes the ensemble members differ before any diversity term acts.
+        for w in self.weight.data:
+            nn.init.orthogonal_(w.T, gain=gain)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.n, -1, -1)
+        return torch.baddbmm(self.bias, x, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, in={self.in_features}, out={self.out_features}"
+
+
+class EnsembleMLP(nn.Module):
+    """Stack of EnsembleLinear layers with one activation between them."""
+
+    def __init__(
+        self,
+        n: int,
+        in_dim: int,
+        out_dim: int,
+        hidden: Sequence[int],
+        activation: str = "relu",
+        out_gain: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+        dims = [in_dim, *hidden]
+        layers: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [EnsembleLinear(n, a, b), ACTIVATIONS[activation]()]
+        last = EnsembleLinear(n, dims[-1], out_dim)
+        last.reset_parameters(gain=out_gain)
+        layers.append(last)
+        self.net = nn.Sequential(*layers)
+        self.n = n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def select_members(module: nn.Module, index: Sequence[int]) -> dict[str, torch.Tensor]:
+    """State dict of a sub-ensemble (the members in `index`), same tensor names."""
+    idx = torch.as_tensor(list(index), dtype=torch.long)
+    out = {}
+    for name, t in module.state_dict().items():
+        out[name] = t.index_select(0, idx).clone() if t.dim() >= 1 and t.shape[0] == _n_of(module) else t.clone()
+    return out
+
+
+def _n_of(module: nn.Module) -> int:
+    n = getattr(module, "n", None)
+    if n is None:
+        raise TypeError(f"{type(module).__name__} is not an ensemble module")
+    return int(n)
+
+
+def copy_member(dst: nn.Module, dst_index: int, src: nn.Module, src_index: int) -> None:
+    """Copy one member's weights from `src` into slot `dst_index` of `dst` (same architecture)."""
+    src_sd = src.state_dict()
+    with torch.no_grad():
+        for name, t in dst.state_dict().items():
+            if t.dim() >= 1 and t.shape[0] == _n_of(dst):
+                t[dst_index].copy_(src_sd[name][src_index])
+
+
+def clip_grad_norm_per_member(module: nn.Module, max_norm: float) -> torch.Tensor:
+    """Clip each member's gradient norm separately, so one member's large step never shrinks
+    another's (a global clip would couple members that are meant to be independent)."""
+    n = _n_of(module)
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(n)
+    sq = torch.zeros(n, device=grads[0].device)
+    for g in grads:
+        sq += g.reshape(n, -1).pow(2).sum(1)
+    norms = sq.sqrt()
+    scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(scale.view(n, *([1] * (g.dim() - 1))))
+    return norms

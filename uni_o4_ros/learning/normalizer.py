@@ -1,0 +1,52 @@
+"""Fixed state normalisation (s - mean) / std from the offline dataset.
+
+The same statistics are used by BC, Q, V, the improved policies, AM-Q and online PPO, so a
+policy carried from offline to online sees the same inputs; they travel with the policy weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class StateNormalizer(nn.Module):
+    def __init__(self, mean: np.ndarray | torch.Tensor, std: np.ndarray | torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).clone())
+        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).clone())
+
+    @classmethod
+    def from_data(cls, observations: np.ndarray, eps: float = 1e-3) -> StateNormalizer:
+        return cls(observations.mean(0), observations.std(0) + eps)
+
+    @classmethod
+    def identity(cls, dim: int) -> StateNormalizer:
+        return cls(np.zeros(dim), np.ones(dim))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.mean) / self.std
+
+
+class RunningNormalizer(StateNormalizer):
+    """Running mean/std for PPO from scratch (no dataset to take statistics from)."""
+
+    def __init__(self, dim: int, clip: float = 10.0) -> None:
+        super().__init__(np.zeros(dim), np.ones(dim))
+        self.register_buffer("var", torch.ones(dim))
+        self.register_buffer("count", torch.tensor(1e-4))
+        self.clip = clip
+
+    @torch.no_grad()
+    def update(self, batch: torch.Tensor) -> None:
+        b_mean, b_var, b_n = batch.mean(0), batch.var(0, unbiased=False), batch.shape[0]
+        delta, tot = b_mean - self.mean, self.count + b_n
+        self.mean += delta * b_n / tot
+        m2 = self.var * self.count + b_var * b_n + delta.pow(2) * self.count * b_n / tot
+        self.var.copy_(m2 / tot)
+        self.count.copy_(tot)
+        self.std.copy_(self.var.sqrt() + 1e-8)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return super().forward(obs).clamp(-self.clip, self.clip)

@@ -1,0 +1,353 @@
+"""The offline phase of Uni-O4 as resumable, cached stages.
+
+    value (IQL Q/V) -> dynamics -> ensemble BC (or init from a given policy) -> multi-step
+    improvement with AM-Q -> selection by AM-Q
+
+Every stage lives in `run_dir/stages/<stage>-<key>/`, where the key hashes the stage's config,
+the dataset's content and the keys of the stages it depends on: a changed setting or dataset
+gets a fresh stage instead of silently reusing a stale model (the authors' code reuses cached
+files regardless). A stage checkpoints every `checkpoint_every` steps and resumes from there.
+Nothing in this module touches an environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+from .behavior_cloning import ensemble_bc_loss
+from .config import UniO4Config, config_hash, to_dict
+from .dynamics import GaussianEnsembleModel, train_dynamics
+from .improvement import MultiStepImprover
+from .normalizer import StateNormalizer
+from .ope import am_q
+from .policy import GaussianPolicyEnsemble, PolicySpec
+from .scalars import ScalarLog
+from .termination import rule_for_env
+from .value import IQLCritic
+
+
+def dataset_digest(ds: Any) -> str:
+    h = hashlib.sha256()
+    for name in ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations"):
+        arr = np.ascontiguousarray(getattr(ds, name))
+        h.update(name.encode())
+        h.update(str(arr.shape).encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class OfflineResult:
+    policy: GaussianPolicyEnsemble  # the selected policy, n = 1
+    critic: IQLCritic
+    normalizer: StateNormalizer
+    am_q: float
+    run_dir: Path
+
+
+class _Batches:
+    """Uniform minibatches of dataset indices from a seeded generator."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.b = n, batch_size
+        self.g = torch.Generator().manual_seed(seed)
+
+    def __call__(self) -> torch.Tensor:
+        return torch.randint(self.n, (self.b,), generator=self.g)
+
+
+class OfflineTrainer:
+    def __init__(
+        self,
+        cfg: UniO4Config,
+        dataset: Any,
+        run_dir: str | Path,
+        *,
+        init_policy: tuple[GaussianPolicyEnsemble, StateNormalizer] | None = None,
+        checkpoint_every: int = 2000,
+        progress: bool = True,
+        log: ScalarLog | None = None,
+    ) -> None:
+        self.cfg, self.ds = cfg, dataset
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.init_policy = init_policy
+        self.checkpoint_every = checkpoint_every
+        self.progress = progress
+        self.log = log or ScalarLog(self.run_dir / "scalars.csv")
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        t = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32)  # noqa: E731
+        self.obs, self.act = t(dataset.observations), t(dataset.actions)
+        self.rew, self.next_obs = t(dataset.rewards), t(dataset.next_observations)
+        # Only true terminations stop the bootstrap; timeouts are artefacts of episode length
+        # (the authors' code treats them as terminal too).
+        self.terminal = t(dataset.terminals)
+        if init_policy is not None:
+            # Online -> offline: keep the online policy's input statistics so its weights stay valid.
+            self.normalizer = init_policy[1]
+        else:
+            self.normalizer = StateNormalizer.from_data(np.asarray(dataset.observations))
+        self.obs_n = self.normalizer(self.obs)
+        self.next_obs_n = self.normalizer(self.next_obs)
+        self.digest = dataset_digest(dataset)
+        self.spec = PolicySpec(
+            obs_dim=self.obs.shape[1], act_dim=self.act.shape[1], hidden=tuple(cfg.policy.hidden),
+            activation=cfg.policy.activation, mean_activation=cfg.policy.mean_activation,
+            log_std_min=cfg.policy.log_std_min, log_std_max=cfg.policy.log_std_max,
+        )
+        self.norm_key = hashlib.sha256(self.normalizer.mean.numpy().tobytes()).hexdigest()[:8]
+
+    # ------------------------------------------------------------------ helpers
+    def _stage_dir(self, name: str, key: str) -> Path:
+        return self.run_dir / "stages" / f"{name}-{key}"
+
+    def _seed(self, name: str) -> int:
+        return self.cfg.seed * 1000 + sum(name.encode()) % 997
+
+    def _loop(
+        self, name: str, total: int, start: int, step_fn: Callable[[int], dict[str, float]],
+        save_fn: Callable[[int], None], every: int | None = None,
+    ) -> None:
+        every = every or self.checkpoint_every
+        bar = tqdm(total=total, initial=start, desc=name, disable=not self.progress, dynamic_ncols=True,
+                   mininterval=1.0)
+        last_save = time.monotonic()
+        for step in range(start, total):
+            stats = step_fn(step)
+            if stats and (step % 100 == 0 or step == total - 1):
+                self.log.log(name, step, stats)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in list(stats.items())[:3]}, refresh=False)
+            bar.update(1)
+            if (step + 1) % every == 0 or time.monotonic() - last_save > 120:
+                save_fn(step + 1)
+                last_save = time.monotonic()
+        bar.close()
+        save_fn(total)
+
+    # ------------------------------------------------------------------ stages
+    def train_value(self) -> tuple[IQLCritic, str]:
+        c = self.cfg.value
+        key = config_hash(c, self.digest, self.norm_key)
+        d = self._stage_dir("value", key)
+        torch.manual_seed(self._seed("value"))
+        critic = IQLCritic(self.obs.shape[1], self.act.shape[1], tuple(c.q_hidden), tuple(c.v_hidden),
+                           c.expectile, c.gamma, c.tau, c.lr, c.target_every)
+        start = self._resume(d, critic, {"q_opt": critic.q_opt, "v_opt": critic.v_opt})
+        if start < c.steps:
+            batches = _Batches(len(self.obs), c.batch_size, self._seed("value") + start)
+
+            def step_fn(_: int) -> dict[str, float]:
+                i = batches()
+                return critic.update(self.obs_n[i], self.act[i], self.rew[i], self.next_obs_n[i], self.terminal[i])
+
+            def save_fn(step: int) -> None:
+                critic.n_updates = step
+                self._save(d, critic, {"q_opt": critic.q_opt, "v_opt": critic.v_opt}, step, c.steps, c)
+
+            self._loop("value", c.steps, start, step_fn, save_fn)
+        critic.n_updates = c.steps
+        return critic, key
+
+    def train_dynamics(self) -> tuple[GaussianEnsembleModel, str]:
+        c = self.cfg.dynamics
+        key = config_hash(c, self.digest)
+        d = self._stage_dir("dynamics", key)
+        torch.manual_seed(self._seed("dynamics"))
+        model = GaussianEnsembleModel(c.n_members, self.obs.shape[1], self.act.shape[1], tuple(c.hidden), c.n_elites)
+        if ckpt.exists(d, "stage") and ckpt.load(d, "stage")[1].get("done"):
+            tensors, _ = ckpt.load(d, "stage")
+            ckpt.load_prefixed("model", model, tensors)
+            return model, key
+        bar = tqdm(desc="dynamics", unit="epoch", disable=not self.progress, dynamic_ncols=True)
+
+        def on_epoch(epoch: int, stats: dict[str, float]) -> None:
+            self.log.log("dynamics", epoch, stats)
+            bar.update(1)
+            bar.set_postfix(holdout_mse=f"{stats['holdout_mse']:.4g}", refresh=False)
+
+        stats = train_dynamics(
+            model, self.ds.observations, self.ds.actions, self.ds.rewards, self.ds.next_observations,
+            n_elites=c.n_elites, lr=c.lr, batch_size=c.batch_size, weight_decay=tuple(c.weight_decay),
+            holdout_ratio=c.holdout_ratio, max_holdout=c.max_holdout, patience=c.patience,
+            max_epochs=c.max_epochs, max_steps=c.max_steps, rng=np.random.default_rng(self._seed("dynamics")),
+            on_epoch=on_epoch,
+        )
+        bar.close()
+        ckpt.save(d, "stage", ckpt.prefixed("model", model),
+                  {"done": True, "config": to_dict(c), "dataset": self.digest, **stats})
+        return model, key
+
+    def train_bc(self) -> tuple[GaussianPolicyEnsemble, str]:
+        c = self.cfg.bc
+        if self.init_policy is not None:
+            # Online -> offline (Appendix A.4.4 line 7): every member starts as the online policy;
+            # no behaviour cloning. Diversity then comes from the Eq. 25 term during improvement.
+            src = self.init_policy[0]
+            if src.spec.obs_dim != self.spec.obs_dim or src.spec.act_dim != self.spec.act_dim:
+                raise ValueError(
+                    f"initial policy has obs/act dims {src.spec.obs_dim}/{src.spec.act_dim}, "
+                    f"dataset has {self.spec.obs_dim}/{self.spec.act_dim}")
+            ens = GaussianPolicyEnsemble(src.spec, c.n_policies)
+            from .networks import copy_member
+
+            for i in range(c.n_policies):
+                copy_member(ens, i, src, 0)
+            self.spec = src.spec
+            return ens, "init-" + hashlib.sha256(
+                b"".join(v.numpy().tobytes() for v in src.state_dict().values())).hexdigest()[:12]
+        key = config_hash(c, self.cfg.policy, self.digest, self.norm_key)
+        d = self._stage_dir("bc", key)
+        torch.manual_seed(self._seed("bc"))
+        policy = GaussianPolicyEnsemble(self.spec, c.n_policies)
+        opt = torch.optim.Adam(policy.parameters(), lr=c.lr)
+        start = self._resume(d, policy, {"opt": opt}, prefix="policy")
+        if start < c.steps:
+            batches = _Batches(len(self.obs), c.batch_size, self._seed("bc") + start)
+
+            def step_fn(_: int) -> dict[str, float]:
+                i = batches()
+                loss, stats = ensemble_bc_loss(policy, self.obs_n[i], self.act[i], c.alpha, c.disagreement)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                return stats
+
+            self._loop("bc", c.steps, start, step_fn,
+                       lambda s: self._save(d, policy, {"opt": opt}, s, c.steps, c, prefix="policy"))
+        return policy, key
+
+    def improve(
+        self, policy: GaussianPolicyEnsemble, critic: IQLCritic, model: GaussianEnsembleModel, upstream: str
+    ) -> tuple[GaussianPolicyEnsemble, float]:
+        c, o = self.cfg.improvement, self.cfg.ope
+        key = config_hash(c, o, upstream)
+        d = self._stage_dir("improve", key)
+        termination = rule_for_env(self.cfg.dynamics.termination if self.cfg.dynamics.termination != "auto"
+                                   else self.cfg.env)
+        torch.manual_seed(self._seed("improve"))
+        imp = MultiStepImprover(policy, critic, lr=c.lr, clip=c.clip, total_steps=c.steps,
+                                grad_clip=c.grad_clip, normalize_advantage=c.normalize_advantage,
+                                kl_alpha=c.kl_alpha)
+        start = 0
+        if ckpt.exists(d, "stage"):
+            tensors, meta = ckpt.load(d, "stage")
+            ckpt.load_prefixed("target", imp.target, tensors)
+            ckpt.load_prefixed("behavior", imp.behavior, tensors)
+            ckpt.load_optimizer("opt", imp.opt, tensors, meta["opt"])
+            imp.sched.last_epoch = meta["step"]
+            imp.state.step = start = meta["step"]
+            imp.state.iteration = meta["iteration"]
+        gen = torch.Generator().manual_seed(self._seed("improve") + start)
+        batches = _Batches(len(self.obs), c.batch_size, self._seed("improve") + start)
+
+        def score(policies: list[GaussianPolicyEnsemble]) -> torch.Tensor:
+            starts = self.obs[torch.randint(len(self.obs), (o.n_start_states,), generator=gen)]
+            return am_q(policies, critic.q, model, termination, self.normalizer, starts, o.horizon, o.gamma,
+                        generator=torch.Generator().manual_seed(int(torch.randint(2**31, (1,), generator=gen))))
+
+        def step_fn(step: int) -> dict[str, float]:
+            stats = imp.update(self.obs_n[batches()])
+            if (step + 1) % c.eval_every == 0:
+                s = score([imp.target, imp.behavior])
+                n = imp.target.n
+                events = imp.replace(s[:n], s[n:])
+                row = {f"am_q_target_{i}": float(s[i]) for i in range(n)}
+                row.update({f"am_q_behavior_{i}": float(s[n + i]) for i in range(n)})
+                row["replacements"] = float(len(events))
+                self.log.log("improve_ope", step + 1, row)
+            return stats
+
+        def save_fn(step: int) -> None:
+            t_opt, m_opt = ckpt.optimizer_tensors("opt", imp.opt)
+            tensors = {**ckpt.prefixed("target", imp.target), **ckpt.prefixed("behavior", imp.behavior), **t_opt}
+            ckpt.save(d, "stage", tensors, {
+                "step": step, "iteration": imp.state.iteration, "opt": m_opt, "config": to_dict(c),
+                "done": step >= c.steps,
+                "events": [e.__dict__ for e in imp.state.events],
+            })
+
+        if start < c.steps:
+            self._loop("improve", c.steps, start, step_fn, save_fn, every=max(c.eval_every, 500))
+
+        # Final choice by AM-Q alone (no environment returns), among the accepted behaviour
+        # policies and the final targets, scored on the same fresh start states.
+        s = score([imp.behavior, imp.target])
+        best = int(torch.argmax(s))
+        source = imp.behavior if best < imp.target.n else imp.target
+        chosen = GaussianPolicyEnsemble(source.spec, 1)
+        from .networks import copy_member
+
+        copy_member(chosen, 0, source, best % imp.target.n)
+        self.log.log("select", c.steps, {"am_q_selected": float(s[best]), "selected_index": float(best)})
+        (self.run_dir / "selection.json").write_text(json.dumps({
+            "scores_behavior": s[: imp.target.n].tolist(), "scores_target": s[imp.target.n :].tolist(),
+            "selected": "behavior" if best < imp.target.n else "target", "member": best % imp.target.n,
+            "iterations": imp.state.iteration,
+        }, indent=2))
+        return chosen, float(s[best])
+
+    def run(self) -> OfflineResult:
+        critic, v_key = self.train_value()
+        model, d_key = self.train_dynamics()
+        policy, b_key = self.train_bc()
+        chosen, score = self.improve(policy, critic, model, upstream=f"{v_key}-{d_key}-{b_key}")
+        save_policy(self.run_dir / "final", "policy", chosen, self.normalizer, critic=critic,
+                    extra={"am_q": score, "config": to_dict(self.cfg), "dataset": self.digest})
+        return OfflineResult(chosen, critic, self.normalizer, score, self.run_dir)
+
+    # ------------------------------------------------------------------ persistence
+    def _save(self, d: Path, module: torch.nn.Module, opts: dict[str, torch.optim.Optimizer], step: int,
+              total: int, cfg: Any, prefix: str = "model") -> None:
+        tensors = ckpt.prefixed(prefix, module)
+        meta: dict[str, Any] = {"step": step, "done": step >= total, "config": to_dict(cfg),
+                                "dataset": self.digest, "opts": {}}
+        for name, opt in opts.items():
+            t, m = ckpt.optimizer_tensors(name, opt)
+            tensors.update(t)
+            meta["opts"][name] = m
+        ckpt.save(d, "stage", tensors, meta)
+
+    def _resume(self, d: Path, module: torch.nn.Module, opts: dict[str, torch.optim.Optimizer],
+                prefix: str = "model") -> int:
+        if not ckpt.exists(d, "stage"):
+            return 0
+        tensors, meta = ckpt.load(d, "stage")
+        ckpt.load_prefixed(prefix, module, tensors)
+        for name, opt in opts.items():
+            ckpt.load_optimizer(name, opt, tensors, meta["opts"][name])
+        return int(meta["step"])
+
+
+def save_policy(
+    directory: str | Path, name: str, policy: GaussianPolicyEnsemble, normalizer: StateNormalizer,
+    critic: IQLCritic | None = None, extra: dict | None = None,
+) -> None:
+    """A deployable policy: weights + normaliser (+ V for online fine-tuning) and its spec."""
+    tensors = {**ckpt.prefixed("policy", policy), **ckpt.prefixed("normalizer", normalizer)}
+    if critic is not None:
+        tensors.update(ckpt.prefixed("value", critic.v))
+    meta = {"spec": policy.spec.to_dict(), "n": policy.n, **(extra or {})}
+    if critic is not None:
+        meta["v_hidden"] = [m.out_features for m in critic.v.net.net if hasattr(m, "out_features")][:-1]
+    ckpt.save(directory, name, tensors, meta)
+
+
+def load_policy(directory: str | Path, name: str = "policy") -> tuple[GaussianPolicyEnsemble, StateNormalizer, dict,
+                                                                       dict[str, torch.Tensor]]:
+    tensors, meta = ckpt.load(directory, name)
+    spec = PolicySpec.from_dict(meta["spec"])
+    policy = GaussianPolicyEnsemble(spec, int(meta.get("n", 1)))
+    ckpt.load_prefixed("policy", policy, tensors)
+    normalizer = StateNormalizer(tensors["normalizer.mean"], tensors["normalizer.std"])
+    return policy, normalizer, meta, tensors

@@ -1,0 +1,240 @@
+"""Online PPO (Eq. 1) with GAE, used for fine-tuning, from-scratch training and data collection.
+
+The actor is the same GaussianPolicyEnsemble (n = 1) that offline training produces, so the
+offline policy and V continue online unchanged. Actions are sampled and their log-probabilities
+stored at collection time (the authors' robot code sampled the mean, which leaves PPO unable to
+move the mean). Timeouts are not terminal: a truncated episode bootstraps with gamma V(s_T).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .networks import clip_grad_norm_per_member
+from .normalizer import RunningNormalizer, StateNormalizer
+from .policy import GaussianPolicyEnsemble
+from .value import ValueNet
+
+
+@dataclass
+class Rollout:
+    obs: torch.Tensor  # (T, E, obs) normalised
+    raw_obs: torch.Tensor  # (T, E, obs) as the env gave them
+    actions: torch.Tensor  # (T, E, act) the sampled (unclipped) actions
+    log_probs: torch.Tensor  # (T, E)
+    rewards: torch.Tensor  # (T, E) with truncation bootstrap folded in
+    env_rewards: torch.Tensor  # (T, E) unmodified
+    dones: torch.Tensor  # (T, E) true terminations or truncations (episode boundary)
+    terminals: torch.Tensor  # (T, E) true terminations only
+    timeouts: torch.Tensor  # (T, E)
+    values: torch.Tensor  # (T, E)
+    next_raw_obs: torch.Tensor  # (T, E, obs)
+    last_value: torch.Tensor  # (E,)
+
+
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    dones: torch.Tensor,
+    terminals: torch.Tensor,
+    last_value: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE(lambda). After `dones[t]` the next value belongs to a new episode, so it is cut;
+    truncations already carry gamma V(s_T) inside `rewards`."""
+    t_len = rewards.shape[0]
+    adv = torch.zeros_like(rewards)
+    gae = torch.zeros_like(last_value)
+    for t in reversed(range(t_len)):
+        next_value = last_value if t == t_len - 1 else values[t + 1]
+        cont = 1.0 - dones[t].float()
+        delta = rewards[t] + gamma * next_value * cont - values[t]
+        gae = delta + gamma * lam * cont * gae
+        adv[t] = gae
+    return adv, adv + values
+
+
+class PPO:
+    def __init__(
+        self,
+        actor: GaussianPolicyEnsemble,
+        critic: ValueNet,
+        normalizer: StateNormalizer,
+        *,
+        clip: float,
+        actor_lr: float,
+        critic_lr: float,
+        epochs: int,
+        minibatch_size: int,
+        gamma: float,
+        gae_lambda: float,
+        entropy_coef: float = 0.0,
+        value_coef: float = 0.5,
+        grad_clip: float = 0.5,
+        normalize_advantage: bool = True,
+        reward_scale: float = 1.0,
+    ) -> None:
+        if actor.n != 1:
+            raise ValueError("online PPO trains a single policy (ensemble of size 1)")
+        self.actor, self.critic, self.normalizer = actor, critic, normalizer
+        self.clip, self.epochs, self.minibatch_size = clip, epochs, minibatch_size
+        self.gamma, self.gae_lambda = gamma, gae_lambda
+        self.entropy_coef, self.value_coef, self.grad_clip = entropy_coef, value_coef, grad_clip
+        self.normalize_advantage, self.reward_scale = normalize_advantage, reward_scale
+        self.actor_opt = torch.optim.Adam(actor.parameters(), lr=actor_lr, eps=1e-5)
+        self.critic_opt = torch.optim.Adam(critic.parameters(), lr=critic_lr, eps=1e-5)
+        self.base_lrs = (actor_lr, critic_lr)
+        self.bounded = actor.spec.mean_activation == "tanh"
+
+    def set_progress(self, fraction_done: float) -> None:
+        """Linear learning-rate decay to zero over the run."""
+        f = max(0.0, 1.0 - fraction_done)
+        for opt, lr in zip((self.actor_opt, self.critic_opt), self.base_lrs):
+            for g in opt.param_groups:
+                g["lr"] = lr * f
+
+    @torch.no_grad()
+    def act(self, raw_obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(E, obs) raw -> actions (E, act), log-probs (E,), values (E,)."""
+        obs = self.normalizer(torch.as_tensor(raw_obs, dtype=torch.float32))
+        a, logp = self.actor.act(obs, deterministic=deterministic)
+        return a[0].numpy(), logp[0].numpy(), self.critic(obs).numpy()
+
+    def collect(self, envs: Sequence, obs: np.ndarray, steps: int) -> tuple[Rollout, np.ndarray, list[dict]]:
+        """Run `steps` steps in each env; returns the rollout, the next obs and finished episodes."""
+        e = len(envs)
+        buf: dict[str, list] = {k: [] for k in (
+            "obs", "raw", "act", "logp", "rew", "env_rew", "done", "term", "trunc", "val", "next")}
+        finished: list[dict] = []
+        if len(getattr(self, "_episodes", [])) != e:
+            self._episodes = [{"return": 0.0, "length": 0} for _ in range(e)]
+        for _ in range(steps):
+            if isinstance(self.normalizer, RunningNormalizer):
+                self.normalizer.update(torch.as_tensor(obs, dtype=torch.float32))
+            norm = self.normalizer(torch.as_tensor(obs, dtype=torch.float32))
+            with torch.no_grad():
+                a, logp = self.actor.act(norm, deterministic=False)
+                val = self.critic(norm)
+            a, logp = a[0], logp[0]
+            env_a = a.clamp(-1.0, 1.0).numpy() if self.bounded else a.numpy()
+            next_obs = np.empty_like(obs)
+            rew = np.zeros(e, np.float32)
+            boot = np.zeros(e, np.float32)
+            term = np.zeros(e, bool)
+            trunc = np.zeros(e, bool)
+            nxt_raw = np.empty_like(obs)
+            for i, env in enumerate(envs):
+                o, r, te, tr, info = env.step(env_a[i])
+                rew[i], term[i], trunc[i] = r, te, tr
+                nxt_raw[i] = o
+                ep = self._episodes[i]
+                ep["return"] += float(r)
+                ep["length"] += 1
+                if te or tr:
+                    finished.append(dict(ep, terminated=bool(te)))
+                    self._episodes[i] = {"return": 0.0, "length": 0}
+                    if tr and not te:
+                        with torch.no_grad():
+                            boot[i] = float(self.critic(self.normalizer(torch.as_tensor(o[None], dtype=torch.float32)))[0])
+                    o, _ = env.reset()
+                next_obs[i] = o
+            buf["obs"].append(norm)
+            buf["raw"].append(torch.as_tensor(obs, dtype=torch.float32))
+            buf["act"].append(a)
+            buf["logp"].append(logp)
+            buf["env_rew"].append(torch.as_tensor(rew))
+            buf["rew"].append(torch.as_tensor(rew * self.reward_scale + self.gamma * boot))
+            buf["done"].append(torch.as_tensor(term | trunc))
+            buf["term"].append(torch.as_tensor(term))
+            buf["trunc"].append(torch.as_tensor(trunc & ~term))
+            buf["val"].append(val)
+            buf["next"].append(torch.as_tensor(nxt_raw, dtype=torch.float32))
+            obs = next_obs
+        with torch.no_grad():
+            last_value = self.critic(self.normalizer(torch.as_tensor(obs, dtype=torch.float32)))
+        st = {k: torch.stack(v) for k, v in buf.items()}
+        rollout = Rollout(
+            obs=st["obs"], raw_obs=st["raw"], actions=st["act"], log_probs=st["logp"], rewards=st["rew"],
+            env_rewards=st["env_rew"], dones=st["done"], terminals=st["term"], timeouts=st["trunc"],
+            values=st["val"], next_raw_obs=st["next"], last_value=last_value,
+        )
+        return rollout, obs, finished
+
+    def update(self, rollout: Rollout) -> dict[str, float]:
+        """PPO epochs over one on-policy rollout."""
+        adv, returns = compute_gae(
+            rollout.rewards, rollout.values, rollout.dones, rollout.terminals,
+            rollout.last_value, self.gamma, self.gae_lambda,
+        )
+        obs = rollout.obs.reshape(-1, rollout.obs.shape[-1])
+        act = rollout.actions.reshape(-1, rollout.actions.shape[-1])
+        old_logp, adv, returns = rollout.log_probs.reshape(-1), adv.reshape(-1), returns.reshape(-1)
+        n = obs.shape[0]
+        stats = {"policy_loss": 0.0, "value_loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0}
+        count = 0
+        for _ in range(self.epochs):
+            perm = torch.randperm(n)
+            for start in range(0, n, self.minibatch_size):
+                idx = perm[start : start + self.minibatch_size]
+                mb_adv = adv[idx]
+                if self.normalize_advantage and idx.numel() > 1:
+                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                mean, log_std = self.actor(obs[idx])
+                logp = self.actor.gaussian_log_prob(mean, log_std, act[idx])[0]
+                log_ratio = logp - old_logp[idx]
+                ratio = log_ratio.exp()
+                pg = -torch.min(ratio * mb_adv, ratio.clamp(1 - self.clip, 1 + self.clip) * mb_adv).mean()
+                entropy = (log_std + 0.5 * (1.0 + np.log(2 * np.pi))).sum(-1).mean()
+                actor_loss = pg - self.entropy_coef * entropy
+                self.actor_opt.zero_grad(set_to_none=True)
+                actor_loss.backward()
+                clip_grad_norm_per_member(self.actor, self.grad_clip)
+                self.actor_opt.step()
+
+                v_loss = (self.critic(obs[idx]) - returns[idx]).pow(2).mean()
+                self.critic_opt.zero_grad(set_to_none=True)
+                (self.value_coef * v_loss).backward()
+                torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.grad_clip)
+                self.critic_opt.step()
+                with torch.no_grad():
+                    stats["policy_loss"] += float(pg)
+                    stats["value_loss"] += float(v_loss)
+                    stats["clip_frac"] += float(((ratio - 1).abs() > self.clip).float().mean())
+                    stats["approx_kl"] += float(((ratio - 1) - log_ratio).mean())
+                count += 1
+        return {k: v / max(1, count) for k, v in stats.items()}
+
+
+def evaluate_policy(
+    actor: GaussianPolicyEnsemble,
+    normalizer: StateNormalizer,
+    make_env: Callable[[], object],
+    episodes: int,
+    seed: int,
+    member: int = 0,
+) -> np.ndarray:
+    """Undiscounted returns of the deterministic (mean) policy over `episodes` episodes."""
+    env = make_env()
+    returns = []
+    bounded = actor.spec.mean_activation == "tanh"
+    try:
+        for ep in range(episodes):
+            obs, _ = env.reset(seed=seed + ep)
+            total, done = 0.0, False
+            while not done:
+                with torch.no_grad():
+                    mean, _ = actor(normalizer(torch.as_tensor(obs[None], dtype=torch.float32)))
+                a = mean[member, 0]
+                a = a.clamp(-1, 1) if bounded else a
+                obs, r, te, tr, _ = env.step(a.numpy())
+                total += float(r)
+                done = te or tr
+            returns.append(total)
+    finally:
+        env.close()
+    return np.asarray(returns)

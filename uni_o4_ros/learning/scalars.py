@@ -1,0 +1,76 @@
+"""Scalar logs a person can read (CSV, long format) and PNG learning curves."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from pathlib import Path
+
+
+class ScalarLog:
+    """Appends `stage,step,name,value` rows and flushes each one, so a crash keeps every row."""
+
+    FIELDS = ("stage", "step", "name", "value")
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        self._fh = self.path.open("a", newline="")
+        self._w = csv.writer(self._fh)
+        if new:
+            self._w.writerow(self.FIELDS)
+            self._fh.flush()
+
+    def log(self, stage: str, step: int, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                continue
+            self._w.writerow((stage, int(step), k, f"{float(v):.6g}"))
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def read_log(path: str | Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    series: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
+    with Path(path).open() as fh:
+        for row in csv.DictReader(fh):
+            series[(row["stage"], row["name"])].append((int(row["step"]), float(row["value"])))
+    return series
+
+
+def plot_log(path: str | Path, out_png: str | Path, title: str = "", max_panels: int = 12) -> Path:
+    """One panel per (stage, metric); long series are smoothed for readability."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = read_log(path)
+    keys = [k for k in series if len(series[k]) > 1][:max_panels] or list(series)[:max_panels]
+    cols = 3
+    rows = max(1, math.ceil(len(keys) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        pts = sorted(series[key])
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        ax.plot(xs, ys, lw=0.8, alpha=0.5 if len(ys) > 50 else 1.0)
+        if len(ys) > 50:
+            w = max(1, len(ys) // 50)
+            sm = [sum(ys[max(0, i - w) : i + 1]) / len(ys[max(0, i - w) : i + 1]) for i in range(len(ys))]
+            ax.plot(xs, sm, lw=1.5)
+        ax.set_title(f"{key[0]}: {key[1]}", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out_png)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out

@@ -1,0 +1,101 @@
+"""IQL value learning (Eq. 2 and 3): double Q, state value V by expectile regression, Polyak target."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .networks import EnsembleMLP
+
+
+def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
+    """L_omega(u) = |omega - 1(u < 0)| u^2 with u = Q - V."""
+    weight = torch.where(diff < 0, 1.0 - expectile, expectile)
+    return weight * diff.pow(2)
+
+
+class DoubleQ(nn.Module):
+    """Two Q heads as one batched ensemble; `forward` returns both, `min_q` the pessimistic one."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.net = EnsembleMLP(2, obs_dim + act_dim, 1, hidden, "relu")
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([obs, act], dim=-1)).squeeze(-1)  # (2, B)
+
+    def min_q(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return self(obs, act).min(0).values
+
+
+class ValueNet(nn.Module):
+    def __init__(self, obs_dim: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.net = EnsembleMLP(1, obs_dim, 1, hidden, "relu")
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs)[0].squeeze(-1)
+
+
+class IQLCritic(nn.Module):
+    """Q, V and the target Q; `update` performs one joint gradient step on a batch."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        q_hidden: tuple[int, ...],
+        v_hidden: tuple[int, ...],
+        expectile: float,
+        gamma: float,
+        tau: float,
+        lr: float,
+        target_every: int = 1,
+    ) -> None:
+        super().__init__()
+        self.q = DoubleQ(obs_dim, act_dim, q_hidden)
+        self.v = ValueNet(obs_dim, v_hidden)
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self.expectile, self.gamma, self.tau, self.target_every = expectile, gamma, tau, target_every
+        self.q_opt = torch.optim.Adam(self.q.parameters(), lr=lr)
+        self.v_opt = torch.optim.Adam(self.v.parameters(), lr=lr)
+        self.n_updates = 0
+
+    def update(
+        self,
+        obs: torch.Tensor,
+        act: torch.Tensor,
+        rew: torch.Tensor,
+        next_obs: torch.Tensor,
+        terminal: torch.Tensor,
+    ) -> dict[str, float]:
+        """One step. `terminal` holds true terminations only: a timeout still bootstraps."""
+        with torch.no_grad():
+            target_q = self.q_target.min_q(obs, act)
+        v = self.v(obs)
+        v_loss = expectile_loss(target_q - v, self.expectile).mean()
+        self.v_opt.zero_grad(set_to_none=True)
+        v_loss.backward()
+        self.v_opt.step()
+
+        with torch.no_grad():
+            backup = rew + self.gamma * (1.0 - terminal) * self.v(next_obs)
+        qs = self.q(obs, act)
+        q_loss = (qs - backup.unsqueeze(0)).pow(2).mean(1).sum()
+        self.q_opt.zero_grad(set_to_none=True)
+        q_loss.backward()
+        self.q_opt.step()
+
+        self.n_updates += 1
+        if self.n_updates % self.target_every == 0:
+            with torch.no_grad():
+                for p, tp in zip(self.q.parameters(), self.q_target.parameters()):
+                    tp.lerp_(p, self.tau)
+        return {"v_loss": float(v_loss.detach()), "q_loss": float(q_loss.detach()), "v_mean": float(v.detach().mean())}
+
+    @torch.no_grad()
+    def advantage(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """A(s, a) = min Q(s, a) - V(s), the offline advantage of Section 3.2 (no GAE offline)."""
+        return self.q.min_q(obs, act) - self.v(obs)

@@ -1,0 +1,153 @@
+"""End to end through the `uni-o4` command line with real MuJoCo and real HDF5 files (tiny budgets)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from uni_o4_ros.cli import main
+from uni_o4_ros.data import OfflineDataset, read_hdf5, write_hdf5
+from uni_o4_ros.learning import checkpoint as ckpt
+from uni_o4_ros.learning.collect import rollout_dataset
+from uni_o4_ros.learning.config import OnlineConfig
+from uni_o4_ros.learning.online import OnlineTrainer, make_gym_env, scratch_agent
+
+
+@pytest.fixture(scope="module")
+def hopper_h5(tmp_path_factory) -> Path:
+    """8k transitions of an untrained PPO agent's stochastic policy on Hopper-v5, on disk."""
+    torch.manual_seed(0)
+    actor, _, norm = scratch_agent(11, 3)
+    ds = rollout_dataset(actor, norm, "Hopper-v5", 8000, seed=0, progress=False)
+    path = tmp_path_factory.mktemp("data") / "hopper-tiny.hdf5"
+    write_hdf5(path, ds)
+    return path
+
+
+def test_collected_dataset_is_consistent_with_the_simulator(hopper_h5):
+    ds = read_hdf5(hopper_h5)
+    assert len(ds) == 8000 and ds.obs_dim == 11 and ds.act_dim == 3
+    assert np.abs(ds.actions).max() <= 1.0
+    ends = ds.terminals | ds.timeouts
+    assert ends[-1]  # the last, unfinished episode is closed with a timeout
+    cont = ~ends[:-1]
+    np.testing.assert_array_equal(ds.next_observations[:-1][cont], ds.observations[1:][cont])
+    assert ds.terminals.sum() > 10  # an untrained hopper falls, and falls are terminals
+    assert {"action_log_probs", "qpos", "qvel"} <= set(ds.infos)
+
+
+def test_offline_then_online_end_to_end(hopper_h5, tmp_path, capsys):
+    run = tmp_path / "offline"
+    rc = main(["offline", "--dataset", str(hopper_h5), "--env", "Hopper-v5", "--run-dir", str(run),
+               "--budget", "tiny", "--no-progress"])
+    assert rc == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert np.isfinite(summary["am_q"])
+    assert ckpt.exists(run / "final", "policy")
+    assert (run / "offline.png").stat().st_size > 1000
+    sel = json.loads((run / "selection.json").read_text())
+    assert len(sel["scores_behavior"]) == 4 and sel["selected"] in ("behavior", "target")
+    log = (run / "scalars.csv").read_text()
+    for stage in ("value,", "dynamics,", "bc,", "improve,", "improve_ope,", "select,"):
+        assert stage in log
+    assert "am_q_target_3" in log  # AM-Q logged per policy
+
+    online = tmp_path / "online"
+    rc = main(["online", "--policy", str(run / "final"), "--env", "Hopper-v5", "--run-dir", str(online),
+               "--budget", "tiny", "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    result = json.loads(printed[printed.rfind('{\n  "eval_steps"'):])
+    assert result["eval_steps"] == [0, 2048, 4096] and all(np.isfinite(result["eval_returns"]))
+    tensors, meta = ckpt.load(online / "stages" / "online", "stage")
+    assert meta["env_steps"] == 4096 and meta["done"]
+    # the state normalisation stayed fixed to the dataset statistics
+    torch.testing.assert_close(tensors["normalizer.mean"], ckpt.load(run / "final", "policy")[0]["normalizer.mean"])
+    assert (online / "online.png").exists()
+
+
+def test_rerun_reuses_cached_stages_and_a_changed_setting_does_not(hopper_h5, tmp_path):
+    run = tmp_path / "run"
+    args = ["offline", "--dataset", str(hopper_h5), "--run-dir", str(run), "--budget", "tiny", "--no-progress",
+            "--env", "Hopper-v5"]
+    assert main(args) == 0
+    stages = sorted(p.name for p in (run / "stages").iterdir())
+    value_dir = next((run / "stages").glob("value-*"))
+    stamp = value_dir.joinpath("stage.safetensors").stat().st_mtime_ns
+    assert main(args) == 0
+    assert sorted(p.name for p in (run / "stages").iterdir()) == stages
+    assert value_dir.joinpath("stage.safetensors").stat().st_mtime_ns == stamp  # not retrained
+    assert main(args + ["--set", "value.expectile=0.5"]) == 0
+    values = sorted(p.name for p in (run / "stages").glob("value-*"))
+    assert len(values) == 2  # a new value stage, the old one untouched
+    assert len(list((run / "stages").glob("dynamics-*"))) == 1  # dynamics does not depend on it
+
+
+def test_online_training_resumes_where_it_stopped(tmp_path):
+    torch.manual_seed(0)
+    cfg = OnlineConfig(total_steps=2048, rollout_steps=1024, minibatch_size=256, epochs=1, eval_every=1024,
+                       eval_episodes=1)
+    actor, critic, norm = scratch_agent(4, 1)
+    OnlineTrainer(cfg, make_gym_env("InvertedPendulum-v5"), actor, critic, norm, tmp_path, progress=False).run()
+    _, meta = ckpt.load(tmp_path / "stages" / "online", "stage")
+    assert meta["env_steps"] == 2048
+    cfg.total_steps = 3072
+    actor2, critic2, norm2 = scratch_agent(4, 1)
+    trainer = OnlineTrainer(cfg, make_gym_env("InvertedPendulum-v5"), actor2, critic2, norm2, tmp_path,
+                            progress=False)
+    trainer._resume()
+    assert trainer.env_steps == 2048
+    torch.testing.assert_close(actor2.state_dict(), actor.state_dict())
+    trainer.run()
+    assert trainer.env_steps == 3072 and trainer.history.eval_steps[:3] == [0, 1024, 2048]
+
+
+def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
+    torch.manual_seed(0)
+    actor, critic, norm = scratch_agent(4, 1)
+    cfg = OnlineConfig(total_steps=16384, rollout_steps=2048, minibatch_size=64, epochs=10, clip=0.2,
+                       actor_lr=3e-4, critic_lr=1e-3, fixed_state_norm=False, eval_every=8192, eval_episodes=3)
+    hist = OnlineTrainer(cfg, make_gym_env("InvertedPendulum-v5", 0), actor, critic, norm, tmp_path,
+                         progress=False).run()
+    assert hist.eval_returns[0] < 100
+    assert hist.eval_returns[-1] > 5 * hist.eval_returns[0] and hist.eval_returns[-1] >= 500
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["offline", "--dataset", "/nonexistent.hdf5", "--run-dir", "X"], "nonexistent"),
+    (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--env", "Walker2d-v5"], "dim"),
+    (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--set", "bc.alpah=1"], "alpah"),
+    (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--budget", "huge"], "budget"),
+    (["online", "--env", "Hopper-v5", "--run-dir", "X"], "--policy"),
+    (["evaluate", "--policy", "/nonexistent", "--env", "Hopper-v5"], "nonexistent"),
+])
+def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h5, tmp_path):
+    argv = [str(hopper_h5) if a == "HOPPER" else str(tmp_path / a) if a == "X" else a for a in argv]
+    proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", *argv], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert message in lines[0]
+
+
+def test_help_explains_every_command():
+    for cmd in ("collect", "offline", "online", "evaluate", "demo", "plot"):
+        proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", cmd, "--help"], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0 and "usage: uni-o4 " + cmd in proc.stdout
+
+
+def test_dataset_round_trip_of_concatenated_kinds(tmp_path, hopper_h5):
+    ds = read_hdf5(hopper_h5)
+    both = OfflineDataset.concatenate([ds, ds])
+    write_hdf5(tmp_path / "x.hdf5", both)
+    back = read_hdf5(tmp_path / "x.hdf5")
+    assert len(back) == 2 * len(ds)
+    np.testing.assert_array_equal(back.observations[len(ds):], ds.observations)

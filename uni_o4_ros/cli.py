@@ -1,0 +1,295 @@
+"""`uni-o4`: the command line of the learning core (no ROS needed).
+
+    uni-o4 collect   train a behaviour agent with PPO and write D4RL-layout datasets
+    uni-o4 offline   offline Uni-O4 on a dataset (BC ensemble, IQL, dynamics, AM-Q improvement)
+    uni-o4 online    online PPO from an offline policy (or from scratch)
+    uni-o4 evaluate  returns and D4RL score of a saved policy
+    uni-o4 demo      the README's main job: collect -> offline -> online -> report
+    uni-o4 plot      PNG of a run's scalar log
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+EPILOG = "Configuration: defaults are the paper's (Table 5); --budget shrinks them, --config FILE.yaml and " \
+         "--set section.key=value override single values (e.g. --set bc.alpha=0.0)."
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--budget", default="small", help="compute budget: paper | small | tiny (default: small)")
+    p.add_argument("--config", help="YAML file overriding config values")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, repeatable (e.g. --set value.expectile=0.5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uni-o4", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("collect", help="train a PPO behaviour agent and write medium / medium-replay / "
+                       "medium-expert datasets (D4RL layout)", epilog=EPILOG)
+    p.add_argument("--env", default="Hopper-v5", help="Gymnasium MuJoCo task (default Hopper-v5)")
+    p.add_argument("--out", default="data/hopper", help="output folder (resumable)")
+    p.add_argument("--train-steps", type=int, default=1_000_000, help="PPO environment steps")
+    p.add_argument("--dataset-steps", type=int, default=200_000, help="transitions per policy dataset")
+    p.add_argument("--eval-every", type=int, default=20_000)
+    p.add_argument("--medium-fraction", type=float, default=0.45,
+                   help="medium = snapshot whose return is closest to this fraction of the best")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("offline", help="offline Uni-O4 on a dataset; selects the policy by AM-Q only",
+                       epilog=EPILOG)
+    p.add_argument("--dataset", required=True, help="HDF5 file in D4RL layout")
+    p.add_argument("--env", help="environment the dataset came from (checks dims; picks the termination rule)")
+    p.add_argument("--run-dir", required=True, help="output folder; rerunning resumes and reuses cached stages")
+    p.add_argument("--init-policy", help="folder of a saved policy: online -> offline path (no BC, Eq. 25)")
+    p.add_argument("--eval-episodes", type=int, default=0,
+                   help="after training, report the selected policy's return in the env (never used to select)")
+    _add_config_args(p)
+
+    p = sub.add_parser("online", help="online PPO fine-tuning of a saved policy, or PPO from scratch",
+                       epilog=EPILOG)
+    p.add_argument("--policy", help="folder with policy.safetensors/json (e.g. RUN/final); omit with --scratch")
+    p.add_argument("--scratch", action="store_true", help="PPO from scratch instead of fine-tuning")
+    p.add_argument("--env", required=True)
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--steps", type=int, help="environment steps (default from the budget)")
+    _add_config_args(p)
+
+    p = sub.add_parser("evaluate", help="evaluate a saved policy (deterministic mean actions)")
+    p.add_argument("--policy", required=True)
+    p.add_argument("--env", required=True)
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("demo", help="main job: small Hopper dataset -> offline Uni-O4 -> online PPO -> report",
+                       epilog=EPILOG)
+    p.add_argument("--env", default="Hopper-v5")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--train-steps", type=int, default=300_000, help="behaviour PPO steps for the dataset")
+    p.add_argument("--dataset-steps", type=int, default=50_000)
+    p.add_argument("--kind", default="medium", help="which dataset to learn from: medium | medium-replay | "
+                   "medium-expert")
+    _add_config_args(p)
+
+    p = sub.add_parser("plot", help="draw a run's scalars.csv as PNG")
+    p.add_argument("run_dir")
+    return parser
+
+
+def _config(args: argparse.Namespace, env: str | None):
+    from .learning.budgets import budget_overrides
+    from .learning.config import load_config
+
+    overrides = budget_overrides(args.budget) + list(args.overrides)
+    if env:
+        overrides.append(f"env={env}")
+    overrides.append(f"seed={args.seed}")
+    return load_config(args.config, overrides)
+
+
+def _load_dataset(path: str, env: str | None):
+    from .data import read_hdf5, validate
+
+    ds = read_hdf5(path)
+    obs_dim = act_dim = None
+    if env:
+        import gymnasium as gym
+
+        e = gym.make(env)
+        obs_dim, act_dim = e.observation_space.shape[0], e.action_space.shape[0]
+        e.close()
+    validate(ds, obs_dim=obs_dim, act_dim=act_dim)
+    return ds
+
+
+def _score(env: str, value: float) -> float | None:
+    from .data import normalized_score
+
+    try:
+        return float(normalized_score(env, value))
+    except (KeyError, ValueError):
+        return None
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from .learning.collect import CollectConfig, collect
+
+    cfg = CollectConfig(env=args.env, seed=args.seed, train_steps=args.train_steps, eval_every=args.eval_every,
+                        dataset_steps=args.dataset_steps, medium_fraction=args.medium_fraction)
+    paths = collect(cfg, args.out, progress=not args.no_progress)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def run_offline(args: argparse.Namespace, dataset_path: str, env: str | None, run_dir: str,
+                init_policy: str | None = None) -> dict:
+    import torch
+
+    from .learning.config import to_dict
+    from .learning.offline import OfflineTrainer, load_policy
+    from .learning.scalars import plot_log
+
+    cfg = _config(args, env)
+    torch.manual_seed(cfg.seed)
+    ds = _load_dataset(dataset_path, env)
+    init = None
+    if init_policy:
+        pol, norm, _, _ = load_policy(init_policy)
+        init = (pol, norm)
+        cfg.bc.n_policies = cfg.bc.n_policies or 4
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    t0 = time.time()
+    res = OfflineTrainer(cfg, ds, run, init_policy=init, progress=not args.no_progress).run()
+    summary = {"am_q": res.am_q, "seconds": round(time.time() - t0, 1), "policy": str(run / "final")}
+    episodes = getattr(args, "eval_episodes", 0)
+    if episodes and env:
+        from .learning.online import make_gym_env
+        from .learning.ppo import evaluate_policy
+
+        rets = evaluate_policy(res.policy, res.normalizer, make_gym_env(env), episodes, seed=10_000 + cfg.seed)
+        summary.update(eval_return=float(rets.mean()), eval_return_std=float(rets.std()),
+                       eval_score=_score(env, float(rets.mean())))
+    plot_log(run / "scalars.csv", run / "offline.png", title=f"offline Uni-O4: {Path(dataset_path).name}")
+    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def cmd_offline(args: argparse.Namespace) -> int:
+    summary = run_offline(args, args.dataset, args.env, args.run_dir, args.init_policy)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def run_online(args: argparse.Namespace, policy_dir: str | None, env: str, run_dir: str,
+               steps: int | None = None, scratch: bool = False) -> dict:
+    import gymnasium as gym
+    import torch
+
+    from .learning import checkpoint as ckpt
+    from .learning.offline import load_policy
+    from .learning.online import OnlineTrainer, make_gym_env, scratch_agent
+    from .learning.scalars import plot_log
+    from .learning.value import ValueNet
+
+    cfg = _config(args, env)
+    if steps:
+        cfg.online.total_steps = steps
+    torch.manual_seed(cfg.seed)
+    probe = gym.make(env)
+    obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
+    probe.close()
+    online = cfg.online
+    if scratch:
+        actor, critic, normalizer = scratch_agent(obs_dim, act_dim)
+        # PPO from scratch uses the common from-scratch settings (CleanRL), not fine-tuning ones.
+        online.clip, online.actor_lr, online.critic_lr, online.minibatch_size = 0.2, 3e-4, 3e-4, 64
+    else:
+        if not policy_dir:
+            raise ValueError("online needs --policy DIR (a saved policy) or --scratch")
+        actor, normalizer, meta, tensors = load_policy(policy_dir)
+        if actor.spec.obs_dim != obs_dim or actor.spec.act_dim != act_dim:
+            raise ValueError(f"policy expects obs/act dims {actor.spec.obs_dim}/{actor.spec.act_dim}, "
+                             f"{env} has {obs_dim}/{act_dim}")
+        if "v_hidden" not in meta:
+            raise ValueError(f"{policy_dir} has no value function; fine-tuning needs the offline V")
+        critic = ValueNet(obs_dim, tuple(meta["v_hidden"]))
+        ckpt.load_prefixed("value", critic, tensors)
+    run = Path(run_dir)
+    trainer = OnlineTrainer(online, make_gym_env(env, cfg.seed), actor, critic, normalizer, run, seed=cfg.seed,
+                            progress=not args.no_progress, score_fn=lambda r: _score(env, r))
+    hist = trainer.run()
+    from .learning.offline import save_policy
+
+    save_policy(run / "final", "policy", actor, normalizer, extra={"env": env, "env_steps": trainer.env_steps})
+    plot_log(run / "scalars.csv", run / "online.png", title=f"online PPO on {env}")
+    return {"eval_steps": hist.eval_steps, "eval_returns": hist.eval_returns,
+            "eval_scores": [_score(env, r) for r in hist.eval_returns]}
+
+
+def cmd_online(args: argparse.Namespace) -> int:
+    res = run_online(args, args.policy, args.env, args.run_dir, args.steps, args.scratch)
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .learning.offline import load_policy
+    from .learning.online import make_gym_env
+    from .learning.ppo import evaluate_policy
+
+    actor, normalizer, _, _ = load_policy(args.policy)
+    rets = evaluate_policy(actor, normalizer, make_gym_env(args.env), args.episodes, args.seed)
+    out = {"return_mean": float(rets.mean()), "return_std": float(rets.std()),
+           "score": _score(args.env, float(rets.mean())), "episodes": args.episodes}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .learning.collect import CollectConfig, collect
+    from .learning.report import write_demo_report
+
+    out = Path(args.out)
+    t0 = time.time()
+    print(f"[1/4] collecting datasets with a PPO behaviour agent on {args.env} ({args.train_steps} steps)")
+    paths = collect(CollectConfig(env=args.env, seed=args.seed, train_steps=args.train_steps,
+                                  eval_every=max(10_000, args.train_steps // 15),
+                                  dataset_steps=args.dataset_steps), out / "data", progress=not args.no_progress)
+    if args.kind not in paths:
+        raise ValueError(f"--kind must be one of {sorted(paths)}")
+    print(f"[2/4] offline Uni-O4 on {paths[args.kind].name} (budget {args.budget})")
+    args.eval_episodes = 10
+    offline = run_offline(args, str(paths[args.kind]), args.env, str(out / "offline"))
+    print("[3/4] online PPO fine-tuning from the selected policy")
+    online = run_online(args, str(out / "offline" / "final"), args.env, str(out / "online"))
+    print("[4/4] report")
+    report = write_demo_report(out, args.env, paths, offline, online, time.time() - t0)
+    print(f"report: {report}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .learning.scalars import plot_log
+
+    run = Path(args.run_dir)
+    if not (run / "scalars.csv").is_file():
+        raise FileNotFoundError(f"{run / 'scalars.csv'} not found")
+    print(plot_log(run / "scalars.csv", run / "scalars.png", title=run.name))
+    return 0
+
+
+COMMANDS = {"collect": cmd_collect, "offline": cmd_offline, "online": cmd_online, "evaluate": cmd_evaluate,
+            "demo": cmd_demo, "plot": cmd_plot}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .data import DatasetError
+    from .learning.checkpoint import CheckpointError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (DatasetError, CheckpointError, FileNotFoundError, ValueError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"uni-o4 {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nuni-o4 {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

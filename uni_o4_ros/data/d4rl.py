@@ -1,0 +1,214 @@
+"""D4RL-layout datasets in HDF5: read, write (atomically), validate with one-line errors.
+
+Layout (gym-mujoco v2 files): observations (N, obs) float32, actions (N, act) float32,
+rewards (N,), terminals (N,) bool, timeouts (N,) bool, next_observations (N, obs), and optional
+groups infos/* and metadata/*. Only arrays and scalars are read: no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+REQUIRED = ("observations", "actions", "rewards", "terminals")
+FLOAT_KEYS = ("observations", "actions", "rewards", "next_observations")
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used as it is; the message names the file and key."""
+
+
+@dataclass
+class OfflineDataset:
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminals: np.ndarray
+    timeouts: np.ndarray
+    next_observations: np.ndarray
+    infos: dict[str, np.ndarray] = field(default_factory=dict)
+    metadata: dict[str, object] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.observations.shape[0])
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.observations.shape[1])
+
+    @property
+    def act_dim(self) -> int:
+        return int(self.actions.shape[1])
+
+    def episode_slices(self) -> list[slice]:
+        """Episodes end at a terminal or a timeout; a trailing unfinished episode counts too."""
+        ends = np.flatnonzero(self.terminals | self.timeouts)
+        slices, start = [], 0
+        for e in ends:
+            slices.append(slice(start, int(e) + 1))
+            start = int(e) + 1
+        if start < len(self):
+            slices.append(slice(start, len(self)))
+        return slices
+
+    def episode_returns(self) -> np.ndarray:
+        return np.array([float(self.rewards[s].sum()) for s in self.episode_slices()])
+
+    def state_normalizer(self, eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+        return self.observations.mean(0), self.observations.std(0) + eps
+
+    @classmethod
+    def concatenate(cls, parts: list[OfflineDataset]) -> OfflineDataset:
+        if not parts:
+            raise DatasetError("nothing to concatenate")
+        keys = set(parts[0].infos)
+        cat = {k: np.concatenate([getattr(p, k) for p in parts]) for k in
+               ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")}
+        infos = {k: np.concatenate([p.infos[k] for p in parts]) for k in keys if all(k in p.infos for p in parts)}
+        return cls(**cat, infos=infos, metadata=dict(parts[0].metadata))
+
+
+def _fail(path: str | Path, msg: str) -> DatasetError:
+    return DatasetError(f"{path}: {msg}")
+
+
+def write_hdf5(path: str | Path, ds: OfflineDataset, overwrite: bool = False, compression: str | None = None) -> Path:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
+    validate(ds, source=str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            for key in ("observations", "actions", "rewards", "next_observations"):
+                f.create_dataset(key, data=np.asarray(getattr(ds, key), np.float32), compression=compression)
+            for key in ("terminals", "timeouts"):
+                f.create_dataset(key, data=np.asarray(getattr(ds, key), bool), compression=compression)
+            for key, arr in ds.infos.items():
+                f.create_dataset(f"infos/{key}", data=np.asarray(arr), compression=compression)
+            for key, val in ds.metadata.items():
+                f[f"metadata/{key}"] = val if not isinstance(val, str) else np.bytes_(val)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_hdf5(path: str | Path) -> OfflineDataset:
+    """Read a D4RL-layout file. Without next_observations (older D4RL files), s' is the following
+    row, and rows without a successor in their episode (timeouts, the file's last row) are
+    dropped; the row before each dropped one becomes the episode's last (a timeout)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file")
+    try:
+        with h5py.File(path, "r") as f:
+            flat: dict[str, np.ndarray] = {}
+
+            def visit(name: str, obj: object) -> None:
+                if isinstance(obj, h5py.Dataset):
+                    flat[name] = obj[()]
+
+            f.visititems(visit)
+    except OSError as exc:
+        raise _fail(path, f"not a readable HDF5 file ({exc})") from exc
+    missing = [k for k in REQUIRED if k not in flat]
+    if missing:
+        raise _fail(path, f"missing required key(s) {missing}; found {sorted(k for k in flat if '/' not in k)}")
+    for key, rank in (("observations", 2), ("actions", 2), ("rewards", 1), ("terminals", 1)):
+        arr = np.asarray(flat[key])
+        if key == "rewards" and arr.ndim == 2 and arr.shape[1] == 1:
+            flat[key] = arr = arr[:, 0]
+        if arr.ndim != rank:
+            raise _fail(path, f"'{key}' must have rank {rank}, got shape {arr.shape}")
+    n = len(flat["observations"])
+    terminals = np.asarray(flat["terminals"]).astype(bool).reshape(-1)
+    timeouts = np.asarray(flat.get("timeouts", np.zeros(n, bool))).astype(bool).reshape(-1)
+    _check_lengths(path, {k: flat[k] for k in (*REQUIRED, "next_observations", "timeouts") if k in flat})
+    obs = np.asarray(flat["observations"], np.float32)
+    infos = {k.split("/", 1)[1]: np.asarray(v) for k, v in flat.items() if k.startswith("infos/")}
+    metadata = {k.split("/", 1)[1]: _meta_value(v) for k, v in flat.items() if k.startswith("metadata/")}
+    cols = {
+        "observations": obs,
+        "actions": np.asarray(flat["actions"], np.float32),
+        "rewards": np.asarray(flat["rewards"], np.float32).reshape(-1),
+        "terminals": terminals,
+        "timeouts": timeouts,
+    }
+    if "next_observations" in flat:
+        cols["next_observations"] = np.asarray(flat["next_observations"], np.float32)
+    else:
+        # As d4rl.qlearning_dataset: s' is the next row; a terminal's successor row is a reset
+        # state, which IQL never uses (it is multiplied by 1 - terminal).
+        nxt = obs.copy()
+        nxt[:-1] = obs[1:]
+        keep = ~timeouts | terminals
+        keep[-1] = bool(terminals[-1])
+        # A dropped row ended its episode, so the row before it ends the episode now.
+        dropped = np.flatnonzero(~keep)
+        new_end = np.zeros(n, bool)
+        new_end[dropped[dropped > 0] - 1] = True
+        cols["timeouts"] = (timeouts | new_end) & ~terminals
+        cols["next_observations"] = nxt
+        cols = {k: v[keep] for k, v in cols.items()}
+        infos = {k: v[keep] for k, v in infos.items() if len(v) == n}
+    ds = OfflineDataset(**cols, infos=infos, metadata=metadata)
+    validate(ds, source=str(path))
+    return ds
+
+
+def _meta_value(v: object) -> object:
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.ndarray) and v.shape == ():
+        return v.item()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _check_lengths(source: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    lengths = {k: int(np.asarray(v).shape[0]) if np.asarray(v).ndim else -1 for k, v in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        raise _fail(source, "length mismatch between keys: " + ", ".join(f"{k}={n}" for k, n in lengths.items()))
+
+
+def validate(
+    ds: OfflineDataset,
+    obs_dim: int | None = None,
+    act_dim: int | None = None,
+    action_bound: float | None = None,
+    source: str = "dataset",
+) -> None:
+    """Raise DatasetError naming the first problem: empty, lengths, NaN/inf, dims, action range."""
+    if len(ds) == 0:
+        raise _fail(source, "dataset is empty")
+    arrays = {k: getattr(ds, k) for k in ("observations", "actions", "rewards", "terminals", "timeouts",
+                                          "next_observations")}
+    _check_lengths(source, arrays)
+    for key in FLOAT_KEYS:
+        arr = np.asarray(arrays[key])
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise _fail(source, f"'{key}' has NaN/inf values (first at row {row})")
+    if ds.next_observations.shape[1:] != ds.observations.shape[1:]:
+        raise _fail(source, f"'next_observations' dim {ds.next_observations.shape[1:]} != observations "
+                            f"{ds.observations.shape[1:]}")
+    if obs_dim is not None and ds.obs_dim != obs_dim:
+        raise _fail(source, f"observation dim mismatch: environment expects {obs_dim}, dataset has {ds.obs_dim}")
+    if act_dim is not None and ds.act_dim != act_dim:
+        raise _fail(source, f"action dim mismatch: environment expects {act_dim}, dataset has {ds.act_dim}")
+    if action_bound is not None:
+        worst = float(np.abs(ds.actions).max())
+        if worst > action_bound + 1e-3:
+            raise _fail(source, f"'actions' exceed the action bound {action_bound} (max |a| = {worst:.3f})")

@@ -1,0 +1,25 @@
+"""D4RL-normalised score: 100 * (return - random) / (expert - random), D4RL's reference returns."""
+
+from __future__ import annotations
+
+import numpy as np
+
+REFERENCE_RETURNS: dict[str, tuple[float, float]] = {
+    "hopper": (-20.272305, 3234.3),
+    "halfcheetah": (-280.178953, 12135.0),
+    "walker2d": (1.629008, 4592.3),
+}
+
+
+def reference_returns(env_name: str) -> tuple[float, float]:
+    """'Hopper-v5', 'hopper-medium-v2', 'hopper' all map to hopper's (random, expert) returns."""
+    key = env_name.lower()
+    for name, ref in REFERENCE_RETURNS.items():
+        if key.startswith(name):
+            return ref
+    raise KeyError(f"no D4RL reference returns for {env_name!r}; known: {sorted(REFERENCE_RETURNS)}")
+
+
+def normalized_score(env_name: str, returns: float | np.ndarray) -> float | np.ndarray:
+    lo, hi = reference_returns(env_name)
+    return 100.0 * (np.asarray(returns, dtype=np.float64) - lo) / (hi - lo)

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Creates or refreshes .venv with the pinned dependencies, installs this package (editable) and
+# generates the ROS 2 messages with rosidl + CMake. Idempotent: each step is skipped when the
+# inputs it depends on (lock file, msg/srv files) have not changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV=${UNI_O4_VENV:-$ROOT/.venv}
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+say() { printf '[setup] %s\n' "$*"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating virtual environment $VENV ($($PY --version))"
+  "$PY" -m venv "$VENV"
+fi
+
+stamp() { cat "$@" | sha256sum | cut -c1-16; }
+
+LOCK_HASH=$(stamp requirements.lock pyproject.toml)
+if [ "$(cat "$VENV/.lock-stamp" 2>/dev/null)" != "$LOCK_HASH" ]; then
+  say "installing pinned dependencies (requirements.lock)"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.lock 2>&1 \
+    | grep -v -E "^WARNING: Location .* is ignored" || true
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 \
+    | grep -v -E "^WARNING: Location .* is ignored" || true
+  "$VENV/bin/python" -c "import torch, mujoco, rclpy, h5py" || { say "dependency install failed"; exit 1; }
+  echo "$LOCK_HASH" > "$VENV/.lock-stamp"
+fi
+
+MSG_HASH=$(stamp CMakeLists.txt package.xml msg/*.msg srv/*.srv)
+if [ "$(cat "$VENV/.msg-stamp" 2>/dev/null)" != "$MSG_HASH" ]; then
+  say "generating ROS 2 interfaces (msg/, srv/) with rosidl"
+  BUILD=$ROOT/build/msgs
+  rm -rf "$BUILD" && mkdir -p "$BUILD"
+  # Libraries go to $VENV/lib, which the ROS wheels already put on the library path; Python
+  # modules to $VENV/ros/python, which uni_o4_ros/__init__.py adds to the package's path.
+  (
+    export AMENT_PREFIX_PATH=$VENV PATH=$VENV/bin:$PATH
+    cd "$BUILD"
+    cmake "$ROOT" -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" -DPYTHON_INSTALL_DIR=ros/python \
+      -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF -DUNI_O4_MSGS_ONLY=ON > cmake.log 2>&1 \
+      || { tail -30 cmake.log; exit 1; }
+    make -j"$(nproc)" > make.log 2>&1 || { tail -30 make.log; exit 1; }
+    make install > install.log 2>&1 || { tail -30 install.log; exit 1; }
+  )
+  "$VENV/bin/python" -c "from uni_o4_ros.msg import JointCommand, PolicyUpdate; from uni_o4_ros.srv import EStop" \
+    || { say "generated messages do not import"; exit 1; }
+  echo "$MSG_HASH" > "$VENV/.msg-stamp"
+fi
+say "ready: $VENV"

@@ -196,6 +196,7 @@ def run_online(args: argparse.Namespace, policy_dir: str | None, env: str, run_d
         actor, critic, normalizer = scratch_agent(obs_dim, act_dim)
         # PPO from scratch uses the common from-scratch settings (CleanRL), not fine-tuning ones.
         online.clip, online.actor_lr, online.critic_lr, online.minibatch_size = 0.2, 3e-4, 3e-4, 64
+        online.normalize_reward, online.fixed_state_norm = True, False
     else:
         if not policy_dir:
             raise ValueError("online needs --policy DIR (a saved policy) or --scratch")

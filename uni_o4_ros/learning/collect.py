@@ -118,7 +118,7 @@ def collect(cfg: CollectConfig, out_dir: str | Path, progress: bool = True) -> d
     torch.manual_seed(cfg.seed)
     actor, critic, normalizer = scratch_agent(obs_dim, act_dim)
     ocfg = OnlineConfig(total_steps=cfg.train_steps, rollout_steps=2048, minibatch_size=64, epochs=10, clip=0.2,
-                        actor_lr=3e-4, critic_lr=3e-4, entropy_coef=0.0, fixed_state_norm=False,
+                        actor_lr=3e-4, critic_lr=3e-4, entropy_coef=0.0, fixed_state_norm=False, normalize_reward=True,
                         eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes)
     log = ScalarLog(out / "scalars.csv")
     trainer = OnlineTrainer(ocfg, env_fn, actor, critic, normalizer, out, seed=cfg.seed, log=log,

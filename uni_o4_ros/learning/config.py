@@ -104,6 +104,7 @@ class OnlineConfig:
     lr_decay: bool = True
     normalize_advantage: bool = True
     reward_scale: float = 1.0
+    normalize_reward: bool = False  # running return-std scaling; on for PPO from scratch only
     # True freezes state normalisation to the offline dataset statistics (paper and code);
     # False (PPO from scratch) keeps a running estimate.
     fixed_state_norm: bool = True

@@ -19,7 +19,9 @@ from .networks import EnsembleLinear, EnsembleMLP
 
 
 class GaussianEnsembleModel(nn.Module):
-    def __init__(self, n: int, obs_dim: int, act_dim: int, hidden: tuple[int, ...], n_elites: int | None = None) -> None:
+    def __init__(
+        self, n: int, obs_dim: int, act_dim: int, hidden: tuple[int, ...], n_elites: int | None = None
+    ) -> None:
         super().__init__()
         self.n, self.obs_dim, self.act_dim = n, obs_dim, act_dim
         out = obs_dim + 1

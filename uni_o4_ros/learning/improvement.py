@@ -90,7 +90,8 @@ class MultiStepImprover:
         self.state.step += 1
         with torch.no_grad():
             clip_frac = ((ratio - 1).abs() > self.clip).float().mean()
-        return {"loss": float(loss.detach()) / n, "ratio_mean": float(ratio.detach().mean()), "clip_frac": float(clip_frac)}
+        return {"loss": float(loss.detach()) / n, "ratio_mean": float(ratio.detach().mean()),
+                "clip_frac": float(clip_frac)}
 
     def replace(self, target_scores: torch.Tensor, behavior_scores: torch.Tensor) -> list[ReplacementEvent]:
         """Algorithm 1 lines 15-19: pi_k^i <- pi_i where AM-Q(pi_i) > AM-Q(pi_k^i)."""

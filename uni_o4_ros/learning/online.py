@@ -69,6 +69,7 @@ class OnlineTrainer:
             epochs=cfg.epochs, minibatch_size=cfg.minibatch_size, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
             entropy_coef=cfg.entropy_coef, value_coef=cfg.value_coef, grad_clip=cfg.grad_clip,
             normalize_advantage=cfg.normalize_advantage, reward_scale=cfg.reward_scale,
+            normalize_reward=cfg.normalize_reward,
         )
         self.history = OnlineHistory()
         self.env_steps = 0
@@ -79,6 +80,8 @@ class OnlineTrainer:
         p = self.ppo
         tensors = {**ckpt.prefixed("actor", p.actor), **ckpt.prefixed("critic", p.critic),
                    **ckpt.prefixed("normalizer", p.normalizer)}
+        if p.return_rms is not None:
+            tensors.update(ckpt.prefixed("return_rms", p.return_rms))
         a_t, a_m = ckpt.optimizer_tensors("actor_opt", p.actor_opt)
         c_t, c_m = ckpt.optimizer_tensors("critic_opt", p.critic_opt)
         tensors.update(a_t)
@@ -97,6 +100,8 @@ class OnlineTrainer:
         ckpt.load_prefixed("actor", p.actor, tensors)
         ckpt.load_prefixed("critic", p.critic, tensors)
         ckpt.load_prefixed("normalizer", p.normalizer, tensors)
+        if p.return_rms is not None:
+            ckpt.load_prefixed("return_rms", p.return_rms, tensors)
         ckpt.load_optimizer("actor_opt", p.actor_opt, tensors, meta["actor_opt"])
         ckpt.load_optimizer("critic_opt", p.critic_opt, tensors, meta["critic_opt"])
         self.env_steps = int(meta["env_steps"])

@@ -78,6 +78,7 @@ class PPO:
         grad_clip: float = 0.5,
         normalize_advantage: bool = True,
         reward_scale: float = 1.0,
+        normalize_reward: bool = False,
     ) -> None:
         if actor.n != 1:
             raise ValueError("online PPO trains a single policy (ensemble of size 1)")
@@ -90,6 +91,10 @@ class PPO:
         self.critic_opt = torch.optim.Adam(critic.parameters(), lr=critic_lr, eps=1e-5)
         self.base_lrs = (actor_lr, critic_lr)
         self.bounded = actor.spec.mean_activation == "tanh"
+        # From scratch, rewards are divided by the running std of the discounted return (as
+        # CleanRL / SB3 VecNormalize do); fine-tuning keeps raw rewards so the offline V stays valid.
+        self.return_rms = RunningNormalizer(1) if normalize_reward else None
+        self._disc_return: np.ndarray | None = None
 
     def set_progress(self, fraction_done: float) -> None:
         """Linear learning-rate decay to zero over the run."""
@@ -140,15 +145,24 @@ class PPO:
                     self._episodes[i] = {"return": 0.0, "length": 0}
                     if tr and not te:
                         with torch.no_grad():
-                            boot[i] = float(self.critic(self.normalizer(torch.as_tensor(o[None], dtype=torch.float32)))[0])
+                            final = self.normalizer(torch.as_tensor(o[None], dtype=torch.float32))
+                            boot[i] = float(self.critic(final)[0])
                     o, _ = env.reset()
                 next_obs[i] = o
+            scale = self.reward_scale
+            if self.return_rms is not None:
+                if self._disc_return is None or len(self._disc_return) != e:
+                    self._disc_return = np.zeros(e)
+                self._disc_return = self._disc_return * self.gamma + rew
+                self.return_rms.update(torch.as_tensor(self._disc_return[:, None], dtype=torch.float32))
+                self._disc_return[term | trunc] = 0.0
+                scale = scale / float(self.return_rms.std[0])
             buf["obs"].append(norm)
             buf["raw"].append(torch.as_tensor(obs, dtype=torch.float32))
             buf["act"].append(a)
             buf["logp"].append(logp)
             buf["env_rew"].append(torch.as_tensor(rew))
-            buf["rew"].append(torch.as_tensor(rew * self.reward_scale + self.gamma * boot))
+            buf["rew"].append(torch.as_tensor(rew * scale + self.gamma * boot))
             buf["done"].append(torch.as_tensor(term | trunc))
             buf["term"].append(torch.as_tensor(term))
             buf["trunc"].append(torch.as_tensor(trunc & ~term))

@@ -1,0 +1,158 @@
+"""D4RL-layout HDF5 files on disk: round trips, the original layout, validation errors, atomicity."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from uni_o4_ros.data import DatasetError, OfflineDataset, normalized_score, read_hdf5, validate, write_hdf5
+
+
+def make_ds(n: int = 10, obs: int = 3, act: int = 2, seed: int = 0) -> OfflineDataset:
+    rng = np.random.default_rng(seed)
+    o = rng.normal(size=(n + 1, obs)).astype(np.float32)
+    term = np.zeros(n, bool)
+    term[3] = True
+    tout = np.zeros(n, bool)
+    tout[-1] = True
+    return OfflineDataset(
+        observations=o[:-1], actions=rng.uniform(-1, 1, (n, act)).astype(np.float32),
+        rewards=rng.normal(size=n).astype(np.float32), terminals=term, timeouts=tout, next_observations=o[1:],
+        infos={"qpos": rng.normal(size=(n, 4)).astype(np.float32)},
+        metadata={"algorithm": "test", "iteration": 3},
+    )
+
+
+def test_round_trip_is_bit_exact(tmp_path):
+    ds = make_ds()
+    back = read_hdf5(write_hdf5(tmp_path / "d.hdf5", ds))
+    for key in ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations"):
+        np.testing.assert_array_equal(getattr(back, key), getattr(ds, key))
+        assert getattr(back, key).dtype == getattr(ds, key).dtype
+    np.testing.assert_array_equal(back.infos["qpos"], ds.infos["qpos"])
+    assert back.metadata == {"algorithm": "test", "iteration": 3}
+
+
+def test_reads_a_file_in_the_original_d4rl_layout(tmp_path):
+    path = tmp_path / "hopper-medium-v2.hdf5"
+    with h5py.File(path, "w") as f:
+        f["observations"] = np.arange(12, dtype=np.float32).reshape(4, 3)
+        f["actions"] = np.zeros((4, 1), np.float32)
+        f["rewards"] = np.ones(4, np.float32)
+        f["terminals"] = np.array([0, 1, 0, 0], bool)
+        f["timeouts"] = np.array([0, 0, 0, 1], bool)
+        f["next_observations"] = np.arange(3, 15, dtype=np.float32).reshape(4, 3)
+        f["infos/action_log_probs"] = np.zeros(4, np.float32)
+        f["metadata/algorithm"] = np.bytes_("SAC")
+        f["metadata/policy/fc0/weight"] = np.zeros((2, 2), np.float32)
+    ds = read_hdf5(path)
+    assert len(ds) == 4 and ds.obs_dim == 3 and ds.act_dim == 1
+    assert ds.metadata["algorithm"] == "SAC" and "policy/fc0/weight" in ds.metadata
+    np.testing.assert_array_equal(ds.episode_returns(), [2.0, 2.0])
+
+
+def test_next_observations_are_rebuilt_when_missing(tmp_path):
+    """Episode A: rows 0-1 (row 1 terminal); episode B: rows 2-4 (row 4 a timeout)."""
+    path = tmp_path / "old.hdf5"
+    obs = np.arange(5, dtype=np.float32)[:, None] * np.ones((1, 2), np.float32)
+    with h5py.File(path, "w") as f:
+        f["observations"] = obs
+        f["actions"] = np.zeros((5, 1), np.float32)
+        f["rewards"] = np.arange(5, dtype=np.float32)
+        f["terminals"] = np.array([0, 1, 0, 0, 0], bool)
+        f["timeouts"] = np.array([0, 0, 0, 0, 1], bool)
+    ds = read_hdf5(path)
+    # The timeout row has no successor and is dropped; row 3 now closes episode B.
+    np.testing.assert_array_equal(ds.rewards, [0, 1, 2, 3])
+    np.testing.assert_array_equal(ds.next_observations[[0, 2, 3], 0], [1, 3, 4])
+    np.testing.assert_array_equal(ds.terminals, [False, True, False, False])
+    np.testing.assert_array_equal(ds.timeouts, [False, False, False, True])
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda f: f.__delitem__("actions"), "missing required key(s) ['actions']"),
+    (lambda f: (f.__delitem__("rewards"), f.create_dataset("rewards", data=np.zeros(7, np.float32))),
+     "length mismatch"),
+    (lambda f: f["observations"].__setitem__((5, 1), np.nan), "'observations' has NaN/inf values (first at row 5)"),
+    (lambda f: f["rewards"].__setitem__(2, np.inf), "'rewards' has NaN/inf"),
+    (lambda f: (f.__delitem__("actions"), f.create_dataset("actions", data=np.zeros(10, np.float32))),
+     "'actions' must have rank 2"),
+])
+def test_broken_files_give_one_clear_error(tmp_path, mutate, message):
+    path = write_hdf5(tmp_path / "bad.hdf5", make_ds())
+    with h5py.File(path, "a") as f:
+        mutate(f)
+    with pytest.raises(DatasetError) as info:
+        read_hdf5(path)
+    assert message in str(info.value) and str(path) in str(info.value)
+
+
+def test_dimension_and_action_range_checks():
+    ds = make_ds(obs=3, act=2)
+    validate(ds, obs_dim=3, act_dim=2, action_bound=1.0)
+    with pytest.raises(DatasetError, match="observation dim mismatch: environment expects 11, dataset has 3"):
+        validate(ds, obs_dim=11)
+    with pytest.raises(DatasetError, match="action dim mismatch"):
+        validate(ds, act_dim=3)
+    ds.actions[0, 0] = 1.5
+    with pytest.raises(DatasetError, match="exceed the action bound"):
+        validate(ds, action_bound=1.0)
+    empty = OfflineDataset(*(np.zeros((0, 3)) for _ in range(6)))
+    with pytest.raises(DatasetError, match="empty"):
+        validate(empty)
+
+
+@pytest.mark.parametrize("content", [b"not an hdf5 file at all\n", b""])
+def test_non_hdf5_and_truncated_files(tmp_path, content):
+    path = tmp_path / "x.hdf5"
+    path.write_bytes(content)
+    with pytest.raises(DatasetError, match="not a readable HDF5 file"):
+        read_hdf5(path)
+    good = write_hdf5(tmp_path / "good.hdf5", make_ds(n=2000))
+    raw = good.read_bytes()
+    good.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DatasetError):
+        read_hdf5(good)
+    with pytest.raises(DatasetError, match="no such file"):
+        read_hdf5(tmp_path / "missing.hdf5")
+
+
+def test_failed_write_leaves_the_previous_file_and_no_temp_file(tmp_path, monkeypatch):
+    path = write_hdf5(tmp_path / "d.hdf5", make_ds(seed=1))
+    before = path.read_bytes()
+    calls = {"n": 0}
+    real = h5py.Group.create_dataset
+
+    def failing(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("disk full")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", failing)
+    with pytest.raises(OSError, match="disk full"):
+        write_hdf5(path, make_ds(seed=2), overwrite=True)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.hdf5"]
+    monkeypatch.setattr(h5py.Group, "create_dataset", real)
+    with pytest.raises(FileExistsError):
+        write_hdf5(path, make_ds())
+
+
+def test_normalized_score_reference_points_and_names():
+    for env, (lo, hi) in {"hopper": (-20.272305, 3234.3), "halfcheetah": (-280.178953, 12135.0),
+                          "walker2d": (1.629008, 4592.3)}.items():
+        assert normalized_score(env, lo) == pytest.approx(0.0)
+        assert normalized_score(env, hi) == pytest.approx(100.0)
+    assert normalized_score("Hopper-v5", 3234.3) == pytest.approx(100.0)
+    assert normalized_score("hopper-medium-v2", 1627.0) == pytest.approx(50.62, abs=0.01)
+    with pytest.raises(KeyError, match="known"):
+        normalized_score("antmaze-umaze-v2", 1.0)
+
+
+def test_episode_returns_and_concatenation():
+    ds = make_ds()
+    np.testing.assert_allclose(ds.episode_returns(), [ds.rewards[:4].sum(), ds.rewards[4:].sum()], rtol=1e-6)
+    both = OfflineDataset.concatenate([ds, ds])
+    assert len(both) == 20 and len(both.episode_returns()) == 4 and both.infos["qpos"].shape == (20, 4)

@@ -151,3 +151,25 @@ def test_dataset_round_trip_of_concatenated_kinds(tmp_path, hopper_h5):
     back = read_hdf5(tmp_path / "x.hdf5")
     assert len(back) == 2 * len(ds)
     np.testing.assert_array_equal(back.observations[len(ds):], ds.observations)
+
+
+def test_online_to_offline_starts_every_member_from_the_online_policy_and_diversifies(hopper_h5, tmp_path):
+    """Appendix A.4.4: no BC; the ensemble starts as n copies of the online policy, and the Eq. 25
+    KL term and each member's own sampled actions make the members differ."""
+    from uni_o4_ros.learning.offline import load_policy, save_policy
+
+    torch.manual_seed(0)
+    actor, _, norm = scratch_agent(11, 3)
+    save_policy(tmp_path / "online_policy", "policy", actor, norm)
+    run = tmp_path / "o2o"
+    assert main(["offline", "--dataset", str(hopper_h5), "--env", "Hopper-v5", "--run-dir", str(run),
+                 "--budget", "tiny", "--no-progress", "--init-policy", str(tmp_path / "online_policy")]) == 0
+    assert not list((run / "stages").glob("bc-*"))  # no behaviour cloning stage ran
+    improve = next((run / "stages").glob("improve-*"))
+    tensors, _ = ckpt.load(improve, "stage")
+    first = tensors["target.body.net.0.weight"]
+    assert first.shape[0] == 4
+    assert not torch.allclose(first[0], first[1])  # members moved apart
+    chosen, chosen_norm, meta, _ = load_policy(run / "final")
+    assert chosen.spec.hidden == actor.spec.hidden  # the online architecture is kept
+    torch.testing.assert_close(chosen_norm.mean, norm.mean)  # and its input statistics

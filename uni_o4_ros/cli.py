@@ -147,7 +147,6 @@ def run_offline(args: argparse.Namespace, dataset_path: str, env: str | None, ru
     if init_policy:
         pol, norm, _, _ = load_policy(init_policy)
         init = (pol, norm)
-        cfg.bc.n_policies = cfg.bc.n_policies or 4
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))

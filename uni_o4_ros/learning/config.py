@@ -83,8 +83,9 @@ class ImprovementConfig:
     grad_clip: float = 0.5
     normalize_advantage: bool = True
     # Eq. 25 (online -> offline -> online): KL disagreement added while improving an ensemble
-    # initialised from one online policy; 0 disables it.
-    kl_alpha: float = 0.0
+    # initialised from one online policy (the only source of diversity there); 0 disables it.
+    # Not used when the ensemble comes from behaviour cloning (Eq. 6 acts there instead).
+    kl_alpha: float = 0.1
 
 
 @dataclass

@@ -238,7 +238,7 @@ class OfflineTrainer:
         torch.manual_seed(self._seed("improve"))
         imp = MultiStepImprover(policy, critic, lr=c.lr, clip=c.clip, total_steps=c.steps,
                                 grad_clip=c.grad_clip, normalize_advantage=c.normalize_advantage,
-                                kl_alpha=c.kl_alpha)
+                                kl_alpha=c.kl_alpha if self.init_policy is not None else 0.0)
         start = 0
         if ckpt.exists(d, "stage"):
             tensors, meta = ckpt.load(d, "stage")

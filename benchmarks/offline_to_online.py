@@ -1,0 +1,80 @@
+"""Offline -> online: PPO fine-tuning from the Uni-O4 offline policy vs PPO from scratch, same
+environment-step budget, same evaluation points (deterministic policy, D4RL-normalised score).
+
+Needs the offline runs of offline_quality.py (RUN/<dataset>-s<seed>/final). Results are JSON
+lines, one per (method, seed), so an interrupted run resumes.
+
+    python benchmarks/offline_to_online.py --offline-runs runs/bench_offline --dataset hopper-medium \
+        --env Hopper-v5 --seeds 0 1 2 --steps 100000 --out benchmarks/results/offline_to_online.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from uni_o4_ros.data import normalized_score  # noqa: E402
+from uni_o4_ros.learning import checkpoint as ckpt  # noqa: E402
+from uni_o4_ros.learning.config import OnlineConfig  # noqa: E402
+from uni_o4_ros.learning.offline import load_policy  # noqa: E402
+from uni_o4_ros.learning.online import OnlineTrainer, make_gym_env, scratch_agent  # noqa: E402
+from uni_o4_ros.learning.value import ValueNet  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--offline-runs", required=True)
+    ap.add_argument("--dataset", required=True, help="dataset stem, e.g. hopper-medium")
+    ap.add_argument("--env", required=True)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=100_000)
+    ap.add_argument("--eval-every", type=int, default=10_000)
+    ap.add_argument("--methods", nargs="+", default=["uni_o4", "scratch"])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--work", default="runs/bench_o2o")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = {(r["method"], r["seed"]) for r in map(json.loads, out.read_text().splitlines())} if out.exists() else set()
+    for seed in args.seeds:
+        for method in args.methods:
+            if (method, seed) in done:
+                continue
+            torch.manual_seed(seed)
+            t0 = time.time()
+            if method == "uni_o4":
+                src = Path(args.offline_runs) / f"{args.dataset}-s{seed}" / "final"
+                actor, norm, meta, tensors = load_policy(src)
+                critic = ValueNet(actor.spec.obs_dim, tuple(meta["v_hidden"]))
+                ckpt.load_prefixed("value", critic, tensors)
+                cfg = OnlineConfig(total_steps=args.steps, eval_every=args.eval_every, eval_episodes=5)
+            else:
+                probe = make_gym_env(args.env)()
+                actor, critic, norm = scratch_agent(probe.observation_space.shape[0], probe.action_space.shape[0])
+                probe.close()
+                cfg = OnlineConfig(total_steps=args.steps, eval_every=args.eval_every, eval_episodes=5, clip=0.2,
+                                   actor_lr=3e-4, critic_lr=3e-4, minibatch_size=64, normalize_reward=True,
+                                   fixed_state_norm=False)
+            trainer = OnlineTrainer(cfg, make_gym_env(args.env, seed), actor, critic, norm,
+                                    Path(args.work) / f"{args.dataset}-{method}-s{seed}", seed=seed, progress=False,
+                                    stage=method)
+            hist = trainer.run()
+            row = {"method": method, "seed": seed, "dataset": args.dataset, "steps": hist.eval_steps,
+                   "returns": hist.eval_returns,
+                   "scores": [float(normalized_score(args.env, r)) for r in hist.eval_returns],
+                   "seconds": round(time.time() - t0, 1)}
+            with out.open("a") as fh:
+                fh.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()

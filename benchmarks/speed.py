@@ -1,0 +1,136 @@
+"""Gradient steps per second of each Uni-O4 stage on this machine, and the batched-ensemble
+speedup against a Python loop over separate member networks (same maths, same batch).
+
+    python benchmarks/speed.py --threads 2 --out benchmarks/results/speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from uni_o4_ros.learning.behavior_cloning import ensemble_bc_loss  # noqa: E402
+from uni_o4_ros.learning.dynamics import GaussianEnsembleModel, _nll  # noqa: E402
+from uni_o4_ros.learning.improvement import MultiStepImprover  # noqa: E402
+from uni_o4_ros.learning.normalizer import StateNormalizer  # noqa: E402
+from uni_o4_ros.learning.ope import am_q  # noqa: E402
+from uni_o4_ros.learning.policy import make_policy  # noqa: E402
+from uni_o4_ros.learning.value import IQLCritic  # noqa: E402
+
+OBS, ACT = 11, 3  # Hopper
+
+
+def rate(fn, seconds: float = 3.0, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        fn()
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+
+class LoopPolicy(nn.Module):
+    """The same Gaussian MLP members as separate nn.Sequential modules, evaluated one by one."""
+
+    def __init__(self, n: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        dims = [OBS, *hidden]
+        self.members = nn.ModuleList(
+            nn.Sequential(*[m for a, b in zip(dims[:-1], dims[1:]) for m in (nn.Linear(a, b), nn.ReLU())],
+                          nn.Linear(dims[-1], 2 * ACT)) for _ in range(n))
+
+    def loss(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        total = 0.0
+        for m in self.members:
+            mean, pre = m(obs).chunk(2, -1)
+            log_std = -5 + 2.5 * (torch.tanh(pre) + 1)
+            total = total - torch.distributions.Normal(torch.tanh(mean), log_std.exp()).log_prob(act).sum(-1).mean()
+        return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    b = 512
+    obs, act = torch.randn(b, OBS), torch.rand(b, ACT) * 2 - 1
+    rew, done = torch.randn(b), torch.zeros(b)
+    res: dict[str, float] = {}
+
+    for q_hidden in ((1024, 1024), (256, 256)):
+        critic = IQLCritic(OBS, ACT, q_hidden, (256, 256, 256), 0.7, 0.99, 0.005, 1e-4, 2)
+        res[f"iql_value_q{q_hidden[0]}_steps_per_s"] = rate(lambda c=critic: c.update(obs, act, rew, obs, done),
+                                                             args.seconds)
+
+    for n in (1, 4):
+        pol = make_policy(OBS, ACT, n=n, hidden=(256, 256, 256))
+        opt = torch.optim.Adam(pol.parameters(), 1e-4)
+
+        def bc_step(p=pol, o=opt):
+            loss, _ = ensemble_bc_loss(p, obs, act, 0.1)
+            o.zero_grad()
+            loss.backward()
+            o.step()
+
+        res[f"ensemble_bc_n{n}_steps_per_s"] = rate(bc_step, args.seconds)
+
+    loop = LoopPolicy(4, (256, 256, 256))
+    lopt = torch.optim.Adam(loop.parameters(), 1e-4)
+
+    def loop_step():
+        loss = loop.loss(obs, act)
+        lopt.zero_grad()
+        loss.backward()
+        lopt.step()
+
+    res["loop_bc_n4_steps_per_s"] = rate(loop_step, args.seconds)
+    res["batched_vs_loop_speedup_n4"] = res["ensemble_bc_n4_steps_per_s"] / res["loop_bc_n4_steps_per_s"]
+
+    model = GaussianEnsembleModel(7, OBS, ACT, (200, 200, 200, 200), n_elites=5)
+    mopt = torch.optim.Adam(model.parameters(), 1e-3)
+    target = torch.randn(7, 256, OBS + 1)
+    mo, ma = torch.randn(7, 256, OBS), torch.randn(7, 256, ACT)
+
+    def dyn_step():
+        mean, logvar = model(mo, ma)
+        loss = _nll(mean, logvar, target).sum()
+        mopt.zero_grad()
+        loss.backward()
+        mopt.step()
+
+    res["dynamics_n7_steps_per_s"] = rate(dyn_step, args.seconds)
+
+    critic = IQLCritic(OBS, ACT, (1024, 1024), (256, 256, 256), 0.7, 0.99, 0.005, 1e-4, 2)
+    imp = MultiStepImprover(make_policy(OBS, ACT, n=4), critic, lr=1e-4, clip=0.25, total_steps=10_000,
+                            grad_clip=0.5)
+    res["improvement_n4_steps_per_s"] = rate(lambda: imp.update(obs), args.seconds)
+    norm = StateNormalizer.identity(OBS)
+    starts = torch.randn(512, OBS) * 0.1 + torch.tensor([1.25] + [0.0] * (OBS - 1))
+    t0 = time.perf_counter()
+    am_q([imp.target, imp.behavior], critic.q, model, lambda s: torch.zeros(len(s), dtype=torch.bool), norm,
+         starts, horizon=20)
+    res["am_q_8_policies_512_starts_per_model_step_ms"] = (time.perf_counter() - t0) / 20 * 1000
+    res["threads"] = args.threads
+    res["cpu"] = platform.processor() or platform.machine()
+    print(json.dumps(res, indent=2))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

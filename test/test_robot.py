@@ -1,0 +1,170 @@
+"""Robot rules without ROS: joint mapping, observation, reward, safety, policy-update verification."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save as save_safetensors
+
+from uni_o4_ros.learning.normalizer import StateNormalizer
+from uni_o4_ros.learning.policy import make_policy
+from uni_o4_ros.robot import go1
+from uni_o4_ros.robot.observation import ObservationBuilder, command_vector
+from uni_o4_ros.robot.policy_update import UpdateRejected, encode_update, verify_update
+from uni_o4_ros.robot.reward import reward
+from uni_o4_ros.robot.safety import SafetyConfig, SafetyFilter, Watchdog, fallen
+
+
+def test_joint_order_mapping_between_package_and_sdk():
+    sdk_names = [f"{leg}_{j}" for leg in go1.SDK_LEGS for j in ("hip", "thigh", "calf")]
+    assert [sdk_names[i] for i in go1.POLICY_FROM_SDK] == list(go1.JOINTS)
+    x = np.arange(12.0)
+    np.testing.assert_array_equal(go1.from_sdk(go1.to_sdk(x)), x)
+    assert go1.to_sdk(go1.DEFAULT_Q)[0] == pytest.approx(-0.1)  # SDK slot 0 is FR hip
+
+
+def test_action_to_joint_targets_scales_hips_by_half():
+    q = go1.action_to_joint_targets(np.ones(12))
+    np.testing.assert_allclose(q - go1.DEFAULT_Q, np.tile([0.125, 0.25, 0.25], 4), rtol=1e-6)
+
+
+def test_gravity_and_roll_pitch_from_quaternion():
+    np.testing.assert_allclose(go1.projected_gravity([1, 0, 0, 0]), [0, 0, -1], atol=1e-7)
+    roll = 0.3
+    q = [np.cos(roll / 2), np.sin(roll / 2), 0, 0]
+    np.testing.assert_allclose(go1.projected_gravity(q), [0, -np.sin(roll), -np.cos(roll)], atol=1e-6)
+    assert go1.roll_pitch(q) == pytest.approx((roll, 0.0), abs=1e-9)
+
+
+def test_observation_layout_and_history_order():
+    b = ObservationBuilder()
+    cmd = command_vector(1.0, 0.0, 0.5)
+    q = go1.DEFAULT_Q + 0.1
+    dq = np.full(12, 2.0)
+    f = b.frame([1, 0, 0, 0], cmd, q, dq, np.full(12, 20.0))
+    assert f.shape == (58,)
+    np.testing.assert_allclose(f[:3], [0, 0, -1])
+    np.testing.assert_allclose(f[3:6], [2.0, 0.0, 0.125])  # vx * 2, vy * 2, yaw * 0.25
+    np.testing.assert_allclose(f[18:30], 0.1, rtol=1e-5)
+    np.testing.assert_allclose(f[30:42], 0.1)  # dq * 0.05
+    np.testing.assert_allclose(f[42:54], 10.0)  # last action clipped to +-10
+    assert np.all(np.abs(f[54:]) <= 1.0)
+    h1 = b.push(f)
+    f2 = f.copy()
+    f2[0] = 7.0
+    h2 = b.push(f2)
+    assert h2.shape == (290,)
+    np.testing.assert_array_equal(h2[-58:], f2)  # newest last
+    np.testing.assert_array_equal(h2[-116:-58], h1[-58:])
+    with pytest.raises(ValueError):
+        b.push(np.full(58, np.nan, np.float32))
+
+
+def test_reward_matches_hand_computation():
+    r, terms = reward(v_xy=np.array([0.8, 0.0]), v_cmd_xy=np.array([1.0, 0.0]), w_z=0.1, w_cmd=0.0, v_z=0.5,
+                      tau=np.full(12, 2.0), dq=np.full(12, 1.0), ddq=np.full(12, 10.0),
+                      action=np.zeros(12), last_action=np.full(12, 0.5))
+    r_pos = 0.02 * np.exp(-0.04 / 0.25) + 0.01 * np.exp(-0.01 / 0.25)
+    r_neg = -(4e-4 * 0.25 + 2e-5 * 48 + 2e-5 * 12 + 5e-9 * 1200 + 2e-3 * 3)
+    assert r == pytest.approx(r_pos * np.exp(0.02 * r_neg))
+    assert terms["torques"] == pytest.approx(-2e-5 * 48)
+
+
+def test_safety_filter_limits_rate_range_and_torque():
+    cfg = SafetyConfig(max_target_step=0.1, torque_fraction=0.5)
+    f = SafetyFilter(cfg)
+    q = go1.DEFAULT_Q.copy()
+    f.reset(q)
+    cmd = f.apply(q + 1.0, q, np.zeros(12))
+    assert np.all(cmd.q - q <= 0.1 + 1e-6)  # rate limit
+    tau = cmd.kp * (cmd.q - q)
+    assert np.all(np.abs(tau) <= 0.5 * go1.TAU_MAX + 1e-4)
+    for _ in range(100):
+        cmd = f.apply(np.full(12, 10.0), cmd.q, np.zeros(12))
+    assert np.all(cmd.q <= go1.Q_MAX + 1e-6)  # joint limits
+    assert f.apply(np.full(12, np.nan), q, np.zeros(12)).damping
+
+
+def test_watchdog_and_fall():
+    w = Watchdog(timeout=0.1)
+    assert w.expired(0.0)
+    w.feed(1.0)
+    assert not w.expired(1.05) and w.expired(1.11)
+    assert fallen(1.2, 0.0, 1.0) and fallen(0.0, -1.1, 1.0) and not fallen(0.5, 0.5, 1.0)
+
+
+@pytest.fixture
+def update():
+    torch.manual_seed(0)
+    pol = make_policy(290, 12, hidden=(32, 32), mean_activation="none")
+    norm = StateNormalizer(np.zeros(290), np.ones(290))
+    return pol, norm, encode_update(pol, norm, version=5, key=b"k")
+
+
+def _verify(msg, current=4, key=b"k"):
+    return verify_update(msg["version"], msg["sha256"], msg["safetensors"], msg["spec_json"], msg["signature"],
+                         current_version=current, expected_obs_dim=290, expected_act_dim=12, key=key)
+
+
+def test_a_valid_update_is_accepted_and_reproduces_the_policy(update):
+    pol, _, msg = update
+    got = _verify(msg)
+    obs = torch.randn(3, 290)
+    torch.testing.assert_close(got.policy(obs)[0], pol(obs)[0])
+    assert got.version == 5
+
+
+def _resign(msg, blob):
+    import hmac
+
+    msg = dict(msg, safetensors=blob, sha256=hashlib.sha256(blob).hexdigest())
+    msg["signature"] = hmac.new(b"k", blob + msg["spec_json"].encode(), hashlib.sha256).digest()
+    return msg
+
+
+@pytest.mark.parametrize("corrupt, reason", [
+    (lambda m: dict(m, version=4), "not newer"),
+    (lambda m: dict(m, safetensors=m["safetensors"][:-10]), "sha256 mismatch"),
+    (lambda m: dict(m, signature=b"x" * 32), "signature"),
+    (lambda m: _resign(m, m["safetensors"][: len(m["safetensors"]) // 2]), "not a valid safetensors"),
+    (lambda m: _resign(m, b"\x00" * 64), "not a valid safetensors"),
+])
+def test_bad_updates_are_refused_with_a_reason(update, corrupt, reason):
+    _, _, msg = update
+    with pytest.raises(UpdateRejected, match=reason):
+        _verify(corrupt(msg))
+
+
+def _tampered(pol, norm, edit):
+    from safetensors.torch import load
+
+    msg = encode_update(pol, norm, version=5, key=b"k")
+    tensors = load(msg["safetensors"])
+    edit(tensors)
+    return _resign(msg, save_safetensors(tensors))
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda t: t.__setitem__("policy.body.net.0.weight", t["policy.body.net.0.weight"] * float("nan")),
+     "non-finite"),
+    (lambda t: t.__setitem__("policy.body.net.0.weight", torch.zeros(1, 290, 16)), "shape"),
+    (lambda t: t.pop("normalizer.std"), "missing"),
+    (lambda t: t.__setitem__("extra", torch.zeros(1)), "extra"),
+])
+def test_wrong_shape_nan_or_renamed_tensors_are_refused(update, edit, reason):
+    pol, norm, _ = update
+    with pytest.raises(UpdateRejected, match=reason):
+        _verify(_tampered(pol, norm, edit))
+
+
+def test_wrong_dims_in_spec_are_refused(update):
+    pol, norm, msg = update
+    spec = json.loads(msg["spec_json"])
+    spec["obs_dim"] = 58
+    bad = _resign(dict(msg, spec_json=json.dumps(spec)), msg["safetensors"])
+    with pytest.raises(UpdateRejected, match="do not match the robot"):
+        _verify(bad)

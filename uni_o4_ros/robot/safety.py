@@ -1,0 +1,85 @@
+"""Safety rules between a joint command and a motor (numpy, no ROS): joint limits, a torque bound
+on the PD law's torque, a rate limit on targets, a command watchdog and fall detection. Any fault
+means damping: zero stiffness, positive damping, zero torque."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .go1 import KD, KP, Q_MAX, Q_MIN, TAU_MAX
+
+
+@dataclass(frozen=True)
+class SafetyConfig:
+    max_target_step: float = 0.2  # rad per 50 Hz tick
+    torque_fraction: float = 0.9  # of the motor limit
+    watchdog_timeout: float = 0.1  # s without a fresh command -> damping
+    max_tilt: float = 1.0  # rad |roll| or |pitch| -> fall
+    damping_kd: float = 2.0
+
+
+@dataclass
+class MotorCommand:
+    q: np.ndarray
+    dq: np.ndarray
+    kp: np.ndarray
+    kd: np.ndarray
+    tau: np.ndarray
+    damping: bool = False
+
+
+def damping_command(cfg: SafetyConfig) -> MotorCommand:
+    z = np.zeros(12, np.float32)
+    return MotorCommand(q=z.copy(), dq=z.copy(), kp=z.copy(), kd=np.full(12, cfg.damping_kd, np.float32),
+                        tau=z.copy(), damping=True)
+
+
+@dataclass
+class SafetyFilter:
+    cfg: SafetyConfig = field(default_factory=SafetyConfig)
+    _last_target: np.ndarray | None = None
+
+    def reset(self, q_now: np.ndarray) -> None:
+        self._last_target = np.asarray(q_now, np.float32).copy()
+
+    def apply(self, q_des: np.ndarray, q: np.ndarray, dq: np.ndarray, kp: float = KP, kd: float = KD) -> MotorCommand:
+        """Clamp a position target so that limits, rate and PD torque all hold."""
+        q_des = np.asarray(q_des, np.float32)
+        if not np.all(np.isfinite(q_des)):
+            return damping_command(self.cfg)
+        if self._last_target is None:
+            self.reset(q)
+        step = self.cfg.max_target_step
+        target = np.clip(q_des, self._last_target - step, self._last_target + step)
+        target = np.clip(target, Q_MIN, Q_MAX)
+        # tau = kp (target - q) - kd dq must stay within the bound: clamp the target accordingly.
+        tau_max = self.cfg.torque_fraction * TAU_MAX
+        lo = q + (-tau_max + kd * np.asarray(dq)) / kp
+        hi = q + (tau_max + kd * np.asarray(dq)) / kp
+        target = np.clip(target, lo, hi).astype(np.float32)
+        self._last_target = target
+        return MotorCommand(q=target, dq=np.zeros(12, np.float32), kp=np.full(12, kp, np.float32),
+                            kd=np.full(12, kd, np.float32), tau=np.zeros(12, np.float32))
+
+
+@dataclass
+class Watchdog:
+    timeout: float
+    last: float | None = None
+
+    def feed(self, now: float) -> None:
+        self.last = now
+
+    def expired(self, now: float) -> bool:
+        return self.last is None or now - self.last > self.timeout
+
+
+def fallen(roll: float, pitch: float, max_tilt: float) -> bool:
+    return abs(roll) > max_tilt or abs(pitch) > max_tilt
+
+
+def pd_torque(cmd: MotorCommand, q: np.ndarray, dq: np.ndarray) -> np.ndarray:
+    """The motor-side PD law, shared by the simulator and the SDK stand-in."""
+    return cmd.kp * (cmd.q - q) + cmd.kd * (cmd.dq - dq) + cmd.tau

@@ -16,4 +16,4 @@ for ds in data/hopper/hopper-medium data/hopper/hopper-medium-replay data/halfch
 done
 $PY benchmarks/offline_to_online.py --offline-runs runs/bench_offline --dataset hopper-medium --env Hopper-v5 \
   --seeds 0 1 2 --steps 100000 --out $R/offline_to_online.jsonl
-$PY benchmarks/report.py --results $R --out BENCHMARKS.md
+$PY benchmarks/report.py --results $R   # tables to paste into BENCHMARKS.md

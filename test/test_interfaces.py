@@ -52,6 +52,7 @@ def test_generated_messages_have_the_documented_fields():
 def test_policy_update_bytes_cross_processes_intact_over_dds(ros_env):
     import rclpy
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
     from uni_o4_ros.msg import PolicyUpdate
 
     payload = bytes(range(256)) * 4000  # ~1 MB, the size of a small policy

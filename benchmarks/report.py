@@ -1,0 +1,88 @@
+"""Tables (Markdown) and a PNG from the benchmark results; pasted into BENCHMARKS.md by hand with
+the commands that produced them.
+
+    python benchmarks/report.py --results benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def offline_table(path: Path) -> str:
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    by = defaultdict(list)
+    steps = {}
+    for r in rows:
+        by[(r["dataset"], r["algo"])].append(r["score"])
+        steps[r["dataset"]] = r["steps"]
+    datasets = sorted({d for d, _ in by})
+    algos = ["uni_o4", "bc", "iql", "td3bc"]
+    names = {"uni_o4": "Uni-O4 (ours)", "bc": "BC (d3rlpy)", "iql": "IQL (d3rlpy)", "td3bc": "TD3+BC (d3rlpy)"}
+    out = ["| dataset | steps | " + " | ".join(names[a] for a in algos) + " |",
+           "|---|---:|" + "---:|" * len(algos)]
+    for d in datasets:
+        cells = []
+        for a in algos:
+            s = by.get((d, a), [])
+            cells.append(f"{np.mean(s):.1f} +- {np.std(s):.1f} (n={len(s)})" if s else "-")
+        out.append(f"| {d} | {steps[d]} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def o2o_table(path: Path, png: Path) -> str:
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    out = ["| method | seed | score at each evaluation (env steps: " +
+           ", ".join(str(s) for s in rows[0]["steps"]) + ") | min / first |", "|---|---:|---|---:|"]
+    curves = defaultdict(list)
+    for r in rows:
+        sc = r["scores"]
+        out.append(f"| {r['method']} | {r['seed']} | " + ", ".join(f"{x:.1f}" for x in sc) +
+                   f" | {min(sc) / sc[0]:.2f} |" if sc[0] else " | - |")
+        curves[r["method"]].append(sc)
+    for method, cs in curves.items():
+        n = min(len(c) for c in cs)
+        arr = np.array([c[:n] for c in cs])
+        x = rows[0]["steps"][:n]
+        ax.plot(x, arr.mean(0), label=f"{method} (mean of {len(cs)})")
+        ax.fill_between(x, arr.min(0), arr.max(0), alpha=0.2)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("D4RL-normalised score")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--results", default="benchmarks/results")
+    args = ap.parse_args()
+    res = Path(args.results)
+    if (res / "offline_quality.jsonl").exists():
+        print("## Offline quality\n")
+        print(offline_table(res / "offline_quality.jsonl"))
+    if (res / "offline_to_online.jsonl").exists():
+        print("\n## Offline -> online\n")
+        print(o2o_table(res / "offline_to_online.jsonl", res / "offline_to_online.png"))
+    if (res / "speed.json").exists():
+        print("\n## Speed\n")
+        for k, v in json.loads((res / "speed.json").read_text()).items():
+            print(f"- {k}: {v:.3g}" if isinstance(v, float) else f"- {k}: {v}")
+
+
+if __name__ == "__main__":
+    main()

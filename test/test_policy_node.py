@@ -1,0 +1,149 @@
+"""The policy node in its own process, driven over real DDS: hot-swap between ticks and refusals.
+
+The test steps the loop in lockstep (send state k, wait for the command answering k), so
+"the next tick" is well defined and no sleep is used for synchronisation.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load, save
+
+from conftest import ROOT
+from uni_o4_ros.learning.normalizer import StateNormalizer
+from uni_o4_ros.learning.offline import save_policy
+from uni_o4_ros.learning.policy import make_policy
+from uni_o4_ros.robot.go1 import DEFAULT_Q, action_to_joint_targets
+from uni_o4_ros.robot.policy_update import encode_update
+
+
+def constant_policy(value: float):
+    """A policy whose mean action is `value` on every joint, whatever it observes."""
+    pol = make_policy(290, 12, hidden=(16,), mean_activation="none")
+    with torch.no_grad():
+        for p in pol.parameters():
+            p.zero_()
+        pol.body.net[-1].bias[0, 0, :12] = value
+    return pol, StateNormalizer(np.zeros(290), np.ones(290))
+
+
+@pytest.fixture
+def node(tmp_path, ros_env):
+    pol, norm = constant_policy(-0.4)
+    save_policy(tmp_path / "initial", "policy", pol, norm, extra={"version": 1})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uni_o4_ros.nodes.policy_node", "--ros-args", "-p",
+         f"policy_dir:={tmp_path / 'initial'}"], env=ros_env, cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+class Driver:
+    def __init__(self) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticStatus
+
+        from uni_o4_ros.msg import JointCommand, PolicyUpdate, RobotState
+        from uni_o4_ros.nodes.qos import COMMAND, EVENTS, POLICY_UPDATE, SENSOR
+
+        rclpy.init()
+        self.rclpy, self.RobotState, self.PolicyUpdate = rclpy, RobotState, PolicyUpdate
+        self.n = rclpy.create_node("driver")
+        self.state_pub = self.n.create_publisher(RobotState, "robot_state", SENSOR)
+        self.update_pub = self.n.create_publisher(PolicyUpdate, "policy_update", POLICY_UPDATE)
+        self.cmds, self.status = [], []
+        self.n.create_subscription(JointCommand, "joint_command", self.cmds.append, COMMAND)
+        self.n.create_subscription(DiagnosticStatus, "policy_status", self.status.append, EVENTS)
+        self.seq = 0
+
+    def wait(self, cond, timeout: float = 30.0, poke=None) -> None:
+        end = time.monotonic() + timeout
+        while not cond():
+            if time.monotonic() > end:
+                raise TimeoutError("condition not met in time")
+            if poke:
+                poke()
+            self.rclpy.spin_once(self.n, timeout_sec=0.05)
+
+    def tick(self):
+        """Send one state and return the command that answers it (retransmitting a lost state)."""
+        self.seq += 1
+        msg = self.RobotState(mode=self.RobotState.MODE_ACTIVE)
+        msg.header.stamp.sec = self.seq
+        msg.quaternion = [1.0, 0.0, 0.0, 0.0]
+        msg.q = DEFAULT_Q.tolist()
+        seq = self.seq
+        self.wait(lambda: any(c.header.stamp.sec == seq for c in self.cmds),
+                  poke=lambda: self.state_pub.publish(msg))
+        return next(c for c in self.cmds if c.header.stamp.sec == seq)
+
+    def update(self, fields: dict) -> tuple[bool, str]:
+        n = len(self.status)
+        self.update_pub.publish(self.PolicyUpdate(**fields))
+        self.wait(lambda: len(self.status) > n)
+        st = self.status[n]
+        return dict((kv.key, kv.value) for kv in st.values)["accepted"] == "True", st.message
+
+    def close(self) -> None:
+        self.n.destroy_node()
+        self.rclpy.shutdown()
+
+
+def test_hot_swap_takes_effect_on_the_next_tick_and_bad_updates_are_refused(node):
+    d = Driver()
+    try:
+        old_q = action_to_joint_targets(np.full(12, -0.4))
+        new_q = action_to_joint_targets(np.full(12, 0.3))
+        first = d.tick()
+        assert first.policy_version == 1
+        np.testing.assert_allclose(first.q, old_q, atol=1e-6)
+        for _ in range(5):
+            assert d.tick().policy_version == 1
+
+        pol2, norm2 = constant_policy(0.3)
+        ok, reason = d.update(encode_update(pol2, norm2, version=2))
+        assert ok, reason
+        after = d.tick()  # the very next tick runs the new weights
+        assert after.policy_version == 2
+        np.testing.assert_allclose(after.q, new_q, atol=1e-6)
+
+        good = encode_update(constant_policy(0.9)[0], norm2, version=3)
+        tensors = load(good["safetensors"])
+        nan = dict(tensors)
+        nan["policy.body.net.2.bias"] = nan["policy.body.net.2.bias"] * float("nan")
+        import hashlib
+
+        def with_blob(blob: bytes) -> dict:
+            return dict(good, safetensors=blob, sha256=hashlib.sha256(blob).hexdigest())
+
+        wrong_shape = dict(tensors)
+        wrong_shape["policy.body.net.0.weight"] = torch.zeros(1, 290, 8)
+        cases = {
+            "corrupt": dict(good, safetensors=good["safetensors"][:-1] + b"x"),
+            "truncated": with_blob(good["safetensors"][:100]),
+            "wrong-shape": with_blob(save(wrong_shape)),
+            "nan": with_blob(save(nan)),
+            "older": encode_update(constant_policy(0.9)[0], norm2, version=1),
+        }
+        for name, fields in cases.items():
+            ok, reason = d.update(fields)
+            assert not ok, name
+            assert reason, name
+            cmd = d.tick()  # the controller keeps running on version 2
+            assert cmd.policy_version == 2, name
+            np.testing.assert_allclose(cmd.q, new_q, atol=1e-6)
+        seqs = [c.header.stamp.sec for c in d.cmds]
+        assert sorted(set(seqs)) == list(range(1, d.seq + 1))  # every tick was answered
+    finally:
+        d.close()

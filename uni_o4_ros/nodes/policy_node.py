@@ -1,0 +1,95 @@
+"""policy node: RobotState -> PolicyRunner -> JointCommand; PolicyUpdate -> verify -> swap between ticks.
+
+Parameters: policy_dir (saved policy folder), deterministic (mean action; False samples with
+log-probabilities for online learning), command_velocity [vx, vy, yaw_rate], hmac_key_file
+(optional; when set, unsigned updates are refused). Every accepted or refused update is reported on
+`policy_status` (diagnostic_msgs/DiagnosticStatus) and in the log, with the reason.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from rclpy.node import Node
+
+from uni_o4_ros.learning.offline import load_policy
+from uni_o4_ros.msg import JointCommand, PolicyUpdate, RobotState
+from uni_o4_ros.robot.go1 import KD, KP
+from uni_o4_ros.robot.observation import command_vector
+from uni_o4_ros.robot.policy_runner import PolicyRunner
+
+from .qos import COMMAND, EVENTS, POLICY_UPDATE, SENSOR
+
+
+class PolicyNode(Node):
+    def __init__(self) -> None:
+        super().__init__("policy")
+        self.declare_parameter("policy_dir", "")
+        self.declare_parameter("deterministic", True)
+        self.declare_parameter("command_velocity", [0.0, 0.0, 0.0])
+        self.declare_parameter("hmac_key_file", "")
+        policy_dir = self.get_parameter("policy_dir").value
+        if not policy_dir or not Path(policy_dir).is_dir():
+            raise RuntimeError(f"parameter policy_dir must name a saved policy folder, got {policy_dir!r}")
+        policy, normalizer, meta, _ = load_policy(policy_dir)
+        key_file = self.get_parameter("hmac_key_file").value
+        key = Path(key_file).read_bytes().strip() if key_file else None
+        self.runner = PolicyRunner(policy, normalizer, version=int(meta.get("version", 0)),
+                                   deterministic=bool(self.get_parameter("deterministic").value), key=key)
+        vx, vy, wz = self.get_parameter("command_velocity").value
+        self.runner.command = command_vector(vx, vy, wz)
+        self.cmd_pub = self.create_publisher(JointCommand, "joint_command", COMMAND)
+        self.status_pub = self.create_publisher(DiagnosticStatus, "policy_status", EVENTS)
+        self.create_subscription(RobotState, "robot_state", self.on_state, SENSOR)
+        self.create_subscription(PolicyUpdate, "policy_update", self.on_update, POLICY_UPDATE)
+        self.get_logger().info(f"policy v{self.runner.version} from {policy_dir}, obs {self.runner.obs_dim}")
+
+    def on_state(self, msg: RobotState) -> None:
+        if msg.mode != RobotState.MODE_ACTIVE:
+            self.runner.reset()  # a fresh history once the controller is active again
+            return
+        res = self.runner.tick(np.asarray(msg.quaternion), np.asarray(msg.q), np.asarray(msg.dq))
+        out = JointCommand()
+        out.header.stamp = msg.header.stamp  # the state this command answers: latency is measurable
+        out.policy_version = res.policy_version
+        out.q = res.q_des.tolist()
+        out.kp = [KP] * 12
+        out.kd = [KD] * 12
+        self.cmd_pub.publish(out)
+
+    def on_update(self, msg: PolicyUpdate) -> None:
+        ok, reason = self.runner.offer(msg.version, msg.sha256, bytes(msg.safetensors), msg.spec_json,
+                                       bytes(msg.signature))
+        (self.get_logger().info if ok else self.get_logger().warn)(
+            f"policy update v{msg.version} {'accepted' if ok else 'refused'}: {reason}")
+        st = DiagnosticStatus(level=DiagnosticStatus.OK if ok else DiagnosticStatus.WARN, name="policy_update",
+                              message=reason)
+        st.values = [KeyValue(key="version", value=str(msg.version)), KeyValue(key="accepted", value=str(ok))]
+        self.status_pub.publish(st)
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = PolicyNode()
+    except (RuntimeError, ValueError) as exc:
+        print(f"policy node: error: {exc}", file=sys.stderr)
+        rclpy.shutdown()
+        return 2
+    try:
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

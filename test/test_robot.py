@@ -168,3 +168,28 @@ def test_wrong_dims_in_spec_are_refused(update):
     bad = _resign(dict(msg, spec_json=json.dumps(spec)), msg["safetensors"])
     with pytest.raises(UpdateRejected, match="do not match the robot"):
         _verify(bad)
+
+
+def test_controller_core_modes():
+    from uni_o4_ros.robot.controller import ControllerCore, Mode
+
+    c = ControllerCore(SafetyConfig(watchdog_timeout=0.1, max_tilt=1.0))
+    up, q, dq = np.array([1.0, 0, 0, 0]), go1.DEFAULT_Q.copy(), np.zeros(12)
+    assert c.tick(up, q, dq, 0.0).mode == Mode.DAMPING  # nothing commanded yet
+    c.on_command(q, 3, now=1.0)
+    out = c.tick(up, q, dq, 1.05)
+    assert out.mode == Mode.ACTIVE and not out.command.damping and c.policy_version == 3
+    assert c.tick(up, q, dq, 1.2).mode == Mode.DAMPING  # stale command: watchdog
+    c.on_command(q, 3, now=2.0)
+    c.estop(True)
+    c.on_command(q, 3, now=2.01)
+    assert c.tick(up, q, dq, 2.02).command.damping  # e-stop ignores fresh commands
+    assert "re-armed" in c.estop(False)
+    assert c.tick(up, q, dq, 2.03).mode == Mode.DAMPING  # the pre-stop command is not replayed
+    c.on_command(q, 3, now=2.04)
+    assert c.tick(up, q, dq, 2.05).mode == Mode.ACTIVE
+    tilted = np.array([np.cos(0.6), np.sin(0.6), 0, 0])  # roll 1.2 rad
+    first, second = c.tick(tilted, q, dq, 2.06), c.tick(tilted, q, dq, 2.07)
+    assert first.fell and not second.fell and second.command.damping
+    c.on_command(q, 3, now=2.08)
+    assert c.tick(up, q, dq, 2.09).mode == Mode.DAMPING  # latched until re-armed

@@ -49,9 +49,10 @@ class PolicyNode(Node):
         self.get_logger().info(f"policy v{self.runner.version} from {policy_dir}, obs {self.runner.obs_dim}")
 
     def on_state(self, msg: RobotState) -> None:
-        if msg.mode != RobotState.MODE_ACTIVE:
-            self.runner.reset()  # a fresh history once the controller is active again
+        if msg.mode == RobotState.MODE_ESTOP:
+            self.runner.reset()  # a fresh history once the robot is re-armed
             return
+        # In DAMPING the controller waits for a fresh command to become active, so answer it too.
         res = self.runner.tick(np.asarray(msg.quaternion), np.asarray(msg.q), np.asarray(msg.dq))
         out = JointCommand()
         out.header.stamp = msg.header.stamp  # the state this command answers: latency is measurable

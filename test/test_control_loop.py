@@ -1,0 +1,138 @@
+"""pd_controller (with the MuJoCo Go1 backend) and the policy node as separate processes over DDS:
+the loop runs, e-stop holds damping until re-armed, killing the policy triggers the watchdog,
+and a fall latches damping and reports an aborted episode."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+from uni_o4_ros.learning.normalizer import StateNormalizer
+from uni_o4_ros.learning.offline import save_policy
+from uni_o4_ros.learning.policy import make_policy
+
+WATCHDOG = 0.1
+
+
+def start(module: str, env: dict, *params: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", module, "--ros-args"]
+    for p in params:
+        args += ["-p", p]
+    return subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def stop(*procs: subprocess.Popen) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+@pytest.fixture
+def standing_policy(tmp_path):
+    pol = make_policy(290, 12, hidden=(16,), mean_activation="none")
+    with torch.no_grad():
+        for p in pol.parameters():
+            p.zero_()  # mean action 0: hold the default pose
+    save_policy(tmp_path / "pol", "policy", pol, StateNormalizer(np.zeros(290), np.ones(290)))
+    return tmp_path / "pol"
+
+
+class Observer:
+    def __init__(self) -> None:
+        import rclpy
+
+        from uni_o4_ros.msg import EpisodeEvent, RobotState
+        from uni_o4_ros.nodes.qos import EVENTS, SENSOR
+        from uni_o4_ros.srv import EStop
+
+        rclpy.init()
+        self.rclpy, self.EStop = rclpy, EStop
+        self.node = rclpy.create_node("observer")
+        self.states: list = []
+        self.events: list = []
+        self.node.create_subscription(RobotState, "robot_state", self.states.append, SENSOR)
+        self.node.create_subscription(EpisodeEvent, "episode_events", self.events.append, EVENTS)
+        self.client = self.node.create_client(EStop, "estop")
+
+    def wait(self, cond, timeout: float = 60.0) -> None:
+        end = time.monotonic() + timeout
+        while not cond():
+            assert time.monotonic() < end, "condition not met in time"
+            self.rclpy.spin_once(self.node, timeout_sec=0.05)
+
+    def modes_since(self, n: int) -> list[int]:
+        return [s.mode for s in self.states[n:]]
+
+    def estop(self, engage: bool) -> str:
+        assert self.client.wait_for_service(timeout_sec=30)
+        fut = self.client.call_async(self.EStop.Request(engage=engage))
+        self.wait(fut.done)
+        return fut.result().message
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        self.rclpy.shutdown()
+
+
+def stamp(s) -> float:
+    return s.header.stamp.sec + 1e-9 * s.header.stamp.nanosec
+
+
+def test_loop_estop_and_watchdog(ros_env, standing_policy):
+    ctrl = start("uni_o4_ros.nodes.pd_controller_node", ros_env, f"watchdog_timeout:={WATCHDOG}")
+    pol = start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}")
+    obs = Observer()
+    try:
+        obs.wait(lambda: obs.modes_since(0).count(1) >= 50)  # 1 s of closed-loop control
+        active = [s for s in obs.states if s.mode == 1]
+        assert all(np.all(np.isfinite(s.q)) for s in active)
+        assert all(sum(s.foot_contact) >= 3 for s in active[-10:])  # standing on its feet
+
+        n = len(obs.states)
+        assert "engaged" in obs.estop(True)
+        obs.wait(lambda: obs.modes_since(n).count(2) >= 25)  # commands keep coming, e-stop holds
+        first_estop = obs.modes_since(n).index(2)
+        assert set(obs.modes_since(n + first_estop)) == {2}
+        n = len(obs.states)
+        assert "re-armed" in obs.estop(False)
+        obs.wait(lambda: obs.modes_since(n).count(1) >= 10)
+
+        n = len(obs.states)
+        pol.kill()  # the policy process dies without a goodbye
+        pol.wait(timeout=10)
+        obs.wait(lambda: obs.modes_since(n).count(0) >= 10)
+        after = obs.states[n:]
+        last_active = max(i for i, s in enumerate(after) if s.mode == 1) if any(s.mode == 1 for s in after) else None
+        first_damp = next(i for i, s in enumerate(after) if s.mode == 0)
+        assert all(s.mode == 0 for s in after[first_damp:])  # stays damped
+        if last_active is not None:
+            # controller ticks stamp the states: damping starts within the timeout (+ tick jitter)
+            assert stamp(after[first_damp]) - stamp(after[last_active]) <= WATCHDOG + 0.1
+    finally:
+        obs.close()
+        stop(pol, ctrl)
+
+
+def test_fall_latches_damping_and_aborts_the_episode(ros_env, standing_policy):
+    ctrl = start("uni_o4_ros.nodes.pd_controller_node", ros_env, "spawn_roll:=1.4")
+    pol = start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}")
+    obs = Observer()
+    try:
+        obs.wait(lambda: len(obs.events) >= 1 and len(obs.states) >= 50)
+        assert obs.events[0].event == 2 and "fall" in obs.events[0].reason
+        assert 1 not in obs.modes_since(0)  # never active while fallen, although commands arrive
+        assert len(obs.events) == 1  # reported once, not every tick
+    finally:
+        obs.close()
+        stop(pol, ctrl)

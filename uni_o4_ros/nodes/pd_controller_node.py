@@ -1,0 +1,122 @@
+"""pd_controller node: 50 Hz; latest JointCommand -> ControllerCore (safety, watchdog, e-stop,
+fall) -> backend; publishes RobotState, EpisodeEvent on a fall, and diagnostics.
+
+Backends: `sim` (an in-process MuJoCo Go1 stepped in lockstep with this loop). The Unitree SDK
+backend plugs in at `Backend` (issue 3 follow-up). Parameters: backend, rate_hz, watchdog_timeout,
+max_tilt, max_target_step, torque_fraction, spawn_roll (sim only, to test fall handling).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.node import Node
+
+from uni_o4_ros.msg import EpisodeEvent, JointCommand, RobotState
+from uni_o4_ros.robot.controller import ControllerCore, Mode
+from uni_o4_ros.robot.safety import SafetyConfig
+from uni_o4_ros.srv import EStop
+
+from .qos import COMMAND, EVENTS, SENSOR
+
+
+class SimBackend:
+    def __init__(self, spawn_roll: float = 0.0) -> None:
+        from uni_o4_ros.sim.go1_sim import Go1Sim
+
+        self.sim = Go1Sim()
+        self.state = self.sim.reset(roll=spawn_roll)
+
+    def read(self):
+        return self.state
+
+    def write(self, cmd) -> None:
+        self.state = self.sim.step(cmd)
+
+
+class PDControllerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("pd_controller")
+        p = {k: self.declare_parameter(k, v).value for k, v in {
+            "backend": "sim", "rate_hz": 50.0, "watchdog_timeout": 0.1, "max_tilt": 1.0,
+            "max_target_step": 0.2, "torque_fraction": 0.9, "spawn_roll": 0.0}.items()}
+        if p["backend"] != "sim":
+            raise RuntimeError(f"unknown backend {p['backend']!r}: this build supports 'sim'")
+        cfg = SafetyConfig(max_target_step=p["max_target_step"], torque_fraction=p["torque_fraction"],
+                           watchdog_timeout=p["watchdog_timeout"], max_tilt=p["max_tilt"])
+        self.core = ControllerCore(cfg)
+        self.backend = SimBackend(p["spawn_roll"])
+        self.state_pub = self.create_publisher(RobotState, "robot_state", SENSOR)
+        self.event_pub = self.create_publisher(EpisodeEvent, "episode_events", EVENTS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", EVENTS)
+        self.create_subscription(JointCommand, "joint_command", self.on_command, COMMAND)
+        self.create_service(EStop, "estop", self.on_estop)
+        self.ticks = 0
+        self.create_timer(1.0 / p["rate_hz"], self.on_tick)
+
+    def on_command(self, msg: JointCommand) -> None:
+        q = np.asarray(msg.q, np.float32)
+        if q.shape != (12,) or not np.all(np.isfinite(q)):
+            self.get_logger().warn("ignored a joint command with non-finite or missing targets")
+            return
+        self.core.on_command(q, msg.policy_version, time.monotonic())
+
+    def on_estop(self, req: EStop.Request, res: EStop.Response) -> EStop.Response:
+        res.message = self.core.estop(req.engage)
+        res.success = True
+        self.get_logger().warn(res.message)
+        return res
+
+    def on_tick(self) -> None:
+        s = self.backend.read()
+        out = self.core.tick(s.quaternion, s.q, s.dq, time.monotonic())
+        self.backend.write(out.command)
+        s = self.backend.read()
+        self.ticks += 1
+        msg = RobotState(mode=int(out.mode))
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = "base_link"
+        msg.q, msg.dq, msg.tau_est = s.q.tolist(), s.dq.tolist(), s.tau.tolist()
+        msg.quaternion, msg.gyroscope = s.quaternion.tolist(), s.gyroscope.tolist()
+        msg.accelerometer, msg.foot_force = s.accelerometer.tolist(), s.foot_force.tolist()
+        msg.foot_contact = [bool(c) for c in s.foot_contact]
+        self.state_pub.publish(msg)
+        if out.fell:
+            ev = EpisodeEvent(event=EpisodeEvent.ABORTED_FALL, reason=out.reason)
+            ev.header.stamp = msg.header.stamp
+            self.event_pub.publish(ev)
+        if self.ticks % 50 == 0 or out.mode != Mode.ACTIVE and self.ticks % 10 == 0:
+            st = DiagnosticStatus(name="pd_controller", message=out.reason,
+                                  level=DiagnosticStatus.OK if out.mode == Mode.ACTIVE else DiagnosticStatus.WARN)
+            st.values = [KeyValue(key="mode", value=out.mode.name),
+                         KeyValue(key="policy_version", value=str(self.core.policy_version))]
+            arr = DiagnosticArray(status=[st])
+            arr.header.stamp = msg.header.stamp
+            self.diag_pub.publish(arr)
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = PDControllerNode()
+    except (RuntimeError, ValueError) as exc:
+        print(f"pd_controller: error: {exc}", file=sys.stderr)
+        rclpy.shutdown()
+        return 2
+    try:
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The pd_controller's decisions without ROS: which motor command each 50 Hz tick sends.
+
+    ACTIVE  -> latest joint command through the safety filter
+    DAMPING -> no fresh command within the watchdog timeout, a fall, or not yet started
+    ESTOP   -> damping until explicitly re-armed (re-arming leads to DAMPING, then ACTIVE on the
+               next fresh command)
+A fall (|roll| or |pitch| over the threshold) latches damping and reports an episode abort until
+the robot is upright again and re-armed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+
+from .go1 import roll_pitch
+from .safety import MotorCommand, SafetyConfig, SafetyFilter, Watchdog, damping_command, fallen
+
+
+class Mode(IntEnum):  # same values as RobotState.MODE_*
+    DAMPING = 0
+    ACTIVE = 1
+    ESTOP = 2
+
+
+@dataclass
+class TickOutcome:
+    command: MotorCommand
+    mode: Mode
+    reason: str
+    fell: bool = False
+
+
+@dataclass
+class ControllerCore:
+    cfg: SafetyConfig = field(default_factory=SafetyConfig)
+    mode: Mode = Mode.DAMPING
+    _q_des: np.ndarray | None = None
+    _policy_version: int = 0
+    _fall_latched: bool = False
+
+    def __post_init__(self) -> None:
+        self.watchdog = Watchdog(self.cfg.watchdog_timeout)
+        self.filter = SafetyFilter(self.cfg)
+
+    def on_command(self, q_des: np.ndarray, policy_version: int, now: float) -> None:
+        self._q_des = np.asarray(q_des, np.float32)
+        self._policy_version = policy_version
+        self.watchdog.feed(now)
+
+    def estop(self, engage: bool) -> str:
+        if engage:
+            self.mode = Mode.ESTOP
+            return "e-stop engaged: damping until re-armed"
+        if self.mode == Mode.ESTOP or self._fall_latched:
+            self.mode = Mode.DAMPING
+            self._fall_latched = False
+            self._q_des = None  # a command from before the stop is never replayed
+            return "re-armed: active on the next fresh command"
+        return "nothing to re-arm"
+
+    def tick(self, quat_wxyz: np.ndarray, q: np.ndarray, dq: np.ndarray, now: float) -> TickOutcome:
+        if self.mode == Mode.ESTOP:
+            return TickOutcome(damping_command(self.cfg), Mode.ESTOP, "e-stop")
+        roll, pitch = roll_pitch(quat_wxyz)
+        if fallen(roll, pitch, self.cfg.max_tilt):
+            first = not self._fall_latched
+            self._fall_latched = True
+            self.mode = Mode.DAMPING
+            return TickOutcome(damping_command(self.cfg), Mode.DAMPING, f"fall: roll {roll:.2f}, pitch {pitch:.2f}",
+                               fell=first)
+        if self._fall_latched:
+            return TickOutcome(damping_command(self.cfg), Mode.DAMPING, "fallen: re-arm required")
+        if self._q_des is None or self.watchdog.expired(now):
+            if self.mode == Mode.ACTIVE:
+                self._q_des = None
+            self.mode = Mode.DAMPING
+            return TickOutcome(damping_command(self.cfg), Mode.DAMPING, "no fresh command (watchdog)")
+        if self.mode != Mode.ACTIVE:
+            self.filter.reset(q)  # rate limit starts from where the joints are now
+            self.mode = Mode.ACTIVE
+        return TickOutcome(self.filter.apply(self._q_des, q, dq), Mode.ACTIVE, "ok")
+
+    @property
+    def policy_version(self) -> int:
+        return self._policy_version

@@ -27,3 +27,40 @@ def ros_env(monkeypatch) -> dict[str, str]:
 def spawn_python(code: str, env: dict[str, str], **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)
+
+
+def start_node(module: str, env: dict[str, str], *params: str) -> subprocess.Popen:
+    """Start a node module as its own process with `-p name:=value` parameters."""
+    args = [sys.executable, "-m", module, "--ros-args"]
+    for p in params:
+        args += ["-p", p]
+    return subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def stop_nodes(*procs: subprocess.Popen) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+@pytest.fixture
+def standing_policy(tmp_path) -> Path:
+    """A saved policy whose mean action is 0 everywhere: it holds the default pose."""
+    import numpy as np
+    import torch
+
+    from uni_o4_ros.learning.normalizer import StateNormalizer
+    from uni_o4_ros.learning.offline import save_policy
+    from uni_o4_ros.learning.policy import make_policy
+
+    pol = make_policy(290, 12, hidden=(16,), mean_activation="none")
+    with torch.no_grad():
+        for p in pol.parameters():
+            p.zero_()
+    save_policy(tmp_path / "standing_policy", "policy", pol, StateNormalizer(np.zeros(290), np.ones(290)))
+    return tmp_path / "standing_policy"

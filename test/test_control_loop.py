@@ -4,48 +4,14 @@ and a fall latches damping and reports an aborted episode."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import numpy as np
-import pytest
-import torch
 
-from conftest import ROOT
-from uni_o4_ros.learning.normalizer import StateNormalizer
-from uni_o4_ros.learning.offline import save_policy
-from uni_o4_ros.learning.policy import make_policy
+from conftest import start_node as start
+from conftest import stop_nodes as stop
 
 WATCHDOG = 0.1
-
-
-def start(module: str, env: dict, *params: str) -> subprocess.Popen:
-    args = [sys.executable, "-m", module, "--ros-args"]
-    for p in params:
-        args += ["-p", p]
-    return subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def stop(*procs: subprocess.Popen) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-
-
-@pytest.fixture
-def standing_policy(tmp_path):
-    pol = make_policy(290, 12, hidden=(16,), mean_activation="none")
-    with torch.no_grad():
-        for p in pol.parameters():
-            p.zero_()  # mean action 0: hold the default pose
-    save_policy(tmp_path / "pol", "policy", pol, StateNormalizer(np.zeros(290), np.ones(290)))
-    return tmp_path / "pol"
 
 
 class Observer:

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
 from uni_o4_ros.msg import EpisodeEvent, JointCommand, RobotState
@@ -53,6 +54,8 @@ class PDControllerNode(Node):
         self.state_pub = self.create_publisher(RobotState, "robot_state", SENSOR)
         self.event_pub = self.create_publisher(EpisodeEvent, "episode_events", EVENTS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", EVENTS)
+        # With the sim backend the simulator also stands in for the T265 (REP-105 odom -> base_link).
+        self.odom_pub = self.create_publisher(Odometry, "odom", SENSOR)
         self.create_subscription(JointCommand, "joint_command", self.on_command, COMMAND)
         self.create_service(EStop, "estop", self.on_estop)
         self.ticks = 0
@@ -85,6 +88,7 @@ class PDControllerNode(Node):
         msg.accelerometer, msg.foot_force = s.accelerometer.tolist(), s.foot_force.tolist()
         msg.foot_contact = [bool(c) for c in s.foot_contact]
         self.state_pub.publish(msg)
+        self.odom_pub.publish(self._odometry(s, msg.header.stamp))
         if out.fell:
             ev = EpisodeEvent(event=EpisodeEvent.ABORTED_FALL, reason=out.reason)
             ev.header.stamp = msg.header.stamp
@@ -97,6 +101,23 @@ class PDControllerNode(Node):
             arr = DiagnosticArray(status=[st])
             arr.header.stamp = msg.header.stamp
             self.diag_pub.publish(arr)
+
+
+    @staticmethod
+    def _odometry(s, stamp) -> Odometry:
+        from uni_o4_ros.robot.go1 import rotation_matrix
+
+        od = Odometry()
+        od.header.stamp, od.header.frame_id, od.child_frame_id = stamp, "odom", "base_link"
+        p = od.pose.pose.position
+        p.x, p.y, p.z = (float(v) for v in s.position)
+        o = od.pose.pose.orientation
+        o.w, o.x, o.y, o.z = (float(v) for v in s.quaternion)
+        v_body = rotation_matrix(s.quaternion).T @ s.linear_velocity  # twist is in child_frame_id
+        t = od.twist.twist
+        t.linear.x, t.linear.y, t.linear.z = (float(v) for v in v_body)
+        t.angular.x, t.angular.y, t.angular.z = (float(v) for v in s.angular_velocity)
+        return od
 
 
 def main(args: list[str] | None = None) -> int:

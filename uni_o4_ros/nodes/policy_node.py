@@ -17,7 +17,7 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from rclpy.node import Node
 
 from uni_o4_ros.learning.offline import load_policy
-from uni_o4_ros.msg import JointCommand, PolicyUpdate, RobotState
+from uni_o4_ros.msg import JointCommand, PolicyUpdate, RobotState, Transition
 from uni_o4_ros.robot.go1 import KD, KP
 from uni_o4_ros.robot.observation import command_vector
 from uni_o4_ros.robot.policy_runner import PolicyRunner
@@ -44,6 +44,9 @@ class PolicyNode(Node):
         self.runner.command = command_vector(vx, vy, wz)
         self.cmd_pub = self.create_publisher(JointCommand, "joint_command", COMMAND)
         self.status_pub = self.create_publisher(DiagnosticStatus, "policy_status", EVENTS)
+        # What the policy saw and did each tick, for the episode recorder (and online learning).
+        self.step_pub = self.create_publisher(Transition, "policy_step", EVENTS)
+        self.seq = 0
         self.create_subscription(RobotState, "robot_state", self.on_state, SENSOR)
         self.create_subscription(PolicyUpdate, "policy_update", self.on_update, POLICY_UPDATE)
         self.get_logger().info(f"policy v{self.runner.version} from {policy_dir}, obs {self.runner.obs_dim}")
@@ -61,6 +64,12 @@ class PolicyNode(Node):
         out.kp = [KP] * 12
         out.kd = [KD] * 12
         self.cmd_pub.publish(out)
+        self.seq += 1
+        step = Transition(step=self.seq % 2**32, log_prob=res.log_prob, policy_version=res.policy_version)
+        step.header.stamp = msg.header.stamp
+        step.observation = res.observation.tolist()
+        step.action = res.action.tolist()
+        self.step_pub.publish(step)
 
     def on_update(self, msg: PolicyUpdate) -> None:
         ok, reason = self.runner.offer(msg.version, msg.sha256, bytes(msg.safetensors), msg.spec_json,

@@ -58,3 +58,13 @@ def roll_pitch(quat_wxyz: np.ndarray) -> tuple[float, float]:
     roll = np.arctan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
     pitch = np.arcsin(np.clip(2 * (w * y - z * x), -1, 1))
     return float(roll), float(pitch)
+
+
+def rotation_matrix(quat_wxyz: np.ndarray) -> np.ndarray:
+    """Body -> world rotation from a (w, x, y, z) quaternion."""
+    w, x, y, z = np.asarray(quat_wxyz, np.float64)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])

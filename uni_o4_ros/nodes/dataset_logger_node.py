@@ -1,0 +1,55 @@
+"""dataset_logger node: Transition -> one D4RL-layout HDF5 file per finished episode, written
+atomically (a crash loses at most the episode in progress; finished files are always complete).
+An episode is finished by its terminal or timeout transition (the recorder ends every episode with
+one), never by an event on another topic, which could overtake the episode's last transition.
+Parameters: directory.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import rclpy
+from rclpy.node import Node
+
+from uni_o4_ros.msg import Transition
+from uni_o4_ros.robot.episodes import EpisodeWriter
+
+from .qos import EVENTS
+
+
+class DatasetLoggerNode(Node):
+    def __init__(self) -> None:
+        super().__init__("dataset_logger")
+        directory = self.declare_parameter("directory", "data/robot").value
+        self.writer = EpisodeWriter(directory)
+        self.create_subscription(Transition, "transitions", self.on_transition, EVENTS)
+        self.get_logger().info(f"logging episodes to {self.writer.directory}")
+
+    def on_transition(self, m: Transition) -> None:
+        self.writer.add({"episode_id": m.episode_id, "step": m.step, "observation": np.asarray(m.observation),
+                         "next_observation": np.asarray(m.next_observation), "action": np.asarray(m.action),
+                         "log_prob": m.log_prob, "reward": m.reward, "terminal": m.terminal, "timeout": m.timeout,
+                         "policy_version": m.policy_version})
+        if m.terminal or m.timeout:
+            path = self.writer.finish(m.episode_id)
+            self.get_logger().info(f"episode {m.episode_id} written to {path}")
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = DatasetLoggerNode()
+    try:
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""episode_recorder node: policy_step + odom + robot_state -> Transition (reward of Table 3) and
+EpisodeEvent. Episodes end after max_steps (a timeout), on a fall reported by the controller or on
+an e-stop (terminal). Parameters: max_steps, command_velocity, auto_start, episodes (0 = no limit).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import rclpy
+from nav_msgs.msg import Odometry
+from rclpy.node import Node
+
+from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
+from uni_o4_ros.robot.episodes import EpisodeRecorderCore, PolicyStep, RobotMotion
+
+from .qos import EVENTS, SENSOR
+
+TRANSITIONS = EVENTS
+
+
+class EpisodeRecorderNode(Node):
+    def __init__(self) -> None:
+        super().__init__("episode_recorder")
+        p = {k: self.declare_parameter(k, v).value for k, v in {
+            "max_steps": 1000, "command_velocity": [0.5, 0.0, 0.0], "auto_start": True, "episodes": 0}.items()}
+        self.core = EpisodeRecorderCore(max_steps=int(p["max_steps"]), command_velocity=tuple(p["command_velocity"]))
+        self.auto_start, self.episode_limit = bool(p["auto_start"]), int(p["episodes"])
+        self.odom: Odometry | None = None
+        self.state: RobotState | None = None
+        self.prev_dq: np.ndarray | None = None
+        self.trans_pub = self.create_publisher(Transition, "transitions", TRANSITIONS)
+        self.event_pub = self.create_publisher(EpisodeEvent, "recorder_events", EVENTS)
+        self.create_subscription(Odometry, "odom", lambda m: setattr(self, "odom", m), SENSOR)
+        self.create_subscription(RobotState, "robot_state", self.on_state, SENSOR)
+        self.create_subscription(Transition, "policy_step", self.on_step, EVENTS)
+        self.create_subscription(EpisodeEvent, "episode_events", self.on_controller_event, EVENTS)
+
+    def on_state(self, msg: RobotState) -> None:
+        if msg.mode == RobotState.MODE_ESTOP and self.core.active:
+            self._end(self.core.abort(), EpisodeEvent.ABORTED_ESTOP, "e-stop")
+        self.state = msg
+
+    def on_controller_event(self, msg: EpisodeEvent) -> None:
+        if msg.event == EpisodeEvent.ABORTED_FALL and self.core.active:
+            self._end(self.core.abort(), EpisodeEvent.ABORTED_FALL, msg.reason)
+
+    def _maybe_start(self) -> None:
+        if self.core.active or not self.auto_start:
+            return
+        if self.episode_limit and self.core.episode_id >= self.episode_limit:
+            return
+        eid = self.core.start()
+        self._event(eid, EpisodeEvent.STARTED, 0, 0.0, "started")
+
+    def on_step(self, msg: Transition) -> None:
+        self._maybe_start()
+        if self.odom is None or self.state is None or not self.core.active:
+            return
+        dq = np.asarray(self.state.dq, np.float32)
+        ddq = (dq - self.prev_dq) / 0.02 if self.prev_dq is not None else np.zeros(12, np.float32)
+        self.prev_dq = dq
+        t = self.odom.twist.twist
+        motion = RobotMotion(v_xy=np.array([t.linear.x, t.linear.y]), v_z=t.linear.z, yaw_rate=t.angular.z,
+                             tau=np.asarray(self.state.tau_est), dq=dq, ddq=ddq)
+        step = PolicyStep(msg.step, np.asarray(msg.observation, np.float32), np.asarray(msg.action, np.float32),
+                          msg.log_prob, msg.policy_version)
+        out = self.core.on_step(step, motion)
+        if out is not None:
+            self._publish(out)
+            if out["timeout"]:
+                self._event(out["episode_id"], EpisodeEvent.TIMEOUT, self.core.steps, self.core.episode_return,
+                            "max steps")
+
+    def _publish(self, t: dict) -> None:
+        m = Transition(episode_id=t["episode_id"], step=t["step"], log_prob=float(t["log_prob"]),
+                       reward=float(t["reward"]), terminal=bool(t["terminal"]), timeout=bool(t["timeout"]),
+                       policy_version=int(t["policy_version"]))
+        m.header.stamp = self.get_clock().now().to_msg()
+        m.observation, m.next_observation = t["observation"].tolist(), np.asarray(t["next_observation"]).tolist()
+        m.action = t["action"].tolist()
+        self.trans_pub.publish(m)
+
+    def _end(self, last: dict | None, event: int, reason: str) -> None:
+        if last is not None:
+            self._publish(last)
+        self._event(self.core.episode_id, event, self.core.steps, self.core.episode_return, reason)
+
+    def _event(self, eid: int, event: int, steps: int, ret: float, reason: str) -> None:
+        ev = EpisodeEvent(episode_id=eid, event=event, steps=steps, episode_return=float(ret), reason=reason)
+        ev.header.stamp = self.get_clock().now().to_msg()
+        self.event_pub.publish(ev)
+        self.get_logger().info(f"episode {eid}: {reason} after {steps} steps, return {ret:.3f}")
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = EpisodeRecorderNode()
+    try:
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Episode recording without ROS: transitions from policy steps, reward from Table 3, boundaries,
+and a crash-safe writer (one D4RL-layout HDF5 file per finished episode, written atomically).
+
+A crash of the logger loses at most the episode in progress; every finished episode is a complete
+file. `read_episodes(dir)` concatenates them into one OfflineDataset for the learner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data import OfflineDataset, read_hdf5, write_hdf5
+from .reward import reward
+
+
+@dataclass
+class PolicyStep:
+    """What the policy did at one tick (as published on `policy_step`)."""
+
+    step_id: int
+    observation: np.ndarray
+    action: np.ndarray
+    log_prob: float
+    policy_version: int
+
+
+@dataclass
+class RobotMotion:
+    """What the robot did during the tick (from odometry and the controller's state)."""
+
+    v_xy: np.ndarray
+    v_z: float
+    yaw_rate: float
+    tau: np.ndarray
+    dq: np.ndarray
+    ddq: np.ndarray
+
+
+@dataclass
+class EpisodeRecorderCore:
+    max_steps: int = 1000
+    command_velocity: tuple[float, float, float] = (0.5, 0.0, 0.0)
+    episode_id: int = 0
+    steps: int = 0
+    episode_return: float = 0.0
+    _prev: PolicyStep | None = None
+    _prev_motion: RobotMotion | None = None
+    _last_action: np.ndarray | None = None
+    active: bool = False
+
+    def start(self) -> int:
+        self.episode_id += 1
+        self.steps, self.episode_return, self._prev, self._last_action = 0, 0.0, None, None
+        self.active = True
+        return self.episode_id
+
+    def on_step(self, step: PolicyStep, motion: RobotMotion) -> dict | None:
+        """Pairs consecutive policy steps into a transition (s, a, r, s'); returns it or None."""
+        if not self.active:
+            return None
+        out = None
+        if self._prev is not None:
+            out = self._transition(self._prev, step.observation, motion, terminal=False)
+            timeout = self.steps >= self.max_steps
+            out["timeout"] = timeout
+            if timeout:
+                self.active = False
+        self._prev, self._prev_motion = step, motion
+        return out
+
+    def abort(self) -> dict | None:
+        """A fall or e-stop: the pending step ends the episode as a terminal transition."""
+        out = None
+        if self.active and self._prev is not None:
+            out = self._transition(self._prev, self._prev.observation, self._prev_motion, terminal=True)
+        self.active = False
+        return out
+
+    def _transition(self, prev: PolicyStep, next_obs: np.ndarray, motion: RobotMotion, terminal: bool) -> dict:
+        vx, vy, wz = self.command_velocity
+        last = self._last_action if self._last_action is not None else np.zeros_like(prev.action)
+        r, _ = reward(motion.v_xy, np.array([vx, vy]), motion.yaw_rate, wz, motion.v_z, motion.tau, motion.dq,
+                      motion.ddq, prev.action, last)
+        self._last_action = prev.action
+        self.steps += 1
+        self.episode_return += r
+        return {"episode_id": self.episode_id, "step": self.steps - 1, "observation": prev.observation,
+                "next_observation": np.asarray(next_obs), "action": prev.action, "log_prob": prev.log_prob,
+                "reward": r, "terminal": terminal, "timeout": False, "policy_version": prev.policy_version}
+
+
+@dataclass
+class EpisodeWriter:
+    directory: Path
+    _rows: dict[int, list[dict]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.directory = Path(self.directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def add(self, t: dict) -> None:
+        self._rows.setdefault(int(t["episode_id"]), []).append(t)
+
+    def finish(self, episode_id: int, metadata: dict | None = None) -> Path | None:
+        rows = sorted(self._rows.pop(episode_id, []), key=lambda t: t["step"])
+        if not rows:
+            return None
+        timeouts = np.array([t["timeout"] for t in rows], bool)
+        terminals = np.array([t["terminal"] for t in rows], bool)
+        if not (terminals[-1] or timeouts[-1]):
+            timeouts[-1] = True  # stopped early: the episode ends here without a termination
+        ds = OfflineDataset(
+            observations=np.stack([t["observation"] for t in rows]).astype(np.float32),
+            actions=np.stack([t["action"] for t in rows]).astype(np.float32),
+            rewards=np.array([t["reward"] for t in rows], np.float32), terminals=terminals, timeouts=timeouts,
+            next_observations=np.stack([t["next_observation"] for t in rows]).astype(np.float32),
+            infos={"action_log_probs": np.array([t["log_prob"] for t in rows], np.float32),
+                   "policy_version": np.array([t["policy_version"] for t in rows], np.int64),
+                   "step": np.array([t["step"] for t in rows], np.int64)},
+            metadata={"episode_id": int(episode_id), **(metadata or {})},
+        )
+        return write_hdf5(self.directory / f"episode_{episode_id:06d}.hdf5", ds, overwrite=True)
+
+
+def read_episodes(directory: str | Path) -> OfflineDataset:
+    files = sorted(Path(directory).glob("episode_*.hdf5"))
+    if not files:
+        raise FileNotFoundError(f"no episode_*.hdf5 files in {directory}")
+    return OfflineDataset.concatenate([read_hdf5(f) for f in files])

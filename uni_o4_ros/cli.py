@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG)
     p.add_argument("--env", default="Hopper-v5")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--train-steps", type=int, default=300_000, help="behaviour PPO steps for the dataset")
+    p.add_argument("--train-steps", type=int, default=200_000, help="behaviour PPO steps for the dataset")
     p.add_argument("--dataset-steps", type=int, default=50_000)
     p.add_argument("--kind", default="medium", help="which dataset to learn from: medium | medium-replay | "
                    "medium-expert")

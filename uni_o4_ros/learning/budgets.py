@@ -6,10 +6,10 @@ from __future__ import annotations
 BUDGETS: dict[str, list[str]] = {
     "paper": [],
     "small": [
-        "value.steps=20000", "value.q_hidden=[256,256]",
-        "bc.steps=20000",
-        "dynamics.max_steps=20000", "dynamics.max_epochs=60",
-        "improvement.steps=2000", "improvement.eval_every=100",
+        "value.steps=10000", "value.q_hidden=[256,256]",
+        "bc.steps=10000",
+        "dynamics.max_steps=10000", "dynamics.max_epochs=60",
+        "improvement.steps=1000", "improvement.eval_every=100",
         "ope.horizon=100", "ope.n_start_states=128",
         "online.total_steps=30000", "online.eval_every=10000",
     ],

@@ -90,3 +90,21 @@ def test_killing_the_logger_mid_episode_keeps_finished_episodes_readable(ros_env
     finally:
         w.close()
         stop(logger, *procs)
+
+
+def test_uni_o4_bringup_runs_the_suite_from_the_config_file(ros_env, standing_policy, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "rec"
+    params = tmp_path / "short.yaml"
+    params.write_text((ROOT / "config" / "sim.yaml").read_text().replace("max_steps: 1000", "max_steps: 10"))
+    proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "bringup", "--sim", "--policy",
+                           str(standing_policy), "--out", str(out), "--episodes", "2", "--params", str(params)],
+                          env=ros_env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "2 episode(s) recorded" in proc.stdout
+    ds = read_episodes(out)
+    assert len(ds) == 20 and ds.timeouts.sum() == 2

@@ -6,6 +6,7 @@
     uni-o4 evaluate  returns and D4RL score of a saved policy
     uni-o4 demo      the README's main job: collect -> offline -> online -> report
     uni-o4 plot      PNG of a run's scalar log
+    uni-o4 bringup   the ROS 2 node suite against the simulated Go1, without `ros2 launch`
 """
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kind", default="medium", help="which dataset to learn from: medium | medium-replay | "
                    "medium-expert")
     _add_config_args(p)
+
+    p = sub.add_parser("bringup", help="start the ROS 2 node suite without `ros2 launch` (each node its own "
+                       "process, parameters from config/*.yaml)")
+    p.add_argument("--sim", action="store_true", help="simulated Go1 (the only backend in this build)")
+    p.add_argument("--policy", required=True, help="saved policy folder to deploy")
+    p.add_argument("--out", default="data/robot", help="folder for the recorded episodes")
+    p.add_argument("--episodes", type=int, default=0, help="stop after this many episodes (0: until Ctrl-C)")
+    p.add_argument("--params", help="parameters file (default config/sim.yaml)")
 
     p = sub.add_parser("plot", help="draw a run's scalars.csv as PNG")
     p.add_argument("run_dir")
@@ -261,6 +270,56 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bringup(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    if not args.sim:
+        raise ValueError("only --sim is available here; on the robot use `ros2 launch uni_o4_ros robot.launch.py`")
+    if not Path(args.policy).is_dir():
+        raise FileNotFoundError(f"policy folder {args.policy} not found")
+    params = Path(args.params or Path(__file__).resolve().parents[1] / "config" / "sim.yaml")
+    if not params.is_file():
+        raise FileNotFoundError(f"parameters file {params} not found")
+    out = Path(args.out)
+    nodes = {
+        "dataset_logger_node": [f"directory:={out}"],
+        "episode_recorder_node": [f"episodes:={args.episodes}"],
+        "pd_controller_node": [],
+        "policy_node": [f"policy_dir:={Path(args.policy).resolve()}"],
+    }
+    procs = []
+    for module, overrides in nodes.items():
+        cmd = [sys.executable, "-m", f"uni_o4_ros.nodes.{module}", "--ros-args", "--params-file", str(params)]
+        for o in overrides:
+            cmd += ["-p", o]
+        procs.append(subprocess.Popen(cmd, env=dict(os.environ)))
+        print(f"started {module} (pid {procs[-1].pid})")
+    try:
+        done = 0
+        while all(p.poll() is None for p in procs):
+            time.sleep(1.0)  # supervising loop: report progress, notice a dead node
+            files = len(list(out.glob("episode_*.hdf5")))
+            if files != done:
+                done = files
+                print(f"{done} episode(s) recorded in {out}")
+            if args.episodes and done >= args.episodes:
+                break
+        dead = [p.args[2] for p in procs if p.poll() not in (None, 0)]
+        if dead:
+            print(f"node(s) exited: {', '.join(dead)}", file=sys.stderr)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from .learning.scalars import plot_log
 
@@ -272,7 +331,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"collect": cmd_collect, "offline": cmd_offline, "online": cmd_online, "evaluate": cmd_evaluate,
-            "demo": cmd_demo, "plot": cmd_plot}
+            "demo": cmd_demo, "plot": cmd_plot, "bringup": cmd_bringup}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,115 @@
+"""Online learning through the node graph: the learner's updates reach the running policy as
+verified hot-swaps; killing the learner leaves the controller and logger running; a restarted
+learner resumes from its checkpoint. Plus the on-policy rule of the learner core."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import torch
+
+from conftest import start_node as start
+from conftest import stop_nodes as stop
+from uni_o4_ros.learning.config import OnlineConfig
+from uni_o4_ros.learning.normalizer import StateNormalizer
+from uni_o4_ros.learning.online_learner import OnlineLearnerCore
+from uni_o4_ros.learning.policy import make_policy
+from uni_o4_ros.learning.value import ValueNet
+
+
+def _t(version: int, step: int, episode: int = 1) -> dict:
+    rng = np.random.default_rng(step)
+    return {"observation": rng.normal(size=6), "next_observation": rng.normal(size=6), "action": rng.normal(size=2),
+            "log_prob": -1.0, "reward": 1.0, "terminal": False, "timeout": False, "policy_version": version,
+            "step": step, "episode_id": episode}
+
+
+def test_learner_core_uses_only_transitions_of_the_deployed_version_and_resumes(tmp_path):
+    torch.manual_seed(0)
+    cfg = OnlineConfig(rollout_steps=16, minibatch_size=8, epochs=2)
+
+    def make():
+        return OnlineLearnerCore(make_policy(6, 2, hidden=(8,), mean_activation="none"), ValueNet(6, (8,)),
+                                 StateNormalizer.identity(6), cfg, tmp_path)
+
+    core = make()
+    before = [p.clone() for p in core.ppo.actor.parameters()]
+    results = [core.add(_t(0, i)) for i in range(15)]
+    assert all(r is None for r in results)
+    assert core.add(_t(5, 99)) is None and core.dropped_stale == 1  # not the deployed version
+    res = core.add(_t(0, 15))
+    assert res is not None and res.version == 1 and core.buffer == []
+    assert any(not torch.equal(a, b) for a, b in zip(before, core.ppo.actor.parameters()))
+    assert core.add(_t(0, 16)) is None and core.dropped_stale == 2  # version 0 is stale now
+    resumed = make()
+    assert resumed.version == 1
+    for a, b in zip(resumed.ppo.actor.parameters(), core.ppo.actor.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+class Watch:
+    def __init__(self) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticStatus
+
+        from uni_o4_ros.msg import RobotState, Transition
+        from uni_o4_ros.nodes.qos import EVENTS, SENSOR
+
+        rclpy.init()
+        self.rclpy = rclpy
+        self.node = rclpy.create_node("watch")
+        self.status, self.states, self.transitions = [], [], []
+        self.node.create_subscription(DiagnosticStatus, "policy_status", self.status.append, EVENTS)
+        self.node.create_subscription(RobotState, "robot_state", self.states.append, SENSOR)
+        self.node.create_subscription(Transition, "transitions", self.transitions.append, EVENTS)
+
+    def accepted_versions(self) -> list[int]:
+        out = []
+        for s in self.status:
+            kv = {v.key: v.value for v in s.values}
+            if kv.get("accepted") == "True":
+                out.append(int(kv["version"]))
+        return out
+
+    def wait(self, cond, timeout: float = 180.0) -> None:
+        end = time.monotonic() + timeout
+        while not cond():
+            assert time.monotonic() < end, "condition not met in time"
+            self.rclpy.spin_once(self.node, timeout_sec=0.05)
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        self.rclpy.shutdown()
+
+
+def test_online_learning_hot_swaps_and_survives_a_learner_crash(ros_env, standing_policy, tmp_path):
+    run, out = tmp_path / "learner", tmp_path / "episodes"
+    learner_args = (f"policy_dir:={standing_policy}", f"run_dir:={run}", "rollout_steps:=40", "epochs:=2",
+                    "minibatch_size:=20")
+    w = Watch()
+    procs = [
+        start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}"),
+        start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "max_steps:=25"),
+        start("uni_o4_ros.nodes.pd_controller_node", ros_env),
+        start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}", "deterministic:=false"),
+    ]
+    learner = start("uni_o4_ros.nodes.learner_node", ros_env, *learner_args)
+    try:
+        w.wait(lambda: 2 in w.accepted_versions())  # two updates reached the policy
+        assert any(t.policy_version == 1 for t in w.transitions)  # data of the new version flows
+        learner.kill()
+        learner.wait(timeout=10)
+        n_states, n_files = len(w.states), len(list(out.glob("episode_*.hdf5")))
+        # without a learner the robot keeps walking and the logger keeps writing
+        w.wait(lambda: len(list(out.glob("episode_*.hdf5"))) >= n_files + 2)
+        assert all(s.mode == 1 for s in w.states[n_states + 5:])
+        saved = json.loads((run / "learner.json").read_text())
+        assert saved["version"] >= 2
+        learner = start("uni_o4_ros.nodes.learner_node", ros_env, *learner_args)
+        w.wait(lambda: saved["version"] + 1 in w.accepted_versions())  # resumed, not restarted at 1
+        assert json.loads((run / "learner.json").read_text())["updates"] > saved["updates"]
+    finally:
+        w.close()
+        stop(learner, *procs)

@@ -1,0 +1,107 @@
+"""Online learning from streamed transitions (the robot's online stage), without ROS.
+
+Transitions arrive one by one from the running policy. Only transitions of the version currently
+deployed are kept: anything older is dropped, so every PPO batch is on-policy. After `batch_size`
+of them, one PPO update runs, the version number increases and the new weights are checkpointed
+(safetensors + JSON) before they are handed out for publishing. A restarted learner loads the
+checkpoint and continues from that version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from .config import OnlineConfig, to_dict
+from .normalizer import StateNormalizer
+from .policy import GaussianPolicyEnsemble, PolicySpec
+from .ppo import PPO, Rollout
+from .value import ValueNet
+
+
+@dataclass
+class UpdateResult:
+    version: int
+    stats: dict[str, float]
+
+
+class OnlineLearnerCore:
+    def __init__(self, actor: GaussianPolicyEnsemble, critic: ValueNet, normalizer: StateNormalizer,
+                 cfg: OnlineConfig, run_dir: str | Path, version: int = 0) -> None:
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.ppo = PPO(actor, critic, normalizer, clip=cfg.clip, actor_lr=cfg.actor_lr, critic_lr=cfg.critic_lr,
+                       epochs=cfg.epochs, minibatch_size=cfg.minibatch_size, gamma=cfg.gamma,
+                       gae_lambda=cfg.gae_lambda, entropy_coef=cfg.entropy_coef, grad_clip=cfg.grad_clip)
+        self.version = version
+        self.buffer: list[dict] = []
+        self.dropped_stale = 0
+        self.updates = 0
+        if ckpt.exists(self.run_dir, "learner"):
+            self._load()
+
+    def add(self, t: dict) -> UpdateResult | None:
+        """Add one transition; returns an update when a full on-policy batch was used."""
+        if int(t["policy_version"]) != self.version:
+            self.dropped_stale += 1  # collected by an older policy: not on-policy any more
+            return None
+        self.buffer.append(t)
+        if len(self.buffer) < self.cfg.rollout_steps:
+            return None
+        return self._update()
+
+    def _update(self) -> UpdateResult:
+        rows, self.buffer = self.buffer, []
+        norm = self.ppo.normalizer
+        obs = norm(torch.as_tensor(np.stack([r["observation"] for r in rows]), dtype=torch.float32))
+        nxt = norm(torch.as_tensor(np.stack([r["next_observation"] for r in rows]), dtype=torch.float32))
+        with torch.no_grad():
+            values = self.ppo.critic(obs)
+            next_values = self.ppo.critic(nxt)
+        term = torch.tensor([bool(r["terminal"]) for r in rows])
+        tout = torch.tensor([bool(r["timeout"]) for r in rows])
+        rew = torch.tensor([float(r["reward"]) for r in rows])
+        # A transition whose successor is not the next row (episode end, or a gap) bootstraps from
+        # its own s' (timeouts) or not at all (terminals); GAE is cut there.
+        cut = term | tout
+        cut[:-1] |= torch.tensor([rows[i + 1]["step"] != rows[i]["step"] + 1 or
+                                  rows[i + 1]["episode_id"] != rows[i]["episode_id"] for i in range(len(rows) - 1)])
+        boot = torch.where(cut & ~term, self.cfg.gamma * next_values, torch.zeros_like(next_values))
+        last_value = next_values[-1:] * (~term[-1:]).float()
+        rollout = Rollout(
+            obs=obs[:, None], raw_obs=obs[:, None],
+            actions=torch.as_tensor(np.stack([r["action"] for r in rows]), dtype=torch.float32)[:, None],
+            log_probs=torch.tensor([float(r["log_prob"]) for r in rows])[:, None],
+            rewards=(rew + boot)[:, None], env_rewards=rew[:, None], dones=cut[:, None], terminals=term[:, None],
+            timeouts=tout[:, None], values=values[:, None], next_raw_obs=nxt[:, None], last_value=last_value,
+        )
+        stats = self.ppo.update(rollout)
+        self.version += 1
+        self.updates += 1
+        self._save()
+        return UpdateResult(self.version, stats)
+
+    def _save(self) -> None:
+        p = self.ppo
+        tensors = {**ckpt.prefixed("actor", p.actor), **ckpt.prefixed("critic", p.critic),
+                   **ckpt.prefixed("normalizer", p.normalizer)}
+        a_t, a_m = ckpt.optimizer_tensors("actor_opt", p.actor_opt)
+        c_t, c_m = ckpt.optimizer_tensors("critic_opt", p.critic_opt)
+        ckpt.save(self.run_dir, "learner", {**tensors, **a_t, **c_t}, {
+            "version": self.version, "updates": self.updates, "actor_opt": a_m, "critic_opt": c_m,
+            "spec": p.actor.spec.to_dict(), "config": to_dict(self.cfg), "dropped_stale": self.dropped_stale})
+
+    def _load(self) -> None:
+        tensors, meta = ckpt.load(self.run_dir, "learner")
+        p = self.ppo
+        if PolicySpec.from_dict(meta["spec"]) != p.actor.spec:
+            raise ckpt.CheckpointError(f"{self.run_dir}: checkpoint is for a different policy architecture")
+        ckpt.load_prefixed("actor", p.actor, tensors)
+        ckpt.load_prefixed("critic", p.critic, tensors)
+        ckpt.load_prefixed("normalizer", p.normalizer, tensors)
+        ckpt.load_optimizer("actor_opt", p.actor_opt, tensors, meta["actor_opt"])
+        ckpt.load_optimizer("critic_opt", p.critic_opt, tensors, meta["critic_opt"])
+        self.version, self.updates = int(meta["version"]), int(meta["updates"])

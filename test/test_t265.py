@@ -1,0 +1,103 @@
+"""The T265 source through a stand-in device that speaks pyrealsense2's pose API in the T265's own
+axis convention (X right, Y up, Z back): conversions to REP-103 odometry and the clear errors."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace as NS
+
+import numpy as np
+import pytest
+
+from uni_o4_ros.hardware.t265 import DeviceError, MountExtrinsic, T265Source, convert
+from uni_o4_ros.robot.go1 import rotation_matrix
+
+
+def ros_to_t265(v):
+    x, y, z = v
+    return NS(x=-y, y=z, z=-x)
+
+
+class StandInRealSense:
+    """pyrealsense2-shaped module: a T265 on a base moving in the plane (ground truth in ROS axes)."""
+
+    def __init__(self, version="2.53.1", devices=("Intel RealSense T265",), mount=(0.2, 0.0, 0.1)):
+        self.__version__ = version
+        self.devices, self.mount = devices, np.array(mount)
+        self.camera_info = NS(name="name")
+        self.stream = NS(pose="pose")
+        self.t, self.v, self.yaw_rate = 0.0, 0.5, 0.2
+
+    def context(self):
+        return NS(query_devices=lambda: [NS(get_info=lambda _k, n=n: n) for n in self.devices])
+
+    def config(self):
+        return NS(enable_stream=lambda s: None)
+
+    def truth(self):
+        yaw = self.yaw_rate * self.t
+        base = np.array([self.v * self.t, 0.0, 0.3])  # straight line in x, turning on the spot in yaw
+        q = np.array([np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)])
+        return base, q, yaw
+
+    def pipeline(self):
+        rs = self
+
+        def wait_for_frames(_timeout):
+            rs.t += 0.005
+            base, q, _ = rs.truth()
+            r = rotation_matrix(q)
+            cam = base + r @ rs.mount
+            w = np.array([0, 0, rs.yaw_rate])
+            v_cam = np.array([rs.v, 0, 0]) + np.cross(w, r @ rs.mount)
+            vec = ros_to_t265(q[1:])
+            pose = NS(translation=ros_to_t265(cam), rotation=NS(w=q[0], x=vec.x, y=vec.y, z=vec.z),
+                      velocity=ros_to_t265(v_cam), angular_velocity=ros_to_t265(w), tracker_confidence=3)
+            return NS(get_pose_frame=lambda: NS(get_pose_data=lambda: pose))
+
+        return NS(start=lambda cfg: None, stop=lambda: None, wait_for_frames=wait_for_frames)
+
+
+def test_pose_stream_becomes_base_odometry_in_ros_axes():
+    rs = StandInRealSense()
+    src = T265Source(rs)
+    mount = MountExtrinsic.from_config([0.2, 0.0, 0.1], [0.0, 0.0, 0.0])
+    for _ in range(200):
+        s = convert(src.read(), mount)
+    base, q, yaw = rs.truth()
+    np.testing.assert_allclose(s.position, base, atol=1e-9)
+    np.testing.assert_allclose(np.abs(s.quaternion @ q), 1.0, atol=1e-9)
+    # twist in base_link: forward speed rotated into the turning body frame, yaw rate about z
+    np.testing.assert_allclose(s.linear_velocity, [0.5 * np.cos(yaw), -0.5 * np.sin(yaw), 0], atol=1e-9)
+    np.testing.assert_allclose(s.angular_velocity, [0, 0, 0.2], atol=1e-9)
+    assert s.confidence == 3 and s.pose_covariance[0, 0] == pytest.approx(0.01)
+
+
+def test_lower_confidence_inflates_covariance():
+    rs = StandInRealSense()
+    pose = T265Source(rs).read()
+    pose.tracker_confidence = 1
+    s = convert(pose, MountExtrinsic.from_config([0, 0, 0], [0, 0, 0]))
+    assert s.pose_covariance[0, 0] == pytest.approx(0.01 * 100) and s.twist_covariance[0, 0] == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("rs, message", [
+    (StandInRealSense(version="2.55.1"), "has no T265 support"),
+    (StandInRealSense(devices=("Intel RealSense D435",)), "no RealSense T265 found"),
+    (StandInRealSense(devices=()), "no RealSense T265 found"),
+])
+def test_missing_or_unsupported_device_gives_a_clear_error(rs, message):
+    with pytest.raises(DeviceError, match=message):
+        T265Source(rs)
+
+
+def test_odometry_node_without_a_device_exits_with_one_line(ros_env):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.nodes.odometry_node"], env=ros_env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("odometry: error: pyrealsense2 is not installed")
+    assert "Traceback" not in proc.stderr

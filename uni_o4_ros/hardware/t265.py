@@ -1,0 +1,121 @@
+"""RealSense T265 pose source and its conversion to REP-103/105 odometry (no ROS import).
+
+T265 axes: +X right, +Y up, +Z backwards. ROS body axes: +x forward, +y left, +z up, so
+x = -z_t, y = -x_t, z = y_t (the quaternion's vector part maps the same way). The camera pose is
+turned into the base pose with the mount extrinsic (base_link -> camera, from config).
+Covariances grow as tracker confidence drops (as realsense-ros does: 10^(3 - conf) on the pose,
+10^(1 - conf) on the twist).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..robot.go1 import rotation_matrix
+
+T265_LAST_VERSION = (2, 53, 1)
+
+
+class DeviceError(RuntimeError):
+    pass
+
+
+@dataclass
+class PoseSample:
+    position: np.ndarray  # odom frame, m
+    quaternion: np.ndarray  # w, x, y, z, base_link in odom
+    linear_velocity: np.ndarray  # base_link frame, m/s
+    angular_velocity: np.ndarray  # base_link frame, rad/s
+    confidence: int  # 0 failed .. 3 high
+    pose_covariance: np.ndarray  # 6x6
+    twist_covariance: np.ndarray  # 6x6
+
+
+def _t265_to_ros_vec(v: Any) -> np.ndarray:
+    return np.array([-v.z, -v.x, v.y], np.float64)
+
+
+def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    w1, x1, y1, z1 = a
+    w2, x2, y2, z2 = b
+    return np.array([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
+                     w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
+
+
+def _quat_conj(q: np.ndarray) -> np.ndarray:
+    return np.array([q[0], -q[1], -q[2], -q[3]])
+
+
+@dataclass
+class MountExtrinsic:
+    """Pose of the camera in base_link (translation m, quaternion w, x, y, z)."""
+
+    translation: np.ndarray
+    quaternion: np.ndarray
+
+    @classmethod
+    def from_config(cls, xyz: list[float], rpy: list[float]) -> MountExtrinsic:
+        r, p, y = rpy
+        cr, sr = np.cos(r / 2), np.sin(r / 2)
+        cp, sp = np.cos(p / 2), np.sin(p / 2)
+        cy, sy = np.cos(y / 2), np.sin(y / 2)
+        q = np.array([cr * cp * cy + sr * sp * sy, sr * cp * cy - cr * sp * sy, cr * sp * cy + sr * cp * sy,
+                      cr * cp * sy - sr * sp * cy])
+        return cls(np.asarray(xyz, np.float64), q)
+
+
+def convert(pose: Any, mount: MountExtrinsic, accel_cov: float = 0.01, gyro_cov: float = 0.01) -> PoseSample:
+    """A pyrealsense2 pose (translation, rotation, velocity, angular_velocity, tracker_confidence) ->
+    base_link pose in odom with body-frame twist."""
+    p_cam = _t265_to_ros_vec(pose.translation)
+    r = pose.rotation
+    q_cam = np.array([r.w, -r.z, -r.x, r.y])
+    q_cam /= np.linalg.norm(q_cam)
+    # odom_T_base = odom_T_cam * (base_T_cam)^-1
+    q_mount_inv = _quat_conj(mount.quaternion)
+    q_base = _quat_mul(q_cam, q_mount_inv)
+    r_base = rotation_matrix(q_base)
+    p_base = p_cam - r_base @ mount.translation
+    v_world = _t265_to_ros_vec(pose.velocity)
+    w_world = _t265_to_ros_vec(pose.angular_velocity)
+    w_body = r_base.T @ w_world
+    # velocity of the base origin = camera velocity - w x (r_base @ t_mount)
+    v_base_world = v_world - np.cross(w_world, r_base @ mount.translation)
+    conf = int(pose.tracker_confidence)
+    pose_cov = np.eye(6) * accel_cov * 10.0 ** (3 - conf)
+    twist_cov = np.eye(6) * gyro_cov * 10.0 ** (1 - conf)
+    return PoseSample(p_base, q_base, r_base.T @ v_base_world, w_body, conf, pose_cov, twist_cov)
+
+
+class T265Source:
+    """Pose frames from a T265 through pyrealsense2 (`rs` may be injected for a stand-in device)."""
+
+    def __init__(self, rs: Any = None) -> None:
+        if rs is None:
+            try:
+                import pyrealsense2 as rs
+            except ImportError as exc:
+                raise DeviceError("pyrealsense2 is not installed; the T265 needs librealsense 2.53.1 "
+                                  "(pip wheels for Python <= 3.10 on x86_64)") from exc
+        version = tuple(int(x) for x in str(getattr(rs, "__version__", "0.0.0")).split(".")[:3])
+        if version > T265_LAST_VERSION:
+            raise DeviceError(f"installed librealsense {'.'.join(map(str, version))} has no T265 support "
+                              "(removed in 2.54.1); install pyrealsense2==2.53.1")
+        ctx = rs.context()
+        if not any("T265" in d.get_info(rs.camera_info.name) for d in ctx.query_devices()):
+            raise DeviceError("no RealSense T265 found (check USB, and that no other process holds it)")
+        self.rs = rs
+        self.pipe = rs.pipeline()
+        cfg = rs.config()
+        cfg.enable_stream(rs.stream.pose)
+        self.pipe.start(cfg)
+
+    def read(self, timeout_ms: int = 100) -> Any:
+        frames = self.pipe.wait_for_frames(timeout_ms)
+        return frames.get_pose_frame().get_pose_data()
+
+    def close(self) -> None:
+        self.pipe.stop()

@@ -108,3 +108,12 @@ def test_uni_o4_bringup_runs_the_suite_from_the_config_file(ros_env, standing_po
     assert "2 episode(s) recorded" in proc.stdout
     ds = read_episodes(out)
     assert len(ds) == 20 and ds.timeouts.sum() == 2
+    # online -> offline: Uni-O4 on the recorded episodes, ensemble initialised from the deployed policy
+    from uni_o4_ros.cli import main
+    from uni_o4_ros.learning.offline import load_policy
+
+    run = tmp_path / "offline"
+    assert main(["offline", "--dataset", str(out), "--env", "go1", "--run-dir", str(run), "--budget", "tiny",
+                 "--init-policy", str(standing_policy), "--no-progress", "--set", "ope.n_start_states=8"]) == 0
+    policy, norm, meta, _ = load_policy(run / "final")
+    assert policy.spec.obs_dim == 290 and policy.spec.act_dim == 12 and np.isfinite(meta["am_q"])

@@ -196,12 +196,17 @@ def test_termination_rules():
     walker = rule_for_env("walker2d-medium-v2")
     assert walker(torch.tensor([[1.2, 0.5] + [0.0] * 15, [2.5, 0.0] + [0.0] * 15])).tolist() == [False, True]
     assert rule_for_env("halfcheetah")(torch.tensor([[0.0] * 17, [float("nan")] * 17])).tolist() == [False, True]
-    robot = make_robot_rule(max_tilt=1.0)
+    robot = make_robot_rule(frame_dim=3, max_tilt=1.0)
     upright = torch.tensor([0.0, 0.0, -1.0])
     roll = 1.2  # g_b = (0, -sin(roll), -cos(roll)) for a pure roll
     rolled = torch.tensor([0.0, -np.sin(roll), -np.cos(roll)], dtype=torch.float32)
     pitched = torch.tensor([np.sin(0.5), 0.0, -np.cos(0.5)], dtype=torch.float32)
     assert robot(torch.stack([upright, rolled, pitched])).tolist() == [False, True, False]
+    # a 290-value history: only the newest 58-value frame (the last one) decides
+    hist = torch.zeros(2, 290)
+    hist[:, 232:235] = torch.stack([upright, rolled])
+    hist[0, 0:3] = rolled  # an old frame that fell does not count
+    assert rule_for_env("go1")(hist).tolist() == [False, True]
     with pytest.raises(ValueError, match="no termination rule"):
         rule_for_env("antmaze")
 

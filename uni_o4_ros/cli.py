@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("offline", help="offline Uni-O4 on a dataset; selects the policy by AM-Q only",
                        epilog=EPILOG)
-    p.add_argument("--dataset", required=True, help="HDF5 file in D4RL layout")
-    p.add_argument("--env", help="environment the dataset came from (checks dims; picks the termination rule)")
+    p.add_argument("--dataset", required=True, help="HDF5 file in D4RL layout, or a folder of recorded episodes")
+    p.add_argument("--env", help="environment the dataset came from (checks dims; picks the termination rule); "
+                   "'go1' for robot data")
     p.add_argument("--run-dir", required=True, help="output folder; rerunning resumes and reuses cached stages")
     p.add_argument("--init-policy", help="folder of a saved policy: online -> offline path (no BC, Eq. 25)")
     p.add_argument("--eval-episodes", type=int, default=0,
@@ -109,9 +110,14 @@ def _config(args: argparse.Namespace, env: str | None):
 def _load_dataset(path: str, env: str | None):
     from .data import read_hdf5, validate
 
-    ds = read_hdf5(path)
+    if Path(path).is_dir():  # episodes recorded by the dataset_logger node
+        from .robot.episodes import read_episodes
+
+        ds = read_episodes(path)
+    else:
+        ds = read_hdf5(path)
     obs_dim = act_dim = None
-    if env:
+    if env and not env.lower().startswith("go1"):
         import gymnasium as gym
 
         e = gym.make(env)

@@ -40,15 +40,17 @@ def never(next_obs: torch.Tensor) -> torch.Tensor:
     return ~torch.isfinite(next_obs).all(-1)
 
 
-def make_robot_rule(gravity_slice: slice = slice(0, 3), max_tilt: float = 1.0) -> TerminationFn:
+def make_robot_rule(frame_dim: int = 58, max_tilt: float = 1.0) -> TerminationFn:
     """Fall rule for the Go1: |roll| or |pitch| over `max_tilt` rad, read from projected gravity.
 
-    The observation starts with gravity in the body frame g_b = R^T [0, 0, -1]; for roll phi and
-    pitch theta, g_b = (sin theta, -sin phi cos theta, -cos phi cos theta).
+    Each observation frame starts with gravity in the body frame g_b = R^T [0, 0, -1]; for roll
+    phi and pitch theta, g_b = (sin theta, -sin phi cos theta, -cos phi cos theta). With a history
+    (oldest first) the newest frame is the last `frame_dim` values.
     """
 
     def rule(next_obs: torch.Tensor) -> torch.Tensor:
-        g = next_obs[..., gravity_slice]
+        start = next_obs.shape[-1] - frame_dim if next_obs.shape[-1] >= frame_dim else 0
+        g = next_obs[..., start : start + 3]
         g = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         pitch = torch.asin(g[..., 0].clamp(-1, 1))
         roll = torch.atan2(-g[..., 1], -g[..., 2])

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import rclpy
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from uni_o4_ros.msg import Transition
@@ -42,7 +43,7 @@ def main(args: list[str] | None = None) -> int:
     node = DatasetLoggerNode()
     try:
         rclpy.spin(node)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         node.destroy_node()

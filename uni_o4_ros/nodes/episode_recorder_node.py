@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import rclpy
 from nav_msgs.msg import Odometry
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
@@ -99,7 +100,7 @@ def main(args: list[str] | None = None) -> int:
     node = EpisodeRecorderNode()
     try:
         rclpy.spin(node)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         node.destroy_node()

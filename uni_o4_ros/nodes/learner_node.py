@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from uni_o4_ros.learning import checkpoint as ckpt
@@ -85,7 +86,7 @@ def main(args: list[str] | None = None) -> int:
         return 2
     try:
         rclpy.spin(node)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         node.destroy_node()

@@ -10,6 +10,7 @@ import sys
 
 import rclpy
 from nav_msgs.msg import Odometry
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from uni_o4_ros.hardware.t265 import DeviceError, MountExtrinsic, T265Source, convert
@@ -57,7 +58,7 @@ def main(args: list[str] | None = None) -> int:
         return 2
     try:
         rclpy.spin(node)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         node.source.close()

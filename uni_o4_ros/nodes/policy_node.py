@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
 from uni_o4_ros.learning.offline import load_policy
@@ -47,8 +49,12 @@ class PolicyNode(Node):
         # What the policy saw and did each tick, for the episode recorder (and online learning).
         self.step_pub = self.create_publisher(Transition, "policy_step", EVENTS)
         self.seq = 0
-        self.create_subscription(RobotState, "robot_state", self.on_state, SENSOR)
-        self.create_subscription(PolicyUpdate, "policy_update", self.on_update, POLICY_UPDATE)
+        # Verification (sha256, parsing, checks: tens of ms for a 512-256-128 policy) runs in its
+        # own callback group on another thread, so a tick never waits for it.
+        self.create_subscription(RobotState, "robot_state", self.on_state, SENSOR,
+                                 callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_subscription(PolicyUpdate, "policy_update", self.on_update, POLICY_UPDATE,
+                                 callback_group=MutuallyExclusiveCallbackGroup())
         self.get_logger().info(f"policy v{self.runner.version} from {policy_dir}, obs {self.runner.obs_dim}")
 
     def on_state(self, msg: RobotState) -> None:
@@ -90,9 +96,11 @@ def main(args: list[str] | None = None) -> int:
         print(f"policy node: error: {exc}", file=sys.stderr)
         rclpy.shutdown()
         return 2
+    executor = MultiThreadedExecutor(num_threads=2)
+    executor.add_node(node)
     try:
-        rclpy.spin(node)
-    except KeyboardInterrupt:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         node.destroy_node()

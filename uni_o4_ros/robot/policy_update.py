@@ -77,7 +77,8 @@ def verify_update(
         tensors = load_safetensors(blob)
     except Exception as exc:  # safetensors raises its own error types for malformed headers
         raise UpdateRejected(f"not a valid safetensors payload: {exc}") from exc
-    policy = GaussianPolicyEnsemble(spec, 1)
+    with torch.device("meta"):  # shapes only: no memory, no (discarded) random initialisation
+        policy = GaussianPolicyEnsemble(spec, 1)
     wanted = {f"policy.{k}": v.shape for k, v in policy.state_dict().items()}
     wanted.update({"normalizer.mean": torch.Size([spec.obs_dim]), "normalizer.std": torch.Size([spec.obs_dim])})
     if set(tensors) != set(wanted):
@@ -91,6 +92,7 @@ def verify_update(
             raise UpdateRejected(f"tensor {name} has non-finite or non-float values")
     if (tensors["normalizer.std"] <= 0).any():
         raise UpdateRejected("normalizer.std must be positive")
-    policy.load_state_dict({k[len("policy."):]: v for k, v in tensors.items() if k.startswith("policy.")})
+    policy.load_state_dict({k[len("policy."):]: v for k, v in tensors.items() if k.startswith("policy.")},
+                           assign=True)
     normalizer = StateNormalizer(tensors["normalizer.mean"], tensors["normalizer.std"])
     return VerifiedPolicy(version, policy.eval(), normalizer, actual)

@@ -1,0 +1,173 @@
+"""Robot-side timings: policy inference latency, hot-swap cost and latency, controller tick jitter
+over a real-time run of the node graph, and Transition throughput at 50 Hz x 8 robots.
+
+    python benchmarks/robot_loop.py --run-seconds 600 --out benchmarks/results/robot_loop.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from uni_o4_ros.learning.normalizer import StateNormalizer  # noqa: E402
+from uni_o4_ros.learning.offline import save_policy  # noqa: E402
+from uni_o4_ros.learning.policy import make_policy  # noqa: E402
+from uni_o4_ros.robot.go1 import DEFAULT_Q  # noqa: E402
+from uni_o4_ros.robot.policy_runner import PolicyRunner  # noqa: E402
+from uni_o4_ros.robot.policy_update import encode_update  # noqa: E402
+
+
+def robot_policy():
+    # Table 5: 512-256-128 for quadrupeds; ELU as in walk-these-ways
+    return make_policy(290, 12, hidden=(512, 256, 128), activation="elu", mean_activation="none")
+
+
+def inference_and_swap(n: int = 3000) -> dict:
+    torch.manual_seed(0)
+    norm = StateNormalizer(np.zeros(290), np.ones(290))
+    runner = PolicyRunner(robot_policy(), norm, version=1)
+    quat, q, dq = np.array([1.0, 0, 0, 0]), DEFAULT_Q.copy(), np.zeros(12)
+    for _ in range(100):
+        runner.tick(quat, q, dq)
+    lat = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        runner.tick(quat, q, dq)
+        lat.append(time.perf_counter() - t0)
+    verify, swap_ticks = [], []
+    for v in range(2, 52):
+        msg = encode_update(robot_policy(), norm, v)
+        t0 = time.perf_counter()
+        ok, reason = runner.offer(msg["version"], msg["sha256"], msg["safetensors"], msg["spec_json"], b"")
+        verify.append(time.perf_counter() - t0)
+        assert ok, reason
+        ticks = 0
+        while True:
+            ticks += 1
+            if runner.tick(quat, q, dq).policy_version == v:
+                break
+        swap_ticks.append(ticks)
+    lat_ms = np.array(lat) * 1e3
+    return {"inference_p50_ms": float(np.percentile(lat_ms, 50)), "inference_p99_ms": float(np.percentile(lat_ms, 99)),
+            "update_verify_p50_ms": float(np.median(verify) * 1e3), "update_verify_max_ms": float(np.max(verify) * 1e3),
+            "update_bytes": len(msg["safetensors"]), "ticks_until_new_version_max": int(max(swap_ticks))}
+
+
+def realtime_loop(seconds: float) -> dict:
+    """pd_controller + policy as processes; jitter from the controller's RobotState stamps."""
+    import rclpy
+
+    from uni_o4_ros.msg import RobotState
+    from uni_o4_ros.nodes.qos import SENSOR
+
+    tmp = Path(tempfile.mkdtemp())
+    torch.manual_seed(0)
+    pol = robot_policy()
+    with torch.no_grad():
+        pol.body.net[-1].weight.zero_()
+        pol.body.net[-1].bias.zero_()
+    save_policy(tmp / "pol", "policy", pol, StateNormalizer(np.zeros(290), np.ones(290)))
+    env = dict(os.environ, ROS_DOMAIN_ID=str(150 + os.getpid() % 50), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    procs = [subprocess.Popen([sys.executable, "-m", f"uni_o4_ros.nodes.{m}", "--ros-args", *a], env=env, cwd=ROOT)
+             for m, a in (("pd_controller_node", []), ("policy_node", ["-p", f"policy_dir:={tmp / 'pol'}"]))]
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
+    rclpy.init()
+    node = rclpy.create_node("bench")
+    stamps, modes = [], []
+
+    def on_state(m):
+        stamps.append(m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec)
+        modes.append(m.mode)
+
+    node.create_subscription(RobotState, "robot_state", on_state, SENSOR)
+    try:
+        while not modes or modes[-1] != 1:
+            rclpy.spin_once(node, timeout_sec=0.1)
+        start = len(stamps)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            rclpy.spin_once(node, timeout_sec=0.1)
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=10)
+    dt = np.diff(np.array(stamps[start:])) * 1e3
+    active = np.array(modes[start:])
+    return {"loop_seconds": seconds, "ticks": int(len(dt) + 1), "tick_period_p50_ms": float(np.median(dt)),
+            "tick_jitter_p99_ms": float(np.percentile(np.abs(dt - 20.0), 99)),
+            "missed_deadlines_gt_30ms": int((dt > 30.0).sum()), "ticks_not_active": int((active != 1).sum())}
+
+
+def transition_throughput(seconds: float, robots: int = 8) -> dict:
+    code = r"""
+import os, sys, time, rclpy
+from uni_o4_ros.msg import Transition
+from uni_o4_ros.nodes.qos import EVENTS
+rclpy.init(); n = rclpy.create_node("robot_%s" % sys.argv[1])
+pub = n.create_publisher(Transition, "transitions", EVENTS)
+while pub.get_subscription_count() == 0:
+    rclpy.spin_once(n, timeout_sec=0.05)
+t0 = time.monotonic(); k = 0
+while time.monotonic() - t0 < float(sys.argv[2]):
+    k += 1; m = Transition(episode_id=int(sys.argv[1]), step=k, observation=[0.1] * 290, next_observation=[0.1] * 290,
+                           action=[0.0] * 12)
+    pub.publish(m); time.sleep(max(0.0, t0 + k * 0.02 - time.monotonic()))
+print(k, flush=True); time.sleep(2.0)
+"""
+    import rclpy
+
+    from uni_o4_ros.msg import Transition
+    from uni_o4_ros.nodes.qos import EVENTS
+
+    env = dict(os.environ, ROS_DOMAIN_ID=str(200 + os.getpid() % 30), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
+    rclpy.init()
+    node = rclpy.create_node("logger_bench")
+    got: dict[int, set] = {}
+    node.create_subscription(Transition, "transitions", lambda m: got.setdefault(m.episode_id, set()).add(m.step),
+                             EVENTS)
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i), str(seconds)], env=env, cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True) for i in range(robots)]
+    while any(p.poll() is None for p in procs):
+        rclpy.spin_once(node, timeout_sec=0.05)
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    sent = {i: int(p.stdout.read().split()[0]) for i, p in enumerate(procs)}
+    node.destroy_node()
+    rclpy.shutdown()
+    recv = sum(len(got.get(i, ())) for i in sent)
+    return {"robots": robots, "rate_hz": 50, "sent": sum(sent.values()), "received": recv,
+            "lost": sum(sent.values()) - recv}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run-seconds", type=float, default=600)
+    ap.add_argument("--throughput-seconds", type=float, default=60)
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    res = {**inference_and_swap(), **realtime_loop(args.run_seconds),
+           **transition_throughput(args.throughput_seconds), "load_average_1min": os.getloadavg()[0]}
+    print(json.dumps(res, indent=2))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

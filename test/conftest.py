@@ -24,6 +24,16 @@ def ros_env(monkeypatch) -> dict[str, str]:
     return env
 
 
+def wait_until(rclpy, node, cond, timeout: float) -> None:
+    """Spin `node` until `cond()` holds; fail after `timeout` seconds (no sleeps as synchronisation)."""
+    import time
+
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "condition not met in time"
+        rclpy.spin_once(node, timeout_sec=0.05)
+
+
 def spawn_python(code: str, env: dict[str, str], **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)

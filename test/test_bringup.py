@@ -10,6 +10,7 @@ import numpy as np
 
 from conftest import start_node as start
 from conftest import stop_nodes as stop
+from conftest import wait_until
 from uni_o4_ros.robot.episodes import read_episodes
 
 
@@ -27,10 +28,7 @@ class TransitionWatcher:
         self.node.create_subscription(Transition, "transitions", self.seen.append, EVENTS)
 
     def wait(self, cond, timeout: float = 120.0) -> None:
-        end = time.monotonic() + timeout
-        while not cond():
-            assert time.monotonic() < end, "condition not met in time"
-            self.rclpy.spin_once(self.node, timeout_sec=0.05)
+        wait_until(self.rclpy, self.node, cond, timeout)
 
     def close(self) -> None:
         self.node.destroy_node()

@@ -4,12 +4,11 @@ and a fall latches damping and reports an aborted episode."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from conftest import start_node as start
 from conftest import stop_nodes as stop
+from conftest import wait_until
 
 WATCHDOG = 0.1
 
@@ -32,10 +31,7 @@ class Observer:
         self.client = self.node.create_client(EStop, "estop")
 
     def wait(self, cond, timeout: float = 60.0) -> None:
-        end = time.monotonic() + timeout
-        while not cond():
-            assert time.monotonic() < end, "condition not met in time"
-            self.rclpy.spin_once(self.node, timeout_sec=0.05)
+        wait_until(self.rclpy, self.node, cond, timeout)
 
     def modes_since(self, n: int) -> list[int]:
         return [s.mode for s in self.states[n:]]

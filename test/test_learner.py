@@ -5,13 +5,13 @@ learner resumes from its checkpoint. Plus the on-policy rule of the learner core
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import torch
 
 from conftest import start_node as start
 from conftest import stop_nodes as stop
+from conftest import wait_until
 from uni_o4_ros.learning.config import OnlineConfig
 from uni_o4_ros.learning.normalizer import StateNormalizer
 from uni_o4_ros.learning.online_learner import OnlineLearnerCore
@@ -74,10 +74,7 @@ class Watch:
         return out
 
     def wait(self, cond, timeout: float = 180.0) -> None:
-        end = time.monotonic() + timeout
-        while not cond():
-            assert time.monotonic() < end, "condition not met in time"
-            self.rclpy.spin_once(self.node, timeout_sec=0.05)
+        wait_until(self.rclpy, self.node, cond, timeout)
 
     def close(self) -> None:
         self.node.destroy_node()

@@ -10,14 +10,13 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from uni_o4_ros.msg import Transition
 from uni_o4_ros.robot.episodes import EpisodeWriter
 
 from .qos import EVENTS
+from .run import run_node
 
 
 class DatasetLoggerNode(Node):
@@ -39,17 +38,7 @@ class DatasetLoggerNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = DatasetLoggerNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(DatasetLoggerNode, "dataset_logger", args)
 
 
 if __name__ == "__main__":

@@ -8,15 +8,14 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-import rclpy
 from nav_msgs.msg import Odometry
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
 from uni_o4_ros.robot.episodes import EpisodeRecorderCore, PolicyStep, RobotMotion
 
 from .qos import EVENTS, SENSOR
+from .run import run_node
 
 TRANSITIONS = EVENTS
 
@@ -96,17 +95,7 @@ class EpisodeRecorderNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = EpisodeRecorderNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(EpisodeRecorderNode, "episode_recorder", args)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from uni_o4_ros.learning import checkpoint as ckpt
@@ -28,6 +26,7 @@ from uni_o4_ros.msg import PolicyUpdate, Transition
 from uni_o4_ros.robot.policy_update import encode_update
 
 from .qos import EVENTS, POLICY_UPDATE
+from .run import NodeConfigError, run_node
 
 
 class LearnerNode(Node):
@@ -39,7 +38,7 @@ class LearnerNode(Node):
             "minibatch_size": d.minibatch_size, "actor_lr": d.actor_lr, "critic_lr": d.critic_lr, "clip": d.clip,
             "hmac_key_file": ""}.items()}
         if not p["policy_dir"] or not Path(p["policy_dir"]).is_dir():
-            raise RuntimeError(f"parameter policy_dir must name a saved policy folder, got {p['policy_dir']!r}")
+            raise NodeConfigError(f"parameter policy_dir must name a saved policy folder, got {p['policy_dir']!r}")
         actor, normalizer, meta, tensors = load_policy(p["policy_dir"])
         critic = ValueNet(actor.spec.obs_dim, tuple(meta.get("v_hidden", (256, 256, 256))))
         if any(k.startswith("value.") for k in tensors):
@@ -77,22 +76,7 @@ class LearnerNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = LearnerNode()
-    except (RuntimeError, ValueError, ckpt.CheckpointError) as exc:
-        print(f"learner: error: {exc}", file=sys.stderr)
-        rclpy.shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(LearnerNode, "learner", args, errors=(ckpt.CheckpointError,))
 
 
 if __name__ == "__main__":

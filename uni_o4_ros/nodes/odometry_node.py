@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import sys
 
-import rclpy
 from nav_msgs.msg import Odometry
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from uni_o4_ros.hardware.t265 import DeviceError, MountExtrinsic, T265Source, convert
 
 from .qos import SENSOR
+from .run import run_node
 
 
 class OdometryNode(Node):
@@ -31,6 +30,9 @@ class OdometryNode(Node):
         self.source = T265Source()
         self.pub = self.create_publisher(Odometry, "odom", SENSOR)
         self.create_timer(0.005, self.poll)
+
+    def close(self) -> None:
+        self.source.close()
 
     def poll(self) -> None:
         s = convert(self.source.read(), self.mount)
@@ -49,23 +51,7 @@ class OdometryNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = OdometryNode()
-    except DeviceError as exc:
-        print(f"odometry: error: {exc}", file=sys.stderr)
-        rclpy.shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.source.close()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(OdometryNode, "odometry", args, errors=(DeviceError,))
 
 
 if __name__ == "__main__":

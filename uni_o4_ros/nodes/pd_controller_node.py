@@ -12,10 +12,8 @@ import sys
 import time
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
 from uni_o4_ros.msg import EpisodeEvent, JointCommand, RobotState
@@ -24,6 +22,7 @@ from uni_o4_ros.robot.safety import SafetyConfig
 from uni_o4_ros.srv import EStop
 
 from .qos import COMMAND, EVENTS, SENSOR
+from .run import NodeConfigError, run_node
 
 
 class SimBackend:
@@ -47,7 +46,7 @@ class PDControllerNode(Node):
             "backend": "sim", "rate_hz": 50.0, "watchdog_timeout": 0.1, "max_tilt": 1.0,
             "max_target_step": 0.2, "torque_fraction": 0.9, "spawn_roll": 0.0}.items()}
         if p["backend"] != "sim":
-            raise RuntimeError(f"unknown backend {p['backend']!r}: this build supports 'sim'")
+            raise NodeConfigError(f"unknown backend {p['backend']!r}: this build supports 'sim'")
         cfg = SafetyConfig(max_target_step=p["max_target_step"], torque_fraction=p["torque_fraction"],
                            watchdog_timeout=p["watchdog_timeout"], max_tilt=p["max_tilt"])
         self.core = ControllerCore(cfg)
@@ -122,22 +121,7 @@ class PDControllerNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = PDControllerNode()
-    except (RuntimeError, ValueError) as exc:
-        print(f"pd_controller: error: {exc}", file=sys.stderr)
-        rclpy.shutdown()
-        return 2
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(PDControllerNode, "pd_controller", args)
 
 
 if __name__ == "__main__":

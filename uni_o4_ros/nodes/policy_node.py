@@ -12,10 +12,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 
 from uni_o4_ros.learning.offline import load_policy
@@ -25,6 +23,7 @@ from uni_o4_ros.robot.observation import command_vector
 from uni_o4_ros.robot.policy_runner import PolicyRunner
 
 from .qos import COMMAND, EVENTS, POLICY_UPDATE, SENSOR
+from .run import NodeConfigError, run_node
 
 
 class PolicyNode(Node):
@@ -36,7 +35,7 @@ class PolicyNode(Node):
         self.declare_parameter("hmac_key_file", "")
         policy_dir = self.get_parameter("policy_dir").value
         if not policy_dir or not Path(policy_dir).is_dir():
-            raise RuntimeError(f"parameter policy_dir must name a saved policy folder, got {policy_dir!r}")
+            raise NodeConfigError(f"parameter policy_dir must name a saved policy folder, got {policy_dir!r}")
         policy, normalizer, meta, _ = load_policy(policy_dir)
         key_file = self.get_parameter("hmac_key_file").value
         key = Path(key_file).read_bytes().strip() if key_file else None
@@ -89,24 +88,7 @@ class PolicyNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = PolicyNode()
-    except (RuntimeError, ValueError) as exc:
-        print(f"policy node: error: {exc}", file=sys.stderr)
-        rclpy.shutdown()
-        return 2
-    executor = MultiThreadedExecutor(num_threads=2)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(PolicyNode, "policy", args, threads=2)
 
 
 if __name__ == "__main__":

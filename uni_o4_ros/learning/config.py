@@ -107,7 +107,7 @@ class OnlineConfig:
     reward_scale: float = 1.0
     normalize_reward: bool = False  # running return-std scaling; on for PPO from scratch only
     # True freezes state normalisation to the offline dataset statistics (paper and code);
-    # False (PPO from scratch) keeps a running estimate.
+    # False keeps a running estimate (PPO from scratch; or fine-tuning that may drift from them).
     fixed_state_norm: bool = True
     eval_every: int = 10_000
     eval_episodes: int = 5

@@ -38,6 +38,16 @@ class RunningNormalizer(StateNormalizer):
         self.register_buffer("count", torch.tensor(1e-4))
         self.clip = clip
 
+    @classmethod
+    def from_stats(cls, mean: torch.Tensor, std: torch.Tensor, count: float = 1e4) -> RunningNormalizer:
+        """Continue from known statistics, weighted as `count` samples."""
+        rn = cls(int(mean.shape[0]))
+        rn.mean.copy_(mean)
+        rn.std.copy_(std)
+        rn.var.copy_(std.pow(2))
+        rn.count.fill_(count)
+        return rn
+
     @torch.no_grad()
     def update(self, batch: torch.Tensor) -> None:
         b_mean, b_var, b_n = batch.mean(0), batch.var(0, unbiased=False), batch.shape[0]

@@ -86,7 +86,6 @@ class OfflineTrainer:
         self.checkpoint_every = checkpoint_every
         self.progress = progress
         self.log = log or ScalarLog(self.run_dir / "scalars.csv")
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         t = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32)  # noqa: E731
         self.obs, self.act = t(dataset.observations), t(dataset.actions)
         self.rew, self.next_obs = t(dataset.rewards), t(dataset.next_observations)

@@ -64,12 +64,14 @@ class OnlineTrainer:
         self.run_dir = Path(run_dir)
         self.log = log or ScalarLog(self.run_dir / "scalars.csv")
         self.progress, self.score_fn = progress, score_fn
+        if not cfg.fixed_state_norm and not isinstance(normalizer, RunningNormalizer):
+            normalizer = RunningNormalizer.from_stats(normalizer.mean, normalizer.std)
         self.ppo = PPO(
             actor, critic, normalizer, clip=cfg.clip, actor_lr=cfg.actor_lr, critic_lr=cfg.critic_lr,
             epochs=cfg.epochs, minibatch_size=cfg.minibatch_size, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
             entropy_coef=cfg.entropy_coef, value_coef=cfg.value_coef, grad_clip=cfg.grad_clip,
             normalize_advantage=cfg.normalize_advantage, reward_scale=cfg.reward_scale,
-            normalize_reward=cfg.normalize_reward,
+            normalize_reward=cfg.normalize_reward, update_normalizer=not cfg.fixed_state_norm,
         )
         self.history = OnlineHistory()
         self.env_steps = 0

@@ -79,6 +79,7 @@ class PPO:
         normalize_advantage: bool = True,
         reward_scale: float = 1.0,
         normalize_reward: bool = False,
+        update_normalizer: bool = False,
     ) -> None:
         if actor.n != 1:
             raise ValueError("online PPO trains a single policy (ensemble of size 1)")
@@ -91,6 +92,7 @@ class PPO:
         self.critic_opt = torch.optim.Adam(critic.parameters(), lr=critic_lr, eps=1e-5)
         self.base_lrs = (actor_lr, critic_lr)
         self.bounded = actor.spec.mean_activation == "tanh"
+        self.update_normalizer = update_normalizer and isinstance(normalizer, RunningNormalizer)
         # From scratch, rewards are divided by the running std of the discounted return (as
         # CleanRL / SB3 VecNormalize do); fine-tuning keeps raw rewards so the offline V stays valid.
         self.return_rms = RunningNormalizer(1) if normalize_reward else None
@@ -119,7 +121,7 @@ class PPO:
         if len(getattr(self, "_episodes", [])) != e:
             self._episodes = [{"return": 0.0, "length": 0} for _ in range(e)]
         for _ in range(steps):
-            if isinstance(self.normalizer, RunningNormalizer):
+            if self.update_normalizer:
                 self.normalizer.update(torch.as_tensor(obs, dtype=torch.float32))
             norm = self.normalizer(torch.as_tensor(obs, dtype=torch.float32))
             with torch.no_grad():

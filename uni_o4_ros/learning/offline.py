@@ -124,8 +124,8 @@ class OfflineTrainer:
         last_save = time.monotonic()
         for step in range(start, total):
             stats = step_fn(step)
-            if stats and (step % 100 == 0 or step == total - 1):
-                self.log.log(name, step, stats)
+            if stats and ((step + 1) % 100 == 0 or step == start):
+                self.log.log(name, step + 1, stats)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in list(stats.items())[:3]}, refresh=False)
             bar.update(1)
             if (step + 1) % every == 0 or time.monotonic() - last_save > 120:

@@ -14,8 +14,12 @@ from pathlib import Path
 import numpy as np
 
 
-def offline_table(path: Path) -> str:
-    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+def _rows(res: Path, pattern: str) -> list[dict]:
+    """All result rows of the files matching `pattern` (parallel runs write separate files)."""
+    return [json.loads(x) for f in sorted(res.glob(pattern)) for x in f.read_text().splitlines() if x.strip()]
+
+
+def offline_table(rows: list[dict]) -> str:
     by = defaultdict(list)
     steps = {}
     for r in rows:
@@ -35,8 +39,7 @@ def offline_table(path: Path) -> str:
     return "\n".join(out)
 
 
-def o2o_table(path: Path, png: Path) -> str:
-    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+def o2o_table(rows: list[dict], png: Path) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,8 +51,8 @@ def o2o_table(path: Path, png: Path) -> str:
     curves = defaultdict(list)
     for r in rows:
         sc = r["scores"]
-        out.append(f"| {r['method']} | {r['seed']} | " + ", ".join(f"{x:.1f}" for x in sc) +
-                   f" | {min(sc) / sc[0]:.2f} |" if sc[0] else " | - |")
+        ratio = f"{min(sc) / sc[0]:.2f}" if sc[0] > 0 else "-"
+        out.append(f"| {r['method']} | {r['seed']} | " + ", ".join(f"{x:.1f}" for x in sc) + f" | {ratio} |")
         curves[r["method"]].append(sc)
     for method, cs in curves.items():
         n = min(len(c) for c in cs)
@@ -72,12 +75,12 @@ def main() -> None:
     ap.add_argument("--results", default="benchmarks/results")
     args = ap.parse_args()
     res = Path(args.results)
-    if (res / "offline_quality.jsonl").exists():
+    if rows := _rows(res, "offline_quality*.jsonl"):
         print("## Offline quality\n")
-        print(offline_table(res / "offline_quality.jsonl"))
-    if (res / "offline_to_online.jsonl").exists():
+        print(offline_table(rows))
+    if rows := _rows(res, "offline_to_online*.jsonl"):
         print("\n## Offline -> online\n")
-        print(o2o_table(res / "offline_to_online.jsonl", res / "offline_to_online.png"))
+        print(o2o_table(rows, res / "offline_to_online.png"))
     if (res / "speed.json").exists():
         print("\n## Speed\n")
         for k, v in json.loads((res / "speed.json").read_text()).items():

@@ -116,9 +116,9 @@ def transition_throughput(seconds: float, robots: int = 8) -> dict:
     code = r"""
 import os, sys, time, rclpy
 from uni_o4_ros.msg import Transition
-from uni_o4_ros.nodes.qos import EVENTS
+from uni_o4_ros.nodes.qos import TRANSITIONS
 rclpy.init(); n = rclpy.create_node("robot_%s" % sys.argv[1])
-pub = n.create_publisher(Transition, "transitions", EVENTS)
+pub = n.create_publisher(Transition, "transitions", TRANSITIONS)
 while pub.get_subscription_count() == 0:
     rclpy.spin_once(n, timeout_sec=0.05)
 t0 = time.monotonic(); k = 0
@@ -131,7 +131,7 @@ print(k, flush=True); time.sleep(2.0)
     import rclpy
 
     from uni_o4_ros.msg import Transition
-    from uni_o4_ros.nodes.qos import EVENTS
+    from uni_o4_ros.nodes.qos import TRANSITIONS
 
     env = dict(os.environ, ROS_DOMAIN_ID=str(200 + os.getpid() % 30), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
@@ -139,7 +139,7 @@ print(k, flush=True); time.sleep(2.0)
     node = rclpy.create_node("logger_bench")
     got: dict[int, set] = {}
     node.create_subscription(Transition, "transitions", lambda m: got.setdefault(m.episode_id, set()).add(m.step),
-                             EVENTS)
+                             TRANSITIONS)
     procs = [subprocess.Popen([sys.executable, "-c", code, str(i), str(seconds)], env=env, cwd=ROOT,
                               stdout=subprocess.PIPE, text=True) for i in range(robots)]
     while any(p.poll() is None for p in procs):

@@ -19,13 +19,13 @@ class TransitionWatcher:
         import rclpy
 
         from uni_o4_ros.msg import Transition
-        from uni_o4_ros.nodes.qos import EVENTS
+        from uni_o4_ros.nodes.qos import TRANSITIONS
 
         rclpy.init()
         self.rclpy = rclpy
         self.node = rclpy.create_node("watcher")
         self.seen: list = []
-        self.node.create_subscription(Transition, "transitions", self.seen.append, EVENTS)
+        self.node.create_subscription(Transition, "transitions", self.seen.append, TRANSITIONS)
 
     def wait(self, cond, timeout: float = 120.0) -> None:
         wait_until(self.rclpy, self.node, cond, timeout)

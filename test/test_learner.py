@@ -55,7 +55,7 @@ class Watch:
         from diagnostic_msgs.msg import DiagnosticStatus
 
         from uni_o4_ros.msg import RobotState, Transition
-        from uni_o4_ros.nodes.qos import EVENTS, SENSOR
+        from uni_o4_ros.nodes.qos import EVENTS, SENSOR, TRANSITIONS
 
         rclpy.init()
         self.rclpy = rclpy
@@ -63,7 +63,7 @@ class Watch:
         self.status, self.states, self.transitions = [], [], []
         self.node.create_subscription(DiagnosticStatus, "policy_status", self.status.append, EVENTS)
         self.node.create_subscription(RobotState, "robot_state", self.states.append, SENSOR)
-        self.node.create_subscription(Transition, "transitions", self.transitions.append, EVENTS)
+        self.node.create_subscription(Transition, "transitions", self.transitions.append, TRANSITIONS)
 
     def accepted_versions(self) -> list[int]:
         out = []

@@ -15,7 +15,7 @@ from rclpy.node import Node
 from uni_o4_ros.msg import Transition
 from uni_o4_ros.robot.episodes import EpisodeWriter
 
-from .qos import EVENTS
+from .qos import TRANSITIONS
 from .run import run_node
 
 
@@ -24,7 +24,7 @@ class DatasetLoggerNode(Node):
         super().__init__("dataset_logger")
         directory = self.declare_parameter("directory", "data/robot").value
         self.writer = EpisodeWriter(directory)
-        self.create_subscription(Transition, "transitions", self.on_transition, EVENTS)
+        self.create_subscription(Transition, "transitions", self.on_transition, TRANSITIONS)
         self.get_logger().info(f"logging episodes to {self.writer.directory}")
 
     def on_transition(self, m: Transition) -> None:

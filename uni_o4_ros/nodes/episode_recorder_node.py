@@ -14,10 +14,8 @@ from rclpy.node import Node
 from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
 from uni_o4_ros.robot.episodes import EpisodeRecorderCore, PolicyStep, RobotMotion
 
-from .qos import EVENTS, SENSOR
+from .qos import EVENTS, SENSOR, TRANSITIONS
 from .run import run_node
-
-TRANSITIONS = EVENTS
 
 
 class EpisodeRecorderNode(Node):
@@ -34,7 +32,7 @@ class EpisodeRecorderNode(Node):
         self.event_pub = self.create_publisher(EpisodeEvent, "recorder_events", EVENTS)
         self.create_subscription(Odometry, "odom", lambda m: setattr(self, "odom", m), SENSOR)
         self.create_subscription(RobotState, "robot_state", self.on_state, SENSOR)
-        self.create_subscription(Transition, "policy_step", self.on_step, EVENTS)
+        self.create_subscription(Transition, "policy_step", self.on_step, TRANSITIONS)
         self.create_subscription(EpisodeEvent, "episode_events", self.on_controller_event, EVENTS)
 
     def on_state(self, msg: RobotState) -> None:

@@ -25,7 +25,7 @@ from uni_o4_ros.learning.value import ValueNet
 from uni_o4_ros.msg import PolicyUpdate, Transition
 from uni_o4_ros.robot.policy_update import encode_update
 
-from .qos import EVENTS, POLICY_UPDATE
+from .qos import POLICY_UPDATE, TRANSITIONS
 from .run import NodeConfigError, run_node
 
 
@@ -52,7 +52,7 @@ class LearnerNode(Node):
                                       version=int(meta.get("version", 0)))
         self.key = Path(p["hmac_key_file"]).read_bytes().strip() if p["hmac_key_file"] else None
         self.pub = self.create_publisher(PolicyUpdate, "policy_update", POLICY_UPDATE)
-        self.create_subscription(Transition, "transitions", self.on_transition, EVENTS)
+        self.create_subscription(Transition, "transitions", self.on_transition, TRANSITIONS)
         if self.core.updates:
             self.get_logger().info(f"resumed at version {self.core.version} ({self.core.updates} updates)")
             self.publish()

@@ -22,7 +22,7 @@ from uni_o4_ros.robot.go1 import KD, KP
 from uni_o4_ros.robot.observation import command_vector
 from uni_o4_ros.robot.policy_runner import PolicyRunner
 
-from .qos import COMMAND, EVENTS, POLICY_UPDATE, SENSOR
+from .qos import COMMAND, EVENTS, POLICY_UPDATE, SENSOR, TRANSITIONS
 from .run import NodeConfigError, run_node
 
 
@@ -46,7 +46,7 @@ class PolicyNode(Node):
         self.cmd_pub = self.create_publisher(JointCommand, "joint_command", COMMAND)
         self.status_pub = self.create_publisher(DiagnosticStatus, "policy_status", EVENTS)
         # What the policy saw and did each tick, for the episode recorder (and online learning).
-        self.step_pub = self.create_publisher(Transition, "policy_step", EVENTS)
+        self.step_pub = self.create_publisher(Transition, "policy_step", TRANSITIONS)
         self.seq = 0
         # Verification (sha256, parsing, checks: tens of ms for a 512-256-128 policy) runs in its
         # own callback group on another thread, so a tick never waits for it.

@@ -59,9 +59,6 @@ class OfflineDataset:
     def episode_returns(self) -> np.ndarray:
         return np.array([float(self.rewards[s].sum()) for s in self.episode_slices()])
 
-    def state_normalizer(self, eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
-        return self.observations.mean(0), self.observations.std(0) + eps
-
     @classmethod
     def concatenate(cls, parts: list[OfflineDataset]) -> OfflineDataset:
         if not parts:

@@ -76,15 +76,6 @@ class EnsembleMLP(nn.Module):
         return self.net(x)
 
 
-def select_members(module: nn.Module, index: Sequence[int]) -> dict[str, torch.Tensor]:
-    """State dict of a sub-ensemble (the members in `index`), same tensor names."""
-    idx = torch.as_tensor(list(index), dtype=torch.long)
-    out = {}
-    for name, t in module.state_dict().items():
-        out[name] = t.index_select(0, idx).clone() if t.dim() >= 1 and t.shape[0] == _n_of(module) else t.clone()
-    return out
-
-
 def _n_of(module: nn.Module) -> int:
     n = getattr(module, "n", None)
     if n is None:

@@ -86,10 +86,6 @@ class GaussianPolicyEnsemble(nn.Module):
         mean, log_std = self(obs)  # (n_j, B, A)
         return self.gaussian_log_prob(mean.unsqueeze(0), log_std.unsqueeze(0), act.unsqueeze(1))
 
-    def entropy(self, obs: torch.Tensor) -> torch.Tensor:
-        _, log_std = self(obs)
-        return (log_std + 0.5 * (1.0 + LOG_2PI)).sum(-1)
-
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Action and its log-probability (the log-prob of the mean when deterministic)."""

@@ -11,7 +11,7 @@ demo: setup
 	$(VENV)/bin/uni-o4 demo
 
 test: setup
-	$(PY) -m pytest -q test/
+	$(PY) -m pytest -q --durations=15 test/
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -56,7 +56,10 @@ def test_loop_estop_and_watchdog(ros_env, standing_policy):
     pol = start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}")
     obs = Observer()
     try:
-        obs.wait(lambda: obs.modes_since(0).count(1) >= 50)  # 1 s of closed-loop control
+        obs.wait(lambda: 1 in obs.modes_since(0))
+        first = obs.modes_since(0).index(1)
+        obs.wait(lambda: len(obs.states) >= first + 150)  # 3 s of closed-loop control
+        assert set(obs.modes_since(first + 2)) == {1}  # the policy answers every tick in time
         active = [s for s in obs.states if s.mode == 1]
         assert all(np.all(np.isfinite(s.q)) for s in active)
         assert all(sum(s.foot_contact) >= 3 for s in active[-10:])  # standing on its feet

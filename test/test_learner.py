@@ -99,11 +99,11 @@ def test_online_learning_hot_swaps_and_survives_a_learner_crash(ros_env, standin
         learner.kill()
         learner.wait(timeout=10)
         n_states, n_files = len(w.states), len(list(out.glob("episode_*.hdf5")))
-        # without a learner the controller keeps ticking and the logger keeps writing episodes
-        # (the robot may fall under the freshly learned policy; that is the controller's business)
+        # without a learner the controller keeps ticking, the policy keeps answering (no watchdog
+        # damping) and the logger keeps writing episodes
         w.wait(lambda: len(list(out.glob("episode_*.hdf5"))) >= n_files + 2 and len(w.states) >= n_states + 100)
         after = w.states[n_states:]
-        assert all(s.mode in (0, 1) for s in after)  # never an e-stop, never silent
+        assert all(s.mode == 1 for s in after[5:])
         stamps = [x.header.stamp.sec + 1e-9 * x.header.stamp.nanosec for x in after]
         assert max(b - a for a, b in zip(stamps, stamps[1:])) < 0.5  # no stall of the 50 Hz loop
         saved = json.loads((run / "learner.json").read_text())

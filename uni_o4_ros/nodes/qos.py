@@ -10,7 +10,10 @@ SENSOR = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=Reliab
 COMMAND = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 POLICY_UPDATE = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
-EVENTS = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+# Events (falls, episode boundaries, update verdicts) are rare and must reach late joiners: a fall
+# detected on the very first tick happened before a just-started recorder had matched.
+EVENTS = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                    durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # Experience must not be lost to a momentarily slow subscriber (a keep-last-50 queue dropped 81 of
 # 24,000 transitions at 50 Hz x 8 robots on an overloaded machine): keep all, reliable.
 TRANSITIONS = QoSProfile(depth=1000, history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)

@@ -15,11 +15,15 @@ _domain_counter = iter(range(1000))
 
 @pytest.fixture
 def ros_env(monkeypatch) -> dict[str, str]:
-    """Environment for rclpy processes: own ROS_DOMAIN_ID (1..100), discovery on this host only."""
+    """Environment for rclpy processes: own ROS_DOMAIN_ID (1..100), discovery on this host only.
+
+    Fast DDS is limited to UDP on loopback: its shared-memory transport leaves segments in /dev/shm
+    when a test SIGKILLs a node, and later participants stalled on those stale segments.
+    """
     domain = 1 + (os.getpid() * 7 + next(_domain_counter)) % 100
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
-               PYTHONUNBUFFERED="1")
-    for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE"):
+               FASTDDS_BUILTIN_TRANSPORTS="UDPv4", PYTHONUNBUFFERED="1")
+    for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_BUILTIN_TRANSPORTS"):
         monkeypatch.setenv(k, env[k])
     return env
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from uni_o4_ros.nodes.processes import node_command, stop_processes
+
 ROOT = Path(__file__).resolve().parents[1]
 _domain_counter = iter(range(1000))
 
@@ -44,22 +46,12 @@ def spawn_python(code: str, env: dict[str, str], **kw) -> subprocess.Popen:
 
 
 def start_node(module: str, env: dict[str, str], *params: str) -> subprocess.Popen:
-    """Start a node module as its own process with `-p name:=value` parameters."""
-    args = [sys.executable, "-m", module, "--ros-args"]
-    for p in params:
-        args += ["-p", p]
-    return subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    """Start a node module (e.g. "uni_o4_ros.nodes.policy_node") as its own process."""
+    return subprocess.Popen(node_command(module.rsplit(".", 1)[-1], params), env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def stop_nodes(*procs: subprocess.Popen) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
+stop_nodes = stop_processes
 
 
 @pytest.fixture

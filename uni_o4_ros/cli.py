@@ -294,12 +294,11 @@ def cmd_bringup(args: argparse.Namespace) -> int:
         "pd_controller_node": [],
         "policy_node": [f"policy_dir:={Path(args.policy).resolve()}"],
     }
+    from .nodes.processes import node_command, stop_processes
+
     procs = []
     for module, overrides in nodes.items():
-        cmd = [sys.executable, "-m", f"uni_o4_ros.nodes.{module}", "--ros-args", "--params-file", str(params)]
-        for o in overrides:
-            cmd += ["-p", o]
-        procs.append(subprocess.Popen(cmd, env=dict(os.environ)))
+        procs.append(subprocess.Popen(node_command(module, overrides, params), env=dict(os.environ)))
         print(f"started {module} (pid {procs[-1].pid})")
     try:
         done = 0
@@ -311,18 +310,11 @@ def cmd_bringup(args: argparse.Namespace) -> int:
                 print(f"{done} episode(s) recorded in {out}")
             if args.episodes and done >= args.episodes:
                 break
-        dead = [p.args[2] for p in procs if p.poll() not in (None, 0)]
+        dead = [p.args[2] for p in procs if p.poll() not in (None, 0)]  # args[2] is the module
         if dead:
             print(f"node(s) exited: {', '.join(dead)}", file=sys.stderr)
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(*procs)
     return 0
 
 

@@ -74,6 +74,12 @@ class Go1Sim:
         self.last_tau = tau
         return self.state()
 
+    def foot_sinkage(self) -> np.ndarray:
+        """How far each foot sphere reaches below the ground plane (m, 0 when above it): on rigid
+        ground only the contact solver's millimetres, on the mattress several centimetres."""
+        z = self.data.geom_xpos[self.foot_geoms, 2] - self.model.geom_size[self.foot_geoms, 0]
+        return np.maximum(0.0, -z)
+
     def state(self) -> SimState:
         d = self.data
         forces = np.zeros(4)

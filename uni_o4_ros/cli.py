@@ -91,6 +91,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=0, help="stop after this many episodes (0: until Ctrl-C)")
     p.add_argument("--params", help="parameters file (default config/sim.yaml)")
 
+    p = sub.add_parser("pretrain", help="online PPO on the flat-ground MuJoCo Go1 (the paper's simulator stage)",
+                       description="Vectorised PPO on the simulated Go1 (flat ground, no domain randomisation) "
+                       "tracking forward-speed commands. Resumable: rerun the same command to continue. Exports "
+                       "OUT/latest periodically and OUT/final at the end (policy + V, deployable and fine-tunable).")
+    p.add_argument("--out", default="runs/pretrain", help="output folder (default runs/pretrain)")
+    p.add_argument("--steps", type=int, help="total environment steps (default 6,000,000)")
+    p.add_argument("--n-envs", type=int, help="environment copies stepped together (default 16)")
+    p.add_argument("--config", help="YAML file overriding PretrainConfig values (env.*, ppo.*, hidden, ...)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one value, e.g. --set ppo.actor_lr=1e-4 (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("field", help="main job: the paper's robot pipeline (simulator policy -> mattress data -> "
+                       "offline Uni-O4 -> online fine-tuning with live hot-swaps) through the node graph",
+                       description="Runs the ROS 2 node graph (simulated Go1 on an elastic mattress) in three "
+                       "stages: record with the simulator-pretrained policy, offline Uni-O4 initialised from it "
+                       "(Eq. 25), online PPO in the learner node with hot-swaps; then evaluates every stage at a "
+                       "low and a high commanded speed and writes OUT/report.md + report.png. Rerun to resume.")
+    p.add_argument("--sim", action="store_true", help="MuJoCo stands in for the Go1 and the T265 (required here)")
+    p.add_argument("--out", default="runs/field", help="output folder (default runs/field)")
+    p.add_argument("--budget", default="small", help="small (default, ~15 min on 2 cores) | tiny (a smoke test) | "
+                   "paper (180k recorded + 100k online steps, Table 5 offline sizes)")
+    p.add_argument("--policy", help="simulator-pretrained policy folder (default: the shipped checkpoint)")
+    p.add_argument("--terrain", choices=("mattress", "flat"), help="target terrain (default mattress)")
+    p.add_argument("--record-steps", type=int, help="transitions to record with the simulator policy")
+    p.add_argument("--online-steps", type=int, help="online fine-tuning transitions")
+    p.add_argument("--low-speed", type=float, help="low commanded speed, m/s (default 0.5)")
+    p.add_argument("--high-speed", type=float, help="high commanded speed, m/s (default 1.0)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("plot", help="draw a run's scalars.csv as PNG")
     p.add_argument("run_dir")
     return parser
@@ -328,18 +360,46 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"collect": cmd_collect, "offline": cmd_offline, "online": cmd_online, "evaluate": cmd_evaluate,
-            "demo": cmd_demo, "plot": cmd_plot, "bringup": cmd_bringup}
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from .learning.config import apply_overrides
+    from .sim.pretrain import PretrainConfig, pretrain
+
+    cfg = apply_overrides(PretrainConfig(seed=args.seed), args.config, args.overrides)
+    if args.steps:
+        cfg.ppo.total_steps = args.steps
+    if args.n_envs:
+        cfg.ppo.n_envs = args.n_envs
+    final = pretrain(cfg, args.out, progress=not args.no_progress)
+    print(f"pretrained policy: {final}")
+    return 0
+
+
+def cmd_field(args: argparse.Namespace) -> int:
+    from .field.pipeline import FieldPipeline, field_config
+
+    if not args.sim:
+        raise ValueError("only --sim is available in this build; on the robot start the nodes with "
+                         "`ros2 launch uni_o4_ros robot.launch.py` and run the learner there")
+    cfg = field_config(args.budget, policy=args.policy, terrain=args.terrain, record_steps=args.record_steps,
+                       online_steps=args.online_steps, low_speed=args.low_speed, high_speed=args.high_speed,
+                       seed=args.seed)
+    FieldPipeline(cfg, args.out, progress=not args.no_progress).run()
+    return 0
+
+
+COMMANDS = {"collect": cmd_collect, "field": cmd_field, "pretrain": cmd_pretrain, "offline": cmd_offline,
+            "online": cmd_online, "evaluate": cmd_evaluate, "demo": cmd_demo, "plot": cmd_plot, "bringup": cmd_bringup}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .data import DatasetError
+    from .field.node_graph import NodeGraphError
     from .learning.checkpoint import CheckpointError
 
     try:
         return COMMANDS[args.command](args)
-    except (DatasetError, CheckpointError, FileNotFoundError, ValueError, KeyError) as exc:
+    except (DatasetError, CheckpointError, FileNotFoundError, ValueError, KeyError, NodeGraphError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"uni-o4 {args.command}: error: {msg}", file=sys.stderr)
         return 2

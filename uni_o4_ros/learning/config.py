@@ -176,6 +176,11 @@ def _coerce(value: Any, t: Any, key: str) -> Any:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> UniO4Config:
     """Defaults <- YAML file <- `section.key=value` overrides."""
+    return apply_overrides(UniO4Config(), path, overrides)
+
+
+def apply_overrides(default: Any, path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
+    """Any config dataclass: `default` <- YAML file <- `section.key=value` overrides."""
     data: dict = {}
     if path is not None:
         p = Path(path)
@@ -185,7 +190,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not isinstance(loaded, dict):
             raise ValueError(f"{p}: top level must be a mapping")
         data = loaded
-    cfg_dict = to_dict(UniO4Config())
+    cfg_dict = to_dict(default)
     _deep_update(cfg_dict, data)
     for ov in overrides or []:
         if "=" not in ov:
@@ -200,7 +205,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if parts[-1] not in node:
             raise ValueError(f"unknown config key {key!r}")
         node[parts[-1]] = yaml.safe_load(value) if not isinstance(node[parts[-1]], str) else value
-    return from_dict(UniO4Config, cfg_dict)
+    return from_dict(type(default), cfg_dict)
 
 
 def _deep_update(dst: dict, src: dict) -> None:

@@ -60,3 +60,8 @@ class RunningNormalizer(StateNormalizer):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return super().forward(obs).clamp(-self.clip, self.clip)
+
+    def frozen_copy(self, min_std: float = 1e-3) -> StateNormalizer:
+        """Fixed statistics for deployment. A dimension that never varied in training (std ~ 0)
+        gets `min_std`, so a value it never saw cannot blow up into an unbounded input."""
+        return StateNormalizer(self.mean.clone(), self.std.clamp_min(min_std))

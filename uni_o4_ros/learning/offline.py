@@ -34,7 +34,7 @@ from .ope import am_q
 from .policy import GaussianPolicyEnsemble, PolicySpec
 from .scalars import ScalarLog
 from .termination import rule_for_env
-from .value import IQLCritic
+from .value import IQLCritic, ValueNet
 
 
 def dataset_digest(ds: Any) -> str:
@@ -248,12 +248,15 @@ class OfflineTrainer:
             imp.state.step = start = meta["step"]
             imp.state.iteration = meta["iteration"]
         gen = torch.Generator().manual_seed(self._seed("improve") + start)
+        bounds = (torch.minimum(self.obs.min(0).values, self.next_obs.min(0).values),
+                  torch.maximum(self.obs.max(0).values, self.next_obs.max(0).values))
         batches = _Batches(len(self.obs), c.batch_size, self._seed("improve") + start)
 
         def score(policies: list[GaussianPolicyEnsemble]) -> torch.Tensor:
             starts = self.obs[torch.randint(len(self.obs), (o.n_start_states,), generator=gen)]
             return am_q(policies, critic.q, model, termination, self.normalizer, starts, o.horizon, o.gamma,
-                        generator=torch.Generator().manual_seed(int(torch.randint(2**31, (1,), generator=gen))))
+                        generator=torch.Generator().manual_seed(int(torch.randint(2**31, (1,), generator=gen))),
+                        state_bounds=bounds)
 
         def step_fn(step: int) -> dict[str, float]:
             stats = imp.update(self.obs_n[batches()])
@@ -330,15 +333,15 @@ class OfflineTrainer:
 
 def save_policy(
     directory: str | Path, name: str, policy: GaussianPolicyEnsemble, normalizer: StateNormalizer,
-    critic: IQLCritic | None = None, extra: dict | None = None,
+    critic: IQLCritic | ValueNet | None = None, extra: dict | None = None,
 ) -> None:
     """A deployable policy: weights + normaliser (+ V for online fine-tuning) and its spec."""
     tensors = {**ckpt.prefixed("policy", policy), **ckpt.prefixed("normalizer", normalizer)}
-    if critic is not None:
-        tensors.update(ckpt.prefixed("value", critic.v))
     meta = {"spec": policy.spec.to_dict(), "n": policy.n, **(extra or {})}
     if critic is not None:
-        meta["v_hidden"] = [m.out_features for m in critic.v.net.net if hasattr(m, "out_features")][:-1]
+        v = critic.v if isinstance(critic, IQLCritic) else critic
+        tensors.update(ckpt.prefixed("value", v))
+        meta["v_hidden"] = [m.out_features for m in v.net.net if hasattr(m, "out_features")][:-1]
     ckpt.save(directory, name, tensors, meta)
 
 

@@ -9,6 +9,8 @@ checkpoint and continues from that version.
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +84,10 @@ class OnlineLearnerCore:
         self.version += 1
         self.updates += 1
         self._save()
+        # One line per published version: when it was made, from which batch (for the field report).
+        with (self.run_dir / "timeline.jsonl").open("a") as f:
+            f.write(json.dumps({"version": self.version, "time": time.time(), "batch_return": float(rew.sum()),
+                                "batch_size": len(rows), "dropped_stale": self.dropped_stale, **stats}) + "\n")
         return UpdateResult(self.version, stats)
 
     def _save(self) -> None:

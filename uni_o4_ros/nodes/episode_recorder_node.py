@@ -1,6 +1,11 @@
 """episode_recorder node: policy_step + odom + robot_state -> Transition (reward of Table 3) and
 EpisodeEvent. Episodes end after max_steps (a timeout), on a fall reported by the controller or on
-an e-stop (terminal). Parameters: max_steps, command_velocity, auto_start, episodes (0 = no limit).
+an e-stop (terminal). Parameters: max_steps, command_velocity, auto_start, episodes (0 = no limit),
+command_vx_schedule (forward speeds cycled per episode; empty = command_velocity throughout),
+wait_for_subscribers (start no episode before this many `transitions` readers are connected).
+
+The recorder owns each episode's velocity command (the reward depends on it) and publishes it as
+geometry_msgs/Twist on `cmd_vel` at every episode start; the policy node follows that topic.
 """
 
 from __future__ import annotations
@@ -8,6 +13,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
@@ -22,9 +28,18 @@ class EpisodeRecorderNode(Node):
     def __init__(self) -> None:
         super().__init__("episode_recorder")
         p = {k: self.declare_parameter(k, v).value for k, v in {
-            "max_steps": 1000, "command_velocity": [0.5, 0.0, 0.0], "auto_start": True, "episodes": 0}.items()}
+            "max_steps": 1000, "command_velocity": [0.5, 0.0, 0.0], "auto_start": True, "episodes": 0,
+            "command_vx_schedule": [0.0], "wait_for_subscribers": 0}.items()}
         self.core = EpisodeRecorderCore(max_steps=int(p["max_steps"]), command_velocity=tuple(p["command_velocity"]))
         self.auto_start, self.episode_limit = bool(p["auto_start"]), int(p["episodes"])
+        # ROS parameters cannot declare an empty float list, so [0.0] alone also means "no schedule".
+        schedule = [float(v) for v in p["command_vx_schedule"]]
+        self.schedule = [] if schedule == [0.0] else schedule
+        self.base_command = tuple(float(v) for v in p["command_velocity"])
+        self.cmd_pub = self.create_publisher(Twist, "cmd_vel", EVENTS)
+        # Episodes start only once this many readers (logger, learner) listen to `transitions`:
+        # the stream is volatile, so a reader that joins late would miss the first transitions.
+        self.wait_for_subscribers = int(p["wait_for_subscribers"])
         self.odom: Odometry | None = None
         self.state: RobotState | None = None
         self.prev_dq: np.ndarray | None = None
@@ -49,8 +64,17 @@ class EpisodeRecorderNode(Node):
             return
         if self.episode_limit and self.core.episode_id >= self.episode_limit:
             return
+        if self.trans_pub.get_subscription_count() < self.wait_for_subscribers:
+            return
         eid = self.core.start()
-        self._event(eid, EpisodeEvent.STARTED, 0, 0.0, "started")
+        vx, vy, wz = self.base_command
+        if self.schedule:
+            vx = self.schedule[(eid - 1) % len(self.schedule)]
+        self.core.command_velocity = (vx, vy, wz)
+        cmd = Twist()
+        cmd.linear.x, cmd.linear.y, cmd.angular.z = float(vx), float(vy), float(wz)
+        self.cmd_pub.publish(cmd)
+        self._event(eid, EpisodeEvent.STARTED, 0, 0.0, f"started, command vx {vx:.2f} m/s")
 
     def on_step(self, msg: Transition) -> None:
         self._maybe_start()

@@ -32,6 +32,9 @@ from .run import NodeConfigError, run_node
 class LearnerNode(Node):
     def __init__(self) -> None:
         super().__init__("learner")
+        import torch
+
+        torch.set_num_threads(1)  # shares the robot computer with the control loop: never spin on every core
         d = OnlineConfig()
         p = {k: self.declare_parameter(k, v).value for k, v in {
             "policy_dir": "", "run_dir": "runs/learner", "rollout_steps": d.rollout_steps, "epochs": d.epochs,

@@ -3,7 +3,8 @@ fall) -> backend; publishes RobotState, EpisodeEvent on a fall, and diagnostics.
 
 Backends: `sim` (an in-process MuJoCo Go1 stepped in lockstep with this loop). The Unitree SDK
 backend plugs in at `Backend` (issue 3 follow-up). Parameters: backend, rate_hz, watchdog_timeout,
-max_tilt, max_target_step, torque_fraction, spawn_roll (sim only, to test fall handling).
+max_tilt, max_target_step, torque_fraction; sim only: spawn_roll (to test fall handling), terrain
+(flat | mattress), reset_on_episode_end (put the robot back when the recorder ends an episode).
 """
 
 from __future__ import annotations
@@ -26,11 +27,17 @@ from .run import NodeConfigError, run_node
 
 
 class SimBackend:
-    def __init__(self, spawn_roll: float = 0.0) -> None:
+    def __init__(self, spawn_roll: float = 0.0, terrain: str = "flat") -> None:
+        from uni_o4_ros.sim.go1_env import TERRAINS
         from uni_o4_ros.sim.go1_sim import Go1Sim
 
-        self.sim = Go1Sim()
+        if terrain not in TERRAINS:
+            raise NodeConfigError(f"unknown terrain {terrain!r}; choose from {sorted(TERRAINS)}")
+        self.sim = Go1Sim(TERRAINS[terrain])
         self.state = self.sim.reset(roll=spawn_roll)
+
+    def reset(self) -> None:
+        self.state = self.sim.reset()
 
     def read(self):
         return self.state
@@ -44,13 +51,14 @@ class PDControllerNode(Node):
         super().__init__("pd_controller")
         p = {k: self.declare_parameter(k, v).value for k, v in {
             "backend": "sim", "rate_hz": 50.0, "watchdog_timeout": 0.1, "max_tilt": 1.0,
-            "max_target_step": 0.2, "torque_fraction": 0.9, "spawn_roll": 0.0}.items()}
+            "max_target_step": 0.2, "torque_fraction": 0.9, "spawn_roll": 0.0, "terrain": "flat",
+            "reset_on_episode_end": False}.items()}
         if p["backend"] != "sim":
             raise NodeConfigError(f"unknown backend {p['backend']!r}: this build supports 'sim'")
         cfg = SafetyConfig(max_target_step=p["max_target_step"], torque_fraction=p["torque_fraction"],
                            watchdog_timeout=p["watchdog_timeout"], max_tilt=p["max_tilt"])
         self.core = ControllerCore(cfg)
-        self.backend = SimBackend(p["spawn_roll"])
+        self.backend = SimBackend(p["spawn_roll"], p["terrain"])
         self.state_pub = self.create_publisher(RobotState, "robot_state", SENSOR)
         self.event_pub = self.create_publisher(EpisodeEvent, "episode_events", EVENTS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", EVENTS)
@@ -58,6 +66,11 @@ class PDControllerNode(Node):
         self.odom_pub = self.create_publisher(Odometry, "odom", SENSOR)
         self.create_subscription(JointCommand, "joint_command", self.on_command, COMMAND)
         self.create_service(EStop, "estop", self.on_estop)
+        if p["reset_on_episode_end"]:
+            # Unattended data collection in simulation: when the recorder ends an episode the
+            # "operator" puts the robot back on its feet and re-arms it (on the real robot a person
+            # does this and calls the e-stop service to re-arm).
+            self.create_subscription(EpisodeEvent, "recorder_events", self.on_recorder_event, EVENTS)
         self.ticks = 0
         self.create_timer(1.0 / p["rate_hz"], self.on_tick)
 
@@ -73,6 +86,14 @@ class PDControllerNode(Node):
         res.success = True
         self.get_logger().warn(res.message)
         return res
+
+    def on_recorder_event(self, msg: EpisodeEvent) -> None:
+        # Every episode starts from the standing pose: reset when one ends, and when one starts
+        # (the robot may have walked or fallen while the graph waited for its readers).
+        if msg.event in (EpisodeEvent.STARTED, EpisodeEvent.TIMEOUT, EpisodeEvent.ABORTED_FALL, EpisodeEvent.ENDED):
+            self.backend.reset()
+            self.core.estop(False)  # clears a latched fall; active again on the next fresh command
+            self.get_logger().info(f"episode {msg.episode_id}: {msg.reason}; simulator reset")
 
     def on_tick(self) -> None:
         s = self.backend.read()

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Twist
 from rclpy.node import Node
 
 from uni_o4_ros.learning.offline import load_policy
-from uni_o4_ros.msg import JointCommand, PolicyUpdate, RobotState, Transition
+from uni_o4_ros.msg import EpisodeEvent, JointCommand, PolicyUpdate, RobotState, Transition
 from uni_o4_ros.robot.go1 import KD, KP
 from uni_o4_ros.robot.observation import command_vector
 from uni_o4_ros.robot.policy_runner import PolicyRunner
@@ -55,6 +56,9 @@ class PolicyNode(Node):
         self.verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
         self.create_subscription(RobotState, "robot_state", self.on_state, SENSOR)
         self.create_subscription(PolicyUpdate, "policy_update", self.on_update, POLICY_UPDATE)
+        self.create_subscription(EpisodeEvent, "recorder_events", self.on_episode_event, EVENTS)
+        # Velocity commands (the recorder's per-episode command in simulation, a joystick on the robot).
+        self.create_subscription(Twist, "cmd_vel", self.on_cmd_vel, EVENTS)
         self.get_logger().info(f"policy v{self.runner.version} from {policy_dir}, obs {self.runner.obs_dim}")
 
     def on_state(self, msg: RobotState) -> None:
@@ -76,6 +80,17 @@ class PolicyNode(Node):
         step.observation = res.observation.tolist()
         step.action = res.action.tolist()
         self.step_pub.publish(step)
+
+    def on_cmd_vel(self, msg: Twist) -> None:
+        v = (msg.linear.x, msg.linear.y, msg.angular.z)
+        if not all(np.isfinite(v)):
+            self.get_logger().warn("ignored a non-finite velocity command")
+            return
+        self.runner.command = command_vector(*v)
+
+    def on_episode_event(self, msg: EpisodeEvent) -> None:
+        if msg.event != EpisodeEvent.STARTED:
+            self.runner.reset()  # the next episode starts from a fresh observation history
 
     def on_update(self, msg: PolicyUpdate) -> None:
         self.verifier.submit(self.verify, msg)

@@ -1,0 +1,252 @@
+"""`uni-o4 field --sim`: the paper's robot experiment (Section 5.2, Appendix A.4) end to end.
+
+    1 record   the simulator-pretrained policy walks on the mattress through the node graph
+               (go1_sim in pd_controller + policy + episode_recorder + dataset_logger); episodes
+               are logged to HDF5
+    2 offline  Uni-O4 on that dataset, the ensemble initialised from the simulator policy (no BC),
+               KL disagreement of Eq. 25, AM-Q with a short horizon (paper: 20 steps)
+    3 online   the offline policy explores on the mattress while the learner node runs PPO on the
+               streamed transitions and hot-swaps every new version into the running policy node
+    4 evaluate each stage's policy at a low and a high commanded speed (return, tracking error,
+               falls per episode)
+    5 report   Markdown + PNG
+
+Every stage writes `stages/<name>.json` when it finishes; rerunning the command skips finished
+stages (and the offline stage resumes its own checkpoints), so an interrupted run resumes from
+the stage it was in. A stage that runs nodes restarts from its beginning.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+from tqdm.auto import tqdm
+
+from ..learning.config import to_dict
+from .node_graph import NodeGraphError, ros_environment, run_until
+
+PACKAGE = Path(__file__).resolve().parents[1]
+PRETRAINED = PACKAGE / "sim" / "checkpoints" / "go1_flat"
+
+# Offline Uni-O4 sizes for the field run (Table 5 otherwise); the paper's robot run used AM-Q with
+# a 20-step horizon.
+OFFLINE_BUDGETS: dict[str, list[str]] = {
+    "paper": ["env=go1", "ope.horizon=20"],
+    "small": ["env=go1", "ope.horizon=20", "ope.n_start_states=64", "value.steps=5000", "value.q_hidden=[256,256]",
+              "dynamics.max_steps=3000", "dynamics.max_epochs=30", "improvement.steps=500",
+              "improvement.eval_every=100"],
+    "tiny": ["env=go1", "ope.horizon=5", "ope.n_start_states=16", "value.steps=100", "value.q_hidden=[64,64]",
+             "value.v_hidden=[64,64]", "dynamics.hidden=[64,64]", "dynamics.max_steps=100", "dynamics.max_epochs=2",
+             "improvement.steps=40", "improvement.eval_every=20", "improvement.batch_size=64"],
+}
+
+
+@dataclass
+class FieldConfig:
+    policy: str = str(PRETRAINED)  # the simulator-pretrained policy (`uni-o4 pretrain`)
+    terrain: str = "mattress"  # the unseen target terrain
+    low_speed: float = 0.5  # m/s, commanded forward speeds of the paper's two tests
+    high_speed: float = 1.0
+    episode_steps: int = 1000
+    record_steps: int = 10_000  # paper: ~180k on the real robot
+    record_explore: bool = True  # sample actions (with log-probs) while recording
+    online_steps: int = 10_000  # paper: ~100k
+    rollout_steps: int = 2000  # transitions per PPO update in the learner (one hot-swap each)
+    online_epochs: int = 10
+    eval_episodes: int = 3
+    offline_budget: str = "small"
+    seed: int = 0
+    commands: list[float] = field(default_factory=list)  # per-episode vx cycle; default [low, high]
+
+    def command_schedule(self) -> list[float]:
+        return list(self.commands) or [self.low_speed, self.high_speed]
+
+
+BUDGETS: dict[str, dict] = {
+    "paper": {"record_steps": 180_000, "online_steps": 100_000, "rollout_steps": 2048, "offline_budget": "paper",
+              "eval_episodes": 5},
+    "small": {},
+    "tiny": {"episode_steps": 100, "record_steps": 200, "online_steps": 200, "rollout_steps": 100,
+             "online_epochs": 2, "eval_episodes": 1, "offline_budget": "tiny"},
+}
+
+
+def field_config(budget: str = "small", **overrides) -> FieldConfig:
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
+    return FieldConfig(**{**BUDGETS[budget], **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def recorded_steps(directory: Path) -> int:
+    """Transitions in the finished episode files (each written atomically by the logger)."""
+    total = 0
+    for f in sorted(directory.glob("episode_*.hdf5")):
+        with h5py.File(f, "r") as h:
+            total += int(h["rewards"].shape[0])
+    return total
+
+
+class FieldPipeline:
+    STAGES = ("record", "offline", "online", "evaluate", "report")
+
+    def __init__(self, cfg: FieldConfig, out: str | Path, progress: bool = True,
+                 echo: Callable[[str], None] = print) -> None:
+        self.cfg, self.out, self.progress, self.echo = cfg, Path(out), progress, echo
+        if not (Path(cfg.policy) / "policy.safetensors").is_file():
+            raise FileNotFoundError(f"no pretrained policy in {cfg.policy} (make one with `uni-o4 pretrain`)")
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        # Unless ROS_DOMAIN_ID is set: one DDS domain per output folder, so two field runs on one
+        # machine do not cross-talk.
+        self.env = ros_environment(default_domain_id=100 + sum(str(self.out.resolve()).encode()) % 100)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _marker(self, stage: str) -> Path:
+        return self.out / "stages" / f"{stage}.json"
+
+    def done(self, stage: str) -> dict | None:
+        m = self._marker(stage)
+        return json.loads(m.read_text()) if m.is_file() else None
+
+    def _finish(self, stage: str, info: dict) -> dict:
+        m = self._marker(stage)
+        m.parent.mkdir(parents=True, exist_ok=True)
+        m.write_text(json.dumps(info, indent=2))
+        return info
+
+    def run(self) -> Path:
+        t0 = time.time()
+        for i, stage in enumerate(self.STAGES, 1):
+            if self.done(stage) is not None:
+                self.echo(f"[{i}/{len(self.STAGES)}] {stage}: done earlier, skipped")
+                continue
+            self.echo(f"[{i}/{len(self.STAGES)}] {stage}")
+            getattr(self, f"stage_{stage}")()
+        self.echo(f"field run finished in {time.time() - t0:.0f} s: {self.out / 'report.md'}")
+        return self.out / "report.md"
+
+    # ------------------------------------------------------------------ node stages
+    def _drive(self, name: str, policy_dir: Path, steps: int, explore: bool, learner: bool) -> dict:
+        c = self.cfg
+        episodes = self.out / name / "episodes"
+        if episodes.exists():
+            shutil.rmtree(episodes)  # a node stage restarts from its beginning
+        episodes.mkdir(parents=True)
+        schedule = ",".join(f"{v:.3f}" for v in c.command_schedule())
+        nodes = {
+            "pd_controller_node": [f"terrain:={c.terrain}", "reset_on_episode_end:=true"],
+            "policy_node": [f"policy_dir:={policy_dir.resolve()}", f"deterministic:={'false' if explore else 'true'}"],
+            "episode_recorder_node": [f"max_steps:={c.episode_steps}", f"command_vx_schedule:=[{schedule}]",
+                                      f"wait_for_subscribers:={2 if learner else 1}"],
+            "dataset_logger_node": [f"directory:={episodes.resolve()}"],
+        }
+        if learner:
+            run_dir = self.out / name / "learner"
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            nodes["learner_node"] = [f"policy_dir:={policy_dir.resolve()}", f"run_dir:={run_dir.resolve()}",
+                                     f"rollout_steps:={c.rollout_steps}", f"epochs:={c.online_epochs}"]
+        bar = tqdm(total=steps, desc=name, unit="step", disable=not self.progress, dynamic_ncols=True)
+        state = {"steps": 0}
+
+        def finished() -> bool:
+            state["steps"] = recorded_steps(episodes)
+            bar.n = min(state["steps"], steps)
+            bar.refresh()
+            return state["steps"] >= steps
+
+        try:
+            seconds = run_until(nodes, finished, self.out / name / "logs", self.env,
+                                timeout=max(600.0, 10.0 * steps * 0.02 + 300))
+        except NodeGraphError as exc:
+            raise NodeGraphError(f"{name} stage failed: {exc}") from exc
+        finally:
+            bar.close()
+        return {"steps": state["steps"], "episodes": len(list(episodes.glob("episode_*.hdf5"))),
+                "seconds": round(seconds, 1)}
+
+    def stage_record(self) -> dict:
+        c = self.cfg
+        info = self._drive("record", Path(c.policy), c.record_steps, c.record_explore, learner=False)
+        return self._finish("record", info)
+
+    def stage_offline(self) -> dict:
+        import torch
+
+        from ..learning.config import load_config
+        from ..learning.offline import OfflineTrainer, load_policy
+        from ..learning.scalars import plot_log
+        from ..robot.episodes import read_episodes
+
+        c = self.cfg
+        cfg = load_config(None, OFFLINE_BUDGETS[c.offline_budget] + [f"seed={c.seed}"])
+        torch.manual_seed(cfg.seed)
+        # One intra-op thread: beside other busy processes (nodes, a training run) torch's spinning
+        # worker threads made each IQL step 100x slower on 2 cores (measured 0.7 s vs 7 ms).
+        torch.set_num_threads(1)
+        ds = read_episodes(self.out / "record" / "episodes")
+        pol, norm, _, _ = load_policy(c.policy)
+        run = self.out / "offline"
+        t0 = time.time()
+        res = OfflineTrainer(cfg, ds, run, init_policy=(pol, norm), progress=self.progress).run()
+        plot_log(run / "scalars.csv", run / "offline.png", title="offline Uni-O4 on the mattress dataset")
+        return self._finish("offline", {"am_q": res.am_q, "transitions": len(ds.rewards),
+                                        "seconds": round(time.time() - t0, 1), "policy": str(run / "final")})
+
+    def stage_online(self) -> dict:
+        c = self.cfg
+        info = self._drive("online", self.out / "offline" / "final", c.online_steps, explore=True, learner=True)
+        export_learner_policy(self.out / "online" / "learner", self.out / "offline" / "final",
+                              self.out / "online" / "final")
+        timeline = self.out / "online" / "learner" / "timeline.jsonl"
+        info["versions"] = len(timeline.read_text().splitlines()) if timeline.is_file() else 0
+        return self._finish("online", info)
+
+    # ------------------------------------------------------------------ measurement
+    def stage_evaluate(self) -> dict:
+        from ..sim.evaluate import evaluate_go1
+
+        c = self.cfg
+        policies = {"simulator": Path(c.policy), "offline": self.out / "offline" / "final",
+                    "online": self.out / "online" / "final"}
+        rows = []
+        jobs = [(s, p, c.terrain, v) for s, p in policies.items() for v in (c.low_speed, c.high_speed)]
+        jobs.append(("simulator", Path(c.policy), "flat", c.low_speed))  # what it does where it was trained
+        for stage, path, terrain, vx in tqdm(jobs, desc="evaluate", disable=not self.progress):
+            ev = evaluate_go1(path, terrain, vx, c.eval_episodes, seed=10_000 + c.seed, max_steps=c.episode_steps)
+            rows.append({"stage": stage, **ev.to_dict()})
+        (self.out / "evaluation.json").write_text(json.dumps(rows, indent=2))
+        return self._finish("evaluate", {"rows": len(rows)})
+
+    def stage_report(self) -> dict:
+        from .report import write_field_report
+
+        path = write_field_report(self.out, self.cfg)
+        return self._finish("report", {"report": str(path)})
+
+
+def export_learner_policy(learner_dir: Path, initial_policy: Path, out: Path) -> None:
+    """The learner's newest checkpoint as a deployable policy folder (the initial one if no update ran)."""
+    from ..learning import checkpoint as ckpt
+    from ..learning.normalizer import StateNormalizer
+    from ..learning.offline import load_policy, save_policy
+    from ..learning.value import ValueNet
+
+    actor, normalizer, meta, tensors = load_policy(initial_policy)
+    critic = ValueNet(actor.spec.obs_dim, tuple(meta["v_hidden"]))
+    ckpt.load_prefixed("value", critic, tensors)
+    version = int(meta.get("version", 0))
+    if ckpt.exists(learner_dir, "learner"):
+        lt, lm = ckpt.load(learner_dir, "learner")
+        ckpt.load_prefixed("actor", actor, lt)
+        ckpt.load_prefixed("critic", critic, lt)
+        normalizer = StateNormalizer(lt["normalizer.mean"], lt["normalizer.std"])
+        version = int(lm["version"])
+    save_policy(out, "policy", actor, normalizer, critic, extra={"version": version, "source": str(learner_dir)})
+

@@ -1,0 +1,58 @@
+"""`uni-o4 field --sim` with a tiny budget: the whole robot story through real node processes over
+DDS (record on the mattress -> offline Uni-O4 from the deployed policy -> online PPO in the
+learner node with hot-swaps -> evaluation -> report), then a rerun that resumes instead of redoing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+
+from uni_o4_ros.robot.episodes import read_episodes
+
+
+def test_tiny_field_run_records_learns_swaps_and_reports(tmp_path, ros_env, standing_policy):
+    out = tmp_path / "field"
+    cmd = [sys.executable, "-m", "uni_o4_ros.cli", "field", "--sim", "--budget", "tiny", "--policy",
+           str(standing_policy), "--out", str(out), "--no-progress"]
+    run = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    recorded = read_episodes(out / "record" / "episodes")
+    assert len(recorded.rewards) >= 200  # the tiny budget's 200 transitions, whole episodes only
+    assert set(recorded.infos["policy_version"].tolist()) == {0}  # all from the deployed simulator policy
+    assert np.all(recorded.rewards > 0) and np.all(recorded.rewards <= 0.03)  # Table 3 bounds
+
+    offline = json.loads((out / "stages" / "offline.json").read_text())
+    assert np.isfinite(offline["am_q"]) and offline["transitions"] == len(recorded.rewards)
+
+    # Online: the learner's new weights reached the running policy node and drove the robot.
+    versions = []
+    for f in sorted((out / "online" / "episodes").glob("episode_*.hdf5")):
+        with h5py.File(f, "r") as h:
+            versions += h["infos/policy_version"][()].tolist()
+    timeline = [json.loads(x) for x in (out / "online" / "learner" / "timeline.jsonl").read_text().splitlines()]
+    assert timeline and timeline[0]["version"] == 1
+    assert max(versions) >= 1 and versions == sorted(versions)  # swapped in, never back to an older one
+
+    rows = json.loads((out / "evaluation.json").read_text())
+    cells = {(r["stage"], r["terrain"], r["command_vx"]) for r in rows}
+    for stage in ("simulator", "offline", "online"):
+        assert {(stage, "mattress", 0.5), (stage, "mattress", 1.0)} <= cells
+    report = (out / "report.md").read_text()
+    assert "Commanded speed 0.50 m/s" in report and "Commanded speed 1.00 m/s" in report
+    assert (out / "report.png").stat().st_size > 10_000
+
+    again = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("done earlier, skipped") == 5
+
+
+def test_field_without_sim_or_policy_is_a_one_line_error(tmp_path):
+    for extra, needle in ((["--policy", str(tmp_path)], "only --sim"),
+                          (["--sim", "--policy", str(tmp_path / "missing")], "no pretrained policy")):
+        run = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "field", "--out", str(tmp_path / "o"), *extra],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and needle in run.stderr and "Traceback" not in run.stderr

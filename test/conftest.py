@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+# One intra-op thread for torch in the tests and every process they start: node processes and
+# training share 2 cores, and torch's spinning worker threads then slowed small updates ~100x.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 
 from uni_o4_ros.nodes.processes import node_command, stop_processes

@@ -39,7 +39,7 @@ def test_two_episodes_are_recorded_exactly(ros_env, standing_policy, tmp_path):
     out = tmp_path / "episodes"
     w = TransitionWatcher()  # subscribe before anything publishes
     procs = [
-        start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}"),
+        start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}", f"bag_path:={tmp_path / 'bag'}"),
         start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "max_steps:=20", "episodes:=2"),
         start("uni_o4_ros.nodes.pd_controller_node", ros_env),
         start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}"),
@@ -64,6 +64,12 @@ def test_two_episodes_are_recorded_exactly(ros_env, standing_policy, tmp_path):
     finally:
         w.close()
         stop(*procs)
+    # The logger's MCAP bag (closed on SIGTERM) holds the same episodes, as `uni-o4 bag2h5` reads them.
+    from uni_o4_ros.data.bag import bag_to_dataset
+
+    bag = bag_to_dataset(tmp_path / "bag")
+    np.testing.assert_array_equal(bag.observations, ds.observations)
+    np.testing.assert_array_equal(bag.timeouts, ds.timeouts)
 
 
 def test_killing_the_logger_mid_episode_keeps_finished_episodes_readable(ros_env, standing_policy, tmp_path):

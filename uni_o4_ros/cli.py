@@ -123,6 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("bag2h5", help="turn a rosbag2 (MCAP or SQLite) of Transition messages into a D4RL-layout "
+                       "HDF5 dataset", description="Reads the Transition topic of a bag recorded on the robot "
+                       "(`ros2 bag record -s mcap /transitions`, or the dataset_logger's bag_path), rebuilds the "
+                       "episodes from (episode_id, step) and writes one HDF5 file the learner reads.")
+    p.add_argument("bag", help="bag folder (with metadata.yaml) or .mcap file")
+    p.add_argument("--out", required=True, help="output .hdf5 file (must not exist)")
+    p.add_argument("--topic", default="/transitions")
+
     p = sub.add_parser("plot", help="draw a run's scalars.csv as PNG")
     p.add_argument("run_dir")
     return parser
@@ -374,6 +382,18 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bag2h5(args: argparse.Namespace) -> int:
+    from .data import validate, write_hdf5
+    from .data.bag import bag_to_dataset
+
+    ds = bag_to_dataset(args.bag, args.topic)
+    validate(ds)
+    path = write_hdf5(args.out, ds)
+    print(f"{path}: {len(ds)} transitions in {ds.metadata['episodes']} episode(s), "
+          f"{int(ds.terminals.sum())} terminal, {int(ds.timeouts.sum())} timeouts")
+    return 0
+
+
 def cmd_field(args: argparse.Namespace) -> int:
     from .field.pipeline import FieldPipeline, field_config
 
@@ -387,8 +407,10 @@ def cmd_field(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"collect": cmd_collect, "field": cmd_field, "pretrain": cmd_pretrain, "offline": cmd_offline,
-            "online": cmd_online, "evaluate": cmd_evaluate, "demo": cmd_demo, "plot": cmd_plot, "bringup": cmd_bringup}
+COMMANDS = {
+    "collect": cmd_collect, "field": cmd_field, "bag2h5": cmd_bag2h5, "pretrain": cmd_pretrain, "offline": cmd_offline,
+    "online": cmd_online, "evaluate": cmd_evaluate, "demo": cmd_demo, "plot": cmd_plot, "bringup": cmd_bringup,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -399,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return COMMANDS[args.command](args)
-    except (DatasetError, CheckpointError, FileNotFoundError, ValueError, KeyError, NodeGraphError) as exc:
+    except (DatasetError, CheckpointError, FileNotFoundError, FileExistsError, ValueError, KeyError,
+            NodeGraphError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"uni-o4 {args.command}: error: {msg}", file=sys.stderr)
         return 2

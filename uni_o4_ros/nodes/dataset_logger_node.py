@@ -2,7 +2,8 @@
 atomically (a crash loses at most the episode in progress; finished files are always complete).
 An episode is finished by its terminal or timeout transition (the recorder ends every episode with
 one), never by an event on another topic, which could overtake the episode's last transition.
-Parameters: directory.
+Parameters: directory, bag_path (optional: also keep every Transition, CDR as received, in an
+MCAP rosbag2 at this path; `uni-o4 bag2h5` converts it, as it does bags from `ros2 bag record`).
 """
 
 from __future__ import annotations
@@ -11,23 +12,35 @@ import sys
 
 import numpy as np
 from rclpy.node import Node
+from rclpy.serialization import serialize_message
 
 from uni_o4_ros.msg import Transition
 from uni_o4_ros.robot.episodes import EpisodeWriter
 
 from .qos import TRANSITIONS
-from .run import run_node
+from .run import NodeConfigError, run_node
 
 
 class DatasetLoggerNode(Node):
     def __init__(self) -> None:
         super().__init__("dataset_logger")
         directory = self.declare_parameter("directory", "data/robot").value
+        bag_path = self.declare_parameter("bag_path", "").value
         self.writer = EpisodeWriter(directory)
+        self.bag = None
+        if bag_path:
+            from uni_o4_ros.data.bag import TransitionBagWriter
+
+            try:
+                self.bag = TransitionBagWriter(bag_path)
+            except Exception as exc:  # noqa: BLE001 - e.g. the bag exists already: refuse to start
+                raise NodeConfigError(f"cannot open bag {bag_path}: {exc}") from exc
         self.create_subscription(Transition, "transitions", self.on_transition, TRANSITIONS)
         self.get_logger().info(f"logging episodes to {self.writer.directory}")
 
     def on_transition(self, m: Transition) -> None:
+        if self.bag is not None:
+            self.bag.write(serialize_message(m), m.header.stamp.sec * 10**9 + m.header.stamp.nanosec)
         self.writer.add({"episode_id": m.episode_id, "step": m.step, "observation": np.asarray(m.observation),
                          "next_observation": np.asarray(m.next_observation), "action": np.asarray(m.action),
                          "log_prob": m.log_prob, "reward": m.reward, "terminal": m.terminal, "timeout": m.timeout,
@@ -35,6 +48,10 @@ class DatasetLoggerNode(Node):
         if m.terminal or m.timeout:
             path = self.writer.finish(m.episode_id)
             self.get_logger().info(f"episode {m.episode_id} written to {path}")
+
+    def close(self) -> None:
+        if self.bag is not None:
+            self.bag.close()
 
 
 def main(args: list[str] | None = None) -> int:

@@ -105,24 +105,31 @@ class EpisodeWriter:
         self._rows.setdefault(int(t["episode_id"]), []).append(t)
 
     def finish(self, episode_id: int, metadata: dict | None = None) -> Path | None:
-        rows = sorted(self._rows.pop(episode_id, []), key=lambda t: t["step"])
+        rows = self._rows.pop(episode_id, [])
         if not rows:
             return None
-        timeouts = np.array([t["timeout"] for t in rows], bool)
-        terminals = np.array([t["terminal"] for t in rows], bool)
-        if not (terminals[-1] or timeouts[-1]):
-            timeouts[-1] = True  # stopped early: the episode ends here without a termination
-        ds = OfflineDataset(
-            observations=np.stack([t["observation"] for t in rows]).astype(np.float32),
-            actions=np.stack([t["action"] for t in rows]).astype(np.float32),
-            rewards=np.array([t["reward"] for t in rows], np.float32), terminals=terminals, timeouts=timeouts,
-            next_observations=np.stack([t["next_observation"] for t in rows]).astype(np.float32),
-            infos={"action_log_probs": np.array([t["log_prob"] for t in rows], np.float32),
-                   "policy_version": np.array([t["policy_version"] for t in rows], np.int64),
-                   "step": np.array([t["step"] for t in rows], np.int64)},
-            metadata={"episode_id": int(episode_id), **(metadata or {})},
-        )
+        ds = episode_dataset(rows, episode_id, metadata)
         return write_hdf5(self.directory / f"episode_{episode_id:06d}.hdf5", ds, overwrite=True)
+
+
+def episode_dataset(rows: list[dict], episode_id: int, metadata: dict | None = None) -> OfflineDataset:
+    """One episode's transitions (any order, duplicates of a step dropped) in the D4RL layout."""
+    by_step = {int(t["step"]): t for t in rows}
+    rows = [by_step[k] for k in sorted(by_step)]
+    timeouts = np.array([t["timeout"] for t in rows], bool)
+    terminals = np.array([t["terminal"] for t in rows], bool)
+    if not (terminals[-1] or timeouts[-1]):
+        timeouts[-1] = True  # stopped early: the episode ends here without a termination
+    return OfflineDataset(
+        observations=np.stack([t["observation"] for t in rows]).astype(np.float32),
+        actions=np.stack([t["action"] for t in rows]).astype(np.float32),
+        rewards=np.array([t["reward"] for t in rows], np.float32), terminals=terminals, timeouts=timeouts,
+        next_observations=np.stack([t["next_observation"] for t in rows]).astype(np.float32),
+        infos={"action_log_probs": np.array([t["log_prob"] for t in rows], np.float32),
+               "policy_version": np.array([t["policy_version"] for t in rows], np.int64),
+               "step": np.array([t["step"] for t in rows], np.int64)},
+        metadata={"episode_id": int(episode_id), **(metadata or {})},
+    )
 
 
 def read_episodes(directory: str | Path) -> OfflineDataset:

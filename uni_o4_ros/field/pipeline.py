@@ -56,7 +56,7 @@ class FieldConfig:
     episode_steps: int = 1000
     record_steps: int = 10_000  # paper: ~180k on the real robot
     record_explore: bool = True  # sample actions (with log-probs) while recording
-    online_steps: int = 10_000  # paper: ~100k
+    online_steps: int = 20_000  # paper: ~100k
     rollout_steps: int = 2000  # transitions per PPO update in the learner (one hot-swap each)
     online_epochs: int = 10
     eval_episodes: int = 3

@@ -6,6 +6,7 @@ tests (Fig. 5 b/c): each episode lasts up to 1000 steps and ends early on a fall
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,16 +35,27 @@ class Go1Evaluation:
 
 def evaluate_go1(policy_dir: str | Path, terrain: str, command_vx: float, episodes: int = 3, seed: int = 0,
                  max_steps: int = 1000) -> Go1Evaluation:
+    """A saved policy folder, deterministic (mean) actions."""
     policy, normalizer, _, _ = load_policy(policy_dir)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            mean, _ = policy(normalizer(torch.as_tensor(obs[None], dtype=torch.float32)))
+        return mean[0, 0].numpy()
+
+    return evaluate_actor(act, terrain, command_vx, episodes, seed, max_steps)
+
+
+def evaluate_actor(act: Callable[[np.ndarray], np.ndarray], terrain: str, command_vx: float, episodes: int = 3,
+                   seed: int = 0, max_steps: int = 1000) -> Go1Evaluation:
+    """Any observation -> action function (e.g. a peer library's agent) under the same protocol."""
     env = Go1Env(Go1EnvConfig(terrain=terrain, max_steps=max_steps))
     returns, errors, speeds, falls, lengths = [], [], [], 0, []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep, options={"vx": command_vx})
         total, done, n = 0.0, False, 0
         while not done:
-            with torch.no_grad():
-                mean, _ = policy(normalizer(torch.as_tensor(obs[None], dtype=torch.float32)))
-            obs, r, term, trunc, info = env.step(mean[0, 0].numpy())
+            obs, r, term, trunc, info = env.step(act(obs))
             total += r
             n += 1
             errors.append(info["tracking_error"])

@@ -3,8 +3,9 @@
     1 record   the simulator-pretrained policy walks on the mattress through the node graph
                (go1_sim in pd_controller + policy + episode_recorder + dataset_logger); episodes
                are logged to HDF5
-    2 offline  Uni-O4 on that dataset, the ensemble initialised from the simulator policy (no BC),
-               KL disagreement of Eq. 25, AM-Q with a short horizon (paper: 20 steps)
+    2 offline  the learner node (mode offline): Uni-O4 on that dataset, the ensemble initialised
+               from the simulator policy (no BC), KL disagreement of Eq. 25, AM-Q with a short
+               horizon (paper: 20 steps)
     3 online   the offline policy explores on the mattress while the learner node runs PPO on the
                streamed transitions and hot-swaps every new version into the running policy node
     4 evaluate each stage's policy at a low and a high commanded speed (return, tracking error,
@@ -177,27 +178,36 @@ class FieldPipeline:
         return self._finish("record", info)
 
     def stage_offline(self) -> dict:
-        import torch
-
-        from ..learning.config import load_config
-        from ..learning.offline import OfflineTrainer, load_policy
+        """Offline Uni-O4 in the learner node (mode offline), as on the robot computer."""
         from ..learning.scalars import plot_log
-        from ..robot.episodes import read_episodes
 
         c = self.cfg
-        cfg = load_config(None, OFFLINE_BUDGETS[c.offline_budget] + [f"seed={c.seed}"])
-        torch.manual_seed(cfg.seed)
-        # One intra-op thread: beside other busy processes (nodes, a training run) torch's spinning
-        # worker threads made each IQL step 100x slower on 2 cores (measured 0.7 s vs 7 ms).
-        torch.set_num_threads(1)
-        ds = read_episodes(self.out / "record" / "episodes")
-        pol, norm, _, _ = load_policy(c.policy)
         run = self.out / "offline"
-        t0 = time.time()
-        res = OfflineTrainer(cfg, ds, run, init_policy=(pol, norm), progress=self.progress).run()
+        for f in ("summary.json", "failed.txt"):
+            (run / f).unlink(missing_ok=True)
+        overrides = ",".join(f"'{o}'" for o in OFFLINE_BUDGETS[c.offline_budget] + [f"seed={c.seed}"])
+        node = {"learner_node": ["mode:=offline", f"dataset:={(self.out / 'record' / 'episodes').resolve()}",
+                                 f"policy_dir:={Path(c.policy).resolve()}", f"run_dir:={run.resolve()}",
+                                 f"offline_overrides:=[{overrides}]"]}
+        bar = tqdm(desc="offline", unit="", bar_format="{desc}: {elapsed} {postfix}", disable=not self.progress)
+
+        def show() -> None:
+            log = run / "scalars.csv"
+            if log.is_file():
+                last = log.read_text().rstrip().rsplit("\n", 1)[-1].split(",")
+                bar.set_postfix_str(f"{last[0]} step {last[1]}" if len(last) > 1 else "")
+
+        try:
+            seconds = run_until(node, lambda: (run / "summary.json").is_file() or (run / "failed.txt").is_file(),
+                                run / "logs", self.env, timeout=48 * 3600, on_poll=show)
+        finally:
+            bar.close()
+        if (run / "failed.txt").is_file():
+            raise NodeGraphError(f"offline stage failed: {(run / 'failed.txt').read_text().strip()}")
+        summary = json.loads((run / "summary.json").read_text())
         plot_log(run / "scalars.csv", run / "offline.png", title="offline Uni-O4 on the mattress dataset")
-        return self._finish("offline", {"am_q": res.am_q, "transitions": len(ds.rewards),
-                                        "seconds": round(time.time() - t0, 1), "policy": str(run / "final")})
+        return self._finish("offline", {"am_q": summary["am_q"], "transitions": summary["transitions"],
+                                        "seconds": round(seconds, 1), "policy": str(run / "final")})
 
     def stage_online(self) -> dict:
         c = self.cfg

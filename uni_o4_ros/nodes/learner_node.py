@@ -1,17 +1,25 @@
-"""learner node (online mode): Transition stream of the deployed version -> PPO update every
-`rollout_steps` transitions -> PolicyUpdate (safetensors + sha256 [+ HMAC]) for the policy node.
+"""learner node, two modes (parameter `mode`):
 
-Every update is checkpointed before it is published; a restarted learner resumes from its
-checkpoint and republishes its newest weights. A crash of this process never stops the
-controller: the policy node keeps running the last verified version. Parameters: policy_dir
-(initial policy, with V if it has one), run_dir, rollout_steps, epochs, minibatch_size,
-actor_lr, critic_lr, clip, hmac_key_file. The offline mode runs as `uni-o4 offline` on the
-logged episode folder.
+online  - Transition stream of the deployed version -> PPO update every `rollout_steps`
+          transitions -> PolicyUpdate (safetensors + sha256 [+ HMAC]) for the policy node. Every
+          update is checkpointed before it is published; a restarted learner resumes from its
+          checkpoint and republishes its newest weights.
+offline - Uni-O4 offline on a logged `dataset` (an episode folder from the dataset_logger, or a
+          D4RL-layout HDF5 file), the ensemble initialised from `policy_dir` when given (online ->
+          offline, Eq. 25, no BC), then the AM-Q-selected policy is published as the next version
+          and written to run_dir/final (+ summary.json). Training runs on a worker thread so the
+          node keeps answering; cached stages make a restarted offline run resume.
+
+A crash of this process never stops the controller: the policy node keeps running the last
+verified version. Parameters: mode, policy_dir, run_dir, rollout_steps, epochs, minibatch_size,
+actor_lr, critic_lr, clip, hmac_key_file; offline: dataset, offline_overrides (["section.key=value"]).
 """
 
 from __future__ import annotations
 
+import json
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +45,17 @@ class LearnerNode(Node):
         torch.set_num_threads(1)  # shares the robot computer with the control loop: never spin on every core
         d = OnlineConfig()
         p = {k: self.declare_parameter(k, v).value for k, v in {
-            "policy_dir": "", "run_dir": "runs/learner", "rollout_steps": d.rollout_steps, "epochs": d.epochs,
-            "minibatch_size": d.minibatch_size, "actor_lr": d.actor_lr, "critic_lr": d.critic_lr, "clip": d.clip,
-            "hmac_key_file": ""}.items()}
+            "mode": "online", "policy_dir": "", "run_dir": "runs/learner", "rollout_steps": d.rollout_steps,
+            "epochs": d.epochs, "minibatch_size": d.minibatch_size, "actor_lr": d.actor_lr,
+            "critic_lr": d.critic_lr, "clip": d.clip, "hmac_key_file": "", "dataset": "",
+            "offline_overrides": ["env=go1"]}.items()}
+        self.key = Path(p["hmac_key_file"]).read_bytes().strip() if p["hmac_key_file"] else None
+        self.pub = self.create_publisher(PolicyUpdate, "policy_update", POLICY_UPDATE)
+        if p["mode"] == "offline":
+            self._start_offline(p)
+            return
+        if p["mode"] != "online":
+            raise NodeConfigError(f"parameter mode must be 'online' or 'offline', got {p['mode']!r}")
         if not p["policy_dir"] or not Path(p["policy_dir"]).is_dir():
             raise NodeConfigError(f"parameter policy_dir must name a saved policy folder, got {p['policy_dir']!r}")
         actor, normalizer, meta, tensors = load_policy(p["policy_dir"])
@@ -53,13 +69,52 @@ class LearnerNode(Node):
                            critic_lr=float(p["critic_lr"]), clip=float(p["clip"]))
         self.core = OnlineLearnerCore(actor, critic, normalizer, cfg, p["run_dir"],
                                       version=int(meta.get("version", 0)))
-        self.key = Path(p["hmac_key_file"]).read_bytes().strip() if p["hmac_key_file"] else None
-        self.pub = self.create_publisher(PolicyUpdate, "policy_update", POLICY_UPDATE)
         self.create_subscription(Transition, "transitions", self.on_transition, TRANSITIONS)
         if self.core.updates:
             self.get_logger().info(f"resumed at version {self.core.version} ({self.core.updates} updates)")
-            self.publish()
+            self.publish(self.core.ppo.actor, self.core.ppo.normalizer, self.core.version)
 
+    # ------------------------------------------------------------------ offline mode
+    def _start_offline(self, p: dict) -> None:
+        from uni_o4_ros.learning.config import load_config
+
+        dataset = Path(p["dataset"])
+        if not p["dataset"] or not dataset.exists():
+            raise NodeConfigError(
+                f"offline mode needs parameter dataset (episode folder or HDF5), got {p['dataset']!r}")
+        if p["policy_dir"] and not Path(p["policy_dir"]).is_dir():
+            raise NodeConfigError(f"policy_dir {p['policy_dir']!r} is not a saved policy folder")
+        self.cfg = load_config(None, [str(o) for o in p["offline_overrides"] if str(o)])
+        self.offline_args = (dataset, p["policy_dir"], Path(p["run_dir"]))
+        self.worker = threading.Thread(target=self._run_offline, name="offline", daemon=True)
+        self.worker.start()
+
+    def _run_offline(self) -> None:
+        from uni_o4_ros.data import read_hdf5, validate
+        from uni_o4_ros.learning.offline import OfflineTrainer
+        from uni_o4_ros.robot.episodes import read_episodes
+
+        dataset, policy_dir, run_dir = self.offline_args
+        try:
+            ds = read_episodes(dataset) if dataset.is_dir() else read_hdf5(dataset)
+            validate(ds)
+            init, version = None, 0
+            if policy_dir:
+                pol, norm, meta, _ = load_policy(policy_dir)
+                init, version = (pol, norm), int(meta.get("version", 0))
+            self.get_logger().info(f"offline Uni-O4 on {len(ds)} transitions from {dataset}")
+            res = OfflineTrainer(self.cfg, ds, run_dir, init_policy=init, progress=False).run()
+        except Exception as exc:  # noqa: BLE001 - report and keep the node (and the robot) up
+            self.get_logger().error(f"offline learning failed: {type(exc).__name__}: {exc}")
+            (run_dir / "failed.txt").parent.mkdir(parents=True, exist_ok=True)
+            (run_dir / "failed.txt").write_text(f"{type(exc).__name__}: {exc}\n")
+            return
+        (run_dir / "summary.json").write_text(json.dumps({
+            "am_q": res.am_q, "transitions": len(ds), "version": version + 1, "policy": str(run_dir / "final")}))
+        self.publish(res.policy, res.normalizer, version + 1)
+        self.get_logger().info(f"offline policy published as version {version + 1} (AM-Q {res.am_q:.3f})")
+
+    # ------------------------------------------------------------------ online mode
     def on_transition(self, m: Transition) -> None:
         res = self.core.add({"observation": np.asarray(m.observation),
                              "next_observation": np.asarray(m.next_observation),
@@ -69,10 +124,10 @@ class LearnerNode(Node):
         if res is not None:
             self.get_logger().info(f"update -> version {res.version}: " +
                                    ", ".join(f"{k} {v:.3g}" for k, v in res.stats.items()))
-            self.publish()
+            self.publish(self.core.ppo.actor, self.core.ppo.normalizer, self.core.version)
 
-    def publish(self) -> None:
-        fields = encode_update(self.core.ppo.actor, self.core.ppo.normalizer, self.core.version, self.key)
+    def publish(self, actor, normalizer, version: int) -> None:
+        fields = encode_update(actor, normalizer, version, self.key)
         msg = PolicyUpdate(**fields)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pub.publish(msg)

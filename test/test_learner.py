@@ -114,3 +114,63 @@ def test_online_learning_hot_swaps_and_survives_a_learner_crash(ros_env, standin
     finally:
         w.close()
         stop(learner, *procs)
+
+
+def test_offline_mode_learns_from_logged_episodes_and_publishes_a_verifiable_policy(ros_env, standing_policy,
+                                                                                    tmp_path):
+    import rclpy
+
+    from uni_o4_ros.msg import PolicyUpdate
+    from uni_o4_ros.nodes.qos import POLICY_UPDATE
+    from uni_o4_ros.robot.episodes import EpisodeWriter
+    from uni_o4_ros.robot.policy_update import verify_update
+    from uni_o4_ros.sim.go1_env import Go1Env, Go1EnvConfig
+
+    # Two short episodes of the simulated Go1 on the mattress, logged as the dataset_logger does.
+    env, writer, rng = Go1Env(Go1EnvConfig(terrain="mattress", max_steps=60)), EpisodeWriter(tmp_path / "ep"), \
+        np.random.default_rng(0)
+    for eid in (1, 2):
+        obs, _ = env.reset(seed=eid, options={"vx": 0.5})
+        for step in range(60):
+            a = rng.normal(0, 0.3, 12).astype(np.float32)
+            nxt, r, term, trunc, _ = env.step(a)
+            writer.add({"episode_id": eid, "step": step, "observation": obs, "next_observation": nxt, "action": a,
+                        "log_prob": -1.0, "reward": r, "terminal": term, "timeout": trunc, "policy_version": 0})
+            obs = nxt
+            if term or trunc:
+                break
+        writer.finish(eid)
+
+    rclpy.init()
+    node = rclpy.create_node("update_watcher")
+    got: list = []
+    node.create_subscription(PolicyUpdate, "policy_update", got.append, POLICY_UPDATE)
+    overrides = "['env=go1','value.steps=50','value.q_hidden=[32,32]','value.v_hidden=[32,32]'," \
+                "'dynamics.hidden=[32,32]','dynamics.max_steps=50','dynamics.max_epochs=1','improvement.steps=20'," \
+                "'improvement.eval_every=10','ope.horizon=5','ope.n_start_states=8']"
+    run = tmp_path / "offline"
+    proc = start("uni_o4_ros.nodes.learner_node", ros_env, "mode:=offline", f"dataset:={tmp_path / 'ep'}",
+                 f"policy_dir:={standing_policy}", f"run_dir:={run}", f"offline_overrides:={overrides}")
+    try:
+        wait_until(rclpy, node, lambda: got or proc.poll() is not None, timeout=300)
+        assert got, proc.stderr.read()[-2000:]
+        m = got[0]
+        verified = verify_update(m.version, m.sha256, bytes(m.safetensors), m.spec_json, bytes(m.signature),
+                                 current_version=0, expected_obs_dim=290, expected_act_dim=12)
+        assert verified.version == 1
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["transitions"] == 120 and np.isfinite(summary["am_q"]) and (run / "final").is_dir()
+        assert proc.poll() is None  # the node stays up (transient-local: late policy nodes still get it)
+    finally:
+        stop(proc)
+        node.destroy_node()
+        rclpy.shutdown()
+
+
+def test_learner_refuses_an_unknown_mode_or_a_missing_dataset(ros_env, tmp_path):
+    for params, needle in ((["mode:=offlin"], "mode must be"), (["mode:=offline", f"dataset:={tmp_path}/nope"],
+                                                                "needs parameter dataset")):
+        proc = start("uni_o4_ros.nodes.learner_node", ros_env, *params)
+        assert proc.wait(timeout=120) == 2
+        err = proc.stderr.read()
+        assert needle in err and "Traceback" not in err

@@ -2,12 +2,15 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo demo-d4rl test lint bench clean
 
 setup:
 	@./scripts/setup_env.sh
 
 demo: setup
+	$(VENV)/bin/uni-o4 field --sim
+
+demo-d4rl: setup
 	$(VENV)/bin/uni-o4 demo
 
 test: setup

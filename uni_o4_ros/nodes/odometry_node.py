@@ -1,12 +1,14 @@
 """odometry node: T265 pose stream -> nav_msgs/Odometry (odom -> base_link, REP-105), covariance from
 tracker confidence. With the simulated Go1, pd_controller's sim backend publishes `odom` itself.
-Parameters: source (t265), mount_xyz, mount_rpy (base_link -> camera), frame ids.
+Parameters: source (t265 | bag), mount_xyz, mount_rpy (base_link -> camera), frame ids; for
+source bag: bag_path, bag_topic, bag_loop (replays a recorded nav_msgs/Odometry stream in real time).
 A missing device, a missing pyrealsense2 or a librealsense without T265 support ends the node with
 one clear line."""
 
 from __future__ import annotations
 
 import sys
+import time
 
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
@@ -22,20 +24,38 @@ class OdometryNode(Node):
         super().__init__("odometry")
         p = {k: self.declare_parameter(k, v).value for k, v in {
             "source": "t265", "mount_xyz": [0.25, 0.0, 0.05], "mount_rpy": [0.0, 0.0, 0.0],
-            "odom_frame": "odom", "base_frame": "base_link"}.items()}
-        if p["source"] != "t265":
-            raise DeviceError(f"unknown source {p['source']!r} (t265; the simulator publishes odom itself)")
+            "odom_frame": "odom", "base_frame": "base_link", "bag_path": "", "bag_topic": "/odom",
+            "bag_loop": False}.items()}
         self.mount = MountExtrinsic.from_config(p["mount_xyz"], p["mount_rpy"])
         self.frames = (p["odom_frame"], p["base_frame"])
-        self.source = T265Source()
         self.pub = self.create_publisher(Odometry, "odom", SENSOR)
-        self.create_timer(0.005, self.poll)
+        self.source = self.replay = None
+        if p["source"] == "t265":
+            self.source = T265Source()
+            self.create_timer(0.005, self.poll)
+        elif p["source"] == "bag":
+            from uni_o4_ros.hardware.odometry_bag import BagReplay, read_odometry_bag
+
+            # Poses in the bag are already in odom / base_link: no mount transform again.
+            self.replay = BagReplay(read_odometry_bag(p["bag_path"], p["bag_topic"]), loop=bool(p["bag_loop"]))
+            self.create_timer(0.005, self.poll_bag)
+        else:
+            raise DeviceError(f"unknown source {p['source']!r} (t265 | bag; the simulator publishes odom itself)")
 
     def close(self) -> None:
-        self.source.close()
+        if self.source is not None:
+            self.source.close()
+
+    def poll_bag(self) -> None:
+        if self.replay.start is None and self.pub.get_subscription_count() == 0:
+            return  # replay starts when someone listens: best-effort samples sent before are lost
+        for s in self.replay.due(time.monotonic()):
+            self._publish(s)
 
     def poll(self) -> None:
-        s = convert(self.source.read(), self.mount)
+        self._publish(convert(self.source.read(), self.mount))
+
+    def _publish(self, s) -> None:
         m = Odometry()
         m.header.stamp = self.get_clock().now().to_msg()
         m.header.frame_id, m.child_frame_id = self.frames

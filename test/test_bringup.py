@@ -1,4 +1,4 @@
-"""go1_sim + pd_controller, policy, episode_recorder and dataset_logger as separate processes over DDS:
+"""go1_sim, pd_controller, policy, episode_recorder and dataset_logger as separate processes over DDS:
 two short episodes run and the episode files hold exactly the transitions that were published;
 killing the logger mid-episode leaves the finished episodes intact and readable."""
 
@@ -41,7 +41,9 @@ def test_two_episodes_are_recorded_exactly(ros_env, standing_policy, tmp_path):
     procs = [
         start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}", f"bag_path:={tmp_path / 'bag'}"),
         start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "max_steps:=20", "episodes:=2"),
-        start("uni_o4_ros.nodes.pd_controller_node", ros_env),
+        # The simulator as its own process, in lockstep with the controller over low_cmd / low_state.
+        start("uni_o4_ros.nodes.go1_sim_node", ros_env),
+        start("uni_o4_ros.nodes.pd_controller_node", ros_env, "backend:=go1_sim"),
         start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}"),
     ]
     try:

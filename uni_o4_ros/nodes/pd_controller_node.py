@@ -1,10 +1,12 @@
 """pd_controller node: 50 Hz; latest JointCommand -> ControllerCore (safety, watchdog, e-stop,
 fall) -> backend; publishes RobotState, EpisodeEvent on a fall, and diagnostics.
 
-Backends: `sim` (an in-process MuJoCo Go1 stepped in lockstep with this loop). The Unitree SDK
-backend plugs in at `Backend` (issue 3 follow-up). Parameters: backend, rate_hz, watchdog_timeout,
-max_tilt, max_target_step, torque_fraction; sim only: spawn_roll (to test fall handling), terrain
-(flat | mattress), reset_on_episode_end (put the robot back when the recorder ends an episode).
+Backends: `sim` (an in-process MuJoCo Go1 stepped in lockstep with this loop), `go1_sim` (the
+go1_sim node in its own process, over `low_cmd` / `low_state`, one tick of latency as with real
+motor boards). The Unitree SDK backend plugs in at the same read/write/reset seam.
+Parameters: backend, rate_hz, watchdog_timeout, max_tilt, max_target_step, torque_fraction; sim
+only: spawn_roll (to test fall handling), terrain (flat | mattress), reset_on_episode_end (put the
+robot back when the recorder ends an episode).
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ from uni_o4_ros.robot.controller import ControllerCore, Mode
 from uni_o4_ros.robot.safety import SafetyConfig
 from uni_o4_ros.srv import EStop
 
+from .go1_sim_node import odometry
 from .qos import COMMAND, EVENTS, SENSOR
 from .run import NodeConfigError, run_node
 
 
 class SimBackend:
+    publishes_odometry = True  # the simulator also stands in for the T265
+
     def __init__(self, spawn_roll: float = 0.0, terrain: str = "flat") -> None:
         from uni_o4_ros.sim.go1_env import TERRAINS
         from uni_o4_ros.sim.go1_sim import Go1Sim
@@ -46,6 +51,40 @@ class SimBackend:
         self.state = self.sim.step(cmd)
 
 
+class TopicBackend:
+    """The go1_sim node (or anything speaking low_cmd / low_state): write publishes the motor
+    command, read returns the newest state received. It resets itself between episodes."""
+
+    publishes_odometry = False
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.state = None
+        self.pub = node.create_publisher(JointCommand, "low_cmd", COMMAND)
+        node.create_subscription(RobotState, "low_state", self._on_state, COMMAND)
+
+    def _on_state(self, m: RobotState) -> None:
+        from types import SimpleNamespace
+
+        self.state = SimpleNamespace(
+            q=np.asarray(m.q), dq=np.asarray(m.dq), tau=np.asarray(m.tau_est), quaternion=np.asarray(m.quaternion),
+            gyroscope=np.asarray(m.gyroscope), accelerometer=np.asarray(m.accelerometer),
+            foot_force=np.asarray(m.foot_force), foot_contact=np.asarray(m.foot_contact))
+
+    def read(self):
+        return self.state
+
+    def write(self, cmd) -> None:
+        m = JointCommand()
+        m.header.stamp = self.node.get_clock().now().to_msg()
+        m.q, m.dq, m.kp, m.kd, m.tau = (np.asarray(v, np.float32).tolist() for v in (cmd.q, cmd.dq, cmd.kp, cmd.kd,
+                                                                                   cmd.tau))
+        self.pub.publish(m)
+
+    def reset(self) -> None:
+        pass  # the go1_sim node hears the recorder's events itself
+
+
 class PDControllerNode(Node):
     def __init__(self) -> None:
         super().__init__("pd_controller")
@@ -53,12 +92,13 @@ class PDControllerNode(Node):
             "backend": "sim", "rate_hz": 50.0, "watchdog_timeout": 0.1, "max_tilt": 1.0,
             "max_target_step": 0.2, "torque_fraction": 0.9, "spawn_roll": 0.0, "terrain": "flat",
             "reset_on_episode_end": False}.items()}
-        if p["backend"] != "sim":
-            raise NodeConfigError(f"unknown backend {p['backend']!r}: this build supports 'sim'")
+        if p["backend"] not in ("sim", "go1_sim"):
+            raise NodeConfigError(f"unknown backend {p['backend']!r}: this build supports 'sim' and 'go1_sim'")
         cfg = SafetyConfig(max_target_step=p["max_target_step"], torque_fraction=p["torque_fraction"],
                            watchdog_timeout=p["watchdog_timeout"], max_tilt=p["max_tilt"])
         self.core = ControllerCore(cfg)
-        self.backend = SimBackend(p["spawn_roll"], p["terrain"])
+        self.backend = (SimBackend(p["spawn_roll"], p["terrain"]) if p["backend"] == "sim"
+                        else TopicBackend(self))
         self.state_pub = self.create_publisher(RobotState, "robot_state", SENSOR)
         self.event_pub = self.create_publisher(EpisodeEvent, "episode_events", EVENTS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", EVENTS)
@@ -97,6 +137,8 @@ class PDControllerNode(Node):
 
     def on_tick(self) -> None:
         s = self.backend.read()
+        if s is None:
+            return  # no state from the robot yet: nothing is commanded
         out = self.core.tick(s.quaternion, s.q, s.dq, time.monotonic())
         self.backend.write(out.command)
         s = self.backend.read()
@@ -109,7 +151,8 @@ class PDControllerNode(Node):
         msg.accelerometer, msg.foot_force = s.accelerometer.tolist(), s.foot_force.tolist()
         msg.foot_contact = [bool(c) for c in s.foot_contact]
         self.state_pub.publish(msg)
-        self.odom_pub.publish(self._odometry(s, msg.header.stamp))
+        if self.backend.publishes_odometry:
+            self.odom_pub.publish(odometry(s, msg.header.stamp))
         if out.fell:
             ev = EpisodeEvent(event=EpisodeEvent.ABORTED_FALL, reason=out.reason)
             ev.header.stamp = msg.header.stamp
@@ -122,23 +165,6 @@ class PDControllerNode(Node):
             arr = DiagnosticArray(status=[st])
             arr.header.stamp = msg.header.stamp
             self.diag_pub.publish(arr)
-
-
-    @staticmethod
-    def _odometry(s, stamp) -> Odometry:
-        from uni_o4_ros.robot.go1 import rotation_matrix
-
-        od = Odometry()
-        od.header.stamp, od.header.frame_id, od.child_frame_id = stamp, "odom", "base_link"
-        p = od.pose.pose.position
-        p.x, p.y, p.z = (float(v) for v in s.position)
-        o = od.pose.pose.orientation
-        o.w, o.x, o.y, o.z = (float(v) for v in s.quaternion)
-        v_body = rotation_matrix(s.quaternion).T @ s.linear_velocity  # twist is in child_frame_id
-        t = od.twist.twist
-        t.linear.x, t.linear.y, t.linear.z = (float(v) for v in v_body)
-        t.angular.x, t.angular.y, t.angular.z = (float(v) for v in s.angular_velocity)
-        return od
 
 
 def main(args: list[str] | None = None) -> int:

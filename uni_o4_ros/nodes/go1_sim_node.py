@@ -1,0 +1,101 @@
+"""go1_sim node: the MuJoCo Go1 as its own process, standing in for the robot and the T265.
+
+It speaks to the pd_controller (backend `go1_sim`) the way the Go1's motor boards do: motor
+commands in (`low_cmd`, JointCommand: q, dq, kp, kd, tau per joint), proprioception out
+(`low_state`, RobotState), and the base pose/velocity as the T265 would report it (`odom`,
+nav_msgs/Odometry, odom -> base_link). Lockstep: every motor command advances the simulation by
+exactly one 20 ms control tick (the PD law runs at the 200 Hz physics rate inside it), so the
+simulator never runs ahead of or behind the controller, whether the controller ticks in real time
+or faster. Before the first command it publishes its initial state twice a second so a starting
+controller has something to read.
+Parameters: terrain (flat | mattress), spawn_roll, reset_on_episode_end.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from nav_msgs.msg import Odometry
+from rclpy.node import Node
+
+from uni_o4_ros.msg import EpisodeEvent, JointCommand, RobotState
+from uni_o4_ros.robot.go1 import rotation_matrix
+from uni_o4_ros.robot.safety import MotorCommand
+
+from .qos import COMMAND, EVENTS, SENSOR
+from .run import NodeConfigError, run_node
+
+
+class Go1SimNode(Node):
+    def __init__(self) -> None:
+        super().__init__("go1_sim")
+        from uni_o4_ros.sim.go1_env import TERRAINS
+        from uni_o4_ros.sim.go1_sim import Go1Sim
+
+        p = {k: self.declare_parameter(k, v).value for k, v in {
+            "terrain": "flat", "spawn_roll": 0.0, "reset_on_episode_end": False}.items()}
+        if p["terrain"] not in TERRAINS:
+            raise NodeConfigError(f"unknown terrain {p['terrain']!r}; choose from {sorted(TERRAINS)}")
+        self.sim = Go1Sim(TERRAINS[p["terrain"]])
+        self.state = self.sim.reset(roll=float(p["spawn_roll"]))
+        self.steps = 0
+        self.state_pub = self.create_publisher(RobotState, "low_state", COMMAND)
+        self.odom_pub = self.create_publisher(Odometry, "odom", SENSOR)
+        self.create_subscription(JointCommand, "low_cmd", self.on_command, COMMAND)
+        if p["reset_on_episode_end"]:
+            self.create_subscription(EpisodeEvent, "recorder_events", self.on_recorder_event, EVENTS)
+        self.announce = self.create_timer(0.5, self.publish)
+
+    def on_command(self, m: JointCommand) -> None:
+        cmd = MotorCommand(q=np.asarray(m.q, np.float32), dq=np.asarray(m.dq, np.float32),
+                           kp=np.asarray(m.kp, np.float32), kd=np.asarray(m.kd, np.float32),
+                           tau=np.asarray(m.tau, np.float32))
+        if not all(np.all(np.isfinite(v)) for v in (cmd.q, cmd.dq, cmd.kp, cmd.kd, cmd.tau)):
+            self.get_logger().warn("ignored a non-finite motor command")
+            return
+        if self.announce is not None:
+            self.announce.cancel()
+            self.announce = None
+        self.state = self.sim.step(cmd)
+        self.steps += 1
+        self.publish(header_stamp=m.header.stamp)
+
+    def on_recorder_event(self, msg: EpisodeEvent) -> None:
+        if msg.event in (EpisodeEvent.STARTED, EpisodeEvent.TIMEOUT, EpisodeEvent.ABORTED_FALL, EpisodeEvent.ENDED):
+            self.state = self.sim.reset()
+
+    def publish(self, header_stamp=None) -> None:
+        s = self.state
+        msg = RobotState()
+        msg.header.stamp = header_stamp if header_stamp is not None else self.get_clock().now().to_msg()
+        msg.header.frame_id = "base_link"
+        msg.q, msg.dq, msg.tau_est = s.q.tolist(), s.dq.tolist(), s.tau.tolist()
+        msg.quaternion, msg.gyroscope = s.quaternion.tolist(), s.gyroscope.tolist()
+        msg.accelerometer, msg.foot_force = s.accelerometer.tolist(), s.foot_force.tolist()
+        msg.foot_contact = [bool(c) for c in s.foot_contact]
+        self.state_pub.publish(msg)
+        self.odom_pub.publish(odometry(s, self.get_clock().now().to_msg()))
+
+
+def odometry(s, stamp) -> Odometry:
+    """The base pose and twist as the T265 reports them (REP-105: twist in child_frame_id)."""
+    od = Odometry()
+    od.header.stamp, od.header.frame_id, od.child_frame_id = stamp, "odom", "base_link"
+    p = od.pose.pose.position
+    p.x, p.y, p.z = (float(v) for v in s.position)
+    o = od.pose.pose.orientation
+    o.w, o.x, o.y, o.z = (float(v) for v in s.quaternion)
+    v_body = rotation_matrix(s.quaternion).T @ s.linear_velocity
+    t = od.twist.twist
+    t.linear.x, t.linear.y, t.linear.z = (float(v) for v in v_body)
+    t.angular.x, t.angular.y, t.angular.z = (float(v) for v in s.angular_velocity)
+    return od
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(Go1SimNode, "go1_sim", args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -28,7 +28,7 @@ if [ "$(cat "$VENV/.lock-stamp" 2>/dev/null)" != "$LOCK_HASH" ]; then
   echo "$LOCK_HASH" > "$VENV/.lock-stamp"
 fi
 
-MSG_HASH=$(stamp CMakeLists.txt package.xml msg/*.msg srv/*.srv)
+MSG_HASH=$(stamp CMakeLists.txt package.xml cmake/*.cmake msg/*.msg srv/*.srv)
 if [ "$(cat "$VENV/.msg-stamp" 2>/dev/null)" != "$MSG_HASH" ]; then
   say "generating ROS 2 interfaces (msg/, srv/) with rosidl"
   BUILD=$ROOT/build/msgs
@@ -47,5 +47,27 @@ if [ "$(cat "$VENV/.msg-stamp" 2>/dev/null)" != "$MSG_HASH" ]; then
   "$VENV/bin/python" -c "from uni_o4_ros.msg import JointCommand, PolicyUpdate; from uni_o4_ros.srv import EStop" \
     || { say "generated messages do not import"; exit 1; }
   echo "$MSG_HASH" > "$VENV/.msg-stamp"
+fi
+# tf2_msgs has no wheel: build its one message (TFMessage) the same way, into its own folder that a
+# .pth file puts on sys.path (the nodes publish /tf and /tf_static with it).
+TF2_HASH=$(stamp third_party/tf2_msgs/CMakeLists.txt third_party/tf2_msgs/package.xml \
+  third_party/tf2_msgs/msg/*.msg cmake/*.cmake)
+if [ "$(cat "$VENV/.tf2-stamp" 2>/dev/null)" != "$TF2_HASH" ]; then
+  say "generating tf2_msgs/TFMessage with rosidl (no wheel exists)"
+  BUILD=$ROOT/build/tf2_msgs
+  rm -rf "$BUILD" && mkdir -p "$BUILD"
+  (
+    export AMENT_PREFIX_PATH=$VENV PATH=$VENV/bin:$PATH
+    cd "$BUILD"
+    cmake "$ROOT/third_party/tf2_msgs" -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
+      -DPYTHON_INSTALL_DIR=ros/tf2 -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF > cmake.log 2>&1 \
+      || { tail -30 cmake.log; exit 1; }
+    make -j"$(nproc)" > make.log 2>&1 || { tail -30 make.log; exit 1; }
+    make install > install.log 2>&1 || { tail -30 install.log; exit 1; }
+  )
+  SITE=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  echo "$VENV/ros/tf2" > "$SITE/uni_o4_ros_tf2_msgs.pth"
+  "$VENV/bin/python" -c "from tf2_msgs.msg import TFMessage" || { say "generated tf2_msgs does not import"; exit 1; }
+  echo "$TF2_HASH" > "$VENV/.tf2-stamp"
 fi
 say "ready: $VENV"

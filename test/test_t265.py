@@ -115,9 +115,11 @@ def test_odometry_node_replays_a_recorded_bag_in_order_and_in_time(ros_env, tmp_
     from rclpy.serialization import serialize_message
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
+    from tf2_msgs.msg import TFMessage
 
     from conftest import ROOT, start_node, stop_nodes, wait_until
     from uni_o4_ros.nodes.qos import SENSOR
+    from uni_o4_ros.nodes.tf import TF, TF_STATIC
 
     bag = tmp_path / "odom_bag"
     w = Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP)
@@ -134,13 +136,23 @@ def test_odometry_node_replays_a_recorded_bag_in_order_and_in_time(ros_env, tmp_
     got: list[tuple[float, float]] = []
     node.create_subscription(Odometry, "odom", lambda m: got.append((time.monotonic(), m.pose.pose.position.x)),
                              SENSOR)
-    proc = start_node("uni_o4_ros.nodes.odometry_node", ros_env, "source:=bag", f"bag_path:={bag}")
+    tf, tf_static = [], []
+    node.create_subscription(TFMessage, "/tf", lambda m: tf.extend(m.transforms), TF)
+    node.create_subscription(TFMessage, "/tf_static", lambda m: tf_static.extend(m.transforms), TF_STATIC)
+    proc = start_node("uni_o4_ros.nodes.odometry_node", ros_env, "source:=bag", f"bag_path:={bag}",
+                      "mount_xyz:=[0.3, 0.0, 0.1]")
     try:
         wait_until(rclpy, node, lambda: (got and got[-1][1] >= 0.49 - 1e-9) or proc.poll() is not None, 60)
         assert proc.poll() is None, proc.stderr.read()
         xs = [x for _, x in got]
         assert xs == sorted(xs) and xs[-1] == pytest.approx(0.49)  # in order, through the last pose
         assert got[-1][0] - got[0][0] > 0.5 * 0.98 * len(xs) / 50  # replayed in time, not as one burst
+        # TF (REP-105): odom -> base_link follows the poses; base_link -> camera mount is latched
+        wait_until(rclpy, node, lambda: tf_static and tf and tf[-1].transform.translation.x >= 0.49 - 1e-9, 30)
+        assert (tf[-1].header.frame_id, tf[-1].child_frame_id) == ("odom", "base_link")
+        s = tf_static[0]
+        assert (s.header.frame_id, s.child_frame_id) == ("base_link", "t265_pose_frame")
+        assert (s.transform.translation.x, s.transform.translation.z) == pytest.approx((0.3, 0.1))
     finally:
         stop_nodes(proc)
         node.destroy_node()

@@ -25,6 +25,7 @@ from uni_o4_ros.robot.safety import MotorCommand
 
 from .qos import COMMAND, EVENTS, SENSOR
 from .run import NodeConfigError, run_node
+from .tf import OdomTfBroadcaster
 
 
 class Go1SimNode(Node):
@@ -42,6 +43,7 @@ class Go1SimNode(Node):
         self.steps = 0
         self.state_pub = self.create_publisher(RobotState, "low_state", COMMAND)
         self.odom_pub = self.create_publisher(Odometry, "odom", SENSOR)
+        self.tf = OdomTfBroadcaster(self)
         self.create_subscription(JointCommand, "low_cmd", self.on_command, COMMAND)
         if p["reset_on_episode_end"]:
             self.create_subscription(EpisodeEvent, "recorder_events", self.on_recorder_event, EVENTS)
@@ -75,7 +77,9 @@ class Go1SimNode(Node):
         msg.accelerometer, msg.foot_force = s.accelerometer.tolist(), s.foot_force.tolist()
         msg.foot_contact = [bool(c) for c in s.foot_contact]
         self.state_pub.publish(msg)
-        self.odom_pub.publish(odometry(s, self.get_clock().now().to_msg()))
+        od = odometry(s, self.get_clock().now().to_msg())
+        self.odom_pub.publish(od)
+        self.tf.send(od)
 
 
 def odometry(s, stamp) -> Odometry:

@@ -1,5 +1,6 @@
 """odometry node: T265 pose stream -> nav_msgs/Odometry (odom -> base_link, REP-105), covariance from
 tracker confidence. With the simulated Go1, pd_controller's sim backend publishes `odom` itself.
+Publishes TF too: odom -> base_link per pose, and the static base_link -> camera mount.
 Parameters: source (t265 | bag), mount_xyz, mount_rpy (base_link -> camera), frame ids; for
 source bag: bag_path, bag_topic, bag_loop (replays a recorded nav_msgs/Odometry stream in real time).
 A missing device, a missing pyrealsense2 or a librealsense without T265 support ends the node with
@@ -17,6 +18,7 @@ from uni_o4_ros.hardware.t265 import DeviceError, MountExtrinsic, T265Source, co
 
 from .qos import SENSOR
 from .run import run_node
+from .tf import OdomTfBroadcaster, publish_static
 
 
 class OdometryNode(Node):
@@ -24,11 +26,14 @@ class OdometryNode(Node):
         super().__init__("odometry")
         p = {k: self.declare_parameter(k, v).value for k, v in {
             "source": "t265", "mount_xyz": [0.25, 0.0, 0.05], "mount_rpy": [0.0, 0.0, 0.0],
-            "odom_frame": "odom", "base_frame": "base_link", "bag_path": "", "bag_topic": "/odom",
-            "bag_loop": False}.items()}
+            "odom_frame": "odom", "base_frame": "base_link", "camera_frame": "t265_pose_frame", "bag_path": "",
+            "bag_topic": "/odom", "bag_loop": False}.items()}
         self.mount = MountExtrinsic.from_config(p["mount_xyz"], p["mount_rpy"])
         self.frames = (p["odom_frame"], p["base_frame"])
         self.pub = self.create_publisher(Odometry, "odom", SENSOR)
+        self.tf = OdomTfBroadcaster(self)
+        self.static_tf = publish_static(self, self.get_clock().now().to_msg(), p["base_frame"], p["camera_frame"],
+                                        self.mount.translation, self.mount.quaternion)
         self.source = self.replay = None
         if p["source"] == "t265":
             self.source = T265Source()
@@ -68,6 +73,7 @@ class OdometryNode(Node):
         m.pose.covariance = s.pose_covariance.reshape(-1).tolist()
         m.twist.covariance = s.twist_covariance.reshape(-1).tolist()
         self.pub.publish(m)
+        self.tf.send(m)
 
 
 def main(args: list[str] | None = None) -> int:

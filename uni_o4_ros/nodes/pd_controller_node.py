@@ -27,6 +27,7 @@ from uni_o4_ros.srv import EStop
 from .go1_sim_node import odometry
 from .qos import COMMAND, EVENTS, SENSOR
 from .run import NodeConfigError, run_node
+from .tf import OdomTfBroadcaster
 
 
 class SimBackend:
@@ -104,6 +105,7 @@ class PDControllerNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", EVENTS)
         # With the sim backend the simulator also stands in for the T265 (REP-105 odom -> base_link).
         self.odom_pub = self.create_publisher(Odometry, "odom", SENSOR)
+        self.tf = OdomTfBroadcaster(self) if self.backend.publishes_odometry else None
         self.create_subscription(JointCommand, "joint_command", self.on_command, COMMAND)
         self.create_service(EStop, "estop", self.on_estop)
         if p["reset_on_episode_end"]:
@@ -152,7 +154,9 @@ class PDControllerNode(Node):
         msg.foot_contact = [bool(c) for c in s.foot_contact]
         self.state_pub.publish(msg)
         if self.backend.publishes_odometry:
-            self.odom_pub.publish(odometry(s, msg.header.stamp))
+            od = odometry(s, msg.header.stamp)
+            self.odom_pub.publish(od)
+            self.tf.send(od)
         if out.fell:
             ev = EpisodeEvent(event=EpisodeEvent.ABORTED_FALL, reason=out.reason)
             ev.header.stamp = msg.header.stamp

@@ -70,6 +70,48 @@ def o2o_table(rows: list[dict], png: Path) -> str:
     return "\n".join(out)
 
 
+FIELD_STAGES = ("simulator", "offline", "online", "iql_offline", "iql_online")
+
+
+def field_table(rows: list[dict]) -> str:
+    """Mattress results per stage and commanded speed over seeds, and the issue's targets per seed."""
+    mattress = [r for r in rows if r["terrain"] == "mattress"]
+    seeds = sorted({r["seed"] for r in mattress})
+    speeds = sorted({r["command_vx"] for r in mattress})
+    cell = {(r["seed"], r["stage"], r["command_vx"]): r for r in mattress}
+    out = [f"Seeds {seeds}; mean ± std over seeds (deterministic policy, 3 episodes of up to 1000 steps each).", "",
+           "| policy | " + " | ".join(f"return @ {v:.1f} m/s | tracking error @ {v:.1f} | falls/ep @ {v:.1f}"
+                                     for v in speeds) + " |",
+           "|---|" + "---|---|---|" * len(speeds)]
+    for stage in FIELD_STAGES:
+        parts = []
+        for v in speeds:
+            rs = [cell[(s, stage, v)] for s in seeds if (s, stage, v) in cell]
+            if not rs:
+                parts += ["-", "-", "-"]
+                continue
+            for key, fmt in (("mean_return", "{:.2f} ± {:.2f}"), ("tracking_error", "{:.3f} ± {:.3f}"),
+                             ("falls_per_episode", "{:.2f} ± {:.2f}")):
+                vals = [r[key] for r in rs]
+                parts.append(fmt.format(np.mean(vals), np.std(vals)))
+        out.append(f"| {stage} | " + " | ".join(parts) + " |")
+    out += ["", "| seed | offline > simulator (return, both speeds) | online > offline (both speeds) | "
+            "falls never increase sim -> offline -> online |", "|---|---|---|---|"]
+    for s in seeds:
+        def ret(stage, v, s=s):
+            return cell[(s, stage, v)]["mean_return"] if (s, stage, v) in cell else float("nan")
+
+        def falls(stage, v, s=s):
+            return cell[(s, stage, v)]["falls_per_episode"] if (s, stage, v) in cell else float("nan")
+
+        a = all(ret("offline", v) > ret("simulator", v) for v in speeds)
+        b = all(ret("online", v) > ret("offline", v) for v in speeds)
+        c = all(falls("offline", v) <= falls("simulator", v) and falls("online", v) <= falls("offline", v)
+                for v in speeds)
+        out.append(f"| {s} | {'yes' if a else 'no'} | {'yes' if b else 'no'} | {'yes' if c else 'no'} |")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--results", default="benchmarks/results")
@@ -81,6 +123,9 @@ def main() -> None:
     if rows := _rows(res, "offline_to_online*.jsonl"):
         print("\n## Offline -> online\n")
         print(o2o_table(rows, res / "offline_to_online.png"))
+    if rows := _rows(res, "field*.jsonl"):
+        print("\n## Field pipeline (mattress)\n")
+        print(field_table(rows))
     if (res / "speed.json").exists():
         print("\n## Speed\n")
         for k, v in json.loads((res / "speed.json").read_text()).items():

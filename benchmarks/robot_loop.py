@@ -65,12 +65,14 @@ def inference_and_swap(n: int = 3000) -> dict:
             "update_bytes": len(msg["safetensors"]), "ticks_until_new_version_max": int(max(swap_ticks))}
 
 
-def realtime_loop(seconds: float) -> dict:
-    """pd_controller + policy as processes; jitter from the controller's RobotState stamps."""
+def realtime_loop(seconds: float, swaps: int = 10) -> dict:
+    """pd_controller + policy as processes; jitter from the controller's RobotState stamps. During
+    the run `swaps` PolicyUpdates are published over DDS; the hot-swap latency is the time from
+    publishing one to the first JointCommand that carries its version."""
     import rclpy
 
-    from uni_o4_ros.msg import RobotState
-    from uni_o4_ros.nodes.qos import SENSOR
+    from uni_o4_ros.msg import JointCommand, PolicyUpdate, RobotState
+    from uni_o4_ros.nodes.qos import COMMAND, POLICY_UPDATE, SENSOR
 
     tmp = Path(tempfile.mkdtemp())
     torch.manual_seed(0)
@@ -92,13 +94,28 @@ def realtime_loop(seconds: float) -> dict:
         modes.append(m.mode)
 
     node.create_subscription(RobotState, "robot_state", on_state, SENSOR)
+    first_seen: dict[int, float] = {}
+
+    def on_command(m):
+        first_seen.setdefault(int(m.policy_version), time.monotonic())
+
+    node.create_subscription(JointCommand, "joint_command", on_command, COMMAND)
+    upd_pub = node.create_publisher(PolicyUpdate, "policy_update", POLICY_UPDATE)
+    published: dict[int, float] = {}
     try:
         while not modes or modes[-1] != 1:
             rclpy.spin_once(node, timeout_sec=0.1)
         start = len(stamps)
-        end = time.monotonic() + seconds
+        t_start = time.monotonic()
+        end = t_start + seconds
+        next_swap = 1
         while time.monotonic() < end:
-            rclpy.spin_once(node, timeout_sec=0.1)
+            if next_swap <= swaps and time.monotonic() - t_start > next_swap * seconds / (swaps + 1):
+                fields = encode_update(pol, StateNormalizer(np.zeros(290), np.ones(290)), next_swap)
+                published[next_swap] = time.monotonic()
+                upd_pub.publish(PolicyUpdate(**fields))
+                next_swap += 1
+            rclpy.spin_once(node, timeout_sec=0.01)
     finally:
         node.destroy_node()
         rclpy.shutdown()
@@ -107,9 +124,13 @@ def realtime_loop(seconds: float) -> dict:
             p.wait(timeout=10)
     dt = np.diff(np.array(stamps[start:])) * 1e3
     active = np.array(modes[start:])
+    swap_ms = [1e3 * (first_seen[v] - t) for v, t in published.items() if v in first_seen]
     return {"loop_seconds": seconds, "ticks": int(len(dt) + 1), "tick_period_p50_ms": float(np.median(dt)),
             "tick_jitter_p99_ms": float(np.percentile(np.abs(dt - 20.0), 99)),
-            "missed_deadlines_gt_30ms": int((dt > 30.0).sum()), "ticks_not_active": int((active != 1).sum())}
+            "missed_deadlines_gt_30ms": int((dt > 30.0).sum()), "ticks_not_active": int((active != 1).sum()),
+            "swaps_published": len(published), "swaps_applied": len(swap_ms),
+            "swap_latency_p50_ms": float(np.median(swap_ms)) if swap_ms else None,
+            "swap_latency_max_ms": float(np.max(swap_ms)) if swap_ms else None}
 
 
 def transition_throughput(seconds: float, robots: int = 8) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 from conftest import start_node as start
 from conftest import stop_nodes as stop
@@ -123,3 +124,52 @@ def test_uni_o4_bringup_runs_the_suite_from_the_config_file(ros_env, standing_po
                  "--init-policy", str(standing_policy), "--no-progress", "--set", "ope.n_start_states=8"]) == 0
     policy, norm, meta, _ = load_policy(run / "final")
     assert policy.spec.obs_dim == 290 and policy.spec.act_dim == 12 and np.isfinite(meta["am_q"])
+
+
+def test_operator_starts_and_stops_an_episode_through_the_services(ros_env, standing_policy, tmp_path):
+    """auto_start off: nothing is recorded until start_episode; stop_episode ends it as a timeout
+    at the next step and the logger writes it; a second start while one runs is refused."""
+    from geometry_msgs.msg import Twist
+
+    from uni_o4_ros.nodes.qos import EVENTS
+    from uni_o4_ros.srv import StartEpisode, StopEpisode
+
+    out = tmp_path / "episodes"
+    w = TransitionWatcher()
+    cmds: list = []
+    w.node.create_subscription(Twist, "cmd_vel", cmds.append, EVENTS)
+    start_cli = w.node.create_client(StartEpisode, "start_episode")
+    stop_cli = w.node.create_client(StopEpisode, "stop_episode")
+    procs = [
+        start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}"),
+        start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "auto_start:=false"),
+        start("uni_o4_ros.nodes.pd_controller_node", ros_env),
+        start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}"),
+    ]
+
+    def call(client, request):
+        assert client.wait_for_service(timeout_sec=60)
+        fut = client.call_async(request)
+        w.wait(fut.done)
+        return fut.result()
+
+    try:
+        res = call(stop_cli, StopEpisode.Request(reason="nothing yet"))
+        assert not res.accepted and "no episode" in res.message
+        assert w.seen == []  # no episode, no transitions
+        res = call(start_cli, StartEpisode.Request(command_velocity=[0.3, 0.0, 0.1]))
+        assert res.accepted and res.episode_id == 1
+        w.wait(lambda: len(w.seen) >= 15 and cmds)
+        assert (cmds[-1].linear.x, cmds[-1].angular.z) == pytest.approx((0.3, 0.1))
+        again = call(start_cli, StartEpisode.Request(command_velocity=[0.5, 0.0, 0.0]))
+        assert not again.accepted and "still running" in again.message
+        assert call(stop_cli, StopEpisode.Request(reason="operator")).accepted
+        w.wait(lambda: any(t.timeout for t in w.seen))
+        end = time.monotonic() + 30
+        while not (out / "episode_000001.hdf5").exists() and time.monotonic() < end:
+            w.rclpy.spin_once(w.node, timeout_sec=0.1)
+        ds = read_episodes(out)
+        assert len(ds) == len(w.seen) and ds.timeouts[-1] and ds.timeouts.sum() == 1 and not ds.terminals.any()
+    finally:
+        w.close()
+        stop(*procs)

@@ -193,3 +193,20 @@ def test_controller_core_modes():
     assert first.fell and not second.fell and second.command.damping
     c.on_command(q, 3, now=2.08)
     assert c.tick(up, q, dq, 2.09).mode == Mode.DAMPING  # latched until re-armed
+
+
+def test_recorder_core_stop_request_ends_the_episode_as_a_timeout_at_the_next_step():
+    from uni_o4_ros.robot.episodes import EpisodeRecorderCore, PolicyStep, RobotMotion
+
+    core = EpisodeRecorderCore(max_steps=1000)
+    assert not core.request_stop()  # nothing running
+    core.start()
+    motion = RobotMotion(np.zeros(2), 0.0, 0.0, np.zeros(12), np.zeros(12), np.zeros(12))
+    steps = [PolicyStep(i, np.full(3, float(i)), np.zeros(2), -1.0, 0) for i in range(4)]
+    outs = [core.on_step(s, motion) for s in steps[:3]]
+    assert outs[0] is None and not outs[1]["timeout"] and not outs[2]["timeout"]
+    assert core.request_stop()
+    last = core.on_step(steps[3], motion)
+    assert last["timeout"] and not last["terminal"] and not core.active
+    np.testing.assert_array_equal(last["next_observation"], steps[3].observation)  # the true s', not a copy of s
+    assert core.on_step(PolicyStep(4, np.zeros(3), np.zeros(2), -1.0, 0), motion) is None

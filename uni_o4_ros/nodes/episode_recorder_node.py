@@ -3,6 +3,8 @@ EpisodeEvent. Episodes end after max_steps (a timeout), on a fall reported by th
 an e-stop (terminal). Parameters: max_steps, command_velocity, auto_start, episodes (0 = no limit),
 command_vx_schedule (forward speeds cycled per episode; empty = command_velocity throughout),
 wait_for_subscribers (start no episode before this many `transitions` readers are connected).
+Services: start_episode (StartEpisode: command velocity; refused while one runs) and stop_episode
+(StopEpisode: the episode ends at the next step as a timeout, event ENDED with the reason).
 
 The recorder owns each episode's velocity command (the reward depends on it) and publishes it as
 geometry_msgs/Twist on `cmd_vel` at every episode start; the policy node follows that topic.
@@ -19,6 +21,7 @@ from rclpy.node import Node
 
 from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
 from uni_o4_ros.robot.episodes import EpisodeRecorderCore, PolicyStep, RobotMotion
+from uni_o4_ros.srv import StartEpisode, StopEpisode
 
 from .qos import EVENTS, SENSOR, TRANSITIONS
 from .run import run_node
@@ -40,6 +43,7 @@ class EpisodeRecorderNode(Node):
         # Episodes start only once this many readers (logger, learner) listen to `transitions`:
         # the stream is volatile, so a reader that joins late would miss the first transitions.
         self.wait_for_subscribers = int(p["wait_for_subscribers"])
+        self.stop_reason = ""
         self.odom: Odometry | None = None
         self.state: RobotState | None = None
         self.prev_dq: np.ndarray | None = None
@@ -49,6 +53,29 @@ class EpisodeRecorderNode(Node):
         self.create_subscription(RobotState, "robot_state", self.on_state, SENSOR)
         self.create_subscription(Transition, "policy_step", self.on_step, TRANSITIONS)
         self.create_subscription(EpisodeEvent, "episode_events", self.on_controller_event, EVENTS)
+        # Manual episodes (auto_start false, e.g. an operator with a joystick on the robot).
+        self.create_service(StartEpisode, "start_episode", self.on_start_request)
+        self.create_service(StopEpisode, "stop_episode", self.on_stop_request)
+
+    def on_start_request(self, req: StartEpisode.Request, res: StartEpisode.Response) -> StartEpisode.Response:
+        if self.core.active:
+            res.accepted, res.episode_id = False, self.core.episode_id
+            res.message = f"episode {self.core.episode_id} is still running; stop it first"
+            return res
+        v = [float(x) for x in req.command_velocity]
+        if not np.all(np.isfinite(v)):
+            res.accepted, res.message = False, "command_velocity must be finite"
+            return res
+        res.accepted, res.episode_id = True, self._begin(*v)
+        res.message = f"episode {res.episode_id} started"
+        return res
+
+    def on_stop_request(self, req: StopEpisode.Request, res: StopEpisode.Response) -> StopEpisode.Response:
+        res.accepted = self.core.request_stop()
+        self.stop_reason = req.reason or "stopped on request"
+        res.message = (f"episode {self.core.episode_id} ends at the next step" if res.accepted
+                       else "no episode is running")
+        return res
 
     def on_state(self, msg: RobotState) -> None:
         if msg.mode == RobotState.MODE_ESTOP and self.core.active:
@@ -66,15 +93,19 @@ class EpisodeRecorderNode(Node):
             return
         if self.trans_pub.get_subscription_count() < self.wait_for_subscribers:
             return
-        eid = self.core.start()
         vx, vy, wz = self.base_command
         if self.schedule:
-            vx = self.schedule[(eid - 1) % len(self.schedule)]
+            vx = self.schedule[self.core.episode_id % len(self.schedule)]
+        self._begin(vx, vy, wz)
+
+    def _begin(self, vx: float, vy: float, wz: float) -> int:
+        eid = self.core.start()
         self.core.command_velocity = (vx, vy, wz)
         cmd = Twist()
         cmd.linear.x, cmd.linear.y, cmd.angular.z = float(vx), float(vy), float(wz)
         self.cmd_pub.publish(cmd)
         self._event(eid, EpisodeEvent.STARTED, 0, 0.0, f"started, command vx {vx:.2f} m/s")
+        return eid
 
     def on_step(self, msg: Transition) -> None:
         self._maybe_start()
@@ -91,7 +122,10 @@ class EpisodeRecorderNode(Node):
         out = self.core.on_step(step, motion)
         if out is not None:
             self._publish(out)
-            if out["timeout"]:
+            if out["timeout"] and self.core.stop_requested:
+                self._event(out["episode_id"], EpisodeEvent.ENDED, self.core.steps, self.core.episode_return,
+                            self.stop_reason)
+            elif out["timeout"]:
                 self._event(out["episode_id"], EpisodeEvent.TIMEOUT, self.core.steps, self.core.episode_return,
                             "max steps")
 

@@ -50,12 +50,21 @@ class EpisodeRecorderCore:
     _prev_motion: RobotMotion | None = None
     _last_action: np.ndarray | None = None
     active: bool = False
+    stop_requested: bool = False
 
     def start(self) -> int:
         self.episode_id += 1
         self.steps, self.episode_return, self._prev, self._last_action = 0, 0.0, None, None
-        self.active = True
+        self.active, self.stop_requested = True, False
         return self.episode_id
+
+    def request_stop(self) -> bool:
+        """End the episode at the next step, as a timeout (a truncation, not a failure): that step
+        supplies the true next observation, so the last transition can still bootstrap."""
+        if not self.active:
+            return False
+        self.stop_requested = True
+        return True
 
     def on_step(self, step: PolicyStep, motion: RobotMotion) -> dict | None:
         """Pairs consecutive policy steps into a transition (s, a, r, s'); returns it or None."""
@@ -64,7 +73,7 @@ class EpisodeRecorderCore:
         out = None
         if self._prev is not None:
             out = self._transition(self._prev, step.observation, motion, terminal=False)
-            timeout = self.steps >= self.max_steps
+            timeout = self.steps >= self.max_steps or self.stop_requested
             out["timeout"] = timeout
             if timeout:
                 self.active = False

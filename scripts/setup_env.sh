@@ -17,6 +17,22 @@ fi
 
 stamp() { cat "$@" | sha256sum | cut -c1-16; }
 
+# build_interfaces SOURCE_DIR BUILD_NAME PYTHON_DIR [cmake args]: rosidl + CMake into the venv.
+build_interfaces() {
+  local src=$1 build=$ROOT/build/$2 pydir=$3
+  shift 3
+  rm -rf "$build" && mkdir -p "$build"
+  (
+    export AMENT_PREFIX_PATH=$VENV PATH=$VENV/bin:$PATH
+    cd "$build"
+    cmake "$src" -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" -DPYTHON_INSTALL_DIR="$pydir" \
+      -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF "$@" > cmake.log 2>&1 \
+      || { tail -30 cmake.log; exit 1; }
+    make -j"$(nproc)" > make.log 2>&1 || { tail -30 make.log; exit 1; }
+    make install > install.log 2>&1 || { tail -30 install.log; exit 1; }
+  )
+}
+
 LOCK_HASH=$(stamp requirements.lock pyproject.toml)
 if [ "$(cat "$VENV/.lock-stamp" 2>/dev/null)" != "$LOCK_HASH" ]; then
   say "installing pinned dependencies (requirements.lock)"
@@ -31,19 +47,9 @@ fi
 MSG_HASH=$(stamp CMakeLists.txt package.xml cmake/*.cmake msg/*.msg srv/*.srv)
 if [ "$(cat "$VENV/.msg-stamp" 2>/dev/null)" != "$MSG_HASH" ]; then
   say "generating ROS 2 interfaces (msg/, srv/) with rosidl"
-  BUILD=$ROOT/build/msgs
-  rm -rf "$BUILD" && mkdir -p "$BUILD"
   # Libraries go to $VENV/lib, which the ROS wheels already put on the library path; Python
   # modules to $VENV/ros/python, which uni_o4_ros/__init__.py adds to the package's path.
-  (
-    export AMENT_PREFIX_PATH=$VENV PATH=$VENV/bin:$PATH
-    cd "$BUILD"
-    cmake "$ROOT" -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" -DPYTHON_INSTALL_DIR=ros/python \
-      -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF -DUNI_O4_MSGS_ONLY=ON > cmake.log 2>&1 \
-      || { tail -30 cmake.log; exit 1; }
-    make -j"$(nproc)" > make.log 2>&1 || { tail -30 make.log; exit 1; }
-    make install > install.log 2>&1 || { tail -30 install.log; exit 1; }
-  )
+  build_interfaces "$ROOT" msgs ros/python -DUNI_O4_MSGS_ONLY=ON
   "$VENV/bin/python" -c "from uni_o4_ros.msg import JointCommand, PolicyUpdate; from uni_o4_ros.srv import EStop" \
     || { say "generated messages do not import"; exit 1; }
   echo "$MSG_HASH" > "$VENV/.msg-stamp"
@@ -54,17 +60,7 @@ TF2_HASH=$(stamp third_party/tf2_msgs/CMakeLists.txt third_party/tf2_msgs/packag
   third_party/tf2_msgs/msg/*.msg cmake/*.cmake)
 if [ "$(cat "$VENV/.tf2-stamp" 2>/dev/null)" != "$TF2_HASH" ]; then
   say "generating tf2_msgs/TFMessage with rosidl (no wheel exists)"
-  BUILD=$ROOT/build/tf2_msgs
-  rm -rf "$BUILD" && mkdir -p "$BUILD"
-  (
-    export AMENT_PREFIX_PATH=$VENV PATH=$VENV/bin:$PATH
-    cd "$BUILD"
-    cmake "$ROOT/third_party/tf2_msgs" -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
-      -DPYTHON_INSTALL_DIR=ros/tf2 -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF > cmake.log 2>&1 \
-      || { tail -30 cmake.log; exit 1; }
-    make -j"$(nproc)" > make.log 2>&1 || { tail -30 make.log; exit 1; }
-    make install > install.log 2>&1 || { tail -30 install.log; exit 1; }
-  )
+  build_interfaces "$ROOT/third_party/tf2_msgs" tf2_msgs ros/tf2
   SITE=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
   echo "$VENV/ros/tf2" > "$SITE/uni_o4_ros_tf2_msgs.pth"
   "$VENV/bin/python" -c "from tf2_msgs.msg import TFMessage" || { say "generated tf2_msgs does not import"; exit 1; }

@@ -69,17 +69,21 @@ class Go1SimNode(Node):
 
     def publish(self, header_stamp=None) -> None:
         s = self.state
-        msg = RobotState()
-        msg.header.stamp = header_stamp if header_stamp is not None else self.get_clock().now().to_msg()
-        msg.header.frame_id = "base_link"
-        msg.q, msg.dq, msg.tau_est = s.q.tolist(), s.dq.tolist(), s.tau.tolist()
-        msg.quaternion, msg.gyroscope = s.quaternion.tolist(), s.gyroscope.tolist()
-        msg.accelerometer, msg.foot_force = s.accelerometer.tolist(), s.foot_force.tolist()
-        msg.foot_contact = [bool(c) for c in s.foot_contact]
-        self.state_pub.publish(msg)
+        self.state_pub.publish(robot_state(s, header_stamp or self.get_clock().now().to_msg()))
         od = odometry(s, self.get_clock().now().to_msg())
         self.odom_pub.publish(od)
         self.tf.send(od)
+
+
+def robot_state(s, stamp, mode: int = RobotState.MODE_DAMPING) -> RobotState:
+    """A simulator state as the robot reports it (joints in package order, IMU, feet)."""
+    msg = RobotState(mode=mode)
+    msg.header.stamp, msg.header.frame_id = stamp, "base_link"
+    msg.q, msg.dq, msg.tau_est = s.q.tolist(), s.dq.tolist(), s.tau.tolist()
+    msg.quaternion, msg.gyroscope = s.quaternion.tolist(), s.gyroscope.tolist()
+    msg.accelerometer, msg.foot_force = s.accelerometer.tolist(), s.foot_force.tolist()
+    msg.foot_contact = [bool(c) for c in s.foot_contact]
+    return msg
 
 
 def odometry(s, stamp) -> Odometry:

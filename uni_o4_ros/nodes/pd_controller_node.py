@@ -24,7 +24,7 @@ from uni_o4_ros.robot.controller import ControllerCore, Mode
 from uni_o4_ros.robot.safety import SafetyConfig
 from uni_o4_ros.srv import EStop
 
-from .go1_sim_node import odometry
+from .go1_sim_node import odometry, robot_state
 from .qos import COMMAND, EVENTS, SENSOR
 from .run import NodeConfigError, run_node
 from .tf import OdomTfBroadcaster
@@ -145,13 +145,7 @@ class PDControllerNode(Node):
         self.backend.write(out.command)
         s = self.backend.read()
         self.ticks += 1
-        msg = RobotState(mode=int(out.mode))
-        msg.header.stamp = self.get_clock().now().to_msg()
-        msg.header.frame_id = "base_link"
-        msg.q, msg.dq, msg.tau_est = s.q.tolist(), s.dq.tolist(), s.tau.tolist()
-        msg.quaternion, msg.gyroscope = s.quaternion.tolist(), s.gyroscope.tolist()
-        msg.accelerometer, msg.foot_force = s.accelerometer.tolist(), s.foot_force.tolist()
-        msg.foot_contact = [bool(c) for c in s.foot_contact]
+        msg = robot_state(s, self.get_clock().now().to_msg(), int(out.mode))
         self.state_pub.publish(msg)
         if self.backend.publishes_odometry:
             od = odometry(s, msg.header.stamp)

@@ -84,13 +84,15 @@ def field_config(budget: str = "small", **overrides) -> FieldConfig:
     return FieldConfig(**{**BUDGETS[budget], **{k: v for k, v in overrides.items() if v is not None}})
 
 
-def recorded_steps(directory: Path) -> int:
-    """Transitions in the finished episode files (each written atomically by the logger)."""
-    total = 0
-    for f in sorted(directory.glob("episode_*.hdf5")):
-        with h5py.File(f, "r") as h:
-            total += int(h["rewards"].shape[0])
-    return total
+def recorded_steps(directory: Path, known: dict[str, int] | None = None) -> int:
+    """Transitions in the finished episode files. The logger writes each file atomically and never
+    changes it again, so `known` (name -> length) lets a poller open every file only once."""
+    known = {} if known is None else known
+    for f in directory.glob("episode_*.hdf5"):
+        if f.name not in known:
+            with h5py.File(f, "r") as h:
+                known[f.name] = int(h["rewards"].shape[0])
+    return sum(known.values())
 
 
 class FieldPipeline:
@@ -155,9 +157,10 @@ class FieldPipeline:
                                      f"rollout_steps:={c.rollout_steps}", f"epochs:={c.online_epochs}"]
         bar = tqdm(total=steps, desc=name, unit="step", disable=not self.progress, dynamic_ncols=True)
         state = {"steps": 0}
+        lengths: dict[str, int] = {}
 
         def finished() -> bool:
-            state["steps"] = recorded_steps(episodes)
+            state["steps"] = recorded_steps(episodes, lengths)
             bar.n = min(state["steps"], steps)
             bar.refresh()
             return state["steps"] >= steps

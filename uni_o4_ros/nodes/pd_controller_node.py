@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -65,8 +66,6 @@ class TopicBackend:
         node.create_subscription(RobotState, "low_state", self._on_state, COMMAND)
 
     def _on_state(self, m: RobotState) -> None:
-        from types import SimpleNamespace
-
         self.state = SimpleNamespace(
             q=np.asarray(m.q), dq=np.asarray(m.dq), tau=np.asarray(m.tau_est), quaternion=np.asarray(m.quaternion),
             gyroscope=np.asarray(m.gyroscope), accelerometer=np.asarray(m.accelerometer),

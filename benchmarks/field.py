@@ -4,9 +4,11 @@ For each seed: `uni-o4 field --sim` (simulator -> offline Uni-O4 -> online throu
 then IQL from d3rlpy 2.8.1 on the *same* recorded dataset: offline for as many gradient steps as
 Uni-O4's IQL value stage, then IQL online on the same mattress for as many environment steps as
 the online stage (d3rlpy's `fit_online`, replay buffer seeded with the dataset). Every policy is
-measured by the same deterministic evaluation at the low and the high commanded speed.
+measured by the same evaluation (mean actions, noisy standing start) at the low and the high commanded speed.
 
     python benchmarks/field.py --seeds 0 1 2 --out /work/bench/field
+    python benchmarks/field.py --seeds 0 1 2 --out /work/bench/field --no-iql   # then, e.g. on another core:
+    python benchmarks/field.py --seeds 0 1 2 --out /work/bench/field --iql-only
 Results: benchmarks/results/field.jsonl (one line per seed, stage and speed).
 """
 
@@ -50,7 +52,8 @@ def iql_baseline(run: Path, cfg, offline_steps: int, seed: int) -> list[dict]:
     def measure(stage: str, seconds: float) -> None:
         for vx in (cfg.low_speed, cfg.high_speed):
             ev = evaluate_actor(lambda o: iql.predict(o[None].astype(np.float32))[0], cfg.terrain, vx,
-                                cfg.eval_episodes, seed=10_000 + seed, max_steps=cfg.episode_steps)
+                                cfg.eval_episodes, seed=10_000 + seed, max_steps=cfg.episode_steps,
+                                initial_noise=cfg.eval_initial_noise)
             rows.append({"stage": stage, "seconds": round(seconds, 1), **ev.to_dict()})
 
     measure("iql_offline", time.time() - t0)
@@ -71,7 +74,9 @@ def main() -> None:
     ap.add_argument("--out", default="/work/bench/field")
     ap.add_argument("--budget", default="small")
     ap.add_argument("--policy", help="simulator policy (default: the shipped checkpoint)")
-    ap.add_argument("--no-iql", action="store_true")
+    ap.add_argument("--no-iql", action="store_true", help="only the field pipeline")
+    ap.add_argument("--iql-only", action="store_true",
+                    help="only the IQL baseline, on the dataset an earlier field run of the same seed recorded")
     args = ap.parse_args()
     torch.set_num_threads(1)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -79,9 +84,13 @@ def main() -> None:
         cfg = field_config(args.budget, seed=seed, policy=args.policy)
         run = Path(args.out) / f"seed{seed}"
         t0 = time.time()
-        FieldPipeline(cfg, run, progress=False).run()
-        stages = {s: json.loads((run / "stages" / f"{s}.json").read_text()) for s in ("record", "offline", "online")}
-        rows = [dict(r) for r in json.loads((run / "evaluation.json").read_text())]
+        if args.iql_only:
+            stages, rows = {"record": json.loads((run / "stages" / "record.json").read_text())}, []
+        else:
+            FieldPipeline(cfg, run, progress=False).run()
+            stages = {s: json.loads((run / "stages" / f"{s}.json").read_text())
+                      for s in ("record", "offline", "online")}
+            rows = [dict(r) for r in json.loads((run / "evaluation.json").read_text())]
         if not args.no_iql:
             from uni_o4_ros.field.pipeline import OFFLINE_BUDGETS
             from uni_o4_ros.learning.config import load_config
@@ -91,6 +100,7 @@ def main() -> None:
         with RESULTS.open("a") as f:
             for r in rows:
                 f.write(json.dumps({"seed": seed, "budget": args.budget, "run": str(run),
+                                    "eval_initial_noise": cfg.eval_initial_noise,
                                     "field_seconds": round(time.time() - t0, 1),
                                     "stage_seconds": {k: v["seconds"] for k, v in stages.items()}, **r}) + "\n")
         print(f"seed {seed} done in {time.time() - t0:.0f} s")

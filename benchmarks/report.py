@@ -74,12 +74,23 @@ FIELD_STAGES = ("simulator", "offline", "online", "iql_offline", "iql_online")
 
 
 def field_table(rows: list[dict]) -> str:
+    """One table per evaluation protocol (budget, start noise): runs measured differently are never mixed."""
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r.get("budget", "small"), r.get("eval_initial_noise", 0.0), r["episodes"])].append(r)
+    return "\n\n".join(_field_table(groups[k], *k) for k in sorted(groups))
+
+
+def _field_table(rows: list[dict], budget: str, noise: float, episodes: int) -> str:
     """Mattress results per stage and commanded speed over seeds, and the issue's targets per seed."""
     mattress = [r for r in rows if r["terrain"] == "mattress"]
     seeds = sorted({r["seed"] for r in mattress})
     speeds = sorted({r["command_vx"] for r in mattress})
     cell = {(r["seed"], r["stage"], r["command_vx"]): r for r in mattress}
-    out = [f"Seeds {seeds}; mean ± std over seeds (deterministic policy, 3 episodes of up to 1000 steps each).", "",
+    start = (f"standing start with up to {noise:.2f} rad joint noise" if noise
+             else "noise-free start (episodes identical)")
+    out = [f"Budget {budget}; seeds {seeds}; mean ± std over seeds of per-seed means (mean actions, {episodes} "
+           f"episodes of up to 1000 steps, {start}).", "",
            "| policy | " + " | ".join(f"return @ {v:.1f} m/s | tracking error @ {v:.1f} | falls/ep @ {v:.1f}"
                                      for v in speeds) + " |",
            "|---|" + "---|---|---|" * len(speeds)]

@@ -36,11 +36,17 @@ PACKAGE = Path(__file__).resolve().parents[1]
 PRETRAINED = PACKAGE / "sim" / "checkpoints" / "go1_flat"
 
 # Offline Uni-O4 sizes for the field run (Table 5 otherwise); the paper's robot run used AM-Q with
-# a 20-step horizon.
+# a 20-step horizon. The small budget gives IQL 10k steps instead of 2e6, so its value stage uses
+# IQL's own lr (3e-4) and a target update every step: with Table 5's 1e-4 / every 2 steps, Q after
+# 5k steps had barely left zero (AM-Q came out negative while returns were positive) and the
+# improvement steps followed noise. Measured on the seed-0 mattress dataset (BENCHMARKS.md §6):
+# improvement lr 3e-4 instead of 1e-4 drove the policy to a fall within 11 steps while AM-Q still
+# ranked it first, so the improvement keeps Table 5's 1e-4.
 OFFLINE_BUDGETS: dict[str, list[str]] = {
     "paper": ["env=go1", "ope.horizon=20"],
-    "small": ["env=go1", "ope.horizon=20", "ope.n_start_states=64", "value.steps=5000", "value.q_hidden=[256,256]",
-              "dynamics.max_steps=3000", "dynamics.max_epochs=30", "improvement.steps=500",
+    "small": ["env=go1", "ope.horizon=20", "ope.n_start_states=256", "value.steps=10000", "value.lr=3e-4",
+              "value.batch_size=256", "value.target_every=1", "value.q_hidden=[256,256]", "value.v_hidden=[256,256]",
+              "dynamics.max_steps=3000", "dynamics.max_epochs=30", "improvement.steps=1000",
               "improvement.eval_every=100"],
     "tiny": ["env=go1", "ope.horizon=5", "ope.n_start_states=16", "value.steps=100", "value.q_hidden=[64,64]",
              "value.v_hidden=[64,64]", "dynamics.hidden=[64,64]", "dynamics.max_steps=100", "dynamics.max_epochs=2",
@@ -60,7 +66,8 @@ class FieldConfig:
     online_steps: int = 20_000  # paper: ~100k
     rollout_steps: int = 2000  # transitions per PPO update in the learner (one hot-swap each)
     online_epochs: int = 10
-    eval_episodes: int = 3
+    eval_episodes: int = 5
+    eval_initial_noise: float = 0.05  # rad of joint noise at reset, so evaluation episodes differ
     offline_budget: str = "small"
     seed: int = 0
     commands: list[float] = field(default_factory=list)  # per-episode vx cycle; default [low, high]
@@ -232,7 +239,8 @@ class FieldPipeline:
         jobs = [(s, p, c.terrain, v) for s, p in policies.items() for v in (c.low_speed, c.high_speed)]
         jobs.append(("simulator", Path(c.policy), "flat", c.low_speed))  # what it does where it was trained
         for stage, path, terrain, vx in tqdm(jobs, desc="evaluate", disable=not self.progress):
-            ev = evaluate_go1(path, terrain, vx, c.eval_episodes, seed=10_000 + c.seed, max_steps=c.episode_steps)
+            ev = evaluate_go1(path, terrain, vx, c.eval_episodes, seed=10_000 + c.seed, max_steps=c.episode_steps,
+                              initial_noise=c.eval_initial_noise)
             rows.append({"stage": stage, **ev.to_dict()})
         (self.out / "evaluation.json").write_text(json.dumps(rows, indent=2))
         return self._finish("evaluate", {"rows": len(rows)})

@@ -80,8 +80,9 @@ def write_field_report(out: Path, cfg) -> Path:
 
     lines = [
         "# Field run: simulator → offline (mattress data) → online (mattress)", "",
-        f"Terrain: **{cfg.terrain}**. Deterministic evaluation, {cfg.eval_episodes} episode(s) of up to "
-        f"{cfg.episode_steps} steps per cell. Reward: Table 3 (per-step maximum 0.03).", "",
+        f"Terrain: **{cfg.terrain}**. Deterministic (mean) actions, {cfg.eval_episodes} episode(s) of up to "
+        f"{cfg.episode_steps} steps per cell, each from a standing start with up to "
+        f"{cfg.eval_initial_noise:.2f} rad of joint noise. Reward: Table 3 (per-step maximum 0.03).", "",
     ]
     for vx in speeds:
         lines += [f"## Commanded speed {vx:.2f} m/s", "",

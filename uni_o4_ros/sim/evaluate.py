@@ -34,7 +34,7 @@ class Go1Evaluation:
 
 
 def evaluate_go1(policy_dir: str | Path, terrain: str, command_vx: float, episodes: int = 3, seed: int = 0,
-                 max_steps: int = 1000) -> Go1Evaluation:
+                 max_steps: int = 1000, initial_noise: float = 0.0) -> Go1Evaluation:
     """A saved policy folder, deterministic (mean) actions."""
     policy, normalizer, _, _ = load_policy(policy_dir)
 
@@ -43,13 +43,17 @@ def evaluate_go1(policy_dir: str | Path, terrain: str, command_vx: float, episod
             mean, _ = policy(normalizer(torch.as_tensor(obs[None], dtype=torch.float32)))
         return mean[0, 0].numpy()
 
-    return evaluate_actor(act, terrain, command_vx, episodes, seed, max_steps)
+    return evaluate_actor(act, terrain, command_vx, episodes, seed, max_steps, initial_noise)
 
 
 def evaluate_actor(act: Callable[[np.ndarray], np.ndarray], terrain: str, command_vx: float, episodes: int = 3,
-                   seed: int = 0, max_steps: int = 1000) -> Go1Evaluation:
-    """Any observation -> action function (e.g. a peer library's agent) under the same protocol."""
-    env = Go1Env(Go1EnvConfig(terrain=terrain, max_steps=max_steps))
+                   seed: int = 0, max_steps: int = 1000, initial_noise: float = 0.0) -> Go1Evaluation:
+    """Any observation -> action function (e.g. a peer library's agent) under the same protocol.
+
+    MuJoCo is deterministic: with `initial_noise` = 0 every episode of a policy is the same one.
+    A few hundredths of a radian of joint noise at reset make the episodes differ, so the spread
+    over episodes means something."""
+    env = Go1Env(Go1EnvConfig(terrain=terrain, max_steps=max_steps, initial_noise=initial_noise))
     returns, errors, speeds, falls, lengths = [], [], [], 0, []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep, options={"vx": command_vx})

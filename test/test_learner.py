@@ -167,9 +167,10 @@ def test_offline_mode_learns_from_logged_episodes_and_publishes_a_verifiable_pol
         rclpy.shutdown()
 
 
-def test_learner_refuses_an_unknown_mode_or_a_missing_dataset(ros_env, tmp_path):
+def test_learner_refuses_an_unknown_mode_a_missing_dataset_or_no_threads(ros_env, tmp_path):
     for params, needle in ((["mode:=offlin"], "mode must be"), (["mode:=offline", f"dataset:={tmp_path}/nope"],
-                                                                "needs parameter dataset")):
+                                                                "needs parameter dataset"),
+                           (["torch_threads:=0"], "torch_threads must be >= 1")):
         proc = start("uni_o4_ros.nodes.learner_node", ros_env, *params)
         assert proc.wait(timeout=120) == 2
         err = proc.stderr.read()

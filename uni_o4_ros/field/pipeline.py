@@ -20,6 +20,7 @@ the stage it was in. A stage that runs nodes restarts from its beginning.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -198,7 +199,9 @@ class FieldPipeline:
         overrides = ",".join(f"'{o}'" for o in OFFLINE_BUDGETS[c.offline_budget] + [f"seed={c.seed}"])
         node = {"learner_node": ["mode:=offline", f"dataset:={(self.out / 'record' / 'episodes').resolve()}",
                                  f"policy_dir:={Path(c.policy).resolve()}", f"run_dir:={run.resolve()}",
-                                 f"offline_overrides:=[{overrides}]"]}
+                                 f"offline_overrides:=[{overrides}]",
+                                 # nothing else runs during this stage: use every core
+                                 f"torch_threads:={max(1, os.cpu_count() or 1)}"]}
         bar = tqdm(desc="offline", unit="", bar_format="{desc}: {elapsed} {postfix}", disable=not self.progress)
 
         def show() -> None:

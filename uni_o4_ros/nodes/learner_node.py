@@ -12,7 +12,8 @@ offline - Uni-O4 offline on a logged `dataset` (an episode folder from the datas
 
 A crash of this process never stops the controller: the policy node keeps running the last
 verified version. Parameters: mode, policy_dir, run_dir, rollout_steps, epochs, minibatch_size,
-actor_lr, critic_lr, clip, hmac_key_file; offline: dataset, offline_overrides (["section.key=value"]).
+actor_lr, critic_lr, clip, hmac_key_file, torch_threads (default 1); offline: dataset,
+offline_overrides (["section.key=value"]).
 """
 
 from __future__ import annotations
@@ -42,13 +43,17 @@ class LearnerNode(Node):
         super().__init__("learner")
         import torch
 
-        torch.set_num_threads(1)  # shares the robot computer with the control loop: never spin on every core
         d = OnlineConfig()
         p = {k: self.declare_parameter(k, v).value for k, v in {
             "mode": "online", "policy_dir": "", "run_dir": "runs/learner", "rollout_steps": d.rollout_steps,
             "epochs": d.epochs, "minibatch_size": d.minibatch_size, "actor_lr": d.actor_lr,
             "critic_lr": d.critic_lr, "clip": d.clip, "hmac_key_file": "", "dataset": "",
-            "offline_overrides": ["env=go1"]}.items()}
+            "offline_overrides": ["env=go1"], "torch_threads": 1}.items()}
+        if int(p["torch_threads"]) < 1:
+            raise NodeConfigError(f"parameter torch_threads must be >= 1, got {p['torch_threads']}")
+        # Default 1: the learner shares the robot computer with the control loop and must never spin
+        # on every core. An offline run with nothing else on the machine may take more.
+        torch.set_num_threads(int(p["torch_threads"]))
         self.key = Path(p["hmac_key_file"]).read_bytes().strip() if p["hmac_key_file"] else None
         self.pub = self.create_publisher(PolicyUpdate, "policy_update", POLICY_UPDATE)
         if p["mode"] == "offline":

@@ -252,8 +252,10 @@ class OfflineTrainer:
                   torch.maximum(self.obs.max(0).values, self.next_obs.max(0).values))
         batches = _Batches(len(self.obs), c.batch_size, self._seed("improve") + start)
 
-        def score(policies: list[GaussianPolicyEnsemble]) -> torch.Tensor:
-            starts = self.obs[torch.randint(len(self.obs), (o.n_start_states,), generator=gen)]
+        def score(policies: list[GaussianPolicyEnsemble], n_starts: int = o.n_start_states) -> torch.Tensor:
+            # Every candidate is scored from the same start states, so the comparison is not
+            # drowned by the spread between draws of starts.
+            starts = self.obs[torch.randint(len(self.obs), (n_starts,), generator=gen)]
             return am_q(policies, critic.q, model, termination, self.normalizer, starts, o.horizon, o.gamma,
                         generator=torch.Generator().manual_seed(int(torch.randint(2**31, (1,), generator=gen))),
                         state_bounds=bounds)
@@ -284,7 +286,7 @@ class OfflineTrainer:
 
         # Final choice by AM-Q alone (no environment returns), among the accepted behaviour
         # policies and the final targets, scored on the same fresh start states.
-        s = score([imp.behavior, imp.target])
+        s = score([imp.behavior, imp.target], max(o.n_start_states, self.cfg.selection.start_states))
         best = int(torch.argmax(s))
         source = imp.behavior if best < imp.target.n else imp.target
         chosen = GaussianPolicyEnsemble(source.spec, 1)

@@ -50,14 +50,22 @@ class GaussianEnsembleModel(nn.Module):
         act: torch.Tensor,
         generator: torch.Generator | None = None,
         deterministic: bool = False,
+        noise: torch.Tensor | None = None,
+        elite_draw: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sample (s', r) for a batch: every member predicts, one random elite per sample is used."""
+        """Sample (s', r) for a batch: every member predicts, one random elite per sample is used.
+
+        `noise` (n, B, obs+1) standard normal and `elite_draw` (B,) indices into the elites may be
+        given by the caller, e.g. the same draws for several policies (common random numbers)."""
         mean, logvar = self(obs, act)  # (n, B, obs+1)
         if not deterministic:
-            noise = torch.randn(mean.shape, generator=generator, device=mean.device)
+            if noise is None:
+                noise = torch.randn(mean.shape, generator=generator, device=mean.device)
             mean = mean + noise * (0.5 * logvar).exp()
         b = obs.shape[0]
-        pick = self.elites[torch.randint(len(self.elites), (b,), generator=generator, device=obs.device)]
+        if elite_draw is None:
+            elite_draw = torch.randint(len(self.elites), (b,), generator=generator, device=obs.device)
+        pick = self.elites[elite_draw]
         chosen = mean[pick, torch.arange(b, device=obs.device)]
         return obs + chosen[:, :-1], chosen[:, -1]
 

@@ -57,7 +57,12 @@ def am_q(
         act = torch.cat(blocks, 0).reshape(m * s, -1)[idx]
         cur = state[idx]
         total[idx] += discount * q.min_q(normalizer(cur), act)
-        nxt, _ = model.step(cur, act, generator=generator)
+        # Common random numbers: rollout j of every policy sees the same model noise and elite
+        # draws, so score differences between policies come from the policies, not from the draws.
+        slot = idx % s
+        noise = torch.randn((model.n, s, cur.shape[1] + 1), generator=generator, device=cur.device)[:, slot]
+        elite = torch.randint(len(model.elites), (s,), generator=generator, device=cur.device)[slot]
+        nxt, _ = model.step(cur, act, noise=noise, elite_draw=elite)
         if state_bounds is not None:
             nxt = torch.maximum(torch.minimum(nxt, state_bounds[1]), state_bounds[0])
         done = termination(nxt)

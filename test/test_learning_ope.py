@@ -81,6 +81,21 @@ def test_am_q_ranks_a_clearly_better_policy_above_a_worse_one(learned):
     assert scores[0] > scores[2] > scores[1], (scores, truth)
 
 
+def test_am_q_scores_every_policy_on_the_same_model_draws(learned):
+    # Selection compares policies, so rollout j of each must see the same start, model noise and
+    # elite: two copies of one policy then tie exactly, and a near-copy differs only by its action.
+    s, _, critic, model, norm = learned
+    starts = s[:128]
+    g = torch.Generator().manual_seed(3)
+    scores = am_q([FixedPolicy(-2.0), FixedPolicy(-2.0), FixedPolicy(-2.0001)], critic.q, model, never, norm,
+                  starts, horizon=10, generator=g)
+    assert float(scores[0]) == float(scores[1])
+    assert abs(float(scores[0] - scores[2])) < 1e-3
+    other = am_q([FixedPolicy(-2.0)], critic.q, model, never, norm, starts, horizon=10,
+                 generator=torch.Generator().manual_seed(4))
+    assert float(other[0]) != float(scores[0])  # the draws are random, just shared
+
+
 def test_am_q_is_a_sum_over_the_horizon_and_stops_at_termination(learned):
     s, _, critic, model, norm = learned
     pol = FixedPolicy(-5.0)

@@ -52,9 +52,7 @@ def main() -> None:
         ckpt.load_prefixed(prefix, ens, tensors)
         candidates.append(ens)
         names += [f"{prefix} {i}" for i in range(ens.n)]
-    obs = trainer.obs
-    bounds = (torch.minimum(obs.min(0).values, trainer.next_obs.min(0).values),
-              torch.maximum(obs.max(0).values, trainer.next_obs.max(0).values))
+    obs, bounds = trainer.obs, trainer.state_bounds()
     draws = []
     for d in range(args.draws):
         g = torch.Generator().manual_seed(100 + d)

@@ -108,6 +108,11 @@ class OfflineTrainer:
         self.norm_key = hashlib.sha256(self.normalizer.mean.numpy().tobytes()).hexdigest()[:8]
 
     # ------------------------------------------------------------------ helpers
+    def state_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The dataset's per-dimension state range, where model rollouts for AM-Q are kept."""
+        return (torch.minimum(self.obs.min(0).values, self.next_obs.min(0).values),
+                torch.maximum(self.obs.max(0).values, self.next_obs.max(0).values))
+
     def _stage_dir(self, name: str, key: str) -> Path:
         return self.run_dir / "stages" / f"{name}-{key}"
 
@@ -248,8 +253,7 @@ class OfflineTrainer:
             imp.state.step = start = meta["step"]
             imp.state.iteration = meta["iteration"]
         gen = torch.Generator().manual_seed(self._seed("improve") + start)
-        bounds = (torch.minimum(self.obs.min(0).values, self.next_obs.min(0).values),
-                  torch.maximum(self.obs.max(0).values, self.next_obs.max(0).values))
+        bounds = self.state_bounds()
         batches = _Batches(len(self.obs), c.batch_size, self._seed("improve") + start)
 
         def score(policies: list[GaussianPolicyEnsemble], n_starts: int = o.n_start_states) -> torch.Tensor:

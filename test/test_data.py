@@ -151,6 +151,16 @@ def test_normalized_score_reference_points_and_names():
         normalized_score("antmaze-umaze-v2", 1.0)
 
 
+def test_discounted_returns_stop_at_terminals_and_timeouts():
+    ds = make_ds(n=7)
+    ds.rewards = np.array([1, 2, 3, 4, 5, 6, 7], np.float32)
+    ds.timeouts[:] = False
+    ds.timeouts[5] = True  # episodes: 0-3 (terminal), 4-5 (timeout), 6 (unfinished)
+    g = 0.5
+    expected = [1 + g * 2 + g**2 * 3 + g**3 * 4, 2 + g * 3 + g**2 * 4, 3 + g * 4, 4, 5 + g * 6, 6, 7]
+    np.testing.assert_allclose(ds.discounted_returns(g), expected, rtol=1e-6)
+
+
 def test_episode_returns_and_concatenation():
     ds = make_ds()
     np.testing.assert_allclose(ds.episode_returns(), [ds.rewards[:4].sum(), ds.rewards[4:].sum()], rtol=1e-6)

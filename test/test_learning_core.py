@@ -248,3 +248,41 @@ def test_config_hash_changes_with_any_setting():
     b.value.expectile = 0.5
     assert config_hash(a.value, "data") != config_hash(b.value, "data")
     assert config_hash(a.value, "data") != config_hash(a.value, "other-data")
+
+
+def _robot_like_dataset(episodes: int = 20, length: int = 40, seed: int = 0):
+    """Small positive rewards and a fall at every episode's end, like the field recordings.
+
+    The first feature is the number of steps left; the inputs are ten times larger than
+    normalised ones (a policy's normaliser from another terrain), so a fresh network's outputs
+    sit far from the returns.
+    """
+    from uni_o4_ros.data import OfflineDataset
+
+    rng = np.random.default_rng(seed)
+    left = np.tile(np.arange(length, 0, -1), episodes).astype(np.float32)
+    obs = np.concatenate([left[:, None] / length, rng.normal(size=(len(left), 3))], 1).astype(np.float32) * 10
+    nxt = np.roll(obs, -1, 0)
+    term = left == 1
+    return OfflineDataset(observations=obs, actions=rng.uniform(-1, 1, (len(left), 2)).astype(np.float32),
+                          rewards=np.full(len(left), 0.02, np.float32), terminals=term,
+                          timeouts=np.zeros(len(left), bool), next_observations=nxt)
+
+
+def test_value_warmup_starts_iql_at_the_behaviour_returns(tmp_path):
+    """With a few hundred steps in all, V must already rank states by how soon the robot falls."""
+    from uni_o4_ros.learning.offline import OfflineTrainer
+
+    ds = _robot_like_dataset()
+    returns = torch.as_tensor(ds.discounted_returns(0.99))
+    cfg = load_config(None, ["value.q_hidden=[64,64]", "value.v_hidden=[64,64]", "value.batch_size=256",
+                             "value.lr=1e-3", "value.mc_warmup_steps=300", "value.steps=100"])
+    trainer = OfflineTrainer(cfg, ds, tmp_path / "warm", progress=False)
+    critic, _ = trainer.train_value()
+    v = critic.v(trainer.obs_n).detach()
+    assert abs(float(v.mean() - returns.mean())) < 0.1 * float(returns.mean())
+    first, last = v[ds.observations[:, 0] == 10.0].mean(), v[ds.terminals].mean()
+    assert float(first - last) > 0.7 * float(returns.max() - 0.02)  # truth: ~0.33 vs 0.02
+    rows = [r.split(",") for r in (trainer.run_dir / "scalars.csv").read_text().splitlines()[1:]]
+    assert max(int(r[1]) for r in rows if r[2] == "mc_v_loss") == 300  # then IQL takes over
+    assert min(int(r[1]) for r in rows if r[2] == "v_loss") > 300

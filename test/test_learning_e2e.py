@@ -52,7 +52,8 @@ def test_offline_then_online_end_to_end(hopper_h5, tmp_path, capsys):
     assert ckpt.exists(run / "final", "policy")
     assert (run / "offline.png").stat().st_size > 1000
     sel = json.loads((run / "selection.json").read_text())
-    assert len(sel["scores_behavior"]) == 4 and sel["selected"] in ("behavior", "target")
+    assert len(sel["scores"]) == 12 and sel["selected"] in ("initial", "behavior", "target")
+    assert sel["rule"] == "am_q" and sel["index"] == int(np.argmax(sel["scores"]))  # the paper's rule
     log = (run / "scalars.csv").read_text()
     for stage in ("value,", "dynamics,", "bc,", "improve,", "improve_ope,", "select,"):
         assert stage in log

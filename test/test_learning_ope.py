@@ -150,3 +150,37 @@ def test_replacement_only_when_target_scores_higher():
     for b, a_, t in zip(before, after, imp.target.parameters()):
         torch.testing.assert_close(a_[0], t[0])  # member 0 copied from its target
         torch.testing.assert_close(a_[1:], b[1:])  # the others untouched
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    from uni_o4_ros.learning.selection import gaussian_kl
+
+    g = torch.Generator().manual_seed(0)
+    mp, mq, lp, lq = (torch.randn(5, 3, generator=g) for _ in range(4))
+    ref = torch.distributions.kl_divergence(torch.distributions.Normal(mp, lp.exp()),
+                                            torch.distributions.Normal(mq, lq.exp())).sum(-1)
+    torch.testing.assert_close(gaussian_kl(mp, lp, mq, lq), ref)
+
+
+def test_closest_certified_takes_the_smallest_sure_change_and_otherwise_keeps_the_start():
+    from uni_o4_ros.learning.selection import choose
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(400, generator=g)
+    # rows: start 0, start 1, then candidates from start 0 / 1 / 0
+    per_start = torch.stack([
+        base, base + 0.1,
+        base + 0.5 + 0.1 * torch.randn(400, generator=g),  # sure gain, moved far
+        base + 0.1 + 0.3 + 0.1 * torch.randn(400, generator=g),  # sure gain over its own start, moved little
+        base + 0.01 * torch.randn(400, generator=g),  # no gain: not certified although closest
+    ])
+    start_row, kl = [0, 1, 0, 1, 0], torch.tensor([0.0, 0.0, 3.0, 1.0, 0.1])
+    assert choose(per_start, start_row, kl, "am_q").index == 2  # the paper's rule: highest AM-Q
+    chosen = choose(per_start, start_row, kl, "closest_certified")
+    assert chosen.index == 3 and chosen.certified == [False, False, True, True, False]
+    assert chosen.gain[3] == pytest.approx(0.3, abs=0.03) and chosen.gain_se[3] == pytest.approx(0.1 / 20, rel=0.2)
+    # nothing beats its start with confidence: hand back the best starting policy, unchanged
+    noisy = torch.stack([base, base + 0.1, base + 0.3 * torch.randn(400, generator=g), base + 0.1, base])
+    assert choose(noisy, start_row, kl, "closest_certified").index == 1
+    with pytest.raises(ValueError, match="selection rule"):
+        choose(per_start, start_row, kl, "best_return")

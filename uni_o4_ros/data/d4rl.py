@@ -56,6 +56,21 @@ class OfflineDataset:
             slices.append(slice(start, len(self)))
         return slices
 
+    def discounted_returns(self, gamma: float) -> np.ndarray:
+        """Monte-Carlo return sum_k gamma^k r_{t+k} from every transition to its episode's end.
+
+        What follows a timeout or a trailing unfinished episode is unknown and counts as 0, so
+        those returns are lower bounds.
+        """
+        out = np.zeros(len(self), dtype=np.float64)
+        rewards = np.asarray(self.rewards, dtype=np.float64)
+        for sl in self.episode_slices():
+            g = 0.0
+            for i in range(sl.stop - 1, sl.start - 1, -1):
+                g = rewards[i] + gamma * g
+                out[i] = g
+        return out.astype(np.float32)
+
     def episode_returns(self) -> np.ndarray:
         return np.array([float(self.rewards[s].sum()) for s in self.episode_slices()])
 

@@ -46,6 +46,9 @@ class ValueConfig:
     tau: float = 0.005  # Polyak rate of the target Q
     target_every: int = 2  # code
     steps: int = 2_000_000  # paper: 2e6 joint Q/V steps
+    # Not in the paper: regress Q and V on the data's Monte-Carlo returns for this many steps
+    # before IQL, so short budgets start from the right value level (value.py warmup_update).
+    mc_warmup_steps: int = 0
     lr: float = 1e-4
     batch_size: int = 512
 
@@ -82,6 +85,10 @@ class SelectionConfig:
     # starts alone still chose a poor one in a new draw; with common random numbers in AM-Q
     # (ope.py) as well, 3 independent draws all chose the best. Not part of any cached stage.
     start_states: int = 2048
+    # am_q (the paper: highest AM-Q) | closest_certified (selection.py: the smallest change that
+    # AM-Q certifies as an improvement; what the field pipeline uses on the robot)
+    rule: str = "am_q"
+    z: float = 2.0  # standard errors a paired AM-Q gain must clear to count as certified
 
 
 @dataclass

@@ -12,6 +12,7 @@ Nothing in this module touches an environment.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -29,10 +30,12 @@ from .behavior_cloning import ensemble_bc_loss
 from .config import UniO4Config, config_hash, to_dict
 from .dynamics import GaussianEnsembleModel, train_dynamics
 from .improvement import MultiStepImprover
+from .networks import copy_member
 from .normalizer import StateNormalizer
-from .ope import am_q
+from .ope import am_q_per_start
 from .policy import GaussianPolicyEnsemble, PolicySpec
 from .scalars import ScalarLog
+from .selection import choose, gaussian_kl
 from .termination import rule_for_env
 from .value import IQLCritic, ValueNet
 
@@ -147,19 +150,27 @@ class OfflineTrainer:
         torch.manual_seed(self._seed("value"))
         critic = IQLCritic(self.obs.shape[1], self.act.shape[1], tuple(c.q_hidden), tuple(c.v_hidden),
                            c.expectile, c.gamma, c.tau, c.lr, c.target_every)
+        warmup, total = c.mc_warmup_steps, c.mc_warmup_steps + c.steps
         start = self._resume(d, critic, {"q_opt": critic.q_opt, "v_opt": critic.v_opt})
-        if start < c.steps:
+        if start < total:
             batches = _Batches(len(self.obs), c.batch_size, self._seed("value") + start)
+            returns = torch.as_tensor(self.ds.discounted_returns(c.gamma)) if warmup else None
 
-            def step_fn(_: int) -> dict[str, float]:
+            def step_fn(step: int) -> dict[str, float]:
                 i = batches()
+                if step < warmup:
+                    stats = critic.warmup_update(self.obs_n[i], self.act[i], returns[i])
+                    if step + 1 == warmup:
+                        critic.sync_target()
+                    return stats
                 return critic.update(self.obs_n[i], self.act[i], self.rew[i], self.next_obs_n[i], self.terminal[i])
 
             def save_fn(step: int) -> None:
-                critic.n_updates = step
-                self._save(d, critic, {"q_opt": critic.q_opt, "v_opt": critic.v_opt}, step, c.steps, c)
+                critic.n_updates = max(0, step - warmup)
+                self._save(d, critic, {"q_opt": critic.q_opt, "v_opt": critic.v_opt}, step, total, c)
 
-            self._loop("value", c.steps, start, step_fn, save_fn)
+            critic.n_updates = max(0, start - warmup)
+            self._loop("value", total, start, step_fn, save_fn)
         critic.n_updates = c.steps
         return critic, key
 
@@ -203,7 +214,6 @@ class OfflineTrainer:
                     f"initial policy has obs/act dims {src.spec.obs_dim}/{src.spec.act_dim}, "
                     f"dataset has {self.spec.obs_dim}/{self.spec.act_dim}")
             ens = GaussianPolicyEnsemble(src.spec, c.n_policies)
-            from .networks import copy_member
 
             for i in range(c.n_policies):
                 copy_member(ens, i, src, 0)
@@ -240,6 +250,7 @@ class OfflineTrainer:
         termination = rule_for_env(self.cfg.dynamics.termination if self.cfg.dynamics.termination != "auto"
                                    else self.cfg.env)
         torch.manual_seed(self._seed("improve"))
+        initial = copy.deepcopy(policy).requires_grad_(False)  # the improver trains `policy` in place
         imp = MultiStepImprover(policy, critic, lr=c.lr, clip=c.clip, total_steps=c.steps,
                                 grad_clip=c.grad_clip, normalize_advantage=c.normalize_advantage,
                                 kl_alpha=c.kl_alpha if self.init_policy is not None else 0.0)
@@ -258,16 +269,17 @@ class OfflineTrainer:
 
         def score(policies: list[GaussianPolicyEnsemble], n_starts: int = o.n_start_states) -> torch.Tensor:
             # Every candidate is scored from the same start states, so the comparison is not
-            # drowned by the spread between draws of starts.
+            # drowned by the spread between draws of starts. Returns (candidates, starts).
             starts = self.obs[torch.randint(len(self.obs), (n_starts,), generator=gen)]
-            return am_q(policies, critic.q, model, termination, self.normalizer, starts, o.horizon, o.gamma,
-                        generator=torch.Generator().manual_seed(int(torch.randint(2**31, (1,), generator=gen))),
-                        state_bounds=bounds)
+            return am_q_per_start(
+                policies, critic.q, model, termination, self.normalizer, starts, o.horizon, o.gamma,
+                generator=torch.Generator().manual_seed(int(torch.randint(2**31, (1,), generator=gen))),
+                state_bounds=bounds)
 
         def step_fn(step: int) -> dict[str, float]:
             stats = imp.update(self.obs_n[batches()])
             if (step + 1) % c.eval_every == 0:
-                s = score([imp.target, imp.behavior])
+                s = score([imp.target, imp.behavior]).mean(1)
                 n = imp.target.n
                 events = imp.replace(s[:n], s[n:])
                 row = {f"am_q_target_{i}": float(s[i]) for i in range(n)}
@@ -288,22 +300,31 @@ class OfflineTrainer:
         if start < c.steps:
             self._loop("improve", c.steps, start, step_fn, save_fn, every=max(c.eval_every, 500))
 
-        # Final choice by AM-Q alone (no environment returns), among the accepted behaviour
-        # policies and the final targets, scored on the same fresh start states.
-        s = score([imp.behavior, imp.target], max(o.n_start_states, self.cfg.selection.start_states))
-        best = int(torch.argmax(s))
-        source = imp.behavior if best < imp.target.n else imp.target
+        # Final choice by AM-Q alone (no environment returns), among the starting policies, the
+        # accepted behaviour policies and the final targets, scored on the same fresh start states.
+        n = imp.target.n
+        candidates = [initial, imp.behavior, imp.target]
+        per_start = score(candidates, max(o.n_start_states, self.cfg.selection.start_states))
+        choice = choose(per_start, [k % n for k in range(3 * n)], self._kl_from(initial, candidates),
+                        self.cfg.selection.rule, self.cfg.selection.z)
+        best = choice.index
+        source = candidates[best // n]
         chosen = GaussianPolicyEnsemble(source.spec, 1)
-        from .networks import copy_member
-
-        copy_member(chosen, 0, source, best % imp.target.n)
-        self.log.log("select", c.steps, {"am_q_selected": float(s[best]), "selected_index": float(best)})
+        copy_member(chosen, 0, source, best % n)
+        self.log.log("select", c.steps, {"am_q_selected": choice.scores[best], "selected_index": float(best)})
         (self.run_dir / "selection.json").write_text(json.dumps({
-            "scores_behavior": s[: imp.target.n].tolist(), "scores_target": s[imp.target.n :].tolist(),
-            "selected": "behavior" if best < imp.target.n else "target", "member": best % imp.target.n,
-            "iterations": imp.state.iteration,
+            "selected": ("initial", "behavior", "target")[best // n], "member": best % n,
+            "iterations": imp.state.iteration, "candidates": [f"{kind} {i}" for kind in
+                                                              ("initial", "behavior", "target") for i in range(n)],
+            **choice.to_dict(),
         }, indent=2))
-        return chosen, float(s[best])
+        return chosen, choice.scores[best]
+
+    @torch.no_grad()
+    def _kl_from(self, initial: GaussianPolicyEnsemble, candidates: list[GaussianPolicyEnsemble]) -> torch.Tensor:
+        """Mean KL(starting member i || candidate from member i) over the dataset's states."""
+        ref_mean, ref_log_std = initial(self.obs_n)
+        return torch.cat([gaussian_kl(ref_mean, ref_log_std, *ens(self.obs_n)).mean(1) for ens in candidates])
 
     def run(self) -> OfflineResult:
         critic, v_key = self.train_value()

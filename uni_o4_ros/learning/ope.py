@@ -30,9 +30,31 @@ def am_q(
     generator: torch.Generator | None = None,
     state_bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """AM-Q of every member of every ensemble in `policies`; returns (sum of members,) scores.
+    """AM-Q of every member of every ensemble in `policies`: (sum of members,) mean scores.
 
-    `start_states` are raw (unnormalised) states (S, obs); the score is the mean over starts.
+    See `am_q_per_start` for the arguments."""
+    return am_q_per_start(policies, q, model, termination, normalizer, start_states, horizon, gamma,
+                          generator, state_bounds).mean(1)
+
+
+@torch.no_grad()
+def am_q_per_start(
+    policies: list[GaussianPolicyEnsemble],
+    q: DoubleQ,
+    model: GaussianEnsembleModel,
+    termination: TerminationFn,
+    normalizer: StateNormalizer,
+    start_states: torch.Tensor,
+    horizon: int,
+    gamma: float = 1.0,
+    generator: torch.Generator | None = None,
+    state_bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Each member's return estimate from each start state: (sum of members, S).
+
+    `start_states` are raw (unnormalised) states (S, obs); AM-Q is the mean over starts, and
+    because every member sees the same starts and model draws, per-start differences between
+    members are paired samples (their spread gives the standard error of a comparison).
     `state_bounds` (low, high), e.g. the dataset's range, keep model states where Q was trained:
     a model fitted on little data can otherwise drift to states where Q extrapolates without
     bound (seen: AM-Q of 1e14 from 200 robot transitions).
@@ -69,4 +91,4 @@ def am_q(
         state[idx] = torch.where(torch.isfinite(nxt), nxt, cur)
         alive[idx[done]] = False
         discount *= gamma
-    return total.view(m, s).mean(1)
+    return total.view(m, s)

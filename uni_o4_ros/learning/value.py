@@ -95,6 +95,28 @@ class IQLCritic(nn.Module):
                     tp.lerp_(p, self.tau)
         return {"v_loss": float(v_loss.detach()), "q_loss": float(q_loss.detach()), "v_mean": float(v.detach().mean())}
 
+    def warmup_update(self, obs: torch.Tensor, act: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
+        """One regression step of both Q heads and V onto the behaviour policy's Monte-Carlo return.
+
+        Why: bootstrapping moves the value's level by only (1 - gamma) per target-network
+        generation, so with small rewards (the robot's are <= 0.03 per step) and a random
+        initialisation, V can sit far from the data's returns for tens of thousands of steps.
+        A V below 0 then makes falling look good (a terminal backup of r beats r + gamma V).
+        Starting IQL from the behaviour values removes that; IQL's expectile then lifts them.
+        """
+        v_loss = (self.v(obs) - returns).pow(2).mean()
+        self.v_opt.zero_grad(set_to_none=True)
+        v_loss.backward()
+        self.v_opt.step()
+        q_loss = (self.q(obs, act) - returns.unsqueeze(0)).pow(2).mean(1).sum()
+        self.q_opt.zero_grad(set_to_none=True)
+        q_loss.backward()
+        self.q_opt.step()
+        return {"mc_v_loss": float(v_loss.detach()), "mc_q_loss": float(q_loss.detach())}
+
+    def sync_target(self) -> None:
+        self.q_target.load_state_dict(self.q.state_dict())
+
     @torch.no_grad()
     def advantage(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         """A(s, a) = min Q(s, a) - V(s), the offline advantage of Section 3.2 (no GAE offline)."""

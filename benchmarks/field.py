@@ -95,7 +95,8 @@ def main() -> None:
             from uni_o4_ros.field.pipeline import OFFLINE_BUDGETS
             from uni_o4_ros.learning.config import load_config
 
-            offline_steps = load_config(None, OFFLINE_BUDGETS[cfg.offline_budget]).value.steps
+            value = load_config(None, OFFLINE_BUDGETS[cfg.offline_budget]).value
+            offline_steps = value.steps + value.mc_warmup_steps  # as many gradient steps as our value stage
             rows += iql_baseline(run, cfg, offline_steps, seed)
         with RESULTS.open("a") as f:
             for r in rows:

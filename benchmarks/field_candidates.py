@@ -33,11 +33,13 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=3)
     ap.add_argument("--start-states", type=int, default=2048)
     ap.add_argument("--episodes", type=int, default=3)
+    ap.add_argument("--offline-dir", help="the offline run to read (default: FIELD_RUN/offline)")
+    ap.add_argument("--set", nargs="*", default=[], help="config overrides that run was made with")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    run = Path(args.field_run) / "offline"
+    run = Path(args.offline_dir or Path(args.field_run) / "offline")
     pol, norm, _, _ = load_policy(PRETRAINED)
-    cfg = load_config(None, OFFLINE_BUDGETS[args.budget] + [f"seed={args.seed}"])
+    cfg = load_config(None, OFFLINE_BUDGETS[args.budget] + [f"seed={args.seed}"] + args.set)
     trainer = OfflineTrainer(cfg, read_episodes(Path(args.field_run) / "record" / "episodes"), run,
                              init_policy=(pol, norm), progress=False)
     critic, _ = trainer.train_value()  # cached stages: loaded, not retrained
@@ -46,7 +48,8 @@ def main() -> None:
     if not improve:
         raise SystemExit(f"no improvement stage in {run}")
     tensors, _ = ckpt.load(improve[0], "stage")
-    names, candidates = [], []
+    # The simulator policy every member started from: what the offline stage must beat.
+    names, candidates = ["simulator (initial)"], [pol]
     for prefix in ("behavior", "target"):
         ens = GaussianPolicyEnsemble(pol.spec, cfg.bc.n_policies)
         ckpt.load_prefixed(prefix, ens, tensors)

@@ -88,6 +88,9 @@ def test_rerun_reuses_cached_stages_and_a_changed_setting_does_not(hopper_h5, tm
     values = sorted(p.name for p in (run / "stages").glob("value-*"))
     assert len(values) == 2  # a new value stage, the old one untouched
     assert len(list((run / "stages").glob("dynamics-*"))) == 1  # dynamics does not depend on it
+    # another seed is another run: nothing trained under seed 0 is reused for it
+    assert main(args + ["--set", "seed=1"]) == 0
+    assert len(list((run / "stages").glob("value-*"))) == 3 and len(list((run / "stages").glob("dynamics-*"))) == 2
 
 
 def test_online_training_resumes_where_it_stopped(tmp_path):

@@ -140,11 +140,11 @@ def _config(args: argparse.Namespace, env: str | None):
     from .learning.budgets import budget_overrides
     from .learning.config import load_config
 
-    overrides = budget_overrides(args.budget) + list(args.overrides)
+    # --set comes last, so `--set seed=1` is not silently undone by --seed's default
+    overrides = budget_overrides(args.budget) + [f"seed={args.seed}"]
     if env:
         overrides.append(f"env={env}")
-    overrides.append(f"seed={args.seed}")
-    return load_config(args.config, overrides)
+    return load_config(args.config, overrides + list(args.overrides))
 
 
 def _load_dataset(path: str, env: str | None):

@@ -145,7 +145,7 @@ class OfflineTrainer:
     # ------------------------------------------------------------------ stages
     def train_value(self) -> tuple[IQLCritic, str]:
         c = self.cfg.value
-        key = config_hash(c, self.digest, self.norm_key)
+        key = config_hash(c, self.digest, self.norm_key, self.cfg.seed)
         d = self._stage_dir("value", key)
         torch.manual_seed(self._seed("value"))
         critic = IQLCritic(self.obs.shape[1], self.act.shape[1], tuple(c.q_hidden), tuple(c.v_hidden),
@@ -176,7 +176,7 @@ class OfflineTrainer:
 
     def train_dynamics(self) -> tuple[GaussianEnsembleModel, str]:
         c = self.cfg.dynamics
-        key = config_hash(c, self.digest)
+        key = config_hash(c, self.digest, self.cfg.seed)
         d = self._stage_dir("dynamics", key)
         torch.manual_seed(self._seed("dynamics"))
         model = GaussianEnsembleModel(c.n_members, self.obs.shape[1], self.act.shape[1], tuple(c.hidden), c.n_elites)
@@ -220,7 +220,7 @@ class OfflineTrainer:
             self.spec = src.spec
             return ens, "init-" + hashlib.sha256(
                 b"".join(v.numpy().tobytes() for v in src.state_dict().values())).hexdigest()[:12]
-        key = config_hash(c, self.cfg.policy, self.digest, self.norm_key)
+        key = config_hash(c, self.cfg.policy, self.digest, self.norm_key, self.cfg.seed)
         d = self._stage_dir("bc", key)
         torch.manual_seed(self._seed("bc"))
         policy = GaussianPolicyEnsemble(self.spec, c.n_policies)
@@ -245,7 +245,7 @@ class OfflineTrainer:
         self, policy: GaussianPolicyEnsemble, critic: IQLCritic, model: GaussianEnsembleModel, upstream: str
     ) -> tuple[GaussianPolicyEnsemble, float]:
         c, o = self.cfg.improvement, self.cfg.ope
-        key = config_hash(c, o, upstream)
+        key = config_hash(c, o, upstream, self.cfg.seed)
         d = self._stage_dir("improve", key)
         termination = rule_for_env(self.cfg.dynamics.termination if self.cfg.dynamics.termination != "auto"
                                    else self.cfg.env)

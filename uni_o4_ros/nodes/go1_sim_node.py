@@ -23,6 +23,7 @@ from uni_o4_ros.msg import EpisodeEvent, JointCommand, RobotState
 from uni_o4_ros.robot.go1 import rotation_matrix
 from uni_o4_ros.robot.safety import MotorCommand
 
+from .episode_events import SIM_RESET_EVENTS
 from .qos import COMMAND, EVENTS, SENSOR
 from .run import NodeConfigError, run_node
 from .tf import OdomTfBroadcaster
@@ -64,7 +65,7 @@ class Go1SimNode(Node):
         self.publish(header_stamp=m.header.stamp)
 
     def on_recorder_event(self, msg: EpisodeEvent) -> None:
-        if msg.event in (EpisodeEvent.STARTED, EpisodeEvent.TIMEOUT, EpisodeEvent.ABORTED_FALL, EpisodeEvent.ENDED):
+        if msg.event in SIM_RESET_EVENTS:
             self.state = self.sim.reset()
 
     def publish(self, header_stamp=None) -> None:

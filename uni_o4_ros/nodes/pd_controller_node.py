@@ -25,6 +25,7 @@ from uni_o4_ros.robot.controller import ControllerCore, Mode
 from uni_o4_ros.robot.safety import SafetyConfig
 from uni_o4_ros.srv import EStop
 
+from .episode_events import SIM_RESET_EVENTS
 from .go1_sim_node import odometry, robot_state
 from .qos import COMMAND, EVENTS, SENSOR
 from .run import NodeConfigError, run_node
@@ -129,9 +130,7 @@ class PDControllerNode(Node):
         return res
 
     def on_recorder_event(self, msg: EpisodeEvent) -> None:
-        # Every episode starts from the standing pose: reset when one ends, and when one starts
-        # (the robot may have walked or fallen while the graph waited for its readers).
-        if msg.event in (EpisodeEvent.STARTED, EpisodeEvent.TIMEOUT, EpisodeEvent.ABORTED_FALL, EpisodeEvent.ENDED):
+        if msg.event in SIM_RESET_EVENTS:
             self.backend.reset()
             self.core.estop(False)  # clears a latched fall; active again on the next fresh command
             self.get_logger().info(f"episode {msg.episode_id}: {msg.reason}; simulator reset")

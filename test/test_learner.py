@@ -116,18 +116,12 @@ def test_online_learning_hot_swaps_and_survives_a_learner_crash(ros_env, standin
         stop(learner, *procs)
 
 
-def test_offline_mode_learns_from_logged_episodes_and_publishes_a_verifiable_policy(ros_env, standing_policy,
-                                                                                    tmp_path):
-    import rclpy
-
-    from uni_o4_ros.msg import PolicyUpdate
-    from uni_o4_ros.nodes.qos import POLICY_UPDATE
+def _log_two_mattress_episodes(folder) -> None:
+    """Two short episodes of the simulated Go1 on the mattress, logged as the dataset_logger does."""
     from uni_o4_ros.robot.episodes import EpisodeWriter
-    from uni_o4_ros.robot.policy_update import verify_update
     from uni_o4_ros.sim.go1_env import Go1Env, Go1EnvConfig
 
-    # Two short episodes of the simulated Go1 on the mattress, logged as the dataset_logger does.
-    env, writer, rng = Go1Env(Go1EnvConfig(terrain="mattress", max_steps=60)), EpisodeWriter(tmp_path / "ep"), \
+    env, writer, rng = Go1Env(Go1EnvConfig(terrain="mattress", max_steps=60)), EpisodeWriter(folder), \
         np.random.default_rng(0)
     for eid in (1, 2):
         obs, _ = env.reset(seed=eid, options={"vx": 0.5})
@@ -141,6 +135,47 @@ def test_offline_mode_learns_from_logged_episodes_and_publishes_a_verifiable_pol
                 break
         writer.finish(eid)
 
+
+def test_offline_learner_stopped_mid_training_exits_cleanly_and_keeps_its_progress(ros_env, standing_policy,
+                                                                                     tmp_path):
+    import rclpy
+
+    from uni_o4_ros.learning import checkpoint as ckpt
+
+    _log_two_mattress_episodes(tmp_path / "ep")
+    run = tmp_path / "offline"
+    log = run / "scalars.csv"
+    proc = start("uni_o4_ros.nodes.learner_node", ros_env, "mode:=offline", f"dataset:={tmp_path / 'ep'}",
+                 f"policy_dir:={standing_policy}", f"run_dir:={run}",
+                 "offline_overrides:=['env=go1','value.steps=1000000','value.q_hidden=[32,32]','value.v_hidden=[32,32]']")
+    rclpy.init()
+    node = rclpy.create_node("stop_watcher")
+    try:
+        # value rows are logged every 100 steps: stop once training is well under way
+        wait_until(rclpy, node, lambda: (log.is_file() and "value,200," in log.read_text()) or proc.poll() is not None,
+                   timeout=300)
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        stop(proc, timeout=60)
+        err = proc.stderr.read()
+        assert proc.returncode == 0 and "terminate called" not in err, err[-2000:]
+        _, meta = ckpt.load(next((run / "stages").glob("value-*")), "stage")
+        assert 200 <= meta["step"] < 1_000_000 and not meta["done"]  # saved where it stopped: a rerun resumes
+        assert not (run / "failed.txt").exists()
+    finally:
+        stop(proc)
+        node.destroy_node()
+        rclpy.shutdown()
+
+
+def test_offline_mode_learns_from_logged_episodes_and_publishes_a_verifiable_policy(ros_env, standing_policy,
+                                                                                    tmp_path):
+    import rclpy
+
+    from uni_o4_ros.msg import PolicyUpdate
+    from uni_o4_ros.nodes.qos import POLICY_UPDATE
+    from uni_o4_ros.robot.policy_update import verify_update
+
+    _log_two_mattress_episodes(tmp_path / "ep")
     rclpy.init()
     node = rclpy.create_node("update_watcher")
     got: list = []

@@ -59,6 +59,10 @@ class OfflineResult:
     run_dir: Path
 
 
+class TrainingStopped(RuntimeError):
+    """Raised when `should_stop` fires; the stage in progress was checkpointed first."""
+
+
 class _Batches:
     """Uniform minibatches of dataset indices from a seeded generator."""
 
@@ -81,8 +85,12 @@ class OfflineTrainer:
         checkpoint_every: int = 2000,
         progress: bool = True,
         log: ScalarLog | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self.cfg, self.ds = cfg, dataset
+        # Polled between steps, e.g. a node's shutdown flag: the stage saves and training ends
+        # cleanly instead of dying in the middle of a torch call at interpreter exit.
+        self.should_stop = should_stop or (lambda: False)
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.init_policy = init_policy
@@ -131,6 +139,10 @@ class OfflineTrainer:
                    mininterval=1.0)
         last_save = time.monotonic()
         for step in range(start, total):
+            if self.should_stop():
+                save_fn(step)
+                bar.close()
+                raise TrainingStopped(f"{name} stopped at step {step} of {total}; a rerun resumes there")
             stats = step_fn(step)
             if stats and ((step + 1) % 100 == 0 or step == start):
                 self.log.log(name, step + 1, stats)
@@ -187,6 +199,8 @@ class OfflineTrainer:
         bar = tqdm(desc="dynamics", unit="epoch", disable=not self.progress, dynamic_ncols=True)
 
         def on_epoch(epoch: int, stats: dict[str, float]) -> None:
+            if self.should_stop():  # dynamics trains in minutes: a stop restarts this stage
+                raise TrainingStopped(f"dynamics stopped at epoch {epoch}; a rerun trains it again")
             self.log.log("dynamics", epoch, stats)
             bar.update(1)
             bar.set_postfix(holdout_mse=f"{stats['holdout_mse']:.4g}", refresh=False)

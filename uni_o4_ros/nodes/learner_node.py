@@ -91,12 +91,13 @@ class LearnerNode(Node):
             raise NodeConfigError(f"policy_dir {p['policy_dir']!r} is not a saved policy folder")
         self.cfg = load_config(None, [str(o) for o in p["offline_overrides"] if str(o)])
         self.offline_args = (dataset, p["policy_dir"], Path(p["run_dir"]))
+        self.stopping = threading.Event()
         self.worker = threading.Thread(target=self._run_offline, name="offline", daemon=True)
         self.worker.start()
 
     def _run_offline(self) -> None:
         from uni_o4_ros.data import read_hdf5, validate
-        from uni_o4_ros.learning.offline import OfflineTrainer
+        from uni_o4_ros.learning.offline import OfflineTrainer, TrainingStopped
         from uni_o4_ros.robot.episodes import read_episodes
 
         dataset, policy_dir, run_dir = self.offline_args
@@ -108,7 +109,11 @@ class LearnerNode(Node):
                 pol, norm, meta, _ = load_policy(policy_dir)
                 init, version = (pol, norm), int(meta.get("version", 0))
             self.get_logger().info(f"offline Uni-O4 on {len(ds)} transitions from {dataset}")
-            res = OfflineTrainer(self.cfg, ds, run_dir, init_policy=init, progress=False).run()
+            res = OfflineTrainer(self.cfg, ds, run_dir, init_policy=init, progress=False,
+                                 should_stop=self.stopping.is_set).run()
+        except TrainingStopped as exc:
+            self.get_logger().info(f"offline learning: {exc}")
+            return
         except Exception as exc:  # noqa: BLE001 - report and keep the node (and the robot) up
             self.get_logger().error(f"offline learning failed: {type(exc).__name__}: {exc}")
             (run_dir / "failed.txt").parent.mkdir(parents=True, exist_ok=True)
@@ -130,6 +135,14 @@ class LearnerNode(Node):
             self.get_logger().info(f"update -> version {res.version}: " +
                                    ", ".join(f"{k} {v:.3g}" for k, v in res.stats.items()))
             self.publish(self.core.ppo.actor, self.core.ppo.normalizer, self.core.version)
+
+    def close(self) -> None:
+        """Called by run_node on Ctrl-C/SIGTERM: an offline run checkpoints and its thread ends
+        before the process does (a thread killed inside torch aborted the process)."""
+        worker = getattr(self, "worker", None)
+        if worker is not None and worker.is_alive():
+            self.stopping.set()
+            worker.join(timeout=120.0)  # the longest uninterruptible piece is the final AM-Q choice
 
     def publish(self, actor, normalizer, version: int) -> None:
         fields = encode_update(actor, normalizer, version, self.key)

@@ -75,13 +75,14 @@ def main() -> None:
     ap.add_argument("--budget", default="small")
     ap.add_argument("--policy", help="simulator policy (default: the shipped checkpoint)")
     ap.add_argument("--no-iql", action="store_true", help="only the field pipeline")
+    ap.add_argument("--offline-threads", type=int, help="torch threads of the offline stage (default every core)")
     ap.add_argument("--iql-only", action="store_true",
                     help="only the IQL baseline, on the dataset an earlier field run of the same seed recorded")
     args = ap.parse_args()
     torch.set_num_threads(1)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
-        cfg = field_config(args.budget, seed=seed, policy=args.policy)
+        cfg = field_config(args.budget, seed=seed, policy=args.policy, offline_threads=args.offline_threads)
         run = Path(args.out) / f"seed{seed}"
         t0 = time.time()
         if args.iql_only:

@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "low and a high commanded speed and writes OUT/report.md + report.png. Rerun to resume.")
     p.add_argument("--sim", action="store_true", help="MuJoCo stands in for the Go1 and the T265 (required here)")
     p.add_argument("--out", default="runs/field", help="output folder (default runs/field)")
-    p.add_argument("--budget", default="small", help="small (default, ~15 min on 2 cores) | tiny (a smoke test) | "
+    p.add_argument("--budget", default="small", help="small (default, ~20 min on 2 cores) | tiny (a smoke test) | "
                    "paper (180k recorded + 100k online steps, Table 5 offline sizes)")
     p.add_argument("--policy", help="simulator-pretrained policy folder (default: the shipped checkpoint)")
     p.add_argument("--terrain", choices=("mattress", "flat"), help="target terrain (default mattress)")
@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--online-steps", type=int, help="online fine-tuning transitions")
     p.add_argument("--low-speed", type=float, help="low commanded speed, m/s (default 0.5)")
     p.add_argument("--high-speed", type=float, help="high commanded speed, m/s (default 1.0)")
+    p.add_argument("--offline-threads", type=int, help="torch threads of the offline stage (default: every core; "
+                   "give it fewer when other heavy work shares the machine: oversubscribed cores slow both)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
 
@@ -402,7 +404,7 @@ def cmd_field(args: argparse.Namespace) -> int:
                          "`ros2 launch uni_o4_ros robot.launch.py` and run the learner there")
     cfg = field_config(args.budget, policy=args.policy, terrain=args.terrain, record_steps=args.record_steps,
                        online_steps=args.online_steps, low_speed=args.low_speed, high_speed=args.high_speed,
-                       seed=args.seed)
+                       offline_threads=args.offline_threads, seed=args.seed)
     FieldPipeline(cfg, args.out, progress=not args.no_progress).run()
     return 0
 

@@ -78,6 +78,7 @@ class FieldConfig:
     eval_episodes: int = 5
     eval_initial_noise: float = 0.05  # rad of joint noise at reset, so evaluation episodes differ
     offline_budget: str = "small"
+    offline_threads: int = 0  # torch threads of the offline stage; 0 = every core (nothing else runs then)
     seed: int = 0
     commands: list[float] = field(default_factory=list)  # per-episode vx cycle; default [low, high]
 
@@ -208,8 +209,8 @@ class FieldPipeline:
         node = {"learner_node": ["mode:=offline", f"dataset:={(self.out / 'record' / 'episodes').resolve()}",
                                  f"policy_dir:={Path(c.policy).resolve()}", f"run_dir:={run.resolve()}",
                                  f"offline_overrides:=[{overrides}]",
-                                 # nothing else runs during this stage: use every core
-                                 f"torch_threads:={max(1, os.cpu_count() or 1)}"]}
+                                 # nothing else of ours runs during this stage: every core unless told
+                                 f"torch_threads:={c.offline_threads or max(1, os.cpu_count() or 1)}"]}
         bar = tqdm(desc="offline", unit="", bar_format="{desc}: {elapsed} {postfix}", disable=not self.progress)
 
         def show() -> None:

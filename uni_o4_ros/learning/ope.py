@@ -8,6 +8,8 @@ same start states and the same model noise, so comparisons between policies are 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .dynamics import GaussianEnsembleModel
@@ -17,24 +19,10 @@ from .termination import TerminationFn
 from .value import DoubleQ
 
 
-@torch.no_grad()
-def am_q(
-    policies: list[GaussianPolicyEnsemble],
-    q: DoubleQ,
-    model: GaussianEnsembleModel,
-    termination: TerminationFn,
-    normalizer: StateNormalizer,
-    start_states: torch.Tensor,
-    horizon: int,
-    gamma: float = 1.0,
-    generator: torch.Generator | None = None,
-    state_bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """AM-Q of every member of every ensemble in `policies`: (sum of members,) mean scores.
-
-    See `am_q_per_start` for the arguments."""
-    return am_q_per_start(policies, q, model, termination, normalizer, start_states, horizon, gamma,
-                          generator, state_bounds).mean(1)
+def am_q(*args: Any, **kwargs: Any) -> torch.Tensor:
+    """AM-Q of every member of every ensemble: `am_q_per_start` (same arguments) averaged over
+    the start states, shape (sum of members,)."""
+    return am_q_per_start(*args, **kwargs).mean(1)
 
 
 @torch.no_grad()

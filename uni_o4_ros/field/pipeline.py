@@ -48,7 +48,8 @@ PRETRAINED = PACKAGE / "sim" / "checkpoints" / "go1_flat"
 # (terminal backup r) look better than walking on: 2000 warm-up steps on Monte-Carlo returns fix
 # the level (value.py). Improvement batch 256 halves its cost (~110 ms a step) to pay for them.
 # The final choice takes the certified candidate closest to the simulator policy (selection.py):
-# on two recordings AM-Q's own top pick fell at 1.0 m/s. The paper budget keeps the paper's rule.
+# on one of three recordings AM-Q's own top pick fell at 1.0 m/s in every episode (on another it
+# was the better pick; BENCHMARKS §6.2). The paper budget keeps the paper's rule.
 OFFLINE_BUDGETS: dict[str, list[str]] = {
     "paper": ["env=go1", "ope.horizon=20"],
     "small": ["env=go1", "ope.horizon=20", "ope.n_start_states=256", "value.mc_warmup_steps=2000",

@@ -9,12 +9,12 @@ Two rules:
   confidence (paired per-start gains, mean - z * standard error > 0), the one that moved least
   from it (mean KL on dataset states); the starting policy itself if none is certified.
   Why: AM-Q's error grows with the distance from the data its Q and model were fitted on, and
-  the improvement pushes exactly along Q's errors. Measured on two mattress recordings (BENCHMARKS
-  §6.2): AM-Q ranked first the improved member that moved furthest (falls at 1.0 m/s in the
-  simulator, on both draws and with an independently trained Q), while the certified candidate
-  closest to the simulator policy was the best one in the simulator both times. Offline
-  improvement bounds (BPPO, Uni-O4 Sec. 3) are likewise only as good as the policy stays near
-  the behaviour policy. A robot then gets the smallest change AM-Q is sure improves it.
+  the improvement pushes exactly along Q's errors. On one mattress recording (BENCHMARKS §6.2)
+  AM-Q ranked first the member that moved furthest, which falls at 1.0 m/s in the simulator (on
+  both draws, and with an independently trained Q); the closest certified one walks. On another
+  recording AM-Q's pick was the better one, so this rule trades some return for a safer worst
+  case: a robot gets the smallest change AM-Q is sure improves it. Offline improvement bounds
+  (BPPO, Uni-O4 Sec. 3) likewise hold only while the policy stays near the behaviour policy.
 """
 
 from __future__ import annotations

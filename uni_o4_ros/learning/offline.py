@@ -124,6 +124,10 @@ class OfflineTrainer:
         return (torch.minimum(self.obs.min(0).values, self.next_obs.min(0).values),
                 torch.maximum(self.obs.max(0).values, self.next_obs.max(0).values))
 
+    def _key(self, *parts: Any) -> str:
+        """A stage's cache key: its config, inputs and the seed its training draws from."""
+        return config_hash(*parts, self.cfg.seed)
+
     def _stage_dir(self, name: str, key: str) -> Path:
         return self.run_dir / "stages" / f"{name}-{key}"
 
@@ -157,7 +161,7 @@ class OfflineTrainer:
     # ------------------------------------------------------------------ stages
     def train_value(self) -> tuple[IQLCritic, str]:
         c = self.cfg.value
-        key = config_hash(c, self.digest, self.norm_key, self.cfg.seed)
+        key = self._key(c, self.digest, self.norm_key)
         d = self._stage_dir("value", key)
         torch.manual_seed(self._seed("value"))
         critic = IQLCritic(self.obs.shape[1], self.act.shape[1], tuple(c.q_hidden), tuple(c.v_hidden),
@@ -178,7 +182,6 @@ class OfflineTrainer:
                 return critic.update(self.obs_n[i], self.act[i], self.rew[i], self.next_obs_n[i], self.terminal[i])
 
             def save_fn(step: int) -> None:
-                critic.n_updates = max(0, step - warmup)
                 self._save(d, critic, {"q_opt": critic.q_opt, "v_opt": critic.v_opt}, step, total, c)
 
             critic.n_updates = max(0, start - warmup)
@@ -188,7 +191,7 @@ class OfflineTrainer:
 
     def train_dynamics(self) -> tuple[GaussianEnsembleModel, str]:
         c = self.cfg.dynamics
-        key = config_hash(c, self.digest, self.cfg.seed)
+        key = self._key(c, self.digest)
         d = self._stage_dir("dynamics", key)
         torch.manual_seed(self._seed("dynamics"))
         model = GaussianEnsembleModel(c.n_members, self.obs.shape[1], self.act.shape[1], tuple(c.hidden), c.n_elites)
@@ -234,7 +237,7 @@ class OfflineTrainer:
             self.spec = src.spec
             return ens, "init-" + hashlib.sha256(
                 b"".join(v.numpy().tobytes() for v in src.state_dict().values())).hexdigest()[:12]
-        key = config_hash(c, self.cfg.policy, self.digest, self.norm_key, self.cfg.seed)
+        key = self._key(c, self.cfg.policy, self.digest, self.norm_key)
         d = self._stage_dir("bc", key)
         torch.manual_seed(self._seed("bc"))
         policy = GaussianPolicyEnsemble(self.spec, c.n_policies)
@@ -259,7 +262,7 @@ class OfflineTrainer:
         self, policy: GaussianPolicyEnsemble, critic: IQLCritic, model: GaussianEnsembleModel, upstream: str
     ) -> tuple[GaussianPolicyEnsemble, float]:
         c, o = self.cfg.improvement, self.cfg.ope
-        key = config_hash(c, o, upstream, self.cfg.seed)
+        key = self._key(c, o, upstream)
         d = self._stage_dir("improve", key)
         termination = rule_for_env(self.cfg.dynamics.termination if self.cfg.dynamics.termination != "auto"
                                    else self.cfg.env)

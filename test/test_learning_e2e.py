@@ -81,8 +81,11 @@ def test_rerun_reuses_cached_stages_and_a_changed_setting_does_not(hopper_h5, tm
     stages = sorted(p.name for p in (run / "stages").iterdir())
     value_dir = next((run / "stages").glob("value-*"))
     stamp = value_dir.joinpath("stage.safetensors").stat().st_mtime_ns
+    first_choice = json.loads((run / "selection.json").read_text())
     assert main(args) == 0
     assert sorted(p.name for p in (run / "stages").iterdir()) == stages
+    # the final choice of a run resumed after the loop is the uninterrupted run's, score for score
+    assert json.loads((run / "selection.json").read_text()) == first_choice
     assert value_dir.joinpath("stage.safetensors").stat().st_mtime_ns == stamp  # not retrained
     assert main(args + ["--set", "value.expectile=0.5"]) == 0
     values = sorted(p.name for p in (run / "stages").glob("value-*"))

@@ -86,7 +86,7 @@ class SelectionConfig:
     # (ope.py) as well, 3 independent draws all chose the best. Not part of any cached stage.
     start_states: int = 2048
     # am_q (the paper: highest AM-Q) | closest_certified (selection.py: the smallest change that
-    # AM-Q certifies as an improvement; what the field pipeline uses on the robot)
+    # AM-Q certifies as an improvement; lost to am_q on the field's candidate sets, BENCHMARKS §6.2)
     rule: str = "am_q"
     z: float = 2.0  # standard errors a paired AM-Q gain must clear to count as certified
 

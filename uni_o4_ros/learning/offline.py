@@ -284,13 +284,14 @@ class OfflineTrainer:
         bounds = self.state_bounds()
         batches = _Batches(len(self.obs), c.batch_size, self._seed("improve") + start)
 
-        def score(policies: list[GaussianPolicyEnsemble], n_starts: int = o.n_start_states) -> torch.Tensor:
+        def score(policies: list[GaussianPolicyEnsemble], n_starts: int = o.n_start_states,
+                  g: torch.Generator = gen) -> torch.Tensor:
             # Every candidate is scored from the same start states, so the comparison is not
             # drowned by the spread between draws of starts. Returns (candidates, starts).
-            starts = self.obs[torch.randint(len(self.obs), (n_starts,), generator=gen)]
+            starts = self.obs[torch.randint(len(self.obs), (n_starts,), generator=g)]
             return am_q_per_start(
                 policies, critic.q, model, termination, self.normalizer, starts, o.horizon, o.gamma,
-                generator=torch.Generator().manual_seed(int(torch.randint(2**31, (1,), generator=gen))),
+                generator=torch.Generator().manual_seed(int(torch.randint(2**31, (1,), generator=g))),
                 state_bounds=bounds)
 
         def step_fn(step: int) -> dict[str, float]:
@@ -321,7 +322,10 @@ class OfflineTrainer:
         # accepted behaviour policies and the final targets, scored on the same fresh start states.
         n = imp.target.n
         candidates = [initial, imp.behavior, imp.target]
-        per_start = score(candidates, max(o.n_start_states, self.cfg.selection.start_states))
+        # Its own generator: a run resumed after the loop finished must choose what an
+        # uninterrupted run chooses (the loop's generator is reseeded at the resume step).
+        per_start = score(candidates, max(o.n_start_states, self.cfg.selection.start_states),
+                          torch.Generator().manual_seed(self._seed("select")))
         choice = choose(per_start, [k % n for k in range(3 * n)], self._kl_from(initial, candidates),
                         self.cfg.selection.rule, self.cfg.selection.z)
         best = choice.index

@@ -48,8 +48,8 @@ PRETRAINED = PACKAGE / "sim" / "checkpoints" / "go1_flat"
 # (terminal backup r) look better than walking on: 2000 warm-up steps on Monte-Carlo returns fix
 # the level (value.py). Improvement batch 256 halves its cost (~110 ms a step) to pay for them.
 # The final choice is the paper's (highest AM-Q). `selection.rule=closest_certified` was tried
-# here and lost: over 12 candidate sets (4 value/dynamics stages x 3 improvement settings,
-# BENCHMARKS §6.2) its pick was worse than AM-Q's at 1.0 m/s in 9, better in 3.
+# here and lost: over 14 candidate sets (5 value/dynamics stages, 4 improvement settings;
+# BENCHMARKS §6.2) its pick was worse than AM-Q's at 1.0 m/s in 10, better in 4.
 OFFLINE_BUDGETS: dict[str, list[str]] = {
     "paper": ["env=go1", "ope.horizon=20"],
     "small": ["env=go1", "ope.horizon=20", "ope.n_start_states=256", "value.mc_warmup_steps=2000",

@@ -14,8 +14,8 @@ Two rules:
   both draws, and with an independently trained Q); the closest certified one walks. On another
   recording AM-Q's pick was the better one. Offline improvement bounds (BPPO, Uni-O4 Sec. 3)
   likewise hold only while the policy stays near the behaviour policy.
-  Measured since on 12 candidate sets (BENCHMARKS §6.2): worse than `am_q` at 1.0 m/s in 9,
-  better in 3. Kept as an option; no budget uses it.
+  Measured since on 14 candidate sets (BENCHMARKS §6.2): worse than `am_q` at 1.0 m/s in 10,
+  better in 4. Kept as an option; no budget uses it.
 """
 
 from __future__ import annotations

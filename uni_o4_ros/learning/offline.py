@@ -203,6 +203,7 @@ class OfflineTrainer:
 
         def on_epoch(epoch: int, stats: dict[str, float]) -> None:
             if self.should_stop():  # dynamics trains in minutes: a stop restarts this stage
+                bar.close()
                 raise TrainingStopped(f"dynamics stopped at epoch {epoch}; a rerun trains it again")
             self.log.log("dynamics", epoch, stats)
             bar.update(1)

@@ -14,8 +14,9 @@ from torch import nn
 
 from uni_o4_ros.learning.dynamics import GaussianEnsembleModel, train_dynamics
 from uni_o4_ros.learning.improvement import MultiStepImprover
+from uni_o4_ros.learning.networks import copy_member
 from uni_o4_ros.learning.normalizer import StateNormalizer
-from uni_o4_ros.learning.ope import am_q
+from uni_o4_ros.learning.ope import am_q, am_q_per_start
 from uni_o4_ros.learning.policy import make_policy
 from uni_o4_ros.learning.termination import never
 from uni_o4_ros.learning.value import IQLCritic
@@ -94,6 +95,40 @@ def test_am_q_scores_every_policy_on_the_same_model_draws(learned):
     other = am_q([FixedPolicy(-2.0)], critic.q, model, never, norm, starts, horizon=10,
                  generator=torch.Generator().manual_seed(4))
     assert float(other[0]) != float(scores[0])  # the draws are random, just shared
+
+
+def test_identical_members_are_rolled_out_once_with_unchanged_scores(learned):
+    # The final choice scores n copies of one starting policy and targets equal to their
+    # behaviours; each copy must cost nothing and change no score.
+    s, _, critic, model, norm = learned
+    starts = s[:64]
+    torch.manual_seed(1)
+    start, improved = make_policy(DIM, DIM, n=3, hidden=(16,)), make_policy(DIM, DIM, n=3, hidden=(16,))
+    for i in (1, 2):
+        copy_member(start, i, start, 0)  # three copies of one policy, as when starting from one online policy
+    copy_member(improved, 2, improved, 1)
+    q_pairs = []
+    real_min_q = critic.q.min_q
+
+    def counting_min_q(obs, act):
+        q_pairs.append(len(obs))
+        return real_min_q(obs, act)
+
+    critic.q.min_q = counting_min_q
+    try:
+        per_start = am_q_per_start([start, improved], critic.q, model, never, norm, starts, 5,
+                                   generator=torch.Generator().manual_seed(7))
+    finally:
+        critic.q.min_q = real_min_q
+    assert per_start.shape == (6, 64)
+    assert sum(q_pairs) == 3 * 64 * 5  # 3 distinct policies of 6 members, 5 steps, no terminations
+    for k, (ens, i) in enumerate([(start, 0), (start, 1), (start, 2), (improved, 0), (improved, 1), (improved, 2)]):
+        alone = make_policy(DIM, DIM, n=1, hidden=(16,))
+        copy_member(alone, 0, ens, i)
+        expected = am_q_per_start([alone], critic.q, model, never, norm, starts, 5,
+                                  generator=torch.Generator().manual_seed(7))
+        torch.testing.assert_close(per_start[k], expected[0], rtol=1e-5, atol=1e-5)
+    assert not torch.equal(per_start[3], per_start[4])  # distinct members keep distinct scores
 
 
 def test_am_q_is_a_sum_over_the_horizon_and_stops_at_termination(learned):

@@ -92,6 +92,20 @@ def copy_member(dst: nn.Module, dst_index: int, src: nn.Module, src_index: int) 
                 t[dst_index].copy_(src_sd[name][src_index])
 
 
+def same_member(a: nn.Module, a_index: int, b: nn.Module, b_index: int) -> bool:
+    """True when member `a_index` of `a` and member `b_index` of `b` have identical weights."""
+    a_sd, b_sd, n_a, n_b = a.state_dict(), b.state_dict(), _n_of(a), _n_of(b)
+    if a_sd.keys() != b_sd.keys():
+        return False
+    for name, t in a_sd.items():
+        u = b_sd[name]
+        per_member = t.dim() >= 1 and t.shape[0] == n_a and u.dim() >= 1 and u.shape[0] == n_b
+        x, y = (t[a_index], u[b_index]) if per_member else (t, u)
+        if x.shape != y.shape or not torch.equal(x, y):
+            return False
+    return True
+
+
 def clip_grad_norm_per_member(module: nn.Module, max_norm: float) -> torch.Tensor:
     """Clip each member's gradient norm separately, so one member's large step never shrinks
     another's (a global clip would couple members that are meant to be independent)."""

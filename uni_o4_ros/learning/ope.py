@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from .dynamics import GaussianEnsembleModel
+from .networks import copy_member, same_member
 from .normalizer import StateNormalizer
 from .policy import GaussianPolicyEnsemble
 from .termination import TerminationFn
@@ -47,6 +48,7 @@ def am_q_per_start(
     a model fitted on little data can otherwise drift to states where Q extrapolates without
     bound (seen: AM-Q of 1e14 from 200 robot transitions).
     """
+    policies, rows = _distinct_members(policies)
     m, s = sum(p.n for p in policies), start_states.shape[0]
     state = start_states.unsqueeze(0).expand(m, -1, -1).reshape(m * s, -1).clone()
     total = torch.zeros(m * s, device=state.device)
@@ -79,4 +81,35 @@ def am_q_per_start(
         state[idx] = torch.where(torch.isfinite(nxt), nxt, cur)
         alive[idx[done]] = False
         discount *= gamma
-    return total.view(m, s)
+    total = total.view(m, s)
+    return total if rows is None else total[rows]
+
+
+def _distinct_members(
+    policies: list[GaussianPolicyEnsemble],
+) -> tuple[list[GaussianPolicyEnsemble], torch.Tensor | None]:
+    """One ensemble of the distinct members, and for every original member its row in it.
+
+    The final choice scores the starting members (often n copies of one online policy) and the
+    final targets (equal to their behaviours when accepted at the last evaluation): each copy
+    would cost a full set of rollouts for the same score. Noise and elite draws depend only on
+    the start index, so a member's score does not depend on which others are in the batch.
+    (policies, None) when every member is distinct or the architectures differ."""
+    if not all(isinstance(p, GaussianPolicyEnsemble) for p in policies) or any(
+            p.spec != policies[0].spec for p in policies):
+        return policies, None
+    distinct: list[tuple[GaussianPolicyEnsemble, int]] = []
+    rows = []
+    for p in policies:
+        for i in range(p.n):
+            j = next((j for j, (q, k) in enumerate(distinct) if same_member(p, i, q, k)), None)
+            if j is None:
+                j = len(distinct)
+                distinct.append((p, i))
+            rows.append(j)
+    if len(distinct) == len(rows):
+        return policies, None
+    pool = GaussianPolicyEnsemble(policies[0].spec, len(distinct))
+    for j, (p, i) in enumerate(distinct):
+        copy_member(pool, j, p, i)
+    return [pool], torch.tensor(rows)

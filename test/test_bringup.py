@@ -41,7 +41,10 @@ def test_two_episodes_are_recorded_exactly(ros_env, standing_policy, tmp_path):
     w = TransitionWatcher()  # subscribe before anything publishes
     procs = [
         start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}", f"bag_path:={tmp_path / 'bag'}"),
-        start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "max_steps:=20", "episodes:=2"),
+        # No episode starts before the logger and the watcher both listen: `transitions` is volatile,
+        # so a reader that matches late misses the first rows (CI once saw 29 of 40).
+        start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "max_steps:=20", "episodes:=2",
+              "wait_for_subscribers:=2"),
         # The simulator as its own process, in lockstep with the controller over low_cmd / low_state.
         start("uni_o4_ros.nodes.go1_sim_node", ros_env),
         start("uni_o4_ros.nodes.pd_controller_node", ros_env, "backend:=go1_sim"),
@@ -80,7 +83,7 @@ def test_killing_the_logger_mid_episode_keeps_finished_episodes_readable(ros_env
     w = TransitionWatcher()
     logger = start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}")
     procs = [
-        start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "max_steps:=15"),
+        start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "max_steps:=15", "wait_for_subscribers:=2"),
         start("uni_o4_ros.nodes.pd_controller_node", ros_env),
         start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}"),
     ]

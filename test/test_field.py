@@ -44,6 +44,7 @@ def test_tiny_field_run_records_learns_swaps_and_reports(tmp_path, ros_env, stan
     assert timeline and timeline[0]["version"] == 1
     assert max(versions) >= 1 and versions == sorted(versions)  # swapped in, never back to an older one
 
+    n_episodes = sum(len(list((out / s / "episodes").glob("*.hdf5"))) for s in ("record", "online"))
     rows = json.loads((out / "evaluation.json").read_text())
     cells = {(r["stage"], r["terrain"], r["command_vx"]) for r in rows}
     for stage in ("simulator", "offline", "online"):
@@ -55,6 +56,20 @@ def test_tiny_field_run_records_learns_swaps_and_reports(tmp_path, ros_env, stan
     again = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("done earlier, skipped") == 5
 
+    # A changed evaluation setting redoes the evaluation and the report, not the robot stages.
+    more = subprocess.run([*cmd, "--eval-episodes", "2"], env=ros_env, capture_output=True, text=True, timeout=300)
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert more.stdout.count("done earlier, skipped") == 3 and "eval_episodes: 1 -> 2" in more.stdout
+    rows = json.loads((out / "evaluation.json").read_text())
+    assert all(r["episodes"] == 2 and len(r["episode_returns"]) == 2 for r in rows)
+    assert sum(len(list((out / s / "episodes").glob("*.hdf5"))) for s in ("record", "online")) == n_episodes
+    report = (out / "report.md").read_text()
+    for r in rows:  # the table's fall counts are the evaluation's
+        if r["terrain"] == "mattress":
+            assert f"| {r['stage']} | {r['mean_return']:.3f} ± " in report
+            assert f"| {sum(r['episode_fell'])} of 2 |" in report
+    assert report.count("| simulator → offline |") == 2 and report.count("| offline → online |") == 2
+
 
 def test_field_without_sim_or_policy_is_a_one_line_error(tmp_path):
     for extra, needle in ((["--policy", str(tmp_path)], "only --sim"),
@@ -62,3 +77,24 @@ def test_field_without_sim_or_policy_is_a_one_line_error(tmp_path):
         run = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "field", "--out", str(tmp_path / "o"), *extra],
                              capture_output=True, text=True, timeout=120)
         assert run.returncode == 2 and needle in run.stderr and "Traceback" not in run.stderr
+
+
+def test_stage_comparison_calls_a_change_inside_two_standard_errors_noise():
+    from uni_o4_ros.field.report import compare_stages
+
+    def row(returns, fell):
+        n = len(returns)
+        return {"mean_return": float(np.mean(returns)), "std_return": float(np.std(returns)), "episodes": n,
+                "se_return": float(np.std(returns, ddof=1) / np.sqrt(n)), "falls_per_episode": sum(fell) / n}
+
+    walker, faller = row([20.0, 19.0, 21.0, 20.0], [0, 0, 0, 0]), row([1.0, 2.0, 1.5, 1.5], [1, 1, 1, 1])
+    c = compare_stages(faller, walker)
+    assert c["verdict"] == "better" and c["diff"] == 18.5 and (c["falls_before"], c["falls_after"]) == (4, 0)
+    assert compare_stages(walker, faller)["verdict"] == "worse"
+    # one fall in five episodes: the mean drops by 3.7, but the spread makes it noise
+    mixed = row([20.0, 20.0, 1.5, 20.0, 20.0], [0, 0, 1, 0, 0])
+    c = compare_stages(row([20.0, 20.5, 19.5, 20.0, 20.0], [0] * 5), mixed)
+    assert c["verdict"] == "within noise" and c["falls_after"] == 1 and c["diff"] < -3
+    # rows written before per-episode returns: the standard error comes from the population std
+    legacy = {k: v for k, v in mixed.items() if k != "se_return"}
+    assert np.isclose(compare_stages(legacy, legacy)["se"], compare_stages(mixed, mixed)["se"])

@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--high-speed", type=float, help="high commanded speed, m/s (default 1.0)")
     p.add_argument("--offline-threads", type=int, help="torch threads of the offline stage (default: every core; "
                    "give it fewer when other heavy work shares the machine: oversubscribed cores slow both)")
+    p.add_argument("--eval-episodes", type=int, help="evaluation episodes per policy and speed (small budget: 5; "
+                   "changing it on a finished run redoes only the evaluation and the report)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
 
@@ -404,7 +406,7 @@ def cmd_field(args: argparse.Namespace) -> int:
                          "`ros2 launch uni_o4_ros robot.launch.py` and run the learner there")
     cfg = field_config(args.budget, policy=args.policy, terrain=args.terrain, record_steps=args.record_steps,
                        online_steps=args.online_steps, low_speed=args.low_speed, high_speed=args.high_speed,
-                       offline_threads=args.offline_threads, seed=args.seed)
+                       offline_threads=args.offline_threads, eval_episodes=args.eval_episodes, seed=args.seed)
     FieldPipeline(cfg, args.out, progress=not args.no_progress).run()
     return 0
 

@@ -19,6 +19,7 @@ the stage it was in. A stage that runs nodes restarts from its beginning.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -117,6 +118,36 @@ def recorded_steps(directory: Path, known: dict[str, int] | None = None) -> int:
     return sum(known.values())
 
 
+# The settings each stage's result depends on (besides those of every stage before it). A rerun
+# whose settings differ redoes that stage and every later one instead of reusing a stale result.
+# offline_threads is left out on purpose: it changes float sums, not what the stage means.
+STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "record": ("policy_sha256", "terrain", "episode_steps", "record_steps", "record_explore", "seed",
+               "low_speed", "high_speed", "commands"),
+    "offline": ("offline_budget", "offline_overrides"),
+    "online": ("online_steps", "rollout_steps", "online_epochs"),
+    "evaluate": ("eval_episodes", "eval_initial_noise"),
+    "report": (),
+}
+
+
+def stage_settings(cfg: FieldConfig, stage: str, policy_sha256: str) -> dict:
+    """Everything `stage` depends on: its own settings and those of the stages before it."""
+    values = {**to_dict(cfg), "policy_sha256": policy_sha256,
+              "offline_overrides": OFFLINE_BUDGETS.get(cfg.offline_budget)}  # a budget's content can change
+    names = [n for s in FieldPipeline.STAGES[:FieldPipeline.STAGES.index(stage) + 1] for n in STAGE_SETTINGS[s]]
+    return {n: values[n] for n in names}
+
+
+def policy_digest(policy_dir: str | Path) -> str:
+    """The simulator policy by content, so the same weights under another path still match."""
+    h = hashlib.sha256()
+    with open(Path(policy_dir) / "policy.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
 class FieldPipeline:
     STAGES = ("record", "offline", "online", "evaluate", "report")
 
@@ -126,7 +157,15 @@ class FieldPipeline:
         if not (Path(cfg.policy) / "policy.safetensors").is_file():
             raise FileNotFoundError(f"no pretrained policy in {cfg.policy} (make one with `uni-o4 pretrain`)")
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+        self.policy_sha256 = policy_digest(cfg.policy)
+        # Markers of runs made before stages recorded their settings are judged by that run's config.
+        old = self.out / "config.json"
+        self._earlier: dict | None = None
+        if old.is_file():
+            self._earlier = json.loads(old.read_text())
+            p = Path(self._earlier.get("policy", ""))
+            self._earlier["policy_sha256"] = policy_digest(p) if (p / "policy.safetensors").is_file() else str(p)
+        old.write_text(json.dumps(to_dict(cfg), indent=2))
         # Unless ROS_DOMAIN_ID is set: one DDS domain per output folder, so two field runs on one
         # machine do not cross-talk.
         self.env = ros_environment(default_domain_id=100 + sum(str(self.out.resolve()).encode()) % 100)
@@ -135,23 +174,38 @@ class FieldPipeline:
     def _marker(self, stage: str) -> Path:
         return self.out / "stages" / f"{stage}.json"
 
-    def done(self, stage: str) -> dict | None:
-        m = self._marker(stage)
-        return json.loads(m.read_text()) if m.is_file() else None
+    def _changed(self, stage: str, info: dict) -> list[str]:
+        """'name: old -> new' for every setting of `stage` that differs from when it finished."""
+        now = stage_settings(self.cfg, stage, self.policy_sha256)
+        then = info.get("settings")
+        if then is None:  # a marker from before stages kept their settings: that run's config.json
+            if self._earlier is None:
+                return ["settings unknown"]
+            then, now = self._earlier, {k: v for k, v in now.items() if k in self._earlier}
+        return [f"{k}: {then.get(k)} -> {v}" for k, v in now.items() if then.get(k) != v]
 
     def _finish(self, stage: str, info: dict) -> dict:
         m = self._marker(stage)
         m.parent.mkdir(parents=True, exist_ok=True)
-        m.write_text(json.dumps(info, indent=2))
+        m.write_text(json.dumps({**info, "settings": stage_settings(self.cfg, stage, self.policy_sha256)}, indent=2))
         return info
 
     def run(self) -> Path:
         t0 = time.time()
+        redo = False  # once a stage runs, every later one does: its input changed
         for i, stage in enumerate(self.STAGES, 1):
-            if self.done(stage) is not None:
-                self.echo(f"[{i}/{len(self.STAGES)}] {stage}: done earlier, skipped")
-                continue
-            self.echo(f"[{i}/{len(self.STAGES)}] {stage}")
+            m = self._marker(stage)
+            if not redo and m.is_file():
+                changed = self._changed(stage, json.loads(m.read_text()))
+                if not changed:
+                    self.echo(f"[{i}/{len(self.STAGES)}] {stage}: done earlier, skipped")
+                    continue
+                self.echo(f"[{i}/{len(self.STAGES)}] {stage}: settings changed since it ran "
+                          f"({'; '.join(changed)}): redoing it and every stage after it")
+            else:
+                self.echo(f"[{i}/{len(self.STAGES)}] {stage}")
+            redo = True
+            m.unlink(missing_ok=True)  # a stage interrupted now must not look finished under old settings
             getattr(self, f"stage_{stage}")()
         self.echo(f"field run finished in {time.time() - t0:.0f} s: {self.out / 'report.md'}")
         return self.out / "report.md"

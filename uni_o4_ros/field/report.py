@@ -16,6 +16,29 @@ import numpy as np  # noqa: E402
 STAGE_ORDER = ("simulator", "offline", "online")
 
 
+def se_return(row: dict) -> float:
+    """Standard error of a row's mean return (rows written before per-episode returns: from std)."""
+    if "se_return" in row:
+        return float(row["se_return"])
+    n = int(row["episodes"])
+    return float(row["std_return"]) / np.sqrt(n - 1) if n > 1 else 0.0
+
+
+def falls_of(row: dict) -> int:
+    return int(round(row["falls_per_episode"] * row["episodes"]))
+
+
+def compare_stages(before: dict, after: dict) -> dict:
+    """The change of mean return from one stage to the next with its uncertainty. A change within
+    two standard errors (Welch) is called noise: the issue's targets are comparisons of noisy means."""
+    diff = after["mean_return"] - before["mean_return"]
+    se = float(np.hypot(se_return(before), se_return(after)))
+    verdict = "better" if diff > 2 * se else "worse" if diff < -2 * se else "within noise"
+    return {"diff": diff, "se": se, "verdict": verdict, "falls_before": falls_of(before),
+            "falls_after": falls_of(after), "episodes_before": int(before["episodes"]),
+            "episodes_after": int(after["episodes"])}
+
+
 def _online_versions(out: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(global step, policy version, reward) of every online transition, in recording order."""
     steps, versions, rewards = [], [], []
@@ -75,8 +98,8 @@ def write_field_report(out: Path, cfg) -> Path:
         r = next((r for r in mattress if r["stage"] == stage and r["command_vx"] == vx), None)
         if r is None:
             return f"| {stage} | - | - | - | - |"
-        return (f"| {stage} | {r['mean_return']:.3f} ± {r['std_return']:.3f} | {r['tracking_error']:.3f} | "
-                f"{r['mean_vx']:.3f} | {r['falls_per_episode']:.2f} |")
+        return (f"| {stage} | {r['mean_return']:.3f} ± {se_return(r):.3f} | {r['tracking_error']:.3f} | "
+                f"{r['mean_vx']:.3f} | {falls_of(r)} of {r['episodes']} |")
 
     lines = [
         "# Field run: simulator → offline (mattress data) → online (mattress)", "",
@@ -86,9 +109,23 @@ def write_field_report(out: Path, cfg) -> Path:
     ]
     for vx in speeds:
         lines += [f"## Commanded speed {vx:.2f} m/s", "",
-                  "| policy | return | tracking error (m/s) | mean vx (m/s) | falls / episode |",
+                  "| policy | return (mean ± SE) | tracking error (m/s) | mean vx (m/s) | episodes that fell |",
                   "|---|---|---|---|---|"]
         lines += [row(s, vx) for s in STAGE_ORDER] + [""]
+    lines += ["## Stage by stage", "",
+              "Each stage against the one before it on the mattress; \"within noise\" = the change of mean return is "
+              "inside two standard errors.", "",
+              "| command (m/s) | stage | return change (± SE) | episodes that fell | verdict |",
+              "|---|---|---|---|---|"]
+    for vx in speeds:
+        cell = {r["stage"]: r for r in mattress if r["command_vx"] == vx}
+        for prev, cur in zip(STAGE_ORDER, STAGE_ORDER[1:]):
+            if prev in cell and cur in cell:
+                c = compare_stages(cell[prev], cell[cur])
+                lines.append(f"| {vx:.2f} | {prev} → {cur} | {c['diff']:+.3f} ± {c['se']:.3f} | "
+                             f"{c['falls_before']}/{c['episodes_before']} → {c['falls_after']}/{c['episodes_after']} | "
+                             f"{c['verdict']} |")
+    lines += [""]
     flat = [r for r in rows if r["terrain"] != cfg.terrain]
     if flat:
         f = flat[0]

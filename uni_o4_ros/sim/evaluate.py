@@ -7,7 +7,7 @@ tests (Fig. 5 b/c): each episode lasts up to 1000 steps and ends early on a fall
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +28,19 @@ class Go1Evaluation:
     mean_vx: float  # mean forward speed (m/s)
     falls_per_episode: float
     mean_length: float
+    # Per episode, so a report can give the uncertainty: walkers and fallers make returns bimodal,
+    # and with 5 episodes one fall moves the mean by a fifth of the gap.
+    episode_returns: list[float] = field(default_factory=list)
+    episode_fell: list[bool] = field(default_factory=list)
+
+    @property
+    def se_return(self) -> float:
+        """Standard error of the mean return (0 for a single episode)."""
+        n = len(self.episode_returns)
+        return float(np.std(self.episode_returns, ddof=1) / np.sqrt(n)) if n > 1 else 0.0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "se_return": self.se_return}
 
 
 def evaluate_go1(policy_dir: str | Path, terrain: str, command_vx: float, episodes: int = 3, seed: int = 0,
@@ -54,7 +64,7 @@ def evaluate_actor(act: Callable[[np.ndarray], np.ndarray], terrain: str, comman
     A few hundredths of a radian of joint noise at reset make the episodes differ, so the spread
     over episodes means something."""
     env = Go1Env(Go1EnvConfig(terrain=terrain, max_steps=max_steps, initial_noise=initial_noise))
-    returns, errors, speeds, falls, lengths = [], [], [], 0, []
+    returns, errors, speeds, fell, lengths = [], [], [], [], []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep, options={"vx": command_vx})
         total, done, n = 0.0, False, 0
@@ -65,9 +75,10 @@ def evaluate_actor(act: Callable[[np.ndarray], np.ndarray], terrain: str, comman
             errors.append(info["tracking_error"])
             speeds.append(info["vx"])
             done = term or trunc
-            falls += int(info["fell"])
+        fell.append(bool(info["fell"]))
         returns.append(total)
         lengths.append(n)
     env.close()
     return Go1Evaluation(terrain, command_vx, episodes, float(np.mean(returns)), float(np.std(returns)),
-                         float(np.mean(errors)), float(np.mean(speeds)), falls / episodes, float(np.mean(lengths)))
+                         float(np.mean(errors)), float(np.mean(speeds)), sum(fell) / episodes, float(np.mean(lengths)),
+                         [float(r) for r in returns], fell)

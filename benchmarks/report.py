@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from uni_o4_ros.field.report import compare_stages, falls_of
+
 
 def _rows(res: Path, pattern: str) -> list[dict]:
     """All result rows of the files matching `pattern` (parallel runs write separate files)."""
@@ -106,21 +108,37 @@ def _field_table(rows: list[dict], budget: str, noise: float, episodes: int) -> 
                 vals = [r[key] for r in rs]
                 parts.append(fmt.format(np.mean(vals), np.std(vals)))
         out.append(f"| {stage} | " + " | ".join(parts) + " |")
-    out += ["", "| seed | offline > simulator (return, both speeds) | online > offline (both speeds) | "
-            "falls never increase sim -> offline -> online |", "|---|---|---|---|"]
+    # Targets per seed and speed. "beats" means a higher mean return; the verdict says whether the
+    # change is beyond two standard errors (compare_stages), since with few episodes one fall decides.
+    out += ["", "| seed | speed (m/s) | offline vs simulator: return change ± SE | online vs offline | "
+            "episodes that fell: sim → offline → online |", "|---|---|---|---|---|"]
     for s in seeds:
-        def ret(stage, v, s=s):
-            return cell[(s, stage, v)]["mean_return"] if (s, stage, v) in cell else float("nan")
-
-        def falls(stage, v, s=s):
-            return cell[(s, stage, v)]["falls_per_episode"] if (s, stage, v) in cell else float("nan")
-
-        a = all(ret("offline", v) > ret("simulator", v) for v in speeds)
-        b = all(ret("online", v) > ret("offline", v) for v in speeds)
-        c = all(falls("offline", v) <= falls("simulator", v) and falls("online", v) <= falls("offline", v)
-                for v in speeds)
-        out.append(f"| {s} | {'yes' if a else 'no'} | {'yes' if b else 'no'} | {'yes' if c else 'no'} |")
+        for v in speeds:
+            if not all((s, st, v) in cell for st in ("simulator", "offline", "online")):
+                continue
+            a = compare_stages(cell[(s, "simulator", v)], cell[(s, "offline", v)])
+            b = compare_stages(cell[(s, "offline", v)], cell[(s, "online", v)])
+            n = a["episodes_before"]
+            out.append(f"| {s} | {v:.1f} | {a['diff']:+.2f} ± {a['se']:.2f} ({a['verdict']}) | "
+                       f"{b['diff']:+.2f} ± {b['se']:.2f} ({b['verdict']}) | "
+                       f"{a['falls_before']} → {a['falls_after']} → {b['falls_after']} of {n} |")
+    met = [_targets(cell, s, speeds) for s in seeds]
+    out += ["", "Targets met (mean return higher at both speeds; falls never increase): " + "; ".join(
+        f"seed {s}: offline > sim {'yes' if m[0] else 'no'}, online > offline {'yes' if m[1] else 'no'}, "
+        f"falls {'yes' if m[2] else 'no'}" for s, m in zip(seeds, met))]
     return "\n".join(out)
+
+
+def _targets(cell: dict, s: int, speeds: list[float]) -> tuple[bool, bool, bool]:
+    def r(stage, v):
+        return cell[(s, stage, v)]["mean_return"] if (s, stage, v) in cell else float("nan")
+
+    def f(stage, v):
+        return falls_of(cell[(s, stage, v)]) if (s, stage, v) in cell else float("nan")
+
+    return (all(r("offline", v) > r("simulator", v) for v in speeds),
+            all(r("online", v) > r("offline", v) for v in speeds),
+            all(f("offline", v) <= f("simulator", v) and f("online", v) <= f("offline", v) for v in speeds))
 
 
 def main() -> None:

@@ -98,3 +98,50 @@ def test_stage_comparison_calls_a_change_inside_two_standard_errors_noise():
     # rows written before per-episode returns: the standard error comes from the population std
     legacy = {k: v for k, v in mixed.items() if k != "se_return"}
     assert np.isclose(compare_stages(legacy, legacy)["se"], compare_stages(mixed, mixed)["se"])
+
+
+def test_a_rerun_reuses_a_stage_only_under_the_settings_it_ran_with(tmp_path, standing_policy):
+    """The pipeline's own skip / redo decisions; the stages themselves are replaced by ones that only
+    record that they ran (the node stages are exercised by the tiny run above)."""
+    import shutil
+
+    from uni_o4_ros.field.pipeline import FieldPipeline, field_config
+
+    class Recorded(FieldPipeline):
+        ran: list[str] = []
+
+        def __getattribute__(self, name):
+            if name.startswith("stage_"):
+                stage = name[len("stage_"):]
+                return lambda: (Recorded.ran.append(stage), self._finish(stage, {}))
+            return super().__getattribute__(name)
+
+    def run(**overrides) -> list[str]:
+        Recorded.ran = []
+        Recorded(field_config("tiny", **{"policy": str(standing_policy), **overrides}), tmp_path / "run",
+                 progress=False, echo=lambda s: None).run()
+        return Recorded.ran
+
+    everything = ["record", "offline", "online", "evaluate", "report"]
+    assert run() == everything
+    assert run() == []
+    assert run(online_steps=300) == ["online", "evaluate", "report"]
+    assert run(online_steps=300, seed=3) == everything
+    # the same weights under another path are the same policy; other weights are not
+    moved = tmp_path / "moved_policy"
+    shutil.copytree(standing_policy, moved)
+    assert run(online_steps=300, seed=3, policy=str(moved)) == []
+    blob = bytearray((moved / "policy.safetensors").read_bytes())
+    blob[-1] ^= 1
+    (moved / "policy.safetensors").write_bytes(bytes(blob))
+    assert run(online_steps=300, seed=3, policy=str(moved)) == everything
+    # markers written before stages kept their settings are judged by that run's config.json
+    for m in (tmp_path / "run" / "stages").glob("*.json"):
+        m.write_text("{}")
+    assert run(online_steps=300, seed=3, policy=str(moved)) == []
+    for m in (tmp_path / "run" / "stages").glob("*.json"):
+        m.write_text("{}")
+    assert run(online_steps=300, seed=3, policy=str(moved), eval_episodes=4) == ["evaluate", "report"]
+    # an interrupted stage leaves no marker: it and every stage after it run again
+    (tmp_path / "run" / "stages" / "online.json").unlink()
+    assert run(online_steps=300, seed=3, policy=str(moved), eval_episodes=4) == ["online", "evaluate", "report"]

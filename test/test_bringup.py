@@ -78,6 +78,45 @@ def test_two_episodes_are_recorded_exactly(ros_env, standing_policy, tmp_path):
     np.testing.assert_array_equal(bag.timeouts, ds.timeouts)
 
 
+def test_every_simulated_episode_starts_from_its_reset_under_its_own_command(ros_env, standing_policy, tmp_path):
+    """With the simulator reset between episodes, an episode's first observation is the state right
+    after its reset (fresh history, standing pose at rest) and already carries the episode's command;
+    before, the first rows still showed the previous episode's last state and command."""
+    from uni_o4_ros.robot.go1 import DEFAULT_Q
+    from uni_o4_ros.robot.observation import OBS_DIM, is_fresh, newest_command
+
+    out = tmp_path / "episodes"
+    w = TransitionWatcher()
+    procs = [
+        start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}"),
+        start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "max_steps:=15", "episodes:=3",
+              "command_vx_schedule:=[0.3,0.6]", "wait_for_subscribers:=2", "wait_for_reset:=true"),
+        start("uni_o4_ros.nodes.pd_controller_node", ros_env, "reset_on_episode_end:=true"),
+        start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}"),
+    ]
+    try:
+        w.wait(lambda: sum(t.timeout for t in w.seen) >= 3)
+        end = time.monotonic() + 30
+        while len(list(out.glob("episode_*.hdf5"))) < 3 and time.monotonic() < end:
+            w.rclpy.spin_once(w.node, timeout_sec=0.1)
+    finally:
+        w.close()
+        stop(*procs)
+    for eid, vx in ((1, 0.3), (2, 0.6), (3, 0.3)):
+        rows = [t for t in w.seen if t.episode_id == eid]
+        assert len(rows) == 15 and rows[0].step == 0
+        obs = np.array([t.observation for t in rows], np.float32)
+        assert is_fresh(obs[0]) and not any(is_fresh(o) for o in obs[1:])
+        newest = obs[0].reshape(-1, OBS_DIM)[-1]
+        # one 20 ms tick after the reset: upright, in the standing pose, nearly at rest
+        np.testing.assert_allclose(newest[:3], [0, 0, -1], atol=0.01)
+        np.testing.assert_allclose(newest[18:30] + DEFAULT_Q, DEFAULT_Q, atol=0.02)
+        np.testing.assert_allclose(newest[30:42] / 0.05, 0, atol=1.0)
+        for o in obs:
+            np.testing.assert_allclose(newest_command(o), (vx, 0, 0), atol=1e-5)
+    assert len(read_episodes(out)) == 45
+
+
 def test_killing_the_logger_mid_episode_keeps_finished_episodes_readable(ros_env, standing_policy, tmp_path):
     out = tmp_path / "episodes"
     w = TransitionWatcher()

@@ -210,3 +210,35 @@ def test_recorder_core_stop_request_ends_the_episode_as_a_timeout_at_the_next_st
     assert last["timeout"] and not last["terminal"] and not core.active
     np.testing.assert_array_equal(last["next_observation"], steps[3].observation)  # the true s', not a copy of s
     assert core.on_step(PolicyStep(4, np.zeros(3), np.zeros(2), -1.0, 0), motion) is None
+
+
+def test_recorder_core_waiting_for_a_reset_starts_at_the_first_fresh_observation():
+    from uni_o4_ros.robot.episodes import EpisodeRecorderCore, PolicyStep, RobotMotion
+    from uni_o4_ros.robot.go1 import DEFAULT_Q
+    from uni_o4_ros.robot.observation import ObservationBuilder, command_vector, is_fresh, shows_command
+
+    b, motion = ObservationBuilder(), RobotMotion(np.zeros(2), 0.0, 0.0, np.zeros(12), np.zeros(12), np.zeros(12))
+    fallen, upright = np.array([0.8, 0.6, 0.0, 0.0]), np.array([1.0, 0.0, 0.0, 0.0])
+
+    def step(i: int, quat, vx: float) -> PolicyStep:
+        obs = b.push(b.frame(quat, command_vector(vx), DEFAULT_Q, np.zeros(12), np.zeros(12)))
+        return PolicyStep(i, obs, np.full(12, 0.1 * i, np.float32), -1.0, 0)
+
+    step(-1, upright, 0.5)  # the last episode's final step
+    core = EpisodeRecorderCore(wait_for_reset=True)
+    core.start()
+    # the robot still lies where the last episode left it until the reset reaches the controller
+    before = [step(i, fallen, 1.0) for i in range(3)]
+    assert [core.on_step(s, motion) for s in before] == [None] * 3 and core.skipped == 3
+    assert not any(is_fresh(s.observation) for s in before) and shows_command(before[-1].observation, 1.0, 0, 0)
+    b.reset()  # the reset: the policy restarts its history at the first state after it
+    first, second = step(3, upright, 1.0), step(4, upright, 1.0)
+    assert is_fresh(first.observation) and not is_fresh(second.observation)
+    assert core.on_step(first, motion) is None
+    t = core.on_step(second, motion)
+    np.testing.assert_array_equal(t["observation"], first.observation)
+    assert t["step"] == 0 and core.steps == 1 and core.skipped == 3
+    # without waiting (a real robot is not reset between episodes) the first step is recorded
+    core = EpisodeRecorderCore()
+    core.start()
+    assert core.on_step(before[0], motion) is None and core.on_step(before[1], motion)["step"] == 0

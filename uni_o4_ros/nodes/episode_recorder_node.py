@@ -2,12 +2,15 @@
 EpisodeEvent. Episodes end after max_steps (a timeout), on a fall reported by the controller or on
 an e-stop (terminal). Parameters: max_steps, command_velocity, auto_start, episodes (0 = no limit),
 command_vx_schedule (forward speeds cycled per episode; empty = command_velocity throughout),
-wait_for_subscribers (start no episode before this many `transitions` readers are connected).
+wait_for_subscribers (start no episode before this many `transitions` readers are connected),
+wait_for_reset (simulation: the controller stands the robot up at each start; record from the
+first state after that reset).
 Services: start_episode (StartEpisode: command velocity; refused while one runs) and stop_episode
 (StopEpisode: the episode ends at the next step as a timeout, event ENDED with the reason).
 
 The recorder owns each episode's velocity command (the reward depends on it) and publishes it as
-geometry_msgs/Twist on `cmd_vel` at every episode start; the policy node follows that topic.
+geometry_msgs/Twist on `cmd_vel` before every episode; the policy node follows that topic, and the
+episode starts at the first policy step whose observation shows the command.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from rclpy.node import Node
 
 from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
 from uni_o4_ros.robot.episodes import EpisodeRecorderCore, PolicyStep, RobotMotion
+from uni_o4_ros.robot.observation import shows_command
 from uni_o4_ros.srv import StartEpisode, StopEpisode
 
 from .qos import EVENTS, SENSOR, TRANSITIONS
@@ -32,8 +36,14 @@ class EpisodeRecorderNode(Node):
         super().__init__("episode_recorder")
         p = {k: self.declare_parameter(k, v).value for k, v in {
             "max_steps": 1000, "command_velocity": [0.5, 0.0, 0.0], "auto_start": True, "episodes": 0,
-            "command_vx_schedule": [0.0], "wait_for_subscribers": 0}.items()}
-        self.core = EpisodeRecorderCore(max_steps=int(p["max_steps"]), command_velocity=tuple(p["command_velocity"]))
+            "command_vx_schedule": [0.0], "wait_for_subscribers": 0, "wait_for_reset": False}.items()}
+        # wait_for_reset: the controller stands the (simulated) robot up when an episode starts
+        # (pd_controller reset_on_episode_end); record from the first state after that reset.
+        self.core = EpisodeRecorderCore(max_steps=int(p["max_steps"]), command_velocity=tuple(p["command_velocity"]),
+                                        wait_for_reset=bool(p["wait_for_reset"]))
+        # An episode's command is published first; the episode starts once the policy's newest
+        # observation shows it, so no transition pairs one command's actions with another's reward.
+        self.pending: tuple[float, float, float] | None = None
         self.auto_start, self.episode_limit = bool(p["auto_start"]), int(p["episodes"])
         # ROS parameters cannot declare an empty float list, so [0.0] alone also means "no schedule".
         schedule = [float(v) for v in p["command_vx_schedule"]]
@@ -58,7 +68,7 @@ class EpisodeRecorderNode(Node):
         self.create_service(StopEpisode, "stop_episode", self.on_stop_request)
 
     def on_start_request(self, req: StartEpisode.Request, res: StartEpisode.Response) -> StartEpisode.Response:
-        if self.core.active:
+        if self.core.active or self.pending is not None:
             res.accepted, res.episode_id = False, self.core.episode_id
             res.message = f"episode {self.core.episode_id} is still running; stop it first"
             return res
@@ -66,8 +76,9 @@ class EpisodeRecorderNode(Node):
         if not np.all(np.isfinite(v)):
             res.accepted, res.message = False, "command_velocity must be finite"
             return res
-        res.accepted, res.episode_id = True, self._begin(*v)
-        res.message = f"episode {res.episode_id} started"
+        self._arm(*v)
+        res.accepted, res.episode_id = True, self.core.episode_id + 1
+        res.message = f"episode {res.episode_id} starts once the policy follows the command"
         return res
 
     def on_stop_request(self, req: StopEpisode.Request, res: StopEpisode.Response) -> StopEpisode.Response:
@@ -87,7 +98,7 @@ class EpisodeRecorderNode(Node):
             self._end(self.core.abort(), EpisodeEvent.ABORTED_FALL, msg.reason)
 
     def _maybe_start(self) -> None:
-        if self.core.active or not self.auto_start:
+        if self.core.active or self.pending is not None or not self.auto_start:
             return
         if self.episode_limit and self.core.episode_id >= self.episode_limit:
             return
@@ -96,19 +107,25 @@ class EpisodeRecorderNode(Node):
         vx, vy, wz = self.base_command
         if self.schedule:
             vx = self.schedule[self.core.episode_id % len(self.schedule)]
-        self._begin(vx, vy, wz)
+        self._arm(vx, vy, wz)
+
+    def _arm(self, vx: float, vy: float, wz: float) -> None:
+        self.pending = (float(vx), float(vy), float(wz))
+        cmd = Twist()
+        cmd.linear.x, cmd.linear.y, cmd.angular.z = self.pending
+        self.cmd_pub.publish(cmd)
 
     def _begin(self, vx: float, vy: float, wz: float) -> int:
         eid = self.core.start()
         self.core.command_velocity = (vx, vy, wz)
-        cmd = Twist()
-        cmd.linear.x, cmd.linear.y, cmd.angular.z = float(vx), float(vy), float(wz)
-        self.cmd_pub.publish(cmd)
+        self.pending = None
         self._event(eid, EpisodeEvent.STARTED, 0, 0.0, f"started, command vx {vx:.2f} m/s")
         return eid
 
     def on_step(self, msg: Transition) -> None:
         self._maybe_start()
+        if self.pending is not None and shows_command(np.asarray(msg.observation, np.float32), *self.pending):
+            self._begin(*self.pending)
         if self.odom is None or self.state is None or not self.core.active:
             return
         dq = np.asarray(self.state.dq, np.float32)
@@ -119,7 +136,11 @@ class EpisodeRecorderNode(Node):
                              tau=np.asarray(self.state.tau_est), dq=dq, ddq=ddq)
         step = PolicyStep(msg.step, np.asarray(msg.observation, np.float32), np.asarray(msg.action, np.float32),
                           msg.log_prob, msg.policy_version)
+        skipped = self.core.skipped
         out = self.core.on_step(step, motion)
+        if self.core.skipped > skipped and self.core.skipped % 250 == 0:
+            self.get_logger().warn(f"episode {self.core.episode_id}: still waiting for the robot's reset after "
+                                   f"{self.core.skipped} steps (is reset_on_episode_end set on the controller?)")
         if out is not None:
             self._publish(out)
             if out["timeout"] and self.core.stop_requested:

@@ -76,9 +76,9 @@ class Go1SimNode(Node):
         self.tf.send(od)
 
 
-def robot_state(s, stamp, mode: int = RobotState.MODE_DAMPING) -> RobotState:
+def robot_state(s, stamp, mode: int = RobotState.MODE_DAMPING, resets: int = 0) -> RobotState:
     """A simulator state as the robot reports it (joints in package order, IMU, feet)."""
-    msg = RobotState(mode=mode)
+    msg = RobotState(mode=mode, resets=resets)
     msg.header.stamp, msg.header.frame_id = stamp, "base_link"
     msg.q, msg.dq, msg.tau_est = s.q.tolist(), s.dq.tolist(), s.tau.tolist()
     msg.quaternion, msg.gyroscope = s.quaternion.tolist(), s.gyroscope.tolist()

@@ -43,9 +43,11 @@ class SimBackend:
             raise NodeConfigError(f"unknown terrain {terrain!r}; choose from {sorted(TERRAINS)}")
         self.sim = Go1Sim(TERRAINS[terrain])
         self.state = self.sim.reset(roll=spawn_roll)
+        self.resets = 0
 
     def reset(self) -> None:
         self.state = self.sim.reset()
+        self.resets += 1
 
     def read(self):
         return self.state
@@ -63,6 +65,7 @@ class TopicBackend:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.state = None
+        self.resets = 0  # counted when the reset event is heard; the go1_sim node resets on the same event
         self.pub = node.create_publisher(JointCommand, "low_cmd", COMMAND)
         node.create_subscription(RobotState, "low_state", self._on_state, COMMAND)
 
@@ -83,7 +86,7 @@ class TopicBackend:
         self.pub.publish(m)
 
     def reset(self) -> None:
-        pass  # the go1_sim node hears the recorder's events itself
+        self.resets += 1  # the go1_sim node hears the recorder's events itself
 
 
 class PDControllerNode(Node):
@@ -143,7 +146,7 @@ class PDControllerNode(Node):
         self.backend.write(out.command)
         s = self.backend.read()
         self.ticks += 1
-        msg = robot_state(s, self.get_clock().now().to_msg(), int(out.mode))
+        msg = robot_state(s, self.get_clock().now().to_msg(), int(out.mode), self.backend.resets)
         self.state_pub.publish(msg)
         if self.backend.publishes_odometry:
             od = odometry(s, msg.header.stamp)

@@ -18,7 +18,7 @@ from geometry_msgs.msg import Twist
 from rclpy.node import Node
 
 from uni_o4_ros.learning.offline import load_policy
-from uni_o4_ros.msg import EpisodeEvent, JointCommand, PolicyUpdate, RobotState, Transition
+from uni_o4_ros.msg import JointCommand, PolicyUpdate, RobotState, Transition
 from uni_o4_ros.robot.go1 import KD, KP
 from uni_o4_ros.robot.observation import command_vector
 from uni_o4_ros.robot.policy_runner import PolicyRunner
@@ -49,6 +49,7 @@ class PolicyNode(Node):
         # What the policy saw and did each tick, for the episode recorder (and online learning).
         self.step_pub = self.create_publisher(Transition, "policy_step", TRANSITIONS)
         self.seq = 0
+        self.resets = 0
         # Verification (sha256, parsing, checks: 3-17 ms for a 512-256-128 policy) runs on a worker
         # thread, so a tick never waits for it. (rclpy's MultiThreadedExecutor was tried first: on
         # an idle machine it delayed commands past the 100 ms watchdog; a single-threaded executor
@@ -56,12 +57,15 @@ class PolicyNode(Node):
         self.verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
         self.create_subscription(RobotState, "robot_state", self.on_state, SENSOR)
         self.create_subscription(PolicyUpdate, "policy_update", self.on_update, POLICY_UPDATE)
-        self.create_subscription(EpisodeEvent, "recorder_events", self.on_episode_event, EVENTS)
         # Velocity commands (the recorder's per-episode command in simulation, a joystick on the robot).
         self.create_subscription(Twist, "cmd_vel", self.on_cmd_vel, EVENTS)
         self.get_logger().info(f"policy v{self.runner.version} from {policy_dir}, obs {self.runner.obs_dim}")
 
     def on_state(self, msg: RobotState) -> None:
+        if msg.resets != self.resets:
+            # The robot was stood up again (simulation): the history restarts at this very state.
+            self.resets = msg.resets
+            self.runner.reset()
         if msg.mode == RobotState.MODE_ESTOP:
             self.runner.reset()  # a fresh history once the robot is re-armed
             return
@@ -87,10 +91,6 @@ class PolicyNode(Node):
             self.get_logger().warn("ignored a non-finite velocity command")
             return
         self.runner.command = command_vector(*v)
-
-    def on_episode_event(self, msg: EpisodeEvent) -> None:
-        if msg.event != EpisodeEvent.STARTED:
-            self.runner.reset()  # the next episode starts from a fresh observation history
 
     def on_update(self, msg: PolicyUpdate) -> None:
         self.verifier.submit(self.verify, msg)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import OfflineDataset, read_hdf5, write_hdf5
+from .observation import is_fresh
 from .reward import reward
 
 
@@ -51,11 +52,17 @@ class EpisodeRecorderCore:
     _last_action: np.ndarray | None = None
     active: bool = False
     stop_requested: bool = False
+    # Simulation: the start resets the robot, and policy steps computed before that reset reached
+    # the controller still arrive; the episode begins at the first step after it (fresh history).
+    wait_for_reset: bool = False
+    awaiting_reset: bool = False
+    skipped: int = 0  # steps dropped while waiting for the reset, this episode
 
     def start(self) -> int:
         self.episode_id += 1
         self.steps, self.episode_return, self._prev, self._last_action = 0, 0.0, None, None
         self.active, self.stop_requested = True, False
+        self.awaiting_reset, self.skipped = self.wait_for_reset, 0
         return self.episode_id
 
     def request_stop(self) -> bool:
@@ -70,6 +77,11 @@ class EpisodeRecorderCore:
         """Pairs consecutive policy steps into a transition (s, a, r, s'); returns it or None."""
         if not self.active:
             return None
+        if self.awaiting_reset:
+            if not is_fresh(step.observation):
+                self.skipped += 1
+                return None
+            self.awaiting_reset = False
         out = None
         if self._prev is not None:
             out = self._transition(self._prev, step.observation, motion, terminal=False)

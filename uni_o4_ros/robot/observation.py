@@ -69,3 +69,18 @@ def command_vector(vx: float, vy: float = 0.0, yaw_rate: float = 0.0) -> np.ndar
     c = DEFAULT_COMMAND.copy()
     c[:3] = (vx, vy, yaw_rate)
     return c
+
+
+def newest_command(history: np.ndarray) -> np.ndarray:
+    """(vx, vy, yaw rate) the policy was following in the newest frame of a flat history."""
+    frame = np.asarray(history, np.float32).reshape(-1, OBS_DIM)[-1]
+    return frame[3:6] / COMMAND_SCALES[:3]
+
+
+def shows_command(history: np.ndarray, vx: float, vy: float, yaw_rate: float) -> bool:
+    return bool(np.allclose(newest_command(history), (vx, vy, yaw_rate), atol=1e-4))
+
+
+def is_fresh(history: np.ndarray) -> bool:
+    """True for the first observation after a reset: every older frame is still the zero padding."""
+    return not np.any(np.asarray(history).reshape(-1, OBS_DIM)[:-1])

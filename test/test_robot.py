@@ -212,6 +212,31 @@ def test_recorder_core_stop_request_ends_the_episode_as_a_timeout_at_the_next_st
     assert core.on_step(PolicyStep(4, np.zeros(3), np.zeros(2), -1.0, 0), motion) is None
 
 
+def test_recorder_core_step_budget_cuts_the_running_episode_as_a_timeout():
+    from uni_o4_ros.robot.episodes import EpisodeRecorderCore, PolicyStep, RobotMotion
+
+    core = EpisodeRecorderCore(max_steps=4, step_budget=6)
+    motion = RobotMotion(np.zeros(2), 0.0, 0.0, np.zeros(12), np.zeros(12), np.zeros(12))
+    rows, i = [], 0
+    while core.episode_id < 3 and not core.budget_spent:
+        if not core.active:
+            core.start()
+        out = core.on_step(PolicyStep(i, np.full(3, float(i)), np.zeros(2), -1.0, 0), motion)
+        rows += [out] if out else []
+        i += 1
+    # episode 1: 4 steps to its max_steps; episode 2: cut after 2 by the budget, not run to 4
+    assert [(r["episode_id"], r["step"], r["timeout"]) for r in rows] == [
+        (1, 0, False), (1, 1, False), (1, 2, False), (1, 3, True), (2, 0, False), (2, 1, True)]
+    assert core.budget_spent and not core.active and core.recorded == 6
+    # a fall on the budget's last step stays a failure (terminal), not a truncation
+    core = EpisodeRecorderCore(max_steps=10, step_budget=2)
+    core.start()
+    for j in range(2):
+        core.on_step(PolicyStep(j, np.zeros(3), np.zeros(2), -1.0, 0), motion)
+    last = core.abort()
+    assert last["terminal"] and not last["timeout"] and core.budget_spent
+
+
 def test_recorder_core_waiting_for_a_reset_starts_at_the_first_fresh_observation():
     from uni_o4_ros.robot.episodes import EpisodeRecorderCore, PolicyStep, RobotMotion
     from uni_o4_ros.robot.go1 import DEFAULT_Q

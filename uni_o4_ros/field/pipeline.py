@@ -222,7 +222,8 @@ class FieldPipeline:
             "pd_controller_node": [f"terrain:={c.terrain}", "reset_on_episode_end:=true"],
             "policy_node": [f"policy_dir:={policy_dir.resolve()}", f"deterministic:={'false' if explore else 'true'}"],
             "episode_recorder_node": [f"max_steps:={c.episode_steps}", f"command_vx_schedule:=[{schedule}]",
-                                      f"wait_for_subscribers:={2 if learner else 1}", "wait_for_reset:=true"],
+                                      f"wait_for_subscribers:={2 if learner else 1}", "wait_for_reset:=true",
+                                      f"total_steps:={steps}"],
             "dataset_logger_node": [f"directory:={episodes.resolve()}"],
         }
         if learner:

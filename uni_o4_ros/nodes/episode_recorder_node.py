@@ -4,7 +4,8 @@ an e-stop (terminal). Parameters: max_steps, command_velocity, auto_start, episo
 command_vx_schedule (forward speeds cycled per episode; empty = command_velocity throughout),
 wait_for_subscribers (start no episode before this many `transitions` readers are connected),
 wait_for_reset (simulation: the controller stands the robot up at each start; record from the
-first state after that reset).
+first state after that reset), total_steps (0 = no limit: after this many transitions over all
+episodes the running episode ends as a timeout and no other starts).
 Services: start_episode (StartEpisode: command velocity; refused while one runs) and stop_episode
 (StopEpisode: the episode ends at the next step as a timeout, event ENDED with the reason).
 
@@ -36,11 +37,12 @@ class EpisodeRecorderNode(Node):
         super().__init__("episode_recorder")
         p = {k: self.declare_parameter(k, v).value for k, v in {
             "max_steps": 1000, "command_velocity": [0.5, 0.0, 0.0], "auto_start": True, "episodes": 0,
-            "command_vx_schedule": [0.0], "wait_for_subscribers": 0, "wait_for_reset": False}.items()}
+            "command_vx_schedule": [0.0], "wait_for_subscribers": 0, "wait_for_reset": False,
+            "total_steps": 0}.items()}
         # wait_for_reset: the controller stands the (simulated) robot up when an episode starts
         # (pd_controller reset_on_episode_end); record from the first state after that reset.
         self.core = EpisodeRecorderCore(max_steps=int(p["max_steps"]), command_velocity=tuple(p["command_velocity"]),
-                                        wait_for_reset=bool(p["wait_for_reset"]))
+                                        wait_for_reset=bool(p["wait_for_reset"]), step_budget=int(p["total_steps"]))
         # An episode's command is published first; the episode starts once the policy's newest
         # observation shows it, so no transition pairs one command's actions with another's reward.
         self.pending: tuple[float, float, float] | None = None
@@ -72,6 +74,10 @@ class EpisodeRecorderNode(Node):
             res.accepted, res.episode_id = False, self.core.episode_id
             res.message = f"episode {self.core.episode_id} is still running; stop it first"
             return res
+        if self.core.budget_spent:
+            res.accepted, res.episode_id = False, self.core.episode_id
+            res.message = f"the recording's {self.core.step_budget} steps (total_steps) are recorded"
+            return res
         v = [float(x) for x in req.command_velocity]
         if not np.all(np.isfinite(v)):
             res.accepted, res.message = False, "command_velocity must be finite"
@@ -101,6 +107,8 @@ class EpisodeRecorderNode(Node):
         if self.core.active or self.pending is not None or not self.auto_start:
             return
         if self.episode_limit and self.core.episode_id >= self.episode_limit:
+            return
+        if self.core.budget_spent:
             return
         if self.trans_pub.get_subscription_count() < self.wait_for_subscribers:
             return
@@ -146,6 +154,9 @@ class EpisodeRecorderNode(Node):
             if out["timeout"] and self.core.stop_requested:
                 self._event(out["episode_id"], EpisodeEvent.ENDED, self.core.steps, self.core.episode_return,
                             self.stop_reason)
+            elif out["timeout"] and self.core.steps < self.core.max_steps and self.core.budget_spent:
+                self._event(out["episode_id"], EpisodeEvent.ENDED, self.core.steps, self.core.episode_return,
+                            f"recording complete: {self.core.recorded} steps (total_steps)")
             elif out["timeout"]:
                 self._event(out["episode_id"], EpisodeEvent.TIMEOUT, self.core.steps, self.core.episode_return,
                             "max steps")

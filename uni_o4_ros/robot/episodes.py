@@ -57,6 +57,15 @@ class EpisodeRecorderCore:
     wait_for_reset: bool = False
     awaiting_reset: bool = False
     skipped: int = 0  # steps dropped while waiting for the reset, this episode
+    # A recording of exactly this many transitions (0 = no limit): the episode running when it is
+    # reached ends there as a timeout, so a pipeline does not wait for (and record) a whole extra
+    # episode past its budget.
+    step_budget: int = 0
+    recorded: int = 0  # transitions over every episode
+
+    @property
+    def budget_spent(self) -> bool:
+        return bool(self.step_budget) and self.recorded >= self.step_budget
 
     def start(self) -> int:
         self.episode_id += 1
@@ -85,7 +94,7 @@ class EpisodeRecorderCore:
         out = None
         if self._prev is not None:
             out = self._transition(self._prev, step.observation, motion, terminal=False)
-            timeout = self.steps >= self.max_steps or self.stop_requested
+            timeout = self.steps >= self.max_steps or self.stop_requested or self.budget_spent
             out["timeout"] = timeout
             if timeout:
                 self.active = False
@@ -107,6 +116,7 @@ class EpisodeRecorderCore:
                       motion.ddq, prev.action, last)
         self._last_action = prev.action
         self.steps += 1
+        self.recorded += 1
         self.episode_return += r
         return {"episode_id": self.episode_id, "step": self.steps - 1, "observation": prev.observation,
                 "next_observation": np.asarray(next_obs), "action": prev.action, "log_prob": prev.log_prob,

@@ -9,7 +9,7 @@
     3 online   the offline policy explores on the mattress while the learner node runs PPO on the
                streamed transitions and hot-swaps every new version into the running policy node
     4 evaluate each stage's policy at a low and a high commanded speed (return, tracking error,
-               falls per episode)
+               falls per episode); the cells run in parallel, one process per core
     5 report   Markdown + PNG
 
 Every stage writes `stages/<name>.json` when it finishes; rerunning the command skips finished
@@ -302,18 +302,17 @@ class FieldPipeline:
 
     # ------------------------------------------------------------------ measurement
     def stage_evaluate(self) -> dict:
-        from ..sim.evaluate import evaluate_go1
+        from ..sim.evaluate import evaluate_go1_cells
 
         c = self.cfg
         policies = {"simulator": Path(c.policy), "offline": self.out / "offline" / "final",
                     "online": self.out / "online" / "final"}
-        rows = []
         jobs = [(s, p, c.terrain, v) for s, p in policies.items() for v in (c.low_speed, c.high_speed)]
         jobs.append(("simulator", Path(c.policy), "flat", c.low_speed))  # what it does where it was trained
-        for stage, path, terrain, vx in tqdm(jobs, desc="evaluate", disable=not self.progress):
-            ev = evaluate_go1(path, terrain, vx, c.eval_episodes, seed=10_000 + c.seed, max_steps=c.episode_steps,
-                              initial_noise=c.eval_initial_noise)
-            rows.append({"stage": stage, **ev.to_dict()})
+        cells = [(str(path), terrain, vx, c.eval_episodes, 10_000 + c.seed, c.episode_steps, c.eval_initial_noise)
+                 for _, path, terrain, vx in jobs]
+        results = tqdm(evaluate_go1_cells(cells), total=len(cells), desc="evaluate", disable=not self.progress)
+        rows = [{"stage": stage, **ev.to_dict()} for (stage, *_), ev in zip(jobs, results)]
         (self.out / "evaluation.json").write_text(json.dumps(rows, indent=2))
         return self._finish("evaluate", {"rows": len(rows)})
 

@@ -6,7 +6,9 @@ tests (Fig. 5 b/c): each episode lasts up to 1000 steps and ends early on a fall
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import multiprocessing
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -82,3 +84,21 @@ def evaluate_actor(act: Callable[[np.ndarray], np.ndarray], terrain: str, comman
     return Go1Evaluation(terrain, command_vx, episodes, float(np.mean(returns)), float(np.std(returns)),
                          float(np.mean(errors)), float(np.mean(speeds)), sum(fell) / episodes, float(np.mean(lengths)),
                          [float(r) for r in returns], fell)
+
+
+def _evaluate_cell(args: tuple) -> Go1Evaluation:
+    torch.set_num_threads(1)  # one cell per core; a second torch thread only contends
+    return evaluate_go1(*args)
+
+
+def evaluate_go1_cells(cells: Sequence[tuple], workers: int = 0) -> Iterator[Go1Evaluation]:
+    """`evaluate_go1(*cell)` for every cell, in the cells' order, spread over `workers` processes
+    (0 = one per core). Cells are independent simulations of a few seconds to minutes each, so this
+    divides a multi-cell evaluation by the number of cores."""
+    workers = min(len(cells), workers or multiprocessing.cpu_count() or 1)
+    if workers <= 1:
+        yield from (evaluate_go1(*c) for c in cells)
+        return
+    # spawn: a forked child would inherit torch's thread pool and any ROS/DDS state of the parent
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(_evaluate_cell, cells)

@@ -106,3 +106,16 @@ def test_pretrain_exports_a_deployable_policy_and_resumes(tmp_path):
     assert updates == [128, 256]  # one PPO iteration per run: the second continued, it did not restart
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["hidden"] == [32, 32] and cfg["env"]["terrain"] == "flat"
+
+
+def test_evaluation_cells_in_parallel_processes_match_one_by_one_in_order(standing_policy):
+    from uni_o4_ros.sim.evaluate import evaluate_go1, evaluate_go1_cells
+
+    cells = [(str(standing_policy), terrain, vx, 2, 7, 60, 0.05)
+             for terrain, vx in (("mattress", 0.5), ("flat", 1.0), ("mattress", 1.0))]
+    parallel = [ev.to_dict() for ev in evaluate_go1_cells(cells, workers=2)]
+    serial = [evaluate_go1(*c).to_dict() for c in cells]
+    assert [(r["terrain"], r["command_vx"]) for r in parallel] == [("mattress", 0.5), ("flat", 1.0), ("mattress", 1.0)]
+    assert len({r["mean_return"] for r in serial}) == 3  # the cells differ, so an order mix-up would show
+    for p, s in zip(parallel, serial):
+        np.testing.assert_allclose(p["episode_returns"], s["episode_returns"], rtol=1e-5)

@@ -113,6 +113,12 @@ def test_online_training_resumes_where_it_stopped(tmp_path):
     torch.testing.assert_close(actor2.state_dict(), actor.state_dict())
     trainer.run()
     assert trainer.env_steps == 3072 and trainer.history.eval_steps[:3] == [0, 1024, 2048]
+    # a checkpoint of another policy architecture (e.g. an older version's tanh mean) is refused, not loaded
+    from uni_o4_ros.learning.policy import GaussianPolicyEnsemble, PolicySpec
+
+    other = GaussianPolicyEnsemble(PolicySpec(4, 1, (64, 64), "tanh", "tanh"), 1)
+    with pytest.raises(ValueError, match="another run directory"):
+        OnlineTrainer(cfg, make_gym_env("InvertedPendulum-v5"), other, critic2, norm2, tmp_path, progress=False).run()
 
 
 def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
@@ -180,3 +186,28 @@ def test_online_to_offline_starts_every_member_from_the_online_policy_and_divers
     chosen, chosen_norm, meta, _ = load_policy(run / "final")
     assert chosen.spec.hidden == actor.spec.hidden  # the online architecture is kept
     torch.testing.assert_close(chosen_norm.mean, norm.mean)  # and its input statistics
+
+
+def test_ppo_from_scratch_clips_what_the_env_executes_and_learns_from_what_it_sampled():
+    """The scratch agent's mean is linear (a tanh mean saturates and stalls PPO); the task still only
+    ever receives actions within [-1, 1], while PPO keeps the raw sample its log-prob belongs to."""
+    from uni_o4_ros.learning.ppo import PPO
+
+    torch.manual_seed(0)
+    actor, critic, norm = scratch_agent(11, 3)
+    assert actor.spec.mean_activation == "clip" and actor.bounded
+    with torch.no_grad():
+        actor.body.net[-1].bias[:3] = 3.0  # mean far outside the action bounds
+    ppo = PPO(actor, critic, norm, clip=0.2, actor_lr=3e-4, critic_lr=3e-4, epochs=1, minibatch_size=64,
+              gamma=0.99, gae_lambda=0.95)
+    env = make_gym_env("Hopper-v5")()
+    rollout, _, _ = ppo.collect([env], env.reset(seed=0)[0][None], 20)
+    assert rollout.actions.mean() > 2.0  # the samples around the mean of 3, as drawn
+    last = rollout.actions[-1, 0].numpy()
+    assert last.max() > 1.0  # so the check below means something
+    np.testing.assert_allclose(env.unwrapped.data.ctrl, np.clip(last, -1, 1))  # what MuJoCo was given
+    mean, log_std = actor(rollout.obs[:, 0])
+    stored = actor.gaussian_log_prob(mean, log_std, rollout.actions[:, 0])[0]
+    torch.testing.assert_close(rollout.log_probs[:, 0], stored)
+    ds = rollout_dataset(actor, norm, "Hopper-v5", 20, seed=0, progress=False)
+    assert np.abs(ds.actions).max() <= 1.0 and (ds.actions == 1.0).mean() > 0.9  # the executed actions

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from .config import OnlineConfig
 from .online import OnlineTrainer, make_gym_env, scratch_agent
-from .policy import GaussianPolicyEnsemble
+from .policy import GaussianPolicyEnsemble, PolicySpec
 from .ppo import Rollout
 from .scalars import ScalarLog, plot_log
 
@@ -92,7 +92,7 @@ def rollout_dataset(
         cols["qvel"].append(data.qvel.copy())
         with torch.no_grad():
             mean, log_std = actor(normalizer(torch.as_tensor(obs[None], dtype=torch.float32)))
-            a = (mean + torch.randn(mean.shape, generator=g) * log_std.exp()).clamp(-1, 1)
+            a = actor.executed(mean + torch.randn(mean.shape, generator=g) * log_std.exp())
             logp = actor.gaussian_log_prob(mean, log_std, a)
         nxt, r, te, tr, _ = env.step(a[0, 0].numpy())
         last = t == steps - 1
@@ -155,8 +155,9 @@ def collect(cfg: CollectConfig, out_dir: str | Path, progress: bool = True) -> d
     medium_step, medium_ret = min(scored, key=lambda x: abs(x[1] - target))
 
     def load_snap(step: int) -> tuple[GaussianPolicyEnsemble, torch.nn.Module]:
-        tensors, _ = ckpt.load(snaps, f"step_{step:08d}")
-        a, _, n = scratch_agent(obs_dim, act_dim)
+        tensors, meta = ckpt.load(snaps, f"step_{step:08d}")
+        _, _, n = scratch_agent(obs_dim, act_dim)
+        a = GaussianPolicyEnsemble(PolicySpec.from_dict(meta["spec"]), 1)  # the snapshot's own architecture
         ckpt.load_prefixed("actor", a, tensors)
         ckpt.load_prefixed("normalizer", n, tensors)
         return a, n

@@ -22,7 +22,7 @@ import yaml
 class PolicyConfig:
     hidden: tuple[int, ...] = (256, 256, 256)  # Table 5 "others"; 512-256-128 for quadrupeds
     activation: str = "relu"
-    mean_activation: str = "tanh"  # "none" for robot PD-target actions
+    mean_activation: str = "tanh"  # "clip": linear mean, clipped actions; "none" for robot PD-target actions
     log_std_min: float = -5.0  # code: log std in [-5, 0]
     log_std_max: float = 0.0
 

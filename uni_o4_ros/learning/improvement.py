@@ -59,16 +59,13 @@ class MultiStepImprover:
             self.opt, lambda t: max(0.0, 1.0 - t / max(1, total_steps))
         )
         self.state = ImprovementState(iteration=[0] * policy.n)
-        self.bounded = policy.spec.mean_activation == "tanh"
 
     def update(self, obs: torch.Tensor) -> dict[str, float]:
         """One PPO-clip step of every target policy on a batch of normalised dataset states."""
         n = self.target.n
         with torch.no_grad():
             mean, log_std = self.behavior(obs)
-            act = mean + torch.randn_like(mean) * log_std.exp()
-            if self.bounded:
-                act = act.clamp(-1.0, 1.0)
+            act = self.behavior.executed(mean + torch.randn_like(mean) * log_std.exp())
             old_logp = self.behavior.gaussian_log_prob(mean, log_std, act)  # (n, B)
             b = obs.shape[0]
             flat_obs = obs.unsqueeze(0).expand(n, -1, -1).reshape(n * b, -1)

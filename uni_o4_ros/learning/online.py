@@ -99,6 +99,10 @@ class OnlineTrainer:
             return
         tensors, meta = ckpt.load(self.ckpt_dir, "stage")
         p = self.ppo
+        if "spec" in meta and meta["spec"] != p.actor.spec.to_dict():
+            # e.g. a run of an older version (tanh mean): its weights would mean another policy here
+            raise ValueError(f"{self.ckpt_dir} holds a {meta['spec']} policy, this run builds "
+                             f"{p.actor.spec.to_dict()}: use another run directory")
         ckpt.load_prefixed("actor", p.actor, tensors)
         ckpt.load_prefixed("critic", p.critic, tensors)
         ckpt.load_prefixed("normalizer", p.normalizer, tensors)
@@ -167,6 +171,6 @@ def scratch_agent(
     """PPO-from-scratch networks (CleanRL-sized), with a running state normaliser."""
     from .policy import set_initial_log_std
 
-    actor = GaussianPolicyEnsemble(PolicySpec(obs_dim, act_dim, hidden, activation, "tanh"), 1)
+    actor = GaussianPolicyEnsemble(PolicySpec(obs_dim, act_dim, hidden, activation, "clip"), 1)
     set_initial_log_std(actor, -0.5)
     return actor, ValueNet(obs_dim, hidden), RunningNormalizer(obs_dim)

@@ -64,7 +64,7 @@ def am_q_per_start(
         grid = normalizer(state).view(m, s, -1)
         for p in policies:
             mean, _ = p(grid[offset : offset + p.n])
-            blocks.append(mean)
+            blocks.append(p.executed(mean))
             offset += p.n
         act = torch.cat(blocks, 0).reshape(m * s, -1)[idx]
         cur = state[idx]

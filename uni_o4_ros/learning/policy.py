@@ -27,7 +27,9 @@ class PolicySpec:
     act_dim: int
     hidden: tuple[int, ...] = (256, 256, 256)
     activation: str = "relu"
-    # tanh-bounded mean for D4RL tasks (actions in [-1, 1]); "none" for PD-target actions.
+    # Actions of the D4RL tasks lie in [-1, 1]: "tanh" bounds the mean (the paper's offline
+    # policies); "clip" keeps a linear mean and clips the executed action (PPO from scratch, as
+    # CleanRL: a tanh mean saturates and stalls it, see BENCHMARKS §2). "none": unbounded PD targets.
     mean_activation: str = "tanh"
     log_std_min: float = -5.0
     log_std_max: float = 0.0
@@ -55,10 +57,19 @@ class GaussianPolicyEnsemble(nn.Module):
 
     def __init__(self, spec: PolicySpec, n: int = 1) -> None:
         super().__init__()
-        if spec.mean_activation not in ("tanh", "none"):
-            raise ValueError("mean_activation must be 'tanh' or 'none'")
+        if spec.mean_activation not in ("tanh", "clip", "none"):
+            raise ValueError("mean_activation must be 'tanh', 'clip' or 'none'")
         self.spec, self.n = spec, n
         self.body = EnsembleMLP(n, spec.obs_dim, 2 * spec.act_dim, spec.hidden, spec.activation, out_gain=0.01)
+
+    @property
+    def bounded(self) -> bool:
+        """Actions are executed (and judged by Q) within [-1, 1]."""
+        return self.spec.mean_activation in ("tanh", "clip")
+
+    def executed(self, act: torch.Tensor) -> torch.Tensor:
+        """The action the task carries out: clipped to [-1, 1] for bounded policies."""
+        return act.clamp(-1.0, 1.0) if self.bounded else act
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """obs (B, obs) or (n, B, obs) -> mean, log_std each (n, B, act)."""

@@ -91,7 +91,6 @@ class PPO:
         self.actor_opt = torch.optim.Adam(actor.parameters(), lr=actor_lr, eps=1e-5)
         self.critic_opt = torch.optim.Adam(critic.parameters(), lr=critic_lr, eps=1e-5)
         self.base_lrs = (actor_lr, critic_lr)
-        self.bounded = actor.spec.mean_activation == "tanh"
         self.update_normalizer = update_normalizer and isinstance(normalizer, RunningNormalizer)
         # From scratch, rewards are divided by the running std of the discounted return (as
         # CleanRL / SB3 VecNormalize do); fine-tuning keeps raw rewards so the offline V stays valid.
@@ -128,7 +127,7 @@ class PPO:
                 a, logp = self.actor.act(norm, deterministic=False)
                 val = self.critic(norm)
             a, logp = a[0], logp[0]
-            env_a = a.clamp(-1.0, 1.0).numpy() if self.bounded else a.numpy()
+            env_a = self.actor.executed(a).numpy()  # the sampled `a` itself is stored: its log-prob is PPO's
             next_obs = np.empty_like(obs)
             rew = np.zeros(e, np.float32)
             boot = np.zeros(e, np.float32)
@@ -237,7 +236,6 @@ def evaluate_policy(
     """Undiscounted returns of the deterministic (mean) policy over `episodes` episodes."""
     env = make_env()
     returns = []
-    bounded = actor.spec.mean_activation == "tanh"
     try:
         for ep in range(episodes):
             obs, _ = env.reset(seed=seed + ep)
@@ -246,7 +244,7 @@ def evaluate_policy(
                 with torch.no_grad():
                     mean, _ = actor(normalizer(torch.as_tensor(obs[None], dtype=torch.float32)))
                 a = mean[member, 0]
-                a = a.clamp(-1, 1) if bounded else a
+                a = actor.executed(a)
                 obs, r, te, tr, _ = env.step(a.numpy())
                 total += float(r)
                 done = te or tr

@@ -24,7 +24,7 @@ from uni_o4_ros.data import normalized_score  # noqa: E402
 from uni_o4_ros.learning import checkpoint as ckpt  # noqa: E402
 from uni_o4_ros.learning.config import OnlineConfig  # noqa: E402
 from uni_o4_ros.learning.offline import load_policy  # noqa: E402
-from uni_o4_ros.learning.online import OnlineTrainer, make_gym_env, scratch_agent  # noqa: E402
+from uni_o4_ros.learning.online import OnlineTrainer, make_gym_env, scratch_agent, scratch_config  # noqa: E402
 from uni_o4_ros.learning.value import ValueNet  # noqa: E402
 
 
@@ -60,9 +60,7 @@ def main() -> None:
                 probe = make_gym_env(args.env)()
                 actor, critic, norm = scratch_agent(probe.observation_space.shape[0], probe.action_space.shape[0])
                 probe.close()
-                cfg = OnlineConfig(total_steps=args.steps, eval_every=args.eval_every, eval_episodes=5, clip=0.2,
-                                   actor_lr=3e-4, critic_lr=3e-4, minibatch_size=64, normalize_reward=True,
-                                   fixed_state_norm=False)
+                cfg = scratch_config(total_steps=args.steps, eval_every=args.eval_every, eval_episodes=5)
             trainer = OnlineTrainer(cfg, make_gym_env(args.env, seed), actor, critic, norm,
                                     Path(args.work) / f"{args.dataset}-{method}-s{seed}", seed=seed, progress=False,
                                     stage=method)

@@ -238,7 +238,7 @@ def run_online(args: argparse.Namespace, policy_dir: str | None, env: str, run_d
 
     from .learning import checkpoint as ckpt
     from .learning.offline import load_policy
-    from .learning.online import OnlineTrainer, make_gym_env, scratch_agent
+    from .learning.online import SCRATCH_SETTINGS, OnlineTrainer, make_gym_env, scratch_agent
     from .learning.scalars import plot_log
     from .learning.value import ValueNet
 
@@ -252,9 +252,8 @@ def run_online(args: argparse.Namespace, policy_dir: str | None, env: str, run_d
     online = cfg.online
     if scratch:
         actor, critic, normalizer = scratch_agent(obs_dim, act_dim)
-        # PPO from scratch uses the common from-scratch settings (CleanRL), not fine-tuning ones.
-        online.clip, online.actor_lr, online.critic_lr, online.minibatch_size = 0.2, 3e-4, 3e-4, 64
-        online.normalize_reward, online.fixed_state_norm = True, False
+        for key, value in SCRATCH_SETTINGS.items():
+            setattr(online, key, value)
     else:
         if not policy_dir:
             raise ValueError("online needs --policy DIR (a saved policy) or --scratch")

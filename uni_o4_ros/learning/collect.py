@@ -20,8 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from .config import OnlineConfig
-from .online import OnlineTrainer, make_gym_env, scratch_agent
+from .online import OnlineTrainer, make_gym_env, scratch_agent, scratch_config
 from .policy import GaussianPolicyEnsemble, PolicySpec
 from .ppo import Rollout
 from .scalars import ScalarLog, plot_log
@@ -117,9 +116,7 @@ def collect(cfg: CollectConfig, out_dir: str | Path, progress: bool = True) -> d
     probe.close()
     torch.manual_seed(cfg.seed)
     actor, critic, normalizer = scratch_agent(obs_dim, act_dim)
-    ocfg = OnlineConfig(total_steps=cfg.train_steps, rollout_steps=2048, minibatch_size=64, epochs=10, clip=0.2,
-                        actor_lr=3e-4, critic_lr=3e-4, entropy_coef=0.0, fixed_state_norm=False, normalize_reward=True,
-                        eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes)
+    ocfg = scratch_config(total_steps=cfg.train_steps, eval_every=cfg.eval_every, eval_episodes=cfg.eval_episodes)
     log = ScalarLog(out / "scalars.csv")
     trainer = OnlineTrainer(ocfg, env_fn, actor, critic, normalizer, out, seed=cfg.seed, log=log,
                             progress=progress, stage="behavior_ppo")

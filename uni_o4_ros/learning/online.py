@@ -166,11 +166,24 @@ class OnlineTrainer:
 
 
 def scratch_agent(
-    obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (64, 64), activation: str = "tanh"
+    obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (64, 64), activation: str = "tanh",
+    mean_activation: str = "clip",
 ) -> tuple[GaussianPolicyEnsemble, ValueNet, RunningNormalizer]:
     """PPO-from-scratch networks (CleanRL-sized), with a running state normaliser."""
     from .policy import set_initial_log_std
 
-    actor = GaussianPolicyEnsemble(PolicySpec(obs_dim, act_dim, hidden, activation, "clip"), 1)
+    actor = GaussianPolicyEnsemble(PolicySpec(obs_dim, act_dim, hidden, activation, mean_activation), 1)
     set_initial_log_std(actor, -0.5)
     return actor, ValueNet(obs_dim, hidden), RunningNormalizer(obs_dim)
+
+
+# PPO from scratch uses the common from-scratch settings (CleanRL's), not the fine-tuning ones of
+# Table 5: clip 0.2, lr 3e-4 for both networks, 64-sample minibatches, running state and reward
+# normalisation.
+SCRATCH_SETTINGS: dict[str, Any] = {
+    "clip": 0.2, "actor_lr": 3e-4, "critic_lr": 3e-4, "minibatch_size": 64, "epochs": 10, "rollout_steps": 2048,
+    "entropy_coef": 0.0, "normalize_reward": True, "fixed_state_norm": False}
+
+
+def scratch_config(**overrides: Any) -> OnlineConfig:
+    return OnlineConfig(**{**SCRATCH_SETTINGS, **overrides})

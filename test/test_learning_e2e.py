@@ -211,3 +211,33 @@ def test_ppo_from_scratch_clips_what_the_env_executes_and_learns_from_what_it_sa
     torch.testing.assert_close(rollout.log_probs[:, 0], stored)
     ds = rollout_dataset(actor, norm, "Hopper-v5", 20, seed=0, progress=False)
     assert np.abs(ds.actions).max() <= 1.0 and (ds.actions == 1.0).mean() > 0.9  # the executed actions
+
+
+def test_collect_writes_three_datasets_from_its_own_ppo_snapshots(tmp_path):
+    """`uni-o4 collect` end to end on a fast task: PPO from scratch with snapshots, then the medium,
+    medium-replay and medium-expert datasets in D4RL layout, every action one the task executed."""
+    out = tmp_path / "pendulum"
+    assert main(["collect", "--env", "InvertedPendulum-v5", "--out", str(out), "--train-steps", "6144",
+                 "--dataset-steps", "300", "--eval-every", "2048", "--no-progress"]) == 0
+    meta = json.loads((out / "collect.json").read_text())
+    assert meta["expert_step"] in (2048, 4096, 6144) and meta["medium_step"] <= meta["expert_step"]
+    for kind, n in (("medium", 300), ("medium-replay", meta["medium_step"]), ("medium-expert", 600)):
+        ds = read_hdf5(out / f"invertedpendulum-{kind}.hdf5")
+        assert len(ds) == n and ds.act_dim == 1 and np.abs(ds.actions).max() <= 1.0
+        assert ds.metadata["kind"] == kind
+    # a rerun resumes the finished training instead of training again
+    logged = (out / "scalars.csv").read_text()
+    assert main(["collect", "--env", "InvertedPendulum-v5", "--out", str(out), "--train-steps", "6144",
+                 "--dataset-steps", "300", "--eval-every", "2048", "--no-progress"]) == 0
+    assert json.loads((out / "collect.json").read_text())["expert_step"] == meta["expert_step"]
+    assert (out / "scalars.csv").read_text() == logged
+
+
+def test_online_scratch_from_the_command_line_uses_the_from_scratch_settings(tmp_path):
+    run = tmp_path / "scratch"
+    assert main(["online", "--scratch", "--env", "InvertedPendulum-v5", "--run-dir", str(run), "--steps", "2048",
+                 "--no-progress"]) == 0
+    _, meta = ckpt.load(run / "stages" / "online", "stage")
+    assert meta["env_steps"] == 2048 and meta["spec"]["mean_activation"] == "clip"
+    cfg = meta["config"]  # CleanRL's from-scratch PPO, not Table 5's fine-tuning clip 0.1 / lr 3e-5
+    assert (cfg["clip"], cfg["actor_lr"], cfg["normalize_reward"], cfg["fixed_state_norm"]) == (0.2, 3e-4, True, False)

@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100_000)
     ap.add_argument("--eval-every", type=int, default=10_000)
     ap.add_argument("--methods", nargs="+", default=["uni_o4", "scratch"],
-                    choices=["uni_o4", "scratch", "scratch_tanh"])
+                    choices=["uni_o4", "scratch", "scratch_clip"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", default="runs/bench_o2o")
     args = ap.parse_args()
@@ -59,9 +59,9 @@ def main() -> None:
                 cfg = OnlineConfig(total_steps=args.steps, eval_every=args.eval_every, eval_episodes=5)
             else:
                 probe = make_gym_env(args.env)()
-                # "scratch": today's agent (clipped linear mean); "scratch_tanh": the tanh mean used before 4098090
+                # "scratch": our from-scratch agent (tanh mean); "scratch_clip": CleanRL's clipped linear mean
                 actor, critic, norm = scratch_agent(probe.observation_space.shape[0], probe.action_space.shape[0],
-                                                    mean_activation="tanh" if method == "scratch_tanh" else "clip")
+                                                    mean_activation="clip" if method == "scratch_clip" else "tanh")
                 probe.close()
                 cfg = scratch_config(total_steps=args.steps, eval_every=args.eval_every, eval_episodes=5)
             trainer = OnlineTrainer(cfg, make_gym_env(args.env, seed), actor, critic, norm,

@@ -1,7 +1,7 @@
 """PPO from scratch on a Gymnasium MuJoCo task: the policy's mean parameterisation side by side.
 
-`clip` (a linear mean whose executed action is clipped to [-1, 1], CleanRL's choice and ours since
-4098090) against `tanh` (a tanh-bounded mean, what `uni-o4 collect` used before). Everything else
+`clip` (a linear mean whose executed action is clipped to [-1, 1], CleanRL's choice) against
+`tanh` (a tanh-bounded mean, what `uni-o4 collect` and `online --scratch` use). Everything else
 is identical: the project's PPO and its from-scratch settings (`scratch_config`), 64x64 networks,
 the same seeds. Reported: the deterministic policy's return every `--eval-every` steps (5
 episodes) and the mean return of the stochastic training episodes over the last 20k steps.

@@ -113,10 +113,8 @@ def test_online_training_resumes_where_it_stopped(tmp_path):
     torch.testing.assert_close(actor2.state_dict(), actor.state_dict())
     trainer.run()
     assert trainer.env_steps == 3072 and trainer.history.eval_steps[:3] == [0, 1024, 2048]
-    # a checkpoint of another policy architecture (e.g. an older version's tanh mean) is refused, not loaded
-    from uni_o4_ros.learning.policy import GaussianPolicyEnsemble, PolicySpec
-
-    other = GaussianPolicyEnsemble(PolicySpec(4, 1, (64, 64), "tanh", "tanh"), 1)
+    # a checkpoint of another policy architecture (here: another mean parameterisation) is refused, not loaded
+    other, _, _ = scratch_agent(4, 1, mean_activation="clip")
     with pytest.raises(ValueError, match="another run directory"):
         OnlineTrainer(cfg, make_gym_env("InvertedPendulum-v5"), other, critic2, norm2, tmp_path, progress=False).run()
 
@@ -188,14 +186,14 @@ def test_online_to_offline_starts_every_member_from_the_online_policy_and_divers
     torch.testing.assert_close(chosen_norm.mean, norm.mean)  # and its input statistics
 
 
-def test_ppo_from_scratch_clips_what_the_env_executes_and_learns_from_what_it_sampled():
-    """The scratch agent's mean is linear (a tanh mean saturates and stalls PPO); the task still only
+def test_clipped_linear_mean_executes_clipped_actions_and_learns_from_what_it_sampled():
+    """A clipped linear mean (CleanRL's parameterisation, an option beside our tanh mean): the task only
     ever receives actions within [-1, 1], while PPO keeps the raw sample its log-prob belongs to."""
     from uni_o4_ros.learning.ppo import PPO
 
     torch.manual_seed(0)
-    actor, critic, norm = scratch_agent(11, 3)
-    assert actor.spec.mean_activation == "clip" and actor.bounded
+    actor, critic, norm = scratch_agent(11, 3, mean_activation="clip")
+    assert actor.bounded
     with torch.no_grad():
         actor.body.net[-1].bias[:3] = 3.0  # mean far outside the action bounds
     ppo = PPO(actor, critic, norm, clip=0.2, actor_lr=3e-4, critic_lr=3e-4, epochs=1, minibatch_size=64,
@@ -238,6 +236,6 @@ def test_online_scratch_from_the_command_line_uses_the_from_scratch_settings(tmp
     assert main(["online", "--scratch", "--env", "InvertedPendulum-v5", "--run-dir", str(run), "--steps", "2048",
                  "--no-progress"]) == 0
     _, meta = ckpt.load(run / "stages" / "online", "stage")
-    assert meta["env_steps"] == 2048 and meta["spec"]["mean_activation"] == "clip"
+    assert meta["env_steps"] == 2048 and meta["spec"]["mean_activation"] == "tanh"
     cfg = meta["config"]  # CleanRL's from-scratch PPO, not Table 5's fine-tuning clip 0.1 / lr 3e-5
     assert (cfg["clip"], cfg["actor_lr"], cfg["normalize_reward"], cfg["fixed_state_norm"]) == (0.2, 3e-4, True, False)

@@ -28,8 +28,8 @@ class PolicySpec:
     hidden: tuple[int, ...] = (256, 256, 256)
     activation: str = "relu"
     # Actions of the D4RL tasks lie in [-1, 1]: "tanh" bounds the mean (the paper's offline
-    # policies); "clip" keeps a linear mean and clips the executed action (PPO from scratch, as
-    # CleanRL: a tanh mean saturates and stalls it, see BENCHMARKS §2). "none": unbounded PD targets.
+    # policies, and ours throughout); "clip" keeps a linear mean and clips the executed action
+    # (CleanRL's PPO; compared in BENCHMARKS §2). "none": unbounded PD targets (the robot).
     mean_activation: str = "tanh"
     log_std_min: float = -5.0
     log_std_max: float = 0.0

@@ -13,7 +13,6 @@ Results are appended as JSON lines, so an interrupted run resumes where it stopp
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import jsonl  # noqa: E402  (benchmarks/jsonl.py, beside this script)
 
 from uni_o4_ros.data import normalized_score, read_hdf5  # noqa: E402
 from uni_o4_ros.learning.budgets import budget_overrides  # noqa: E402
@@ -102,11 +103,7 @@ def main() -> None:
     ds = read_hdf5(args.dataset)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = set()
-    if out.exists():
-        for line in out.read_text().splitlines():
-            r = json.loads(line)
-            done.add((r["dataset"], r["algo"], r["seed"], r["steps"]))
+    done = jsonl.finished(out, lambda r: (r["dataset"], r["algo"], r["seed"], r["steps"]))
     name = Path(args.dataset).stem
     for seed in args.seeds:
         for algo in args.algos:
@@ -121,9 +118,7 @@ def main() -> None:
             row = {"dataset": name, "env": args.env, "algo": algo, "seed": seed, "steps": args.steps,
                    "return": float(rets.mean()), "score": float(normalized_score(args.env, rets.mean())),
                    "seconds": round(time.time() - t0, 1), **extra}
-            with out.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            print(json.dumps(row), flush=True)
+            jsonl.append(out, row)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ lines, one per (method, seed), so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jsonl  # noqa: E402  (benchmarks/jsonl.py, beside this script)
 
 from uni_o4_ros.data import normalized_score  # noqa: E402
 from uni_o4_ros.learning import checkpoint as ckpt  # noqa: E402
@@ -44,7 +45,7 @@ def main() -> None:
     torch.set_num_threads(1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = {(r["method"], r["seed"]) for r in map(json.loads, out.read_text().splitlines())} if out.exists() else set()
+    done = jsonl.finished(out, lambda r: (r["method"], r["seed"]))
     for seed in args.seeds:
         for method in args.methods:
             if (method, seed) in done:
@@ -72,9 +73,7 @@ def main() -> None:
                    "returns": hist.eval_returns,
                    "scores": [float(normalized_score(args.env, r)) for r in hist.eval_returns],
                    "seconds": round(time.time() - t0, 1)}
-            with out.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            print(json.dumps(row), flush=True)
+            jsonl.append(out, row)
 
 
 if __name__ == "__main__":

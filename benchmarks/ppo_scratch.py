@@ -14,7 +14,6 @@ One JSON line per (variant, seed), so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jsonl  # noqa: E402  (benchmarks/jsonl.py, beside this script)
 
 from uni_o4_ros.learning.online import OnlineTrainer, make_gym_env, scratch_agent, scratch_config  # noqa: E402
 
@@ -40,8 +41,7 @@ def main() -> None:
     torch.set_num_threads(1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    key = lambda r: (r["env"], r["variant"], r["seed"], r["steps"])  # noqa: E731
-    done = {key(r) for r in map(json.loads, out.read_text().splitlines())} if out.exists() else set()
+    done = jsonl.finished(out, lambda r: (r["env"], r["variant"], r["seed"], r["steps"]))
     probe = make_gym_env(args.env)()
     obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
     probe.close()
@@ -61,9 +61,7 @@ def main() -> None:
                    "eval_steps": hist.eval_steps, "eval_returns": hist.eval_returns,
                    "train_return_last_20k": float(np.mean(tail)) if tail else None,
                    "seconds": round(time.time() - t0, 1)}
-            with out.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
-            print(json.dumps(row), flush=True)
+            jsonl.append(out, row)
 
 
 if __name__ == "__main__":

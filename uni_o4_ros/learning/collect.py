@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from .normalizer import RunningNormalizer
 from .online import OnlineTrainer, make_gym_env, scratch_agent, scratch_config
 from .policy import GaussianPolicyEnsemble, PolicySpec
 from .ppo import Rollout
@@ -153,8 +154,8 @@ def collect(cfg: CollectConfig, out_dir: str | Path, progress: bool = True) -> d
 
     def load_snap(step: int) -> tuple[GaussianPolicyEnsemble, torch.nn.Module]:
         tensors, meta = ckpt.load(snaps, f"step_{step:08d}")
-        _, _, n = scratch_agent(obs_dim, act_dim)
         a = GaussianPolicyEnsemble(PolicySpec.from_dict(meta["spec"]), 1)  # the snapshot's own architecture
+        n = RunningNormalizer(obs_dim)
         ckpt.load_prefixed("actor", a, tensors)
         ckpt.load_prefixed("normalizer", n, tensors)
         return a, n

@@ -103,9 +103,13 @@ def test_online_learning_hot_swaps_and_survives_a_learner_crash(ros_env, standin
         # damping) and the logger keeps writing episodes
         w.wait(lambda: len(list(out.glob("episode_*.hdf5"))) >= n_files + 2 and len(w.states) >= n_states + 100)
         after = w.states[n_states:]
-        assert all(s.mode == 1 for s in after[5:])
         stamps = [x.header.stamp.sec + 1e-9 * x.header.stamp.nanosec for x in after]
-        assert max(b - a for a, b in zip(stamps, stamps[1:])) < 0.5  # no stall of the 50 Hz loop
+        # on failure say which ticks damped and when, so a rare failure under load can be told
+        # apart from a real one (the watchdog damps after 0.1 s without a fresh command)
+        damped = [(i, round(stamps[i] - stamps[0], 3)) for i, s in enumerate(after) if i >= 5 and s.mode != 1]
+        assert not damped, f"{len(damped)} of {len(after) - 5} ticks not active (index, s after kill): {damped[:20]}"
+        gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+        assert max(gaps) < 0.5, f"the 50 Hz loop stalled {max(gaps):.3f} s at tick {gaps.index(max(gaps))}"
         saved = json.loads((run / "learner.json").read_text())
         assert saved["version"] >= 2
         learner = start("uni_o4_ros.nodes.learner_node", ros_env, *learner_args)

@@ -62,6 +62,7 @@ def o2o_table(rows: list[dict], png: Path) -> str:
         x = rows[0]["steps"][:n]
         ax.plot(x, arr.mean(0), label=f"{method} (mean of {len(cs)})")
         ax.fill_between(x, arr.min(0), arr.max(0), alpha=0.2)
+    ax.set_title(f"{rows[0]['dataset']}: fine-tuning vs PPO from scratch")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("D4RL-normalised score")
     ax.grid(alpha=0.3)
@@ -150,8 +151,10 @@ def main() -> None:
         print("## Offline quality\n")
         print(offline_table(rows))
     if rows := _rows(res, "offline_to_online*.jsonl"):
-        print("\n## Offline -> online\n")
-        print(o2o_table(rows, res / "offline_to_online.png"))
+        # one table and one plot per dataset: curves of different tasks are never averaged together
+        for ds in sorted({r["dataset"] for r in rows}):
+            print(f"\n## Offline -> online: {ds}\n")
+            print(o2o_table([r for r in rows if r["dataset"] == ds], res / f"offline_to_online_{ds}.png"))
     if rows := _rows(res, "field*.jsonl"):
         print("\n## Field pipeline (mattress)\n")
         print(field_table(rows))

@@ -29,6 +29,13 @@ from uni_o4_ros.learning.value import IQLCritic  # noqa: E402
 OBS, ACT = 11, 3  # Hopper
 
 
+def bc_step_flops(n: int, hidden: tuple[int, ...], batch: int) -> float:
+    """Floating-point operations of one BC gradient step: 2 per multiply-add forward, twice that
+    backward (input and weight gradients), so 6 per weight and sample; biases and Adam are noise."""
+    dims = [OBS, *hidden, 2 * ACT]
+    return 6.0 * n * batch * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+
+
 def rate(fn, seconds: float = 3.0, warmup: int = 3) -> float:
     for _ in range(warmup):
         fn()
@@ -99,6 +106,15 @@ def main() -> None:
 
     res["loop_bc_n4_steps_per_s"] = rate(loop_step, args.seconds)
     res["batched_vs_loop_speedup_n4"] = res["ensemble_bc_n4_steps_per_s"] / res["loop_bc_n4_steps_per_s"]
+
+    # How much batching could gain at most: the loop's arithmetic rate against the rate of one
+    # batched matmul of the members' widest layer, the best a fully batched step could sustain.
+    flops = bc_step_flops(4, (256, 256, 256), b)
+    x4, w4 = torch.randn(4, b, 256), torch.randn(4, 256, 256)
+    res["bmm_4x512x256x256_gflops"] = rate(lambda: torch.bmm(x4, w4), args.seconds) * 2 * x4.numel() * 256 / 1e9
+    res["ensemble_bc_n4_gflops"] = res["ensemble_bc_n4_steps_per_s"] * flops / 1e9
+    res["loop_bc_n4_gflops"] = res["loop_bc_n4_steps_per_s"] * flops / 1e9
+    res["batched_vs_loop_speedup_bound_n4"] = res["bmm_4x512x256x256_gflops"] / res["loop_bc_n4_gflops"]
 
     model = GaussianEnsembleModel(7, OBS, ACT, (200, 200, 200, 200), n_elites=5)
     mopt = torch.optim.Adam(model.parameters(), 1e-3)

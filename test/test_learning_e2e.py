@@ -223,6 +223,10 @@ def test_collect_writes_three_datasets_from_its_own_ppo_snapshots(tmp_path):
         ds = read_hdf5(out / f"invertedpendulum-{kind}.hdf5")
         assert len(ds) == n and ds.act_dim == 1 and np.abs(ds.actions).max() <= 1.0
         assert ds.metadata["kind"] == kind
+        # collect.json summarises each dataset as written (what BENCHMARKS' dataset table quotes)
+        rets = ds.episode_returns()
+        s = meta["summary"][kind]
+        assert (s["transitions"], s["episodes"]) == (n, len(rets)) and s["mean_return"] == pytest.approx(rets.mean())
     # a rerun resumes the finished training instead of training again
     logged = (out / "scalars.csv").read_text()
     assert main(["collect", "--env", "InvertedPendulum-v5", "--out", str(out), "--train-steps", "6144",

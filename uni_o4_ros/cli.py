@@ -186,8 +186,13 @@ def cmd_collect(args: argparse.Namespace) -> int:
     cfg = CollectConfig(env=args.env, seed=args.seed, train_steps=args.train_steps, eval_every=args.eval_every,
                         dataset_steps=args.dataset_steps, medium_fraction=args.medium_fraction)
     paths = collect(cfg, args.out, progress=not args.no_progress)
+    meta = json.loads((Path(args.out) / "collect.json").read_text())
+    print(f"behaviour PPO: medium snapshot at step {meta['medium_step']} (evaluation return "
+          f"{meta['medium_eval_return']:.1f}), expert at step {meta['expert_step']} ({meta['expert_eval_return']:.1f})")
     for kind, path in paths.items():
-        print(f"{kind}: {path}")
+        s = meta["summary"][kind]
+        print(f"{kind}: {path} ({s['transitions']} transitions, {s['episodes']} episodes, "
+              f"return {s['mean_return']:.1f} +- {s['std_return']:.1f})")
     return 0
 
 

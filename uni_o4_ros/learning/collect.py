@@ -171,12 +171,21 @@ def collect(cfg: CollectConfig, out_dir: str | Path, progress: bool = True) -> d
     expert = rollout_dataset(exp_actor, exp_norm, cfg.env, cfg.dataset_steps, cfg.seed + 2, "expert", progress)
     replay_ds = replay.until(medium_step)
     name = cfg.env.split("-")[0].lower()
-    paths = {}
+    paths, summary = {}, {}
     for kind, ds in (("medium", medium), ("medium-replay", replay_ds),
                      ("medium-expert", OfflineDataset.concatenate([medium, expert]))):
         ds.metadata.update({"algorithm": "uni_o4_ros PPO", "kind": kind, **{k: str(v) for k, v in meta.items()}})
         paths[kind] = out / f"{name}-{kind}.hdf5"
         write_hdf5(paths[kind], ds, overwrite=True)
-    (out / "collect.json").write_text(json.dumps({**meta, "datasets": {k: str(v) for k, v in paths.items()}},
-                                                 indent=2))
+        summary[kind] = dataset_summary(ds)
+    (out / "collect.json").write_text(json.dumps({**meta, "datasets": {k: str(v) for k, v in paths.items()},
+                                                  "summary": summary}, indent=2))
     return paths
+
+
+def dataset_summary(ds: OfflineDataset) -> dict[str, float | int]:
+    """What a user checks first about a dataset: its size and how good its episodes are (the
+    stochastic behaviour's returns, which sit below the snapshot's deterministic evaluation)."""
+    rets = ds.episode_returns()
+    return {"transitions": len(ds), "episodes": len(rets), "mean_return": float(rets.mean()),
+            "std_return": float(rets.std()), "max_return": float(rets.max())}

@@ -39,6 +39,8 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=10_000)
     ap.add_argument("--methods", nargs="+", default=["uni_o4", "scratch"],
                     choices=["uni_o4", "scratch", "scratch_clip"])
+    ap.add_argument("--actor-lr", type=float, default=OnlineConfig.actor_lr,
+                    help="fine-tuning actor learning rate (default: Table 5's 3e-5)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", default="runs/bench_o2o")
     args = ap.parse_args()
@@ -57,7 +59,8 @@ def main() -> None:
                 actor, norm, meta, tensors = load_policy(src)
                 critic = ValueNet(actor.spec.obs_dim, tuple(meta["v_hidden"]))
                 ckpt.load_prefixed("value", critic, tensors)
-                cfg = OnlineConfig(total_steps=args.steps, eval_every=args.eval_every, eval_episodes=5)
+                cfg = OnlineConfig(total_steps=args.steps, eval_every=args.eval_every, eval_episodes=5,
+                                   actor_lr=args.actor_lr)
             else:
                 probe = make_gym_env(args.env)()
                 # "scratch": our from-scratch agent (tanh mean); "scratch_clip": CleanRL's clipped linear mean

@@ -27,6 +27,7 @@ from uni_o4_ros.learning.policy import make_policy  # noqa: E402
 from uni_o4_ros.learning.value import IQLCritic  # noqa: E402
 
 OBS, ACT = 11, 3  # Hopper
+BC_HIDDEN = (256, 256, 256)  # Table 5 policy widths: the batched ensemble, the loop and the FLOP count
 
 
 def bc_step_flops(n: int, hidden: tuple[int, ...], batch: int) -> float:
@@ -84,7 +85,7 @@ def main() -> None:
                                                              args.seconds)
 
     for n in (1, 4):
-        pol = make_policy(OBS, ACT, n=n, hidden=(256, 256, 256))
+        pol = make_policy(OBS, ACT, n=n, hidden=BC_HIDDEN)
         opt = torch.optim.Adam(pol.parameters(), 1e-4)
 
         def bc_step(p=pol, o=opt):
@@ -95,7 +96,7 @@ def main() -> None:
 
         res[f"ensemble_bc_n{n}_steps_per_s"] = rate(bc_step, args.seconds)
 
-    loop = LoopPolicy(4, (256, 256, 256))
+    loop = LoopPolicy(4, BC_HIDDEN)
     lopt = torch.optim.Adam(loop.parameters(), 1e-4)
 
     def loop_step():
@@ -109,7 +110,7 @@ def main() -> None:
 
     # How much batching could gain at most: the loop's arithmetic rate against the rate of one
     # batched matmul of the members' widest layer, the best a fully batched step could sustain.
-    flops = bc_step_flops(4, (256, 256, 256), b)
+    flops = bc_step_flops(4, BC_HIDDEN, b)
     x4, w4 = torch.randn(4, b, 256), torch.randn(4, 256, 256)
     res["bmm_4x512x256x256_gflops"] = rate(lambda: torch.bmm(x4, w4), args.seconds) * 2 * x4.numel() * 256 / 1e9
     res["ensemble_bc_n4_gflops"] = res["ensemble_bc_n4_steps_per_s"] * flops / 1e9

@@ -4,9 +4,13 @@
     uni-o4 offline   offline Uni-O4 on a dataset (BC ensemble, IQL, dynamics, AM-Q improvement)
     uni-o4 online    online PPO from an offline policy (or from scratch)
     uni-o4 evaluate  returns and D4RL score of a saved policy
-    uni-o4 demo      the README's main job: collect -> offline -> online -> report
+    uni-o4 demo      the D4RL-style job (`make demo-d4rl`): collect -> offline -> online -> report
     uni-o4 plot      PNG of a run's scalar log
+    uni-o4 pretrain  online PPO of the simulated Go1 on flat ground (the paper's simulator stage)
+    uni-o4 field     the README's main job (`make demo`): simulator policy -> mattress data ->
+                     offline Uni-O4 -> online fine-tuning with hot-swaps, through the node graph
     uni-o4 bringup   the ROS 2 node suite against the simulated Go1, without `ros2 launch`
+    uni-o4 bag2h5    a rosbag2 of Transition messages -> one D4RL-layout HDF5 dataset
 """
 
 from __future__ import annotations
@@ -19,6 +23,48 @@ from pathlib import Path
 
 EPILOG = "Configuration: defaults are the paper's (Table 5); --budget shrinks them, --config FILE.yaml and " \
          "--set section.key=value override single values (e.g. --set bc.alpha=0.0)."
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    """A whole number >= 0 (0 switches the feature off)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _speed(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a speed in m/s, got {text!r}") from None
+    if not 0.0 < value <= 3.0:  # NaN fails too; the Go1's top speed is ~3.5 m/s, the policy tracks forward only
+        raise argparse.ArgumentTypeError(f"must be in (0, 3] m/s, got {text}")
+    return value
+
+
+def _check_env(env: str) -> None:
+    """Fail before any work when a Gymnasium task name is wrong (gymnasium's own error is a traceback)."""
+    import gymnasium as gym
+
+    try:
+        gym.spec(env)
+    except gym.error.Error as exc:
+        raise ValueError(f"unknown environment {env!r}: {exc} (Gymnasium MuJoCo tasks such as Hopper-v5, "
+                         "HalfCheetah-v5, Walker2d-v5; 'go1' for robot data)") from None
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -39,9 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "medium-expert datasets (D4RL layout)", epilog=EPILOG)
     p.add_argument("--env", default="Hopper-v5", help="Gymnasium MuJoCo task (default Hopper-v5)")
     p.add_argument("--out", default="data/hopper", help="output folder (resumable)")
-    p.add_argument("--train-steps", type=int, default=1_000_000, help="PPO environment steps")
-    p.add_argument("--dataset-steps", type=int, default=200_000, help="transitions per policy dataset")
-    p.add_argument("--eval-every", type=int, default=20_000)
+    p.add_argument("--train-steps", type=_positive_int, default=1_000_000, help="PPO environment steps")
+    p.add_argument("--dataset-steps", type=_positive_int, default=200_000, help="transitions per policy dataset")
+    p.add_argument("--eval-every", type=_positive_int, default=20_000)
     p.add_argument("--medium-fraction", type=float, default=0.45,
                    help="medium = snapshot whose return is closest to this fraction of the best")
     p.add_argument("--seed", type=int, default=0)
@@ -54,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "'go1' for robot data")
     p.add_argument("--run-dir", required=True, help="output folder; rerunning resumes and reuses cached stages")
     p.add_argument("--init-policy", help="folder of a saved policy: online -> offline path (no BC, Eq. 25)")
-    p.add_argument("--eval-episodes", type=int, default=0,
+    p.add_argument("--eval-episodes", type=_count, default=0,
                    help="after training, report the selected policy's return in the env (never used to select)")
     _add_config_args(p)
 
@@ -64,21 +110,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scratch", action="store_true", help="PPO from scratch instead of fine-tuning")
     p.add_argument("--env", required=True)
     p.add_argument("--run-dir", required=True)
-    p.add_argument("--steps", type=int, help="environment steps (default from the budget)")
+    p.add_argument("--steps", type=_positive_int, help="environment steps (default from the budget)")
     _add_config_args(p)
 
     p = sub.add_parser("evaluate", help="evaluate a saved policy (deterministic mean actions)")
     p.add_argument("--policy", required=True)
     p.add_argument("--env", required=True)
-    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--episodes", type=_positive_int, default=10)
     p.add_argument("--seed", type=int, default=0)
 
-    p = sub.add_parser("demo", help="main job: small Hopper dataset -> offline Uni-O4 -> online PPO -> report",
+    p = sub.add_parser("demo", help="D4RL-style job (make demo-d4rl): small Hopper dataset -> offline Uni-O4 -> "
+                       "online PPO -> report",
                        epilog=EPILOG)
     p.add_argument("--env", default="Hopper-v5")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--train-steps", type=int, default=200_000, help="behaviour PPO steps for the dataset")
-    p.add_argument("--dataset-steps", type=int, default=50_000)
+    p.add_argument("--train-steps", type=_positive_int, default=200_000, help="behaviour PPO steps for the dataset")
+    p.add_argument("--dataset-steps", type=_positive_int, default=50_000)
     p.add_argument("--kind", default="medium", help="which dataset to learn from: medium | medium-replay | "
                    "medium-expert")
     _add_config_args(p)
@@ -88,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sim", action="store_true", help="simulated Go1 (the only backend in this build)")
     p.add_argument("--policy", required=True, help="saved policy folder to deploy")
     p.add_argument("--out", default="data/robot", help="folder for the recorded episodes")
-    p.add_argument("--episodes", type=int, default=0, help="stop after this many episodes (0: until Ctrl-C)")
+    p.add_argument("--episodes", type=_count, default=0, help="stop after this many episodes (0: until Ctrl-C)")
     p.add_argument("--params", help="parameters file (default config/sim.yaml)")
 
     p = sub.add_parser("pretrain", help="online PPO on the flat-ground MuJoCo Go1 (the paper's simulator stage)",
@@ -96,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "tracking forward-speed commands. Resumable: rerun the same command to continue. Exports "
                        "OUT/latest periodically and OUT/final at the end (policy + V, deployable and fine-tunable).")
     p.add_argument("--out", default="runs/pretrain", help="output folder (default runs/pretrain)")
-    p.add_argument("--steps", type=int, help="total environment steps (default 6,000,000)")
-    p.add_argument("--n-envs", type=int, help="environment copies stepped together (default 16)")
+    p.add_argument("--steps", type=_positive_int, help="total environment steps (default 6,000,000)")
+    p.add_argument("--n-envs", type=_positive_int, help="environment copies stepped together (default 16)")
     p.add_argument("--config", help="YAML file overriding PretrainConfig values (env.*, ppo.*, hidden, ...)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one value, e.g. --set ppo.actor_lr=1e-4 (repeatable)")
@@ -116,14 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "paper (180k recorded + 100k online steps, Table 5 offline sizes)")
     p.add_argument("--policy", help="simulator-pretrained policy folder (default: the shipped checkpoint)")
     p.add_argument("--terrain", choices=("mattress", "flat"), help="target terrain (default mattress)")
-    p.add_argument("--record-steps", type=int, help="transitions to record with the simulator policy")
-    p.add_argument("--online-steps", type=int, help="online fine-tuning transitions")
-    p.add_argument("--low-speed", type=float, help="low commanded speed, m/s (default 0.5)")
-    p.add_argument("--high-speed", type=float, help="high commanded speed, m/s (default 1.0)")
-    p.add_argument("--offline-threads", type=int, help="torch threads of the offline stage (default: every core; "
-                   "give it fewer when other heavy work shares the machine: oversubscribed cores slow both)")
-    p.add_argument("--eval-episodes", type=int, help="evaluation episodes per policy and speed (small budget: 5; "
-                   "changing it on a finished run redoes only the evaluation and the report)")
+    p.add_argument("--record-steps", type=_positive_int, help="transitions to record with the simulator policy")
+    p.add_argument("--online-steps", type=_positive_int, help="online fine-tuning transitions")
+    p.add_argument("--low-speed", type=_speed, help="low commanded speed, m/s (default 0.5)")
+    p.add_argument("--high-speed", type=_speed, help="high commanded speed, m/s (default 1.0)")
+    p.add_argument("--offline-threads", type=_positive_int,
+                   help="torch threads of the offline stage (default: every core; give it fewer when other "
+                   "heavy work shares the machine: oversubscribed cores slow both)")
+    p.add_argument("--eval-episodes", type=_positive_int,
+                   help="evaluation episodes per policy and speed (small budget: 5; changing it on a "
+                   "finished run redoes only the evaluation and the report)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
 
@@ -428,6 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     from .learning.checkpoint import CheckpointError
 
     try:
+        env = getattr(args, "env", None)
+        if env and not env.lower().startswith("go1"):
+            _check_env(env)
         return COMMANDS[args.command](args)
     except (DatasetError, CheckpointError, FileNotFoundError, FileExistsError, ValueError, KeyError,
             NodeGraphError) as exc:

@@ -40,6 +40,14 @@ class CollectConfig:
     dataset_steps: int = 200_000
     medium_fraction: float = 0.45
 
+    def __post_init__(self) -> None:
+        # Checked before hours of behaviour training, not after them.
+        for name in ("train_steps", "eval_every", "eval_episodes", "dataset_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 < self.medium_fraction <= 1.0:
+            raise ValueError(f"medium_fraction must be in (0, 1], got {self.medium_fraction}")
+
 
 class _Replay:
     def __init__(self) -> None:

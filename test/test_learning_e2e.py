@@ -143,9 +143,14 @@ def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
     (["collect", "--env", "Hopper-v5", "--out", "X", "--medium-fraction", "1.5"], "medium_fraction"),
     (["field", "--sim", "--out", "X", "--high-speed", "nan"], "--high-speed"),
     (["field", "--sim", "--out", "X", "--record-steps", "-100"], "--record-steps"),
+    (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--config", "BADYAML"], "not valid YAML"),
+    (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--set", "bc.alpha=[0.1"], "not valid YAML"),
 ])
 def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h5, tmp_path):
-    argv = [str(hopper_h5) if a == "HOPPER" else str(tmp_path / a) if a == "X" else a for a in argv]
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("bc:\n  alpha: [0.1\n")  # unclosed list
+    subst = {"HOPPER": str(hopper_h5), "X": str(tmp_path / "X"), "BADYAML": str(bad_yaml)}
+    argv = [subst.get(a, a) for a in argv]
     proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", *argv], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 2, proc.stderr

@@ -205,7 +205,10 @@ def apply_overrides(default: Any, path: str | Path | None = None, overrides: lis
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"config file not found: {p}")
-        loaded = yaml.safe_load(p.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{p}: not valid YAML ({_one_line(exc)})") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{p}: top level must be a mapping")
         data = loaded
@@ -223,8 +226,18 @@ def apply_overrides(default: Any, path: str | Path | None = None, overrides: lis
             node = node[part]
         if parts[-1] not in node:
             raise ValueError(f"unknown config key {key!r}")
-        node[parts[-1]] = yaml.safe_load(value) if not isinstance(node[parts[-1]], str) else value
+        try:
+            node[parts[-1]] = yaml.safe_load(value) if not isinstance(node[parts[-1]], str) else value
+        except yaml.YAMLError as exc:
+            raise ValueError(f"override {ov!r}: value is not valid YAML ({_one_line(exc)})") from None
     return from_dict(type(default), cfg_dict)
+
+
+def _one_line(exc: yaml.YAMLError) -> str:
+    """PyYAML's messages span several lines with a caret drawing; keep the problem and its position."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{getattr(exc, 'problem', None) or type(exc).__name__}{where}"
 
 
 def _deep_update(dst: dict, src: dict) -> None:

@@ -25,25 +25,22 @@ EPILOG = "Configuration: defaults are the paper's (Table 5); --budget shrinks th
          "--set section.key=value override single values (e.g. --set bc.alpha=0.0)."
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _whole_number(lowest: int):
+    """argparse type: an int >= lowest, with the bound in the error message."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be at least {lowest}, got {value}")
+        return value
+
+    return parse
 
 
-def _count(text: str) -> int:
-    """A whole number >= 0 (0 switches the feature off)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
+_positive_int = _whole_number(1)
+_count = _whole_number(0)  # 0 switches the feature off
 
 
 def _speed(text: str) -> float:

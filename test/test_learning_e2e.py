@@ -60,6 +60,11 @@ def test_offline_then_online_end_to_end(hopper_h5, tmp_path, capsys):
     assert "am_q_target_3" in log  # AM-Q logged per policy
 
     online = tmp_path / "online"
+    # Naming the run folder instead of its policy is a common slip: point at RUN/final, start nothing.
+    assert main(["online", "--policy", str(run), "--env", "Hopper-v5", "--run-dir", str(online),
+                 "--budget", "tiny", "--no-progress"]) == 2
+    assert f"its selected policy is {run / 'final'}" in capsys.readouterr().err
+    assert not online.exists()
     rc = main(["online", "--policy", str(run / "final"), "--env", "Hopper-v5", "--run-dir", str(online),
                "--budget", "tiny", "--no-progress"])
     assert rc == 0

@@ -64,6 +64,14 @@ def _check_env(env: str) -> None:
                          "HalfCheetah-v5, Walker2d-v5; 'go1' for robot data)") from None
 
 
+def _saved_policy(path: str) -> str:
+    """A policy folder as given, or a one-line pointer to it when the user named its run folder."""
+    p = Path(path)
+    if not (p / "policy.json").exists() and (p / "final" / "policy.json").exists():
+        raise ValueError(f"{p} is a run folder, not a saved policy; its selected policy is {p / 'final'}")
+    return path
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", default="small", help="compute budget: paper | small | tiny (default: small)")
     p.add_argument("--config", help="YAML file overriding config values")
@@ -308,7 +316,7 @@ def run_online(args: argparse.Namespace, policy_dir: str | None, env: str, run_d
     else:
         if not policy_dir:
             raise ValueError("online needs --policy DIR (a saved policy) or --scratch")
-        actor, normalizer, meta, tensors = load_policy(policy_dir)
+        actor, normalizer, meta, tensors = load_policy(_saved_policy(policy_dir))
         if actor.spec.obs_dim != obs_dim or actor.spec.act_dim != act_dim:
             raise ValueError(f"policy expects obs/act dims {actor.spec.obs_dim}/{actor.spec.act_dim}, "
                              f"{env} has {obs_dim}/{act_dim}")
@@ -339,7 +347,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .learning.online import make_gym_env
     from .learning.ppo import evaluate_policy
 
-    actor, normalizer, _, _ = load_policy(args.policy)
+    actor, normalizer, _, _ = load_policy(_saved_policy(args.policy))
     rets = evaluate_policy(actor, normalizer, make_gym_env(args.env), args.episodes, args.seed)
     out = {"return_mean": float(rets.mean()), "return_std": float(rets.std()),
            "score": _score(args.env, float(rets.mean())), "episodes": args.episodes}
@@ -378,6 +386,7 @@ def cmd_bringup(args: argparse.Namespace) -> int:
         raise ValueError("only --sim is available here; on the robot use `ros2 launch uni_o4_ros robot.launch.py`")
     if not Path(args.policy).is_dir():
         raise FileNotFoundError(f"policy folder {args.policy} not found")
+    _saved_policy(args.policy)
     params = Path(args.params or Path(__file__).resolve().parents[1] / "config" / "sim.yaml")
     if not params.is_file():
         raise FileNotFoundError(f"parameters file {params} not found")

@@ -262,3 +262,32 @@ def test_online_scratch_from_the_command_line_uses_the_from_scratch_settings(tmp
     assert meta["env_steps"] == 2048 and meta["spec"]["mean_activation"] == "tanh"
     cfg = meta["config"]  # CleanRL's from-scratch PPO, not Table 5's fine-tuning clip 0.1 / lr 3e-5
     assert (cfg["clip"], cfg["actor_lr"], cfg["normalize_reward"], cfg["fixed_state_norm"]) == (0.2, 3e-4, True, False)
+
+
+def test_non_finite_weights_are_never_saved_nor_deployed(tmp_path):
+    """A diverged step must not replace a good checkpoint, and a NaN policy file (corrupted, or
+    written by another tool) must end with one line instead of NaN returns and exit code 0."""
+    from safetensors.torch import save_file
+
+    from uni_o4_ros.learning.normalizer import StateNormalizer
+    from uni_o4_ros.learning.offline import save_policy
+
+    actor, _, _ = scratch_agent(11, 3)
+    good = tmp_path / "policy"
+    save_policy(good, "policy", actor, StateNormalizer(torch.zeros(11), torch.ones(11)))
+    before = (good / "policy.safetensors").read_bytes()
+    with torch.no_grad():
+        actor.body.net[0].weight[0, 0, 0] = float("nan")
+    with pytest.raises(ckpt.CheckpointError, match="NaN/inf"):
+        save_policy(good, "policy", actor, StateNormalizer(torch.zeros(11), torch.ones(11)))
+    assert (good / "policy.safetensors").read_bytes() == before  # the good one is untouched
+    assert not list(good.glob(".*.tmp"))
+
+    tensors, _ = ckpt.load(good, "policy")
+    key = next(k for k in tensors if k.endswith("weight"))
+    tensors[key] = torch.full_like(tensors[key], float("inf"))
+    save_file(tensors, str(good / "policy.safetensors"))  # bypasses our writer, like a corrupted copy
+    proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "evaluate", "--policy", str(good),
+                           "--env", "Hopper-v5", "--episodes", "1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"tensor {key!r} has NaN/inf values" in proc.stderr.strip().splitlines()[-1]

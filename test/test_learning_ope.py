@@ -222,3 +222,15 @@ def test_closest_certified_takes_the_smallest_sure_change_and_otherwise_keeps_th
     assert choose(noisy, start_row, kl, "closest_certified").index == 1
     with pytest.raises(ValueError, match="selection rule"):
         choose(per_start, start_row, kl, "best_return")
+
+
+def test_a_diverged_candidate_is_never_chosen():
+    from uni_o4_ros.learning.selection import choose
+
+    per_start = torch.tensor([[1.0, 1.2], [float("nan"), 5.0], [2.0, 2.2], [float("inf"), 9.0]])
+    start_row, kl = [0, 1, 0, 0], torch.zeros(4)
+    # a NaN or inf AM-Q (diverged Q or model) would otherwise win: torch.argmax puts NaN first
+    assert choose(per_start, start_row, kl, "am_q").index == 2
+    assert choose(per_start[[1, 0]], [0, 1], kl[:2], "closest_certified").index == 1
+    with pytest.raises(ValueError, match="finite AM-Q"):
+        choose(torch.full((2, 3), float("nan")), [0, 1], kl[:2], "am_q")

@@ -34,9 +34,22 @@ def _atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
+def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """Name of the first floating tensor holding NaN or inf, or None."""
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return key
+    return None
+
+
 def save(directory: str | Path, name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write atomically; refuse NaN/inf, so a diverged training step never replaces a good checkpoint."""
     d = Path(directory)
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    bad = first_non_finite(flat)
+    if bad is not None:
+        raise CheckpointError(f"not saving {d / name}: tensor {bad!r} has NaN/inf values (training diverged; "
+                              "the previous checkpoint is kept, rerun resumes from it; try a lower learning rate)")
     _atomic_write(d / f"{name}.safetensors", lambda tmp: save_file(flat, tmp))
     # The JSON goes last: its presence marks the checkpoint complete.
     _atomic_write(d / f"{name}.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True)))

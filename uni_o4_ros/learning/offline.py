@@ -397,6 +397,9 @@ def save_policy(
 def load_policy(directory: str | Path, name: str = "policy") -> tuple[GaussianPolicyEnsemble, StateNormalizer, dict,
                                                                        dict[str, torch.Tensor]]:
     tensors, meta = ckpt.load(directory, name)
+    bad = ckpt.first_non_finite(tensors)
+    if bad is not None:
+        raise ckpt.CheckpointError(f"policy {Path(directory) / name} is unusable: tensor {bad!r} has NaN/inf values")
     spec = PolicySpec.from_dict(meta["spec"])
     policy = GaussianPolicyEnsemble(spec, int(meta.get("n", 1)))
     ckpt.load_prefixed("policy", policy, tensors)

@@ -62,10 +62,14 @@ def choose(per_start: torch.Tensor, start_row: list[int], kl: torch.Tensor, rule
     se = diff.std(1) / math.sqrt(max(1, s - 1)) if s > 1 else torch.zeros(m)
     is_start = torch.as_tensor([start_row[k] == k for k in range(m)])
     certified = (gain - z * se > 0) & ~is_start
+    if not bool(torch.isfinite(scores).any()):
+        raise ValueError("no candidate has a finite AM-Q score (diverged Q or dynamics model)")
+    # torch.argmax ranks NaN above every number: a diverged candidate must never win.
+    ranked = torch.nan_to_num(scores, nan=-math.inf, posinf=-math.inf)
     if rule == "am_q":
-        index = int(torch.argmax(scores))
+        index = int(torch.argmax(ranked))
     elif bool(certified.any()):
         index = int(torch.where(certified, kl, torch.full_like(kl, math.inf)).argmin())
     else:
-        index = int(torch.where(is_start, scores, torch.full_like(scores, -math.inf)).argmax())
+        index = int(torch.where(is_start, ranked, torch.full_like(scores, -math.inf)).argmax())
     return Choice(index, rule, scores.tolist(), gain.tolist(), se.tolist(), certified.tolist(), kl.tolist())

@@ -16,15 +16,19 @@ $UNI collect --env Hopper-v5 --out data/hopper --train-steps 200000 --dataset-st
 
 # §1 offline quality (Uni-O4 vs BC, IQL, TD3+BC), 5,000 gradient steps each
 $PY benchmarks/offline_quality.py --dataset data/halfcheetah/halfcheetah-medium.hdf5 --env HalfCheetah-v5 \
-  --steps 5000 --seeds 0 1 2 --algos uni_o4 bc iql td3bc --out $R/offline_quality.jsonl
+  --steps 5000 --seeds 0 1 2 --algos bc iql td3bc --out $R/offline_quality_halfcheetah_peers.jsonl
+$PY benchmarks/offline_quality.py --dataset data/halfcheetah/halfcheetah-medium.hdf5 --env HalfCheetah-v5 \
+  --steps 5000 --seeds 0 1 2 --algos uni_o4 --out $R/offline_quality_halfcheetah_uni_o4.jsonl
 for ds in hopper-medium hopper-medium-replay; do
   $PY benchmarks/offline_quality.py --dataset data/hopper/$ds.hdf5 --env Hopper-v5 --steps 5000 --seeds 0 1 2 \
-    --algos uni_o4 bc iql td3bc --out $R/offline_quality_$ds.jsonl
+    --algos bc iql td3bc --out $R/offline_quality_hopper_peers.jsonl
+  $PY benchmarks/offline_quality.py --dataset data/hopper/$ds.hdf5 --env Hopper-v5 --steps 5000 --seeds 0 1 2 \
+    --algos uni_o4 --out $R/offline_quality_hopper_uni_o4.jsonl
 done
 
 # §2 offline -> online (needs §1's offline runs in runs/bench_offline)
 $PY benchmarks/offline_to_online.py --offline-runs runs/bench_offline --dataset halfcheetah-medium \
-  --env HalfCheetah-v5 --seeds 0 1 2 --steps 100000 --eval-every 20000 --out $R/offline_to_online.jsonl
+  --env HalfCheetah-v5 --seeds 0 1 2 --steps 100000 --eval-every 20000 --out $R/offline_to_online_halfcheetah.jsonl
 $PY benchmarks/offline_to_online.py --offline-runs none --dataset halfcheetah-medium --env HalfCheetah-v5 \
   --seeds 0 1 2 --steps 100000 --eval-every 20000 --methods scratch_clip --out $R/offline_to_online_scratch.jsonl
 $PY benchmarks/offline_to_online.py --offline-runs runs/bench_offline --dataset hopper-medium --env Hopper-v5 \

@@ -164,9 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "low and a high commanded speed and writes OUT/report.md + report.png. Rerun to resume.")
     p.add_argument("--sim", action="store_true", help="MuJoCo stands in for the Go1 and the T265 (required here)")
     p.add_argument("--out", default="runs/field", help="output folder (default runs/field)")
-    p.add_argument("--budget", default="small",
-                   help="small (default, ~20 min on 2 cores) | medium (small with 30k instead of 10k IQL value "
-                   "steps, ~25 min: steadier offline candidates, BENCHMARKS.md section 6) | tiny (a smoke test) | "
+    p.add_argument("--budget", default="small", help="small (default, ~20 min on 2 cores) | tiny (a smoke test) | "
                    "paper (180k recorded + 100k online steps, Table 5 offline sizes)")
     p.add_argument("--policy", help="simulator-pretrained policy folder (default: the shipped checkpoint)")
     p.add_argument("--terrain", choices=("mattress", "flat"), help="target terrain (default mattress)")

@@ -56,20 +56,13 @@ PRETRAINED = PACKAGE / "sim" / "checkpoints" / "go1_flat"
 # with 8192 chose the walker. Scoring each distinct policy once (ope.py) keeps the cost near the
 # old 12 x 2048 (5-7 distinct policies; the demo run's 7 x 4096 was +17 %). It halves the variance
 # of the choice; it does not make the choice reliable.
-_SMALL = ["env=go1", "ope.horizon=20", "ope.n_start_states=256", "value.mc_warmup_steps=2000",
-          "value.steps=10000", "value.lr=3e-4", "value.batch_size=256", "value.target_every=1",
-          "value.q_hidden=[256,256]", "value.v_hidden=[256,256]", "dynamics.max_steps=3000",
-          "dynamics.max_epochs=30", "improvement.steps=1000", "improvement.eval_every=100",
-          "improvement.batch_size=256", "selection.start_states=4096"]
 OFFLINE_BUDGETS: dict[str, list[str]] = {
     "paper": ["env=go1", "ope.horizon=20"],
-    "small": _SMALL,
-    # Small with 3x the IQL steps (~5 min more on 2 cores, past the 20-minute demo). On the field8
-    # recordings (BENCHMARKS §6.0) 10k value steps left seed 1 with eight candidates that fell at
-    # 1.0 m/s; with 30k every candidate of seeds 0 and 1 walks there without a fall (20k: seed 1
-    # still chose a faller). At 0.5 m/s candidates still range from falling to walking, and AM-Q's
-    # 20-step horizon cannot tell them apart.
-    "medium": _SMALL + ["value.steps=30000"],
+    "small": ["env=go1", "ope.horizon=20", "ope.n_start_states=256", "value.mc_warmup_steps=2000",
+              "value.steps=10000", "value.lr=3e-4", "value.batch_size=256", "value.target_every=1",
+              "value.q_hidden=[256,256]", "value.v_hidden=[256,256]", "dynamics.max_steps=3000",
+              "dynamics.max_epochs=30", "improvement.steps=1000", "improvement.eval_every=100",
+              "improvement.batch_size=256", "selection.start_states=4096"],
     "tiny": ["env=go1", "ope.horizon=5", "ope.n_start_states=16", "value.steps=100", "value.q_hidden=[64,64]",
              "value.v_hidden=[64,64]", "dynamics.hidden=[64,64]", "dynamics.max_steps=100", "dynamics.max_epochs=2",
              "improvement.steps=40", "improvement.eval_every=20", "improvement.batch_size=64"],
@@ -103,7 +96,6 @@ BUDGETS: dict[str, dict] = {
     "paper": {"record_steps": 180_000, "online_steps": 100_000, "rollout_steps": 2048, "offline_budget": "paper",
               "eval_episodes": 5},
     "small": {},
-    "medium": {"offline_budget": "medium"},  # the small run with a better-trained value stage (~25 min)
     "tiny": {"episode_steps": 100, "record_steps": 200, "online_steps": 200, "rollout_steps": 100,
              "online_epochs": 2, "eval_episodes": 1, "offline_budget": "tiny"},
 }

@@ -6,8 +6,7 @@ policy by the field evaluation (20 mean-action episodes per commanded speed on t
 standing start with 0.05 rad of joint noise, evaluation seed 10000 + seed). The field run's
 dynamics stage is reused; the value and improvement stages are new. BENCHMARKS.md §6.0.
 
-    python benchmarks/field_value_steps.py /work/bench/field8/seed1 --seed 1 --value-steps 30000 \
-        --out /work/exp/f1v/v30k
+    python benchmarks/field_value_steps.py runs/field --seed 0 --value-steps 30000 --out runs/field_v30k
 """
 
 from __future__ import annotations

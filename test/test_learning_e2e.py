@@ -150,6 +150,7 @@ def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
     (["field", "--sim", "--out", "X", "--record-steps", "-100"], "--record-steps"),
     (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--config", "BADYAML"], "not valid YAML"),
     (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--set", "bc.alpha=[0.1"], "not valid YAML"),
+    (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--set", "ope.q_head=max"], "ope.q_head"),
 ])
 def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h5, tmp_path):
     bad_yaml = tmp_path / "bad.yaml"

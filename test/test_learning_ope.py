@@ -7,6 +7,8 @@ networks); the true return of any policy is computed by rolling out the true sys
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -234,3 +236,40 @@ def test_a_diverged_candidate_is_never_chosen():
     assert choose(per_start[[1, 0]], [0, 1], kl[:2], "closest_certified").index == 1
     with pytest.raises(ValueError, match="finite AM-Q"):
         choose(torch.full((2, 3), float("nan")), [0, 1], kl[:2], "am_q")
+
+
+def test_independent_q_heads_improve_on_one_and_score_on_the_other(learned):
+    """ope.q_head=independent: the improvement's advantage comes from head 0 only and AM-Q from
+    head 1 only, so an error in the head a policy climbs cannot raise its score, and vice versa."""
+    s, _, critic, model, norm = learned
+    corrupted = copy.deepcopy(critic)
+    with torch.no_grad():  # head 0 now prefers pushing the state away from 0, the wrong way
+        for p in corrupted.q.net.parameters():
+            p[0].normal_(0.0, 0.5)
+    policies = [FixedPolicy(-5.0), FixedPolicy(+5.0)]
+    kwargs = dict(generator=torch.Generator().manual_seed(3))
+    honest = am_q_per_start(policies, critic.q, model, never, norm, s[:64], 10, q_head=1, **kwargs)
+    kwargs = dict(generator=torch.Generator().manual_seed(3))
+    scored = am_q_per_start(policies, corrupted.q, model, never, norm, s[:64], 10, q_head=1, **kwargs)
+    torch.testing.assert_close(scored, honest)  # head 0's damage does not reach AM-Q
+    kwargs = dict(generator=torch.Generator().manual_seed(3))
+    mixed = am_q_per_start(policies, corrupted.q, model, never, norm, s[:64], 10, **kwargs)
+    assert not torch.allclose(mixed, honest)  # while the min of both heads does see it
+
+    # And the improvement follows head 0 alone: with head 1 corrupted instead, every update is
+    # the same as with the intact critic.
+    other = copy.deepcopy(critic)
+    with torch.no_grad():
+        for p in other.q.net.parameters():
+            p[1].normal_(0.0, 0.5)
+    runs = []
+    for c, head in ((critic, 0), (other, 0), (other, None)):
+        torch.manual_seed(4)
+        pol = make_policy(DIM, DIM, n=2, hidden=(16,))
+        imp = MultiStepImprover(pol, c, lr=1e-3, clip=0.25, total_steps=5, grad_clip=0.5, advantage_head=head)
+        for _ in range(5):
+            imp.update(s[:128])
+        runs.append([p.detach().clone() for p in pol.parameters()])
+    for a_, b_ in zip(runs[0], runs[1]):
+        torch.testing.assert_close(a_, b_)
+    assert any(not torch.allclose(a_, c_) for a_, c_ in zip(runs[0], runs[2]))  # the min would follow it

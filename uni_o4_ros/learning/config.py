@@ -74,6 +74,17 @@ class OPEConfig:
     horizon: int = 1000  # Table 5: 1000 MuJoCo, 20 quadruped
     n_start_states: int = 512
     gamma: float = 1.0  # the paper's AM-Q is an undiscounted sum of Q over the rollout
+    # Which Q scores candidates. "min": min of the double Q, for the improvement's advantage and
+    # AM-Q alike (paper). "independent": the improvement climbs head 0 (A = Q_0 - V) and AM-Q
+    # scores with head 1 only, so a policy is not rewarded for exploiting the errors of the very
+    # Q it was improved on (the optimiser's curse; double Q-learning's split of choosing and
+    # evaluating). Both heads regress on the same targets, so they agree on the data's actions
+    # and differ, by their initialisation, where the improvement leaves it.
+    q_head: str = "min"
+
+    def __post_init__(self) -> None:
+        if self.q_head not in ("min", "independent"):
+            raise ValueError(f"ope.q_head: expected 'min' or 'independent', got {self.q_head!r}")
 
 
 @dataclass

@@ -47,12 +47,14 @@ class MultiStepImprover:
         grad_clip: float,
         normalize_advantage: bool = True,
         kl_alpha: float = 0.0,
+        advantage_head: int | None = None,
     ) -> None:
         self.target = policy
         self.behavior = copy.deepcopy(policy).requires_grad_(False)
         self.critic = critic
         self.clip, self.grad_clip, self.kl_alpha = clip, grad_clip, kl_alpha
         self.normalize_advantage = normalize_advantage
+        self.advantage_head = advantage_head  # None: min of the double Q (paper)
         self.opt = torch.optim.Adam(self.target.parameters(), lr=lr)
         # Linear decay to 0 over the whole improvement phase (authors' code and Table 5 lr).
         self.sched = torch.optim.lr_scheduler.LambdaLR(
@@ -69,7 +71,7 @@ class MultiStepImprover:
             old_logp = self.behavior.gaussian_log_prob(mean, log_std, act)  # (n, B)
             b = obs.shape[0]
             flat_obs = obs.unsqueeze(0).expand(n, -1, -1).reshape(n * b, -1)
-            adv = self.critic.advantage(flat_obs, act.reshape(n * b, -1)).view(n, b)
+            adv = self.critic.advantage(flat_obs, act.reshape(n * b, -1), self.advantage_head).view(n, b)
             if self.normalize_advantage:
                 adv = (adv - adv.mean(1, keepdim=True)) / (adv.std(1, keepdim=True) + 1e-8)
         new_logp = self.target.log_prob(obs.unsqueeze(0).expand(n, -1, -1), act)

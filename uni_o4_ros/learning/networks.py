@@ -75,6 +75,12 @@ class EnsembleMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def forward_member(self, i: int, x: torch.Tensor) -> torch.Tensor:
+        """Member i alone on x (batch, in) -> (batch, out), at 1/n of the ensemble's cost."""
+        for layer in self.net:
+            x = torch.addmm(layer.bias[i], x, layer.weight[i]) if isinstance(layer, EnsembleLinear) else layer(x)
+        return x
+
 
 def _n_of(module: nn.Module) -> int:
     n = getattr(module, "n", None)

@@ -267,11 +267,14 @@ class OfflineTrainer:
         d = self._stage_dir("improve", key)
         termination = rule_for_env(self.cfg.dynamics.termination if self.cfg.dynamics.termination != "auto"
                                    else self.cfg.env)
+        # ope.q_head: "min" (paper) or "independent" (improve on head 0, score on head 1)
+        adv_head, ope_head = {"min": (None, None), "independent": (0, 1)}[o.q_head]
         torch.manual_seed(self._seed("improve"))
         initial = copy.deepcopy(policy).requires_grad_(False)  # the improver trains `policy` in place
         imp = MultiStepImprover(policy, critic, lr=c.lr, clip=c.clip, total_steps=c.steps,
                                 grad_clip=c.grad_clip, normalize_advantage=c.normalize_advantage,
-                                kl_alpha=c.kl_alpha if self.init_policy is not None else 0.0)
+                                kl_alpha=c.kl_alpha if self.init_policy is not None else 0.0,
+                                advantage_head=adv_head)
         start = 0
         if ckpt.exists(d, "stage"):
             tensors, meta = ckpt.load(d, "stage")
@@ -293,7 +296,7 @@ class OfflineTrainer:
             return am_q_per_start(
                 policies, critic.q, model, termination, self.normalizer, starts, o.horizon, o.gamma,
                 generator=torch.Generator().manual_seed(int(torch.randint(2**31, (1,), generator=g))),
-                state_bounds=bounds)
+                state_bounds=bounds, q_head=ope_head)
 
         def step_fn(step: int) -> dict[str, float]:
             stats = imp.update(self.obs_n[batches()])

@@ -38,6 +38,7 @@ def am_q_per_start(
     gamma: float = 1.0,
     generator: torch.Generator | None = None,
     state_bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+    q_head: int | None = None,
 ) -> torch.Tensor:
     """Each member's return estimate from each start state: (sum of members, S).
 
@@ -46,7 +47,8 @@ def am_q_per_start(
     members are paired samples (their spread gives the standard error of a comparison).
     `state_bounds` (low, high), e.g. the dataset's range, keep model states where Q was trained:
     a model fitted on little data can otherwise drift to states where Q extrapolates without
-    bound (seen: AM-Q of 1e14 from 200 robot transitions).
+    bound (seen: AM-Q of 1e14 from 200 robot transitions). `q_head` scores with that Q head
+    alone instead of the min of both (config `ope.q_head`).
     """
     policies, rows = _distinct_members(policies)
     m, s = sum(p.n for p in policies), start_states.shape[0]
@@ -68,7 +70,7 @@ def am_q_per_start(
             offset += p.n
         act = torch.cat(blocks, 0).reshape(m * s, -1)[idx]
         cur = state[idx]
-        total[idx] += discount * q.min_q(normalizer(cur), act)
+        total[idx] += discount * q.head_or_min(normalizer(cur), act, q_head)
         # Common random numbers: rollout j of every policy sees the same model noise and elite
         # draws, so score differences between policies come from the policies, not from the draws.
         slot = idx % s

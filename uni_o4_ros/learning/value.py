@@ -29,6 +29,12 @@ class DoubleQ(nn.Module):
     def min_q(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         return self(obs, act).min(0).values
 
+    def head_or_min(self, obs: torch.Tensor, act: torch.Tensor, head: int | None) -> torch.Tensor:
+        """Head `head` alone (evaluated alone, not both then indexed), or the min when None."""
+        if head is None:
+            return self.min_q(obs, act)
+        return self.net.forward_member(head, torch.cat([obs, act], dim=-1)).squeeze(-1)
+
 
 class ValueNet(nn.Module):
     def __init__(self, obs_dim: int, hidden: tuple[int, ...]) -> None:
@@ -118,6 +124,7 @@ class IQLCritic(nn.Module):
         self.q_target.load_state_dict(self.q.state_dict())
 
     @torch.no_grad()
-    def advantage(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        """A(s, a) = min Q(s, a) - V(s), the offline advantage of Section 3.2 (no GAE offline)."""
-        return self.q.min_q(obs, act) - self.v(obs)
+    def advantage(self, obs: torch.Tensor, act: torch.Tensor, q_head: int | None = None) -> torch.Tensor:
+        """A(s, a) = min Q(s, a) - V(s), the offline advantage of Section 3.2 (no GAE offline);
+        with `q_head`, that single Q head instead of the min."""
+        return self.q.head_or_min(obs, act, q_head) - self.v(obs)

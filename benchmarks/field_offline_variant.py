@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/field_variants")
     ap.add_argument("--episodes", type=int, default=5)
     ap.add_argument("--initial-noise", type=float, default=0.05)
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     torch.set_num_threads(1)
     out, t0 = Path(args.out) / args.name, time.time()
     policy_dir = PRETRAINED

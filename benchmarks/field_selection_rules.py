@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--out", default="runs/field_selection_rules")
     ap.add_argument("--budget", default="small")
     ap.add_argument("--episodes", type=int, default=3)
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()  # overrides may follow the options (as in the usage above)
     torch.set_num_threads(1)
     field, out, t0 = Path(args.field_run), Path(args.out) / args.name, time.time()
     (out / "stages").mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -81,6 +82,9 @@ def main() -> None:
                          "cannot tell a 10 %% fall rate from 20 %%)")
     ap.add_argument("--iql-only", action="store_true",
                     help="only the IQL baseline, on the dataset an earlier field run of the same seed recorded")
+    ap.add_argument("--recording-from", metavar="DIR",
+                    help="reuse the recordings of an earlier field run folder (DIR/seedN/record) instead of "
+                         "recording again, so offline and online settings can be compared on the same data")
     args = ap.parse_args()
     torch.set_num_threads(1)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -89,6 +93,12 @@ def main() -> None:
                            eval_episodes=args.eval_episodes)
         run = Path(args.out) / f"seed{seed}"
         t0 = time.time()
+        if args.recording_from and not (run / "record").exists():
+            src = Path(args.recording_from) / f"seed{seed}"
+            (run / "stages").mkdir(parents=True)
+            shutil.copytree(src / "record", run / "record")
+            shutil.copy(src / "stages" / "record.json", run / "stages" / "record.json")
+            shutil.copy(src / "config.json", run / "config.json")  # judged by the marker's own settings
         if args.iql_only:
             stages, rows = {"record": json.loads((run / "stages" / "record.json").read_text())}, []
         else:

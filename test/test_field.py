@@ -35,6 +35,9 @@ def test_tiny_field_run_records_learns_swaps_and_reports(tmp_path, ros_env, stan
     assert sel["rule"] == "am_q" and len(sel["candidates"]) == 12
     assert sel["index"] == int(np.argmax(sel["scores"]))
     assert offline["am_q"] == sel["scores"][sel["index"]]
+    # The field budgets improve on one Q head and score with the other (pipeline.py, BENCHMARKS §6.0).
+    final = json.loads((out / "offline" / "final" / "policy.json").read_text())
+    assert final["config"]["ope"]["q_head"] == "independent"
 
     # Online: the learner's new weights reached the running policy node and drove the robot.
     versions = []
@@ -44,6 +47,8 @@ def test_tiny_field_run_records_learns_swaps_and_reports(tmp_path, ros_env, stan
     timeline = [json.loads(x) for x in (out / "online" / "learner" / "timeline.jsonl").read_text().splitlines()]
     assert timeline and timeline[0]["version"] == 1
     assert max(versions) >= 1 and versions == sorted(versions)  # swapped in, never back to an older one
+    learner = json.loads((out / "online" / "learner" / "learner.json").read_text())
+    assert learner["config"]["actor_lr"] == 3e-5  # the field's online_actor_lr (Table 5) reached the node
 
     n_episodes = sum(len(list((out / s / "episodes").glob("*.hdf5"))) for s in ("record", "online"))
     rows = json.loads((out / "evaluation.json").read_text())
@@ -127,6 +132,7 @@ def test_a_rerun_reuses_a_stage_only_under_the_settings_it_ran_with(tmp_path, st
     assert run() == everything
     assert run() == []
     assert run(online_steps=300) == ["online", "evaluate", "report"]
+    assert run(online_steps=300, online_actor_lr=1e-4) == ["online", "evaluate", "report"]
     assert run(online_steps=300, seed=3) == everything
     # the same weights under another path are the same policy; other weights are not
     moved = tmp_path / "moved_policy"

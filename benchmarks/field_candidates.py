@@ -61,7 +61,7 @@ def main() -> None:
         g = torch.Generator().manual_seed(100 + d)
         starts = obs[torch.randint(len(obs), (args.start_states,), generator=g)]
         draws.append(am_q(candidates, critic.q, model, rule_for_env("go1"), norm, starts, cfg.ope.horizon,
-                          cfg.ope.gamma, generator=g, state_bounds=bounds).tolist())
+                          cfg.ope.gamma, generator=g, state_bounds=bounds, q_head=cfg.ope.heads()[1]).tolist())
     print("| candidate | " + " | ".join(f"AM-Q draw {d}" for d in range(args.draws))
           + " | return @ 0.5 m/s | falls @ 0.5 | return @ 1.0 m/s | falls @ 1.0 |")
     print("|---|" + "---|" * (args.draws + 4))

@@ -86,6 +86,10 @@ class OPEConfig:
         if self.q_head not in ("min", "independent"):
             raise ValueError(f"ope.q_head: expected 'min' or 'independent', got {self.q_head!r}")
 
+    def heads(self) -> tuple[int | None, int | None]:
+        """(Q head of the improvement's advantage, Q head of AM-Q); None means the min of both."""
+        return (None, None) if self.q_head == "min" else (0, 1)
+
 
 @dataclass
 class SelectionConfig:

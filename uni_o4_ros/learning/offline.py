@@ -267,8 +267,7 @@ class OfflineTrainer:
         d = self._stage_dir("improve", key)
         termination = rule_for_env(self.cfg.dynamics.termination if self.cfg.dynamics.termination != "auto"
                                    else self.cfg.env)
-        # ope.q_head: "min" (paper) or "independent" (improve on head 0, score on head 1)
-        adv_head, ope_head = {"min": (None, None), "independent": (0, 1)}[o.q_head]
+        adv_head, ope_head = o.heads()  # ope.q_head: both None (paper's min) or split (config.py)
         torch.manual_seed(self._seed("improve"))
         initial = copy.deepcopy(policy).requires_grad_(False)  # the improver trains `policy` in place
         imp = MultiStepImprover(policy, critic, lr=c.lr, clip=c.clip, total_steps=c.steps,

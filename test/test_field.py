@@ -152,3 +152,50 @@ def test_a_rerun_reuses_a_stage_only_under_the_settings_it_ran_with(tmp_path, st
     # an interrupted stage leaves no marker: it and every stage after it run again
     (tmp_path / "run" / "stages" / "online.json").unlink()
     assert run(online_steps=300, seed=3, policy=str(moved), eval_episodes=4) == ["online", "evaluate", "report"]
+
+
+def test_killing_the_pipeline_stops_its_node_processes(tmp_path, ros_env):
+    """`kill` (SIGTERM) of a field run must not leave its nodes running on their own (seen: a
+    controller and a recorder still up after their pipeline was killed)."""
+    import os
+    import signal
+    import time
+
+    marker = f"directory:={tmp_path / 'episodes'}"  # only the node's command line carries it
+    child = subprocess.Popen([sys.executable, "-c", (
+        "from pathlib import Path\n"
+        "from uni_o4_ros.field.node_graph import run_until\n"
+        f"run_until({{'dataset_logger_node': [{marker!r}]}}, lambda: False, Path({str(tmp_path / 'logs')!r}), "
+        "dict(__import__('os').environ))\n")], env=ros_env)
+
+    def node_pids() -> list[int]:  # from /proc: no procps needed
+        from pathlib import Path
+
+        found = []
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit() and int(d.name) != child.pid:
+                try:
+                    if marker.encode() in (d / "cmdline").read_bytes():
+                        found.append(int(d.name))
+                except OSError:  # the process ended while we looked
+                    pass
+        return found
+
+    def poll(cond, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if cond():
+                return True
+            time.sleep(0.2)  # polling a process table, not synchronising on a guess
+        return False
+
+    try:
+        assert poll(lambda: bool(node_pids()), 60), "the node never started"
+        child.send_signal(signal.SIGTERM)
+        code = child.wait(timeout=60)
+        assert poll(lambda: not node_pids(), 30), f"node processes left running: {node_pids()}"
+        assert code == 128 + signal.SIGTERM  # ended through its own exit path, not cut off
+    finally:
+        child.kill()
+        for pid in node_pids():
+            os.kill(pid, signal.SIGKILL)

@@ -7,7 +7,9 @@ files they write (recorded episodes) to know when a stage is done, and stops eve
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +44,12 @@ def run_until(nodes: dict[str, list[str]], done: Callable[[], bool], log_dir: Pa
     procs: dict[str, subprocess.Popen] = {}
     logs = []
     start = time.monotonic()
+    # `kill` (SIGTERM) of the pipeline would otherwise end Python without running `finally`,
+    # leaving the node processes (a controller, a learner) running on their own. As an exception,
+    # the nodes are stopped like on Ctrl-C. Only the main thread may set handlers.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:
         for module, params in nodes.items():
             log = open(log_dir / f"{module}.log", "w")  # noqa: SIM115 - closed in finally
@@ -62,4 +70,10 @@ def run_until(nodes: dict[str, list[str]], done: Callable[[], bool], log_dir: Pa
         stop_processes(*procs.values())
         for log in logs:
             log.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return time.monotonic() - start
+
+
+def _raise_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)

@@ -47,9 +47,8 @@ def run_until(nodes: dict[str, list[str]], done: Callable[[], bool], log_dir: Pa
     # `kill` (SIGTERM) of the pipeline would otherwise end Python without running `finally`,
     # leaving the node processes (a controller, a learner) running on their own. As an exception,
     # the nodes are stopped like on Ctrl-C. Only the main thread may set handlers.
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm) if main else None
     try:
         for module, params in nodes.items():
             log = open(log_dir / f"{module}.log", "w")  # noqa: SIM115 - closed in finally
@@ -70,8 +69,8 @@ def run_until(nodes: dict[str, list[str]], done: Callable[[], bool], log_dir: Pa
         stop_processes(*procs.values())
         for log in logs:
             log.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if main:  # `previous` is None when it was not set from Python: that means the default
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     return time.monotonic() - start
 
 

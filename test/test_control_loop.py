@@ -101,3 +101,96 @@ def test_fall_latches_damping_and_aborts_the_episode(ros_env, standing_policy):
     finally:
         obs.close()
         stop(pol, ctrl)
+
+
+def test_commands_answering_an_older_state_are_counted_late(ros_env):
+    """A policy one tick behind (each command answers the state before the newest) is active but
+    late on every tick; the controller's diagnostics and its exit line both say so."""
+    import subprocess
+
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from uni_o4_ros.msg import JointCommand, RobotState
+    from uni_o4_ros.nodes.processes import node_command
+    from uni_o4_ros.nodes.qos import COMMAND, EVENTS, SENSOR
+
+    ctrl = subprocess.Popen(node_command("pd_controller_node", ["watchdog_timeout:=0.5"]), env=ros_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    obs = Observer()
+    pub = obs.node.create_publisher(JointCommand, "joint_command", COMMAND)
+    seen: dict = {"previous": None}
+    diagnostics: list[dict] = []
+
+    def answer_one_tick_late(s: RobotState) -> None:
+        if seen["previous"] is not None:
+            cmd = JointCommand(q=list(s.q), kp=[20.0] * 12, kd=[0.5] * 12)
+            cmd.header.stamp = seen["previous"]
+            pub.publish(cmd)
+        seen["previous"] = s.header.stamp
+
+    def on_diagnostics(m: DiagnosticArray) -> None:
+        diagnostics.extend({kv.key: kv.value for kv in st.values} for st in m.status if st.name == "pd_controller")
+
+    obs.node.create_subscription(RobotState, "robot_state", answer_one_tick_late, SENSOR)
+    obs.node.create_subscription(DiagnosticArray, "diagnostics", on_diagnostics, EVENTS)
+    try:
+        obs.wait(lambda: any(int(d.get("active_ticks", 0)) >= 50 for d in diagnostics))
+        d = next(d for d in diagnostics if int(d["active_ticks"]) >= 50)
+        assert int(d["late_commands"]) == int(d["active_ticks"])
+    finally:
+        obs.close()
+        stop(ctrl)
+    summary = _controller_summary(ctrl)
+    assert summary["active_ticks"] >= 50 and summary["late_commands"] == summary["active_ticks"]
+    assert summary["late_fraction"] == 1.0
+
+
+def _controller_summary(proc) -> dict:
+    import json
+
+    from uni_o4_ros.robot.controller import CONTROLLER_SUMMARY
+
+    line = next(ln for ln in proc.stdout.read().splitlines() if ln.startswith(CONTROLLER_SUMMARY))
+    return json.loads(line[len(CONTROLLER_SUMMARY):])
+
+
+def test_waiting_for_the_policy_keeps_a_fast_simulation_in_exact_lockstep(ros_env):
+    """A policy answering at 50 Hz while the simulated robot ticks at 200 Hz: without waiting most
+    ticks apply a command to a newer state than it answered (latency the robot would not have);
+    with wait_for_policy the simulated time waits for each answer and no command is late."""
+    import subprocess
+
+    from uni_o4_ros.msg import JointCommand, RobotState
+    from uni_o4_ros.nodes.processes import node_command
+    from uni_o4_ros.nodes.qos import COMMAND, SENSOR
+
+    summaries = {}
+    for wait in (False, True):
+        ctrl = subprocess.Popen(node_command("pd_controller_node", [
+            "rate_hz:=200.0", "watchdog_timeout:=1.0", f"wait_for_policy:={str(wait).lower()}"]),
+            env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        obs = Observer()
+        pub = obs.node.create_publisher(JointCommand, "joint_command", COMMAND)
+        newest: dict = {}
+
+        def remember(s: RobotState, newest=newest) -> None:
+            newest["state"] = s
+
+        def answer_newest(pub=pub, newest=newest) -> None:  # a slow policy: 50 answers a second
+            s = newest.get("state")
+            if s is not None:
+                cmd = JointCommand(q=list(s.q), kp=[20.0] * 12, kd=[0.5] * 12)
+                cmd.header.stamp = s.header.stamp
+                pub.publish(cmd)
+
+        obs.node.create_subscription(RobotState, "robot_state", remember, SENSOR)
+        obs.node.create_timer(0.02, answer_newest)
+        try:
+            obs.wait(lambda o=obs: o.modes_since(0).count(1) >= 100)
+        finally:
+            obs.close()
+            stop(ctrl)
+        summaries[wait] = _controller_summary(ctrl)
+    free, waiting = summaries[False], summaries[True]
+    assert free["active_ticks"] >= 100 and free["late_commands"] > free["active_ticks"] / 2
+    assert waiting["active_ticks"] >= 100 and waiting["late_commands"] == 0

@@ -195,6 +195,17 @@ def test_controller_core_modes():
     assert c.tick(up, q, dq, 2.09).mode == Mode.DAMPING  # latched until re-armed
 
 
+def test_command_latency_counts_ticks_whose_command_answers_an_older_state():
+    from uni_o4_ros.robot.controller import CommandLatency
+
+    lat = CommandLatency()
+    lat.on_tick(answered=None, newest=None)  # active on a command that answers no known state
+    for tick in range(1, 9):  # the policy answered the newest state on 6 of 8 ticks
+        lat.on_tick(answered=tick - 1 if tick in (3, 7) else tick, newest=tick)
+    assert (lat.active_ticks, lat.late) == (9, 3)
+    assert lat.to_dict() == {"active_ticks": 9, "late_commands": 3, "late_fraction": round(3 / 9, 4)}
+
+
 def test_recorder_core_stop_request_ends_the_episode_as_a_timeout_at_the_next_step():
     from uni_o4_ros.robot.episodes import EpisodeRecorderCore, PolicyStep, RobotMotion
 

@@ -6,11 +6,15 @@ go1_sim node in its own process, over `low_cmd` / `low_state`, one tick of laten
 motor boards). The Unitree SDK backend plugs in at the same read/write/reset seam.
 Parameters: backend, rate_hz, watchdog_timeout, max_tilt, max_target_step, torque_fraction; sim
 only: spawn_roll (to test fall handling), terrain (flat | mattress), reset_on_episode_end (put the
-robot back when the recorder ends an episode).
+robot back when the recorder ends an episode), wait_for_policy (step only once the policy answered
+the newest state: exact lockstep when the graph runs faster than real time).
+Every active tick also counts whether its command answered the newest state (diagnostics
+`late_commands`, and one summary line at exit).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from types import SimpleNamespace
@@ -21,7 +25,7 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
 from uni_o4_ros.msg import EpisodeEvent, JointCommand, RobotState
-from uni_o4_ros.robot.controller import ControllerCore, Mode
+from uni_o4_ros.robot.controller import CONTROLLER_SUMMARY, CommandLatency, ControllerCore, Mode
 from uni_o4_ros.robot.safety import SafetyConfig
 from uni_o4_ros.srv import EStop
 
@@ -95,7 +99,7 @@ class PDControllerNode(Node):
         p = {k: self.declare_parameter(k, v).value for k, v in {
             "backend": "sim", "rate_hz": 50.0, "watchdog_timeout": 0.1, "max_tilt": 1.0,
             "max_target_step": 0.2, "torque_fraction": 0.9, "spawn_roll": 0.0, "terrain": "flat",
-            "reset_on_episode_end": False}.items()}
+            "reset_on_episode_end": False, "wait_for_policy": False}.items()}
         if p["backend"] not in ("sim", "go1_sim"):
             raise NodeConfigError(f"unknown backend {p['backend']!r}: this build supports 'sim' and 'go1_sim'")
         cfg = SafetyConfig(max_target_step=p["max_target_step"], torque_fraction=p["torque_fraction"],
@@ -117,6 +121,20 @@ class PDControllerNode(Node):
             # does this and calls the e-stop service to re-arm).
             self.create_subscription(EpisodeEvent, "recorder_events", self.on_recorder_event, EVENTS)
         self.ticks = 0
+        # Which state the applied command answers (the policy stamps it with that state's stamp).
+        self.latency = CommandLatency()
+        self.answered: int | None = None
+        self.newest: int | None = None
+        if not p["rate_hz"] > 0:
+            raise NodeConfigError(f"parameter rate_hz must be > 0, got {p['rate_hz']}")
+        # Simulation only: the simulated robot waits (up to the watchdog timeout) for the command
+        # answering its newest state, so a graph driven faster than real time, or a loaded machine,
+        # never adds latency. A real robot cannot wait: on hardware this is refused.
+        self.wait_for_policy = bool(p["wait_for_policy"])
+        if self.wait_for_policy and p["backend"] != "sim":
+            raise NodeConfigError("wait_for_policy needs the in-process sim backend: a real robot cannot wait")
+        self.watchdog_timeout = float(p["watchdog_timeout"])
+        self.published_at = 0.0
         self.create_timer(1.0 / p["rate_hz"], self.on_tick)
 
     def on_command(self, msg: JointCommand) -> None:
@@ -125,6 +143,7 @@ class PDControllerNode(Node):
             self.get_logger().warn("ignored a joint command with non-finite or missing targets")
             return
         self.core.on_command(q, msg.policy_version, time.monotonic())
+        self.answered = _nanoseconds(msg.header.stamp)
 
     def on_estop(self, req: EStop.Request, res: EStop.Response) -> EStop.Response:
         res.message = self.core.estop(req.engage)
@@ -142,12 +161,21 @@ class PDControllerNode(Node):
         s = self.backend.read()
         if s is None:
             return  # no state from the robot yet: nothing is commanded
-        out = self.core.tick(s.quaternion, s.q, s.dq, time.monotonic())
+        now = time.monotonic()
+        # Waits also for the answer that would activate the robot; not in e-stop (the policy is silent).
+        if (self.wait_for_policy and self.core.mode != Mode.ESTOP and self.answered is not None
+                and self.answered != self.newest and now - self.published_at < self.watchdog_timeout):
+            return  # simulated time stands still until the policy has answered
+        out = self.core.tick(s.quaternion, s.q, s.dq, now)
+        if out.mode == Mode.ACTIVE:
+            self.latency.on_tick(self.answered, self.newest)
         self.backend.write(out.command)
         s = self.backend.read()
         self.ticks += 1
         msg = robot_state(s, self.get_clock().now().to_msg(), int(out.mode), self.backend.resets)
         self.state_pub.publish(msg)
+        self.newest = _nanoseconds(msg.header.stamp)
+        self.published_at = time.monotonic()
         if self.backend.publishes_odometry:
             od = odometry(s, msg.header.stamp)
             self.odom_pub.publish(od)
@@ -160,10 +188,20 @@ class PDControllerNode(Node):
             st = DiagnosticStatus(name="pd_controller", message=out.reason,
                                   level=DiagnosticStatus.OK if out.mode == Mode.ACTIVE else DiagnosticStatus.WARN)
             st.values = [KeyValue(key="mode", value=out.mode.name),
-                         KeyValue(key="policy_version", value=str(self.core.policy_version))]
+                         KeyValue(key="policy_version", value=str(self.core.policy_version)),
+                         KeyValue(key="late_commands", value=str(self.latency.late)),
+                         KeyValue(key="active_ticks", value=str(self.latency.active_ticks))]
             arr = DiagnosticArray(status=[st])
             arr.header.stamp = msg.header.stamp
             self.diag_pub.publish(arr)
+
+    def close(self) -> None:
+        # One machine-readable line at exit, for whoever ran the graph (the field pipeline's report).
+        print(f"{CONTROLLER_SUMMARY}{json.dumps({'ticks': self.ticks, **self.latency.to_dict()})}", flush=True)
+
+
+def _nanoseconds(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def main(args: list[str] | None = None) -> int:

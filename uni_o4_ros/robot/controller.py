@@ -86,3 +86,32 @@ class ControllerCore:
     @property
     def policy_version(self) -> int:
         return self._policy_version
+
+
+CONTROLLER_SUMMARY = "pd_controller summary: "  # the node's exit line: this prefix, then JSON
+
+
+@dataclass
+class CommandLatency:
+    """How often the command a tick applies answers an older state than the newest one the
+    controller published: the policy missed its one-tick deadline and the robot saw an extra tick
+    of latency. Near zero at 50 Hz on an idle computer; a simulation driven faster than real time
+    (or a loaded robot computer) shows here when the graph no longer keeps up."""
+
+    active_ticks: int = 0
+    late: int = 0
+
+    def on_tick(self, answered: int | None, newest: int | None) -> None:
+        """`answered`: the stamp of the state the applied command was computed from; `newest`: the
+        stamp of the last state published before this tick (nanoseconds, or any increasing id)."""
+        self.active_ticks += 1
+        if answered is None or answered != newest:
+            self.late += 1
+
+    @property
+    def late_fraction(self) -> float:
+        return self.late / self.active_ticks if self.active_ticks else 0.0
+
+    def to_dict(self) -> dict:
+        return {"active_ticks": self.active_ticks, "late_commands": self.late,
+                "late_fraction": round(self.late_fraction, 4)}

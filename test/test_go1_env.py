@@ -66,6 +66,45 @@ def test_episode_ends_by_timeout_or_by_a_fall():
     assert term and not trunc and info["fell"]
 
 
+def test_a_fall_is_the_controllers_tilt_rule_not_a_low_base_on_sinking_ground():
+    import mujoco
+
+    from uni_o4_ros.robot.go1 import roll_pitch
+
+    def crouch_on_the_mattress(cfg: Go1EnvConfig) -> list[tuple[float, bool, bool]]:
+        """A robot crouching on the mattress (thighs 1.2, calves -2.6 rad, held there) sinks until
+        its trunk rests on the surface; (base height, trunk pushing on the ground, ended) per step."""
+        env = Go1Env(cfg)
+        env.reset(seed=0, options={"vx": 0.0})
+        crouch = DEFAULT_Q.copy().reshape(4, 3)
+        crouch[:, 1], crouch[:, 2] = 1.2, -2.6
+        env.sim.data.qpos[env.sim.qpos_idx] = crouch.ravel()
+        env.sim.data.qpos[2] = 0.115
+        mujoco.mj_forward(env.sim.model, env.sim.data)
+        env.safety.reset(crouch.ravel())
+        hold = (crouch.ravel() - DEFAULT_Q) / 0.25
+        hold[0::3] = 0.0
+        steps = []
+        for _ in range(15):
+            _, _, term, _, info = env.step(hold)
+            assert info["fell"] == term
+            steps.append((info["base_height"], info["trunk_on_ground"], term))
+            if term:
+                break
+        assert max(abs(a) for a in roll_pitch(env.sim.state().quaternion)) < 0.3  # level throughout
+        return steps
+
+    # The robot's rule (tilt): a base below 0.12 m with the trunk clear of the surface is no fall,
+    # nor is the trunk resting on it; both are visible in the step info.
+    steps = crouch_on_the_mattress(Go1EnvConfig(terrain="mattress"))
+    assert len(steps) == 15 and not any(ended for _, _, ended in steps)
+    assert sum(h < 0.12 and not trunk for h, trunk, _ in steps) >= 3  # sunk, trunk 1+ cm clear
+    assert steps[-1][1]  # and then the trunk pushing on the mattress
+    # Pretraining's flat-ground rule (base below 0.12 m) ends the episode at the first low step.
+    steps = crouch_on_the_mattress(Go1EnvConfig(terrain="mattress", min_base_height=0.12))
+    assert steps[-1][2] and steps[-1][0] < 0.12 and all(h >= 0.12 for h, _, _ in steps[:-1])
+
+
 def test_mattress_sinks_the_standing_robot():
     sink, height = {}, {}
     for terrain in ("flat", "mattress"):

@@ -34,6 +34,8 @@ class Go1Evaluation:
     # and with 5 episodes one fall moves the mean by a fifth of the gap.
     episode_returns: list[float] = field(default_factory=list)
     episode_fell: list[bool] = field(default_factory=list)
+    # Episodes in which the trunk pushed on the ground at least once (stumbles, fallen or not).
+    episode_trunk_hit: list[bool] = field(default_factory=list)
 
     @property
     def se_return(self) -> float:
@@ -66,24 +68,26 @@ def evaluate_actor(act: Callable[[np.ndarray], np.ndarray], terrain: str, comman
     A few hundredths of a radian of joint noise at reset make the episodes differ, so the spread
     over episodes means something."""
     env = Go1Env(Go1EnvConfig(terrain=terrain, max_steps=max_steps, initial_noise=initial_noise))
-    returns, errors, speeds, fell, lengths = [], [], [], [], []
+    returns, errors, speeds, fell, lengths, trunk_hit = [], [], [], [], [], []
     for ep in range(episodes):
         obs, _ = env.reset(seed=seed + ep, options={"vx": command_vx})
-        total, done, n = 0.0, False, 0
+        total, done, n, hit = 0.0, False, 0, False
         while not done:
             obs, r, term, trunc, info = env.step(act(obs))
             total += r
             n += 1
             errors.append(info["tracking_error"])
             speeds.append(info["vx"])
+            hit = hit or info["trunk_on_ground"]
             done = term or trunc
         fell.append(bool(info["fell"]))
+        trunk_hit.append(bool(hit))
         returns.append(total)
         lengths.append(n)
     env.close()
     return Go1Evaluation(terrain, command_vx, episodes, float(np.mean(returns)), float(np.std(returns)),
                          float(np.mean(errors)), float(np.mean(speeds)), sum(fell) / episodes, float(np.mean(lengths)),
-                         [float(r) for r in returns], fell)
+                         [float(r) for r in returns], fell, trunk_hit)
 
 
 def _evaluate_cell(args: tuple) -> Go1Evaluation:

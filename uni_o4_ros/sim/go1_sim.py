@@ -50,6 +50,8 @@ class Go1Sim:
         self.act_idx = np.array([self.model.actuator(j.rsplit("_joint", 1)[0]).id for j in names])
         self.ctrl_lo, self.ctrl_hi = self.model.actuator_ctrlrange[self.act_idx].T
         self.foot_geoms = [self.model.geom(f).id for f in ("FL", "FR", "RL", "RR")]
+        self.floor_geom = self.model.geom("floor").id
+        self.trunk_body = self.model.body("trunk").id
         self.rng = np.random.default_rng(seed)
         self.last_tau = np.zeros(12)
         self.reset()
@@ -79,6 +81,21 @@ class Go1Sim:
         ground only the contact solver's millimetres, on the mattress several centimetres."""
         z = self.data.geom_xpos[self.foot_geoms, 2] - self.model.geom_size[self.foot_geoms, 0]
         return np.maximum(0.0, -z)
+
+    def trunk_on_ground(self, min_force: float = 1.0) -> bool:
+        """Whether the trunk rests on the terrain: a contact force over `min_force` newtons on it (a
+        fall as legged_gym and walk-these-ways define it, contact on the base; a walking robot's nose
+        brushing the soft mattress pushes with ~0 N). Unlike a base-height threshold this means the
+        same on sinking ground, where a walking robot's base is centimetres lower than on a rigid floor."""
+        d, m = self.data, self.model
+        force, f = 0.0, np.zeros(6)
+        for i in range(d.ncon):
+            c = d.contact[i]
+            if self.floor_geom in (c.geom1, c.geom2) and self.trunk_body in (m.geom_bodyid[c.geom1],
+                                                                            m.geom_bodyid[c.geom2]):
+                mujoco.mj_contactForce(m, d, i, f)
+                force += abs(f[0])
+        return force > min_force
 
     def state(self) -> SimState:
         d = self.data

@@ -38,7 +38,9 @@ def _ppo_defaults() -> OnlineConfig:
 
 @dataclass
 class PretrainConfig:
-    env: Go1EnvConfig = field(default_factory=Go1EnvConfig)
+    # The shipped checkpoint was trained with a 0.12 m base-height fall rule (before trunk contact
+    # was the environment's rule); on flat ground both end an episode at about the same moment.
+    env: Go1EnvConfig = field(default_factory=lambda: Go1EnvConfig(min_base_height=0.12))
     ppo: OnlineConfig = field(default_factory=_ppo_defaults)
     hidden: tuple[int, ...] = (512, 256, 128)  # walk-these-ways actor widths
     value_hidden: tuple[int, ...] = (512, 256, 128)

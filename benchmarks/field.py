@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uni_o4_ros.field.pipeline import FieldPipeline, field_config
+from uni_o4_ros.field.pipeline import EVALUATION_PROTOCOL, FieldPipeline, field_config
 from uni_o4_ros.robot.episodes import read_episodes
 from uni_o4_ros.sim.evaluate import evaluate_actor
 from uni_o4_ros.sim.go1_env import Go1Env, Go1EnvConfig
@@ -117,6 +117,8 @@ def main() -> None:
             for r in rows:
                 f.write(json.dumps({"seed": seed, "budget": args.budget, "run": str(run),
                                     "eval_initial_noise": cfg.eval_initial_noise,
+                                    "evaluation_protocol": EVALUATION_PROTOCOL, "online_steps": cfg.online_steps,
+                                    "realtime_factor": cfg.realtime_factor,
                                     "field_seconds": round(time.time() - t0, 1),
                                     "stage_seconds": {k: v["seconds"] for k, v in stages.items()}, **r}) + "\n")
         print(f"seed {seed} done in {time.time() - t0:.0f} s")

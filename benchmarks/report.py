@@ -77,14 +77,16 @@ FIELD_STAGES = ("simulator", "offline", "online", "iql_offline", "iql_online")
 
 
 def field_table(rows: list[dict]) -> str:
-    """One table per evaluation protocol (budget, start noise): runs measured differently are never mixed."""
+    """One table per evaluation protocol (budget, start noise, fall rule): runs measured differently are
+    never mixed. Fall rule 1 also counted a base below 0.12 m as a fall; 2 is the controller's tilt rule."""
     groups = defaultdict(list)
     for r in rows:
-        groups[(r.get("budget", "small"), r.get("eval_initial_noise", 0.0), r["episodes"])].append(r)
+        groups[(r.get("budget", "small"), r.get("eval_initial_noise", 0.0), r["episodes"],
+                r.get("evaluation_protocol", 1))].append(r)
     return "\n\n".join(_field_table(groups[k], *k) for k in sorted(groups))
 
 
-def _field_table(rows: list[dict], budget: str, noise: float, episodes: int) -> str:
+def _field_table(rows: list[dict], budget: str, noise: float, episodes: int, protocol: int = 1) -> str:
     """Mattress results per stage and commanded speed over seeds, and the issue's targets per seed."""
     mattress = [r for r in rows if r["terrain"] == "mattress"]
     seeds = sorted({r["seed"] for r in mattress})
@@ -92,8 +94,9 @@ def _field_table(rows: list[dict], budget: str, noise: float, episodes: int) -> 
     cell = {(r["seed"], r["stage"], r["command_vx"]): r for r in mattress}
     start = (f"standing start with up to {noise:.2f} rad joint noise" if noise
              else "noise-free start (episodes identical)")
+    rule = "tilt over 1 rad" if protocol >= 2 else "tilt over 1 rad or base below 0.12 m"
     out = [f"Budget {budget}; seeds {seeds}; mean ± std over seeds of per-seed means (mean actions, {episodes} "
-           f"episodes of up to 1000 steps, {start}).", "",
+           f"episodes of up to 1000 steps, {start}; a fall: {rule}).", "",
            "| policy | " + " | ".join(f"return @ {v:.1f} m/s | tracking error @ {v:.1f} | falls/ep @ {v:.1f}"
                                      for v in speeds) + " |",
            "|---|" + "---|---|---|" * len(speeds)]

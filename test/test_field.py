@@ -35,9 +35,9 @@ def test_tiny_field_run_records_learns_swaps_and_reports(tmp_path, ros_env, stan
     assert sel["rule"] == "am_q" and len(sel["candidates"]) == 12
     assert sel["index"] == int(np.argmax(sel["scores"]))
     assert offline["am_q"] == sel["scores"][sel["index"]]
-    # The field budgets improve on one Q head and score with the other (pipeline.py, BENCHMARKS §6.0).
+    # The field budgets use the min of both Q heads, as the paper does (pipeline.py, BENCHMARKS §6.0a).
     final = json.loads((out / "offline" / "final" / "policy.json").read_text())
-    assert final["config"]["ope"]["q_head"] == "independent"
+    assert final["config"]["ope"]["q_head"] == "min"
 
     # Online: the learner's new weights reached the running policy node and drove the robot.
     versions = []
@@ -49,6 +49,13 @@ def test_tiny_field_run_records_learns_swaps_and_reports(tmp_path, ros_env, stan
     assert max(versions) >= 1 and versions == sorted(versions)  # swapped in, never back to an older one
     learner = json.loads((out / "online" / "learner" / "learner.json").read_text())
     assert learner["config"]["actor_lr"] == 3e-5  # the field's online_actor_lr (Table 5) reached the node
+    # The tiny budget drives the simulated robot at twice real time; the controller reports how many
+    # of its active ticks applied a command that answered an older state than the newest.
+    for stage in ("record", "online"):
+        info = json.loads((out / "stages" / f"{stage}.json").read_text())
+        ctl = info["controller"]
+        assert info["realtime_factor"] == 2.0 and ctl["active_ticks"] >= 200
+        assert 0 <= ctl["late_commands"] <= ctl["active_ticks"]
 
     n_episodes = sum(len(list((out / s / "episodes").glob("*.hdf5"))) for s in ("record", "online"))
     rows = json.loads((out / "evaluation.json").read_text())
@@ -57,6 +64,7 @@ def test_tiny_field_run_records_learns_swaps_and_reports(tmp_path, ros_env, stan
         assert {(stage, "mattress", 0.5), (stage, "mattress", 1.0)} <= cells
     report = (out / "report.md").read_text()
     assert "Commanded speed 0.50 m/s" in report and "Commanded speed 1.00 m/s" in report
+    assert report.count("2x real time;") == 2 and report.count("came a tick late") == 2
     assert (out / "report.png").stat().st_size > 10_000
 
     again = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=300)
@@ -73,7 +81,7 @@ def test_tiny_field_run_records_learns_swaps_and_reports(tmp_path, ros_env, stan
     for r in rows:  # the table's fall counts are the evaluation's
         if r["terrain"] == "mattress":
             assert f"| {r['stage']} | {r['mean_return']:.3f} ± " in report
-            assert f"| {sum(r['episode_fell'])} of 2 |" in report
+            assert f"| {sum(r['episode_fell'])} of 2 | {sum(r['episode_trunk_hit'])} of 2 |" in report
     assert report.count("| simulator → offline |") == 2 and report.count("| offline → online |") == 2
 
 
@@ -133,6 +141,14 @@ def test_a_rerun_reuses_a_stage_only_under_the_settings_it_ran_with(tmp_path, st
     assert run() == []
     assert run(online_steps=300) == ["online", "evaluate", "report"]
     assert run(online_steps=300, online_actor_lr=1e-4) == ["online", "evaluate", "report"]
+    # The graph's pace adds no latency (the simulated robot waits for each command): nothing is redone.
+    assert run(online_steps=300, online_actor_lr=1e-4, realtime_factor=1.0) == []
+    # An evaluation made under an earlier fall rule is redone with the report, and nothing else.
+    marker = tmp_path / "run" / "stages" / "evaluate.json"
+    info = json.loads(marker.read_text())
+    info["settings"]["evaluation_protocol"] = 1
+    marker.write_text(json.dumps(info))
+    assert run(online_steps=300, online_actor_lr=1e-4) == ["evaluate", "report"]
     assert run(online_steps=300, seed=3) == everything
     # the same weights under another path are the same policy; other weights are not
     moved = tmp_path / "moved_policy"

@@ -53,6 +53,16 @@ def _speed(text: str) -> float:
     return value
 
 
+def _realtime_factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a factor such as 1 or 4, got {text!r}") from None
+    if not 0.1 <= value <= 20.0:  # NaN fails too; beyond ~20x the controller's timer cannot keep its rate
+        raise argparse.ArgumentTypeError(f"must be in [0.1, 20], got {text}")
+    return value
+
+
 def _check_env(env: str) -> None:
     """Fail before any work when a Gymnasium task name is wrong (gymnasium's own error is a traceback)."""
     import gymnasium as gym
@@ -172,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--online-steps", type=_positive_int, help="online fine-tuning transitions")
     p.add_argument("--low-speed", type=_speed, help="low commanded speed, m/s (default 0.5)")
     p.add_argument("--high-speed", type=_speed, help="high commanded speed, m/s (default 1.0)")
+    p.add_argument("--realtime-factor", type=_realtime_factor,
+                   help="simulated seconds per second in the record and online stages (the controller ticks "
+                   "at 50 Hz times this; the simulated robot steps in lockstep). The report says how many "
+                   "commands came a tick late at that pace (default: the budget's)")
     p.add_argument("--offline-threads", type=_positive_int,
                    help="torch threads of the offline stage (default: every core; give it fewer when other "
                    "heavy work shares the machine: oversubscribed cores slow both)")
@@ -465,7 +479,8 @@ def cmd_field(args: argparse.Namespace) -> int:
                          "`ros2 launch uni_o4_ros robot.launch.py` and run the learner there")
     cfg = field_config(args.budget, policy=args.policy, terrain=args.terrain, record_steps=args.record_steps,
                        online_steps=args.online_steps, low_speed=args.low_speed, high_speed=args.high_speed,
-                       offline_threads=args.offline_threads, eval_episodes=args.eval_episodes, seed=args.seed)
+                       offline_threads=args.offline_threads, eval_episodes=args.eval_episodes, seed=args.seed,
+                       realtime_factor=args.realtime_factor)
     FieldPipeline(cfg, args.out, progress=not args.no_progress).run()
     return 0
 

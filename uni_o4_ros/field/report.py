@@ -97,20 +97,24 @@ def write_field_report(out: Path, cfg) -> Path:
     def row(stage: str, vx: float) -> str:
         r = next((r for r in mattress if r["stage"] == stage and r["command_vx"] == vx), None)
         if r is None:
-            return f"| {stage} | - | - | - | - |"
+            return f"| {stage} | - | - | - | - | - |"
+        hits = f"{sum(r['episode_trunk_hit'])} of {r['episodes']}" if "episode_trunk_hit" in r else "-"
         return (f"| {stage} | {r['mean_return']:.3f} ± {se_return(r):.3f} | {r['tracking_error']:.3f} | "
-                f"{r['mean_vx']:.3f} | {falls_of(r)} of {r['episodes']} |")
+                f"{r['mean_vx']:.3f} | {falls_of(r)} of {r['episodes']} | {hits} |")
 
     lines = [
         "# Field run: simulator → offline (mattress data) → online (mattress)", "",
         f"Terrain: **{cfg.terrain}**. Deterministic (mean) actions, {cfg.eval_episodes} episode(s) of up to "
         f"{cfg.episode_steps} steps per cell, each from a standing start with up to "
-        f"{cfg.eval_initial_noise:.2f} rad of joint noise. Reward: Table 3 (per-step maximum 0.03).", "",
+        f"{cfg.eval_initial_noise:.2f} rad of joint noise. Reward: Table 3 (per-step maximum 0.03). "
+        "A fall ends an episode by the robot controller's rule (|roll| or |pitch| over 1 rad); a trunk hit is "
+        "a stumble in which the trunk pushed on the ground (over 1 N), whether the robot fell or walked on.", "",
     ]
     for vx in speeds:
         lines += [f"## Commanded speed {vx:.2f} m/s", "",
-                  "| policy | return (mean ± SE) | tracking error (m/s) | mean vx (m/s) | episodes that fell |",
-                  "|---|---|---|---|---|"]
+                  "| policy | return (mean ± SE) | tracking error (m/s) | mean vx (m/s) | episodes that fell "
+                  "| episodes with a trunk hit |",
+                  "|---|---|---|---|---|---|"]
         lines += [row(s, vx) for s in STAGE_ORDER] + [""]
     lines += ["## Stage by stage", "",
               "Each stage against the one before it on the mattress; \"within noise\" = the change of mean return is "
@@ -137,12 +141,12 @@ def write_field_report(out: Path, cfg) -> Path:
     lines += [
         "## Stages", "",
         f"- record: {stages['record']['steps']} transitions in {stages['record']['episodes']} episodes "
-        f"({stages['record']['seconds']:.0f} s of real-time simulation through the node graph)",
+        f"({stages['record']['seconds']:.0f} s of simulation through the node graph, {_pace(stages['record'])})",
         f"- offline: Uni-O4 from the simulator policy (Eq. 25), {off['transitions']} transitions, "
         f"{off['seconds']:.0f} s; AM-Q estimate of the selected policy {off['am_q']:.3f} "
         f"(sum of Q over a short model rollout) vs measured return {measured:.3f} ({cfg.episode_steps}-step episodes)",
         f"- online: {stages['online']['steps']} transitions, {len(timeline)} PPO updates hot-swapped into the "
-        f"running policy node ({stages['online']['seconds']:.0f} s)",
+        f"running policy node ({stages['online']['seconds']:.0f} s, {_pace(stages['online'])})",
         "",
     ]
     if timeline:
@@ -157,3 +161,15 @@ def write_field_report(out: Path, cfg) -> Path:
     md = out / "report.md"
     md.write_text("\n".join(lines))
     return md
+
+
+def _pace(stage: dict) -> str:
+    """How fast the node graph ran, and whether the policy kept up (commands a tick late)."""
+    factor = stage.get("realtime_factor", 1.0)
+    pace = "real time" if factor == 1.0 else f"{factor:g}x real time"
+    ctl = stage.get("controller")
+    if not ctl:
+        return pace
+    return (f"{pace}; {ctl['late_commands']} of {ctl['active_ticks']} commands "
+            f"({100 * ctl['late_fraction']:.1f}%) came a tick late")
+

@@ -194,3 +194,17 @@ def test_waiting_for_the_policy_keeps_a_fast_simulation_in_exact_lockstep(ros_en
     free, waiting = summaries[False], summaries[True]
     assert free["active_ticks"] >= 100 and free["late_commands"] > free["active_ticks"] / 2
     assert waiting["active_ticks"] >= 100 and waiting["late_commands"] == 0
+
+
+def test_a_real_robot_cannot_be_told_to_wait_and_a_rate_must_be_positive(ros_env):
+    """Waiting for the policy only makes sense when the controller owns simulated time; a hardware
+    backend (here the go1_sim node's motor-board protocol) refuses it, as does a zero rate."""
+    import subprocess
+
+    from uni_o4_ros.nodes.processes import node_command
+
+    for params, needle in ((["backend:=go1_sim", "wait_for_policy:=true"], "a real robot cannot wait"),
+                           (["rate_hz:=0.0"], "rate_hz must be > 0")):
+        run = subprocess.run(node_command("pd_controller_node", params), env=ros_env, capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 2 and needle in run.stderr and "Traceback" not in run.stderr, run.stderr

@@ -148,6 +148,7 @@ def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
     (["collect", "--env", "Hopper-v5", "--out", "X", "--medium-fraction", "1.5"], "medium_fraction"),
     (["field", "--sim", "--out", "X", "--high-speed", "nan"], "--high-speed"),
     (["field", "--sim", "--out", "X", "--record-steps", "-100"], "--record-steps"),
+    (["field", "--sim", "--out", "X", "--realtime-factor", "0"], "--realtime-factor"),
     (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--config", "BADYAML"], "not valid YAML"),
     (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--set", "bc.alpha=[0.1"], "not valid YAML"),
     (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--set", "ope.q_head=max"], "ope.q_head"),

@@ -118,8 +118,12 @@ def test_a_rerun_reuses_a_stage_only_under_the_settings_it_ran_with(tmp_path, st
     """The pipeline's own skip / redo decisions; the stages themselves are replaced by ones that only
     record that they ran (the node stages are exercised by the tiny run above)."""
     import shutil
+    import signal
 
+    from uni_o4_ros.field.node_graph import _raise_on_sigterm
     from uni_o4_ros.field.pipeline import FieldPipeline, field_config
+
+    handlers = []  # the SIGTERM handler each stage ran under
 
     class Recorded(FieldPipeline):
         ran: list[str] = []
@@ -127,7 +131,8 @@ def test_a_rerun_reuses_a_stage_only_under_the_settings_it_ran_with(tmp_path, st
         def __getattribute__(self, name):
             if name.startswith("stage_"):
                 stage = name[len("stage_"):]
-                return lambda: (Recorded.ran.append(stage), self._finish(stage, {}))
+                return lambda: (Recorded.ran.append(stage), handlers.append(signal.getsignal(signal.SIGTERM)),
+                                self._finish(stage, {}))
             return super().__getattribute__(name)
 
     def run(**overrides) -> list[str]:
@@ -138,6 +143,10 @@ def test_a_rerun_reuses_a_stage_only_under_the_settings_it_ran_with(tmp_path, st
 
     everything = ["record", "offline", "online", "evaluate", "report"]
     assert run() == everything
+    # Every stage runs with SIGTERM turned into SystemExit, so a killed run stops its node processes
+    # and evaluation workers; the caller's handler is back afterwards.
+    assert len(handlers) == 5 and all(h is _raise_on_sigterm for h in handlers)
+    assert signal.getsignal(signal.SIGTERM) is not _raise_on_sigterm
     assert run() == []
     assert run(online_steps=300) == ["online", "evaluate", "report"]
     assert run(online_steps=300, online_actor_lr=1e-4) == ["online", "evaluate", "report"]

@@ -158,3 +158,47 @@ def test_evaluation_cells_in_parallel_processes_match_one_by_one_in_order(standi
     assert len({r["mean_return"] for r in serial}) == 3  # the cells differ, so an order mix-up would show
     for p, s in zip(parallel, serial):
         np.testing.assert_allclose(p["episode_returns"], s["episode_returns"], rtol=1e-5)
+
+
+def test_a_killed_evaluation_leaves_no_worker_processes(standing_policy):
+    """SIGTERM to a field run during its evaluation (seen: two evaluation workers still alive 49 min
+    after their parent was killed): the parent exits with 143 and its workers end with it."""
+    import signal
+    import time
+    from pathlib import Path
+
+    code = ("from uni_o4_ros.field.node_graph import sigterm_raises_exit\n"
+            "from uni_o4_ros.sim.evaluate import evaluate_go1_cells\n"
+            f"cells = [({str(standing_policy)!r}, 'flat', 0.5, 3, 0, 1000, 0.0)] * 12\n"
+            "with sigterm_raises_exit():\n"
+            "    list(evaluate_go1_cells(cells, workers=2))\n")
+    child = subprocess.Popen([sys.executable, "-c", code])
+
+    def workers() -> list[int]:  # children of the evaluating process, from /proc
+        found = []
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:  # ended while we looked
+                    continue
+                if int(fields[1]) == child.pid and b"spawn_main" in (d / "cmdline").read_bytes():
+                    found.append(int(d.name))
+        return found
+
+    def poll(cond, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if cond():
+                return True
+            time.sleep(0.2)  # polling the process table, not synchronising on a guess
+        return False
+
+    try:
+        assert poll(lambda: len(workers()) == 2, 120), "the evaluation workers never started"
+        seen = workers()
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=120) == 128 + signal.SIGTERM
+        assert poll(lambda: not any(Path(f"/proc/{pid}").exists() for pid in seen), 60), "workers outlived it"
+    finally:
+        child.kill()

@@ -11,7 +11,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..nodes.processes import node_command, stop_processes
@@ -44,34 +45,42 @@ def run_until(nodes: dict[str, list[str]], done: Callable[[], bool], log_dir: Pa
     procs: dict[str, subprocess.Popen] = {}
     logs = []
     start = time.monotonic()
-    # `kill` (SIGTERM) of the pipeline would otherwise end Python without running `finally`,
-    # leaving the node processes (a controller, a learner) running on their own. As an exception,
-    # the nodes are stopped like on Ctrl-C. Only the main thread may set handlers.
+    with sigterm_raises_exit():
+        try:
+            for module, params in nodes.items():
+                log = open(log_dir / f"{module}.log", "w")  # noqa: SIM115 - closed in finally
+                logs.append(log)
+                procs[module] = subprocess.Popen(node_command(module, params, params_file), env=env,
+                                                 stdout=log, stderr=subprocess.STDOUT)
+            while not done():
+                for module, p in procs.items():
+                    if p.poll() is not None:
+                        tail = (log_dir / f"{module}.log").read_text()[-1500:]
+                        raise NodeGraphError(f"{module} exited with code {p.returncode}:\n{tail}")
+                if time.monotonic() - start > timeout:
+                    raise NodeGraphError(f"stage not finished within {timeout:.0f} s; logs in {log_dir}")
+                if on_poll is not None:
+                    on_poll()
+                time.sleep(0.5)  # supervision cadence, not synchronisation: done() reads the files
+        finally:
+            stop_processes(*procs.values())
+            for log in logs:
+                log.close()
+    return time.monotonic() - start
+
+
+@contextmanager
+def sigterm_raises_exit() -> Iterator[None]:
+    """`kill` (SIGTERM) ends Python without running `finally` blocks, which would leave child
+    processes (node processes, evaluation workers) running on their own. Inside this block it raises
+    SystemExit(143) instead, so they are stopped as on Ctrl-C. Only the main thread may set handlers."""
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_on_sigterm) if main else None
     try:
-        for module, params in nodes.items():
-            log = open(log_dir / f"{module}.log", "w")  # noqa: SIM115 - closed in finally
-            logs.append(log)
-            procs[module] = subprocess.Popen(node_command(module, params, params_file), env=env,
-                                             stdout=log, stderr=subprocess.STDOUT)
-        while not done():
-            for module, p in procs.items():
-                if p.poll() is not None:
-                    tail = (log_dir / f"{module}.log").read_text()[-1500:]
-                    raise NodeGraphError(f"{module} exited with code {p.returncode}:\n{tail}")
-            if time.monotonic() - start > timeout:
-                raise NodeGraphError(f"stage not finished within {timeout:.0f} s; logs in {log_dir}")
-            if on_poll is not None:
-                on_poll()
-            time.sleep(0.5)  # supervision cadence, not synchronisation: done() reads the files
+        yield
     finally:
-        stop_processes(*procs.values())
-        for log in logs:
-            log.close()
         if main:  # `previous` is None when it was not set from Python: that means the default
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-    return time.monotonic() - start
 
 
 def _raise_on_sigterm(signum: int, frame: object) -> None:

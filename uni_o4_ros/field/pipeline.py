@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from ..learning.config import to_dict
 from ..robot.controller import CONTROLLER_SUMMARY
 from ..robot.go1 import CONTROL_DT
-from .node_graph import NodeGraphError, ros_environment, run_until
+from .node_graph import NodeGraphError, ros_environment, run_until, sigterm_raises_exit
 
 PACKAGE = Path(__file__).resolve().parents[1]
 PRETRAINED = PACKAGE / "sim" / "checkpoints" / "go1_flat"
@@ -214,6 +214,10 @@ class FieldPipeline:
         return info
 
     def run(self) -> Path:
+        with sigterm_raises_exit():  # a killed run stops its node processes and evaluation workers
+            return self._run()
+
+    def _run(self) -> Path:
         t0 = time.time()
         redo = False  # once a stage runs, every later one does: its input changed
         for i, stage in enumerate(self.STAGES, 1):

@@ -104,5 +104,10 @@ def evaluate_go1_cells(cells: Sequence[tuple], workers: int = 0) -> Iterator[Go1
         yield from (evaluate_go1(*c) for c in cells)
         return
     # spawn: a forked child would inherit torch's thread pool and any ROS/DDS state of the parent
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
         yield from pool.map(_evaluate_cell, cells)
+    finally:
+        # Interrupted (Ctrl-C, or SIGTERM turned into SystemExit by the caller): queued cells are
+        # dropped and the workers exit after their current cell instead of outliving the caller.
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -44,6 +44,19 @@ def wait_until(rclpy, node, cond, timeout: float) -> None:
         rclpy.spin_once(node, timeout_sec=0.05)
 
 
+def poll_process_table(cond, seconds: float) -> bool:
+    """Whether `cond()` (a look at /proc) holds within `seconds`; for processes the test does not
+    own, where there is no event to wait on."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.2)  # polling a process table, not synchronising on a guess
+    return False
+
+
 def spawn_python(code: str, env: dict[str, str], **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)

@@ -11,6 +11,7 @@ import sys
 import h5py
 import numpy as np
 
+from conftest import poll_process_table
 from uni_o4_ros.robot.episodes import read_episodes
 
 
@@ -184,7 +185,6 @@ def test_killing_the_pipeline_stops_its_node_processes(tmp_path, ros_env):
     controller and a recorder still up after their pipeline was killed)."""
     import os
     import signal
-    import time
 
     marker = f"directory:={tmp_path / 'episodes'}"  # only the node's command line carries it
     child = subprocess.Popen([sys.executable, "-c", (
@@ -206,19 +206,11 @@ def test_killing_the_pipeline_stops_its_node_processes(tmp_path, ros_env):
                     pass
         return found
 
-    def poll(cond, seconds: float) -> bool:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if cond():
-                return True
-            time.sleep(0.2)  # polling a process table, not synchronising on a guess
-        return False
-
     try:
-        assert poll(lambda: bool(node_pids()), 60), "the node never started"
+        assert poll_process_table(lambda: bool(node_pids()), 60), "the node never started"
         child.send_signal(signal.SIGTERM)
         code = child.wait(timeout=60)
-        assert poll(lambda: not node_pids(), 30), f"node processes left running: {node_pids()}"
+        assert poll_process_table(lambda: not node_pids(), 30), f"node processes left running: {node_pids()}"
         assert code == 128 + signal.SIGTERM  # ended through its own exit path, not cut off
     finally:
         child.kill()

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import poll_process_table
 from uni_o4_ros.learning.offline import load_policy
 from uni_o4_ros.robot.go1 import DEFAULT_Q, rotation_matrix
 from uni_o4_ros.sim.go1_env import Go1Env, Go1EnvConfig
@@ -164,7 +165,6 @@ def test_a_killed_evaluation_leaves_no_worker_processes(standing_policy):
     """SIGTERM to a field run during its evaluation (seen: two evaluation workers still alive 49 min
     after their parent was killed): the parent exits with 143 and its workers end with it."""
     import signal
-    import time
     from pathlib import Path
 
     code = ("from uni_o4_ros.field.node_graph import sigterm_raises_exit\n"
@@ -186,19 +186,12 @@ def test_a_killed_evaluation_leaves_no_worker_processes(standing_policy):
                     found.append(int(d.name))
         return found
 
-    def poll(cond, seconds: float) -> bool:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if cond():
-                return True
-            time.sleep(0.2)  # polling the process table, not synchronising on a guess
-        return False
-
     try:
-        assert poll(lambda: len(workers()) == 2, 120), "the evaluation workers never started"
+        assert poll_process_table(lambda: len(workers()) == 2, 120), "the evaluation workers never started"
         seen = workers()
         child.send_signal(signal.SIGTERM)
         assert child.wait(timeout=120) == 128 + signal.SIGTERM
-        assert poll(lambda: not any(Path(f"/proc/{pid}").exists() for pid in seen), 60), "workers outlived it"
+        gone = poll_process_table(lambda: not any(Path(f"/proc/{pid}").exists() for pid in seen), 60)
+        assert gone, "evaluation workers outlived their parent"
     finally:
         child.kill()

@@ -172,4 +172,3 @@ def _pace(stage: dict) -> str:
         return pace
     return (f"{pace}; {ctl['late_commands']} of {ctl['active_ticks']} commands "
             f"({100 * ctl['late_fraction']:.1f}%) came a tick late")
-

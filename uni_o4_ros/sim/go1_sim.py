@@ -83,10 +83,9 @@ class Go1Sim:
         return np.maximum(0.0, -z)
 
     def trunk_on_ground(self, min_force: float = 1.0) -> bool:
-        """Whether the trunk rests on the terrain: a contact force over `min_force` newtons on it (a
-        fall as legged_gym and walk-these-ways define it, contact on the base; a walking robot's nose
-        brushing the soft mattress pushes with ~0 N). Unlike a base-height threshold this means the
-        same on sinking ground, where a walking robot's base is centimetres lower than on a rigid floor."""
+        """Whether the trunk pushes on the terrain with over `min_force` newtons (legged_gym's base
+        contact; a nose brushing the soft mattress pushes with ~0 N). Reported as a stumble, not a
+        fall: the robot often walks on, and its controller only knows the tilt rule."""
         d, m = self.data, self.model
         force, f = 0.0, np.zeros(6)
         for i in range(d.ncon):

@@ -199,11 +199,31 @@ def test_command_latency_counts_ticks_whose_command_answers_an_older_state():
     from uni_o4_ros.robot.controller import CommandLatency
 
     lat = CommandLatency()
-    lat.on_tick(answered=None, newest=None)  # active on a command that answers no known state
+    lat.on_active_tick()  # active on a command that answers no known state
     for tick in range(1, 9):  # the policy answered the newest state on 6 of 8 ticks
-        lat.on_tick(answered=tick - 1 if tick in (3, 7) else tick, newest=tick)
+        lat.on_state_published(tick, now=float(tick))
+        lat.on_command(tick - 1 if tick in (3, 7) else tick)
+        assert not lat.must_wait(float(tick), estop=False)  # never waits unless asked to
+        lat.on_active_tick()
     assert (lat.active_ticks, lat.late) == (9, 3)
     assert lat.to_dict() == {"active_ticks": 9, "late_commands": 3, "late_fraction": round(3 / 9, 4)}
+
+
+def test_command_latency_waits_for_the_answer_to_the_newest_state_until_the_timeout():
+    from uni_o4_ros.robot.controller import CommandLatency
+
+    lat = CommandLatency(wait_for_policy=True, wait_timeout=0.1)
+    lat.on_state_published(1, now=0.0)
+    assert not lat.must_wait(0.01, estop=False)  # no policy yet: the watchdog keeps it damped, no waiting
+    lat.on_command(1)
+    lat.on_state_published(2, now=1.0)
+    assert lat.must_wait(1.05, estop=False)  # state 2 not answered yet: simulated time stands still
+    assert not lat.must_wait(1.05, estop=True)  # in e-stop the policy is silent: never wait
+    assert not lat.must_wait(1.11, estop=False)  # past the timeout the tick runs (and the watchdog acts)
+    lat.on_command(2)
+    assert not lat.must_wait(1.02, estop=False)
+    lat.on_active_tick()
+    assert lat.late == 0
 
 
 def test_recorder_core_stop_request_ends_the_episode_as_a_timeout_at_the_next_step():

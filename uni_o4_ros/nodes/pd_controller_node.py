@@ -121,20 +121,13 @@ class PDControllerNode(Node):
             # does this and calls the e-stop service to re-arm).
             self.create_subscription(EpisodeEvent, "recorder_events", self.on_recorder_event, EVENTS)
         self.ticks = 0
-        # Which state the applied command answers (the policy stamps it with that state's stamp).
-        self.latency = CommandLatency()
-        self.answered: int | None = None
-        self.newest: int | None = None
         if not p["rate_hz"] > 0:
             raise NodeConfigError(f"parameter rate_hz must be > 0, got {p['rate_hz']}")
-        # Simulation only: the simulated robot waits (up to the watchdog timeout) for the command
-        # answering its newest state, so a graph driven faster than real time, or a loaded machine,
-        # never adds latency. A real robot cannot wait: on hardware this is refused.
-        self.wait_for_policy = bool(p["wait_for_policy"])
-        if self.wait_for_policy and p["backend"] != "sim":
+        # wait_for_policy: the simulated robot waits for the command answering its newest state, so
+        # a graph driven faster than real time, or a loaded machine, never adds latency.
+        if p["wait_for_policy"] and p["backend"] != "sim":
             raise NodeConfigError("wait_for_policy needs the in-process sim backend: a real robot cannot wait")
-        self.watchdog_timeout = float(p["watchdog_timeout"])
-        self.published_at = 0.0
+        self.latency = CommandLatency(bool(p["wait_for_policy"]), float(p["watchdog_timeout"]))
         self.create_timer(1.0 / p["rate_hz"], self.on_tick)
 
     def on_command(self, msg: JointCommand) -> None:
@@ -143,7 +136,7 @@ class PDControllerNode(Node):
             self.get_logger().warn("ignored a joint command with non-finite or missing targets")
             return
         self.core.on_command(q, msg.policy_version, time.monotonic())
-        self.answered = _nanoseconds(msg.header.stamp)
+        self.latency.on_command(_nanoseconds(msg.header.stamp))
 
     def on_estop(self, req: EStop.Request, res: EStop.Response) -> EStop.Response:
         res.message = self.core.estop(req.engage)
@@ -162,20 +155,17 @@ class PDControllerNode(Node):
         if s is None:
             return  # no state from the robot yet: nothing is commanded
         now = time.monotonic()
-        # Waits also for the answer that would activate the robot; not in e-stop (the policy is silent).
-        if (self.wait_for_policy and self.core.mode != Mode.ESTOP and self.answered is not None
-                and self.answered != self.newest and now - self.published_at < self.watchdog_timeout):
+        if self.latency.must_wait(now, estop=self.core.mode == Mode.ESTOP):
             return  # simulated time stands still until the policy has answered
         out = self.core.tick(s.quaternion, s.q, s.dq, now)
         if out.mode == Mode.ACTIVE:
-            self.latency.on_tick(self.answered, self.newest)
+            self.latency.on_active_tick()
         self.backend.write(out.command)
         s = self.backend.read()
         self.ticks += 1
         msg = robot_state(s, self.get_clock().now().to_msg(), int(out.mode), self.backend.resets)
         self.state_pub.publish(msg)
-        self.newest = _nanoseconds(msg.header.stamp)
-        self.published_at = time.monotonic()
+        self.latency.on_state_published(_nanoseconds(msg.header.stamp), time.monotonic())
         if self.backend.publishes_odometry:
             od = odometry(s, msg.header.stamp)
             self.odom_pub.publish(od)

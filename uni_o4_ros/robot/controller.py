@@ -96,16 +96,38 @@ class CommandLatency:
     """How often the command a tick applies answers an older state than the newest one the
     controller published: the policy missed its one-tick deadline and the robot saw an extra tick
     of latency. Near zero at 50 Hz on an idle computer; a simulation driven faster than real time
-    (or a loaded robot computer) shows here when the graph no longer keeps up."""
+    (or a loaded robot computer) shows here when the graph no longer keeps up.
 
+    With `wait_for_policy` (simulation only: a real robot cannot wait) it also decides when the
+    simulated time should stand still until the policy has answered the newest state, up to
+    `wait_timeout` seconds, so a faster-than-real-time graph runs in exact lockstep. Stamps are
+    nanoseconds or any increasing id; the policy stamps its command with the state's stamp."""
+
+    wait_for_policy: bool = False
+    wait_timeout: float = 0.5
     active_ticks: int = 0
     late: int = 0
+    answered: int | None = None  # the state the latest command was computed from
+    newest: int | None = None  # the last state published
+    published_at: float = 0.0
 
-    def on_tick(self, answered: int | None, newest: int | None) -> None:
-        """`answered`: the stamp of the state the applied command was computed from; `newest`: the
-        stamp of the last state published before this tick (nanoseconds, or any increasing id)."""
+    def on_command(self, answered: int) -> None:
+        self.answered = answered
+
+    def on_state_published(self, stamp: int, now: float) -> None:
+        self.newest, self.published_at = stamp, now
+
+    def must_wait(self, now: float, estop: bool) -> bool:
+        """True while the tick should be skipped to wait for the answer to the newest state. Not in
+        e-stop (the policy is silent then); it does wait for the first answer that would activate
+        the robot, but never longer than the timeout, after which the watchdog takes over."""
+        return (self.wait_for_policy and not estop and self.answered is not None
+                and self.answered != self.newest and now - self.published_at < self.wait_timeout)
+
+    def on_active_tick(self) -> None:
+        """Counts one tick that applied the policy's command, late unless it answers the newest state."""
         self.active_ticks += 1
-        if answered is None or answered != newest:
+        if self.answered is None or self.answered != self.newest:
             self.late += 1
 
     @property

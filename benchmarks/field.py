@@ -65,7 +65,7 @@ def iql_baseline(run: Path, cfg, offline_steps: int, seed: int, online_steps: in
     buffer = d3rlpy.dataset.create_fifo_replay_buffer(limit=len(ds.rewards) + online_steps,
                                                       episodes=data.episodes, env=env)
     t0 = time.time()
-    iql.fit_online(env, buffer, n_steps=online_steps, n_steps_per_epoch=online_steps, show_progress=False,
+    iql.fit_online(env, buffer, n_steps=online_steps, n_steps_per_epoch=online_steps, show_progress=True,
                    save_interval=10**9, logger_adapter=d3rlpy.logging.NoopAdapterFactory())
     measure("iql_online", time.time() - t0)
     return rows
@@ -86,7 +86,7 @@ def main() -> None:
                     help="only the IQL baseline, on the dataset an earlier field run of the same seed recorded")
     ap.add_argument("--iql-online-steps", type=int,
                     help="IQL's online environment steps (default: the field run's online steps; 0 = offline "
-                         "only: d3rlpy's online IQL runs ~14 steps/s here, 2 h for the small budget's 100k)")
+                         "only: d3rlpy's online IQL runs 20-38 steps/s here, ~1 h for the small budget's 100k)")
     ap.add_argument("--recording-from", metavar="DIR",
                     help="reuse the recordings of an earlier field run folder (DIR/seedN/record) instead of "
                          "recording again, so offline and online settings can be compared on the same data")

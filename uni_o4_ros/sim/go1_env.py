@@ -28,6 +28,7 @@ from .go1_sim import ASSETS, Go1Sim
 
 TERRAINS = {"flat": ASSETS / "scene_flat.xml", "mattress": ASSETS / "scene_mattress.xml"}
 ACTION_CLIP = 10.0  # walk-these-ways clip_actions
+TRUNK_CONTACT_N = 1.0  # trunk pushes on the terrain with more than this: a stumble (SimState.trunk_force)
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class Go1Env(gym.Env):
         info = {"vx": float(v_body[0]), "command_vx": float(self.command[0]),
                 "tracking_error": float(np.linalg.norm(v_body[:2] - self.command[:2])),
                 "base_height": float(st.position[2]), "sinkage": float(self.sim.foot_sinkage().max()),
-                "fell": bool(fell), "trunk_on_ground": self.sim.trunk_on_ground(), "reward_terms": terms}
+                "fell": bool(fell), "trunk_on_ground": st.trunk_force > TRUNK_CONTACT_N, "reward_terms": terms}
         return obs, float(r), bool(fell), bool(truncated), info
 
 

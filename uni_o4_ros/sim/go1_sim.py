@@ -34,6 +34,10 @@ class SimState:
     position: np.ndarray  # world frame base position (what the T265 would track)
     linear_velocity: np.ndarray  # world frame
     angular_velocity: np.ndarray  # body frame
+    # Normal force of the trunk on the terrain (N): legged_gym's base contact. A nose brushing the
+    # soft mattress pushes with ~0 N, so "on the ground" means over 1 N. A stumble, not a fall: the
+    # robot often walks on, and its controller only knows the tilt rule.
+    trunk_force: float = 0.0
 
 
 class Go1Sim:
@@ -82,30 +86,21 @@ class Go1Sim:
         z = self.data.geom_xpos[self.foot_geoms, 2] - self.model.geom_size[self.foot_geoms, 0]
         return np.maximum(0.0, -z)
 
-    def trunk_on_ground(self, min_force: float = 1.0) -> bool:
-        """Whether the trunk pushes on the terrain with over `min_force` newtons (legged_gym's base
-        contact; a nose brushing the soft mattress pushes with ~0 N). Reported as a stumble, not a
-        fall: the robot often walks on, and its controller only knows the tilt rule."""
-        d, m = self.data, self.model
-        force, f = 0.0, np.zeros(6)
-        for i in range(d.ncon):
-            c = d.contact[i]
-            if self.floor_geom in (c.geom1, c.geom2) and self.trunk_body in (m.geom_bodyid[c.geom1],
-                                                                            m.geom_bodyid[c.geom2]):
-                mujoco.mj_contactForce(m, d, i, f)
-                force += abs(f[0])
-        return force > min_force
-
     def state(self) -> SimState:
-        d = self.data
-        forces = np.zeros(4)
-        for i in range(d.ncon):
+        d, m = self.data, self.model
+        forces, trunk, f = np.zeros(4), 0.0, np.zeros(6)
+        for i in range(d.ncon):  # one pass over the contacts for the feet and the trunk
             c = d.contact[i]
-            for k, g in enumerate(self.foot_geoms):
-                if g in (c.geom1, c.geom2):
-                    f = np.zeros(6)
-                    mujoco.mj_contactForce(self.model, d, i, f)
-                    forces[k] += abs(f[0])
+            k = next((k for k, g in enumerate(self.foot_geoms) if g in (c.geom1, c.geom2)), None)
+            is_trunk = self.floor_geom in (c.geom1, c.geom2) and self.trunk_body in (m.geom_bodyid[c.geom1],
+                                                                                    m.geom_bodyid[c.geom2])
+            if k is None and not is_trunk:
+                continue
+            mujoco.mj_contactForce(m, d, i, f)
+            if k is not None:
+                forces[k] += abs(f[0])
+            if is_trunk:
+                trunk += abs(f[0])
         quat = d.qpos[3:7].copy()
         rot = np.zeros(9)
         mujoco.mju_quat2Mat(rot, quat)
@@ -116,4 +111,5 @@ class Go1Sim:
             tau=self.last_tau.copy(), quaternion=quat, gyroscope=ang_body,
             accelerometer=rot.T @ np.array([0, 0, 9.81]), foot_force=forces, foot_contact=forces > 1.0,
             position=d.qpos[:3].copy(), linear_velocity=d.qvel[:3].copy(), angular_velocity=ang_body.copy(),
+            trunk_force=trunk,
         )

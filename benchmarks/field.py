@@ -90,6 +90,8 @@ def main() -> None:
     ap.add_argument("--recording-from", metavar="DIR",
                     help="reuse the recordings of an earlier field run folder (DIR/seedN/record) instead of "
                          "recording again, so offline and online settings can be compared on the same data")
+    ap.add_argument("--variant", help="a label stored in every row: benchmarks/report.py makes one table per "
+                                      "variant, so runs of one setting and their baseline stay together")
     args = ap.parse_args()
     torch.set_num_threads(1)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +124,7 @@ def main() -> None:
         with RESULTS.open("a") as f:
             for r in rows:
                 f.write(json.dumps({"seed": seed, "budget": args.budget, "run": str(run),
+                                    **({"variant": args.variant} if args.variant else {}),
                                     "eval_initial_noise": cfg.eval_initial_noise,
                                     "evaluation_protocol": EVALUATION_PROTOCOL, "online_steps": cfg.online_steps,
                                     "realtime_factor": cfg.realtime_factor,

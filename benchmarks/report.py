@@ -77,16 +77,18 @@ FIELD_STAGES = ("simulator", "offline", "online", "iql_offline", "iql_online")
 
 
 def field_table(rows: list[dict]) -> str:
-    """One table per evaluation protocol (budget, start noise, fall rule): runs measured differently are
-    never mixed. Fall rule 1 also counted a base below 0.12 m as a fall; 2 is the controller's tilt rule."""
+    """One table per variant (a label `benchmarks/field.py --variant` gives the runs of one setting and
+    their baseline) and evaluation protocol (budget, start noise, fall rule): runs made or measured
+    differently are never mixed. Fall rule 1 also counted a base below 0.12 m as a fall; 2 is the
+    controller's tilt rule."""
     groups = defaultdict(list)
     for r in rows:
-        groups[(r.get("budget", "small"), r.get("eval_initial_noise", 0.0), r["episodes"],
+        groups[(r.get("variant") or "", r.get("budget", "small"), r.get("eval_initial_noise", 0.0), r["episodes"],
                 r.get("evaluation_protocol", 1))].append(r)
     return "\n\n".join(_field_table(groups[k], *k) for k in sorted(groups))
 
 
-def _field_table(rows: list[dict], budget: str, noise: float, episodes: int, protocol: int = 1) -> str:
+def _field_table(rows: list[dict], variant: str, budget: str, noise: float, episodes: int, protocol: int = 1) -> str:
     """Mattress results per stage and commanded speed over seeds, and the issue's targets per seed."""
     mattress = [r for r in rows if r["terrain"] == "mattress"]
     seeds = sorted({r["seed"] for r in mattress})
@@ -95,7 +97,8 @@ def _field_table(rows: list[dict], budget: str, noise: float, episodes: int, pro
     start = (f"standing start with up to {noise:.2f} rad joint noise" if noise
              else "noise-free start (episodes identical)")
     rule = "tilt over 1 rad" if protocol >= 2 else "tilt over 1 rad or base below 0.12 m"
-    out = [f"Budget {budget}; seeds {seeds}; mean ± std over seeds of per-seed means (mean actions, {episodes} "
+    head = f"Variant {variant}; budget {budget}" if variant else f"Budget {budget}"
+    out = [f"{head}; seeds {seeds}; mean ± std over seeds of per-seed means (mean actions, {episodes} "
            f"episodes of up to 1000 steps, {start}; a fall: {rule}).", "",
            "| policy | " + " | ".join(f"return @ {v:.1f} m/s | tracking error @ {v:.1f} | falls/ep @ {v:.1f}"
                                      for v in speeds) + " |",
@@ -114,6 +117,10 @@ def _field_table(rows: list[dict], budget: str, noise: float, episodes: int, pro
         out.append(f"| {stage} | " + " | ".join(parts) + " |")
     # Targets per seed and speed. "beats" means a higher mean return; the verdict says whether the
     # change is beyond two standard errors (compare_stages), since with few episodes one fall decides.
+    complete = [s for s in seeds if all((s, st, v) in cell for st in ("simulator", "offline", "online")
+                                        for v in speeds)]
+    if not complete:
+        return "\n".join(out)  # a baseline measured alone: no targets to judge
     out += ["", "| seed | speed (m/s) | offline vs simulator: return change ± SE | online vs offline | "
             "episodes that fell: sim → offline → online |", "|---|---|---|---|---|"]
     for s in seeds:
@@ -126,10 +133,10 @@ def _field_table(rows: list[dict], budget: str, noise: float, episodes: int, pro
             out.append(f"| {s} | {v:.1f} | {a['diff']:+.2f} ± {a['se']:.2f} ({a['verdict']}) | "
                        f"{b['diff']:+.2f} ± {b['se']:.2f} ({b['verdict']}) | "
                        f"{a['falls_before']} → {a['falls_after']} → {b['falls_after']} of {n} |")
-    met = [_targets(cell, s, speeds) for s in seeds]
+    met = [_targets(cell, s, speeds) for s in complete]
     out += ["", "Targets met (mean return higher at both speeds; falls never increase): " + "; ".join(
         f"seed {s}: offline > sim {'yes' if m[0] else 'no'}, online > offline {'yes' if m[1] else 'no'}, "
-        f"falls {'yes' if m[2] else 'no'}" for s, m in zip(seeds, met))]
+        f"falls {'yes' if m[2] else 'no'}" for s, m in zip(complete, met))]
     return "\n".join(out)
 
 

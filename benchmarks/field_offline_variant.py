@@ -1,4 +1,4 @@
-"""One offline Uni-O4 variant on a recorded field dataset, then the field evaluation of its policy.
+r"""One offline Uni-O4 variant on a recorded field dataset, then the field evaluation of its policy.
 
 Used to choose the `small` offline budget (BENCHMARKS.md §6): the ensemble starts from the
 shipped simulator policy as in `uni-o4 field`, overrides are `section.key=value`.

@@ -1,4 +1,4 @@
-"""Offline quality: Uni-O4 vs BC, IQL and TD3+BC (d3rlpy 2.8) on the same datasets, seeds and
+r"""Offline quality: Uni-O4 vs BC, IQL and TD3+BC (d3rlpy 2.8) on the same datasets, seeds and
 gradient-step budget, evaluated by D4RL-normalised score of the final policy.
 
 Budget rule: every peer gets `--steps` gradient steps. Uni-O4 gets the same `--steps` for each of

@@ -1,4 +1,4 @@
-"""Offline -> online: PPO fine-tuning from the Uni-O4 offline policy vs PPO from scratch, same
+r"""Offline -> online: PPO fine-tuning from the Uni-O4 offline policy vs PPO from scratch, same
 environment-step budget, same evaluation points (deterministic policy, D4RL-normalised score).
 
 Needs the offline runs of offline_quality.py (RUN/<dataset>-s<seed>/final). Results are JSON

@@ -1,4 +1,4 @@
-"""PPO from scratch on a Gymnasium MuJoCo task: the policy's mean parameterisation side by side.
+r"""PPO from scratch on a Gymnasium MuJoCo task: the policy's mean parameterisation side by side.
 
 `clip` (a linear mean whose executed action is clipped to [-1, 1], CleanRL's choice) against
 `tanh` (a tanh-bounded mean, what `uni-o4 collect` and `online --scratch` use). Everything else

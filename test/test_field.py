@@ -94,6 +94,19 @@ def test_field_without_sim_or_policy_is_a_one_line_error(tmp_path):
         assert run.returncode == 2 and needle in run.stderr and "Traceback" not in run.stderr
 
 
+def test_paper_budget_is_the_papers_robot_run():
+    """`--budget paper` must mean the paper's sizes (A.4, Table 5), not a relabelled small run."""
+    from uni_o4_ros.field.pipeline import OFFLINE_BUDGETS, field_config
+    from uni_o4_ros.learning.config import load_config
+
+    cfg = field_config("paper")
+    assert (cfg.record_steps, cfg.online_steps, cfg.rollout_steps) == (180_000, 100_000, 2048)
+    offline = load_config(None, OFFLINE_BUDGETS[cfg.offline_budget])
+    assert offline.ope.horizon == 20  # the robot's AM-Q horizon
+    assert (offline.value.steps, offline.value.q_hidden, offline.value.expectile) == (2_000_000, (1024, 1024), 0.7)
+    assert offline.improvement.steps == 10_000 and offline.value.lr == 1e-4
+
+
 def test_stage_comparison_calls_a_change_inside_two_standard_errors_noise():
     from uni_o4_ros.field.report import compare_stages
 

@@ -91,13 +91,13 @@ class Go1Sim:
         forces, trunk, f = np.zeros(4), 0.0, np.zeros(6)
         for i in range(d.ncon):  # one pass over the contacts for the feet and the trunk
             c = d.contact[i]
-            k = next((k for k, g in enumerate(self.foot_geoms) if g in (c.geom1, c.geom2)), None)
+            feet = [k for k, g in enumerate(self.foot_geoms) if g in (c.geom1, c.geom2)]  # two if feet touch
             is_trunk = self.floor_geom in (c.geom1, c.geom2) and self.trunk_body in (m.geom_bodyid[c.geom1],
                                                                                     m.geom_bodyid[c.geom2])
-            if k is None and not is_trunk:
+            if not feet and not is_trunk:
                 continue
             mujoco.mj_contactForce(m, d, i, f)
-            if k is not None:
+            for k in feet:
                 forces[k] += abs(f[0])
             if is_trunk:
                 trunk += abs(f[0])

@@ -44,6 +44,21 @@ def wait_until(rclpy, node, cond, timeout: float) -> None:
         rclpy.spin_once(node, timeout_sec=0.05)
 
 
+def process_table() -> list[tuple[int, int, bytes]]:
+    """(pid, parent pid, command line) of every process, read from /proc: no procps needed."""
+    from pathlib import Path
+
+    table = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                table.append((int(d.name), ppid, (d / "cmdline").read_bytes()))
+            except OSError:  # the process ended while we looked
+                continue
+    return table
+
+
 def poll_process_table(cond, seconds: float) -> bool:
     """Whether `cond()` (a look at /proc) holds within `seconds`; for processes the test does not
     own, where there is no event to wait on."""

@@ -11,7 +11,7 @@ import sys
 import h5py
 import numpy as np
 
-from conftest import poll_process_table
+from conftest import poll_process_table, process_table
 from uni_o4_ros.robot.episodes import read_episodes
 
 
@@ -206,18 +206,8 @@ def test_killing_the_pipeline_stops_its_node_processes(tmp_path, ros_env):
         f"run_until({{'dataset_logger_node': [{marker!r}]}}, lambda: False, Path({str(tmp_path / 'logs')!r}), "
         "dict(__import__('os').environ))\n")], env=ros_env)
 
-    def node_pids() -> list[int]:  # from /proc: no procps needed
-        from pathlib import Path
-
-        found = []
-        for d in Path("/proc").iterdir():
-            if d.name.isdigit() and int(d.name) != child.pid:
-                try:
-                    if marker.encode() in (d / "cmdline").read_bytes():
-                        found.append(int(d.name))
-                except OSError:  # the process ended while we looked
-                    pass
-        return found
+    def node_pids() -> list[int]:
+        return [pid for pid, _, cmd in process_table() if pid != child.pid and marker.encode() in cmd]
 
     try:
         assert poll_process_table(lambda: bool(node_pids()), 60), "the node never started"

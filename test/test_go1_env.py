@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import poll_process_table
+from conftest import poll_process_table, process_table
 from uni_o4_ros.learning.offline import load_policy
 from uni_o4_ros.robot.go1 import DEFAULT_Q, rotation_matrix
 from uni_o4_ros.sim.go1_env import Go1Env, Go1EnvConfig
@@ -174,17 +174,8 @@ def test_a_killed_evaluation_leaves_no_worker_processes(standing_policy):
             "    list(evaluate_go1_cells(cells, workers=2))\n")
     child = subprocess.Popen([sys.executable, "-c", code])
 
-    def workers() -> list[int]:  # children of the evaluating process, from /proc
-        found = []
-        for d in Path("/proc").iterdir():
-            if d.name.isdigit():
-                try:
-                    fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:  # ended while we looked
-                    continue
-                if int(fields[1]) == child.pid and b"spawn_main" in (d / "cmdline").read_bytes():
-                    found.append(int(d.name))
-        return found
+    def workers() -> list[int]:  # children of the evaluating process
+        return [pid for pid, ppid, cmd in process_table() if ppid == child.pid and b"spawn_main" in cmd]
 
     try:
         assert poll_process_table(lambda: len(workers()) == 2, 120), "the evaluation workers never started"

@@ -22,22 +22,22 @@ def _rows(res: Path, pattern: str) -> list[dict]:
 
 
 def offline_table(rows: list[dict]) -> str:
+    # One row per (dataset, step budget): pooling a 50k-step run into the 5k-step cell would
+    # report a mean of two different experiments.
     by = defaultdict(list)
-    steps = {}
     for r in rows:
-        by[(r["dataset"], r["algo"])].append(r["score"])
-        steps[r["dataset"]] = r["steps"]
-    datasets = sorted({d for d, _ in by})
+        by[(r["dataset"], r["steps"], r["algo"])].append(r["score"])
+    keys = sorted({(d, n) for d, n, _ in by})
     algos = ["uni_o4", "bc", "iql", "td3bc"]
     names = {"uni_o4": "Uni-O4 (ours)", "bc": "BC (d3rlpy)", "iql": "IQL (d3rlpy)", "td3bc": "TD3+BC (d3rlpy)"}
     out = ["| dataset | steps | " + " | ".join(names[a] for a in algos) + " |",
            "|---|---:|" + "---:|" * len(algos)]
-    for d in datasets:
+    for d, n in keys:
         cells = []
         for a in algos:
-            s = by.get((d, a), [])
+            s = by.get((d, n, a), [])
             cells.append(f"{np.mean(s):.1f} +- {np.std(s):.1f} (n={len(s)})" if s else "-")
-        out.append(f"| {d} | {steps[d]} | " + " | ".join(cells) + " |")
+        out.append(f"| {d} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 

@@ -41,6 +41,8 @@ def main() -> None:
                     choices=["uni_o4", "scratch", "scratch_clip"])
     ap.add_argument("--actor-lr", type=float, default=OnlineConfig.actor_lr,
                     help="fine-tuning actor learning rate (default: Table 5's 3e-5)")
+    ap.add_argument("--eval-episodes", type=int, default=5,
+                    help="deterministic episodes per evaluation (default 5, as in BENCHMARKS §2's tables)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", default="runs/bench_o2o")
     args = ap.parse_args()
@@ -59,15 +61,16 @@ def main() -> None:
                 actor, norm, meta, tensors = load_policy(src)
                 critic = ValueNet(actor.spec.obs_dim, tuple(meta["v_hidden"]))
                 ckpt.load_prefixed("value", critic, tensors)
-                cfg = OnlineConfig(total_steps=args.steps, eval_every=args.eval_every, eval_episodes=5,
-                                   actor_lr=args.actor_lr)
+                cfg = OnlineConfig(total_steps=args.steps, eval_every=args.eval_every,
+                                   eval_episodes=args.eval_episodes, actor_lr=args.actor_lr)
             else:
                 probe = make_gym_env(args.env)()
                 # "scratch": our from-scratch agent (tanh mean); "scratch_clip": CleanRL's clipped linear mean
                 actor, critic, norm = scratch_agent(probe.observation_space.shape[0], probe.action_space.shape[0],
                                                     mean_activation="clip" if method == "scratch_clip" else "tanh")
                 probe.close()
-                cfg = scratch_config(total_steps=args.steps, eval_every=args.eval_every, eval_episodes=5)
+                cfg = scratch_config(total_steps=args.steps, eval_every=args.eval_every,
+                                     eval_episodes=args.eval_episodes)
             trainer = OnlineTrainer(cfg, make_gym_env(args.env, seed), actor, critic, norm,
                                     Path(args.work) / f"{args.dataset}-{method}-s{seed}", seed=seed, progress=False,
                                     stage=method)

@@ -12,7 +12,7 @@ mkdir -p "$R"
 
 # Datasets (no download exists; resumable)
 $UNI collect --env HalfCheetah-v5 --out data/halfcheetah --train-steps 1000000 --dataset-steps 200000
-$UNI collect --env Hopper-v5 --out data/hopper --train-steps 200000 --dataset-steps 200000
+$UNI collect --env Hopper-v5 --out data/hopper --train-steps 1000000 --dataset-steps 200000 --seed 1
 
 # §1 offline quality (Uni-O4 vs BC, IQL, TD3+BC), 5,000 gradient steps each
 $PY benchmarks/offline_quality.py --dataset data/halfcheetah/halfcheetah-medium.hdf5 --env HalfCheetah-v5 \

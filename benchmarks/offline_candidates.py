@@ -23,9 +23,12 @@ from uni_o4_ros.learning.ppo import evaluate_policy
 
 
 def _stage(run: Path, name: str) -> Path:
+    # A rerun with changed settings leaves its old stages beside the new ones; picking one by name
+    # could score another run's candidates against this run's selection.json.
     found = sorted(run.glob(f"stages/{name}-*"))
-    if not found:
-        raise SystemExit(f"no {name} stage in {run}")
+    if len(found) != 1:
+        raise SystemExit(f"expected one {name} stage in {run}, found {len(found)}: "
+                         f"{', '.join(p.name for p in found) or 'none'}")
     return found[0]
 
 

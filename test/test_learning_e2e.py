@@ -124,6 +124,26 @@ def test_online_training_resumes_where_it_stopped(tmp_path):
         OnlineTrainer(cfg, make_gym_env("InvertedPendulum-v5"), other, critic2, norm2, tmp_path, progress=False).run()
 
 
+def test_critic_warmup_keeps_the_actor_fixed_until_its_steps_are_spent(tmp_path):
+    torch.manual_seed(0)
+    cfg = OnlineConfig(total_steps=3072, rollout_steps=1024, minibatch_size=256, epochs=2, eval_every=10**6,
+                       eval_episodes=1, critic_warmup_steps=2048)
+    actor, critic, norm = scratch_agent(4, 1)
+    actor0 = {k: v.clone() for k, v in actor.state_dict().items()}
+    critic0 = {k: v.clone() for k, v in critic.state_dict().items()}
+    seen = []  # the actor's and critic's drift from their start after each PPO iteration
+
+    def drift(module, start):
+        return max(float((v - start[k]).abs().max()) for k, v in module.state_dict().items())
+
+    OnlineTrainer(cfg, make_gym_env("InvertedPendulum-v5"), actor, critic, norm, tmp_path, progress=False).run(
+        on_iteration=lambda rollout, finished: seen.append((drift(actor, actor0), drift(critic, critic0))))
+    assert len(seen) == 3
+    assert seen[0][0] == 0.0 and seen[1][0] == 0.0, "the actor moved during the critic warmup"
+    assert 0.0 < seen[0][1] != seen[1][1], "the critic did not learn during the warmup"
+    assert seen[2][0] > 0.0, "the actor never trained after the warmup"
+
+
 def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
     torch.manual_seed(0)
     actor, critic, norm = scratch_agent(4, 1)

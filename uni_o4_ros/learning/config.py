@@ -145,6 +145,10 @@ class OnlineConfig:
     eval_every: int = 10_000
     eval_episodes: int = 5
     n_envs: int = 1
+    # Environment steps at the start during which only the critic learns (the actor is frozen):
+    # the offline V was fit to the dataset's behaviour, not to the policy being fine-tuned, and
+    # advantages against it can push a good policy the wrong way before V catches up.
+    critic_warmup_steps: int = 0
 
 
 @dataclass

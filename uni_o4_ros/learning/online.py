@@ -143,7 +143,9 @@ class OnlineTrainer:
                 n = min(cfg.rollout_steps, (cfg.total_steps - self.env_steps + cfg.n_envs - 1) // cfg.n_envs)
                 rollout, obs, finished = self.ppo.collect(envs, obs, n)
                 self.ppo.set_progress(self.env_steps / cfg.total_steps if cfg.lr_decay else 0.0)
-                stats = self.ppo.update(rollout)
+                warmup = self.env_steps < cfg.critic_warmup_steps
+                stats = self.ppo.update(rollout, train_actor=not warmup)
+                stats["critic_warmup"] = float(warmup)
                 self.env_steps += n * cfg.n_envs
                 for ep in finished:
                     self.history.train_returns.append((self.env_steps, ep["return"]))

@@ -180,8 +180,8 @@ class PPO:
         )
         return rollout, obs, finished
 
-    def update(self, rollout: Rollout) -> dict[str, float]:
-        """PPO epochs over one on-policy rollout."""
+    def update(self, rollout: Rollout, train_actor: bool = True) -> dict[str, float]:
+        """PPO epochs over one on-policy rollout; `train_actor=False` fits the critic alone."""
         adv, returns = compute_gae(
             rollout.rewards, rollout.values, rollout.dones, rollout.terminals,
             rollout.last_value, self.gamma, self.gae_lambda,
@@ -206,10 +206,11 @@ class PPO:
                 pg = -torch.min(ratio * mb_adv, ratio.clamp(1 - self.clip, 1 + self.clip) * mb_adv).mean()
                 entropy = (log_std + 0.5 * (1.0 + np.log(2 * np.pi))).sum(-1).mean()
                 actor_loss = pg - self.entropy_coef * entropy
-                self.actor_opt.zero_grad(set_to_none=True)
-                actor_loss.backward()
-                clip_grad_norm_per_member(self.actor, self.grad_clip)
-                self.actor_opt.step()
+                if train_actor:
+                    self.actor_opt.zero_grad(set_to_none=True)
+                    actor_loss.backward()
+                    clip_grad_norm_per_member(self.actor, self.grad_clip)
+                    self.actor_opt.step()
 
                 v_loss = (self.critic(obs[idx]) - returns[idx]).pow(2).mean()
                 self.critic_opt.zero_grad(set_to_none=True)

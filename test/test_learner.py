@@ -49,6 +49,23 @@ def test_learner_core_uses_only_transitions_of_the_deployed_version_and_resumes(
         torch.testing.assert_close(a, b)
 
 
+def test_learner_core_critic_warmup_publishes_nothing_until_the_actor_trains(tmp_path):
+    torch.manual_seed(0)
+    cfg = OnlineConfig(rollout_steps=16, minibatch_size=8, epochs=2, critic_warmup_steps=32)
+    core = OnlineLearnerCore(make_policy(6, 2, hidden=(8,), mean_activation="none"), ValueNet(6, (8,)),
+                             StateNormalizer.identity(6), cfg, tmp_path)
+    actor0 = [p.clone() for p in core.ppo.actor.parameters()]
+    critic0 = [p.clone() for p in core.ppo.critic.parameters()]
+    # two warm-up batches: V learns, the deployed actor and its version stay, its data stays on-policy
+    assert all(core.add(_t(0, i)) is None for i in range(32))
+    assert core.version == 0 and core.dropped_stale == 0 and core.updates == 2
+    assert all(torch.equal(a, b) for a, b in zip(actor0, core.ppo.actor.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(critic0, core.ppo.critic.parameters()))
+    res = [core.add(_t(0, i)) for i in range(32, 48)]
+    assert res[-1] is not None and res[-1].version == 1
+    assert any(not torch.equal(a, b) for a, b in zip(actor0, core.ppo.actor.parameters()))
+
+
 class Watch:
     def __init__(self) -> None:
         import rclpy

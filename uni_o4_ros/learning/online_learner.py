@@ -55,7 +55,7 @@ class OnlineLearnerCore:
             return None
         return self._update()
 
-    def _update(self) -> UpdateResult:
+    def _update(self) -> UpdateResult | None:
         rows, self.buffer = self.buffer, []
         norm = self.ppo.normalizer
         obs = norm(torch.as_tensor(np.stack([r["observation"] for r in rows]), dtype=torch.float32))
@@ -80,9 +80,15 @@ class OnlineLearnerCore:
             rewards=(rew + boot)[:, None], env_rewards=rew[:, None], dones=cut[:, None], terminals=term[:, None],
             timeouts=tout[:, None], values=values[:, None], next_raw_obs=nxt[:, None], last_value=last_value,
         )
-        stats = self.ppo.update(rollout)
-        self.version += 1
+        # Critic warm-up (`critic_warmup_steps`): the actor stays as deployed, so no new version is
+        # published and the transitions it keeps collecting stay on-policy.
+        warmup = self.updates * self.cfg.rollout_steps < self.cfg.critic_warmup_steps
+        stats = self.ppo.update(rollout, train_actor=not warmup)
         self.updates += 1
+        if warmup:
+            self._save()
+            return None
+        self.version += 1
         self._save()
         # One line per published version: when it was made, from which batch (for the field report).
         with (self.run_dir / "timeline.jsonl").open("a") as f:

@@ -3,7 +3,11 @@ gradient-step budget, evaluated by D4RL-normalised score of the final policy.
 
 Budget rule: every peer gets `--steps` gradient steps. Uni-O4 gets the same `--steps` for each of
 its supervised stages (IQL value, ensemble BC) and `--steps / 10` multi-step improvement steps
-(the paper's ratio 1e5 : 1e4 within one phase), plus its dynamics model (capped at `--steps`).
+(the paper's ratio 1e5 : 1e4 within one phase), plus its dynamics model. The dynamics model is
+neither a policy nor a value learner (the peers have none): `--dynamics budget` (default, §1's
+table) caps it at `--steps` like everything else; `--dynamics paper` trains it as the paper does,
+for up to 1e5 steps or to its holdout early stop (hopper-medium: the 1e5 cap, 129 epochs, ~50 min
+on one core; BENCHMARKS §1 compares both).
 Results are appended as JSON lines, so an interrupted run resumes where it stopped.
 
     python benchmarks/offline_quality.py --dataset data/hopper/hopper-medium.hdf5 --env Hopper-v5 \
@@ -49,10 +53,15 @@ def evaluate_fn(act_fn, env: str, episodes: int, seed: int) -> np.ndarray:
     return np.asarray(rets)
 
 
-def run_uni_o4(ds, env: str, seed: int, steps: int, run_dir: Path, extra: list[str]) -> tuple[np.ndarray, dict]:
+# The paper's cap (1e5 steps), and enough epochs that the cap or the holdout rule ends training.
+DYNAMICS_BUDGETS = {"paper": ["dynamics.max_steps=100000", "dynamics.max_epochs=200"], "budget": []}
+
+
+def run_uni_o4(ds, env: str, seed: int, steps: int, run_dir: Path, extra: list[str],
+               dynamics: str = "budget") -> tuple[np.ndarray, dict]:
     overrides = budget_overrides("small") + [
         f"value.steps={steps}", f"bc.steps={steps}", f"improvement.steps={max(100, steps // 10)}",
-        f"dynamics.max_steps={steps}", f"env={env}", f"seed={seed}", *extra,
+        f"dynamics.max_steps={steps}", *DYNAMICS_BUDGETS[dynamics], f"env={env}", f"seed={seed}", *extra,
     ]
     if "medium-expert" in str(run_dir) and env.lower().startswith(("hopper", "halfcheetah")):
         overrides.append("value.expectile=0.5")  # the paper's setting for these two datasets
@@ -60,7 +69,7 @@ def run_uni_o4(ds, env: str, seed: int, steps: int, run_dir: Path, extra: list[s
     torch.manual_seed(seed)
     res = OfflineTrainer(cfg, ds, run_dir, progress=False).run()
     rets = evaluate_policy(res.policy, res.normalizer, make_gym_env(env), 10, seed=10_000 + seed * 100)
-    return rets, {"am_q": res.am_q}
+    return rets, {"am_q": res.am_q, "dynamics": dynamics}
 
 
 def run_d3rlpy(algo: str, ds, env: str, seed: int, steps: int) -> tuple[np.ndarray, dict]:
@@ -97,22 +106,27 @@ def main() -> None:
     ap.add_argument("--algos", nargs="+", default=["uni_o4", "bc", "iql", "td3bc"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", default="runs/bench_offline")
+    ap.add_argument("--dynamics", choices=sorted(DYNAMICS_BUDGETS), default="budget",
+                    help="Uni-O4's dynamics model: capped at --steps (budget, default) or trained as in the paper "
+                         "(up to 1e5 steps, holdout early stop)")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
     torch.set_num_threads(1)
     ds = read_hdf5(args.dataset)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    done = jsonl.finished(out, lambda r: (r["dataset"], r["algo"], r["seed"], r["steps"]))
+    # rows of Uni-O4 with another dynamics budget are other results, not this one's
+    done = jsonl.finished(out, lambda r: (r["dataset"], r["algo"], r["seed"], r["steps"],
+                                          r.get("dynamics", "budget") if r["algo"] == "uni_o4" else None))
     name = Path(args.dataset).stem
     for seed in args.seeds:
         for algo in args.algos:
-            if (name, algo, seed, args.steps) in done:
+            if (name, algo, seed, args.steps, args.dynamics if algo == "uni_o4" else None) in done:
                 continue
             t0 = time.time()
             if algo == "uni_o4":
                 rets, extra = run_uni_o4(ds, args.env, seed, args.steps, Path(args.work) / f"{name}-s{seed}",
-                                         args.overrides)
+                                         args.overrides, args.dynamics)
             else:
                 rets, extra = run_d3rlpy(algo, ds, args.env, seed, args.steps)
             row = {"dataset": name, "env": args.env, "algo": algo, "seed": seed, "steps": args.steps,

@@ -23,7 +23,7 @@ import jsonl  # noqa: E402  (benchmarks/jsonl.py, beside this script)
 
 from uni_o4_ros.data import normalized_score  # noqa: E402
 from uni_o4_ros.learning import checkpoint as ckpt  # noqa: E402
-from uni_o4_ros.learning.config import OnlineConfig  # noqa: E402
+from uni_o4_ros.learning.config import OnlineConfig, load_config  # noqa: E402
 from uni_o4_ros.learning.offline import load_policy  # noqa: E402
 from uni_o4_ros.learning.online import OnlineTrainer, make_gym_env, scratch_agent, scratch_config  # noqa: E402
 from uni_o4_ros.learning.value import ValueNet  # noqa: E402
@@ -43,6 +43,8 @@ def main() -> None:
                     help="fine-tuning actor learning rate (default: Table 5's 3e-5)")
     ap.add_argument("--eval-episodes", type=int, default=5,
                     help="deterministic episodes per evaluation (default 5, as in BENCHMARKS §2's tables)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="fine-tuning setting of OnlineConfig, e.g. --set critic_warmup_steps=10000 (uni_o4 only)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--work", default="runs/bench_o2o")
     args = ap.parse_args()
@@ -61,8 +63,10 @@ def main() -> None:
                 actor, norm, meta, tensors = load_policy(src)
                 critic = ValueNet(actor.spec.obs_dim, tuple(meta["v_hidden"]))
                 ckpt.load_prefixed("value", critic, tensors)
-                cfg = OnlineConfig(total_steps=args.steps, eval_every=args.eval_every,
-                                   eval_episodes=args.eval_episodes, actor_lr=args.actor_lr)
+                cfg = load_config(None, [f"online.total_steps={args.steps}", f"online.eval_every={args.eval_every}",
+                                         f"online.eval_episodes={args.eval_episodes}",
+                                         f"online.actor_lr={args.actor_lr}",
+                                         *(f"online.{o}" for o in args.overrides)]).online
             else:
                 probe = make_gym_env(args.env)()
                 # "scratch": our from-scratch agent (tanh mean); "scratch_clip": CleanRL's clipped linear mean

@@ -12,7 +12,8 @@ offline - Uni-O4 offline on a logged `dataset` (an episode folder from the datas
 
 A crash of this process never stops the controller: the policy node keeps running the last
 verified version. Parameters: mode, policy_dir, run_dir, rollout_steps, epochs, minibatch_size,
-actor_lr, critic_lr, clip, hmac_key_file, torch_threads (default 1); offline: dataset,
+actor_lr, critic_lr, clip, critic_warmup_steps (transitions during which only V learns and nothing is
+published; useful when the initial policy has no V), hmac_key_file, torch_threads (default 1); offline: dataset,
 offline_overrides (["section.key=value"]).
 """
 
@@ -47,7 +48,8 @@ class LearnerNode(Node):
         p = {k: self.declare_parameter(k, v).value for k, v in {
             "mode": "online", "policy_dir": "", "run_dir": "runs/learner", "rollout_steps": d.rollout_steps,
             "epochs": d.epochs, "minibatch_size": d.minibatch_size, "actor_lr": d.actor_lr,
-            "critic_lr": d.critic_lr, "clip": d.clip, "hmac_key_file": "", "dataset": "",
+            "critic_lr": d.critic_lr, "clip": d.clip, "critic_warmup_steps": d.critic_warmup_steps,
+            "hmac_key_file": "", "dataset": "",
             "offline_overrides": ["env=go1"], "torch_threads": 1}.items()}
         if int(p["torch_threads"]) < 1:
             raise NodeConfigError(f"parameter torch_threads must be >= 1, got {p['torch_threads']}")
@@ -68,10 +70,12 @@ class LearnerNode(Node):
         if any(k.startswith("value.") for k in tensors):
             ckpt.load_prefixed("value", critic, tensors)
         else:
-            self.get_logger().warn("initial policy has no value function: V starts untrained")
+            self.get_logger().warn("initial policy has no value function: V starts untrained "
+                                   "(consider critic_warmup_steps)")
         cfg = OnlineConfig(rollout_steps=int(p["rollout_steps"]), epochs=int(p["epochs"]),
                            minibatch_size=int(p["minibatch_size"]), actor_lr=float(p["actor_lr"]),
-                           critic_lr=float(p["critic_lr"]), clip=float(p["clip"]))
+                           critic_lr=float(p["critic_lr"]), clip=float(p["clip"]),
+                           critic_warmup_steps=int(p["critic_warmup_steps"]))
         self.core = OnlineLearnerCore(actor, critic, normalizer, cfg, p["run_dir"],
                                       version=int(meta.get("version", 0)))
         self.create_subscription(Transition, "transitions", self.on_transition, TRANSITIONS)

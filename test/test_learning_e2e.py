@@ -276,6 +276,23 @@ def test_collect_writes_three_datasets_from_its_own_ppo_snapshots(tmp_path):
     assert (out / "scalars.csv").read_text() == logged
 
 
+def test_collect_reproduces_a_dataset_from_its_seed_and_thread_count(tmp_path):
+    """A shipped dataset is only as good as its recipe: the same command (seed and --threads)
+    must write the same transitions, and collect.json must say which thread count made them."""
+    threads = torch.get_num_threads()
+    args = ["collect", "--env", "InvertedPendulum-v5", "--train-steps", "4096", "--dataset-steps", "300",
+            "--eval-every", "2048", "--seed", "3", "--threads", "1", "--no-progress"]
+    try:
+        for run in ("a", "b"):
+            assert main([*args, "--out", str(tmp_path / run)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads((tmp_path / "a" / "collect.json").read_text())["torch_threads"] == 1
+    for kind in ("medium", "medium-replay", "medium-expert"):
+        a, b = (read_hdf5(tmp_path / run / f"invertedpendulum-{kind}.hdf5") for run in ("a", "b"))
+        assert np.array_equal(a.observations, b.observations) and np.array_equal(a.actions, b.actions)
+
+
 def test_online_scratch_from_the_command_line_uses_the_from_scratch_settings(tmp_path):
     run = tmp_path / "scratch"
     assert main(["online", "--scratch", "--env", "InvertedPendulum-v5", "--run-dir", str(run), "--steps", "2048",

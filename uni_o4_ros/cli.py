@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--medium-fraction", type=float, default=0.45,
                    help="medium = snapshot whose return is closest to this fraction of the best")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=_positive_int,
+                   help="torch threads (default: every core). The same seed and thread count reproduce a "
+                   "dataset bit for bit; another thread count sums in another order, and over a long "
+                   "training run that grows into a different behaviour agent (collect.json records it)")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("offline", help="offline Uni-O4 on a dataset; selects the policy by AM-Q only",
@@ -251,6 +255,10 @@ def _score(env: str, value: float) -> float | None:
 def cmd_collect(args: argparse.Namespace) -> int:
     from .learning.collect import CollectConfig, collect
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     cfg = CollectConfig(env=args.env, seed=args.seed, train_steps=args.train_steps, eval_every=args.eval_every,
                         dataset_steps=args.dataset_steps, medium_fraction=args.medium_fraction)
     paths = collect(cfg, args.out, progress=not args.no_progress)

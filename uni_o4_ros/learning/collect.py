@@ -170,7 +170,9 @@ def collect(cfg: CollectConfig, out_dir: str | Path, progress: bool = True) -> d
 
     meta = {"env": cfg.env, "seed": cfg.seed, "behavior_train_steps": cfg.train_steps,
             "medium_step": medium_step, "medium_eval_return": medium_ret,
-            "expert_step": expert_step, "expert_eval_return": expert_ret}
+            "expert_step": expert_step, "expert_eval_return": expert_ret,
+            # floating-point results depend on it: the same seed on another thread count is another dataset
+            "torch_threads": torch.get_num_threads()}
     from ..data import OfflineDataset, write_hdf5
 
     med_actor, med_norm = load_snap(medium_step)

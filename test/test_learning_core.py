@@ -240,6 +240,12 @@ def test_config_defaults_are_table5_and_overrides_are_typed(tmp_path):
         load_config(None, ["bc.alpah=0.2"])
     with pytest.raises(ValueError, match="boolean"):
         load_config(None, ["online.lr_decay=maybe"])
+    # an optional setting: off by default, a number when given, off again with null / none
+    assert UniO4Config().online.target_kl is None
+    assert load_config(None, ["online.target_kl=0.02"]).online.target_kl == 0.02
+    assert load_config(None, ["online.target_kl=0.02", "online.target_kl=none"]).online.target_kl is None
+    with pytest.raises(ValueError, match="target_kl: expected float"):
+        load_config(None, ["online.target_kl=small"])
 
 
 def test_config_hash_changes_with_any_setting():

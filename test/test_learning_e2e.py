@@ -144,6 +144,41 @@ def test_critic_warmup_keeps_the_actor_fixed_until_its_steps_are_spent(tmp_path)
     assert seen[2][0] > 0.0, "the actor never trained after the warmup"
 
 
+def test_target_kl_stops_the_actor_when_the_policy_has_moved_that_far_and_lets_the_critic_finish():
+    """PPO's KL early stop (online.target_kl): on one real rollout, the update with a target moves the
+    policy by about that KL and no further, while the critic trains every epoch as without it."""
+    from uni_o4_ros.learning.ppo import PPO
+
+    def one_update(target_kl):
+        torch.manual_seed(0)
+        actor, critic, norm = scratch_agent(4, 1)
+        ppo = PPO(actor, critic, norm, clip=0.2, actor_lr=3e-3, critic_lr=1e-3, epochs=10, minibatch_size=64,
+                  gamma=0.99, gae_lambda=0.95, target_kl=target_kl)
+        env = make_gym_env("InvertedPendulum-v5")()
+        rollout, _, _ = ppo.collect([env], env.reset(seed=0)[0][None], 1024)
+        env.close()
+        obs = rollout.obs[:, 0]
+        with torch.no_grad():
+            m0, s0 = actor(obs)
+        stats = ppo.update(rollout)
+        with torch.no_grad():
+            m1, s1 = actor(obs)
+        # KL(before || after) of the diagonal Gaussians, averaged over the rollout's states
+        kl = (s1 - s0 + (torch.exp(2 * s0) + (m0 - m1) ** 2) / (2 * torch.exp(2 * s1)) - 0.5).sum(-1).mean()
+        return float(kl), stats, critic.state_dict()
+
+    free_kl, free, free_critic = one_update(None)
+    kl, limited, critic = one_update(0.01)
+    assert free["actor_steps"] == 10 * 1024 // 64
+    assert 0 < limited["actor_steps"] < free["actor_steps"] / 4
+    assert kl < 2 * 0.01 < free_kl / 2, (kl, free_kl)
+    for k, v in critic.items():  # the critic's epochs are not cut short
+        torch.testing.assert_close(v, free_critic[k])
+    with pytest.raises(ValueError, match="target_kl"):
+        PPO(*scratch_agent(4, 1), clip=0.2, actor_lr=3e-4, critic_lr=3e-4, epochs=1, minibatch_size=64,
+            gamma=0.99, gae_lambda=0.95, target_kl=0.0)
+
+
 def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
     torch.manual_seed(0)
     actor, critic, norm = scratch_agent(4, 1)

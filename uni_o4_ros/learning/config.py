@@ -149,6 +149,9 @@ class OnlineConfig:
     # the offline V was fit to the dataset's behaviour, not to the policy being fine-tuned, and
     # advantages against it can push a good policy the wrong way before V catches up.
     critic_warmup_steps: int = 0
+    # Stop the actor's epochs once the minibatch KL to the rollout's policy exceeds 1.5x this (the
+    # critic keeps training). Not in the paper (None = off); bounds how far one update moves the mean.
+    target_kl: float | None = None
 
 
 @dataclass
@@ -188,6 +191,11 @@ def from_dict(cls: type, data: dict) -> Any:
 
 
 def _coerce(value: Any, t: Any, key: str) -> Any:
+    args = getattr(t, "__args__", ())
+    if type(None) in args:  # `X | None`: null / "none" switch the setting off, anything else must be an X
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)), key)
     origin = getattr(t, "__origin__", None)
     if origin is tuple:
         if isinstance(value, str):

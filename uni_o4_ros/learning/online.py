@@ -72,6 +72,7 @@ class OnlineTrainer:
             entropy_coef=cfg.entropy_coef, value_coef=cfg.value_coef, grad_clip=cfg.grad_clip,
             normalize_advantage=cfg.normalize_advantage, reward_scale=cfg.reward_scale,
             normalize_reward=cfg.normalize_reward, update_normalizer=not cfg.fixed_state_norm,
+            target_kl=cfg.target_kl,
         )
         self.history = OnlineHistory()
         self.env_steps = 0

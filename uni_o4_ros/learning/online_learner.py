@@ -37,7 +37,8 @@ class OnlineLearnerCore:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.ppo = PPO(actor, critic, normalizer, clip=cfg.clip, actor_lr=cfg.actor_lr, critic_lr=cfg.critic_lr,
                        epochs=cfg.epochs, minibatch_size=cfg.minibatch_size, gamma=cfg.gamma,
-                       gae_lambda=cfg.gae_lambda, entropy_coef=cfg.entropy_coef, grad_clip=cfg.grad_clip)
+                       gae_lambda=cfg.gae_lambda, entropy_coef=cfg.entropy_coef, grad_clip=cfg.grad_clip,
+                       target_kl=cfg.target_kl)
         self.version = version
         self.buffer: list[dict] = []
         self.dropped_stale = 0

@@ -80,6 +80,7 @@ class PPO:
         reward_scale: float = 1.0,
         normalize_reward: bool = False,
         update_normalizer: bool = False,
+        target_kl: float | None = None,
     ) -> None:
         if actor.n != 1:
             raise ValueError("online PPO trains a single policy (ensemble of size 1)")
@@ -88,6 +89,9 @@ class PPO:
         self.gamma, self.gae_lambda = gamma, gae_lambda
         self.entropy_coef, self.value_coef, self.grad_clip = entropy_coef, value_coef, grad_clip
         self.normalize_advantage, self.reward_scale = normalize_advantage, reward_scale
+        if target_kl is not None and not target_kl > 0:
+            raise ValueError(f"target_kl must be positive or None, got {target_kl}")
+        self.target_kl = target_kl
         self.actor_opt = torch.optim.Adam(actor.parameters(), lr=actor_lr, eps=1e-5)
         self.critic_opt = torch.optim.Adam(critic.parameters(), lr=critic_lr, eps=1e-5)
         self.base_lrs = (actor_lr, critic_lr)
@@ -191,7 +195,7 @@ class PPO:
         old_logp, adv, returns = rollout.log_probs.reshape(-1), adv.reshape(-1), returns.reshape(-1)
         n = obs.shape[0]
         stats = {"policy_loss": 0.0, "value_loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0}
-        count = 0
+        count = actor_steps = 0
         for _ in range(self.epochs):
             perm = torch.randperm(n)
             for start in range(0, n, self.minibatch_size):
@@ -206,7 +210,15 @@ class PPO:
                 pg = -torch.min(ratio * mb_adv, ratio.clamp(1 - self.clip, 1 + self.clip) * mb_adv).mean()
                 entropy = (log_std + 0.5 * (1.0 + np.log(2 * np.pi))).sum(-1).mean()
                 actor_loss = pg - self.entropy_coef * entropy
+                with torch.no_grad():
+                    approx_kl = float(((ratio - 1) - log_ratio).mean())
+                if self.target_kl is not None and approx_kl > 1.5 * self.target_kl:
+                    # The policy has already moved as far from the one that collected the rollout as
+                    # one update may (SB3 / Spinning Up's rule): the actor stops here, the critic
+                    # goes on fitting the returns for the remaining epochs.
+                    train_actor = False
                 if train_actor:
+                    actor_steps += 1
                     self.actor_opt.zero_grad(set_to_none=True)
                     actor_loss.backward()
                     clip_grad_norm_per_member(self.actor, self.grad_clip)
@@ -221,9 +233,11 @@ class PPO:
                     stats["policy_loss"] += float(pg)
                     stats["value_loss"] += float(v_loss)
                     stats["clip_frac"] += float(((ratio - 1).abs() > self.clip).float().mean())
-                    stats["approx_kl"] += float(((ratio - 1) - log_ratio).mean())
+                    stats["approx_kl"] += approx_kl
                 count += 1
-        return {k: v / max(1, count) for k, v in stats.items()}
+        out = {k: v / max(1, count) for k, v in stats.items()}
+        out["actor_steps"] = float(actor_steps)
+        return out
 
 
 def evaluate_policy(

@@ -13,7 +13,8 @@ offline - Uni-O4 offline on a logged `dataset` (an episode folder from the datas
 A crash of this process never stops the controller: the policy node keeps running the last
 verified version. Parameters: mode, policy_dir, run_dir, rollout_steps, epochs, minibatch_size,
 actor_lr, critic_lr, clip, critic_warmup_steps (transitions during which only V learns and nothing is
-published; useful when the initial policy has no V), hmac_key_file, torch_threads (default 1); offline: dataset,
+published; useful when the initial policy has no V), target_kl (PPO's KL early stop of the actor per
+update; 0 = off), hmac_key_file, torch_threads (default 1); offline: dataset,
 offline_overrides (["section.key=value"]).
 """
 
@@ -49,8 +50,10 @@ class LearnerNode(Node):
             "mode": "online", "policy_dir": "", "run_dir": "runs/learner", "rollout_steps": d.rollout_steps,
             "epochs": d.epochs, "minibatch_size": d.minibatch_size, "actor_lr": d.actor_lr,
             "critic_lr": d.critic_lr, "clip": d.clip, "critic_warmup_steps": d.critic_warmup_steps,
-            "hmac_key_file": "", "dataset": "",
+            "target_kl": d.target_kl or 0.0, "hmac_key_file": "", "dataset": "",
             "offline_overrides": ["env=go1"], "torch_threads": 1}.items()}
+        if not float(p["target_kl"]) >= 0.0:
+            raise NodeConfigError(f"parameter target_kl must be >= 0 (0 = off), got {p['target_kl']}")
         if int(p["torch_threads"]) < 1:
             raise NodeConfigError(f"parameter torch_threads must be >= 1, got {p['torch_threads']}")
         # Default 1: the learner shares the robot computer with the control loop and must never spin
@@ -75,7 +78,8 @@ class LearnerNode(Node):
         cfg = OnlineConfig(rollout_steps=int(p["rollout_steps"]), epochs=int(p["epochs"]),
                            minibatch_size=int(p["minibatch_size"]), actor_lr=float(p["actor_lr"]),
                            critic_lr=float(p["critic_lr"]), clip=float(p["clip"]),
-                           critic_warmup_steps=int(p["critic_warmup_steps"]))
+                           critic_warmup_steps=int(p["critic_warmup_steps"]),
+                           target_kl=float(p["target_kl"]) or None)
         self.core = OnlineLearnerCore(actor, critic, normalizer, cfg, p["run_dir"],
                                       version=int(meta.get("version", 0)))
         self.create_subscription(Transition, "transitions", self.on_transition, TRANSITIONS)

@@ -5,8 +5,10 @@ learner resumes from its checkpoint. Plus the on-policy rule of the learner core
 from __future__ import annotations
 
 import json
+import signal
 
 import numpy as np
+import pytest
 import torch
 
 from conftest import start_node as start
@@ -157,8 +159,11 @@ def _log_two_mattress_episodes(folder) -> None:
         writer.finish(eid)
 
 
-def test_offline_learner_stopped_mid_training_exits_cleanly_and_keeps_its_progress(ros_env, standing_policy,
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_offline_learner_stopped_mid_training_exits_cleanly_and_keeps_its_progress(sig, ros_env, standing_policy,
                                                                                      tmp_path):
+    """Stopped by a service manager (SIGTERM) or Ctrl-C (SIGINT) while a worker thread trains: the node
+    checkpoints and exits 0. (rclpy's own handlers once lost a SIGTERM here: about 1 stop in 20-40.)"""
     import rclpy
 
     from uni_o4_ros.learning import checkpoint as ckpt
@@ -176,9 +181,10 @@ def test_offline_learner_stopped_mid_training_exits_cleanly_and_keeps_its_progre
         wait_until(rclpy, node, lambda: (log.is_file() and "value,200," in log.read_text()) or proc.poll() is not None,
                    timeout=300)
         assert proc.poll() is None, proc.stderr.read()[-2000:]
-        stop(proc, timeout=60)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == 0
         err = proc.stderr.read()
-        assert proc.returncode == 0 and "terminate called" not in err, err[-2000:]
+        assert "terminate called" not in err and "Traceback" not in err, err[-2000:]
         _, meta = ckpt.load(next((run / "stages").glob("value-*")), "stage")
         assert 200 <= meta["step"] < 1_000_000 and not meta["done"]  # saved where it stopped: a rerun resumes
         assert not (run / "failed.txt").exists()

@@ -147,6 +147,15 @@ def test_am_q_is_a_sum_over_the_horizon_and_stops_at_termination(learned):
     torch.testing.assert_close(am_q([pol], critic.q, model, always_done, norm, starts, horizon=10)[0], direct)
     longer = am_q([pol], critic.q, model, never, norm, starts, horizon=5)
     assert abs(float(longer[0])) > abs(float(one[0])) * 2  # several Q terms summed, not averaged
+    # what a score is made of: live steps per rollout, and steps the model left the given state range
+    trace: dict = {}
+    am_q_per_start([pol], critic.q, model, never, norm, starts, 5, trace=trace)
+    assert torch.equal(trace["live_steps"], torch.full((1, 64), 5.0)) and not trace["clamped_steps"].any()
+    first_step_ends = lambda x: x[:, 0] > -1e9  # noqa: E731 - every model step terminates
+    lo, hi = s.min(0).values, s.min(0).values + 1e-3  # a range the model's next states leave at once
+    am_q_per_start([pol], critic.q, model, first_step_ends, norm, starts, 5, state_bounds=(lo, hi), trace=trace)
+    assert torch.equal(trace["live_steps"], torch.ones(1, 64))
+    assert torch.equal(trace["clamped_steps"], torch.ones(1, 64))
 
 
 def test_multi_step_improvement_raises_am_q_and_true_return_without_env_returns(learned):

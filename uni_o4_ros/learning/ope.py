@@ -39,6 +39,7 @@ def am_q_per_start(
     generator: torch.Generator | None = None,
     state_bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
     q_head: int | None = None,
+    trace: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Each member's return estimate from each start state: (sum of members, S).
 
@@ -48,13 +49,17 @@ def am_q_per_start(
     `state_bounds` (low, high), e.g. the dataset's range, keep model states where Q was trained:
     a model fitted on little data can otherwise drift to states where Q extrapolates without
     bound (seen: AM-Q of 1e14 from 200 robot transitions). `q_head` scores with that Q head
-    alone instead of the min of both (config `ope.q_head`).
+    alone instead of the min of both (config `ope.q_head`). A `trace` dict receives, per member and
+    start (same shape as the result), `live_steps` (steps before the termination rule fired) and
+    `clamped_steps` (model steps that left `state_bounds`): what a score is made of.
     """
     policies, rows = _distinct_members(policies)
     m, s = sum(p.n for p in policies), start_states.shape[0]
     state = start_states.unsqueeze(0).expand(m, -1, -1).reshape(m * s, -1).clone()
     total = torch.zeros(m * s, device=state.device)
     alive = torch.ones(m * s, dtype=torch.bool, device=state.device)
+    live = torch.zeros(m * s, device=state.device)
+    clamped = torch.zeros(m * s, device=state.device)
     discount = 1.0
     for _ in range(horizon):
         idx = alive.nonzero().squeeze(1)
@@ -71,6 +76,7 @@ def am_q_per_start(
         act = torch.cat(blocks, 0).reshape(m * s, -1)[idx]
         cur = state[idx]
         total[idx] += discount * q.head_or_min(normalizer(cur), act, q_head)
+        live[idx] += 1
         # Common random numbers: rollout j of every policy sees the same model noise and elite
         # draws, so score differences between policies come from the policies, not from the draws.
         slot = idx % s
@@ -78,12 +84,17 @@ def am_q_per_start(
         elite = torch.randint(len(model.elites), (s,), generator=generator, device=cur.device)[slot]
         nxt, _ = model.step(cur, act, noise=noise, elite_draw=elite)
         if state_bounds is not None:
-            nxt = torch.maximum(torch.minimum(nxt, state_bounds[1]), state_bounds[0])
+            inside = torch.maximum(torch.minimum(nxt, state_bounds[1]), state_bounds[0])
+            clamped[idx] += (inside != nxt).any(1).float()
+            nxt = inside
         done = termination(nxt)
         state[idx] = torch.where(torch.isfinite(nxt), nxt, cur)
         alive[idx[done]] = False
         discount *= gamma
     total = total.view(m, s)
+    if trace is not None:
+        for name, t in (("live_steps", live), ("clamped_steps", clamped)):
+            trace[name] = t.view(m, s) if rows is None else t.view(m, s)[rows]
     return total if rows is None else total[rows]
 
 

@@ -1,0 +1,72 @@
+"""What each candidate's AM-Q score of one Uni-O4 offline run is made of (BENCHMARKS.md §1).
+
+AM-Q sums Q along model rollouts until the termination rule fires, so two candidates can differ
+by the Q they earn per step or by how long the model keeps them alive. For every candidate (BC
+members, accepted behaviours, final targets) this prints its AM-Q on fresh start states, the
+fraction of rollouts alive at the horizon, the mean live steps, Q per live step, and the steps on
+which the model left the dataset's state range (and was clamped back). Reads the run's cached
+stages and its resolved config; nothing is retrained and no environment is touched.
+
+    python benchmarks/amq_breakdown.py runs/bench_offline/hopper-medium-replay-s2 \\
+        --dataset data/hopper/hopper-medium-replay.hdf5
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from uni_o4_ros.data import read_hdf5
+from uni_o4_ros.learning import checkpoint as ckpt
+from uni_o4_ros.learning.config import UniO4Config, from_dict
+from uni_o4_ros.learning.offline import OfflineTrainer, load_policy
+from uni_o4_ros.learning.ope import am_q_per_start
+from uni_o4_ros.learning.policy import GaussianPolicyEnsemble
+from uni_o4_ros.learning.termination import rule_for_env
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", help="an offline run folder (final/ and stages/)")
+    ap.add_argument("--dataset", required=True, help="the HDF5 file the run was trained on")
+    ap.add_argument("--starts", type=int, default=512, help="start states drawn from the dataset")
+    ap.add_argument("--seed", type=int, default=7, help="seed of the start states and model draws")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    run = Path(args.run)
+    _, _, meta, _ = load_policy(run / "final")
+    cfg = from_dict(UniO4Config, meta["config"])
+    before = sorted(p.name for p in run.glob("stages/*"))
+    trainer = OfflineTrainer(cfg, read_hdf5(args.dataset), run, progress=False)
+    critic, _ = trainer.train_value()
+    model, _ = trainer.train_dynamics()
+    initial, _ = trainer.train_bc()
+    if sorted(p.name for p in run.glob("stages/*")) != before:
+        raise SystemExit(f"{run}: a stage had to be trained, so --dataset is not the run's data")
+    tensors, _ = ckpt.load(next(run.glob("stages/improve-*")), "stage")
+    ensembles = [initial]
+    for prefix in ("behavior", "target"):
+        ens = GaussianPolicyEnsemble(initial.spec, initial.n)
+        ckpt.load_prefixed(prefix, ens, tensors)
+        ensembles.append(ens)
+    env = cfg.dynamics.termination if cfg.dynamics.termination != "auto" else cfg.env
+    gen = torch.Generator().manual_seed(args.seed)
+    starts = trainer.obs[torch.randint(len(trainer.obs), (args.starts,), generator=gen)]
+    trace: dict[str, torch.Tensor] = {}
+    _, ope_head = cfg.ope.heads()
+    total = am_q_per_start(ensembles, critic.q, model, rule_for_env(env), trainer.normalizer, starts,
+                           cfg.ope.horizon, cfg.ope.gamma, generator=gen, state_bounds=trainer.state_bounds(),
+                           q_head=ope_head, trace=trace)
+    live, clamped = trace["live_steps"], trace["clamped_steps"]
+    names = [f"{kind} {i}" for kind in ("initial", "behavior", "target") for i in range(initial.n)]
+    print(f"H = {cfg.ope.horizon}, {args.starts} start states")
+    for i, name in enumerate(names):
+        print(f"{name:11s} AM-Q {total[i].mean():9.1f}  ran all H {(live[i] == cfg.ope.horizon).float().mean():.2f}"
+              f"  live steps {live[i].mean():6.1f}  Q per live step {total[i].sum() / live[i].sum():7.2f}"
+              f"  clamped steps {clamped[i].mean():5.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -17,13 +17,12 @@ import argparse
 from pathlib import Path
 
 import torch
+from offline_candidates import load_candidates  # the sibling script: same folder on sys.path
 
 from uni_o4_ros.data import read_hdf5
-from uni_o4_ros.learning import checkpoint as ckpt
 from uni_o4_ros.learning.config import UniO4Config, from_dict
 from uni_o4_ros.learning.offline import OfflineTrainer, load_policy
 from uni_o4_ros.learning.ope import am_q_per_start
-from uni_o4_ros.learning.policy import GaussianPolicyEnsemble
 from uni_o4_ros.learning.termination import rule_for_env
 
 
@@ -36,21 +35,16 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     run = Path(args.run)
-    _, _, meta, _ = load_policy(run / "final")
+    final, _, meta, _ = load_policy(run / "final")
     cfg = from_dict(UniO4Config, meta["config"])
     before = sorted(p.name for p in run.glob("stages/*"))
     trainer = OfflineTrainer(cfg, read_hdf5(args.dataset), run, progress=False)
     critic, _ = trainer.train_value()
     model, _ = trainer.train_dynamics()
-    initial, _ = trainer.train_bc()
     if sorted(p.name for p in run.glob("stages/*")) != before:
         raise SystemExit(f"{run}: a stage had to be trained, so --dataset is not the run's data")
-    tensors, _ = ckpt.load(next(run.glob("stages/improve-*")), "stage")
-    ensembles = [initial]
-    for prefix in ("behavior", "target"):
-        ens = GaussianPolicyEnsemble(initial.spec, initial.n)
-        ckpt.load_prefixed(prefix, ens, tensors)
-        ensembles.append(ens)
+    candidates = load_candidates(run, final.spec)
+    ensembles = [candidates[kind] for kind in ("initial", "behavior", "target")]
     env = cfg.dynamics.termination if cfg.dynamics.termination != "auto" else cfg.env
     gen = torch.Generator().manual_seed(args.seed)
     starts = trainer.obs[torch.randint(len(trainer.obs), (args.starts,), generator=gen)]
@@ -60,7 +54,7 @@ def main() -> None:
                            cfg.ope.horizon, cfg.ope.gamma, generator=gen, state_bounds=trainer.state_bounds(),
                            q_head=ope_head, trace=trace)
     live, clamped = trace["live_steps"], trace["clamped_steps"]
-    names = [f"{kind} {i}" for kind in ("initial", "behavior", "target") for i in range(initial.n)]
+    names = [f"{kind} {i}" for kind, ens in zip(("initial", "behavior", "target"), ensembles) for i in range(ens.n)]
     print(f"H = {cfg.ope.horizon}, {args.starts} start states")
     for i, name in enumerate(names):
         print(f"{name:11s} AM-Q {total[i].mean():9.1f}  ran all H {(live[i] == cfg.ope.horizon).float().mean():.2f}"

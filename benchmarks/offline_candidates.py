@@ -18,7 +18,7 @@ import torch
 from uni_o4_ros.learning import checkpoint as ckpt
 from uni_o4_ros.learning.offline import load_policy
 from uni_o4_ros.learning.online import make_gym_env
-from uni_o4_ros.learning.policy import GaussianPolicyEnsemble
+from uni_o4_ros.learning.policy import GaussianPolicyEnsemble, PolicySpec
 from uni_o4_ros.learning.ppo import evaluate_policy
 
 
@@ -32,6 +32,19 @@ def _stage(run: Path, name: str) -> Path:
     return found[0]
 
 
+def load_candidates(run: Path, spec: PolicySpec) -> dict[str, GaussianPolicyEnsemble]:
+    """The run's BC members ("initial"), accepted behaviours and final targets, from its stages."""
+    ensembles = {}
+    for kind, stage, prefix in (("initial", "bc", "policy"), ("behavior", "improve", "behavior"),
+                                ("target", "improve", "target")):
+        tensors, _ = ckpt.load(_stage(run, stage), "stage")
+        n_members = tensors[f"{prefix}.body.net.0.weight"].shape[0]  # weights are stacked per member
+        ens = GaussianPolicyEnsemble(spec, n_members)
+        ckpt.load_prefixed(prefix, ens, tensors)
+        ensembles[kind] = ens
+    return ensembles
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", help="an offline run folder (with final/, selection.json and stages/)")
@@ -43,14 +56,7 @@ def main() -> None:
     run = Path(args.run)
     final, normalizer, _, _ = load_policy(run / "final")
     selection = json.loads((run / "selection.json").read_text())
-    ensembles = {}
-    for kind, stage, prefix in (("initial", "bc", "policy"), ("behavior", "improve", "behavior"),
-                                ("target", "improve", "target")):
-        tensors, _ = ckpt.load(_stage(run, stage), "stage")
-        n_members = tensors[f"{prefix}.body.net.0.weight"].shape[0]  # weights are stacked per member
-        ens = GaussianPolicyEnsemble(final.spec, n_members)
-        ckpt.load_prefixed(prefix, ens, tensors)
-        ensembles[kind] = ens
+    ensembles = load_candidates(run, final.spec)
     for name, score in zip(selection["candidates"], selection["scores"]):
         kind, member = name.split()
         r = evaluate_policy(ensembles[kind], normalizer, make_gym_env(args.env), args.episodes,

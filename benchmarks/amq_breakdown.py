@@ -23,7 +23,6 @@ from uni_o4_ros.data import read_hdf5
 from uni_o4_ros.learning.config import UniO4Config, from_dict
 from uni_o4_ros.learning.offline import OfflineTrainer, load_policy
 from uni_o4_ros.learning.ope import am_q_per_start
-from uni_o4_ros.learning.termination import rule_for_env
 
 
 def main() -> None:
@@ -45,12 +44,11 @@ def main() -> None:
         raise SystemExit(f"{run}: a stage had to be trained, so --dataset is not the run's data")
     candidates = load_candidates(run, final.spec)
     ensembles = [candidates[kind] for kind in ("initial", "behavior", "target")]
-    env = cfg.dynamics.termination if cfg.dynamics.termination != "auto" else cfg.env
     gen = torch.Generator().manual_seed(args.seed)
     starts = trainer.obs[torch.randint(len(trainer.obs), (args.starts,), generator=gen)]
     trace: dict[str, torch.Tensor] = {}
     _, ope_head = cfg.ope.heads()
-    total = am_q_per_start(ensembles, critic.q, model, rule_for_env(env), trainer.normalizer, starts,
+    total = am_q_per_start(ensembles, critic.q, model, trainer.termination(), trainer.normalizer, starts,
                            cfg.ope.horizon, cfg.ope.gamma, generator=gen, state_bounds=trainer.state_bounds(),
                            q_head=ope_head, trace=trace)
     live, clamped = trace["live_steps"], trace["clamped_steps"]

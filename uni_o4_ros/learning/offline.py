@@ -36,7 +36,7 @@ from .ope import am_q_per_start
 from .policy import GaussianPolicyEnsemble, PolicySpec
 from .scalars import ScalarLog
 from .selection import choose, gaussian_kl
-from .termination import rule_for_env
+from .termination import TerminationFn, rule_for_env
 from .value import IQLCritic, ValueNet
 
 
@@ -123,6 +123,11 @@ class OfflineTrainer:
         """The dataset's per-dimension state range, where model rollouts for AM-Q are kept."""
         return (torch.minimum(self.obs.min(0).values, self.next_obs.min(0).values),
                 torch.maximum(self.obs.max(0).values, self.next_obs.max(0).values))
+
+    def termination(self) -> TerminationFn:
+        """The rule that ends AM-Q's model rollouts: `dynamics.termination`, or the env's when "auto"."""
+        d = self.cfg.dynamics
+        return rule_for_env(d.termination if d.termination != "auto" else self.cfg.env)
 
     def _key(self, *parts: Any) -> str:
         """A stage's cache key: its config, inputs and the seed its training draws from."""
@@ -265,8 +270,7 @@ class OfflineTrainer:
         c, o = self.cfg.improvement, self.cfg.ope
         key = self._key(c, o, upstream)
         d = self._stage_dir("improve", key)
-        termination = rule_for_env(self.cfg.dynamics.termination if self.cfg.dynamics.termination != "auto"
-                                   else self.cfg.env)
+        termination = self.termination()
         adv_head, ope_head = o.heads()  # ope.q_head: both None (paper's min) or split (config.py)
         torch.manual_seed(self._seed("improve"))
         initial = copy.deepcopy(policy).requires_grad_(False)  # the improver trains `policy` in place

@@ -67,6 +67,10 @@ def test_two_episodes_are_recorded_exactly(ros_env, standing_policy, tmp_path):
         # consecutive transitions chain: s'_t == s_{t+1} inside an episode
         np.testing.assert_array_equal(ds.next_observations[:19], ds.observations[1:20])
         assert np.all(ds.rewards > 0)  # standing still still earns the yaw-tracking term
+        # Every node ends on SIGTERM by itself (its shutdown path: damping, closing files), none is killed.
+        killed = stop(*procs)
+        assert [p.args[2] for p in killed] == []
+        assert all(p.returncode == 0 for p in procs), [p.returncode for p in procs]
     finally:
         w.close()
         stop(*procs)
@@ -216,3 +220,29 @@ def test_operator_starts_and_stops_an_episode_through_the_services(ros_env, stan
     finally:
         w.close()
         stop(*procs)
+
+
+def test_stop_processes_kills_and_reaps_a_process_that_ignores_sigterm_and_names_it():
+    import subprocess
+    import sys
+
+    from uni_o4_ros.nodes.processes import stop_processes
+
+    code = ("import signal, sys, time\n"
+            "if sys.argv[1] == 'stubborn': signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(120)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, kind], stdout=subprocess.PIPE, text=True)
+             for kind in ("stubborn", "polite")]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready"  # the handler is installed before this line
+        killed = stop_processes(*procs, timeout=1.0)
+        assert killed == [procs[0]]
+        assert procs[0].returncode == -9 and procs[1].returncode == -15  # both reaped
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stdout.close()

@@ -439,7 +439,8 @@ def cmd_bringup(args: argparse.Namespace) -> int:
         if dead:
             print(f"node(s) exited: {', '.join(dead)}", file=sys.stderr)
     finally:
-        stop_processes(*procs)
+        for p in stop_processes(*procs):
+            print(f"{p.args[2]} ignored SIGTERM for 10 s and was killed", file=sys.stderr)
     return 0
 
 

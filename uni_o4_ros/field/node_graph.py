@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -63,7 +64,11 @@ def run_until(nodes: dict[str, list[str]], done: Callable[[], bool], log_dir: Pa
                     on_poll()
                 time.sleep(0.5)  # supervision cadence, not synchronisation: done() reads the files
         finally:
-            stop_processes(*procs.values())
+            killed = stop_processes(*procs.values())
+            for module, p in procs.items():
+                if p in killed:
+                    print(f"{module} ignored SIGTERM for 10 s and was killed; its log: {log_dir / f'{module}.log'}",
+                          file=sys.stderr)
             for log in logs:
                 log.close()
     return time.monotonic() - start

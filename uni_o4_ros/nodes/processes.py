@@ -18,13 +18,22 @@ def node_command(module: str, params: Sequence[str] = (), params_file: str | Pat
     return cmd
 
 
-def stop_processes(*procs: subprocess.Popen, timeout: float = 10.0) -> None:
-    """SIGTERM everything still running, then SIGKILL what has not exited within `timeout`."""
+def stop_processes(*procs: subprocess.Popen, timeout: float = 10.0) -> list[subprocess.Popen]:
+    """SIGTERM everything still running, then SIGKILL what has not exited within `timeout`.
+
+    Every process is reaped (its returncode set), and the ones that had to be killed are returned:
+    a node that ignores SIGTERM skipped its own shutdown (damping command, file close), which the
+    caller should report rather than hide.
+    """
     for p in procs:
         if p.poll() is None:
             p.terminate()
+    killed = []
     for p in procs:
         try:
             p.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             p.kill()
+            p.wait()
+            killed.append(p)
+    return killed

@@ -144,6 +144,22 @@ def test_critic_warmup_keeps_the_actor_fixed_until_its_steps_are_spent(tmp_path)
     assert seen[2][0] > 0.0, "the actor never trained after the warmup"
 
 
+def test_every_evaluation_of_a_run_starts_from_the_same_states_so_an_unchanged_policy_scores_the_same(tmp_path):
+    torch.manual_seed(0)
+    # The critic warm-up spans the whole run: the actor never changes, only the evaluation could.
+    cfg = OnlineConfig(total_steps=3072, rollout_steps=1024, minibatch_size=256, epochs=1, eval_every=1024,
+                       eval_episodes=3, critic_warmup_steps=10**6)
+    actor, critic, norm = scratch_agent(4, 1)
+    hist = OnlineTrainer(cfg, make_gym_env("InvertedPendulum-v5"), actor, critic, norm, tmp_path, seed=3,
+                         progress=False).run()
+    assert hist.eval_steps == [0, 1024, 2048, 3072]
+    assert len(set(hist.eval_returns)) == 1, hist.eval_returns
+    # ... and those states are the run's own: another seed's run starts its evaluations elsewhere
+    other = OnlineTrainer(cfg, make_gym_env("InvertedPendulum-v5"), actor, critic, norm, tmp_path / "s4", seed=4,
+                          progress=False)
+    assert other.evaluate() != hist.eval_returns[0]
+
+
 def test_target_kl_stops_the_actor_when_the_policy_has_moved_that_far_and_lets_the_critic_finish():
     """PPO's KL early stop (online.target_kl): on one real rollout, the update with a target moves the
     policy by about that KL and no further, while the critic trains every epoch as without it."""

@@ -117,8 +117,11 @@ class OnlineTrainer:
 
     # ------------------------------------------------------------------ loop
     def evaluate(self) -> float:
+        # Every evaluation of a run starts its episodes from the same reset seeds (common random
+        # numbers): a change along the curve is then the policy's, not the draw of initial states.
+        # They are the first of the offline evaluation's seeds (10_000 + 100 * seed, offline_quality).
         rets = evaluate_policy(self.ppo.actor, self.ppo.normalizer, self.make_env, self.cfg.eval_episodes,
-                               seed=10_000 + self.seed * 100 + len(self.history.eval_steps))
+                               seed=10_000 + self.seed * 100)
         mean = float(rets.mean())
         self.history.eval_steps.append(self.env_steps)
         self.history.eval_returns.append(mean)

@@ -64,12 +64,6 @@ class DynamicsConfig:
     holdout_ratio: float = 0.2
     max_holdout: int = 1000
     patience: int = 5  # epochs without >1% holdout improvement
-    # The holdout rule may stop training only after this many gradient steps. Not in the authors'
-    # code: there the rule fires on an early transient (hopper-medium, seed 1: the holdout MSE is
-    # lowest after 2 epochs while the NLL fits the variances, rises for 5 and the rule stops at
-    # 6k steps, MSE 0.063; trained on, it falls below that after 15k steps and to 0.050 by 40k,
-    # BENCHMARKS §1). Each member's best-holdout weights are kept, so going on never loses them.
-    min_steps: int = 20_000
     max_epochs: int = 200
     max_steps: int = 100_000  # gradient-step cap (paper trains ~1e5 steps)
     termination: str = "auto"  # hopper | walker2d | halfcheetah | robot | never | auto (from env)

@@ -2,8 +2,7 @@
 
 Each member predicts the mean and log-variance of [s' - s, r] from normalised (s, a). Members
 are one batched network; each sees its own bootstrap ordering of the training set. Training
-stops when no member improved its holdout loss by more than 1% for `patience` epochs, once at
-least `min_steps` gradient steps were taken; each member keeps its best-holdout weights, and the
+stops when no member improved its holdout loss by more than 1% for `patience` epochs, and the
 elites are the members with the lowest holdout MSE.
 """
 
@@ -94,7 +93,6 @@ def train_dynamics(
     max_steps: int,
     rng: np.random.Generator,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-    min_steps: int = 0,
 ) -> dict[str, float]:
     """Fit the ensemble by Gaussian NLL; returns final holdout metrics."""
     x_obs = torch.as_tensor(obs, dtype=torch.float32)
@@ -148,7 +146,7 @@ def train_dynamics(
             epochs_since += 1
         if on_epoch is not None:
             on_epoch(epoch, {"holdout_mse": float(mse.mean()), "steps": steps})
-        if epochs_since >= patience and steps >= min_steps:
+        if epochs_since >= patience:
             break
     model.load_state_dict(best_state)
     with torch.no_grad():

@@ -219,7 +219,7 @@ class OfflineTrainer:
             n_elites=c.n_elites, lr=c.lr, batch_size=c.batch_size, weight_decay=tuple(c.weight_decay),
             holdout_ratio=c.holdout_ratio, max_holdout=c.max_holdout, patience=c.patience,
             max_epochs=c.max_epochs, max_steps=c.max_steps, rng=np.random.default_rng(self._seed("dynamics")),
-            on_epoch=on_epoch, min_steps=c.min_steps,
+            on_epoch=on_epoch,
         )
         bar.close()
         ckpt.save(d, "stage", ckpt.prefixed("model", model),

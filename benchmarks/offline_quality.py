@@ -6,8 +6,8 @@ its supervised stages (IQL value, ensemble BC) and `--steps / 10` multi-step imp
 (the paper's ratio 1e5 : 1e4 within one phase), plus its dynamics model. The dynamics model is
 neither a policy nor a value learner (the peers have none): `--dynamics budget` (default, §1's
 table) caps it at `--steps` like everything else; `--dynamics paper` trains it as the paper does,
-for up to 1e5 steps or to its holdout early stop (hopper-medium: the 1e5 cap, 129 epochs, ~50 min
-on one core; BENCHMARKS §1 compares both).
+for its 1e5 steps (hopper-medium: 129 epochs, ~50 min on one core; BENCHMARKS §1 compares both;
+before the default `dynamics.patience` became None the authors' holdout early stop could end it sooner).
 Results are appended as JSON lines, so an interrupted run resumes where it stopped.
 
     python benchmarks/offline_quality.py --dataset data/hopper/hopper-medium.hdf5 --env Hopper-v5 \
@@ -108,7 +108,7 @@ def main() -> None:
     ap.add_argument("--work", default="runs/bench_offline")
     ap.add_argument("--dynamics", choices=sorted(DYNAMICS_BUDGETS), default="budget",
                     help="Uni-O4's dynamics model: capped at --steps (budget, default) or trained as in the paper "
-                         "(up to 1e5 steps, holdout early stop)")
+                         "(1e5 steps, each member's best-holdout weights kept)")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
     torch.set_num_threads(1)

@@ -187,6 +187,25 @@ def test_dynamics_ensemble_learns_a_linear_system_with_early_stopping_and_elites
     np.testing.assert_allclose(r.numpy(), rew[:5], atol=0.3)
 
 
+def test_dynamics_trains_its_whole_budget_unless_a_patience_is_set():
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(1300, 3)).astype(np.float32)
+    act = rng.uniform(-1, 1, size=(1300, 2)).astype(np.float32)
+    nxt, rew = obs + 0.1 * act.sum(1, keepdims=True), obs.sum(1)
+    steps_per_epoch = 5  # 1300 - 260 holdout = 1040 training rows: 4 batches of 256 and one of 16
+
+    def fit(patience: int | None) -> dict[str, float]:
+        torch.manual_seed(0)
+        model = GaussianEnsembleModel(7, 3, 2, (32, 32), n_elites=5)
+        # lr 0: the holdout loss never improves after the first epoch, as on a plateau or a transient
+        return train_dynamics(model, obs, act, rew, nxt, n_elites=5, lr=0.0, batch_size=256, weight_decay=(1e-5,),
+                              holdout_ratio=0.2, max_holdout=1000, patience=patience, max_epochs=1000,
+                              max_steps=100, rng=np.random.default_rng(1))
+
+    assert fit(None)["steps"] == 100  # the paper's rule: the whole step budget
+    assert fit(2)["steps"] == 3 * steps_per_epoch  # the authors': 1 epoch sets the best, 2 of patience
+
+
 def test_termination_rules():
     hop = rule_for_env("Hopper-v5")
     ok = torch.tensor([1.2, 0.05] + [0.0] * 9)

@@ -1,9 +1,10 @@
-"""Probabilistic dynamics ensemble (Eq. 5): 7 Gaussian members, 5 elites, holdout early stopping.
+"""Probabilistic dynamics ensemble (Eq. 5): 7 Gaussian members, 5 elites, holdout model selection.
 
 Each member predicts the mean and log-variance of [s' - s, r] from normalised (s, a). Members
 are one batched network; each sees its own bootstrap ordering of the training set. Training
-stops when no member improved its holdout loss by more than 1% for `patience` epochs, and the
-elites are the members with the lowest holdout MSE.
+runs to its step or epoch cap, or (with `patience`, the authors' rule) until no member improved its
+holdout loss by more than 1% for that many epochs; each member keeps its best-holdout weights, and
+the elites are the members with the lowest holdout MSE.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def train_dynamics(
     weight_decay: tuple[float, ...],
     holdout_ratio: float,
     max_holdout: int,
-    patience: int,
+    patience: int | None,
     max_epochs: int,
     max_steps: int,
     rng: np.random.Generator,
@@ -146,7 +147,7 @@ def train_dynamics(
             epochs_since += 1
         if on_epoch is not None:
             on_epoch(epoch, {"holdout_mse": float(mse.mean()), "steps": steps})
-        if epochs_since >= patience:
+        if patience is not None and epochs_since >= patience:
             break
     model.load_state_dict(best_state)
     with torch.no_grad():

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from uni_o4_ros.data import read_hdf5  # noqa: E402
 from uni_o4_ros.learning.config import load_config  # noqa: E402
+from uni_o4_ros.learning.dynamics import HOLDOUT_IMPROVEMENT  # noqa: E402
 from uni_o4_ros.learning.offline import OfflineTrainer  # noqa: E402
 from uni_o4_ros.learning.scalars import read_log  # noqa: E402
 
@@ -32,7 +33,7 @@ def patience_stop(curve: list[tuple[int, float]], patience: int) -> int | None:
     mean MSE; the pipeline's rule asks whether any member improved), or None."""
     best, since = float("inf"), 0
     for epoch, mse in curve:
-        if best == float("inf") or (best - mse) / best > 0.01:
+        if best == float("inf") or (best - mse) / best > HOLDOUT_IMPROVEMENT:
             best, since = mse, 0
         else:
             since += 1

@@ -76,6 +76,10 @@ def _nll(mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor) -> torc
     return ((mean - target).pow(2) * inv_var + logvar).mean(dim=(1, 2))  # per member
 
 
+# Relative holdout-MSE gain that counts as an improvement for the `patience` rule (authors' code).
+HOLDOUT_IMPROVEMENT = 0.01
+
+
 def train_dynamics(
     model: GaussianEnsembleModel,
     obs: np.ndarray,
@@ -133,7 +137,7 @@ def train_dynamics(
         with torch.no_grad():
             mean, _ = model(x_obs[hold], x_act[hold])
             mse = (mean - target[hold]).pow(2).mean(dim=(1, 2))
-        improved = torch.isinf(best) | ((best - mse) / best.clamp_min(1e-12) > 0.01)
+        improved = torch.isinf(best) | ((best - mse) / best.clamp_min(1e-12) > HOLDOUT_IMPROVEMENT)
         if improved.any():
             best = torch.where(improved, mse, best)
             state = model.state_dict()

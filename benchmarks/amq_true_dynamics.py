@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from uni_o4_ros.learning import checkpoint as ckpt
 from uni_o4_ros.learning.config import UniO4Config, from_dict
 from uni_o4_ros.learning.dynamics import GaussianEnsembleModel
 from uni_o4_ros.learning.offline import OfflineTrainer, dataset_digest, load_policy
+from uni_o4_ros.learning.online import make_gym_env
 from uni_o4_ros.learning.ope import am_q_per_start
 from uni_o4_ros.learning.policy import GaussianPolicyEnsemble
 from uni_o4_ros.learning.ppo import evaluate_policy
@@ -56,24 +58,28 @@ class SimulatorAtState:
             raise SystemExit(f"{env_name}: observations have {obs_dim} dims, not nq - 1 + nv = "
                              f"{self.nq - 1 + self.nv}; cannot set its state from them")
 
-    def rollout(self, start: np.ndarray, act_fn, q_fn, horizon: int, gamma: float) -> tuple[float, int, float]:
-        """(sum of gamma^t Q along the true trajectory, live steps, true reward over them)."""
+    def rollout(
+        self, start: np.ndarray, act_fn: Callable[[torch.Tensor], torch.Tensor],
+        q_fns: dict[str, Callable[[torch.Tensor, torch.Tensor], float]], horizon: int, gamma: float,
+    ) -> tuple[dict[str, float], int, float]:
+        """(sum of gamma^t Q along the true trajectory per critic, live steps, true reward over them)."""
         self.env.reset(seed=0)
         self.sim.set_state(np.concatenate([[0.0], start[: self.nq - 1]]), start[self.nq - 1 :])
         obs = self.sim._get_obs()
         if not np.allclose(obs, start, atol=1e-4):  # the layout assumed above is the task's
             raise SystemExit(f"the simulator set to a dataset state observes {obs}, not {start}")
-        q_sum, reward, discount = 0.0, 0.0, 1.0
+        q_sums, reward, discount = dict.fromkeys(q_fns, 0.0), 0.0, 1.0
         for t in range(horizon):
             o = torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0)
             act = act_fn(o)
-            q_sum += discount * q_fn(o, act)
+            for label, q_fn in q_fns.items():
+                q_sums[label] += discount * q_fn(o, act)
             obs, r, terminated, _, _ = self.env.step(act[0].numpy())
             reward += float(r)
             discount *= gamma
             if terminated:
-                return q_sum, t + 1, reward
-        return q_sum, horizon, reward
+                return q_sums, t + 1, reward
+        return q_sums, horizon, reward
 
 
 def _load_stage(run: Path, name: str, module: torch.nn.Module, digest: str) -> None:
@@ -136,6 +142,14 @@ def main() -> None:
     model_am_q = am_q_per_start(ensembles, critic.q, model, trainer.termination(), normalizer, starts, horizon,
                                 cfg.ope.gamma, generator=gen, state_bounds=trainer.state_bounds(), trace=trace)
     sim = SimulatorAtState(args.env, obs_dim)
+
+    def q_fn_of(q: DoubleQ) -> Callable[[torch.Tensor, torch.Tensor], float]:
+        def q_fn(o: torch.Tensor, a: torch.Tensor) -> float:
+            with torch.no_grad():
+                return float(q.min_q(normalizer(o), a))
+        return q_fn
+
+    q_fns = {label: q_fn_of(q) for label, q in critics.items()}
     rows = []
     members = [(ens, i) for ens in ensembles for i in range(ens.n)]
     for j, (ens, i) in enumerate(tqdm(members, desc="true dynamics", unit="candidate")):
@@ -143,19 +157,13 @@ def main() -> None:
             with torch.no_grad():
                 return ens.executed(ens(normalizer(o))[0][i])
 
+        out = [sim.rollout(s, act_fn, q_fns, horizon, cfg.ope.gamma) for s in starts.double().numpy()]
         row = {"candidate": names[j], "model_am_q": float(model_am_q[j].mean()),
                "model_live": float(trace["live_steps"][j].mean())}
-        for label, q in critics.items():
-            def q_fn(o: torch.Tensor, a: torch.Tensor, q: DoubleQ = q) -> float:
-                with torch.no_grad():
-                    return float(q.min_q(normalizer(o), a))
-
-            out = np.array([sim.rollout(s, act_fn, q_fn, horizon, cfg.ope.gamma) for s in starts.double().numpy()])
-            row[f"true_am_q_{label}"] = float(out[:, 0].mean())
-            row["true_live"], row["true_reward"] = float(out[:, 1].mean()), float(out[:, 2].mean())
+        row.update({f"true_am_q_{label}": float(np.mean([o[0][label] for o in out])) for label in critics})
+        row["true_live"] = float(np.mean([o[1] for o in out]))
+        row["true_reward"] = float(np.mean([o[2] for o in out]))
         if args.episodes:
-            from uni_o4_ros.learning.online import make_gym_env
-
             row["episode_return"] = float(evaluate_policy(ens, normalizer, make_gym_env(args.env), args.episodes,
                                                           seed=1000, member=i).mean())
         rows.append(row)

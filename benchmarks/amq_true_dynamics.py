@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from uni_o4_ros.data import OfflineDataset, read_hdf5
 from uni_o4_ros.learning import checkpoint as ckpt
-from uni_o4_ros.learning.config import UniO4Config, from_dict
+from uni_o4_ros.learning.config import UniO4Config, apply_overrides, from_dict
 from uni_o4_ros.learning.dynamics import GaussianEnsembleModel
 from uni_o4_ros.learning.offline import OfflineTrainer, dataset_digest, load_policy
 from uni_o4_ros.learning.online import make_gym_env
@@ -106,6 +106,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7, help="seed of the start states and model draws")
     ap.add_argument("--fresh-critic", choices=("none", "half", "all"), default="none",
                     help="also score with a critic trained anew (seed + 1) on every second episode or on all")
+    ap.add_argument("--fresh-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting of the fresh critic's run config, e.g. value.steps=50000 (repeatable)")
     ap.add_argument("--episodes", type=int, default=5, help="full episodes from reset per candidate (0: none)")
     ap.add_argument("--out", help="write the table as JSON here")
     args = ap.parse_args()
@@ -125,7 +127,11 @@ def main() -> None:
     _load_stage(run, "dynamics", model, digest)
     critics: dict[str, DoubleQ] = {"run": critic.q}
     if args.fresh_critic != "none":
-        fresh_cfg = from_dict(UniO4Config, {**meta["config"], "seed": cfg.seed + 1})
+        try:
+            fresh_cfg = apply_overrides(from_dict(UniO4Config, {**meta["config"], "seed": cfg.seed + 1}), None,
+                                        args.fresh_set)
+        except ValueError as exc:
+            raise SystemExit(f"--fresh-set: {exc}") from None
         data = _episode_half(ds) if args.fresh_critic == "half" else ds
         with tempfile.TemporaryDirectory() as tmp:
             # The run's state normaliser, so both critics read the same inputs.
@@ -180,7 +186,7 @@ def main() -> None:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"run": str(run), "dataset": args.dataset, "horizon": horizon,
                                               "starts": args.starts, "fresh_critic": args.fresh_critic,
-                                              "rows": rows}, indent=2))
+                                              "fresh_set": args.fresh_set, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

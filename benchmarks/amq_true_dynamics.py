@@ -90,7 +90,7 @@ def _load_stage(run: Path, name: str, module: torch.nn.Module, digest: str) -> N
 
 
 def _episode_half(ds: OfflineDataset) -> OfflineDataset:
-    """Every second episode (the odd ones): data the run's critic saw only half of."""
+    """Every second episode: half of the data the run's critic was trained on, drawn by episode."""
     keep = np.concatenate([np.arange(s.start, s.stop) for s in ds.episode_slices()[1::2]])
     return OfflineDataset(**{k: getattr(ds, k)[keep] for k in ("observations", "actions", "rewards", "terminals",
                                                                  "timeouts", "next_observations")})

@@ -135,8 +135,7 @@ def main() -> None:
         data = _episode_half(ds) if args.fresh_critic == "half" else ds
         with tempfile.TemporaryDirectory() as tmp:
             # The run's state normaliser, so both critics read the same inputs.
-            trainer = OfflineTrainer(fresh_cfg, data, tmp, init_policy=(final, normalizer))
-            critics["fresh"] = trainer.train_value()[0].q
+            critics["fresh"] = OfflineTrainer(fresh_cfg, data, tmp, init_policy=(final, normalizer)).train_value()[0].q
 
     trainer = OfflineTrainer(cfg, ds, run, progress=False)  # termination rule and state range only
     candidates = load_candidates(run, final.spec)

@@ -153,6 +153,32 @@ def test_iql_recovers_discounted_values_of_a_chain():
     assert adv.abs().max() < 0.1  # a single action: Q == V
 
 
+def test_q_layer_norm_bounds_q_off_the_data_and_still_fits_it():
+    # value.q_layer_norm: Q of actions far outside the data stays within what the last layer can
+    # reach from unit-variance features, where a plain ReLU Q grows with the action; on the data
+    # both fit the same one-step values.
+    torch.manual_seed(0)
+    obs = torch.randn(512, 3)
+    act = torch.rand(512, 1) * 2 - 1
+    rew = act[:, 0] - act[:, 0].pow(2)  # best action 0.5
+    far = torch.full((512, 1), 1000.0)
+    fitted = {}
+    for ln in (False, True):
+        critic = IQLCritic(3, 1, (64, 64), (64, 64), 0.5, 0.0, 0.05, 3e-3, q_layer_norm=ln)
+        for _ in range(1500):
+            critic.update(obs, act, rew, obs, torch.ones(512))
+        q = critic.q(obs, act).detach()
+        fitted[ln] = float((q - rew).abs().mean())
+        q_far = critic.q(obs, far).detach()
+        last = critic.q.net.net[-1]
+        bound = last.weight.detach().norm(dim=(1, 2)) * 64**0.5 + last.bias.detach().abs().view(2)
+        if ln:
+            assert bool((q_far.abs() <= bound.view(2, 1) + 1e-4).all())
+        else:
+            assert float(q_far.abs().max()) > 10 * float(bound.max())
+    assert fitted[True] < 0.05 and fitted[False] < 0.05
+
+
 def test_iql_bootstraps_through_non_terminal_transitions():
     torch.manual_seed(0)
     obs = torch.tensor([[1.0, 0.0]]).repeat(64, 1)
@@ -311,3 +337,33 @@ def test_value_warmup_starts_iql_at_the_behaviour_returns(tmp_path):
     rows = [r.split(",") for r in (trainer.run_dir / "scalars.csv").read_text().splitlines()[1:]]
     assert max(int(r[1]) for r in rows if r[2] == "mc_v_loss") == 300  # then IQL takes over
     assert min(int(r[1]) for r in rows if r[2] == "v_loss") > 300
+
+
+def test_layer_normalised_q_reaches_the_returns_level_and_keeps_its_scale_in_the_cache(tmp_path):
+    """value.q_layer_norm: with Hopper-sized rewards (3 per step) the pipeline's Q must reach the
+    data's returns within a few hundred steps, which an unscaled layer-normalised Q cannot (its
+    output is bounded by the last layer's weights), and a rerun that reuses the cached stage must
+    score actions exactly as the trained one did."""
+    from dataclasses import replace
+
+    from uni_o4_ros.learning.offline import OfflineTrainer
+
+    ds = _robot_like_dataset()
+    ds = replace(ds, rewards=np.full(len(ds.rewards), 3.0, np.float32))
+    returns = torch.as_tensor(ds.discounted_returns(0.99))
+    overrides = ["value.q_hidden=[64,64]", "value.v_hidden=[64,64]", "value.batch_size=256", "value.lr=1e-3",
+                 "value.mc_warmup_steps=300", "value.steps=100", "value.q_layer_norm=true"]
+    trainer = OfflineTrainer(load_config(None, overrides), ds, tmp_path / "ln", progress=False)
+    critic, _ = trainer.train_value()
+    act = torch.as_tensor(ds.actions)
+    q = critic.q.min_q(trainer.obs_n, act).detach()
+    assert abs(float(q.mean() - returns.mean())) < 0.15 * float(returns.mean())
+
+    again, _ = OfflineTrainer(load_config(None, overrides), ds, tmp_path / "ln", progress=False).train_value()
+    torch.testing.assert_close(again.q.min_q(trainer.obs_n, act).detach(), q, rtol=0, atol=0)
+
+    unscaled = IQLCritic(4, 2, (64, 64), (64, 64), 0.7, 0.99, 0.005, 1e-3, q_layer_norm=True, q_out_scale=1.0)
+    for _ in range(300):
+        i = torch.randint(0, len(returns), (256,))
+        unscaled.warmup_update(trainer.obs_n[i], act[i], returns[i])
+    assert float(unscaled.q.min_q(trainer.obs_n, act).detach().mean()) < 0.5 * float(returns.mean())

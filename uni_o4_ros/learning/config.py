@@ -51,6 +51,9 @@ class ValueConfig:
     mc_warmup_steps: int = 0
     lr: float = 1e-4
     batch_size: int = 512
+    # Not in the paper: LayerNorm after each hidden layer of Q, which bounds how far Q can
+    # extrapolate to actions off the data (BENCHMARKS §1).
+    q_layer_norm: bool = False
 
 
 @dataclass

@@ -58,6 +58,7 @@ class EnsembleMLP(nn.Module):
         hidden: Sequence[int],
         activation: str = "relu",
         out_gain: float = 1.0,
+        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -65,7 +66,12 @@ class EnsembleMLP(nn.Module):
         dims = [in_dim, *hidden]
         layers: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:]):
-            layers += [EnsembleLinear(n, a, b), ACTIVATIONS[activation]()]
+            layers.append(EnsembleLinear(n, a, b))
+            if layer_norm:
+                # No affine part: its weights would be shared by the members, and what bounds the
+                # output off the data is the normalisation itself (features of norm sqrt(width)).
+                layers.append(nn.LayerNorm(b, elementwise_affine=False))
+            layers.append(ACTIVATIONS[activation]())
         last = EnsembleLinear(n, dims[-1], out_dim)
         last.reset_parameters(gain=out_gain)
         layers.append(last)

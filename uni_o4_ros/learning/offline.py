@@ -129,6 +129,11 @@ class OfflineTrainer:
         d = self.cfg.dynamics
         return rule_for_env(d.termination if d.termination != "auto" else self.cfg.env)
 
+    def q_scale(self) -> float:
+        """The value level of a constant mean reward, mean |r| / (1 - gamma): the output scale of a
+        layer-normalised Q (`value.q_layer_norm`)."""
+        return max(float(self.rew.abs().mean()), 1e-6) / (1.0 - self.cfg.value.gamma)
+
     def _key(self, *parts: Any) -> str:
         """A stage's cache key: its config, inputs and the seed its training draws from."""
         return config_hash(*parts, self.cfg.seed)
@@ -170,7 +175,7 @@ class OfflineTrainer:
         d = self._stage_dir("value", key)
         torch.manual_seed(self._seed("value"))
         critic = IQLCritic(self.obs.shape[1], self.act.shape[1], tuple(c.q_hidden), tuple(c.v_hidden),
-                           c.expectile, c.gamma, c.tau, c.lr, c.target_every)
+                           c.expectile, c.gamma, c.tau, c.lr, c.target_every, c.q_layer_norm, self.q_scale())
         warmup, total = c.mc_warmup_steps, c.mc_warmup_steps + c.steps
         start = self._resume(d, critic, {"q_opt": critic.q_opt, "v_opt": critic.v_opt})
         if start < total:

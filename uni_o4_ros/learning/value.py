@@ -19,12 +19,26 @@ def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
 class DoubleQ(nn.Module):
     """Two Q heads as one batched ensemble; `forward` returns both, `min_q` the pessimistic one."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...]) -> None:
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden: tuple[int, ...], layer_norm: bool = False, out_scale: float = 1.0,
+    ) -> None:
         super().__init__()
-        self.net = EnsembleMLP(2, obs_dim + act_dim, 1, hidden, "relu")
+        # Layer-normalised features bound the output by the last layer's weights, which Adam at
+        # lr 1e-4 grows far too slowly to reach values of ~300: Q then sits at a tenth of the
+        # data's returns. The fixed scale puts the output in the returns' units (a buffer, so a
+        # checkpoint carries it), and the small last-layer gain keeps the scaled initial output
+        # near 0 rather than +-scale, which the value stage would first have to unlearn.
+        self.net = EnsembleMLP(2, obs_dim + act_dim, 1, hidden, "relu", out_gain=0.01 if layer_norm else 1.0,
+                               layer_norm=layer_norm)
+        self.layer_norm = layer_norm
+        if layer_norm:
+            self.register_buffer("out_scale", torch.tensor(float(out_scale)))
+
+    def _scaled(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.out_scale if self.layer_norm else y
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([obs, act], dim=-1)).squeeze(-1)  # (2, B)
+        return self._scaled(self.net(torch.cat([obs, act], dim=-1)).squeeze(-1))  # (2, B)
 
     def min_q(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         return self(obs, act).min(0).values
@@ -33,7 +47,7 @@ class DoubleQ(nn.Module):
         """Head `head` alone (evaluated alone, not both then indexed), or the min when None."""
         if head is None:
             return self.min_q(obs, act)
-        return self.net.forward_member(head, torch.cat([obs, act], dim=-1)).squeeze(-1)
+        return self._scaled(self.net.forward_member(head, torch.cat([obs, act], dim=-1)).squeeze(-1))
 
 
 class ValueNet(nn.Module):
@@ -59,9 +73,11 @@ class IQLCritic(nn.Module):
         tau: float,
         lr: float,
         target_every: int = 1,
+        q_layer_norm: bool = False,
+        q_out_scale: float = 1.0,
     ) -> None:
         super().__init__()
-        self.q = DoubleQ(obs_dim, act_dim, q_hidden)
+        self.q = DoubleQ(obs_dim, act_dim, q_hidden, q_layer_norm, q_out_scale)
         self.v = ValueNet(obs_dim, v_hidden)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
         self.expectile, self.gamma, self.tau, self.target_every = expectile, gamma, tau, target_every

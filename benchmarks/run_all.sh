@@ -11,8 +11,9 @@ R=benchmarks/results
 mkdir -p "$R"
 
 # Datasets (no download exists; resumable)
-$UNI collect --env HalfCheetah-v5 --out data/halfcheetah --train-steps 1000000 --dataset-steps 200000
-$UNI collect --env Hopper-v5 --out data/hopper --train-steps 1000000 --dataset-steps 200000 --seed 1
+# (HalfCheetah's current files: --threads 1; Hopper's were made with torch's default, 2 threads here)
+$UNI collect --env HalfCheetah-v5 --out data/halfcheetah --train-steps 1000000 --dataset-steps 200000 --threads 1
+$UNI collect --env Hopper-v5 --out data/hopper --train-steps 1000000 --dataset-steps 200000 --seed 1 --threads 2
 
 # §1 offline quality (Uni-O4 vs BC, IQL, TD3+BC), 5,000 gradient steps each
 $PY benchmarks/offline_quality.py --dataset data/halfcheetah/halfcheetah-medium.hdf5 --env HalfCheetah-v5 \
@@ -20,9 +21,10 @@ $PY benchmarks/offline_quality.py --dataset data/halfcheetah/halfcheetah-medium.
 $PY benchmarks/offline_quality.py --dataset data/halfcheetah/halfcheetah-medium.hdf5 --env HalfCheetah-v5 \
   --steps 5000 --seeds 0 1 2 --algos uni_o4 --out $R/offline_quality_halfcheetah_uni_o4.jsonl
 for ds in hopper-medium hopper-medium-replay; do
-  $PY benchmarks/offline_quality.py --dataset data/hopper/$ds.hdf5 --env Hopper-v5 --steps 5000 --seeds 0 1 2 \
+  seeds="0 1 2"; [ $ds = hopper-medium-replay ] && seeds="0 1 2 3 4"
+  $PY benchmarks/offline_quality.py --dataset data/hopper/$ds.hdf5 --env Hopper-v5 --steps 5000 --seeds $seeds \
     --algos bc iql td3bc --out $R/offline_quality_hopper_peers.jsonl
-  $PY benchmarks/offline_quality.py --dataset data/hopper/$ds.hdf5 --env Hopper-v5 --steps 5000 --seeds 0 1 2 \
+  $PY benchmarks/offline_quality.py --dataset data/hopper/$ds.hdf5 --env Hopper-v5 --steps 5000 --seeds $seeds \
     --algos uni_o4 --out $R/offline_quality_hopper_uni_o4.jsonl
 done
 

@@ -120,8 +120,7 @@ def main() -> None:
     digest = dataset_digest(ds)
     v, d = cfg.value, cfg.dynamics
     obs_dim, act_dim = ds.obs_dim, ds.act_dim
-    critic = IQLCritic(obs_dim, act_dim, tuple(v.q_hidden), tuple(v.v_hidden), v.expectile, v.gamma, v.tau, v.lr,
-                       v.target_every, v.q_layer_norm)
+    critic = IQLCritic.from_config(v, obs_dim, act_dim)  # a layer-normalised Q's scale comes with the stage
     _load_stage(run, "value", critic, digest)
     model = GaussianEnsembleModel(d.n_members, obs_dim, act_dim, tuple(d.hidden), d.n_elites)
     _load_stage(run, "dynamics", model, digest)

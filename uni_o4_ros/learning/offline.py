@@ -174,8 +174,7 @@ class OfflineTrainer:
         key = self._key(c, self.digest, self.norm_key)
         d = self._stage_dir("value", key)
         torch.manual_seed(self._seed("value"))
-        critic = IQLCritic(self.obs.shape[1], self.act.shape[1], tuple(c.q_hidden), tuple(c.v_hidden),
-                           c.expectile, c.gamma, c.tau, c.lr, c.target_every, c.q_layer_norm, self.q_scale())
+        critic = IQLCritic.from_config(c, self.obs.shape[1], self.act.shape[1], self.q_scale())
         warmup, total = c.mc_warmup_steps, c.mc_warmup_steps + c.steps
         start = self._resume(d, critic, {"q_opt": critic.q_opt, "v_opt": critic.v_opt})
         if start < total:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .networks import EnsembleMLP
+
+if TYPE_CHECKING:
+    from .config import ValueConfig
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
@@ -84,6 +88,12 @@ class IQLCritic(nn.Module):
         self.q_opt = torch.optim.Adam(self.q.parameters(), lr=lr)
         self.v_opt = torch.optim.Adam(self.v.parameters(), lr=lr)
         self.n_updates = 0
+
+    @classmethod
+    def from_config(cls, c: ValueConfig, obs_dim: int, act_dim: int, q_out_scale: float = 1.0) -> IQLCritic:
+        """The critic a `ValueConfig` describes: the one place that maps its fields to arguments."""
+        return cls(obs_dim, act_dim, tuple(c.q_hidden), tuple(c.v_hidden), c.expectile, c.gamma, c.tau, c.lr,
+                   c.target_every, c.q_layer_norm, q_out_scale)
 
     def update(
         self,

@@ -181,6 +181,9 @@ def test_target_kl_stops_the_actor_when_the_policy_has_moved_that_far_and_lets_t
             m1, s1 = actor(obs)
         # KL(before || after) of the diagonal Gaussians, averaged over the rollout's states
         kl = (s1 - s0 + (torch.exp(2 * s0) + (m0 - m1) ** 2) / (2 * torch.exp(2 * s1)) - 0.5).sum(-1).mean()
+        # the logged exploration std is the policy's own, between its values before and after
+        lo, hi = sorted((float(s0.exp().mean()), float(s1.exp().mean())))
+        assert 0.95 * lo <= stats["policy_std"] <= 1.05 * hi, (stats["policy_std"], lo, hi)
         return float(kl), stats, critic.state_dict()
 
     free_kl, free, free_critic = one_update(None)

@@ -194,7 +194,9 @@ class PPO:
         act = rollout.actions.reshape(-1, rollout.actions.shape[-1])
         old_logp, adv, returns = rollout.log_probs.reshape(-1), adv.reshape(-1), returns.reshape(-1)
         n = obs.shape[0]
-        stats = {"policy_loss": 0.0, "value_loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0}
+        # policy_std: the mean standard deviation of the actions the policy samples, i.e. how far
+        # its exploration strays from the mean action that deterministic evaluation executes.
+        stats = {"policy_loss": 0.0, "value_loss": 0.0, "clip_frac": 0.0, "approx_kl": 0.0, "policy_std": 0.0}
         count = actor_steps = 0
         for _ in range(self.epochs):
             perm = torch.randperm(n)
@@ -234,6 +236,7 @@ class PPO:
                     stats["value_loss"] += float(v_loss)
                     stats["clip_frac"] += float(((ratio - 1).abs() > self.clip).float().mean())
                     stats["approx_kl"] += approx_kl
+                    stats["policy_std"] += float(log_std.exp().mean())
                 count += 1
         out = {k: v / max(1, count) for k, v in stats.items()}
         out["actor_steps"] = float(actor_steps)

@@ -40,7 +40,8 @@ $PY benchmarks/offline_to_online.py --offline-runs runs/bench_offline --dataset 
 $PY benchmarks/ppo_scratch.py --env Hopper-v5 --steps 200000 --seeds 0 1 2 --out $R/ppo_scratch.jsonl
 
 # §3 speed and §4 robot loop: run these on an idle machine
-$PY benchmarks/speed.py --threads 2 --out $R/speed_idle.json
+$PY benchmarks/speed.py --threads 2 --out $R/speed_idle_2026-12-05.json
+$PY benchmarks/speed.py --threads 1 --out $R/speed_1thread_2026-12-05.json
 $PY benchmarks/robot_loop.py --run-seconds 180 --throughput-seconds 30 --out $R/robot_loop_idle.json
 
 # §6.0 field pipeline, Uni-O4 then the IQL baseline, 20 evaluation episodes per cell

@@ -66,6 +66,40 @@ class LoopPolicy(nn.Module):
         return total
 
 
+class LoopDynamics(nn.Module):
+    """The dynamics members as separate Swish MLPs with the same log-variance bounds and NLL."""
+
+    def __init__(self, n: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        dims, out = [OBS + ACT, *hidden], OBS + 1
+        self.members = nn.ModuleList(
+            nn.Sequential(*[m for a, b in zip(dims[:-1], dims[1:]) for m in (nn.Linear(a, b), nn.SiLU())],
+                          nn.Linear(dims[-1], 2 * out)) for _ in range(n))
+        self.max_logvar = nn.Parameter(torch.full((1, out), 0.5))
+        self.min_logvar = nn.Parameter(torch.full((1, out), -10.0))
+
+    def loss(self, obs: torch.Tensor, act: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = 0.0
+        for i, m in enumerate(self.members):
+            mean, logvar = m(torch.cat([obs[i], act[i]], -1)).chunk(2, -1)
+            logvar = self.max_logvar - nn.functional.softplus(self.max_logvar - logvar)
+            logvar = self.min_logvar + nn.functional.softplus(logvar - self.min_logvar)
+            total = total + ((mean - target[i]).pow(2) * torch.exp(-logvar) + logvar).mean()
+        return total
+
+
+def adam_step(loss_fn, params) -> callable:
+    opt = torch.optim.Adam(params, 1e-4)
+
+    def step():
+        loss = loss_fn()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -86,27 +120,37 @@ def main() -> None:
 
     for n in (1, 4):
         pol = make_policy(OBS, ACT, n=n, hidden=BC_HIDDEN)
-        opt = torch.optim.Adam(pol.parameters(), 1e-4)
-
-        def bc_step(p=pol, o=opt):
-            loss, _ = ensemble_bc_loss(p, obs, act, 0.1)
-            o.zero_grad()
-            loss.backward()
-            o.step()
-
-        res[f"ensemble_bc_n{n}_steps_per_s"] = rate(bc_step, args.seconds)
-
+        res[f"ensemble_bc_n{n}_steps_per_s"] = rate(
+            adam_step(lambda p=pol: ensemble_bc_loss(p, obs, act, 0.1)[0], pol.parameters()), args.seconds)
     loop = LoopPolicy(4, BC_HIDDEN)
-    lopt = torch.optim.Adam(loop.parameters(), 1e-4)
-
-    def loop_step():
-        loss = loop.loss(obs, act)
-        lopt.zero_grad()
-        loss.backward()
-        lopt.step()
-
-    res["loop_bc_n4_steps_per_s"] = rate(loop_step, args.seconds)
+    res["loop_bc_n4_steps_per_s"] = rate(adam_step(lambda: loop.loss(obs, act), loop.parameters()), args.seconds)
     res["batched_vs_loop_speedup_n4"] = res["ensemble_bc_n4_steps_per_s"] / res["loop_bc_n4_steps_per_s"]
+
+    # The same comparison at smaller batches, where the loop's per-operation overhead weighs more
+    # against its arithmetic (Table 5's BC batch is 512, above).
+    for bs in (64, 128, 256):
+        o, a = obs[:bs], act[:bs]
+        pol = make_policy(OBS, ACT, n=4, hidden=BC_HIDDEN)
+        batched = rate(adam_step(lambda p=pol, o=o, a=a: ensemble_bc_loss(p, o, a, 0.1)[0], pol.parameters()),
+                       args.seconds)
+        lp = LoopPolicy(4, BC_HIDDEN)
+        looped = rate(adam_step(lambda m=lp, o=o, a=a: m.loss(o, a), lp.parameters()), args.seconds)
+        res[f"batched_vs_loop_speedup_n4_batch{bs}"] = batched / looped
+
+    # Where the time goes, layer by layer: forward and backward of one BC layer for all 4 members,
+    # one batched product against a loop of nn.Linear (the input needs no gradient, as in BC).
+    for fan_in, fan_out in ((OBS, 256), (256, 256), (256, 2 * ACT)):
+        x = torch.randn(4, b, fan_in, requires_grad=fan_in != OBS)
+        w = torch.randn(4, fan_in, fan_out, requires_grad=True)
+        bias = torch.zeros(4, 1, fan_out, requires_grad=True)
+        g = torch.randn(4, b, fan_out)
+        linears = [nn.Linear(fan_in, fan_out) for _ in range(4)]
+        xs = [x[i].detach().requires_grad_(fan_in != OBS) for i in range(4)]
+        res[f"layer_{fan_in}x{fan_out}_batched_ms"] = 1e3 / rate(
+            lambda x=x, w=w, bias=bias, g=g: torch.baddbmm(bias, x, w).backward(g), args.seconds)
+        res[f"layer_{fan_in}x{fan_out}_loop_ms"] = 1e3 / rate(
+            lambda ls=linears, xs=xs, g=g: [lin(xi).backward(g[i]) for i, (lin, xi) in enumerate(zip(ls, xs))],
+            args.seconds)
 
     # How much batching could gain at most: the loop's arithmetic rate against the rate of one
     # batched matmul of the members' widest layer, the best a fully batched step could sustain.
@@ -118,18 +162,14 @@ def main() -> None:
     res["batched_vs_loop_speedup_bound_n4"] = res["bmm_4x512x256x256_gflops"] / res["loop_bc_n4_gflops"]
 
     model = GaussianEnsembleModel(7, OBS, ACT, (200, 200, 200, 200), n_elites=5)
-    mopt = torch.optim.Adam(model.parameters(), 1e-3)
     target = torch.randn(7, 256, OBS + 1)
     mo, ma = torch.randn(7, 256, OBS), torch.randn(7, 256, ACT)
-
-    def dyn_step():
-        mean, logvar = model(mo, ma)
-        loss = _nll(mean, logvar, target).sum()
-        mopt.zero_grad()
-        loss.backward()
-        mopt.step()
-
-    res["dynamics_n7_steps_per_s"] = rate(dyn_step, args.seconds)
+    res["dynamics_n7_steps_per_s"] = rate(
+        adam_step(lambda: _nll(*model(mo, ma), target).sum(), model.parameters()), args.seconds)
+    loop_dyn = LoopDynamics(7, (200, 200, 200, 200))
+    res["loop_dynamics_n7_steps_per_s"] = rate(
+        adam_step(lambda: loop_dyn.loss(mo, ma, target), loop_dyn.parameters()), args.seconds)
+    res["batched_vs_loop_speedup_dynamics_n7"] = res["dynamics_n7_steps_per_s"] / res["loop_dynamics_n7_steps_per_s"]
 
     critic = IQLCritic(OBS, ACT, (1024, 1024), (256, 256, 256), 0.7, 0.99, 0.005, 1e-4, 2)
     imp = MultiStepImprover(make_policy(OBS, ACT, n=4), critic, lr=1e-4, clip=0.25, total_steps=10_000,

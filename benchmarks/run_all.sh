@@ -32,9 +32,11 @@ done
 $PY benchmarks/offline_to_online.py --offline-runs runs/bench_offline --dataset halfcheetah-medium \
   --env HalfCheetah-v5 --seeds 0 1 2 --steps 100000 --eval-every 20000 --out $R/offline_to_online_halfcheetah.jsonl
 $PY benchmarks/offline_to_online.py --offline-runs none --dataset halfcheetah-medium --env HalfCheetah-v5 \
-  --seeds 0 1 2 --steps 100000 --eval-every 20000 --methods scratch_clip --out $R/offline_to_online_scratch.jsonl
+  --seeds 0 1 2 --steps 100000 --eval-every 20000 --methods scratch_clip --out $R/ablation_o2o_scratch_clip_halfcheetah.jsonl
 $PY benchmarks/offline_to_online.py --offline-runs runs/bench_offline --dataset hopper-medium --env Hopper-v5 \
   --seeds 0 1 2 --steps 100000 --eval-every 20000 --out $R/offline_to_online_hopper.jsonl
+$PY benchmarks/offline_to_online.py --offline-runs runs/bench_offline --dataset hopper-medium-replay --env Hopper-v5 \
+  --seeds 0 1 2 3 4 --steps 100000 --eval-every 20000 --methods uni_o4 --out $R/offline_to_online_hopper_medium_replay.jsonl
 
 # §2b from-scratch PPO mean parameterisation
 $PY benchmarks/ppo_scratch.py --env Hopper-v5 --steps 200000 --seeds 0 1 2 --out $R/ppo_scratch.jsonl

@@ -20,7 +20,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from uni_o4_ros.learning.behavior_cloning import ensemble_bc_loss  # noqa: E402
-from uni_o4_ros.learning.dynamics import GaussianEnsembleModel, _nll  # noqa: E402
+from uni_o4_ros.learning.dynamics import GaussianEnsembleModel, _nll, soft_bound_logvar  # noqa: E402
 from uni_o4_ros.learning.improvement import MultiStepImprover  # noqa: E402
 from uni_o4_ros.learning.normalizer import StateNormalizer  # noqa: E402
 from uni_o4_ros.learning.ope import am_q  # noqa: E402
@@ -83,9 +83,8 @@ class LoopDynamics(nn.Module):
         total = 0.0
         for i, m in enumerate(self.members):
             mean, logvar = m(torch.cat([obs[i], act[i]], -1)).chunk(2, -1)
-            logvar = self.max_logvar - nn.functional.softplus(self.max_logvar - logvar)
-            logvar = self.min_logvar + nn.functional.softplus(logvar - self.min_logvar)
-            total = total + ((mean - target[i]).pow(2) * torch.exp(-logvar) + logvar).mean()
+            logvar = soft_bound_logvar(logvar, self.min_logvar, self.max_logvar)
+            total = total + _nll(mean[None], logvar[None], target[i][None]).sum()
         return total
 
 

@@ -37,9 +37,7 @@ class GaussianEnsembleModel(nn.Module):
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (torch.cat([obs, act], -1) - self.in_mean) / self.in_std
         mean, logvar = self.body(x).chunk(2, dim=-1)
-        logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
-        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
-        return mean, logvar
+        return mean, soft_bound_logvar(logvar, self.min_logvar, self.max_logvar)
 
     def linear_layers(self) -> list[EnsembleLinear]:
         return [m for m in self.body.modules() if isinstance(m, EnsembleLinear)]
@@ -69,6 +67,12 @@ class GaussianEnsembleModel(nn.Module):
         pick = self.elites[elite_draw]
         chosen = mean[pick, torch.arange(b, device=obs.device)]
         return obs + chosen[:, :-1], chosen[:, -1]
+
+
+def soft_bound_logvar(logvar: torch.Tensor, min_logvar: torch.Tensor, max_logvar: torch.Tensor) -> torch.Tensor:
+    """Keep a predicted log-variance softly inside the learned [min, max] bounds."""
+    logvar = max_logvar - F.softplus(max_logvar - logvar)
+    return min_logvar + F.softplus(logvar - min_logvar)
 
 
 def _nll(mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -248,6 +248,15 @@ def test_help_explains_every_command():
         proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", cmd, "--help"], capture_output=True,
                               text=True, timeout=120)
         assert proc.returncode == 0 and "usage: uni-o4 " + cmd in proc.stdout
+    # and every option and argument says what it does: a bare `--seed SEED` leaves the user guessing
+    import argparse
+
+    from uni_o4_ros.cli import build_parser
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    unexplained = [f"{name} {act.option_strings or act.dest}" for name, sub in subparsers.choices.items()
+                   for act in sub._actions if not (act.help or "").strip()]
+    assert not unexplained, unexplained
 
 
 def test_dataset_round_trip_of_concatenated_kinds(tmp_path, hopper_h5):

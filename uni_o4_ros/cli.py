@@ -87,7 +87,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML file overriding config values")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value, repeatable (e.g. --set value.expectile=0.5)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every stage (networks, minibatches, environments)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -102,15 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="data/hopper", help="output folder (resumable)")
     p.add_argument("--train-steps", type=_positive_int, default=1_000_000, help="PPO environment steps")
     p.add_argument("--dataset-steps", type=_positive_int, default=200_000, help="transitions per policy dataset")
-    p.add_argument("--eval-every", type=_positive_int, default=20_000)
+    p.add_argument("--eval-every", type=_positive_int, default=20_000,
+                   help="PPO steps between snapshots; each is evaluated and a candidate for the medium policy")
     p.add_argument("--medium-fraction", type=float, default=0.45,
                    help="medium = snapshot whose return is closest to this fraction of the best")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the PPO agent and the environments")
     p.add_argument("--threads", type=_positive_int,
                    help="torch threads (default: every core). The same seed and thread count reproduce a "
                    "dataset bit for bit; another thread count sums in another order, and over a long "
                    "training run that grows into a different behaviour agent (collect.json records it)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     p = sub.add_parser("offline", help="offline Uni-O4 on a dataset; selects the policy by AM-Q only",
                        epilog=EPILOG)
@@ -127,24 +128,26 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG)
     p.add_argument("--policy", help="folder with policy.safetensors/json (e.g. RUN/final); omit with --scratch")
     p.add_argument("--scratch", action="store_true", help="PPO from scratch instead of fine-tuning")
-    p.add_argument("--env", required=True)
-    p.add_argument("--run-dir", required=True)
+    p.add_argument("--env", required=True, help="Gymnasium MuJoCo task to fine-tune in, e.g. Hopper-v5")
+    p.add_argument("--run-dir", required=True, help="output folder (checkpoints, scalars.csv, PNG); "
+                   "rerunning resumes")
     p.add_argument("--steps", type=_positive_int, help="environment steps (default from the budget)")
     _add_config_args(p)
 
     p = sub.add_parser("evaluate", help="evaluate a saved policy (deterministic mean actions)")
-    p.add_argument("--policy", required=True)
-    p.add_argument("--env", required=True)
-    p.add_argument("--episodes", type=_positive_int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--policy", required=True, help="folder with policy.safetensors/json (e.g. RUN/final)")
+    p.add_argument("--env", required=True, help="Gymnasium MuJoCo task, e.g. Hopper-v5")
+    p.add_argument("--episodes", type=_positive_int, default=10, help="episodes (default 10, as D4RL)")
+    p.add_argument("--seed", type=int, default=0, help="episode k starts from reset seed SEED + k, so two "
+                   "policies evaluated with one seed meet the same initial states")
 
     p = sub.add_parser("demo", help="D4RL-style job (make demo-d4rl): small Hopper dataset -> offline Uni-O4 -> "
                        "online PPO -> report",
                        epilog=EPILOG)
-    p.add_argument("--env", default="Hopper-v5")
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--env", default="Hopper-v5", help="Gymnasium MuJoCo task (default Hopper-v5)")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo); rerunning resumes")
     p.add_argument("--train-steps", type=_positive_int, default=200_000, help="behaviour PPO steps for the dataset")
-    p.add_argument("--dataset-steps", type=_positive_int, default=50_000)
+    p.add_argument("--dataset-steps", type=_positive_int, default=50_000, help="transitions per dataset")
     p.add_argument("--kind", default="medium", help="which dataset to learn from: medium | medium-replay | "
                    "medium-expert")
     _add_config_args(p)
@@ -167,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file overriding PretrainConfig values (env.*, ppo.*, hidden, ...)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one value, e.g. --set ppo.actor_lr=1e-4 (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the policy and the simulated robots")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     p = sub.add_parser("field", help="main job: the paper's robot pipeline (simulator policy -> mattress data -> "
                        "offline Uni-O4 -> online fine-tuning with live hot-swaps) through the node graph",
@@ -196,8 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-episodes", type=_positive_int,
                    help="evaluation episodes per policy and speed (small budget: 5; changing it on a "
                    "finished run redoes only the evaluation and the report)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of every stage (recording, offline, online, "
+                   "evaluation)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     p = sub.add_parser("bag2h5", help="turn a rosbag2 (MCAP or SQLite) of Transition messages into a D4RL-layout "
                        "HDF5 dataset", description="Reads the Transition topic of a bag recorded on the robot "
@@ -205,10 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "episodes from (episode_id, step) and writes one HDF5 file the learner reads.")
     p.add_argument("bag", help="bag folder (with metadata.yaml) or .mcap file")
     p.add_argument("--out", required=True, help="output .hdf5 file (must not exist)")
-    p.add_argument("--topic", default="/transitions")
+    p.add_argument("--topic", default="/transitions", help="Transition topic to read (default /transitions)")
 
     p = sub.add_parser("plot", help="draw a run's scalars.csv as PNG")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="run folder with scalars.csv; writes RUN_DIR/scalars.png")
     return parser
 
 

@@ -24,7 +24,7 @@ from uni_o4_ros.learning.dynamics import GaussianEnsembleModel, _nll, soft_bound
 from uni_o4_ros.learning.improvement import MultiStepImprover  # noqa: E402
 from uni_o4_ros.learning.normalizer import StateNormalizer  # noqa: E402
 from uni_o4_ros.learning.ope import am_q  # noqa: E402
-from uni_o4_ros.learning.policy import make_policy  # noqa: E402
+from uni_o4_ros.learning.policy import GaussianPolicyEnsemble, PolicySpec, bounded_log_std, make_policy  # noqa: E402
 from uni_o4_ros.learning.value import IQLCritic  # noqa: E402
 
 OBS, ACT = 11, 3  # Hopper
@@ -62,8 +62,8 @@ class LoopPolicy(nn.Module):
         total = 0.0
         for m in self.members:
             mean, pre = m(obs).chunk(2, -1)
-            log_std = -5 + 2.5 * (torch.tanh(pre) + 1)
-            total = total - torch.distributions.Normal(torch.tanh(mean), log_std.exp()).log_prob(act).sum(-1).mean()
+            log_std = bounded_log_std(pre, PolicySpec.log_std_min, PolicySpec.log_std_max)
+            total = total - GaussianPolicyEnsemble.gaussian_log_prob(torch.tanh(mean), log_std, act).mean()
         return total
 
 

@@ -77,9 +77,7 @@ class GaussianPolicyEnsemble(nn.Module):
         mean, pre_std = out.chunk(2, dim=-1)
         if self.spec.mean_activation == "tanh":
             mean = torch.tanh(mean)
-        lo, hi = self.spec.log_std_min, self.spec.log_std_max
-        log_std = lo + 0.5 * (hi - lo) * (torch.tanh(pre_std) + 1.0)
-        return mean, log_std
+        return mean, bounded_log_std(pre_std, self.spec.log_std_min, self.spec.log_std_max)
 
     @staticmethod
     def gaussian_log_prob(mean: torch.Tensor, log_std: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
@@ -103,6 +101,12 @@ class GaussianPolicyEnsemble(nn.Module):
         mean, log_std = self(obs)
         a = mean if deterministic else mean + torch.randn_like(mean) * log_std.exp()
         return a, self.gaussian_log_prob(mean, log_std, a)
+
+
+def bounded_log_std(pre_std: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """The one log-std parameterisation, offline and online alike: a tanh squashed into [lo, hi],
+    so the std can neither collapse nor explode and its gradient stays smooth at both ends."""
+    return lo + 0.5 * (hi - lo) * (torch.tanh(pre_std) + 1.0)
 
 
 def make_policy(

@@ -47,7 +47,7 @@ def o2o_table(rows: list[dict], png: Path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = plt.subplots(figsize=(6, 4.2))
     out = ["| method | seed | score at each evaluation (env steps: " +
            ", ".join(str(s) for s in rows[0]["steps"]) + ") | min / first |", "|---|---:|---|---:|"]
     curves = defaultdict(list)
@@ -66,13 +66,16 @@ def o2o_table(rows: list[dict], png: Path) -> str:
             mean = arr.mean(0)
             ratio = f"{mean.min() / mean[0]:.2f}" if mean[0] > 0 else "-"
             out.append(f"| {method} | mean of {len(cs)} | " + ", ".join(f"{v:.1f}" for v in mean) + f" | {ratio} |")
-        ax.plot(x, arr.mean(0), label=f"{method} (mean of {len(cs)})")
-        ax.fill_between(x, arr.min(0), arr.max(0), alpha=0.2)
-    ax.set_title(f"{rows[0]['dataset']}: fine-tuning vs PPO from scratch")
+        (line,) = ax.plot(x, arr.mean(0), lw=2, label=f"{method} (mean of {len(cs)}; thin: each seed)")
+        ax.fill_between(x, arr.min(0), arr.max(0), color=line.get_color(), alpha=0.12)
+        for c in arr:  # each seed thin, so a dip of one run is visible and not only a wider band
+            ax.plot(x, c, color=line.get_color(), lw=0.8, alpha=0.5)
+    vs = " vs PPO from scratch" if "scratch" in curves else ""
+    ax.set_title(f"{rows[0]['dataset']}: fine-tuning{vs}")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("D4RL-normalised score")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=90)
     plt.close(fig)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 
 from uni_o4_ros.learning.behavior_cloning import ensemble_bc_loss, eq6_disagreement, kl_disagreement
-from uni_o4_ros.learning.config import UniO4Config, config_hash, load_config
+from uni_o4_ros.learning.config import UniO4Config, apply_overrides, config_hash, load_config
 from uni_o4_ros.learning.dynamics import GaussianEnsembleModel, train_dynamics
 from uni_o4_ros.learning.networks import EnsembleLinear, EnsembleMLP, clip_grad_norm_per_member
 from uni_o4_ros.learning.policy import make_policy
@@ -291,6 +293,24 @@ def test_config_defaults_are_table5_and_overrides_are_typed(tmp_path):
     assert load_config(None, ["online.target_kl=0.02", "online.target_kl=none"]).online.target_kl is None
     with pytest.raises(ValueError, match="target_kl: expected float"):
         load_config(None, ["online.target_kl=small"])
+    # values that cannot mean anything stop at once, named by their full key, before any training
+    for override, message in (("online.clip=-1", "online.clip: must be in (0, 1)"),
+                              ("online.gamma=1.5", "online.gamma: must be in (0, 1]"),
+                              ("value.expectile=1.0", "value.expectile: must be in (0, 1)"),
+                              ("bc.lr=.nan", "bc.lr: must be >= 0"),
+                              ("online.target_kl=0", "online.target_kl: must be > 0"),
+                              ("policy.hidden=[256,0]", "policy.hidden: must be >= 1 for every entry"),
+                              ("dynamics.n_elites=8", "dynamics.n_elites: cannot exceed n_members (7)"),
+                              ("policy.log_std_min=0.5", "policy.log_std_min: must be below log_std_max")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            load_config(None, [override])
+    # the edges that experiments use stay allowed: a frozen actor, an undiscounted horizon
+    cfg = load_config(None, ["online.actor_lr=0", "ope.gamma=1.0", "bc.alpha=0"])
+    assert cfg.online.actor_lr == 0.0 and cfg.ope.gamma == 1.0 and cfg.bc.alpha == 0.0
+    with pytest.raises(ValueError, match=re.escape("ppo.clip: must be in (0, 1)")):  # any nested config
+        from uni_o4_ros.sim.pretrain import PretrainConfig
+
+        apply_overrides(PretrainConfig(), None, ["ppo.clip=2"])
 
 
 def test_config_hash_changes_with_any_setting():

@@ -11,11 +11,48 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
 import yaml
+
+# Ranges a setting must lie in to mean anything. Checked when a config is built (from defaults,
+# YAML, --set or ROS parameters), so a typo such as clip=-1 or gamma=1.5 stops with one line
+# naming the key before any training, instead of a silent no-op or a divergence hours later.
+_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    ">0": (lambda v: v > 0, "> 0"),
+    ">=0": (lambda v: v >= 0, ">= 0"),
+    ">=1": (lambda v: v >= 1, ">= 1"),
+    "(0,1)": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "(0,1]": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "[0,1]": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+}
+
+
+class ConfigValueError(ValueError):
+    """A setting with an impossible value; `key` becomes the full path (`online.clip`) as the
+    error passes up through the nested configs."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key, self.problem = key, problem
+
+
+def _check_ranges(cfg: Any, rules: dict[str, str]) -> None:
+    """Raise ValueError naming the first field outside its range; tuples are checked per element,
+    None (a switched-off option) passes, NaN and inf never do."""
+    for name, rule in rules.items():
+        value = getattr(cfg, name)
+        if value is None:
+            continue
+        ok, what = _RANGES[rule]
+        items = value if isinstance(value, tuple) else (value,)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) and ok(v) for v in items):
+            raise ConfigValueError(name, f"must be {what}{' for every entry' if isinstance(value, tuple) else ''}, "
+                                   f"got {value!r}")
 
 
 @dataclass
@@ -26,6 +63,13 @@ class PolicyConfig:
     log_std_min: float = -5.0  # code: log std in [-5, 0]
     log_std_max: float = 0.0
 
+    def __post_init__(self) -> None:
+        _check_ranges(self, {"hidden": ">=1"})
+        if not (math.isfinite(self.log_std_min) and math.isfinite(self.log_std_max)
+                and self.log_std_min < self.log_std_max):
+            raise ConfigValueError("log_std_min", f"must be below log_std_max, got {self.log_std_min} and "
+                                   f"{self.log_std_max}")
+
 
 @dataclass
 class BCConfig:
@@ -35,6 +79,9 @@ class BCConfig:
     steps: int = 400_000  # code: 4e5
     lr: float = 1e-4
     batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        _check_ranges(self, {"n_policies": ">=1", "alpha": ">=0", "steps": ">=0", "lr": ">=0", "batch_size": ">=1"})
 
 
 @dataclass
@@ -54,6 +101,11 @@ class ValueConfig:
     # Not in the paper: LayerNorm after each hidden layer of Q, which bounds how far Q can
     # extrapolate to actions off the data (BENCHMARKS §1).
     q_layer_norm: bool = False
+
+    def __post_init__(self) -> None:
+        _check_ranges(self, {"q_hidden": ">=1", "v_hidden": ">=1", "expectile": "(0,1)", "gamma": "(0,1]",
+                             "tau": "(0,1]", "target_every": ">=1", "steps": ">=0", "mc_warmup_steps": ">=0",
+                             "lr": ">=0", "batch_size": ">=1"})
 
 
 @dataclass
@@ -76,6 +128,13 @@ class DynamicsConfig:
     max_steps: int = 100_000  # gradient-step cap (paper trains ~1e5 steps)
     termination: str = "auto"  # hopper | walker2d | halfcheetah | robot | never | auto (from env)
 
+    def __post_init__(self) -> None:
+        _check_ranges(self, {"n_members": ">=1", "n_elites": ">=1", "hidden": ">=1", "lr": ">=0", "batch_size": ">=1",
+                             "weight_decay": ">=0", "holdout_ratio": "(0,1)", "max_holdout": ">=1",
+                             "patience": ">=1", "max_epochs": ">=1", "max_steps": ">=1"})
+        if self.n_elites > self.n_members:
+            raise ConfigValueError("n_elites", f"cannot exceed n_members ({self.n_members}), got {self.n_elites}")
+
 
 @dataclass
 class OPEConfig:
@@ -91,6 +150,7 @@ class OPEConfig:
     q_head: str = "min"
 
     def __post_init__(self) -> None:
+        _check_ranges(self, {"horizon": ">=1", "n_start_states": ">=1", "gamma": "(0,1]"})
         if self.q_head not in ("min", "independent"):
             raise ValueError(f"ope.q_head: expected 'min' or 'independent', got {self.q_head!r}")
 
@@ -113,6 +173,9 @@ class SelectionConfig:
     rule: str = "am_q"
     z: float = 2.0  # standard errors a paired AM-Q gain must clear to count as certified
 
+    def __post_init__(self) -> None:
+        _check_ranges(self, {"start_states": ">=1", "z": ">=0"})
+
 
 @dataclass
 class ImprovementConfig:
@@ -127,6 +190,10 @@ class ImprovementConfig:
     # initialised from one online policy (the only source of diversity there); 0 disables it.
     # Not used when the ensemble comes from behaviour cloning (Eq. 6 acts there instead).
     kl_alpha: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_ranges(self, {"steps": ">=0", "lr": ">=0", "clip": "(0,1)", "eval_every": ">=1", "batch_size": ">=1",
+                             "grad_clip": ">0", "kl_alpha": ">=0"})
 
 
 @dataclass
@@ -161,6 +228,14 @@ class OnlineConfig:
     # critic keeps training). Not in the paper (None = off); bounds how far one update moves the mean.
     target_kl: float | None = None
 
+    def __post_init__(self) -> None:
+        # actor_lr = 0 is allowed on purpose: the frozen-actor control of BENCHMARKS §2.
+        _check_ranges(self, {"total_steps": ">=1", "rollout_steps": ">=1", "minibatch_size": ">=1", "epochs": ">=1",
+                             "clip": "(0,1)", "gamma": "(0,1]", "gae_lambda": "[0,1]", "actor_lr": ">=0",
+                             "critic_lr": ">=0", "entropy_coef": ">=0", "value_coef": ">=0", "grad_clip": ">0",
+                             "reward_scale": ">0", "eval_every": ">=1", "eval_episodes": ">=0", "n_envs": ">=1",
+                             "critic_warmup_steps": ">=0", "target_kl": ">0"})
+
 
 @dataclass
 class UniO4Config:
@@ -191,10 +266,11 @@ def from_dict(cls: type, data: dict) -> Any:
     kwargs = {}
     for k, v in data.items():
         t = hints[k]
-        if dataclasses.is_dataclass(t):
-            kwargs[k] = from_dict(t, v or {})
-        else:
-            kwargs[k] = _coerce(v, t, k)
+        try:
+            kwargs[k] = from_dict(t, v or {}) if dataclasses.is_dataclass(t) else _coerce(v, t, k)
+        except ConfigValueError as exc:
+            raise ConfigValueError(exc.key if exc.key.startswith(f"{k}.") or exc.key == k else f"{k}.{exc.key}",
+                                   exc.problem) from None
     return cls(**kwargs)
 
 
@@ -218,13 +294,13 @@ def _coerce(value: Any, t: Any, key: str) -> Any:
                 return True
             if low in ("0", "false", "no", "off"):
                 return False
-            raise ValueError(f"{key}: expected a boolean, got {value!r}")
+            raise ConfigValueError(key, f"expected a boolean, got {value!r}")
         return bool(value)
     if t in (int, float, str):
         try:
             return t(float(value)) if t is int and isinstance(value, str) else t(value)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"{key}: expected {t.__name__}, got {value!r}") from exc
+            raise ConfigValueError(key, f"expected {t.__name__}, got {value!r}") from exc
     return value
 
 

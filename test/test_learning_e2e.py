@@ -226,11 +226,23 @@ def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
     (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--config", "BADYAML"], "not valid YAML"),
     (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--set", "bc.alpha=[0.1"], "not valid YAML"),
     (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--set", "ope.q_head=max"], "ope.q_head"),
+    (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--set", "value.expectile=1.5"],
+     "value.expectile: must be in (0, 1), got 1.5"),
+    (["online", "--scratch", "--env", "Hopper-v5", "--run-dir", "X", "--set", "online.clip=-1"],
+     "online.clip: must be in (0, 1), got -1"),
+    (["evaluate", "--policy", "HOPPER_POLICY", "--env", "HalfCheetah-v5"],
+     "policy expects obs/act dims 11/3, HalfCheetah-v5 has 17/6"),
 ])
 def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h5, tmp_path):
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("bc:\n  alpha: [0.1\n")  # unclosed list
-    subst = {"HOPPER": str(hopper_h5), "X": str(tmp_path / "X"), "BADYAML": str(bad_yaml)}
+    subst = {"HOPPER": str(hopper_h5), "X": str(tmp_path / "X"), "BADYAML": str(bad_yaml),
+             "HOPPER_POLICY": str(tmp_path / "hopper_policy")}
+    if "HOPPER_POLICY" in argv:
+        from uni_o4_ros.learning.offline import save_policy
+
+        actor, _, normalizer = scratch_agent(11, 3)  # Hopper's dims
+        save_policy(tmp_path / "hopper_policy", "policy", actor, normalizer)
     argv = [subst.get(a, a) for a in argv]
     proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", *argv], capture_output=True, text=True,
                           timeout=300)

@@ -20,6 +20,10 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported lazily so that `--help` stays fast
+    from .learning.policy import GaussianPolicyEnsemble
 
 EPILOG = "Configuration: defaults are the paper's (Table 5); --budget shrinks them, --config FILE.yaml and " \
          "--set section.key=value override single values (e.g. --set bc.alpha=0.0)."
@@ -316,9 +320,26 @@ def cmd_offline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _env_dims(env: str) -> tuple[int, int]:
+    import gymnasium as gym
+
+    probe = gym.make(env)
+    try:
+        return probe.observation_space.shape[0], probe.action_space.shape[0]
+    finally:
+        probe.close()
+
+
+def _check_policy_fits(actor: GaussianPolicyEnsemble, env: str) -> None:
+    """A policy saved for another task must stop with one line, not a shape error deep in torch."""
+    obs_dim, act_dim = _env_dims(env)
+    if actor.spec.obs_dim != obs_dim or actor.spec.act_dim != act_dim:
+        raise ValueError(f"policy expects obs/act dims {actor.spec.obs_dim}/{actor.spec.act_dim}, "
+                         f"{env} has {obs_dim}/{act_dim}")
+
+
 def run_online(args: argparse.Namespace, policy_dir: str | None, env: str, run_dir: str,
                steps: int | None = None, scratch: bool = False) -> dict:
-    import gymnasium as gym
     import torch
 
     from .learning import checkpoint as ckpt
@@ -331,9 +352,7 @@ def run_online(args: argparse.Namespace, policy_dir: str | None, env: str, run_d
     if steps:
         cfg.online.total_steps = steps
     torch.manual_seed(cfg.seed)
-    probe = gym.make(env)
-    obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
-    probe.close()
+    obs_dim, act_dim = _env_dims(env)
     online = cfg.online
     if scratch:
         actor, critic, normalizer = scratch_agent(obs_dim, act_dim)
@@ -343,9 +362,7 @@ def run_online(args: argparse.Namespace, policy_dir: str | None, env: str, run_d
         if not policy_dir:
             raise ValueError("online needs --policy DIR (a saved policy) or --scratch")
         actor, normalizer, meta, tensors = load_policy(_saved_policy(policy_dir))
-        if actor.spec.obs_dim != obs_dim or actor.spec.act_dim != act_dim:
-            raise ValueError(f"policy expects obs/act dims {actor.spec.obs_dim}/{actor.spec.act_dim}, "
-                             f"{env} has {obs_dim}/{act_dim}")
+        _check_policy_fits(actor, env)
         if "v_hidden" not in meta:
             raise ValueError(f"{policy_dir} has no value function; fine-tuning needs the offline V")
         critic = ValueNet(obs_dim, tuple(meta["v_hidden"]))
@@ -374,6 +391,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .learning.ppo import evaluate_policy
 
     actor, normalizer, _, _ = load_policy(_saved_policy(args.policy))
+    _check_policy_fits(actor, args.env)
     rets = evaluate_policy(actor, normalizer, make_gym_env(args.env), args.episodes, args.seed)
     out = {"return_mean": float(rets.mean()), "return_std": float(rets.std()),
            "score": _score(args.env, float(rets.mean())), "episodes": args.episodes}
@@ -504,6 +522,23 @@ COMMANDS = {
 }
 
 
+# Gymnasium's half_cheetah.xml uses an attribute MuJoCo 3.3+ deprecates; MuJoCo prints the
+# notice on every environment made, which reads like a fault of ours and buries our one-line
+# errors. Only that notice is dropped: every other MuJoCo warning (unstable simulation, NaN
+# controls) still reaches stderr as MuJoCo prints it.
+_HARMLESS_MUJOCO_WARNINGS = ("compiler attribute 'settotalmass' is deprecated",)
+
+
+def _quiet_known_mujoco_warnings() -> None:
+    import mujoco
+
+    def warn(msg: str) -> None:
+        if not msg.startswith(_HARMLESS_MUJOCO_WARNINGS):
+            print(f"WARNING: {msg}", file=sys.stderr)
+
+    mujoco.set_mju_user_warning(warn)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .data import DatasetError
@@ -513,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env = getattr(args, "env", None)
         if env and not env.lower().startswith("go1"):
+            _quiet_known_mujoco_warnings()
             _check_env(env)
         return COMMANDS[args.command](args)
     except (DatasetError, CheckpointError, FileNotFoundError, FileExistsError, ValueError, KeyError,

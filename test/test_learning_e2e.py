@@ -232,12 +232,18 @@ def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
      "online.clip: must be in (0, 1), got -1"),
     (["evaluate", "--policy", "HOPPER_POLICY", "--env", "HalfCheetah-v5"],
      "policy expects obs/act dims 11/3, HalfCheetah-v5 has 17/6"),
+    (["offline", "--dataset", "UNSCALED", "--run-dir", "X", "--env", "Hopper-v5"],
+     "unscaled.hdf5: 'actions' exceed the action bound 1.0 (max |a| = 50.000)"),
 ])
 def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h5, tmp_path):
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("bc:\n  alpha: [0.1\n")  # unclosed list
     subst = {"HOPPER": str(hopper_h5), "X": str(tmp_path / "X"), "BADYAML": str(bad_yaml),
-             "HOPPER_POLICY": str(tmp_path / "hopper_policy")}
+             "HOPPER_POLICY": str(tmp_path / "hopper_policy"), "UNSCALED": str(tmp_path / "unscaled.hdf5")}
+    if "UNSCALED" in argv:  # one action in torque units among Hopper's [-1, 1]
+        ds = read_hdf5(hopper_h5)
+        ds.actions[7, 1] = 50.0
+        write_hdf5(tmp_path / "unscaled.hdf5", ds)
     if "HOPPER_POLICY" in argv:
         from uni_o4_ros.learning.offline import save_policy
 

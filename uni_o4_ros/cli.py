@@ -240,14 +240,20 @@ def _load_dataset(path: str, env: str | None):
         ds = read_episodes(path)
     else:
         ds = read_hdf5(path)
-    obs_dim = act_dim = None
+    obs_dim = act_dim = bound = None
     if env and not env.lower().startswith("go1"):
         import gymnasium as gym
+        import numpy as np
 
         e = gym.make(env)
         obs_dim, act_dim = e.observation_space.shape[0], e.action_space.shape[0]
+        low, high = e.action_space.low, e.action_space.high
         e.close()
-    validate(ds, obs_dim=obs_dim, act_dim=act_dim)
+        # The policy's mean is tanh-bounded to the task's [-1, 1]: actions beyond it (another
+        # robot's, or unnormalised torques) cannot be imitated and would swamp the BC loss.
+        if np.all(np.isfinite(high)) and np.allclose(low, -high) and np.allclose(high, high.flat[0]):
+            bound = float(high.flat[0])
+    validate(ds, obs_dim=obs_dim, act_dim=act_dim, action_bound=bound, source=path)
     return ds
 
 

@@ -232,6 +232,8 @@ def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
      "online.clip: must be in (0, 1), got -1"),
     (["evaluate", "--policy", "HOPPER_POLICY", "--env", "HalfCheetah-v5"],
      "policy expects obs/act dims 11/3, HalfCheetah-v5 has 17/6"),
+    (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--init-policy", "CHEETAH_POLICY"],
+     "the initial policy expects obs/act dims 17/6, the dataset has 11/3"),
     (["offline", "--dataset", "UNSCALED", "--run-dir", "X", "--env", "Hopper-v5"],
      "unscaled.hdf5: 'actions' exceed the action bound 1.0 (max |a| = 50.000)"),
 ])
@@ -239,16 +241,18 @@ def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("bc:\n  alpha: [0.1\n")  # unclosed list
     subst = {"HOPPER": str(hopper_h5), "X": str(tmp_path / "X"), "BADYAML": str(bad_yaml),
-             "HOPPER_POLICY": str(tmp_path / "hopper_policy"), "UNSCALED": str(tmp_path / "unscaled.hdf5")}
+             "HOPPER_POLICY": str(tmp_path / "hopper_policy"), "CHEETAH_POLICY": str(tmp_path / "cheetah_policy"),
+             "UNSCALED": str(tmp_path / "unscaled.hdf5")}
     if "UNSCALED" in argv:  # one action in torque units among Hopper's [-1, 1]
         ds = read_hdf5(hopper_h5)
         ds.actions[7, 1] = 50.0
         write_hdf5(tmp_path / "unscaled.hdf5", ds)
-    if "HOPPER_POLICY" in argv:
-        from uni_o4_ros.learning.offline import save_policy
+    from uni_o4_ros.learning.offline import save_policy
 
-        actor, _, normalizer = scratch_agent(11, 3)  # Hopper's dims
-        save_policy(tmp_path / "hopper_policy", "policy", actor, normalizer)
+    for name, dims in (("HOPPER_POLICY", (11, 3)), ("CHEETAH_POLICY", (17, 6))):
+        if name in argv:
+            actor, _, normalizer = scratch_agent(*dims)
+            save_policy(tmp_path / name.lower(), "policy", actor, normalizer)
     argv = [subst.get(a, a) for a in argv]
     proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", *argv], capture_output=True, text=True,
                           timeout=300)

@@ -299,13 +299,13 @@ def run_offline(args: argparse.Namespace, dataset_path: str, env: str | None, ru
     ds = _load_dataset(dataset_path, env)
     init = None
     if init_policy:
-        pol, norm, _, _ = load_policy(init_policy)
+        pol, norm, _, _ = load_policy(_saved_policy(init_policy))
         init = (pol, norm)
     run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
+    trainer = OfflineTrainer(cfg, ds, run, init_policy=init, progress=not args.no_progress)  # checks, then mkdir
     (run / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     t0 = time.time()
-    res = OfflineTrainer(cfg, ds, run, init_policy=init, progress=not args.no_progress).run()
+    res = trainer.run()
     summary = {"am_q": res.am_q, "seconds": round(time.time() - t0, 1), "policy": str(run / "final")}
     episodes = getattr(args, "eval_episodes", 0)
     if episodes and env:

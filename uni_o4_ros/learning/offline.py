@@ -87,6 +87,11 @@ class OfflineTrainer:
         log: ScalarLog | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> None:
+        if init_policy is not None:  # before anything is written: a rejected run leaves no folder
+            spec, dims = init_policy[0].spec, (dataset.observations.shape[1], dataset.actions.shape[1])
+            if (spec.obs_dim, spec.act_dim) != dims:
+                raise ValueError(f"the initial policy expects obs/act dims {spec.obs_dim}/{spec.act_dim}, the dataset "
+                                 f"has {dims[0]}/{dims[1]}: a policy of another task or robot")
         self.cfg, self.ds = cfg, dataset
         # Polled between steps, e.g. a node's shutdown flag: the stage saves and training ends
         # cleanly instead of dying in the middle of a torch call at interpreter exit.

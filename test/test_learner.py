@@ -4,6 +4,7 @@ learner resumes from its checkpoint. Plus the on-policy rule of the learner core
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 
@@ -32,7 +33,8 @@ def test_learner_core_uses_only_transitions_of_the_deployed_version_and_resumes(
     torch.manual_seed(0)
     cfg = OnlineConfig(rollout_steps=16, minibatch_size=8, epochs=2)
 
-    def make():
+    def make(start_seed: int = 0, cfg: OnlineConfig = cfg):  # the seed stands for the initial policy's weights
+        torch.manual_seed(start_seed)
         return OnlineLearnerCore(make_policy(6, 2, hidden=(8,), mean_activation="none"), ValueNet(6, (8,)),
                                  StateNormalizer.identity(6), cfg, tmp_path)
 
@@ -49,6 +51,13 @@ def test_learner_core_uses_only_transitions_of_the_deployed_version_and_resumes(
     assert resumed.version == 1
     for a, b in zip(resumed.ppo.actor.parameters(), core.ppo.actor.parameters()):
         torch.testing.assert_close(a, b)
+    # restarted with another initial policy or other PPO settings into the same run_dir: refused, so
+    # the node never resumes and publishes weights of a run the operator did not ask for
+    with pytest.raises(ValueError, match="started from another policy"):
+        make(start_seed=1)
+    with pytest.raises(ValueError, match=r"other settings \(clip 0.1 -> 0.2\)"):
+        make(cfg=dataclasses.replace(cfg, clip=0.2))
+    assert make().version == 1  # and the checkpoint is intact
 
 
 def test_learner_core_critic_warmup_publishes_nothing_until_the_actor_trains(tmp_path):

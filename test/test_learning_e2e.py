@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -109,7 +110,8 @@ def test_online_training_resumes_where_it_stopped(tmp_path):
     OnlineTrainer(cfg, make_gym_env("InvertedPendulum-v5"), actor, critic, norm, tmp_path, progress=False).run()
     _, meta = ckpt.load(tmp_path / "stages" / "online", "stage")
     assert meta["env_steps"] == 2048
-    cfg.total_steps = 3072
+    cfg.total_steps = 3072  # a longer run is the same run: it continues
+    torch.manual_seed(0)  # the same command again builds the same start
     actor2, critic2, norm2 = scratch_agent(4, 1)
     trainer = OnlineTrainer(cfg, make_gym_env("InvertedPendulum-v5"), actor2, critic2, norm2, tmp_path,
                             progress=False)
@@ -122,6 +124,21 @@ def test_online_training_resumes_where_it_stopped(tmp_path):
     other, _, _ = scratch_agent(4, 1, mean_activation="clip")
     with pytest.raises(ValueError, match="another run directory"):
         OnlineTrainer(cfg, make_gym_env("InvertedPendulum-v5"), other, critic2, norm2, tmp_path, progress=False).run()
+    # another start, seed or training setting is another experiment: refused, never spliced onto this curve
+    torch.manual_seed(1)  # (run() itself reseeds the global generator with the run's seed)
+    fresh, fresh_critic, fresh_norm = scratch_agent(4, 1)  # other initial weights
+    with pytest.raises(ValueError, match="started from another policy"):
+        OnlineTrainer(cfg, make_gym_env("InvertedPendulum-v5"), fresh, fresh_critic, fresh_norm, tmp_path,
+                      progress=False).run()
+    torch.manual_seed(0)
+    same = scratch_agent(4, 1)
+    with pytest.raises(ValueError, match="seed 0, not 1"):
+        OnlineTrainer(cfg, make_gym_env("InvertedPendulum-v5"), *same, tmp_path, seed=1, progress=False).run()
+    with pytest.raises(ValueError, match=r"other settings \(clip 0.1 -> 0.2\)"):
+        OnlineTrainer(dataclasses.replace(cfg, clip=0.2), make_gym_env("InvertedPendulum-v5"), *same, tmp_path,
+                      progress=False).run()
+    _, meta = ckpt.load(tmp_path / "stages" / "online", "stage")
+    assert meta["env_steps"] == 3072  # none of the refused runs touched the checkpoint
 
 
 def test_critic_warmup_keeps_the_actor_fixed_until_its_steps_are_spent(tmp_path):

@@ -8,6 +8,7 @@ flattened into tensors plus a JSON description of their param groups.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -70,6 +71,42 @@ def load(directory: str | Path, name: str) -> tuple[dict[str, torch.Tensor], dic
     except (json.JSONDecodeError, OSError, Exception) as exc:  # safetensors raises its own types
         raise CheckpointError(f"checkpoint {d / name} is unreadable: {exc}") from exc
     return tensors, meta
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """Content hash of named tensors (names, dtypes, shapes and values), e.g. to tell whether a
+    resumed run started from the same weights."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def modules_digest(**modules: torch.nn.Module) -> str:
+    """`tensors_digest` of several modules' weights, each under its keyword as prefix."""
+    return tensors_digest({k: v for name, m in modules.items() for k, v in prefixed(name, m).items()})
+
+
+def check_same_run(where: str | Path, meta: dict[str, Any], start: str, settings: dict[str, Any],
+                   seed: int | None = None, may_change: tuple[str, ...] = ()) -> None:
+    """Refuse to resume a checkpoint made from other starting weights, another seed or other
+    settings (except `may_change`, e.g. how long to train): resuming would splice two different
+    experiments into one, or deploy weights the user did not ask for. Checkpoints written before
+    these were recorded carry no such keys and pass."""
+    head = f"{where} holds another run"
+    if "start" in meta and meta["start"] != start:
+        raise ValueError(f"{head}: it started from another policy (weights or state statistics); use another "
+                         "run directory, or the same initial policy to resume it")
+    if seed is not None and "seed" in meta and meta["seed"] != seed:
+        raise ValueError(f"{head}: seed {meta['seed']}, not {seed}; use another run directory")
+    old = meta.get("config", {})
+    changed = [f"{k} {old[k]!r} -> {settings[k]!r}" for k in sorted(settings)
+               if k in old and k not in may_change and old[k] != settings[k]]
+    if changed:
+        raise ValueError(f"{head}, trained with other settings ({'; '.join(changed)}); use another run "
+                         "directory, or the run's settings to resume it")
 
 
 def prefixed(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:

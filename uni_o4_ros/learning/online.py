@@ -77,6 +77,8 @@ class OnlineTrainer:
         self.history = OnlineHistory()
         self.env_steps = 0
         self.ckpt_dir = self.run_dir / "stages" / stage
+        # What the run starts from, so that a rerun into the same folder resumes only the same run.
+        self.start_digest = ckpt.modules_digest(actor=actor, normalizer=self.ppo.normalizer)
 
     # ------------------------------------------------------------------ persistence
     def _save(self) -> None:
@@ -91,6 +93,7 @@ class OnlineTrainer:
         tensors.update(c_t)
         ckpt.save(self.ckpt_dir, "stage", tensors, {
             "env_steps": self.env_steps, "config": to_dict(self.cfg), "actor_opt": a_m, "critic_opt": c_m,
+            "start": self.start_digest, "seed": self.seed,
             "history": self.history.__dict__, "spec": p.actor.spec.to_dict(),
             "done": self.env_steps >= self.cfg.total_steps,
         })
@@ -104,6 +107,8 @@ class OnlineTrainer:
             # e.g. a run of an older version (tanh mean): its weights would mean another policy here
             raise ValueError(f"{self.ckpt_dir} holds a {meta['spec']} policy, this run builds "
                              f"{p.actor.spec.to_dict()}: use another run directory")
+        ckpt.check_same_run(self.run_dir, meta, self.start_digest, to_dict(self.cfg), self.seed,
+                            self.RESUMABLE_CHANGES)
         ckpt.load_prefixed("actor", p.actor, tensors)
         ckpt.load_prefixed("critic", p.critic, tensors)
         ckpt.load_prefixed("normalizer", p.normalizer, tensors)
@@ -114,6 +119,10 @@ class OnlineTrainer:
         self.env_steps = int(meta["env_steps"])
         h = meta["history"]
         self.history = OnlineHistory(h["eval_steps"], h["eval_returns"], [tuple(x) for x in h["train_returns"]])
+
+    # Settings a rerun may change and still continue the same run: how long it trains and how
+    # it is evaluated. Anything else would splice two different experiments into one curve.
+    RESUMABLE_CHANGES = ("total_steps", "eval_every", "eval_episodes")
 
     # ------------------------------------------------------------------ loop
     def evaluate(self) -> float:

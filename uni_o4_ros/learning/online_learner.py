@@ -43,6 +43,11 @@ class OnlineLearnerCore:
         self.buffer: list[dict] = []
         self.dropped_stale = 0
         self.updates = 0
+        # What this learner fine-tunes (the policy and its input statistics; V may start untrained,
+        # i.e. random, so it is left out); a restart with another initial policy or other PPO
+        # settings into the same run_dir is refused instead of resuming (and publishing) the old
+        # run's weights.
+        self.start_digest = ckpt.modules_digest(actor=actor, normalizer=normalizer)
         if ckpt.exists(self.run_dir, "learner"):
             self._load()
 
@@ -105,13 +110,15 @@ class OnlineLearnerCore:
         c_t, c_m = ckpt.optimizer_tensors("critic_opt", p.critic_opt)
         ckpt.save(self.run_dir, "learner", {**tensors, **a_t, **c_t}, {
             "version": self.version, "updates": self.updates, "actor_opt": a_m, "critic_opt": c_m,
-            "spec": p.actor.spec.to_dict(), "config": to_dict(self.cfg), "dropped_stale": self.dropped_stale})
+            "spec": p.actor.spec.to_dict(), "config": to_dict(self.cfg), "dropped_stale": self.dropped_stale,
+            "start": self.start_digest})
 
     def _load(self) -> None:
         tensors, meta = ckpt.load(self.run_dir, "learner")
         p = self.ppo
         if PolicySpec.from_dict(meta["spec"]) != p.actor.spec:
             raise ckpt.CheckpointError(f"{self.run_dir}: checkpoint is for a different policy architecture")
+        ckpt.check_same_run(self.run_dir, meta, self.start_digest, to_dict(self.cfg))
         ckpt.load_prefixed("actor", p.actor, tensors)
         ckpt.load_prefixed("critic", p.critic, tensors)
         ckpt.load_prefixed("normalizer", p.normalizer, tensors)

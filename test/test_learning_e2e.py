@@ -235,6 +235,8 @@ def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
     (["evaluate", "--policy", "/nonexistent", "--env", "Hopper-v5"], "nonexistent"),
     (["online", "--scratch", "--env", "NoSuchTask-v1", "--run-dir", "X"], "unknown environment 'NoSuchTask-v1'"),
     (["collect", "--env", "Hopper-v9", "--out", "X"], "unknown environment 'Hopper-v9'"),
+    (["online", "--scratch", "--env", "CartPole-v1", "--run-dir", "X"],
+     "CartPole-v1 has a Discrete() action space; Uni-O4 needs vectors of continuous"),
     (["collect", "--env", "Hopper-v5", "--out", "X", "--train-steps", "0"], "--train-steps: must be at least 1"),
     (["collect", "--env", "Hopper-v5", "--out", "X", "--medium-fraction", "1.5"], "medium_fraction"),
     (["field", "--sim", "--out", "X", "--high-speed", "nan"], "--high-speed"),

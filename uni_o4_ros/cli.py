@@ -76,6 +76,17 @@ def _check_env(env: str) -> None:
     except gym.error.Error as exc:
         raise ValueError(f"unknown environment {env!r}: {exc} (Gymnasium MuJoCo tasks such as Hopper-v5, "
                          "HalfCheetah-v5, Walker2d-v5; 'go1' for robot data)") from None
+    try:
+        probe = gym.make(env)
+    except gym.error.Error as exc:  # e.g. a task whose physics package is not installed
+        raise ValueError(f"cannot create environment {env!r}: {exc}") from None
+    spaces = probe.observation_space, probe.action_space
+    probe.close()
+    # The policy is a Gaussian over a vector of actions and the networks read a vector of states.
+    for what, space in zip(("observation", "action"), spaces):
+        if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1):
+            raise ValueError(f"{env} has a {type(space).__name__}{getattr(space, 'shape', '')} {what} space; Uni-O4 "
+                             "needs vectors of continuous observations and actions (Box of one dimension)")
 
 
 def _saved_policy(path: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -79,7 +80,7 @@ def test_offline_then_online_end_to_end(hopper_h5, tmp_path, capsys):
     assert (online / "online.png").exists()
 
 
-def test_rerun_reuses_cached_stages_and_a_changed_setting_does_not(hopper_h5, tmp_path):
+def test_rerun_reuses_cached_stages_and_a_changed_setting_does_not(hopper_h5, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["offline", "--dataset", str(hopper_h5), "--run-dir", str(run), "--budget", "tiny", "--no-progress",
             "--env", "Hopper-v5"]
@@ -100,6 +101,19 @@ def test_rerun_reuses_cached_stages_and_a_changed_setting_does_not(hopper_h5, tm
     # another seed is another run: nothing trained under seed 0 is reused for it
     assert main(args + ["--set", "seed=1"]) == 0
     assert len(list((run / "stages").glob("value-*"))) == 3 and len(list((run / "stages").glob("dynamics-*"))) == 2
+    # a stage file damaged outside the writer (a half-copied disk): one line saying what to delete,
+    # and after deleting it the rerun redoes that stage and chooses exactly as before
+    choice = json.loads((run / "selection.json").read_text())
+    newest = max((run / "stages").glob("value-*"), key=lambda p: p.stat().st_mtime_ns)
+    weights = newest / "stage.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])
+    capsys.readouterr()
+    assert main(args + ["--set", "seed=1"]) == 2
+    err = capsys.readouterr().err
+    assert "is unreadable" in err and f"deleting {newest} makes a rerun redo that stage" in err
+    shutil.rmtree(newest)
+    assert main(args + ["--set", "seed=1"]) == 0
+    assert json.loads((run / "selection.json").read_text()) == choice
 
 
 def test_online_training_resumes_where_it_stopped(tmp_path):

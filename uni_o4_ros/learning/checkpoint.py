@@ -69,7 +69,10 @@ def load(directory: str | Path, name: str) -> tuple[dict[str, torch.Tensor], dic
     except FileNotFoundError as exc:
         raise CheckpointError(f"checkpoint {d / name} is missing: {exc.filename}") from exc
     except (json.JSONDecodeError, OSError, Exception) as exc:  # safetensors raises its own types
-        raise CheckpointError(f"checkpoint {d / name} is unreadable: {exc}") from exc
+        # Our own writes are atomic, so this is damage from outside (disk, copy, hand edit): say
+        # how to recover rather than leave the user to guess whether deleting is safe.
+        raise CheckpointError(f"checkpoint {d / name} is unreadable ({exc}); if it is a stage of a run, "
+                              f"deleting {d} makes a rerun redo that stage") from exc
     return tensors, meta
 
 

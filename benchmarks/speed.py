@@ -20,6 +20,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from uni_o4_ros.learning.behavior_cloning import ensemble_bc_loss  # noqa: E402
+from uni_o4_ros.learning.config import ValueConfig  # noqa: E402
 from uni_o4_ros.learning.dynamics import GaussianEnsembleModel, _nll, soft_bound_logvar  # noqa: E402
 from uni_o4_ros.learning.improvement import MultiStepImprover  # noqa: E402
 from uni_o4_ros.learning.normalizer import StateNormalizer  # noqa: E402
@@ -115,7 +116,7 @@ def main() -> None:
     res: dict[str, float] = {}
 
     for q_hidden in ((1024, 1024), (256, 256)):
-        critic = IQLCritic(OBS, ACT, q_hidden, (256, 256, 256), 0.7, 0.99, 0.005, 1e-4, 2)
+        critic = IQLCritic.from_config(ValueConfig(q_hidden=q_hidden), OBS, ACT)  # Table 5 otherwise
         res[f"iql_value_q{q_hidden[0]}_steps_per_s"] = rate(lambda c=critic: c.update(obs, act, rew, obs, done),
                                                              args.seconds)
 
@@ -172,7 +173,7 @@ def main() -> None:
         adam_step(lambda: loop_dyn.loss(mo, ma, target), loop_dyn.parameters()), args.seconds)
     res["batched_vs_loop_speedup_dynamics_n7"] = res["dynamics_n7_steps_per_s"] / res["loop_dynamics_n7_steps_per_s"]
 
-    critic = IQLCritic(OBS, ACT, (1024, 1024), (256, 256, 256), 0.7, 0.99, 0.005, 1e-4, 2)
+    critic = IQLCritic.from_config(ValueConfig(), OBS, ACT)
     imp = MultiStepImprover(make_policy(OBS, ACT, n=4), critic, lr=1e-4, clip=0.25, total_steps=10_000,
                             grad_clip=0.5)
     res["improvement_n4_steps_per_s"] = rate(lambda: imp.update(obs), args.seconds)

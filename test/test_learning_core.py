@@ -387,3 +387,23 @@ def test_layer_normalised_q_reaches_the_returns_level_and_keeps_its_scale_in_the
         i = torch.randint(0, len(returns), (256,))
         unscaled.warmup_update(trainer.obs_n[i], act[i], returns[i])
     assert float(unscaled.q.min_q(trainer.obs_n, act).detach().mean()) < 0.5 * float(returns.mean())
+
+
+def test_scalar_log_keeps_every_whole_row_after_a_row_torn_by_a_killed_process(tmp_path):
+    from uni_o4_ros.learning.scalars import ScalarLog, plot_log, read_log
+
+    path = tmp_path / "scalars.csv"
+    log = ScalarLog(path)
+    log.log("bc", 1, {"loss": 1.0})
+    log.close()
+    with path.open("a") as fh:
+        fh.write("bc,2,lo")  # the process died in the middle of this row
+    log = ScalarLog(path)  # the resumed run appends
+    log.log("bc", 3, {"loss": 0.5})
+    log.close()
+    assert read_log(path) == {("bc", "loss"): [(1, 1.0), (3, 0.5)]}
+    assert plot_log(path, tmp_path / "curves.png").stat().st_size > 0
+    other = tmp_path / "other.csv"
+    other.write_text("time,reward\n0,1\n")
+    with pytest.raises(ValueError, match="not a scalars log"):
+        read_log(other)

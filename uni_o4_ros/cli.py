@@ -484,11 +484,13 @@ def cmd_bringup(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .learning.scalars import plot_log
+    from .learning.scalars import plot_log, read_log
 
     run = Path(args.run_dir)
     if not (run / "scalars.csv").is_file():
         raise FileNotFoundError(f"{run / 'scalars.csv'} not found")
+    if not read_log(run / "scalars.csv"):
+        raise ValueError(f"{run / 'scalars.csv'}: no scalars logged yet")
     print(plot_log(run / "scalars.csv", run / "scalars.png", title=run.name))
     return 0
 

@@ -17,11 +17,19 @@ class ScalarLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists() or self.path.stat().st_size == 0
+        torn = not new and self._last_byte() != b"\n"  # a process killed mid-row (or a full disk)
         self._fh = self.path.open("a", newline="")
         self._w = csv.writer(self._fh)
         if new:
             self._w.writerow(self.FIELDS)
-            self._fh.flush()
+        elif torn:
+            self._fh.write("\n")  # end the torn row on its own line: the rows appended now stay whole
+        self._fh.flush()
+
+    def _last_byte(self) -> bytes:
+        with self.path.open("rb") as fh:
+            fh.seek(-1, 2)
+            return fh.read(1)
 
     def log(self, stage: str, step: int, values: dict[str, float]) -> None:
         for k, v in values.items():
@@ -35,10 +43,23 @@ class ScalarLog:
 
 
 def read_log(path: str | Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    """Series per (stage, name). Rows that do not parse (a row torn by a killed process) are
+    skipped, so one bad line never costs the plot of a finished run; a file that is not a
+    scalars log at all is a clear error."""
     series: dict[tuple[str, str], list[tuple[int, float]]] = defaultdict(list)
-    with Path(path).open() as fh:
-        for row in csv.DictReader(fh):
-            series[(row["stage"], row["name"])].append((int(row["step"]), float(row["value"])))
+    with Path(path).open(newline="", errors="replace") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None:
+            return series  # created, nothing logged yet
+        if tuple(reader.fieldnames) != ScalarLog.FIELDS:
+            raise ValueError(f"{path}: not a scalars log (its header is {reader.fieldnames}, expected "
+                             f"{','.join(ScalarLog.FIELDS)})")
+        for row in reader:
+            try:
+                point = (int(row["step"]), float(row["value"]))
+            except (TypeError, ValueError):
+                continue
+            series[(row["stage"], row["name"])].append(point)
     return series
 
 

@@ -407,3 +407,15 @@ def test_scalar_log_keeps_every_whole_row_after_a_row_torn_by_a_killed_process(t
     other.write_text("time,reward\n0,1\n")
     with pytest.raises(ValueError, match="not a scalars log"):
         read_log(other)
+
+
+def test_jsonl_log_loses_only_the_row_a_killed_writer_tore(tmp_path):
+    from uni_o4_ros.learning.jsonlines import append_jsonl, read_jsonl
+
+    path = tmp_path / "timeline.jsonl"
+    append_jsonl(path, {"version": 1})
+    with path.open("a") as fh:
+        fh.write('{"version": 2, "ti')  # killed mid-row
+    assert read_jsonl(path) == [{"version": 1}]  # a finished run's reader is not broken by it
+    append_jsonl(path, {"version": 3})  # the resumed writer starts a fresh line
+    assert read_jsonl(path) == [{"version": 1}, {"version": 3}]

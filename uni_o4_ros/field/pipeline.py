@@ -32,6 +32,7 @@ import h5py
 from tqdm.auto import tqdm
 
 from ..learning.config import to_dict
+from ..learning.jsonlines import read_jsonl
 from ..robot.controller import CONTROLLER_SUMMARY
 from ..robot.go1 import CONTROL_DT
 from .node_graph import NodeGraphError, ros_environment, run_until, sigterm_raises_exit
@@ -327,7 +328,7 @@ class FieldPipeline:
         export_learner_policy(self.out / "online" / "learner", self.out / "offline" / "final",
                               self.out / "online" / "final")
         timeline = self.out / "online" / "learner" / "timeline.jsonl"
-        info["versions"] = len(timeline.read_text().splitlines()) if timeline.is_file() else 0
+        info["versions"] = len(read_jsonl(timeline)) if timeline.is_file() else 0
         return self._finish("online", info)
 
     # ------------------------------------------------------------------ measurement

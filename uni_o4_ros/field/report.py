@@ -13,6 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..learning.jsonlines import read_jsonl  # noqa: E402
+
 STAGE_ORDER = ("simulator", "offline", "online")
 
 
@@ -62,7 +64,7 @@ def write_field_report(out: Path, cfg) -> Path:
     mattress = [r for r in rows if r["terrain"] == cfg.terrain]
     steps, versions, rewards = _online_versions(out)
     timeline_file = out / "online" / "learner" / "timeline.jsonl"
-    timeline = [json.loads(line) for line in timeline_file.read_text().splitlines()] if timeline_file.is_file() else []
+    timeline = read_jsonl(timeline_file) if timeline_file.is_file() else []
 
     fig, axes = plt.subplots(1, 4, figsize=(18, 4))
     speeds = sorted({r["command_vx"] for r in mattress})

@@ -9,7 +9,6 @@ checkpoint and continues from that version.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch
 
 from . import checkpoint as ckpt
 from .config import OnlineConfig, to_dict
+from .jsonlines import append_jsonl
 from .normalizer import StateNormalizer
 from .policy import GaussianPolicyEnsemble, PolicySpec
 from .ppo import PPO, Rollout
@@ -97,9 +97,9 @@ class OnlineLearnerCore:
         self.version += 1
         self._save()
         # One line per published version: when it was made, from which batch (for the field report).
-        with (self.run_dir / "timeline.jsonl").open("a") as f:
-            f.write(json.dumps({"version": self.version, "time": time.time(), "batch_return": float(rew.sum()),
-                                "batch_size": len(rows), "dropped_stale": self.dropped_stale, **stats}) + "\n")
+        append_jsonl(self.run_dir / "timeline.jsonl", {
+            "version": self.version, "time": time.time(), "batch_return": float(rew.sum()), "batch_size": len(rows),
+            "dropped_stale": self.dropped_stale, **stats})
         return UpdateResult(self.version, stats)
 
     def _save(self) -> None:

@@ -7,6 +7,8 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from .jsonlines import ends_torn
+
 
 class ScalarLog:
     """Appends `stage,step,name,value` rows and flushes each one, so a crash keeps every row."""
@@ -17,7 +19,7 @@ class ScalarLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists() or self.path.stat().st_size == 0
-        torn = not new and self._last_byte() != b"\n"  # a process killed mid-row (or a full disk)
+        torn = ends_torn(self.path)  # a process killed mid-row (or a full disk)
         self._fh = self.path.open("a", newline="")
         self._w = csv.writer(self._fh)
         if new:
@@ -25,11 +27,6 @@ class ScalarLog:
         elif torn:
             self._fh.write("\n")  # end the torn row on its own line: the rows appended now stay whole
         self._fh.flush()
-
-    def _last_byte(self) -> bytes:
-        with self.path.open("rb") as fh:
-            fh.seek(-1, 2)
-            return fh.read(1)
 
     def log(self, stage: str, step: int, values: dict[str, float]) -> None:
         for k, v in values.items():

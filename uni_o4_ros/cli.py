@@ -347,9 +347,9 @@ def _env_dims(env: str) -> tuple[int, int]:
         probe.close()
 
 
-def _check_policy_fits(actor: GaussianPolicyEnsemble, env: str) -> None:
+def _check_policy_fits(actor: GaussianPolicyEnsemble, env: str, dims: tuple[int, int]) -> None:
     """A policy saved for another task must stop with one line, not a shape error deep in torch."""
-    obs_dim, act_dim = _env_dims(env)
+    obs_dim, act_dim = dims
     if actor.spec.obs_dim != obs_dim or actor.spec.act_dim != act_dim:
         raise ValueError(f"policy expects obs/act dims {actor.spec.obs_dim}/{actor.spec.act_dim}, "
                          f"{env} has {obs_dim}/{act_dim}")
@@ -379,7 +379,7 @@ def run_online(args: argparse.Namespace, policy_dir: str | None, env: str, run_d
         if not policy_dir:
             raise ValueError("online needs --policy DIR (a saved policy) or --scratch")
         actor, normalizer, meta, tensors = load_policy(_saved_policy(policy_dir))
-        _check_policy_fits(actor, env)
+        _check_policy_fits(actor, env, (obs_dim, act_dim))
         if "v_hidden" not in meta:
             raise ValueError(f"{policy_dir} has no value function; fine-tuning needs the offline V")
         critic = ValueNet(obs_dim, tuple(meta["v_hidden"]))
@@ -408,7 +408,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .learning.ppo import evaluate_policy
 
     actor, normalizer, _, _ = load_policy(_saved_policy(args.policy))
-    _check_policy_fits(actor, args.env)
+    _check_policy_fits(actor, args.env, _env_dims(args.env))
     rets = evaluate_policy(actor, normalizer, make_gym_env(args.env), args.episodes, args.seed)
     out = {"return_mean": float(rets.mean()), "return_std": float(rets.std()),
            "score": _score(args.env, float(rets.mean())), "episodes": args.episodes}

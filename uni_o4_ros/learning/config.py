@@ -266,11 +266,13 @@ def from_dict(cls: type, data: dict) -> Any:
     kwargs = {}
     for k, v in data.items():
         t = hints[k]
+        if not dataclasses.is_dataclass(t):
+            kwargs[k] = _coerce(v, t, k)
+            continue
         try:
-            kwargs[k] = from_dict(t, v or {}) if dataclasses.is_dataclass(t) else _coerce(v, t, k)
-        except ConfigValueError as exc:
-            raise ConfigValueError(exc.key if exc.key.startswith(f"{k}.") or exc.key == k else f"{k}.{exc.key}",
-                                   exc.problem) from None
+            kwargs[k] = from_dict(t, v or {})
+        except ConfigValueError as exc:  # a nested section's key gains its section: clip -> online.clip
+            raise ConfigValueError(f"{k}.{exc.key}", exc.problem) from None
     return cls(**kwargs)
 
 

@@ -45,6 +45,10 @@ def make_gym_env(name: str, seed: int | None = None) -> Callable[[], Any]:
 
 
 class OnlineTrainer:
+    # Settings a rerun may change and still continue the same run: how long it trains and how
+    # it is evaluated. Anything else would splice two different experiments into one curve.
+    RESUMABLE_CHANGES = ("total_steps", "eval_every", "eval_episodes")
+
     def __init__(
         self,
         cfg: OnlineConfig,
@@ -119,10 +123,6 @@ class OnlineTrainer:
         self.env_steps = int(meta["env_steps"])
         h = meta["history"]
         self.history = OnlineHistory(h["eval_steps"], h["eval_returns"], [tuple(x) for x in h["train_returns"]])
-
-    # Settings a rerun may change and still continue the same run: how long it trains and how
-    # it is evaluated. Anything else would splice two different experiments into one curve.
-    RESUMABLE_CHANGES = ("total_steps", "eval_every", "eval_episodes")
 
     # ------------------------------------------------------------------ loop
     def evaluate(self) -> float:

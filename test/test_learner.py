@@ -250,3 +250,21 @@ def test_learner_refuses_an_unknown_mode_a_missing_dataset_no_threads_or_a_bad_p
         assert proc.wait(timeout=120) == 2
         err = proc.stderr.read()
         assert needle in err and "Traceback" not in err
+
+
+def test_learner_core_leaves_out_transitions_with_nan_or_wrong_dimensions_and_keeps_learning(tmp_path):
+    """A sensor glitch (NaN reward or state) or a transition of another policy's size must not poison
+    the learner: before, one NaN reward ended it with 'training diverged' and stopped all updates."""
+    torch.manual_seed(0)
+    cfg = OnlineConfig(rollout_steps=16, minibatch_size=8, epochs=2)
+    core = OnlineLearnerCore(make_policy(6, 2, hidden=(8,), mean_activation="none"), ValueNet(6, (8,)),
+                             StateNormalizer.identity(6), cfg, tmp_path)
+    bad = [dict(_t(0, 3), reward=float("nan")), dict(_t(0, 5), log_prob=float("-inf")),
+           dict(_t(0, 7), observation=np.full(6, np.inf)), dict(_t(0, 9), action=np.zeros(3))]
+    results = [core.add(t) for t in bad] + [core.add(_t(0, i)) for i in range(15)]
+    assert all(r is None for r in results) and core.dropped_invalid == 4 and len(core.buffer) == 15
+    res = core.add(_t(0, 15))
+    assert res is not None and res.version == 1
+    assert all(torch.isfinite(p).all() for p in core.ppo.actor.parameters())
+    line = json.loads((tmp_path / "timeline.jsonl").read_text().splitlines()[-1])
+    assert line["dropped_invalid"] == 4 and line["batch_size"] == 16

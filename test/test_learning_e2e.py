@@ -421,6 +421,65 @@ def test_online_scratch_from_the_command_line_uses_the_from_scratch_settings(tmp
     assert (cfg["clip"], cfg["actor_lr"], cfg["normalize_reward"], cfg["fixed_state_norm"]) == (0.2, 3e-4, True, False)
 
 
+class _NanRewardAt:
+    """The real task, with one NaN reward at a given step (a simulator or sensor glitch)."""
+
+    def __init__(self, env, step: int) -> None:
+        self.env, self.step_at, self.steps = env, step, 0
+        self.observation_space, self.action_space = env.observation_space, env.action_space
+
+    def reset(self, **kw):
+        return self.env.reset(**kw)
+
+    def step(self, a):
+        o, r, te, tr, info = self.env.step(a)
+        self.steps += 1
+        return o, (float("nan") if self.steps == self.step_at else r), te, tr, info
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def test_a_nan_from_the_environment_stops_the_run_naming_it_and_keeps_the_last_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    cfg = OnlineConfig(total_steps=1024, rollout_steps=256, minibatch_size=64, epochs=1, eval_every=10**6,
+                       eval_episodes=1)
+
+    def make():
+        return _NanRewardAt(make_gym_env("InvertedPendulum-v5")(), 300)
+
+    trainer = OnlineTrainer(cfg, make, *scratch_agent(4, 1), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="the environment returned a non-finite reward"):
+        trainer.run()
+    tensors, meta = ckpt.load(tmp_path / "stages" / "online", "stage")
+    assert meta["env_steps"] == 256 and ckpt.first_non_finite(tensors) is None
+
+
+def test_a_diverged_online_run_advises_a_new_run_directory_because_a_lower_rate_is_another_run(tmp_path):
+    """Offline stages are cached by their settings, so 'try a lower learning rate' works there; an
+    online run resumes only with its own settings, so the same advice would be refused."""
+    from uni_o4_ros.learning.normalizer import StateNormalizer
+    from uni_o4_ros.learning.policy import make_policy
+    from uni_o4_ros.learning.value import ValueNet
+
+    def start():
+        torch.manual_seed(0)
+        return make_policy(4, 1), ValueNet(4, (64, 64)), StateNormalizer(torch.zeros(4), torch.ones(4))
+
+    # the critic warms up for one iteration (saved), then an absurd actor rate overflows the weights
+    cfg = OnlineConfig(total_steps=1024, rollout_steps=256, minibatch_size=64, epochs=1, eval_every=10**6,
+                       eval_episodes=1, critic_warmup_steps=256, actor_lr=1e30)
+    with pytest.raises(ckpt.CheckpointError, match="for a lower learning rate use a new run directory"):
+        OnlineTrainer(cfg, make_gym_env("InvertedPendulum-v5"), *start(), tmp_path / "run", progress=False).run()
+    _, meta = ckpt.load(tmp_path / "run" / "stages" / "online", "stage")
+    assert meta["env_steps"] == 256  # the good checkpoint stands
+    lower = dataclasses.replace(cfg, actor_lr=3e-5)
+    with pytest.raises(ValueError, match="actor_lr 1e\\+30 -> 3e-05"):  # the old advice, followed, is refused
+        OnlineTrainer(lower, make_gym_env("InvertedPendulum-v5"), *start(), tmp_path / "run", progress=False).run()
+    hist = OnlineTrainer(lower, make_gym_env("InvertedPendulum-v5"), *start(), tmp_path / "new", progress=False).run()
+    assert hist.eval_steps[-1] == 1024  # the new advice, followed, trains
+
+
 def test_non_finite_weights_are_never_saved_nor_deployed(tmp_path):
     """A diverged step must not replace a good checkpoint, and a NaN policy file (corrupted, or
     written by another tool) must end with one line instead of NaN returns and exit code 0."""

@@ -43,14 +43,21 @@ def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
-def save(directory: str | Path, name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Write atomically; refuse NaN/inf, so a diverged training step never replaces a good checkpoint."""
+# What to do after a divergence, for stages cached by the hash of their settings (offline): the
+# same command resumes, a lower learning rate makes a new stage beside the old one.
+RERUN_ADVICE = "rerun resumes from it; try a lower learning rate"
+
+
+def save(directory: str | Path, name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+         diverged_advice: str = RERUN_ADVICE) -> None:
+    """Write atomically; refuse NaN/inf, so a diverged training step never replaces a good checkpoint.
+    `diverged_advice` ends that refusal: how this caller's runs can be rerun."""
     d = Path(directory)
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     bad = first_non_finite(flat)
     if bad is not None:
         raise CheckpointError(f"not saving {d / name}: tensor {bad!r} has NaN/inf values (training diverged; "
-                              "the previous checkpoint is kept, rerun resumes from it; try a lower learning rate)")
+                              f"the previous checkpoint is kept, {diverged_advice})")
     _atomic_write(d / f"{name}.safetensors", lambda tmp: save_file(flat, tmp))
     # The JSON goes last: its presence marks the checkpoint complete.
     _atomic_write(d / f"{name}.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True)))
@@ -90,6 +97,11 @@ def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
 def modules_digest(**modules: torch.nn.Module) -> str:
     """`tensors_digest` of several modules' weights, each under its keyword as prefix."""
     return tensors_digest({k: v for name, m in modules.items() for k, v in prefixed(name, m).items()})
+
+
+# After a divergence, for runs that resume only with their own settings (check_same_run): the
+# advice above would be refused in the same run directory.
+SAME_RUN_ADVICE = "rerun resumes from it with the same settings; for a lower learning rate use a new run directory"
 
 
 def check_same_run(where: str | Path, meta: dict[str, Any], start: str, settings: dict[str, Any],

@@ -100,7 +100,7 @@ class OnlineTrainer:
             "start": self.start_digest, "seed": self.seed,
             "history": self.history.__dict__, "spec": p.actor.spec.to_dict(),
             "done": self.env_steps >= self.cfg.total_steps,
-        })
+        }, diverged_advice=ckpt.SAME_RUN_ADVICE)
 
     def _resume(self) -> None:
         if not ckpt.exists(self.ckpt_dir, "stage"):

@@ -42,6 +42,7 @@ class OnlineLearnerCore:
         self.version = version
         self.buffer: list[dict] = []
         self.dropped_stale = 0
+        self.dropped_invalid = 0
         self.updates = 0
         # What this learner fine-tunes (the policy and its input statistics; V may start untrained,
         # i.e. random, so it is left out); a restart with another initial policy or other PPO
@@ -56,10 +57,24 @@ class OnlineLearnerCore:
         if int(t["policy_version"]) != self.version:
             self.dropped_stale += 1  # collected by an older policy: not on-policy any more
             return None
+        if not self._usable(t):
+            # One NaN (a sensor glitch in the reward) would poison every later update and end the
+            # learner with a "diverged" error: the transition is counted and left out instead. The
+            # gap it leaves cuts GAE there, as an episode boundary does.
+            self.dropped_invalid += 1
+            return None
         self.buffer.append(t)
         if len(self.buffer) < self.cfg.rollout_steps:
             return None
         return self._update()
+
+    def _usable(self, t: dict) -> bool:
+        """Finite, and of this policy's dimensions."""
+        spec = self.ppo.actor.spec
+        arrays = [np.asarray(t[k], np.float64) for k in ("observation", "next_observation", "action")]
+        if [a.shape for a in arrays] != [(spec.obs_dim,), (spec.obs_dim,), (spec.act_dim,)]:
+            return False
+        return all(np.isfinite(a).all() for a in arrays) and np.isfinite([t["reward"], t["log_prob"]]).all()
 
     def _update(self) -> UpdateResult | None:
         rows, self.buffer = self.buffer, []
@@ -99,7 +114,7 @@ class OnlineLearnerCore:
         # One line per published version: when it was made, from which batch (for the field report).
         append_jsonl(self.run_dir / "timeline.jsonl", {
             "version": self.version, "time": time.time(), "batch_return": float(rew.sum()), "batch_size": len(rows),
-            "dropped_stale": self.dropped_stale, **stats})
+            "dropped_stale": self.dropped_stale, "dropped_invalid": self.dropped_invalid, **stats})
         return UpdateResult(self.version, stats)
 
     def _save(self) -> None:
@@ -111,7 +126,8 @@ class OnlineLearnerCore:
         ckpt.save(self.run_dir, "learner", {**tensors, **a_t, **c_t}, {
             "version": self.version, "updates": self.updates, "actor_opt": a_m, "critic_opt": c_m,
             "spec": p.actor.spec.to_dict(), "config": to_dict(self.cfg), "dropped_stale": self.dropped_stale,
-            "start": self.start_digest})
+            "dropped_invalid": self.dropped_invalid,
+            "start": self.start_digest}, diverged_advice=ckpt.SAME_RUN_ADVICE)
 
     def _load(self) -> None:
         tensors, meta = ckpt.load(self.run_dir, "learner")

@@ -140,6 +140,13 @@ class PPO:
             nxt_raw = np.empty_like(obs)
             for i, env in enumerate(envs):
                 o, r, te, tr, info = env.step(env_a[i])
+                if not (np.isfinite(o).all() and np.isfinite(r)):
+                    # Caught here, a NaN names its source; trained on, it would surface later as
+                    # "training diverged, try a lower learning rate".
+                    what = "observation" if not np.isfinite(o).all() else "reward"
+                    raise ValueError(f"the environment returned a non-finite {what} (episode step "
+                                     f"{self._episodes[i]['length'] + 1}); this rollout is not trained on, the "
+                                     "last checkpoint is kept")
                 rew[i], term[i], trunc[i] = r, te, tr
                 nxt_raw[i] = o
                 ep = self._episodes[i]

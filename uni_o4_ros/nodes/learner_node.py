@@ -134,11 +134,16 @@ class LearnerNode(Node):
 
     # ------------------------------------------------------------------ online mode
     def on_transition(self, m: Transition) -> None:
+        invalid = self.core.dropped_invalid
         res = self.core.add({"observation": np.asarray(m.observation),
                              "next_observation": np.asarray(m.next_observation),
                              "action": np.asarray(m.action), "log_prob": m.log_prob, "reward": m.reward,
                              "terminal": m.terminal, "timeout": m.timeout, "policy_version": m.policy_version,
                              "step": m.step, "episode_id": m.episode_id})
+        n = self.core.dropped_invalid
+        if n > invalid and (n == 1 or n % 100 == 0):
+            self.get_logger().warn(f"left out {n} transition(s) so far with NaN/inf values or wrong dimensions "
+                                   f"(latest: episode {m.episode_id}, step {m.step})")
         if res is not None:
             self.get_logger().info(f"update -> version {res.version}: " +
                                    ", ".join(f"{k} {v:.3g}" for k, v in res.stats.items()))

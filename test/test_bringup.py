@@ -246,3 +246,89 @@ def test_stop_processes_kills_and_reaps_a_process_that_ignores_sigterm_and_names
                 p.kill()
                 p.wait()
             p.stdout.close()
+
+
+def _transition(episode: int, step: int, *, reward: float = 1.0, terminal: bool = False, timeout: bool = False,
+                next_obs_value: float = 0.0):
+    from uni_o4_ros.msg import Transition
+
+    return Transition(episode_id=episode, step=step, observation=[float(step)] * 4,
+                      next_observation=[next_obs_value or float(step + 1)] * 4, action=[0.1, -0.1], log_prob=-1.0,
+                      reward=reward, terminal=terminal, timeout=timeout, policy_version=0)
+
+
+def test_a_transition_with_nan_costs_only_itself_not_the_episode_nor_the_logger(ros_env, tmp_path):
+    """The logger behind a stand-in recorder (the test publishes on `transitions`). Before, one NaN
+    reward failed the episode file's validation inside the logger's callback: the episode was lost
+    and the logger process died, so nothing after it was recorded either."""
+    from uni_o4_ros.data.bag import bag_to_dataset
+    from uni_o4_ros.msg import Transition
+    from uni_o4_ros.nodes.qos import TRANSITIONS
+
+    out = tmp_path / "episodes"
+    logger = start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}",
+                   f"bag_path:={tmp_path / 'bag'}")
+    w = TransitionWatcher()
+    try:
+        pub = w.node.create_publisher(Transition, "transitions", TRANSITIONS)
+        w.wait(lambda: pub.get_subscription_count() >= 2)  # the logger and the watcher itself
+        nan = float("nan")
+        sent = [_transition(1, 0), _transition(1, 1), _transition(1, 2, reward=nan), _transition(1, 3),
+                _transition(1, 4, timeout=True),
+                _transition(2, 0), _transition(2, 1), _transition(2, 2, terminal=True, next_obs_value=float("inf")),
+                _transition(3, 0, reward=nan, timeout=True),  # nothing usable: no file
+                _transition(4, 0), _transition(4, 1, timeout=True)]
+        for m in sent:
+            pub.publish(m)
+        w.wait(lambda: len(w.seen) == len(sent))
+        w.wait(lambda: (out / "episode_000004.hdf5").exists() or logger.poll() is not None, timeout=60)
+        assert logger.poll() is None, "the logger died on a NaN"
+        assert sorted(f.name for f in out.glob("episode_*.hdf5")) == [
+            "episode_000001.hdf5", "episode_000002.hdf5", "episode_000004.hdf5"]
+        ds = read_episodes(out)
+        assert len(ds) == 4 + 2 + 2 and np.isfinite(ds.rewards).all()
+        np.testing.assert_array_equal(ds.infos["step"], [0, 1, 3, 4, 0, 1, 0, 1])
+        # the left-out terminal row ends episode 2 one row earlier, as a truncation (its s' is not terminal)
+        assert ds.timeouts.tolist() == [False, False, False, True, False, True, False, True]
+        assert not ds.terminals.any()
+    finally:
+        w.close()
+        killed = stop(logger)
+    assert killed == [] and logger.returncode == 0
+    bag = bag_to_dataset(tmp_path / "bag")  # the raw bag keeps every message; its conversion leaves out the same
+    np.testing.assert_array_equal(bag.observations, ds.observations)
+    assert bag.metadata["left_out_non_finite"] == 3
+
+
+def test_odometry_samples_with_nan_are_ignored_so_every_recorded_reward_is_finite(ros_env, standing_policy, tmp_path):
+    """A glitching odometry source (here the test, publishing NaN twists on `odom` faster than the
+    simulator's own odometry) must not turn rewards into NaN: the recorder ignores such samples
+    like lost messages. Before, most rewards of these episodes were NaN."""
+    from nav_msgs.msg import Odometry
+
+    from uni_o4_ros.nodes.qos import SENSOR
+
+    out = tmp_path / "episodes"
+    w = TransitionWatcher()
+    glitch = w.node.create_publisher(Odometry, "odom", SENSOR)
+    bad = Odometry()
+    bad.twist.twist.linear.x = float("nan")
+    w.node.create_timer(0.002, lambda: glitch.publish(bad))
+    procs = [
+        start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}"),
+        start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "max_steps:=20", "episodes:=2",
+              "wait_for_subscribers:=2"),
+        start("uni_o4_ros.nodes.go1_sim_node", ros_env),
+        start("uni_o4_ros.nodes.pd_controller_node", ros_env, "backend:=go1_sim"),
+        start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}"),
+    ]
+    try:
+        w.wait(lambda: sum(t.timeout for t in w.seen) >= 2)
+        assert glitch.get_subscription_count() >= 1  # the recorder did listen to the glitching source
+        rewards = np.array([t.reward for t in w.seen])
+        assert len(rewards) == 40 and np.isfinite(rewards).all() and (rewards > 0).all()
+        w.wait(lambda: (out / "episode_000002.hdf5").exists(), timeout=30)
+        assert len(read_episodes(out)) == 40
+    finally:
+        w.close()
+        stop(*procs)

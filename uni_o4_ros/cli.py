@@ -516,8 +516,10 @@ def cmd_bag2h5(args: argparse.Namespace) -> int:
     ds = bag_to_dataset(args.bag, args.topic)
     validate(ds)
     path = write_hdf5(args.out, ds)
+    left_out = int(ds.metadata.get("left_out_non_finite", 0))
     print(f"{path}: {len(ds)} transitions in {ds.metadata['episodes']} episode(s), "
-          f"{int(ds.terminals.sum())} terminal, {int(ds.timeouts.sum())} timeouts")
+          f"{int(ds.terminals.sum())} terminal, {int(ds.timeouts.sum())} timeouts"
+          + (f"; {left_out} left out for NaN/inf values" if left_out else ""))
     return 0
 
 

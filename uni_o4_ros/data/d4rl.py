@@ -85,6 +85,14 @@ class OfflineDataset:
         return cls(**cat, infos=infos, metadata=dict(parts[0].metadata))
 
 
+def finite_transition(t: dict) -> bool:
+    """Every number of one streamed transition (observation, next_observation, action, reward,
+    log_prob) is finite. A NaN from a sensor glitch must cost that transition, not the episode it
+    is in nor the process recording or learning from it."""
+    arrays = (t["observation"], t["next_observation"], t["action"], [t["reward"], t["log_prob"]])
+    return all(np.isfinite(np.asarray(a, np.float64)).all() for a in arrays)
+
+
 def _fail(path: str | Path, msg: str) -> DatasetError:
     return DatasetError(f"{path}: {msg}")
 

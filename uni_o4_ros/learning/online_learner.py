@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..data import finite_transition
 from . import checkpoint as ckpt
 from .config import OnlineConfig, to_dict
 from .jsonlines import append_jsonl
@@ -71,10 +72,8 @@ class OnlineLearnerCore:
     def _usable(self, t: dict) -> bool:
         """Finite, and of this policy's dimensions."""
         spec = self.ppo.actor.spec
-        arrays = [np.asarray(t[k], np.float64) for k in ("observation", "next_observation", "action")]
-        if [a.shape for a in arrays] != [(spec.obs_dim,), (spec.obs_dim,), (spec.act_dim,)]:
-            return False
-        return all(np.isfinite(a).all() for a in arrays) and np.isfinite([t["reward"], t["log_prob"]]).all()
+        shapes = [np.shape(t[k]) for k in ("observation", "next_observation", "action")]
+        return shapes == [(spec.obs_dim,), (spec.obs_dim,), (spec.act_dim,)] and finite_transition(t)
 
     def _update(self) -> UpdateResult | None:
         rows, self.buffer = self.buffer, []

@@ -2,6 +2,8 @@
 atomically (a crash loses at most the episode in progress; finished files are always complete).
 An episode is finished by its terminal or timeout transition (the recorder ends every episode with
 one), never by an event on another topic, which could overtake the episode's last transition.
+Transitions with NaN/inf values (a sensor glitch) are left out of the file, with a warning, instead
+of failing its validation and taking the episode and the logger with them.
 Parameters: directory, bag_path (optional: also keep every Transition, CDR as received, in an
 MCAP rosbag2 at this path; `uni-o4 bag2h5` converts it, as it does bags from `ros2 bag record`).
 """
@@ -46,8 +48,16 @@ class DatasetLoggerNode(Node):
                          "log_prob": m.log_prob, "reward": m.reward, "terminal": m.terminal, "timeout": m.timeout,
                          "policy_version": m.policy_version})
         if m.terminal or m.timeout:
+            before = self.writer.left_out
             path = self.writer.finish(m.episode_id)
-            self.get_logger().info(f"episode {m.episode_id} written to {path}")
+            left_out = self.writer.left_out - before
+            if path is None:
+                self.get_logger().warn(f"episode {m.episode_id}: no transition without NaN/inf values, not written")
+            elif left_out:
+                self.get_logger().warn(f"episode {m.episode_id} written to {path}, without {left_out} transition(s) "
+                                       "with NaN/inf values")
+            else:
+                self.get_logger().info(f"episode {m.episode_id} written to {path}")
 
     def close(self) -> None:
         if self.bag is not None:

@@ -61,7 +61,8 @@ class EpisodeRecorderNode(Node):
         self.prev_dq: np.ndarray | None = None
         self.trans_pub = self.create_publisher(Transition, "transitions", TRANSITIONS)
         self.event_pub = self.create_publisher(EpisodeEvent, "recorder_events", EVENTS)
-        self.create_subscription(Odometry, "odom", lambda m: setattr(self, "odom", m), SENSOR)
+        self.create_subscription(Odometry, "odom", self.on_odom, SENSOR)
+        self.ignored_samples = 0  # odometry / robot states with NaN/inf, treated as never received
         self.create_subscription(RobotState, "robot_state", self.on_state, SENSOR)
         self.create_subscription(Transition, "policy_step", self.on_step, TRANSITIONS)
         self.create_subscription(EpisodeEvent, "episode_events", self.on_controller_event, EVENTS)
@@ -94,10 +95,26 @@ class EpisodeRecorderNode(Node):
                        else "no episode is running")
         return res
 
+    def on_odom(self, msg: Odometry) -> None:
+        t = msg.twist.twist
+        if self._usable(t.linear.x, t.linear.y, t.linear.z, t.angular.z, what="odometry"):
+            self.odom = msg
+
     def on_state(self, msg: RobotState) -> None:
         if msg.mode == RobotState.MODE_ESTOP and self.core.active:
             self._end(self.core.abort(), EpisodeEvent.ABORTED_ESTOP, "e-stop")
-        self.state = msg
+        if self._usable(*msg.dq, *msg.tau_est, what="robot state"):
+            self.state = msg
+
+    def _usable(self, *values: float, what: str) -> bool:
+        """The reward is computed from the newest odometry and robot state; a sample with NaN/inf
+        (a tracking or driver glitch) is ignored like a lost message, so the reward stays finite."""
+        if np.all(np.isfinite(values)):
+            return True
+        self.ignored_samples += 1
+        if self.ignored_samples == 1 or self.ignored_samples % 100 == 0:
+            self.get_logger().warn(f"ignored a {what} sample with NaN/inf values ({self.ignored_samples} so far)")
+        return False
 
     def on_controller_event(self, msg: EpisodeEvent) -> None:
         if msg.event == EpisodeEvent.ABORTED_FALL and self.core.active:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import OfflineDataset, read_hdf5, write_hdf5
+from ..data import OfflineDataset, finite_transition, read_hdf5, write_hdf5
 from .observation import is_fresh
 from .reward import reward
 
@@ -127,6 +127,7 @@ class EpisodeRecorderCore:
 class EpisodeWriter:
     directory: Path
     _rows: dict[int, list[dict]] = field(default_factory=dict)
+    left_out: int = 0  # transitions with NaN/inf values over every finished episode (not written)
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
@@ -136,17 +137,27 @@ class EpisodeWriter:
         self._rows.setdefault(int(t["episode_id"]), []).append(t)
 
     def finish(self, episode_id: int, metadata: dict | None = None) -> Path | None:
+        """Write the episode; None when it holds no usable transition."""
         rows = self._rows.pop(episode_id, [])
-        if not rows:
-            return None
         ds = episode_dataset(rows, episode_id, metadata)
+        if ds is None:
+            self.left_out += len({int(t["step"]) for t in rows})
+            return None
+        self.left_out += int(ds.metadata.get("left_out_non_finite", 0))
         return write_hdf5(self.directory / f"episode_{episode_id:06d}.hdf5", ds, overwrite=True)
 
 
-def episode_dataset(rows: list[dict], episode_id: int, metadata: dict | None = None) -> OfflineDataset:
-    """One episode's transitions (any order, duplicates of a step dropped) in the D4RL layout."""
+def episode_dataset(rows: list[dict], episode_id: int, metadata: dict | None = None) -> OfflineDataset | None:
+    """One episode's transitions (any order, duplicates of a step dropped) in the D4RL layout, or
+    None if none is usable. Transitions with NaN/inf values are left out and counted in
+    metadata['left_out_non_finite']: one sensor glitch would otherwise fail the file's validation
+    and lose the whole episode. Each row carries its own next_observation, so a left-out row costs
+    only itself; if it was the episode's end, the episode ends one row earlier, as a timeout."""
     by_step = {int(t["step"]): t for t in rows}
-    rows = [by_step[k] for k in sorted(by_step)]
+    rows = [by_step[k] for k in sorted(by_step) if finite_transition(by_step[k])]
+    left_out = len(by_step) - len(rows)
+    if not rows:
+        return None
     timeouts = np.array([t["timeout"] for t in rows], bool)
     terminals = np.array([t["terminal"] for t in rows], bool)
     if not (terminals[-1] or timeouts[-1]):
@@ -159,7 +170,8 @@ def episode_dataset(rows: list[dict], episode_id: int, metadata: dict | None = N
         infos={"action_log_probs": np.array([t["log_prob"] for t in rows], np.float32),
                "policy_version": np.array([t["policy_version"] for t in rows], np.int64),
                "step": np.array([t["step"] for t in rows], np.int64)},
-        metadata={"episode_id": int(episode_id), **(metadata or {})},
+        metadata={"episode_id": int(episode_id), **({"left_out_non_finite": left_out} if left_out else {}),
+                  **(metadata or {})},
     )
 
 

@@ -332,3 +332,59 @@ def test_odometry_samples_with_nan_are_ignored_so_every_recorded_reward_is_finit
     finally:
         w.close()
         stop(*procs)
+
+
+def test_lost_odometry_ends_the_episode_as_a_timeout_and_none_starts_until_it_returns(ros_env):
+    """The recorder alone; the test plays controller, policy and T265 over the real topics. With
+    odom_timeout set (config/robot.yaml: 0.1 s, the authors' T265 rule) rewards are never computed
+    from a velocity older than that: the episode ends, and auto-start waits for odometry."""
+    from nav_msgs.msg import Odometry
+
+    from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
+    from uni_o4_ros.nodes.qos import EVENTS, SENSOR, TRANSITIONS
+    from uni_o4_ros.robot.observation import ObservationBuilder, command_vector
+
+    w = TransitionWatcher()
+    events: list = []
+    w.node.create_subscription(EpisodeEvent, "recorder_events", events.append, EVENTS)
+    pubs = {"state": w.node.create_publisher(RobotState, "robot_state", SENSOR),
+            "odom": w.node.create_publisher(Odometry, "odom", SENSOR),
+            "step": w.node.create_publisher(Transition, "policy_step", TRANSITIONS)}
+    builder = ObservationBuilder()
+    obs = builder.push(builder.frame(np.array([1.0, 0, 0, 0]), command_vector(0.5), np.zeros(12), np.zeros(12),
+                                     np.zeros(12)))  # always shows the recorder's default command
+    tick = {"n": 0, "odom": True, "off_ticks": 0}
+
+    def control_tick() -> None:  # one 100 Hz tick of the stand-in robot and policy
+        pubs["state"].publish(RobotState(mode=RobotState.MODE_ACTIVE))
+        if tick["odom"]:
+            odom = Odometry()
+            odom.twist.twist.linear.x = 0.5
+            pubs["odom"].publish(odom)
+        else:
+            tick["off_ticks"] += 1
+        pubs["step"].publish(Transition(step=tick["n"], observation=obs.tolist(), action=[0.0] * 12, log_prob=-1.0))
+        tick["n"] += 1
+
+    # 0.5 s rather than the robot's 0.1 s: a loaded CI machine can stall a process for 0.1 s
+    recorder = start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "odom_timeout:=0.5",
+                     "wait_for_subscribers:=1")
+    try:
+        w.node.create_timer(0.01, control_tick)
+        w.wait(lambda: len(w.seen) >= 20)
+        assert [e.event for e in events] == [EpisodeEvent.STARTED] and not any(t.timeout for t in w.seen)
+        tick["odom"] = False  # the T265 stops
+        w.wait(lambda: any(e.event == EpisodeEvent.ENDED for e in events))
+        ended = next(e for e in events if e.event == EpisodeEvent.ENDED)
+        assert ended.episode_id == 1 and ended.reason.startswith("odometry lost")
+        first = [t for t in w.seen if t.episode_id == 1]
+        assert first[-1].timeout and sum(t.timeout for t in first) == 1 and np.isfinite([t.reward for t in first]).all()
+        start_off = tick["off_ticks"]
+        w.wait(lambda: tick["off_ticks"] >= start_off + 100)  # a second more without odometry
+        assert sum(e.event == EpisodeEvent.STARTED for e in events) == 1 and len(w.seen) == len(first)
+        tick["odom"] = True  # back: the next episode starts
+        w.wait(lambda: sum(e.event == EpisodeEvent.STARTED for e in events) == 2 and len(w.seen) > len(first))
+        assert all(t.episode_id == 2 for t in w.seen[len(first):])
+    finally:
+        w.close()
+        stop(recorder)

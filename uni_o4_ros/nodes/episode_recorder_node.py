@@ -5,7 +5,9 @@ command_vx_schedule (forward speeds cycled per episode; empty = command_velocity
 wait_for_subscribers (start no episode before this many `transitions` readers are connected),
 wait_for_reset (simulation: the controller stands the robot up at each start; record from the
 first state after that reset), total_steps (0 = no limit: after this many transitions over all
-episodes the running episode ends as a timeout and no other starts).
+episodes the running episode ends as a timeout and no other starts), odom_timeout (s; > 0: the
+running episode ends as a timeout when the newest odometry sample is older, and none starts until
+odometry is fresh again; 0 = off, the simulator's default).
 Services: start_episode (StartEpisode: command velocity; refused while one runs) and stop_episode
 (StopEpisode: the episode ends at the next step as a timeout, event ENDED with the reason).
 
@@ -17,6 +19,7 @@ episode starts at the first policy step whose observation shows the command.
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 from geometry_msgs.msg import Twist
@@ -38,7 +41,7 @@ class EpisodeRecorderNode(Node):
         p = {k: self.declare_parameter(k, v).value for k, v in {
             "max_steps": 1000, "command_velocity": [0.5, 0.0, 0.0], "auto_start": True, "episodes": 0,
             "command_vx_schedule": [0.0], "wait_for_subscribers": 0, "wait_for_reset": False,
-            "total_steps": 0}.items()}
+            "total_steps": 0, "odom_timeout": 0.0}.items()}
         # wait_for_reset: the controller stands the (simulated) robot up when an episode starts
         # (pd_controller reset_on_episode_end); record from the first state after that reset.
         self.core = EpisodeRecorderCore(max_steps=int(p["max_steps"]), command_velocity=tuple(p["command_velocity"]),
@@ -61,6 +64,11 @@ class EpisodeRecorderNode(Node):
         self.prev_dq: np.ndarray | None = None
         self.trans_pub = self.create_publisher(Transition, "transitions", TRANSITIONS)
         self.event_pub = self.create_publisher(EpisodeEvent, "recorder_events", EVENTS)
+        # The reward is computed from the newest odometry sample. On the robot, the authors' code ends
+        # an episode once the T265 is more than 0.1 s late: beyond that, rewards would be computed
+        # from a velocity the robot no longer has. 0 (the default, for the simulator) turns it off.
+        self.odom_timeout = float(p["odom_timeout"])
+        self.odom_rx: float | None = None  # monotonic time the newest usable sample arrived
         self.create_subscription(Odometry, "odom", self.on_odom, SENSOR)
         self.ignored_samples = 0  # odometry / robot states with NaN/inf, treated as never received
         self.create_subscription(RobotState, "robot_state", self.on_state, SENSOR)
@@ -78,6 +86,9 @@ class EpisodeRecorderNode(Node):
         if self.core.budget_spent:
             res.accepted, res.episode_id = False, self.core.episode_id
             res.message = f"the recording's {self.core.step_budget} steps (total_steps) are recorded"
+            return res
+        if lost := self._odometry_lost():
+            res.accepted, res.episode_id, res.message = False, self.core.episode_id, lost
             return res
         v = [float(x) for x in req.command_velocity]
         if not np.all(np.isfinite(v)):
@@ -98,7 +109,17 @@ class EpisodeRecorderNode(Node):
     def on_odom(self, msg: Odometry) -> None:
         t = msg.twist.twist
         if self._usable(t.linear.x, t.linear.y, t.linear.z, t.angular.z, what="odometry"):
-            self.odom = msg
+            self.odom, self.odom_rx = msg, time.monotonic()
+
+    def _odometry_lost(self) -> str:
+        """Why the odometry is too old to compute rewards from, or '' if it is fresh (or unchecked)."""
+        if self.odom_timeout <= 0:
+            return ""
+        if self.odom_rx is None:
+            return "no odometry received yet"
+        age = time.monotonic() - self.odom_rx
+        return f"odometry lost: no sample for {age:.2f} s (odom_timeout {self.odom_timeout:g} s)" \
+            if age > self.odom_timeout else ""
 
     def on_state(self, msg: RobotState) -> None:
         if msg.mode == RobotState.MODE_ESTOP and self.core.active:
@@ -129,6 +150,8 @@ class EpisodeRecorderNode(Node):
             return
         if self.trans_pub.get_subscription_count() < self.wait_for_subscribers:
             return
+        if self._odometry_lost():
+            return  # an episode would end at its first step
         vx, vy, wz = self.base_command
         if self.schedule:
             vx = self.schedule[self.core.episode_id % len(self.schedule)]
@@ -153,6 +176,11 @@ class EpisodeRecorderNode(Node):
             self._begin(*self.pending)
         if self.odom is None or self.state is None or not self.core.active:
             return
+        lost = self._odometry_lost()
+        if lost and self.core.request_stop():
+            # This step's transition is the episode's last, a timeout (a truncation, not a failure).
+            self.stop_reason = lost
+            self.get_logger().warn(f"episode {self.core.episode_id}: {lost}")
         dq = np.asarray(self.state.dq, np.float32)
         ddq = (dq - self.prev_dq) / 0.02 if self.prev_dq is not None else np.zeros(12, np.float32)
         self.prev_dq = dq

@@ -36,11 +36,10 @@ class TransitionWatcher:
         self.rclpy.shutdown()
 
 
-def test_two_episodes_are_recorded_exactly(ros_env, standing_policy, tmp_path):
-    out = tmp_path / "episodes"
-    w = TransitionWatcher()  # subscribe before anything publishes
-    procs = [
-        start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}", f"bag_path:={tmp_path / 'bag'}"),
+def _two_short_episodes(ros_env, policy, out, *logger_params: str) -> list:
+    """The simulated suite recording two 20-step episodes into `out`."""
+    return [
+        start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}", *logger_params),
         # No episode starts before the logger and the watcher both listen: `transitions` is volatile,
         # so a reader that matches late misses the first rows (CI once saw 29 of 40).
         start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "max_steps:=20", "episodes:=2",
@@ -48,8 +47,14 @@ def test_two_episodes_are_recorded_exactly(ros_env, standing_policy, tmp_path):
         # The simulator as its own process, in lockstep with the controller over low_cmd / low_state.
         start("uni_o4_ros.nodes.go1_sim_node", ros_env),
         start("uni_o4_ros.nodes.pd_controller_node", ros_env, "backend:=go1_sim"),
-        start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}"),
+        start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={policy}"),
     ]
+
+
+def test_two_episodes_are_recorded_exactly(ros_env, standing_policy, tmp_path):
+    out = tmp_path / "episodes"
+    w = TransitionWatcher()  # subscribe before anything publishes
+    procs = _two_short_episodes(ros_env, standing_policy, out, f"bag_path:={tmp_path / 'bag'}")
     try:
         w.wait(lambda: sum(t.timeout for t in w.seen) >= 2)
         files = sorted(out.glob("episode_*.hdf5"))
@@ -314,14 +319,7 @@ def test_odometry_samples_with_nan_are_ignored_so_every_recorded_reward_is_finit
     bad = Odometry()
     bad.twist.twist.linear.x = float("nan")
     w.node.create_timer(0.002, lambda: glitch.publish(bad))
-    procs = [
-        start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}"),
-        start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "max_steps:=20", "episodes:=2",
-              "wait_for_subscribers:=2"),
-        start("uni_o4_ros.nodes.go1_sim_node", ros_env),
-        start("uni_o4_ros.nodes.pd_controller_node", ros_env, "backend:=go1_sim"),
-        start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}"),
-    ]
+    procs = _two_short_episodes(ros_env, standing_policy, out)
     try:
         w.wait(lambda: sum(t.timeout for t in w.seen) >= 2)
         assert glitch.get_subscription_count() >= 1  # the recorder did listen to the glitching source

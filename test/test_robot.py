@@ -298,3 +298,16 @@ def test_recorder_core_waiting_for_a_reset_starts_at_the_first_fresh_observation
     core = EpisodeRecorderCore()
     core.start()
     assert core.on_step(before[0], motion) is None and core.on_step(before[1], motion)["step"] == 0
+
+
+def test_odometry_watch_ignores_non_finite_samples_and_says_when_odometry_is_too_old():
+    from uni_o4_ros.robot.odometry_watch import OdometryWatch, finite_sample
+
+    off = OdometryWatch()  # the simulator's default: never too old
+    assert off.lost(now=1e6) == "" and not off.accept([float("nan"), 0.0], now=0.0)
+    watch = OdometryWatch(timeout=0.1)
+    assert watch.lost(now=0.0) == "no odometry received yet"
+    assert watch.accept([0.5, 0.0, 0.0, 0.1], now=1.0) and watch.lost(now=1.05) == ""
+    assert not watch.accept([float("inf"), 0.0, 0.0, 0.0], now=1.15)  # a glitch does not refresh it
+    assert watch.lost(now=1.15).startswith("odometry lost: no sample for 0.15 s")
+    assert finite_sample([0.0] * 24) and not finite_sample([0.0, float("nan")])

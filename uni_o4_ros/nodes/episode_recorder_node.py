@@ -29,6 +29,7 @@ from rclpy.node import Node
 from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
 from uni_o4_ros.robot.episodes import EpisodeRecorderCore, PolicyStep, RobotMotion
 from uni_o4_ros.robot.observation import shows_command
+from uni_o4_ros.robot.odometry_watch import OdometryWatch, finite_sample
 from uni_o4_ros.srv import StartEpisode, StopEpisode
 
 from .qos import EVENTS, SENSOR, TRANSITIONS
@@ -64,13 +65,11 @@ class EpisodeRecorderNode(Node):
         self.prev_dq: np.ndarray | None = None
         self.trans_pub = self.create_publisher(Transition, "transitions", TRANSITIONS)
         self.event_pub = self.create_publisher(EpisodeEvent, "recorder_events", EVENTS)
-        # The reward is computed from the newest odometry sample. On the robot, the authors' code ends
-        # an episode once the T265 is more than 0.1 s late: beyond that, rewards would be computed
-        # from a velocity the robot no longer has. 0 (the default, for the simulator) turns it off.
-        self.odom_timeout = float(p["odom_timeout"])
-        self.odom_rx: float | None = None  # monotonic time the newest usable sample arrived
+        # Rewards come from the newest odometry and robot state: samples with NaN/inf are ignored,
+        # and on the robot (odom_timeout > 0) an episode ends when odometry is that late.
+        self.odom_watch = OdometryWatch(float(p["odom_timeout"]))
+        self.ignored_samples = 0
         self.create_subscription(Odometry, "odom", self.on_odom, SENSOR)
-        self.ignored_samples = 0  # odometry / robot states with NaN/inf, treated as never received
         self.create_subscription(RobotState, "robot_state", self.on_state, SENSOR)
         self.create_subscription(Transition, "policy_step", self.on_step, TRANSITIONS)
         self.create_subscription(EpisodeEvent, "episode_events", self.on_controller_event, EVENTS)
@@ -108,34 +107,26 @@ class EpisodeRecorderNode(Node):
 
     def on_odom(self, msg: Odometry) -> None:
         t = msg.twist.twist
-        if self._usable(t.linear.x, t.linear.y, t.linear.z, t.angular.z, what="odometry"):
-            self.odom, self.odom_rx = msg, time.monotonic()
-
-    def _odometry_lost(self) -> str:
-        """Why the odometry is too old to compute rewards from, or '' if it is fresh (or unchecked)."""
-        if self.odom_timeout <= 0:
-            return ""
-        if self.odom_rx is None:
-            return "no odometry received yet"
-        age = time.monotonic() - self.odom_rx
-        return f"odometry lost: no sample for {age:.2f} s (odom_timeout {self.odom_timeout:g} s)" \
-            if age > self.odom_timeout else ""
+        if self.odom_watch.accept((t.linear.x, t.linear.y, t.linear.z, t.angular.z), time.monotonic()):
+            self.odom = msg
+        else:
+            self._ignored("odometry")
 
     def on_state(self, msg: RobotState) -> None:
         if msg.mode == RobotState.MODE_ESTOP and self.core.active:
             self._end(self.core.abort(), EpisodeEvent.ABORTED_ESTOP, "e-stop")
-        if self._usable(*msg.dq, *msg.tau_est, what="robot state"):
+        if finite_sample((*msg.dq, *msg.tau_est)):
             self.state = msg
+        else:
+            self._ignored("robot state")
 
-    def _usable(self, *values: float, what: str) -> bool:
-        """The reward is computed from the newest odometry and robot state; a sample with NaN/inf
-        (a tracking or driver glitch) is ignored like a lost message, so the reward stays finite."""
-        if np.all(np.isfinite(values)):
-            return True
+    def _ignored(self, what: str) -> None:
         self.ignored_samples += 1
         if self.ignored_samples == 1 or self.ignored_samples % 100 == 0:
             self.get_logger().warn(f"ignored a {what} sample with NaN/inf values ({self.ignored_samples} so far)")
-        return False
+
+    def _odometry_lost(self) -> str:
+        return self.odom_watch.lost(time.monotonic())
 
     def on_controller_event(self, msg: EpisodeEvent) -> None:
         if msg.event == EpisodeEvent.ABORTED_FALL and self.core.active:

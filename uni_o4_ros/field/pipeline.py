@@ -65,13 +65,17 @@ PRETRAINED = PACKAGE / "sim" / "checkpoints" / "go1_flat"
 # By the controller's fall rule (BENCHMARKS §6.0a) independent heads scored higher at 1.0 m/s on 3
 # of 4 recordings (+1.1 to +3.5), but on the 4th their pick fell in every episode at 0.5 m/s like
 # the simulator policy; the min's pick never fell more often than the simulator policy.
+# A layer-normalised Q (as in the learning core's small budget, BENCHMARKS §1): on three new
+# recordings, paired, the offline pick scored higher in 5 of 6 (recording, speed) cells and, on the
+# recording where the plain Q's pick fell in every episode at both speeds, walked at 1.0 m/s
+# without a fall (BENCHMARKS §6.0c); it scored lower in one (18.3 -> 11.9 at 1.0 m/s, no falls).
 OFFLINE_BUDGETS: dict[str, list[str]] = {
     "paper": ["env=go1", "ope.horizon=20"],
     "small": ["env=go1", "ope.horizon=20", "ope.n_start_states=256", "value.mc_warmup_steps=2000",
               "value.steps=10000", "value.lr=3e-4", "value.batch_size=256", "value.target_every=1",
               "value.q_hidden=[256,256]", "value.v_hidden=[256,256]", "dynamics.max_steps=3000",
               "dynamics.max_epochs=30", "improvement.steps=1000", "improvement.eval_every=100",
-              "improvement.batch_size=256", "selection.start_states=4096"],
+              "improvement.batch_size=256", "selection.start_states=4096", "value.q_layer_norm=true"],
     "tiny": ["env=go1", "ope.horizon=5", "ope.n_start_states=16", "value.steps=100", "value.q_hidden=[64,64]",
              "value.v_hidden=[64,64]", "dynamics.hidden=[64,64]", "dynamics.max_steps=100", "dynamics.max_epochs=2",
              "improvement.steps=40", "improvement.eval_every=20", "improvement.batch_size=64"],

@@ -74,13 +74,13 @@ def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDatas
         raise DatasetError(f"{bag}: cannot read bag ({type(exc).__name__}: {exc})") from exc
     if not episodes:
         raise DatasetError(f"{bag}: {topic} holds no messages")
-    parts = [p for p in (episode_dataset(rows, eid) for eid, rows in sorted(episodes.items())) if p is not None]
+    made = [episode_dataset(rows, eid) for eid, rows in sorted(episodes.items())]
+    parts = [ds for ds, _ in made if ds is not None]
     if not parts:
         raise DatasetError(f"{bag}: every transition on {topic} has NaN/inf values")
     ds = OfflineDataset.concatenate(parts)
     ds.infos["episode_id"] = np.concatenate([np.full(len(p), p.metadata["episode_id"], np.int64) for p in parts])
-    received = sum(len({int(t["step"]) for t in rows}) for rows in episodes.values())
-    ds.metadata = {"source": str(bag), "episodes": len(parts), "left_out_non_finite": received - len(ds)}
+    ds.metadata = {"source": str(bag), "episodes": len(parts), "left_out_non_finite": sum(n for _, n in made)}
     return ds
 
 

@@ -48,9 +48,7 @@ class DatasetLoggerNode(Node):
                          "log_prob": m.log_prob, "reward": m.reward, "terminal": m.terminal, "timeout": m.timeout,
                          "policy_version": m.policy_version})
         if m.terminal or m.timeout:
-            before = self.writer.left_out
-            path = self.writer.finish(m.episode_id)
-            left_out = self.writer.left_out - before
+            path, left_out = self.writer.finish(m.episode_id)
             if path is None:
                 self.get_logger().warn(f"episode {m.episode_id}: no transition without NaN/inf values, not written")
             elif left_out:

@@ -127,7 +127,6 @@ class EpisodeRecorderCore:
 class EpisodeWriter:
     directory: Path
     _rows: dict[int, list[dict]] = field(default_factory=dict)
-    left_out: int = 0  # transitions with NaN/inf values over every finished episode (not written)
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
@@ -136,28 +135,27 @@ class EpisodeWriter:
     def add(self, t: dict) -> None:
         self._rows.setdefault(int(t["episode_id"]), []).append(t)
 
-    def finish(self, episode_id: int, metadata: dict | None = None) -> Path | None:
-        """Write the episode; None when it holds no usable transition."""
-        rows = self._rows.pop(episode_id, [])
-        ds = episode_dataset(rows, episode_id, metadata)
+    def finish(self, episode_id: int, metadata: dict | None = None) -> tuple[Path | None, int]:
+        """Write the episode: its file (None when no transition was usable) and how many
+        transitions were left out for NaN/inf values."""
+        ds, left_out = episode_dataset(self._rows.pop(episode_id, []), episode_id, metadata)
         if ds is None:
-            self.left_out += len({int(t["step"]) for t in rows})
-            return None
-        self.left_out += int(ds.metadata.get("left_out_non_finite", 0))
-        return write_hdf5(self.directory / f"episode_{episode_id:06d}.hdf5", ds, overwrite=True)
+            return None, left_out
+        return write_hdf5(self.directory / f"episode_{episode_id:06d}.hdf5", ds, overwrite=True), left_out
 
 
-def episode_dataset(rows: list[dict], episode_id: int, metadata: dict | None = None) -> OfflineDataset | None:
-    """One episode's transitions (any order, duplicates of a step dropped) in the D4RL layout, or
-    None if none is usable. Transitions with NaN/inf values are left out and counted in
-    metadata['left_out_non_finite']: one sensor glitch would otherwise fail the file's validation
+def episode_dataset(rows: list[dict], episode_id: int,
+                    metadata: dict | None = None) -> tuple[OfflineDataset | None, int]:
+    """One episode's transitions (any order, duplicates of a step dropped) in the D4RL layout (None
+    if none is usable), and how many were left out for NaN/inf values (also in
+    metadata['left_out_non_finite']): one sensor glitch would otherwise fail the file's validation
     and lose the whole episode. Each row carries its own next_observation, so a left-out row costs
     only itself; if it was the episode's end, the episode ends one row earlier, as a timeout."""
     by_step = {int(t["step"]): t for t in rows}
     rows = [by_step[k] for k in sorted(by_step) if finite_transition(by_step[k])]
     left_out = len(by_step) - len(rows)
     if not rows:
-        return None
+        return None, left_out
     timeouts = np.array([t["timeout"] for t in rows], bool)
     terminals = np.array([t["terminal"] for t in rows], bool)
     if not (terminals[-1] or timeouts[-1]):
@@ -172,7 +170,7 @@ def episode_dataset(rows: list[dict], episode_id: int, metadata: dict | None = N
                "step": np.array([t["step"] for t in rows], np.int64)},
         metadata={"episode_id": int(episode_id), **({"left_out_non_finite": left_out} if left_out else {}),
                   **(metadata or {})},
-    )
+    ), left_out
 
 
 def read_episodes(directory: str | Path) -> OfflineDataset:

@@ -3,6 +3,7 @@ exit code 2; Ctrl-C, SIGTERM and an external shutdown end quietly."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -12,6 +13,8 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+
+from .dds_transport import without_shared_memory
 
 
 class NodeConfigError(RuntimeError):
@@ -29,6 +32,9 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
     # never shut down). Python-level handlers only set a flag, and the executor waits at most
     # _STOP_POLL_S at a time, so the flag is seen whatever rclpy's signal thread does.
     stop = threading.Event()
+    # Before rclpy starts: the middleware reads its transport settings when the participant is made.
+    transport = without_shared_memory(os.environ)
+    os.environ.update(transport.settings)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -38,6 +44,7 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
             print(f"{name}: error: {exc}", file=sys.stderr)
             rclpy.shutdown()
             return 2
+        (node.get_logger().warn if transport.shared_memory else node.get_logger().debug)(transport.note)
         executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
         try:

@@ -13,12 +13,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
-from uni_o4_ros.nodes.dds_transport import without_shared_memory
+from uni_o4_ros.nodes.dds_transport import TRANSPORT_VARIABLES, own_local_graph
 from uni_o4_ros.nodes.processes import node_command, stop_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 _domain_counter = iter(range(1000))
-_TRANSPORT_VARS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS", "ROS_LOCALHOST_ONLY")
 
 
 @pytest.fixture
@@ -27,12 +26,10 @@ def ros_env(monkeypatch) -> dict[str, str]:
     discovery on this host only, Fast DDS over loopback UDP as the nodes themselves choose it
     (dds_transport: no shared memory, whose ports a SIGKILLed node leaves locked)."""
     domain = 1 + (os.getpid() * 7 + next(_domain_counter)) % 100
-    env = {k: v for k, v in os.environ.items() if k not in _TRANSPORT_VARS}
-    env.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
-    env |= without_shared_memory(env).settings
-    for k in _TRANSPORT_VARS:
+    env = own_local_graph(os.environ, domain) | {"PYTHONUNBUFFERED": "1"}
+    for k in TRANSPORT_VARIABLES:
         monkeypatch.delenv(k, raising=False)
-    for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", *_TRANSPORT_VARS):
+    for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", *TRANSPORT_VARIABLES):
         if k in env:
             monkeypatch.setenv(k, env[k])
     return env

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from conftest import ROOT, start_node, stop_nodes, wait_until
-from uni_o4_ros.nodes.dds_transport import LOOPBACK_PROFILE, without_shared_memory
+from uni_o4_ros.nodes.dds_transport import LOOPBACK_PROFILE, own_local_graph, without_shared_memory
 
 
 def test_this_host_only_becomes_the_loopback_udp_profile():
@@ -25,6 +25,10 @@ def test_this_host_only_becomes_the_loopback_udp_profile():
     env = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     env |= without_shared_memory(env).settings
     assert without_shared_memory(env).settings == {}
+    # a graph of its own (tests, benchmarks) replaces whatever transport settings it inherited
+    own = own_local_graph({"FASTDDS_DEFAULT_PROFILES_FILE": "/etc/my.xml", "ROS_LOCALHOST_ONLY": "1", "HOME": "/h"}, 7)
+    assert own == {"HOME": "/h", "ROS_DOMAIN_ID": "7", "ROS_AUTOMATIC_DISCOVERY_RANGE": "SYSTEM_DEFAULT",
+                   "FASTDDS_DEFAULT_PROFILES_FILE": str(LOOPBACK_PROFILE)}
 
 
 def test_network_visible_ranges_keep_udp_and_lose_shared_memory():

@@ -22,6 +22,7 @@ from pathlib import Path
 LOOPBACK_PROFILE = Path(__file__).with_name("fastdds_udp_loopback.xml")
 _SHM_TRANSPORTS = {"", "DEFAULT", "DEFAULTV6", "SHM", "LARGE_DATA", "LARGE_DATAV6"}
 _FASTDDS_RMW = {"", "rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp"}
+TRANSPORT_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS", "ROS_LOCALHOST_ONLY")
 
 
 @dataclass(frozen=True)
@@ -58,3 +59,11 @@ def without_shared_memory(env: Mapping[str, str]) -> Transport:
     if env.get("FASTDDS_BUILTIN_TRANSPORTS", "").upper() in _SHM_TRANSPORTS:
         return Transport({"FASTDDS_BUILTIN_TRANSPORTS": "UDPv4"}, "Fast DDS: UDPv4, no shared memory")
     return Transport(note=f"Fast DDS: builtin transports {env['FASTDDS_BUILTIN_TRANSPORTS']}")
+
+
+def own_local_graph(env: Mapping[str, str], domain_id: int) -> dict[str, str]:
+    """`env` for a node graph of its own on this machine (tests, benchmarks): its own domain,
+    loopback UDP, whatever transport settings `env` carried before."""
+    out = {k: v for k, v in env.items() if k not in TRANSPORT_VARIABLES}
+    out.update(ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    return out | without_shared_memory(out).settings

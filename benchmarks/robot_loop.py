@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from uni_o4_ros.learning.normalizer import StateNormalizer  # noqa: E402
 from uni_o4_ros.learning.offline import save_policy  # noqa: E402
 from uni_o4_ros.learning.policy import make_policy  # noqa: E402
+from uni_o4_ros.nodes.dds_transport import own_local_graph  # noqa: E402
 from uni_o4_ros.robot.go1 import DEFAULT_Q  # noqa: E402
 from uni_o4_ros.robot.policy_runner import PolicyRunner  # noqa: E402
 from uni_o4_ros.robot.policy_update import encode_update  # noqa: E402
@@ -81,10 +82,10 @@ def realtime_loop(seconds: float, swaps: int = 10) -> dict:
         pol.body.net[-1].weight.zero_()
         pol.body.net[-1].bias.zero_()
     save_policy(tmp / "pol", "policy", pol, StateNormalizer(np.zeros(290), np.ones(290)))
-    env = dict(os.environ, ROS_DOMAIN_ID=str(150 + os.getpid() % 50), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    env = own_local_graph(os.environ, 150 + os.getpid() % 50)  # loopback UDP, as the nodes choose it
     procs = [subprocess.Popen([sys.executable, "-m", f"uni_o4_ros.nodes.{m}", "--ros-args", *a], env=env, cwd=ROOT)
              for m, a in (("pd_controller_node", []), ("policy_node", ["-p", f"policy_dir:={tmp / 'pol'}"]))]
-    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
+    os.environ.update(env)
     rclpy.init()
     node = rclpy.create_node("bench")
     stamps, modes = [], []
@@ -154,8 +155,8 @@ print(k, flush=True); time.sleep(2.0)
     from uni_o4_ros.msg import Transition
     from uni_o4_ros.nodes.qos import TRANSITIONS
 
-    env = dict(os.environ, ROS_DOMAIN_ID=str(200 + os.getpid() % 30), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
+    env = own_local_graph(os.environ, 200 + os.getpid() % 30)  # loopback UDP, as the nodes choose it
+    os.environ.update(env)
     rclpy.init()
     node = rclpy.create_node("logger_bench")
     got: dict[int, set] = {}

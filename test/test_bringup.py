@@ -305,6 +305,57 @@ def test_a_transition_with_nan_costs_only_itself_not_the_episode_nor_the_logger(
     assert bag.metadata["left_out_non_finite"] == 3
 
 
+def _wait_for_output(proc, needle: str, timeout: float = 60.0) -> str:
+    """Read the process's stderr until `needle` appears (its log line says the event happened)."""
+    import os
+    import select
+
+    fd, text, end = proc.stderr.fileno(), "", time.monotonic() + timeout
+    while needle not in text:
+        left = end - time.monotonic()
+        assert left > 0 and proc.poll() is None, f"no {needle!r} from the process; its output:\n{text[-1500:]}"
+        if select.select([fd], [], [], min(left, 1.0))[0]:
+            text += os.read(fd, 65536).decode(errors="replace")
+    return text
+
+
+def test_an_episode_the_logger_cannot_write_is_kept_until_it_can(ros_env, tmp_path):
+    """The logger behind a stand-in recorder; between two episodes its folder is replaced by a file
+    (a pulled USB stick whose path something else took). Before, the write error escaped the
+    callback and killed the logger: that episode and every later one were lost until a restart."""
+    from uni_o4_ros.msg import Transition
+    from uni_o4_ros.nodes.qos import TRANSITIONS
+
+    out, aside = tmp_path / "episodes", tmp_path / "aside"
+    logger = start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}")
+    w = TransitionWatcher()
+    try:
+        pub = w.node.create_publisher(Transition, "transitions", TRANSITIONS)
+        w.wait(lambda: pub.get_subscription_count() >= 2)
+        for m in (_transition(1, 0), _transition(1, 1, timeout=True)):
+            pub.publish(m)
+        w.wait(lambda: (out / "episode_000001.hdf5").exists() or logger.poll() is not None, timeout=60)
+        out.rename(aside)
+        out.write_text("not a folder")
+        for m in (_transition(2, 0), _transition(2, 1), _transition(2, 2, terminal=True)):
+            pub.publish(m)
+        _wait_for_output(logger, "episode 2 not written")
+        out.unlink()
+        aside.rename(out)
+        for m in (_transition(3, 0), _transition(3, 1, timeout=True)):
+            pub.publish(m)
+        w.wait(lambda: (out / "episode_000003.hdf5").exists() or logger.poll() is not None, timeout=60)
+        assert logger.poll() is None, "the logger died on a failed write"
+        assert sorted(f.name for f in out.iterdir()) == [f"episode_00000{i}.hdf5" for i in (1, 2, 3)]
+        ds = read_episodes(out)
+        assert ds.infos["step"].tolist() == [0, 1, 0, 1, 2, 0, 1]
+        assert ds.terminals.tolist() == [False, False, False, False, True, False, False]
+    finally:
+        w.close()
+        killed = stop(logger)
+    assert killed == [] and logger.returncode == 0
+
+
 def test_odometry_samples_with_nan_are_ignored_so_every_recorded_reward_is_finite(ros_env, standing_policy, tmp_path):
     """A glitching odometry source (here the test, publishing NaN twists on `odom` faster than the
     simulator's own odometry) must not turn rewards into NaN: the recorder ignores such samples

@@ -311,3 +311,37 @@ def test_odometry_watch_ignores_non_finite_samples_and_says_when_odometry_is_too
     assert not watch.accept([float("inf"), 0.0, 0.0, 0.0], now=1.15)  # a glitch does not refresh it
     assert watch.lost(now=1.15).startswith("odometry lost: no sample for 0.15 s")
     assert finite_sample([0.0] * 24) and not finite_sample([0.0, float("nan")])
+
+
+def test_an_episode_that_cannot_be_written_is_kept_and_written_with_the_next(tmp_path):
+    """A real failed write (the episode folder replaced by a file, as when a USB stick is pulled
+    and something else takes its path): the episode stays in memory and the error surfaces; once
+    the folder is back the next episode writes both, nothing lost and no half file left."""
+    from uni_o4_ros.robot.episodes import EpisodeWriter, read_episodes
+
+    folder = tmp_path / "episodes"
+    writer = EpisodeWriter(folder)
+
+    def episode(eid: int, steps: int) -> None:
+        for k in range(steps):
+            writer.add({"episode_id": eid, "step": k, "observation": np.full(3, k, np.float32),
+                        "next_observation": np.full(3, k + 1, np.float32), "action": np.zeros(2, np.float32),
+                        "log_prob": -1.0, "reward": 1.0, "terminal": False, "timeout": k == steps - 1,
+                        "policy_version": 0})
+
+    episode(1, 3)
+    assert writer.finish(1) == (folder / "episode_000001.hdf5", 0)
+    folder.rename(tmp_path / "aside")
+    folder.write_text("not a folder")
+    episode(2, 4)
+    with pytest.raises(OSError):
+        writer.finish(2)
+    assert writer.unwritten == [2]
+    folder.unlink()
+    (tmp_path / "aside").rename(folder)
+    episode(3, 5)
+    assert writer.finish(3) == (folder / "episode_000003.hdf5", 0)
+    assert writer.unwritten == []
+    assert sorted(p.name for p in folder.iterdir()) == [f"episode_00000{i}.hdf5" for i in (1, 2, 3)]
+    ds = read_episodes(folder)
+    assert ds.infos["step"].tolist() == [0, 1, 2, 0, 1, 2, 3, 0, 1, 2, 3, 4] and ds.timeouts.sum() == 3

@@ -3,7 +3,9 @@ atomically (a crash loses at most the episode in progress; finished files are al
 An episode is finished by its terminal or timeout transition (the recorder ends every episode with
 one), never by an event on another topic, which could overtake the episode's last transition.
 Transitions with NaN/inf values (a sensor glitch) are left out of the file, with a warning, instead
-of failing its validation and taking the episode and the logger with them.
+of failing its validation and taking the episode and the logger with them. An episode whose file
+cannot be written (disk full, the folder gone) stays in memory, with an error, and is written with
+the next episode that can be (or at shutdown); a failing bag stops the bag, not the episode files.
 Parameters: directory, bag_path (optional: also keep every Transition, CDR as received, in an
 MCAP rosbag2 at this path; `uni-o4 bag2h5` converts it, as it does bags from `ros2 bag record`).
 """
@@ -42,24 +44,54 @@ class DatasetLoggerNode(Node):
 
     def on_transition(self, m: Transition) -> None:
         if self.bag is not None:
-            self.bag.write(serialize_message(m), m.header.stamp.sec * 10**9 + m.header.stamp.nanosec)
+            self._write_bag(m)
         self.writer.add({"episode_id": m.episode_id, "step": m.step, "observation": np.asarray(m.observation),
                          "next_observation": np.asarray(m.next_observation), "action": np.asarray(m.action),
                          "log_prob": m.log_prob, "reward": m.reward, "terminal": m.terminal, "timeout": m.timeout,
                          "policy_version": m.policy_version})
         if m.terminal or m.timeout:
-            path, left_out = self.writer.finish(m.episode_id)
-            if path is None:
-                self.get_logger().warn(f"episode {m.episode_id}: no transition without NaN/inf values, not written")
-            elif left_out:
-                self.get_logger().warn(f"episode {m.episode_id} written to {path}, without {left_out} transition(s) "
-                                       "with NaN/inf values")
-            else:
-                self.get_logger().info(f"episode {m.episode_id} written to {path}")
+            self._finish(m.episode_id)
+
+    def _finish(self, episode_id: int) -> None:
+        kept = self.writer.unwritten
+        try:
+            path, left_out = self.writer.finish(episode_id)
+        except OSError as exc:
+            self.get_logger().error(f"episode {episode_id} not written ({exc}); episodes {self.writer.unwritten} "
+                                    "are kept in memory and written with the next episode that can be")
+            return
+        if kept:
+            self.get_logger().info(f"episodes {kept}, kept in memory, are now written to {self.writer.directory}")
+        if path is None:
+            self.get_logger().warn(f"episode {episode_id}: no transition without NaN/inf values, not written")
+        elif left_out:
+            self.get_logger().warn(f"episode {episode_id} written to {path}, without {left_out} transition(s) "
+                                   "with NaN/inf values")
+        else:
+            self.get_logger().info(f"episode {episode_id} written to {path}")
+
+    def _write_bag(self, m: Transition) -> None:
+        try:
+            self.bag.write(serialize_message(m), m.header.stamp.sec * 10**9 + m.header.stamp.nanosec)
+        except OSError as exc:
+            self.get_logger().error(f"bag write failed ({exc}); the bag stops here, episode files go on")
+            self._close_bag()
+
+    def _close_bag(self) -> None:
+        bag, self.bag = self.bag, None
+        try:
+            bag.close()
+        except OSError as exc:
+            self.get_logger().error(f"closing the bag failed: {exc}")
 
     def close(self) -> None:
         if self.bag is not None:
-            self.bag.close()
+            self._close_bag()
+        if self.writer.unwritten:
+            try:
+                self.writer.flush()
+            except OSError as exc:
+                self.get_logger().error(f"episodes {self.writer.unwritten} lost at shutdown: {exc}")
 
 
 def main(args: list[str] | None = None) -> int:

@@ -127,6 +127,7 @@ class EpisodeRecorderCore:
 class EpisodeWriter:
     directory: Path
     _rows: dict[int, list[dict]] = field(default_factory=dict)
+    _unwritten: dict[int, OfflineDataset] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
@@ -137,11 +138,33 @@ class EpisodeWriter:
 
     def finish(self, episode_id: int, metadata: dict | None = None) -> tuple[Path | None, int]:
         """Write the episode: its file (None when no transition was usable) and how many
-        transitions were left out for NaN/inf values."""
+        transitions were left out for NaN/inf values.
+
+        If a file cannot be written (OSError: disk full, the folder gone or replaced), the episode
+        stays in memory and the error is raised; the next finish() or flush() writes it first."""
         ds, left_out = episode_dataset(self._rows.pop(episode_id, []), episode_id, metadata)
         if ds is None:
+            self.flush()
             return None, left_out
-        return write_hdf5(self.directory / f"episode_{episode_id:06d}.hdf5", ds, overwrite=True), left_out
+        self._unwritten[episode_id] = ds
+        self.flush()
+        return self._path(episode_id), left_out
+
+    def flush(self) -> list[Path]:
+        """Write the episodes kept in memory after a failed write, oldest first."""
+        written = []
+        for episode_id in sorted(self._unwritten):
+            written.append(write_hdf5(self._path(episode_id), self._unwritten[episode_id], overwrite=True))
+            del self._unwritten[episode_id]
+        return written
+
+    @property
+    def unwritten(self) -> list[int]:
+        """Finished episodes not yet on disk."""
+        return sorted(self._unwritten)
+
+    def _path(self, episode_id: int) -> Path:
+        return self.directory / f"episode_{episode_id:06d}.hdf5"
 
 
 def episode_dataset(rows: list[dict], episode_id: int,

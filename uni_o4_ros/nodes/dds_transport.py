@@ -4,9 +4,10 @@ Fast DDS's shared-memory transport gives every subscriber a port in /dev/shm gua
 interprocess lock. A subscriber killed while it holds that lock (SIGKILL, a segfault, the OOM
 killer) leaves it locked, and each publisher writing to the port waits out Fast DDS's 1 s lock
 timeout, more than once, before giving the port up. For the controller that is its robot_state
-publish, inside the 50 Hz tick: with the policy node SIGKILLed beside it, the controller stalled
-for 1-3 s in 10 of 70 kills on a loaded machine (gdb: blocked in SharedMemManager::Port::try_push),
-so damping came a second late. Over UDP a dead peer cannot block a sender: 0 stalls in 40 kills.
+publish, inside the 50 Hz tick: with the policy node SIGKILLed beside it on a loaded machine, the
+controller stalled for 1-3 s in 3 of 30 kills (gdb: blocked in SharedMemManager::Port::try_push),
+so damping came a second late; over UDP, where a dead peer cannot block a sender, in 0 of 30
+(BENCHMARKS §4a, benchmarks/peer_crash.py).
 
 rmw_fastrtps adds shared memory whenever ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST (whatever
 FASTDDS_BUILTIN_TRANSPORTS or a profile says), so "this host only" is expressed instead as a

@@ -27,11 +27,11 @@ def ros_env(monkeypatch) -> dict[str, str]:
     (dds_transport: no shared memory, whose ports a SIGKILLed node leaves locked)."""
     domain = 1 + (os.getpid() * 7 + next(_domain_counter)) % 100
     env = own_local_graph(os.environ, domain) | {"PYTHONUNBUFFERED": "1"}
-    for k in TRANSPORT_VARIABLES:
-        monkeypatch.delenv(k, raising=False)
     for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", *TRANSPORT_VARIABLES):
         if k in env:
             monkeypatch.setenv(k, env[k])
+        else:
+            monkeypatch.delenv(k, raising=False)
     return env
 
 

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..nodes.dds_transport import without_shared_memory
 from ..nodes.processes import node_command, stop_processes
 
 
@@ -26,12 +25,13 @@ class NodeGraphError(RuntimeError):
 
 def ros_environment(default_domain_id: int | None = None) -> dict[str, str]:
     """The caller's environment, kept on this host unless the user said otherwise (ROS_DOMAIN_ID and
-    ROS_AUTOMATIC_DISCOVERY_RANGE from the caller win), with Fast DDS over UDP (dds_transport)."""
+    ROS_AUTOMATIC_DISCOVERY_RANGE from the caller win). The nodes pick their transport themselves
+    (run_node -> dds_transport)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     if default_domain_id is not None:
         env.setdefault("ROS_DOMAIN_ID", str(default_domain_id))
-    return env | without_shared_memory(env).settings
+    return env
 
 
 def run_until(nodes: dict[str, list[str]], done: Callable[[], bool], log_dir: Path, env: dict[str, str],

@@ -87,11 +87,10 @@ class DatasetLoggerNode(Node):
     def close(self) -> None:
         if self.bag is not None:
             self._close_bag()
-        if self.writer.unwritten:
-            try:
-                self.writer.flush()
-            except OSError as exc:
-                self.get_logger().error(f"episodes {self.writer.unwritten} lost at shutdown: {exc}")
+        try:
+            self.writer.flush()
+        except OSError as exc:
+            self.get_logger().error(f"episodes {self.writer.unwritten} lost at shutdown: {exc}")
 
 
 def main(args: list[str] | None = None) -> int:

@@ -143,12 +143,10 @@ class EpisodeWriter:
         If a file cannot be written (OSError: disk full, the folder gone or replaced), the episode
         stays in memory and the error is raised; the next finish() or flush() writes it first."""
         ds, left_out = episode_dataset(self._rows.pop(episode_id, []), episode_id, metadata)
-        if ds is None:
-            self.flush()
-            return None, left_out
-        self._unwritten[episode_id] = ds
+        if ds is not None:
+            self._unwritten[episode_id] = ds
         self.flush()
-        return self._path(episode_id), left_out
+        return (None if ds is None else self._path(episode_id)), left_out
 
     def flush(self) -> list[Path]:
         """Write the episodes kept in memory after a failed write, oldest first."""

@@ -1,1 +1,1 @@
-"""Device boundaries: the T265 pose source (and, later, the Unitree SDK backend)."""
+"""Device boundaries: the T265 pose source, and the Go1 through the Unitree SDK (with its wire format)."""

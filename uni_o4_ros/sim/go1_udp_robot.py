@@ -1,0 +1,115 @@
+"""A stand-in Go1 on the network: the MuJoCo Go1 behind the robot's low-level UDP protocol.
+
+It listens where the Go1's motion board does (port 8007), answers every valid LowCmd datagram with
+an 807-byte LowState after stepping the simulator by one control tick (lockstep, like the go1_sim
+node), and drops what the real board would not accept (wrong length, head, level or crc). The
+pd_controller's `unitree_sdk` backend talks to it through the Unitree SDK binary exactly as it
+would to the robot, so the SDK path is tested here without a Go1:
+
+    python -m uni_o4_ros.sim.go1_udp_robot --port 8007 --terrain mattress
+    # then pd_controller with backend unitree_sdk, robot_ip 127.0.0.1
+
+Motor semantics as on the Go1's drivers: mode 0x0A runs tau + Kp (q - q_now) + Kd (dq - dq_now),
+with PosStopF / VelStopF switching the position / velocity term off; any other mode (0x00, idle) is
+treated as passive damping. Foot forces go out in newtons (the real sensors report raw counts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from collections import deque
+
+import numpy as np
+
+from ..hardware import go1_lowlevel as wire
+from ..robot.go1 import FEET_POLICY_FROM_SDK, POLICY_FROM_SDK, SDK_FROM_POLICY, roll_pitch
+from ..robot.safety import MotorCommand
+from .go1_sim import Go1Sim
+
+PASSIVE_KD = 1.0  # what an idle motor resists with (N m s / rad); the drivers' own value is not published
+
+
+def motor_command(packet: dict[str, np.ndarray]) -> MotorCommand:
+    """A decoded LowCmd (SDK order) -> the PD law's terms in package order."""
+    servo = packet["mode"] == wire.MODE_SERVO
+    pos_on = servo & (np.abs(packet["q"]) < wire.POS_STOP_F / 2)
+    vel_on = servo & (np.abs(packet["dq"]) < wire.VEL_STOP_F / 2)
+    kp = np.where(pos_on, packet["kp"], 0.0)
+    kd = np.where(servo, np.where(vel_on, packet["kd"], 0.0), PASSIVE_KD)
+    q = np.where(pos_on, packet["q"], 0.0)
+    dq = np.where(vel_on, packet["dq"], 0.0)
+    tau = np.where(servo, packet["tau"], 0.0)
+    return MotorCommand(*(np.asarray(v, np.float32)[POLICY_FROM_SDK] for v in (q, dq, kp, kd, tau)))
+
+
+class Go1UdpRobot:
+    def __init__(self, host: str = "127.0.0.1", port: int = 8007, sim: Go1Sim | None = None,
+                 keep_commands: int = 1000) -> None:
+        self.sim = sim or Go1Sim()
+        self.state = self.sim.reset()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((host, port))
+        self.port = self.sock.getsockname()[1]
+        self.commands: deque[dict[str, np.ndarray]] = deque(maxlen=keep_commands)  # newest last, SDK order
+        self.rejected: list[str] = []
+        self.steps = 0
+
+    def serve_once(self, timeout: float | None = 0.5) -> bool:
+        """Handle one datagram; False if none came within the timeout or it was refused."""
+        self.sock.settimeout(timeout)
+        try:
+            data, peer = self.sock.recvfrom(2048)
+        except TimeoutError:
+            return False
+        try:
+            packet = wire.decode_low_cmd(data)
+        except wire.WireError as exc:
+            self.rejected.append(str(exc))
+            return False
+        self.commands.append(packet)
+        self.state = self.sim.step(motor_command(packet))
+        self.steps += 1
+        self.sock.sendto(self.low_state(), peer)
+        return True
+
+    def low_state(self) -> bytes:
+        s = self.state
+        roll, pitch = roll_pitch(s.quaternion)
+        w, x, y, z = s.quaternion
+        yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+        return wire.encode_low_state(
+            q=s.q[SDK_FROM_POLICY], dq=s.dq[SDK_FROM_POLICY], tau_est=s.tau[SDK_FROM_POLICY],
+            quaternion=s.quaternion, gyroscope=s.gyroscope, accelerometer=s.accelerometer, rpy=[roll, pitch, yaw],
+            foot_force=s.foot_force[FEET_POLICY_FROM_SDK], tick_us=int(s.time * 1e6))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .go1_env import TERRAINS
+
+    ap = argparse.ArgumentParser(prog="python -m uni_o4_ros.sim.go1_udp_robot", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (the Go1's is 192.168.123.10)")
+    ap.add_argument("--port", type=int, default=8007, help="UDP port (the Go1's low-level port is 8007)")
+    ap.add_argument("--terrain", default="flat", choices=sorted(TERRAINS))
+    ap.add_argument("--spawn-roll", type=float, default=0.0, help="initial roll (rad), to try fall handling")
+    a = ap.parse_args(argv)
+    sim = Go1Sim(TERRAINS[a.terrain])
+    robot = Go1UdpRobot(a.host, a.port, sim)
+    robot.state = sim.reset(roll=a.spawn_roll)
+    print(f"stand-in Go1 listening on {a.host}:{robot.port} ({a.terrain})", flush=True)
+    try:
+        while True:
+            robot.serve_once(None)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        robot.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -33,11 +33,16 @@ build_interfaces() {
   )
 }
 
-LOCK_HASH=$(stamp requirements.lock pyproject.toml)
+LOCK_HASH=$(stamp requirements.lock requirements-sdk.txt pyproject.toml)
 if [ "$(cat "$VENV/.lock-stamp" 2>/dev/null)" != "$LOCK_HASH" ]; then
   say "installing pinned dependencies (requirements.lock)"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.lock 2>&1 \
     | grep -v -E "^WARNING: Location .* is ignored" || true
+  if [ "$(uname -m)" = x86_64 ]; then  # the SDK wheel exists for x86_64 only
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-sdk.txt 2>&1 \
+      | grep -v -E "^WARNING: Location .* is ignored" || true
+    "$VENV/bin/python" -c "from unitree_legged_sdk import robot_interface" || { say "Unitree SDK install failed"; exit 1; }
+  fi
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 \
     | grep -v -E "^WARNING: Location .* is ignored" || true
   "$VENV/bin/python" -c "import torch, mujoco, rclpy, h5py" || { say "dependency install failed"; exit 1; }

@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bringup", help="start the ROS 2 node suite without `ros2 launch` (each node its own "
                        "process, parameters from config/*.yaml)")
-    p.add_argument("--sim", action="store_true", help="simulated Go1 (the only backend in this build)")
+    p.add_argument("--sim", action="store_true",
+                   help="simulated Go1 (required; for the Go1 itself: `ros2 launch uni_o4_ros robot.launch.py`)")
     p.add_argument("--policy", required=True, help="saved policy folder to deploy")
     p.add_argument("--out", default="data/robot", help="folder for the recorded episodes")
     p.add_argument("--episodes", type=_count, default=0, help="stop after this many episodes (0: until Ctrl-C)")

@@ -3,11 +3,13 @@ fall) -> backend; publishes RobotState, EpisodeEvent on a fall, and diagnostics.
 
 Backends: `sim` (an in-process MuJoCo Go1 stepped in lockstep with this loop), `go1_sim` (the
 go1_sim node in its own process, over `low_cmd` / `low_state`, one tick of latency as with real
-motor boards). The Unitree SDK backend plugs in at the same read/write/reset seam.
+motor boards), `unitree_sdk` (the Go1 itself through the Unitree SDK's low-level UDP; a backend
+fault, such as a lost link, latches the e-stop: damping until a person re-arms).
 Parameters: backend, rate_hz, watchdog_timeout, max_tilt, max_target_step, torque_fraction; sim
 only: spawn_roll (to test fall handling), terrain (flat | mattress), reset_on_episode_end (put the
 robot back when the recorder ends an episode), wait_for_policy (step only once the policy answered
-the newest state: exact lockstep when the graph runs faster than real time).
+the newest state: exact lockstep when the graph runs faster than real time); unitree_sdk only:
+robot_ip, robot_port, local_port, state_timeout, connect_timeout, contact_threshold.
 Every active tick also counts whether its command answered the newest state (diagnostics
 `late_commands`, and one summary line at exit).
 """
@@ -24,6 +26,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
+from uni_o4_ros.hardware.t265 import DeviceError
+from uni_o4_ros.hardware.unitree_sdk import GO1_IP, GO1_PORT, LOCAL_PORT, UnitreeSdkBackend
 from uni_o4_ros.msg import EpisodeEvent, JointCommand, RobotState
 from uni_o4_ros.robot.controller import CONTROLLER_SUMMARY, CommandLatency, ControllerCore, Mode
 from uni_o4_ros.robot.safety import SafetyConfig
@@ -34,6 +38,8 @@ from .go1_sim_node import odometry, robot_state
 from .qos import COMMAND, EVENTS, SENSOR
 from .run import NodeConfigError, run_node
 from .tf import OdomTfBroadcaster
+
+BACKENDS = ("sim", "go1_sim", "unitree_sdk")
 
 
 class SimBackend:
@@ -58,6 +64,12 @@ class SimBackend:
 
     def write(self, cmd) -> None:
         self.state = self.sim.step(cmd)
+
+    def fault(self) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
 
 
 class TopicBackend:
@@ -92,6 +104,12 @@ class TopicBackend:
     def reset(self) -> None:
         self.resets += 1  # the go1_sim node hears the recorder's events itself
 
+    def fault(self) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
 
 class PDControllerNode(Node):
     def __init__(self) -> None:
@@ -99,14 +117,27 @@ class PDControllerNode(Node):
         p = {k: self.declare_parameter(k, v).value for k, v in {
             "backend": "sim", "rate_hz": 50.0, "watchdog_timeout": 0.1, "max_tilt": 1.0,
             "max_target_step": 0.2, "torque_fraction": 0.9, "spawn_roll": 0.0, "terrain": "flat",
-            "reset_on_episode_end": False, "wait_for_policy": False}.items()}
-        if p["backend"] not in ("sim", "go1_sim"):
-            raise NodeConfigError(f"unknown backend {p['backend']!r}: this build supports 'sim' and 'go1_sim'")
+            "reset_on_episode_end": False, "wait_for_policy": False, "robot_ip": GO1_IP, "robot_port": GO1_PORT,
+            "local_port": LOCAL_PORT, "state_timeout": 0.1, "connect_timeout": 2.0,
+            "contact_threshold": 20.0}.items()}
+        if p["backend"] not in BACKENDS:
+            raise NodeConfigError(f"unknown backend {p['backend']!r}: choose from {', '.join(BACKENDS)}")
         cfg = SafetyConfig(max_target_step=p["max_target_step"], torque_fraction=p["torque_fraction"],
                            watchdog_timeout=p["watchdog_timeout"], max_tilt=p["max_tilt"])
         self.core = ControllerCore(cfg)
-        self.backend = (SimBackend(p["spawn_roll"], p["terrain"]) if p["backend"] == "sim"
-                        else TopicBackend(self))
+        if p["backend"] == "sim":
+            self.backend = SimBackend(p["spawn_roll"], p["terrain"])
+        elif p["backend"] == "go1_sim":
+            self.backend = TopicBackend(self)
+        else:
+            try:
+                self.backend = UnitreeSdkBackend(
+                    p["robot_ip"], p["robot_port"], p["local_port"], state_timeout=p["state_timeout"],
+                    connect_timeout=p["connect_timeout"], contact_threshold=p["contact_threshold"],
+                    damping_kd=cfg.damping_kd)
+            except DeviceError as exc:
+                raise NodeConfigError(str(exc)) from exc
+        self.fault, self.fault_ticks = "", 0
         self.state_pub = self.create_publisher(RobotState, "robot_state", SENSOR)
         self.event_pub = self.create_publisher(EpisodeEvent, "episode_events", EVENTS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", EVENTS)
@@ -152,6 +183,7 @@ class PDControllerNode(Node):
 
     def on_tick(self) -> None:
         s = self.backend.read()
+        self._check_backend()
         if s is None:
             return  # no state from the robot yet: nothing is commanded
         now = time.monotonic()
@@ -185,7 +217,25 @@ class PDControllerNode(Node):
             arr.header.stamp = msg.header.stamp
             self.diag_pub.publish(arr)
 
+    def _check_backend(self) -> None:
+        """A backend fault (the robot's link lost, or never there) holds the e-stop while it lasts, and
+        the e-stop stays latched after it: the robot must not walk off on its own when the link returns."""
+        fault = self.backend.fault()
+        if fault:
+            self.core.estop(True)
+            if not self.fault:
+                self.get_logger().error(f"{fault}; e-stop engaged: damping until re-armed")
+            self.fault_ticks += 1
+            if self.fault_ticks % 25 == 1:
+                st = DiagnosticStatus(name="pd_controller", message=fault, level=DiagnosticStatus.ERROR)
+                st.values = [KeyValue(key="mode", value=self.core.mode.name)]
+                self.diag_pub.publish(DiagnosticArray(status=[st]))
+        elif self.fault:
+            self.get_logger().warn("robot link back; still e-stopped: re-arm with the estop service")
+        self.fault = fault or ""
+
     def close(self) -> None:
+        self.backend.close()  # the SDK backend damps the motors: a stopped controller leaves no stiffness
         # One machine-readable line at exit, for whoever ran the graph (the field pipeline's report).
         print(f"{CONTROLLER_SUMMARY}{json.dumps({'ticks': self.ticks, **self.latency.to_dict()})}", flush=True)
 

@@ -1,0 +1,254 @@
+"""The Go1 path through the real Unitree SDK binary (`unitree_legged_sdk.robot_interface`) over UDP,
+against the stand-in Go1 (MuJoCo behind the robot's low-level protocol): the wire format both ways,
+corrupt datagrams, commands the wire cannot carry, a missing robot, and the pd_controller process
+driving the stand-in, damping when the link drops and staying damped until re-armed."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import numpy as np
+import pytest
+from test_control_loop import Observer
+
+from conftest import start_node as start
+from conftest import stop_nodes as stop
+from uni_o4_ros.hardware import go1_lowlevel as wire
+from uni_o4_ros.hardware.unitree_sdk import UnitreeSdkBackend, load_robot_interface
+from uni_o4_ros.robot.go1 import DEFAULT_Q, SDK_FROM_POLICY
+from uni_o4_ros.robot.safety import MotorCommand, SafetyConfig, damping_command
+from uni_o4_ros.sim.go1_udp_robot import Go1UdpRobot
+
+sdk = load_robot_interface()
+
+
+def udp_socket() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(5.0)
+    return s
+
+
+class ServedRobot:
+    """The stand-in answering in a thread until paused or closed (the test's own process: its commands
+    can be inspected directly)."""
+
+    def __init__(self) -> None:
+        self.robot = Go1UdpRobot(port=0)
+        self.serving = threading.Event()
+        self.serving.set()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            if self.serving.is_set():
+                self.robot.serve_once(0.05)
+            else:  # the link is down: datagrams are lost, as on a cut cable
+                self.robot.sock.settimeout(0.05)
+                try:
+                    self.robot.sock.recv(2048)
+                except TimeoutError:
+                    pass
+
+    def close(self) -> None:
+        self.done.set()
+        self.thread.join(timeout=10)
+        self.robot.close()
+
+
+def test_wire_format_matches_the_sdk_binary_both_ways():
+    rng = np.random.default_rng(0)
+    rx = udp_socket()
+    udp = sdk.UDP(wire.LOWLEVEL, 0, "127.0.0.1", rx.getsockname()[1])
+    cmd = sdk.LowCmd()
+    udp.InitCmdData(cmd)
+    values = {"q": rng.uniform(-2, 2, 12), "dq": rng.uniform(-5, 5, 12), "tau": rng.uniform(-30, 30, 12),
+              "kp": rng.uniform(0, 60, 12), "kd": rng.uniform(0, 5, 12)}
+    for i in range(12):
+        m = cmd.motorCmd[i]
+        m.q, m.dq, m.tau, m.Kp, m.Kd = (float(values[k][i]) for k in ("q", "dq", "tau", "kp", "kd"))
+    udp.SetSend(cmd)
+    udp.Send()
+    sent, peer = rx.recvfrom(2048)
+    # The stand-in's encoder reproduces the SDK's datagram to the byte, crc included ...
+    names = ("q", "dq", "tau", "kp", "kd")
+    assert sent == wire.encode_low_cmd(np.full(12, wire.MODE_SERVO), *(values[k] for k in names))
+    # ... and decodes it to the values set, within the wire's fixed-point steps.
+    got = wire.decode_low_cmd(sent)
+    for k, step in (("q", 1e-6), ("dq", 1e-5), ("tau", 1 / 256), ("kp", 1 / 32), ("kd", 1 / 16)):
+        assert np.all(np.abs(got[k] - values[k]) <= step), k
+
+    # A state from the stand-in's encoder, as the SDK reads it.
+    q, dq, tau = rng.uniform(-2, 2, 12), rng.uniform(-5, 5, 12), rng.uniform(-30, 30, 12)
+    quat = np.array([0.9, 0.1, -0.2, 0.3]) / np.linalg.norm([0.9, 0.1, -0.2, 0.3])
+    rx.sendto(wire.encode_low_state(q, dq, tau, quat, [0.1, 0.2, 0.3], [0.0, 0.0, 9.81], [0.0, 0.0, 0.0],
+                                    [10, 20, 30, 40], tick_us=123456), peer)
+    state = sdk.LowState()
+    _recv(udp)
+    udp.GetRecv(state)
+    assert np.allclose([state.motorState[i].q for i in range(12)], q, atol=1e-6)
+    assert np.allclose([state.motorState[i].dq for i in range(12)], dq, atol=1e-5)
+    assert np.allclose([state.motorState[i].tauEst for i in range(12)], tau, atol=1 / 256)
+    assert np.allclose(state.imu.quaternion, quat, atol=1e-6)
+    assert list(state.footForce) == [10, 20, 30, 40] and state.tick == 123456
+    rx.close()
+
+
+def poll_until(cond, timeout: float = 10.0) -> None:
+    """Check `cond` every millisecond until it holds; fail after `timeout` s (a deadline, not a sleep
+    standing in for synchronisation)."""
+    import time
+
+    tick = threading.Event()
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "condition not met in time"
+        tick.wait(0.001)
+
+
+def _recv(udp) -> None:
+    poll_until(lambda: udp.Recv() >= 0)  # the SDK's Recv is non-blocking: 0 once it accepted a datagram
+
+
+def test_corrupt_or_foreign_datagrams_are_refused_by_robot_and_sdk():
+    robot = Go1UdpRobot(port=0)
+    tx = udp_socket()
+    good = wire.encode_low_cmd(np.full(12, wire.MODE_SERVO), DEFAULT_Q[SDK_FROM_POLICY], np.zeros(12), np.zeros(12),
+                               np.full(12, 20.0), np.full(12, 0.5))
+    flipped = bytearray(good)
+    flipped[40] ^= 0x04  # one bit of a motor target
+    try:
+        for bad, reason in ((bytes(flipped), "crc"), (good[:-1], "bytes"), (b"\x00" * len(good), "not a low-level")):
+            tx.sendto(bad, ("127.0.0.1", robot.port))
+            assert not robot.serve_once(5.0)
+            assert reason in robot.rejected[-1]
+        assert robot.steps == 0  # nothing moved the simulated motors
+        tx.sendto(good, ("127.0.0.1", robot.port))
+        assert robot.serve_once(5.0) and robot.steps == 1
+        state, _ = tx.recvfrom(2048)
+        assert len(state) == wire.LOW_STATE_LENGTH and np.allclose(wire.decode_low_state(state)["q"],
+                                                                   robot.state.q[SDK_FROM_POLICY], atol=1e-6)
+
+        # The SDK drops a state whose crc does not match: its last good state stands.
+        udp = sdk.UDP(wire.LOWLEVEL, 0, "127.0.0.1", tx.getsockname()[1])
+        cmd = sdk.LowCmd()
+        udp.InitCmdData(cmd)
+        udp.SetSend(cmd)
+        udp.Send()
+        _, peer = tx.recvfrom(2048)
+        tx.sendto(state, peer)
+        _recv(udp)
+        corrupt = bytearray(state)
+        corrupt[80] ^= 0x40  # motor 0's q
+        tx.sendto(bytes(corrupt), peer)
+        tx.sendto(state, peer)  # a good one after it, so the test knows the corrupt one was seen
+        _recv(udp)
+        assert udp.Recv() < 0  # the corrupt datagram was not accepted
+        st = sdk.LowState()
+        udp.GetRecv(st)
+        assert st.motorState[0].q == pytest.approx(float(robot.state.q[SDK_FROM_POLICY][0]), abs=1e-6)
+    finally:
+        tx.close()
+        robot.close()
+
+
+def test_backend_never_sends_what_the_wire_would_wrap_and_damps_instead():
+    served = ServedRobot()
+    backend = UnitreeSdkBackend("127.0.0.1", served.robot.port, 0, sdk=sdk)
+    try:
+        ok = MotorCommand(q=DEFAULT_Q.copy(), dq=np.zeros(12, np.float32), kp=np.full(12, 20.0, np.float32),
+                          kd=np.full(12, 0.5, np.float32), tau=np.zeros(12, np.float32))
+        backend.write(ok)
+        poll_until(lambda: served.robot.steps >= 1)
+        first = served.robot.commands[-1]
+        assert np.allclose(first["q"], DEFAULT_Q[SDK_FROM_POLICY], atol=1e-6)  # SDK order: FR hip first
+        assert first["q"][0] == pytest.approx(-0.1, abs=1e-6) and first["q"][3] == pytest.approx(0.1, abs=1e-6)
+        assert np.allclose(first["kp"], 20.0) and np.allclose(first["kd"], 0.5)
+
+        # Kp 5000 would arrive as 904 (uint16 overflow of 5000 x 32); a NaN target is no target.
+        for bad, needle in ((MotorCommand(ok.q, ok.dq, np.full(12, 5000.0, np.float32), ok.kd, ok.tau), "kp"),
+                            (MotorCommand(np.full(12, np.nan, np.float32), ok.dq, ok.kp, ok.kd, ok.tau), "not finite")):
+            n = served.robot.steps
+            backend.write(bad)
+            poll_until(lambda n=n: served.robot.steps > n)
+            sent = served.robot.commands[-1]
+            assert np.all(sent["kp"] == 0) and np.allclose(sent["kd"], SafetyConfig().damping_kd)
+            assert np.all(sent["q"] >= wire.POS_STOP_F / 2)  # position loop off: pure damping
+            assert needle in backend.last_error
+        assert backend.refused == 2
+    finally:
+        served.close()
+
+
+def test_a_missing_robot_is_reported_as_a_fault_and_only_damping_is_sent():
+    silent = udp_socket()  # where the robot should be: it receives, never answers
+    now = [0.0]
+    backend = UnitreeSdkBackend("127.0.0.1", silent.getsockname()[1], 0, connect_timeout=2.0, sdk=sdk,
+                                clock=lambda: now[0])
+    try:
+        assert backend.read() is None and backend.fault() is None  # still within the connect timeout
+        asked = wire.decode_low_cmd(silent.recvfrom(2048)[0])  # waiting, it asks with the damping command
+        assert np.all(asked["kp"] == 0) and np.all(asked["kd"] > 0)
+        now[0] = 2.5
+        assert backend.read() is None
+        fault = backend.fault()
+        assert fault is not None and "no LowState" in fault and "low-level mode" in fault
+    finally:
+        silent.close()
+
+
+def test_controller_drives_the_stand_in_through_the_sdk_and_latches_damping_when_the_link_drops(
+        ros_env, standing_policy):
+    served = ServedRobot()
+    # state_timeout generous for a loaded CI machine: the stand-in shares this process with the test.
+    ctrl = start("uni_o4_ros.nodes.pd_controller_node", ros_env, "backend:=unitree_sdk", "robot_ip:=127.0.0.1",
+                 f"robot_port:={served.robot.port}", "local_port:=0", "state_timeout:=0.5")
+    pol = start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}")
+    obs = Observer()
+    try:
+        obs.wait(lambda: obs.modes_since(0).count(1) >= 100)  # 2 s of closed-loop control through the SDK
+        last = served.robot.commands[-1]
+        assert np.allclose(last["kp"], 20.0) and np.allclose(last["kd"], 0.5)
+        assert np.all(np.abs(last["q"] - DEFAULT_Q[SDK_FROM_POLICY]) < 0.3)  # the standing pose, SDK order
+        active = [s for s in obs.states if s.mode == 1]
+        assert np.all(np.abs(np.asarray(active[-1].q) - DEFAULT_Q) < 0.3)  # read back in package order
+        assert served.robot.state.position[2] > 0.2  # it stands
+
+        served.serving.clear()  # the link drops
+        n = len(obs.states)
+        obs.wait(lambda: 2 in obs.modes_since(n))
+        served.robot.commands.clear()
+        served.serving.set()  # the link comes back; the policy still sends commands
+        obs.wait(lambda: len(served.robot.commands) >= 25)
+        assert all(np.all(c["kp"] == 0) for c in served.robot.commands)  # damping only: latched
+        n = len(obs.states)
+        obs.wait(lambda: len(obs.states) >= n + 10)
+        assert set(obs.modes_since(n)) == {2}
+
+        assert "re-armed" in obs.estop(False)
+        obs.wait(lambda: served.robot.commands and np.allclose(served.robot.commands[-1]["kp"], 20.0))
+    finally:
+        obs.close()
+        stop(pol, ctrl)
+    # A stopped controller leaves the motors damped, not stiff at the last target.
+    poll_until(lambda: len(served.robot.commands) > 0 and np.all(served.robot.commands[-1]["kp"] == 0))
+    served.close()
+    assert ctrl.returncode == 0, ctrl.stderr.read()
+
+
+def test_damping_command_is_what_the_backend_sends_on_damping():
+    """The controller's damping command goes out as servo mode with the position loop off."""
+    served = ServedRobot()
+    backend = UnitreeSdkBackend("127.0.0.1", served.robot.port, 0, sdk=sdk)
+    try:
+        backend.write(damping_command(SafetyConfig()))
+        poll_until(lambda: served.robot.steps >= 1)
+        sent = served.robot.commands[-1]
+        assert np.all(sent["mode"] == wire.MODE_SERVO) and np.all(sent["kp"] == 0)
+        assert np.allclose(sent["kd"], SafetyConfig().damping_kd) and np.all(sent["q"] >= wire.POS_STOP_F / 2)
+        assert np.allclose(sent["tau"], 0.0)
+    finally:
+        served.close()

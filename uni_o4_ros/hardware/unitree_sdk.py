@@ -1,0 +1,140 @@
+"""The pd_controller's Go1 backend through the Unitree SDK (`robot_interface`, low level; no ROS).
+
+Every tick the controller hands over one motor command (package joint order); this class turns it
+into the SDK's LowCmd (SDK order, servo mode 0x0A) and sends it, and reads the newest LowState.
+The Go1 answers commands, so until its first state arrives each read sends the damping command.
+
+Faults it reports (the controller latches damping on any of them; a person re-arms):
+- no LowState within `connect_timeout` of starting (robot off, not in low-level mode, wrong network);
+- the newest state older than `state_timeout` (link lost, robot rebooted).
+A command the SDK's fixed-point wire cannot carry, or one that is not finite, never reaches the
+motors: damping goes out instead and `last_error` says why (the SDK would wrap it silently).
+
+The SDK binary: `unitree_legged_sdk.robot_interface` (the x86_64 PyPI wheel, `pip install
+unitree-legged-sdk`) or a `robot_interface` module built from the SDK's sources with
+`-DPYTHON_BUILD=TRUE` (the robot's ARM computers, for which no wheel exists).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from types import ModuleType, SimpleNamespace
+
+import numpy as np
+
+from ..robot.go1 import FEET_POLICY_FROM_SDK, POLICY_FROM_SDK, SDK_FROM_POLICY
+from ..robot.safety import MotorCommand
+from . import go1_lowlevel as wire
+from .t265 import DeviceError
+
+GO1_IP, GO1_PORT, LOCAL_PORT = "192.168.123.10", 8007, 8090
+
+
+def load_robot_interface() -> ModuleType:
+    for name in ("unitree_legged_sdk.robot_interface", "robot_interface"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise DeviceError("the Unitree SDK is not installed: `pip install unitree-legged-sdk` (x86_64), or build "
+                      "unitree_legged_sdk v3.8 with -DPYTHON_BUILD=TRUE and put robot_interface on PYTHONPATH")
+
+
+class UnitreeSdkBackend:
+    publishes_odometry = False  # the T265 reports the base pose (odometry node)
+
+    def __init__(self, robot_ip: str = GO1_IP, robot_port: int = GO1_PORT, local_port: int = LOCAL_PORT,
+                 state_timeout: float = 0.1, connect_timeout: float = 2.0, contact_threshold: float = 20.0,
+                 damping_kd: float = 2.0, clock: Callable[[], float] = time.monotonic,
+                 sdk: ModuleType | None = None) -> None:
+        sdk = sdk or load_robot_interface()
+        self.address = f"{robot_ip}:{robot_port}"
+        self._udp = sdk.UDP(wire.LOWLEVEL, int(local_port), robot_ip, int(robot_port))
+        self._cmd = sdk.LowCmd()
+        self._udp.InitCmdData(self._cmd)
+        self._raw = sdk.LowState()
+        self.state_timeout, self.connect_timeout = float(state_timeout), float(connect_timeout)
+        self.contact_threshold, self.damping_kd = float(contact_threshold), float(damping_kd)
+        self._clock = clock
+        self._started = clock()
+        self._last_rx: float | None = None
+        self.state: SimpleNamespace | None = None
+        self.received = 0  # LowState datagrams accepted by the SDK (crc checked there)
+        self.refused = 0  # commands replaced by damping because the wire could not carry them
+        self.last_error = ""
+        self.resets = 0
+
+    def read(self) -> SimpleNamespace | None:
+        fresh = False
+        while self._udp.Recv() >= 0:  # drain: only the newest state matters
+            self.received += 1
+            fresh = True
+        if fresh:
+            self._last_rx = self._clock()
+            self._udp.GetRecv(self._raw)
+            self.state = self._convert(self._raw)
+        elif self._last_rx is None:
+            self._send_damping()  # ask: the Go1 answers commands, and damping is the safe one
+        return self.state
+
+    def _convert(self, raw) -> SimpleNamespace:
+        motors = raw.motorState
+        q = np.array([motors[i].q for i in range(12)])[POLICY_FROM_SDK]
+        dq = np.array([motors[i].dq for i in range(12)])[POLICY_FROM_SDK]
+        tau = np.array([motors[i].tauEst for i in range(12)])[POLICY_FROM_SDK]
+        force = np.asarray(raw.footForce, float)[FEET_POLICY_FROM_SDK]
+        imu = raw.imu
+        return SimpleNamespace(q=q, dq=dq, tau=tau, quaternion=np.asarray(imu.quaternion, float),
+                               gyroscope=np.asarray(imu.gyroscope, float),
+                               accelerometer=np.asarray(imu.accelerometer, float),
+                               foot_force=force, foot_contact=force > self.contact_threshold)
+
+    def fault(self) -> str | None:
+        now = self._clock()
+        if self._last_rx is None:
+            if now - self._started > self.connect_timeout:
+                return (f"no LowState from the Go1 at {self.address} in {now - self._started:.1f} s: is it on, in "
+                        f"low-level mode, and is this computer on its network (192.168.123.x)?")
+            return None
+        age = now - self._last_rx
+        if age > self.state_timeout:
+            return (f"robot state {age * 1000:.0f} ms old (timeout {self.state_timeout * 1000:.0f} ms): "
+                    f"link to {self.address} lost")
+        return None
+
+    def write(self, cmd: MotorCommand) -> None:
+        if not cmd.damping:
+            try:
+                wire.check_wire_range(tau=cmd.tau, kp=cmd.kp, kd=cmd.kd)
+                if not (np.all(np.isfinite(cmd.q)) and np.all(np.isfinite(cmd.dq))):
+                    raise wire.WireError("q or dq is not finite")
+            except wire.WireError as exc:
+                self.refused += 1
+                self.last_error = f"command refused, damping sent instead: {exc}"
+                self._send_damping()
+                return
+            self._send(cmd.q, cmd.dq, cmd.kp, cmd.kd, cmd.tau)
+        else:
+            self._send_damping(float(np.max(cmd.kd)))
+
+    def _send_damping(self, kd: float | None = None) -> None:
+        z = np.zeros(12)
+        self._send(np.full(12, wire.POS_STOP_F), z, z, np.full(12, self.damping_kd if kd is None else kd), z)
+
+    def _send(self, q, dq, kp, kd, tau) -> None:
+        q, dq, kp, kd, tau = (np.asarray(v, np.float64)[SDK_FROM_POLICY] for v in (q, dq, kp, kd, tau))
+        for i in range(12):
+            m = self._cmd.motorCmd[i]
+            m.mode = wire.MODE_SERVO
+            m.q, m.dq, m.Kp, m.Kd, m.tau = float(q[i]), float(dq[i]), float(kp[i]), float(kd[i]), float(tau[i])
+        self._udp.SetSend(self._cmd)
+        self._udp.Send()
+
+    def reset(self) -> None:
+        self.resets += 1  # on the real robot a person puts it back on its feet
+
+    def close(self) -> None:
+        """Leave the motors damped: the Go1 holds the last command it got, stiffness included."""
+        self._send_damping()

@@ -28,6 +28,8 @@ def generate_launch_description(config: str = "sim.yaml") -> LaunchDescription:
         ("episode_recorder_node", "episode_recorder", []),
         ("dataset_logger_node", "dataset_logger", []),
     ]
+    if config != "sim.yaml":  # on the robot the T265 reports the base pose; in simulation MuJoCo does
+        nodes.append(("odometry_node", "odometry", []))
     return LaunchDescription([
         DeclareLaunchArgument("policy_dir", description="saved policy folder"),
         DeclareLaunchArgument("sim_process", default_value="false",

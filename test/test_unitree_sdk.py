@@ -200,6 +200,19 @@ def test_a_missing_robot_is_reported_as_a_fault_and_only_damping_is_sent():
         silent.close()
 
 
+def test_a_local_port_in_use_is_refused_not_shared():
+    """The SDK would only print and carry on unbound: two controllers could command one robot."""
+    from uni_o4_ros.hardware.t265 import DeviceError
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("", 0))
+    try:
+        with pytest.raises(DeviceError, match=f"port {taken.getsockname()[1]} is in use"):
+            UnitreeSdkBackend("127.0.0.1", 8007, taken.getsockname()[1], sdk=sdk)
+    finally:
+        taken.close()
+
+
 def test_controller_drives_the_stand_in_through_the_sdk_and_latches_damping_when_the_link_drops(
         ros_env, standing_policy):
     served = ServedRobot()

@@ -18,6 +18,7 @@ unitree-legged-sdk`) or a `robot_interface` module built from the SDK's sources 
 from __future__ import annotations
 
 import importlib
+import socket
 import time
 from collections.abc import Callable
 from types import ModuleType, SimpleNamespace
@@ -42,6 +43,21 @@ def load_robot_interface() -> ModuleType:
                       "unitree_legged_sdk v3.8 with -DPYTHON_BUILD=TRUE and put robot_interface on PYTHONPATH")
 
 
+def _claim_local_port(port: int) -> None:
+    """The SDK only prints when it cannot bind its local port, then carries on unbound: a second
+    controller would command the same robot. Refuse to start instead."""
+    if port == 0:
+        return  # an ephemeral port (tests, the stand-in): cannot clash
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.bind(("", port))
+    except OSError as exc:
+        raise DeviceError(f"local UDP port {port} is in use ({exc.strerror}): is another controller or SDK "
+                          f"program talking to the robot? Stop it, or set local_port") from None
+    finally:
+        probe.close()
+
+
 class UnitreeSdkBackend:
     publishes_odometry = False  # the T265 reports the base pose (odometry node)
 
@@ -51,6 +67,7 @@ class UnitreeSdkBackend:
                  sdk: ModuleType | None = None) -> None:
         sdk = sdk or load_robot_interface()
         self.address = f"{robot_ip}:{robot_port}"
+        _claim_local_port(int(local_port))
         self._udp = sdk.UDP(wire.LOWLEVEL, int(local_port), robot_ip, int(robot_port))
         self._cmd = sdk.LowCmd()
         self._udp.InitCmdData(self._cmd)

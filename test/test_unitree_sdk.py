@@ -59,6 +59,23 @@ class ServedRobot:
         self.robot.close()
 
 
+def test_crc_is_unitrees_bitwise_definition():
+    def bitwise(data: bytes) -> int:  # CRC-32/MPEG-2 over little-endian words, MSB first
+        crc = 0xFFFFFFFF
+        for word in np.frombuffer(data[: len(data) // 4 * 4], "<u4"):
+            for bit in range(31, -1, -1):
+                top = crc >> 31
+                crc = (crc << 1) & 0xFFFFFFFF
+                if top ^ ((int(word) >> bit) & 1):
+                    crc ^= 0x04C11DB7
+        return crc
+
+    rng = np.random.default_rng(1)
+    for n in (0, 4, 7, 608, 803):
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert wire.crc32_words(data) == bitwise(data), n
+
+
 def test_wire_format_matches_the_sdk_binary_both_ways():
     rng = np.random.default_rng(0)
     rx = udp_socket()

@@ -15,6 +15,7 @@ is there so nothing reaches a motor that the wire cannot carry.
 
 from __future__ import annotations
 
+import binascii
 import struct
 
 import numpy as np
@@ -53,17 +54,19 @@ class WireError(ValueError):
     """A datagram that is not a valid Go1 low-level packet, or a value the wire cannot carry."""
 
 
+_REFLECTED_BYTE = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
+
+
 def crc32_words(data: bytes) -> int:
-    """Unitree's CRC: CRC-32 (poly 0x04C11DB7, init all ones, no reflection, no final xor) over
-    little-endian 32-bit words, as the SDK computes it over every whole word before the crc field."""
-    crc = 0xFFFFFFFF
-    for word in struct.unpack(f"<{len(data) // 4}I", data[: len(data) // 4 * 4]):
-        for bit in range(31, -1, -1):
-            top = crc >> 31
-            crc = (crc << 1) & 0xFFFFFFFF
-            if top ^ ((word >> bit) & 1):
-                crc ^= 0x04C11DB7
-    return crc
+    """Unitree's CRC: CRC-32 (poly 0x04C11DB7, init all ones, no reflection, no final xor) fed the
+    little-endian 32-bit words most significant bit first, over every whole word of `data`.
+
+    Computed with zlib's reflected CRC-32 (same polynomial): word bytes in big-endian order, each
+    byte bit-reversed, zlib's final inversion undone, the result bit-reversed. ~400x faster than the
+    bitwise definition (test_unitree_sdk checks both agree); the stand-in computes two per tick."""
+    whole = np.frombuffer(data[: len(data) // 4 * 4], "<u4").astype(">u4").tobytes()
+    reflected = binascii.crc32(whole.translate(_REFLECTED_BYTE)) ^ 0xFFFFFFFF
+    return int(f"{reflected:032b}"[::-1], 2)
 
 
 def _crc_of(packet: bytes) -> int:

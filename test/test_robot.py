@@ -16,7 +16,7 @@ from uni_o4_ros.robot import go1
 from uni_o4_ros.robot.observation import ObservationBuilder, command_vector
 from uni_o4_ros.robot.policy_update import UpdateRejected, encode_update, verify_update
 from uni_o4_ros.robot.reward import reward
-from uni_o4_ros.robot.safety import SafetyConfig, SafetyFilter, Watchdog, fallen
+from uni_o4_ros.robot.safety import RemoteEStop, SafetyConfig, SafetyFilter, Watchdog, fallen
 
 
 def test_joint_order_mapping_between_package_and_sdk():
@@ -345,3 +345,10 @@ def test_an_episode_that_cannot_be_written_is_kept_and_written_with_the_next(tmp
     assert sorted(p.name for p in folder.iterdir()) == [f"episode_00000{i}.hdf5" for i in (1, 2, 3)]
     ds = read_episodes(folder)
     assert ds.infos["step"].tolist() == [0, 1, 2, 0, 1, 2, 3, 0, 1, 2, 3, 4] and ds.timeouts.sum() == 3
+
+
+def test_remote_estop_fires_once_per_press_of_the_whole_combination():
+    rule = RemoteEStop(frozenset({"L2", "B"}))
+    held = [set(), {"L2"}, {"L2", "B"}, {"L2", "B", "A"}, {"B"}, {"L2", "B"}, set()]
+    assert [rule.pressed(frozenset(b)) for b in held] == [False, False, True, False, False, True, False]
+    assert not RemoteEStop(frozenset()).pressed(frozenset({"L2", "B"}))  # no combination: never

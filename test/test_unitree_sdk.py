@@ -102,7 +102,7 @@ def test_wire_format_matches_the_sdk_binary_both_ways():
     q, dq, tau = rng.uniform(-2, 2, 12), rng.uniform(-5, 5, 12), rng.uniform(-30, 30, 12)
     quat = np.array([0.9, 0.1, -0.2, 0.3]) / np.linalg.norm([0.9, 0.1, -0.2, 0.3])
     rx.sendto(wire.encode_low_state(q, dq, tau, quat, [0.1, 0.2, 0.3], [0.0, 0.0, 9.81], [0.0, 0.0, 0.0],
-                                    [10, 20, 30, 40], tick_us=123456), peer)
+                                    [10, 20, 30, 40], tick_us=123456, remote=wire.encode_remote({"L2", "B"})), peer)
     state = sdk.LowState()
     _recv(udp)
     udp.GetRecv(state)
@@ -111,6 +111,8 @@ def test_wire_format_matches_the_sdk_binary_both_ways():
     assert np.allclose([state.motorState[i].tauEst for i in range(12)], tau, atol=1 / 256)
     assert np.allclose(state.imu.quaternion, quat, atol=1e-6)
     assert list(state.footForce) == [10, 20, 30, 40] and state.tick == 123456
+    assert wire.pressed_buttons(state.wirelessRemote) == {"L2", "B"}
+    assert state.wirelessRemote[2] == 0b0010_0000 and state.wirelessRemote[3] == 0b0000_0010  # joystick.h bits
     rx.close()
 
 
@@ -260,6 +262,15 @@ def test_controller_drives_the_stand_in_through_the_sdk_and_latches_damping_when
 
         assert "re-armed" in obs.estop(False)
         obs.wait(lambda: served.robot.commands and np.allclose(served.robot.commands[-1]["kp"], 20.0))
+
+        # The operator holds L2+B on the robot's remote: e-stop, without a laptop.
+        n = len(obs.states)
+        served.robot.buttons = frozenset({"L2", "B"})
+        obs.wait(lambda: 2 in obs.modes_since(n))
+        served.robot.buttons = frozenset()
+        served.robot.commands.clear()
+        obs.wait(lambda: len(served.robot.commands) >= 10)
+        assert all(np.all(c["kp"] == 0) for c in served.robot.commands)  # released: still damped
     finally:
         obs.close()
         stop(pol, ctrl)

@@ -50,6 +50,12 @@ LOW_STATE = np.dtype([("head", "u1", 2), ("level_flag", "u1"), ("frame_reserve",
 assert LOW_CMD.itemsize == LOW_CMD_LENGTH and LOW_STATE.itemsize == LOW_STATE_LENGTH
 
 
+# The remote's 40 bytes (joystick.h xRockerBtnDataStruct): head[2], a 16-bit button mask in this
+# bit order, then the sticks lx, rx, ry, L2 (analog), ly as floats.
+REMOTE_BUTTONS = ("R1", "L1", "start", "select", "R2", "L2", "F1", "F2", "A", "B", "X", "Y", "up", "right",
+                  "down", "left")
+
+
 class WireError(ValueError):
     """A datagram that is not a valid Go1 low-level packet, or a value the wire cannot carry."""
 
@@ -114,9 +120,24 @@ def encode_low_cmd(mode: np.ndarray, q: np.ndarray, dq: np.ndarray, tau: np.ndar
     return _sealed(rec)
 
 
+def encode_remote(buttons: frozenset[str] | set[str] = frozenset()) -> bytes:
+    """The wireless remote's 40 bytes with these buttons held (sticks centred)."""
+    unknown = set(buttons) - set(REMOTE_BUTTONS)
+    if unknown:
+        raise WireError(f"unknown remote button(s) {sorted(unknown)}; known: {', '.join(REMOTE_BUTTONS)}")
+    mask = sum(1 << REMOTE_BUTTONS.index(b) for b in buttons)
+    return bytes(2) + struct.pack("<H", mask) + bytes(36)
+
+
+def pressed_buttons(remote: bytes | list[int]) -> frozenset[str]:
+    """The buttons held, from the remote's 40 bytes as LowState carries them."""
+    mask = int(remote[2]) | int(remote[3]) << 8
+    return frozenset(b for i, b in enumerate(REMOTE_BUTTONS) if mask >> i & 1)
+
+
 def encode_low_state(q: np.ndarray, dq: np.ndarray, tau_est: np.ndarray, quaternion: np.ndarray,
                      gyroscope: np.ndarray, accelerometer: np.ndarray, rpy: np.ndarray, foot_force: np.ndarray,
-                     tick_us: int, mode: int = MODE_SERVO) -> bytes:
+                     tick_us: int, mode: int = MODE_SERVO, remote: bytes = bytes(40)) -> bytes:
     """A LowState datagram as the Go1 sends it: joints in SDK order, quaternion (w, x, y, z)."""
     rec = np.zeros((), LOW_STATE)
     rec["head"], rec["level_flag"] = HEAD, LOWLEVEL
@@ -130,6 +151,7 @@ def encode_low_state(q: np.ndarray, dq: np.ndarray, tau_est: np.ndarray, quatern
     rec["foot_force_est"] = rec["foot_force"]
     rec["bms"]["soc"] = 100
     rec["tick"] = tick_us & 0xFFFFFFFF
+    rec["wireless_remote"] = np.frombuffer(remote, np.uint8)
     return _sealed(rec)
 
 

@@ -106,7 +106,8 @@ class UnitreeSdkBackend:
         return SimpleNamespace(q=q, dq=dq, tau=tau, quaternion=np.asarray(imu.quaternion, float),
                                gyroscope=np.asarray(imu.gyroscope, float),
                                accelerometer=np.asarray(imu.accelerometer, float),
-                               foot_force=force, foot_contact=force > self.contact_threshold)
+                               foot_force=force, foot_contact=force > self.contact_threshold,
+                               buttons=wire.pressed_buttons(raw.wirelessRemote))
 
     def fault(self) -> str | None:
         now = self._clock()

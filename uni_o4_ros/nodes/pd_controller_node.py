@@ -9,7 +9,8 @@ Parameters: backend, rate_hz, watchdog_timeout, max_tilt, max_target_step, torqu
 only: spawn_roll (to test fall handling), terrain (flat | mattress), reset_on_episode_end (put the
 robot back when the recorder ends an episode), wait_for_policy (step only once the policy answered
 the newest state: exact lockstep when the graph runs faster than real time); unitree_sdk only:
-robot_ip, robot_port, local_port, state_timeout, connect_timeout, contact_threshold.
+robot_ip, robot_port, local_port, state_timeout, connect_timeout, contact_threshold, remote_estop (the
+buttons on the Go1's remote that engage the e-stop, "L2+B" by default; "" for none).
 Every active tick also counts whether its command answered the newest state (diagnostics
 `late_commands`, and one summary line at exit).
 """
@@ -26,11 +27,12 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
+from uni_o4_ros.hardware.go1_lowlevel import REMOTE_BUTTONS
 from uni_o4_ros.hardware.t265 import DeviceError
 from uni_o4_ros.hardware.unitree_sdk import GO1_IP, GO1_PORT, LOCAL_PORT, UnitreeSdkBackend
 from uni_o4_ros.msg import EpisodeEvent, JointCommand, RobotState
 from uni_o4_ros.robot.controller import CONTROLLER_SUMMARY, CommandLatency, ControllerCore, Mode
-from uni_o4_ros.robot.safety import SafetyConfig
+from uni_o4_ros.robot.safety import RemoteEStop, SafetyConfig
 from uni_o4_ros.srv import EStop
 
 from .episode_events import SIM_RESET_EVENTS
@@ -119,7 +121,7 @@ class PDControllerNode(Node):
             "max_target_step": 0.2, "torque_fraction": 0.9, "spawn_roll": 0.0, "terrain": "flat",
             "reset_on_episode_end": False, "wait_for_policy": False, "robot_ip": GO1_IP, "robot_port": GO1_PORT,
             "local_port": LOCAL_PORT, "state_timeout": 0.1, "connect_timeout": 2.0,
-            "contact_threshold": 20.0}.items()}
+            "contact_threshold": 20.0, "remote_estop": "L2+B"}.items()}
         if p["backend"] not in BACKENDS:
             raise NodeConfigError(f"unknown backend {p['backend']!r}: choose from {', '.join(BACKENDS)}")
         cfg = SafetyConfig(max_target_step=p["max_target_step"], torque_fraction=p["torque_fraction"],
@@ -138,6 +140,11 @@ class PDControllerNode(Node):
             except DeviceError as exc:
                 raise NodeConfigError(str(exc)) from exc
         self.fault, self.fault_ticks = "", 0
+        combo = frozenset(b.strip() for b in str(p["remote_estop"]).split("+") if b.strip())
+        if combo - set(REMOTE_BUTTONS):
+            raise NodeConfigError(f"remote_estop {p['remote_estop']!r}: unknown button(s) "
+                                  f"{sorted(combo - set(REMOTE_BUTTONS))}; known: {'+'.join(REMOTE_BUTTONS)}")
+        self.remote_estop = RemoteEStop(combo)
         self.state_pub = self.create_publisher(RobotState, "robot_state", SENSOR)
         self.event_pub = self.create_publisher(EpisodeEvent, "episode_events", EVENTS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", EVENTS)
@@ -186,6 +193,8 @@ class PDControllerNode(Node):
         self._check_backend()
         if s is None:
             return  # no state from the robot yet: nothing is commanded
+        if self.remote_estop.pressed(getattr(s, "buttons", frozenset())):  # simulated robots have no remote
+            self.get_logger().warn(f"{self.core.estop(True)} (remote: {'+'.join(sorted(self.remote_estop.combo))})")
         now = time.monotonic()
         if self.latency.must_wait(now, estop=self.core.mode == Mode.ESTOP):
             return  # simulated time stands still until the policy has answered

@@ -76,6 +76,20 @@ class Watchdog:
         return self.last is None or now - self.last > self.timeout
 
 
+@dataclass
+class RemoteEStop:
+    """A button combination held on the robot's own remote engages the e-stop: the operator's hand
+    is enough, no laptop. True once per press of the whole combination (holding it is one press)."""
+
+    combo: frozenset[str]
+    _held: bool = False
+
+    def pressed(self, buttons: frozenset[str]) -> bool:
+        held = bool(self.combo) and self.combo <= buttons
+        first, self._held = held and not self._held, held
+        return first
+
+
 def fallen(roll: float, pitch: float, max_tilt: float) -> bool:
     return abs(roll) > max_tilt or abs(pitch) > max_tilt
 

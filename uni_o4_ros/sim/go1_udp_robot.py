@@ -55,6 +55,7 @@ class Go1UdpRobot:
         self.commands: deque[dict[str, np.ndarray]] = deque(maxlen=keep_commands)  # newest last, SDK order
         self.rejected: list[str] = []
         self.steps = 0
+        self.buttons: frozenset[str] = frozenset()  # held on the wireless remote, sent with every state
 
     def serve_once(self, timeout: float | None = 0.5) -> bool:
         """Handle one datagram; False if none came within the timeout or it was refused."""
@@ -82,7 +83,8 @@ class Go1UdpRobot:
         return wire.encode_low_state(
             q=s.q[SDK_FROM_POLICY], dq=s.dq[SDK_FROM_POLICY], tau_est=s.tau[SDK_FROM_POLICY],
             quaternion=s.quaternion, gyroscope=s.gyroscope, accelerometer=s.accelerometer, rpy=[roll, pitch, yaw],
-            foot_force=s.foot_force[FEET_POLICY_FROM_SDK], tick_us=int(s.time * 1e6))
+            foot_force=s.foot_force[FEET_POLICY_FROM_SDK], tick_us=int(s.time * 1e6),
+            remote=wire.encode_remote(self.buttons))
 
     def close(self) -> None:
         self.sock.close()

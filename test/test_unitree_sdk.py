@@ -219,10 +219,12 @@ def test_a_missing_robot_is_reported_as_a_fault_and_only_damping_is_sent():
         silent.close()
 
 
-def test_a_local_port_in_use_is_refused_not_shared():
-    """The SDK would only print and carry on unbound: two controllers could command one robot."""
+def test_a_bad_address_or_a_local_port_in_use_is_refused():
+    """The SDK would send nowhere, or only print and carry on unbound (two controllers, one robot)."""
     from uni_o4_ros.hardware.t265 import DeviceError
 
+    with pytest.raises(DeviceError, match="not an IPv4 address"):
+        UnitreeSdkBackend("go1.local", 8007, 0, sdk=sdk)
     taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     taken.bind(("", 0))
     try:

@@ -67,6 +67,10 @@ class UnitreeSdkBackend:
                  sdk: ModuleType | None = None) -> None:
         sdk = sdk or load_robot_interface()
         self.address = f"{robot_ip}:{robot_port}"
+        try:
+            socket.inet_aton(robot_ip)  # the SDK takes any string and sends nowhere
+        except OSError:
+            raise DeviceError(f"robot_ip {robot_ip!r} is not an IPv4 address (the Go1's is {GO1_IP})") from None
         _claim_local_port(int(local_port))
         self._udp = sdk.UDP(wire.LOWLEVEL, int(local_port), robot_ip, int(robot_port))
         self._cmd = sdk.LowCmd()

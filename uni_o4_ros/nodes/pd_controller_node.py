@@ -124,6 +124,11 @@ class PDControllerNode(Node):
             "contact_threshold": 20.0, "remote_estop": "L2+B"}.items()}
         if p["backend"] not in BACKENDS:
             raise NodeConfigError(f"unknown backend {p['backend']!r}: choose from {', '.join(BACKENDS)}")
+        combo = frozenset(b.strip() for b in str(p["remote_estop"]).split("+") if b.strip())
+        if combo - set(REMOTE_BUTTONS):
+            raise NodeConfigError(f"remote_estop {p['remote_estop']!r}: unknown button(s) "
+                                  f"{sorted(combo - set(REMOTE_BUTTONS))}; known: {'+'.join(REMOTE_BUTTONS)}")
+        self.remote_estop = RemoteEStop(combo)
         cfg = SafetyConfig(max_target_step=p["max_target_step"], torque_fraction=p["torque_fraction"],
                            watchdog_timeout=p["watchdog_timeout"], max_tilt=p["max_tilt"])
         self.core = ControllerCore(cfg)
@@ -140,11 +145,6 @@ class PDControllerNode(Node):
             except DeviceError as exc:
                 raise NodeConfigError(str(exc)) from exc
         self.fault, self.fault_ticks = "", 0
-        combo = frozenset(b.strip() for b in str(p["remote_estop"]).split("+") if b.strip())
-        if combo - set(REMOTE_BUTTONS):
-            raise NodeConfigError(f"remote_estop {p['remote_estop']!r}: unknown button(s) "
-                                  f"{sorted(combo - set(REMOTE_BUTTONS))}; known: {'+'.join(REMOTE_BUTTONS)}")
-        self.remote_estop = RemoteEStop(combo)
         self.state_pub = self.create_publisher(RobotState, "robot_state", SENSOR)
         self.event_pub = self.create_publisher(EpisodeEvent, "episode_events", EVENTS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", EVENTS)

@@ -39,6 +39,7 @@ from .episode_events import SIM_RESET_EVENTS
 from .go1_sim_node import odometry, robot_state
 from .qos import COMMAND, EVENTS, SENSOR
 from .run import NodeConfigError, run_node
+from .stamps import stamp_ns
 from .tf import OdomTfBroadcaster
 
 BACKENDS = ("sim", "go1_sim", "unitree_sdk")
@@ -174,7 +175,7 @@ class PDControllerNode(Node):
             self.get_logger().warn("ignored a joint command with non-finite or missing targets")
             return
         self.core.on_command(q, msg.policy_version, time.monotonic())
-        self.latency.on_command(_nanoseconds(msg.header.stamp))
+        self.latency.on_command(stamp_ns(msg.header.stamp))
 
     def on_estop(self, req: EStop.Request, res: EStop.Response) -> EStop.Response:
         res.message = self.core.estop(req.engage)
@@ -185,8 +186,13 @@ class PDControllerNode(Node):
     def on_recorder_event(self, msg: EpisodeEvent) -> None:
         if msg.event in SIM_RESET_EVENTS:
             self.backend.reset()
-            self.core.estop(False)  # clears a latched fall; active again on the next fresh command
+            self.core.robot_put_back()  # active again on the next fresh command, rate limit from the new pose
             self.get_logger().info(f"episode {msg.episode_id}: {msg.reason}; simulator reset")
+            if self.latency.wait_for_policy:
+                # Show the reset pose now and step only on the policy's answer to it: otherwise the first
+                # tick after a reset damps the robot, or applies an answer to a pre-reset state, for as many
+                # ticks as the messages happen to take, and the same seed records different episodes.
+                self._publish_state(self.backend.read(), int(self.core.mode))
 
     def on_tick(self) -> None:
         s = self.backend.read()
@@ -204,13 +210,7 @@ class PDControllerNode(Node):
         self.backend.write(out.command)
         s = self.backend.read()
         self.ticks += 1
-        msg = robot_state(s, self.get_clock().now().to_msg(), int(out.mode), self.backend.resets)
-        self.state_pub.publish(msg)
-        self.latency.on_state_published(_nanoseconds(msg.header.stamp), time.monotonic())
-        if self.backend.publishes_odometry:
-            od = odometry(s, msg.header.stamp)
-            self.odom_pub.publish(od)
-            self.tf.send(od)
+        msg = self._publish_state(s, int(out.mode))
         if out.fell:
             ev = EpisodeEvent(event=EpisodeEvent.ABORTED_FALL, reason=out.reason)
             ev.header.stamp = msg.header.stamp
@@ -225,6 +225,16 @@ class PDControllerNode(Node):
             arr = DiagnosticArray(status=[st])
             arr.header.stamp = msg.header.stamp
             self.diag_pub.publish(arr)
+
+    def _publish_state(self, s, mode: int) -> RobotState:
+        msg = robot_state(s, self.get_clock().now().to_msg(), mode, self.backend.resets)
+        self.state_pub.publish(msg)
+        self.latency.on_state_published(stamp_ns(msg.header.stamp), time.monotonic())
+        if self.backend.publishes_odometry:
+            od = odometry(s, msg.header.stamp)
+            self.odom_pub.publish(od)
+            self.tf.send(od)
+        return msg
 
     def _check_backend(self) -> None:
         """A backend fault (the robot's link lost, or never there) holds the e-stop while it lasts, and
@@ -247,10 +257,6 @@ class PDControllerNode(Node):
         self.backend.close()  # the SDK backend damps the motors: a stopped controller leaves no stiffness
         # One machine-readable line at exit, for whoever ran the graph (the field pipeline's report).
         print(f"{CONTROLLER_SUMMARY}{json.dumps({'ticks': self.ticks, **self.latency.to_dict()})}", flush=True)
-
-
-def _nanoseconds(stamp) -> int:
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 def main(args: list[str] | None = None) -> int:

@@ -61,6 +61,14 @@ class ControllerCore:
             return "re-armed: active on the next fresh command"
         return "nothing to re-arm"
 
+    def robot_put_back(self) -> None:
+        """The (simulated) robot was stood up again: clear a latched fall or e-stop, as a person re-arming
+        would, and forget the old command. The next fresh command activates the robot with the rate limit
+        starting from the new pose, not from the last target before the reset."""
+        self.mode = Mode.DAMPING
+        self._fall_latched = False
+        self._q_des = None
+
     def tick(self, quat_wxyz: np.ndarray, q: np.ndarray, dq: np.ndarray, now: float) -> TickOutcome:
         if self.mode == Mode.ESTOP:
             return TickOutcome(damping_command(self.cfg), Mode.ESTOP, "e-stop")

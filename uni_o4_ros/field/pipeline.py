@@ -253,7 +253,8 @@ class FieldPipeline:
         nodes = {
             "pd_controller_node": [f"terrain:={c.terrain}", "reset_on_episode_end:=true",
                                    f"rate_hz:={c.realtime_factor / CONTROL_DT}", "wait_for_policy:=true"],
-            "policy_node": [f"policy_dir:={policy_dir.resolve()}", f"deterministic:={'false' if explore else 'true'}"],
+            "policy_node": [f"policy_dir:={policy_dir.resolve()}", f"deterministic:={'false' if explore else 'true'}",
+                            f"seed:={c.seed}"],
             "episode_recorder_node": [f"max_steps:={c.episode_steps}", f"command_vx_schedule:=[{schedule}]",
                                       f"wait_for_subscribers:={2 if learner else 1}", "wait_for_reset:=true",
                                       f"total_steps:={steps}"],

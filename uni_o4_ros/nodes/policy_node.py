@@ -1,9 +1,10 @@
 """policy node: RobotState -> PolicyRunner -> JointCommand; PolicyUpdate -> verify -> swap between ticks.
 
 Parameters: policy_dir (saved policy folder), deterministic (mean action; False samples with
-log-probabilities for online learning), command_velocity [vx, vy, yaw_rate], hmac_key_file
-(optional; when set, unsigned updates are refused). Every accepted or refused update is reported on
-`policy_status` (diagnostic_msgs/DiagnosticStatus) and in the log, with the reason.
+log-probabilities for online learning), seed (of that sampling noise), command_velocity [vx, vy,
+yaw_rate], hmac_key_file (optional; when set, unsigned updates are refused). Every accepted or
+refused update is reported on `policy_status` (diagnostic_msgs/DiagnosticStatus) and in the log,
+with the reason.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class PolicyNode(Node):
         self.declare_parameter("deterministic", True)
         self.declare_parameter("command_velocity", [0.0, 0.0, 0.0])
         self.declare_parameter("hmac_key_file", "")
+        self.declare_parameter("seed", 0)  # of the exploration noise (deterministic: false)
         policy_dir = self.get_parameter("policy_dir").value
         if not policy_dir or not Path(policy_dir).is_dir():
             raise NodeConfigError(f"parameter policy_dir must name a saved policy folder, got {policy_dir!r}")
@@ -41,7 +43,8 @@ class PolicyNode(Node):
         key_file = self.get_parameter("hmac_key_file").value
         key = Path(key_file).read_bytes().strip() if key_file else None
         self.runner = PolicyRunner(policy, normalizer, version=int(meta.get("version", 0)),
-                                   deterministic=bool(self.get_parameter("deterministic").value), key=key)
+                                   deterministic=bool(self.get_parameter("deterministic").value), key=key,
+                                   seed=int(self.get_parameter("seed").value))
         vx, vy, wz = self.get_parameter("command_velocity").value
         self.runner.command = command_vector(vx, vy, wz)
         self.cmd_pub = self.create_publisher(JointCommand, "joint_command", COMMAND)
@@ -65,7 +68,7 @@ class PolicyNode(Node):
         if msg.resets != self.resets:
             # The robot was stood up again (simulation): the history restarts at this very state.
             self.resets = msg.resets
-            self.runner.reset()
+            self.runner.reset(episode=msg.resets)
         if msg.mode == RobotState.MODE_ESTOP:
             self.runner.reset()  # a fresh history once the robot is re-armed
             return

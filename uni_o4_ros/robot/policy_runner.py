@@ -42,6 +42,7 @@ class PolicyRunner:
         self.obs = ObservationBuilder()
         self.last_action = np.zeros(policy.spec.act_dim, np.float32)
         self.command = command_vector(0.0)
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         torch.set_num_threads(1)
 
@@ -67,9 +68,14 @@ class PolicyRunner:
             self._pending = verified
         return True, f"version {version} staged"
 
-    def reset(self) -> None:
+    def reset(self, episode: int | None = None) -> None:
+        """A fresh history. With `episode` (the robot's reset count, in simulation) the sampling noise
+        restarts from (seed, episode): an episode's noise does not depend on how many states were
+        answered before it began, which message timing decides."""
         self.obs.reset()
         self.last_action[:] = 0.0
+        if episode is not None:
+            self.generator.manual_seed(self.seed * 1_000_003 + episode)
 
     def tick(self, quat_wxyz: np.ndarray, q: np.ndarray, dq: np.ndarray) -> TickResult:
         with self._lock:

@@ -13,6 +13,7 @@ from safetensors.torch import save as save_safetensors
 from uni_o4_ros.learning.normalizer import StateNormalizer
 from uni_o4_ros.learning.policy import make_policy
 from uni_o4_ros.robot import go1
+from uni_o4_ros.robot.episodes import StepPairing
 from uni_o4_ros.robot.observation import ObservationBuilder, command_vector
 from uni_o4_ros.robot.policy_update import UpdateRejected, encode_update, verify_update
 from uni_o4_ros.robot.reward import reward
@@ -352,3 +353,45 @@ def test_remote_estop_fires_once_per_press_of_the_whole_combination():
     held = [set(), {"L2"}, {"L2", "B"}, {"L2", "B", "A"}, {"B"}, {"L2", "B"}, set()]
     assert [rule.pressed(frozenset(b)) for b in held] == [False, False, True, False, False, True, False]
     assert not RemoteEStop(frozenset()).pressed(frozenset({"L2", "B"}))  # no combination: never
+
+
+def test_step_pairing_uses_the_answered_state_whatever_the_arrival_order():
+    pair = StepPairing(max_wait=0.1)
+    pair.add_state(1, "s1")
+    pair.add_odom(1, "o1")
+    pair.add_step(2, "step2", now=0.0)  # the policy's answer to state 2 overtook state 2 itself
+    assert pair.ready(now=0.01) == []  # so it waits ...
+    pair.add_state(2, "s2")
+    assert pair.ready(now=0.01) == []  # ... for the odometry of that moment too
+    pair.add_odom(2, "o2")
+    assert pair.ready(now=0.01) == [("step2", "s2", "o2")] and pair.unpaired == 0
+
+    # The robot: the T265 stamps its own clock. A step takes the newest odometry once a newer sample
+    # exists, and never waits longer than max_wait for a sample that will not come.
+    pair.add_state(10, "s10")
+    pair.add_odom(7, "o7")
+    pair.add_step(10, "step10", now=1.0)
+    assert pair.ready(now=1.01) == []
+    pair.add_odom(13, "o13")
+    assert pair.ready(now=1.01) == [("step10", "s10", "o13")] and pair.unpaired == 1
+    pair.add_step(20, "step20", now=2.0)  # its state was lost
+    assert pair.ready(now=2.05) == []
+    assert pair.ready(now=2.2) == [("step20", "s10", "o13")] and pair.unpaired == 2
+
+
+def test_a_robot_put_back_is_rate_limited_from_its_new_pose_not_the_old_target():
+    from uni_o4_ros.robot.controller import ControllerCore, Mode
+
+    core, up = ControllerCore(), np.array([1.0, 0.0, 0.0, 0.0])
+    far = go1.DEFAULT_Q + 0.5
+    for t in range(20):  # walk the targets far from the default pose, then the simulator resets
+        core.on_command(far, 1, now=t * 0.02)
+        core.tick(up, far, np.zeros(12), now=t * 0.02)
+    core.robot_put_back()
+    assert core.mode == Mode.DAMPING
+    out = core.tick(up, go1.DEFAULT_Q, np.zeros(12), now=0.41)
+    assert out.mode == Mode.DAMPING  # the command from before the reset is not replayed
+    core.on_command(go1.DEFAULT_Q + 0.5, 1, now=0.42)
+    out = core.tick(up, go1.DEFAULT_Q, np.zeros(12), now=0.42)
+    assert out.mode == Mode.ACTIVE
+    assert np.allclose(out.command.q, go1.DEFAULT_Q + core.cfg.max_target_step, atol=1e-6)  # one step from the pose

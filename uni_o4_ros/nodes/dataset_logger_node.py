@@ -23,6 +23,7 @@ from uni_o4_ros.robot.episodes import EpisodeWriter
 
 from .qos import TRANSITIONS
 from .run import NodeConfigError, run_node
+from .stamps import stamp_ns
 
 
 class DatasetLoggerNode(Node):
@@ -72,7 +73,7 @@ class DatasetLoggerNode(Node):
 
     def _write_bag(self, m: Transition) -> None:
         try:
-            self.bag.write(serialize_message(m), m.header.stamp.sec * 10**9 + m.header.stamp.nanosec)
+            self.bag.write(serialize_message(m), stamp_ns(m.header.stamp))
         except OSError as exc:
             self.get_logger().error(f"bag write failed ({exc}); the bag stops here, episode files go on")
             self._close_bag()

@@ -27,13 +27,14 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
 from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
-from uni_o4_ros.robot.episodes import EpisodeRecorderCore, PolicyStep, RobotMotion
+from uni_o4_ros.robot.episodes import EpisodeRecorderCore, PolicyStep, RobotMotion, StepPairing
 from uni_o4_ros.robot.observation import shows_command
 from uni_o4_ros.robot.odometry_watch import OdometryWatch, finite_sample
 from uni_o4_ros.srv import StartEpisode, StopEpisode
 
 from .qos import EVENTS, SENSOR, TRANSITIONS
 from .run import run_node
+from .stamps import stamp_ns
 
 
 class EpisodeRecorderNode(Node):
@@ -60,13 +61,13 @@ class EpisodeRecorderNode(Node):
         # the stream is volatile, so a reader that joins late would miss the first transitions.
         self.wait_for_subscribers = int(p["wait_for_subscribers"])
         self.stop_reason = ""
-        self.odom: Odometry | None = None
-        self.state: RobotState | None = None
-        self.prev_dq: np.ndarray | None = None
+        self.pairing = StepPairing()  # each policy step with the state it answered and that moment's odometry
+        self.prev_dq: tuple[int, np.ndarray] | None = None  # (robot resets, dq) of the last step: for ddq
         self.trans_pub = self.create_publisher(Transition, "transitions", TRANSITIONS)
         self.event_pub = self.create_publisher(EpisodeEvent, "recorder_events", EVENTS)
-        # Rewards come from the newest odometry and robot state: samples with NaN/inf are ignored,
-        # and on the robot (odom_timeout > 0) an episode ends when odometry is that late.
+        # Rewards come from the robot state and odometry the policy step answered (by stamp), else the
+        # newest: samples with NaN/inf are ignored, and on the robot (odom_timeout > 0) an episode ends
+        # when odometry is that late.
         self.odom_watch = OdometryWatch(float(p["odom_timeout"]))
         self.ignored_samples = 0
         self.create_subscription(Odometry, "odom", self.on_odom, SENSOR)
@@ -108,7 +109,8 @@ class EpisodeRecorderNode(Node):
     def on_odom(self, msg: Odometry) -> None:
         t = msg.twist.twist
         if self.odom_watch.accept((t.linear.x, t.linear.y, t.linear.z, t.angular.z), time.monotonic()):
-            self.odom = msg
+            self.pairing.add_odom(stamp_ns(msg.header.stamp), msg)
+            self._record_ready()
         else:
             self._ignored("odometry")
 
@@ -116,7 +118,8 @@ class EpisodeRecorderNode(Node):
         if msg.mode == RobotState.MODE_ESTOP and self.core.active:
             self._end(self.core.abort(), EpisodeEvent.ABORTED_ESTOP, "e-stop")
         if finite_sample((*msg.dq, *msg.tau_est)):
-            self.state = msg
+            self.pairing.add_state(stamp_ns(msg.header.stamp), msg)
+            self._record_ready()
         else:
             self._ignored("robot state")
 
@@ -165,19 +168,29 @@ class EpisodeRecorderNode(Node):
         self._maybe_start()
         if self.pending is not None and shows_command(np.asarray(msg.observation, np.float32), *self.pending):
             self._begin(*self.pending)
-        if self.odom is None or self.state is None or not self.core.active:
-            return
+        if self.core.active:
+            self.pairing.add_step(stamp_ns(msg.header.stamp), msg, time.monotonic())
+            self._record_ready()
+
+    def _record_ready(self) -> None:
+        for msg, state, odom in self.pairing.ready(time.monotonic()):
+            if state is not None and odom is not None and self.core.active:
+                self._record(msg, state, odom)
+
+    def _record(self, msg: Transition, state: RobotState, odom: Odometry) -> None:
         lost = self._odometry_lost()
         if lost and self.core.request_stop():
             # This step's transition is the episode's last, a timeout (a truncation, not a failure).
             self.stop_reason = lost
             self.get_logger().warn(f"episode {self.core.episode_id}: {lost}")
-        dq = np.asarray(self.state.dq, np.float32)
-        ddq = (dq - self.prev_dq) / 0.02 if self.prev_dq is not None else np.zeros(12, np.float32)
-        self.prev_dq = dq
-        t = self.odom.twist.twist
+        dq = np.asarray(state.dq, np.float32)
+        # No acceleration across a reset of the (simulated) robot: the joints jumped, they did not accelerate.
+        same_run = self.prev_dq is not None and self.prev_dq[0] == state.resets
+        ddq = (dq - self.prev_dq[1]) / 0.02 if same_run else np.zeros(12, np.float32)
+        self.prev_dq = (state.resets, dq)
+        t = odom.twist.twist
         motion = RobotMotion(v_xy=np.array([t.linear.x, t.linear.y]), v_z=t.linear.z, yaw_rate=t.angular.z,
-                             tau=np.asarray(self.state.tau_est), dq=dq, ddq=ddq)
+                             tau=np.asarray(state.tau_est), dq=dq, ddq=ddq)
         step = PolicyStep(msg.step, np.asarray(msg.observation, np.float32), np.asarray(msg.action, np.float32),
                           msg.log_prob, msg.policy_version)
         skipped = self.core.skipped

@@ -7,6 +7,7 @@ file. `read_episodes(dir)` concatenates them into one OfflineDataset for the lea
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,62 @@ class RobotMotion:
     tau: np.ndarray
     dq: np.ndarray
     ddq: np.ndarray
+
+
+class StepPairing:
+    """Pairs each policy step with the robot state it answered and the odometry of that moment.
+
+    A policy step carries the stamp of the state it answered. In simulation the controller publishes
+    that state and its odometry with the same stamp, but the three topics reach the recorder in no
+    fixed order (one executor takes whichever is ready first), so a step waits until its own state and
+    odometry are in. On the robot the T265 stamps its own clock: a step then takes the newest odometry
+    once a newer sample than the step exists. A step never waits longer than `max_wait` seconds (a
+    lost sample): it then takes the newest of each, as a recorder without pairing would.
+    """
+
+    def __init__(self, max_wait: float = 0.1, keep: int = 64) -> None:
+        self.max_wait, self.keep = max_wait, keep
+        self._states: dict[int, object] = {}  # insertion ordered: oldest first
+        self._odoms: dict[int, object] = {}
+        self._pending: deque[tuple[int, float, object]] = deque()  # (stamp, arrival time, step)
+        self.newest_state: object | None = None
+        self.newest_odom: object | None = None
+        self._newest_state_stamp = self._newest_odom_stamp = -1
+        self.unpaired = 0  # steps that took the newest samples instead of their own
+
+    def add_state(self, stamp: int, state: object) -> None:
+        self.newest_state, self._newest_state_stamp = state, max(self._newest_state_stamp, stamp)
+        _keep(self._states, stamp, state, self.keep)
+
+    def add_odom(self, stamp: int, odom: object) -> None:
+        self.newest_odom, self._newest_odom_stamp = odom, max(self._newest_odom_stamp, stamp)
+        _keep(self._odoms, stamp, odom, self.keep)
+
+    def add_step(self, stamp: int, step: object, now: float) -> None:
+        self._pending.append((stamp, now, step))
+
+    def ready(self, now: float) -> list[tuple[object, object, object]]:
+        """(step, state, odometry) for every step that can be paired now, oldest first."""
+        out = []
+        while self._pending:
+            stamp, arrived, step = self._pending[0]
+            state, odom = self._states.get(stamp), self._odoms.get(stamp)
+            odom_known = odom is not None or self._newest_odom_stamp > stamp
+            state_known = state is not None or self._newest_state_stamp > stamp
+            if not (state_known and odom_known) and now - arrived < self.max_wait:
+                break
+            if state is None or odom is None:
+                self.unpaired += 1
+            out.append((step, state if state is not None else self.newest_state,
+                        odom if odom is not None else self.newest_odom))
+            self._pending.popleft()
+        return out
+
+
+def _keep(items: dict[int, object], stamp: int, item: object, keep: int) -> None:
+    items[stamp] = item
+    while len(items) > keep:
+        del items[next(iter(items))]
 
 
 @dataclass

@@ -222,18 +222,20 @@ def test_killing_the_pipeline_stops_its_node_processes(tmp_path, ros_env):
 
 
 def test_the_record_stage_is_reproducible_from_its_seed(tmp_path, ros_env):
-    """Same seed, same recording to the last bit, although three node processes exchange it over DDS;
+    """Same seed, same recording to the last bit, although four node processes exchange it over DDS;
     another seed explores differently. (The graph runs in lockstep, a reset is shown before anything
-    steps, and the exploration noise is seeded from --seed.)"""
+    steps, the exploration noise is seeded from --seed, rewards use the state each step answered, and
+    a fall ends the episode at the step that answered the fallen state.) Full-length episodes: the
+    simulator policy falls on the mattress, and where a fall ends an episode is part of what must repeat."""
     from uni_o4_ros.field.pipeline import FieldPipeline, field_config
 
     def record(seed: int, name: str):
-        FieldPipeline(field_config("tiny", seed=seed), tmp_path / name, progress=False,
-                      echo=lambda *_: None).stage_record()
+        cfg = field_config("tiny", seed=seed, episode_steps=1000, record_steps=600, realtime_factor=4.0)
+        FieldPipeline(cfg, tmp_path / name, progress=False, echo=lambda *_: None).stage_record()
         return read_episodes(tmp_path / name / "record" / "episodes")
 
     a, b, other = record(0, "a"), record(0, "b"), record(1, "c")
-    assert len(a.rewards) == len(b.rewards) == 200
+    assert len(a.rewards) == len(b.rewards) == 600 and a.terminals.sum() >= 1  # a fall ended an episode
     for key in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts"):
         assert np.array_equal(getattr(a, key), getattr(b, key)), key
     assert np.array_equal(a.observations[0], other.observations[0])  # the same start ...

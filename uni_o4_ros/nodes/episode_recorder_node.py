@@ -61,6 +61,7 @@ class EpisodeRecorderNode(Node):
         # the stream is volatile, so a reader that joins late would miss the first transitions.
         self.wait_for_subscribers = int(p["wait_for_subscribers"])
         self.stop_reason = ""
+        self.fall: tuple[int, str, float] | None = None  # (stamp, reason, when heard) of a fall to end at
         self.pairing = StepPairing()  # each policy step with the state it answered and that moment's odometry
         self.prev_dq: tuple[int, np.ndarray] | None = None  # (robot resets, dq) of the last step: for ddq
         self.trans_pub = self.create_publisher(Transition, "transitions", TRANSITIONS)
@@ -133,7 +134,19 @@ class EpisodeRecorderNode(Node):
 
     def on_controller_event(self, msg: EpisodeEvent) -> None:
         if msg.event == EpisodeEvent.ABORTED_FALL and self.core.active:
-            self._end(self.core.abort(), EpisodeEvent.ABORTED_FALL, msg.reason)
+            # The event carries the stamp of the first state after the fall. The episode ends when the
+            # policy's answer to that state comes (its steps arrive in order), not when the event does:
+            # which of two topics the executor takes first must not decide how many steps are recorded.
+            self.fall = (stamp_ns(msg.header.stamp), msg.reason, time.monotonic())
+            self._record_ready()
+
+    def _fall_reached(self, answered: int | None) -> bool:
+        """The pending fall ends the episode now: its state was answered, or the answer is overdue (a
+        policy that died does not answer)."""
+        if self.fall is None:
+            return False
+        stamp, _, heard = self.fall
+        return (answered is not None and answered >= stamp) or time.monotonic() - heard > 0.5
 
     def _maybe_start(self) -> None:
         if self.core.active or self.pending is not None or not self.auto_start:
@@ -159,6 +172,7 @@ class EpisodeRecorderNode(Node):
 
     def _begin(self, vx: float, vy: float, wz: float) -> int:
         eid = self.core.start()
+        self.fall = None
         self.core.command_velocity = (vx, vy, wz)
         self.pending = None
         self._event(eid, EpisodeEvent.STARTED, 0, 0.0, f"started, command vx {vx:.2f} m/s")
@@ -174,8 +188,21 @@ class EpisodeRecorderNode(Node):
 
     def _record_ready(self) -> None:
         for msg, state, odom in self.pairing.ready(time.monotonic()):
-            if state is not None and odom is not None and self.core.active:
-                self._record(msg, state, odom)
+            if self._fall_reached(stamp_ns(msg.header.stamp)):
+                self._end_by_fall()
+            if state is None or odom is None or not self.core.active:
+                continue
+            if state.mode != RobotState.MODE_ACTIVE and self.core.started_steps():
+                continue  # damped mid-episode (a fall, the watchdog): the robot is not acting on the policy
+            self._record(msg, state, odom)
+        if self._fall_reached(None):
+            self._end_by_fall()
+
+    def _end_by_fall(self) -> None:
+        _, reason, _ = self.fall
+        self.fall = None
+        if self.core.active:
+            self._end(self.core.abort(), EpisodeEvent.ABORTED_FALL, reason)
 
     def _record(self, msg: Transition, state: RobotState, odom: Odometry) -> None:
         lost = self._odometry_lost()

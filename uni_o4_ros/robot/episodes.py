@@ -158,6 +158,10 @@ class EpisodeRecorderCore:
         self._prev, self._prev_motion = step, motion
         return out
 
+    def started_steps(self) -> bool:
+        """The episode has its first policy step (the one answering the robot's starting state)."""
+        return self.active and not self.awaiting_reset and self._prev is not None
+
     def abort(self) -> dict | None:
         """A fall or e-stop: the pending step ends the episode as a terminal transition."""
         out = None

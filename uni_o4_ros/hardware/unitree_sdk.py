@@ -139,16 +139,17 @@ class UnitreeSdkBackend:
                 return
             self._send(cmd.q, cmd.dq, cmd.kp, cmd.kd, cmd.tau)
         else:
-            self._send_damping(float(np.max(cmd.kd)))
+            self._send_damping()  # the controller's damping uses the same damping_kd
 
-    def _send_damping(self, kd: float | None = None) -> None:
+    def _send_damping(self) -> None:
         z = np.zeros(12)
-        self._send(np.full(12, wire.POS_STOP_F), z, z, np.full(12, self.damping_kd if kd is None else kd), z)
+        self._send(np.full(12, wire.POS_STOP_F), z, z, np.full(12, self.damping_kd), z)
 
     def _send(self, q, dq, kp, kd, tau) -> None:
         q, dq, kp, kd, tau = (np.asarray(v, np.float64)[SDK_FROM_POLICY] for v in (q, dq, kp, kd, tau))
+        motors = self._cmd.motorCmd  # pybind builds this list on every access: once per tick, not per motor
         for i in range(12):
-            m = self._cmd.motorCmd[i]
+            m = motors[i]
             m.mode = wire.MODE_SERVO
             m.q, m.dq, m.Kp, m.Kd, m.tau = float(q[i]), float(dq[i]), float(kp[i]), float(kd[i]), float(tau[i])
         self._udp.SetSend(self._cmd)

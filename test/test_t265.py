@@ -54,7 +54,8 @@ class StandInRealSense:
                       velocity=ros_to_t265(v_cam), angular_velocity=ros_to_t265(w), tracker_confidence=3)
             return NS(get_pose_frame=lambda: NS(get_pose_data=lambda: pose))
 
-        return NS(start=lambda cfg: None, stop=lambda: None, wait_for_frames=wait_for_frames)
+        return NS(start=lambda cfg: None, stop=lambda: None,
+                  try_wait_for_frames=lambda t: (True, wait_for_frames(t)))
 
 
 def test_pose_stream_becomes_base_odometry_in_ros_axes():
@@ -161,3 +162,63 @@ def test_odometry_node_replays_a_recorded_bag_in_order_and_in_time(ros_env, tmp_
                               "source:=bag", "-p", f"bag_path:={tmp_path / 'none'}"], env=ros_env, cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "not found" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def standin_pyrealsense2():
+    """The pyrealsense2 the odometry node imports when the stand-in's folder leads PYTHONPATH."""
+    import importlib.util
+
+    from uni_o4_ros.sim.t265_standin import STANDIN_MODULES
+
+    spec = importlib.util.spec_from_file_location("pyrealsense2", STANDIN_MODULES / "pyrealsense2" / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stand_in_t265_reports_the_simulated_trunk_as_the_device_would(monkeypatch):
+    """Camera truth from the simulated robot -> the stand-in's pose frames (T265 axes, in the frame where
+    tracking started) -> convert(): the trunk's pose relative to its start and its body-frame twist,
+    while it turns, pitches and moves. Without its feed there is no T265; a silent feed is a late frame."""
+    import socket
+
+    from uni_o4_ros.hardware.t265 import quat_conj, quat_mul
+    from uni_o4_ros.sim.t265_standin import FEED_ENV, camera_truth
+
+    rs = standin_pyrealsense2()
+    monkeypatch.delenv(FEED_ENV, raising=False)
+    with pytest.raises(DeviceError, match="no RealSense T265 found"):
+        T265Source(rs)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv(FEED_ENV, f"127.0.0.1:{port}")
+    src = T265Source(rs)
+    mount = MountExtrinsic.from_config([0.25, 0.02, 0.05], [0.0, 0.1, 0.0])
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def yaw_pitch(yaw, pitch):
+        return quat_mul(np.array([np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]),
+                        np.array([np.cos(pitch / 2), 0, np.sin(pitch / 2), 0]))
+
+    def seen(p, q, v_world, w_body):
+        tx.sendto(camera_truth(p, q, v_world, w_body, mount.translation, mount.quaternion), ("127.0.0.1", port))
+        return convert(src.read(timeout_ms=2000), mount)
+
+    try:
+        p0, q0 = np.array([1.0, 2.0, 0.3]), yaw_pitch(0.7, 0.0)
+        start = seen(p0, q0, np.zeros(3), np.zeros(3))
+        p1, q1 = p0 + [0.3, 0.4, -0.02], yaw_pitch(1.0, 0.1)
+        v_body, w_body = np.array([0.4, 0.1, -0.05]), np.array([0.05, -0.1, 0.3])
+        s = seen(p1, q1, rotation_matrix(q1) @ v_body, w_body)
+        # Pose relative to the start: displacement in the start heading's frame, rotation since the start.
+        np.testing.assert_allclose(s.position - start.position, rotation_matrix(q0).T @ (p1 - p0), atol=1e-9)
+        np.testing.assert_allclose(np.abs(s.quaternion @ quat_mul(quat_conj(q0), q1)), 1.0, atol=1e-9)
+        np.testing.assert_allclose(s.linear_velocity, v_body, atol=1e-9)
+        np.testing.assert_allclose(s.angular_velocity, w_body, atol=1e-9)
+        assert src.read(timeout_ms=20) is None  # no frame: late, not an exception
+        with pytest.raises(RuntimeError, match="didn't arrive"):
+            src.pipe.wait_for_frames(20)  # as librealsense's own call fails
+    finally:
+        tx.close()
+        src.close()

@@ -38,14 +38,14 @@ def _t265_to_ros_vec(v: Any) -> np.ndarray:
     return np.array([-v.z, -v.x, v.y], np.float64)
 
 
-def _quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     w1, x1, y1, z1 = a
     w2, x2, y2, z2 = b
     return np.array([w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2, w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
                      w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2, w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2])
 
 
-def _quat_conj(q: np.ndarray) -> np.ndarray:
+def quat_conj(q: np.ndarray) -> np.ndarray:
     return np.array([q[0], -q[1], -q[2], -q[3]])
 
 
@@ -75,8 +75,8 @@ def convert(pose: Any, mount: MountExtrinsic, accel_cov: float = 0.01, gyro_cov:
     q_cam = np.array([r.w, -r.z, -r.x, r.y])
     q_cam /= np.linalg.norm(q_cam)
     # odom_T_base = odom_T_cam * (base_T_cam)^-1
-    q_mount_inv = _quat_conj(mount.quaternion)
-    q_base = _quat_mul(q_cam, q_mount_inv)
+    q_mount_inv = quat_conj(mount.quaternion)
+    q_base = quat_mul(q_cam, q_mount_inv)
     r_base = rotation_matrix(q_base)
     p_base = p_cam - r_base @ mount.translation
     v_world = _t265_to_ros_vec(pose.velocity)
@@ -113,9 +113,15 @@ class T265Source:
         cfg.enable_stream(rs.stream.pose)
         self.pipe.start(cfg)
 
-    def read(self, timeout_ms: int = 100) -> Any:
-        frames = self.pipe.wait_for_frames(timeout_ms)
-        return frames.get_pose_frame().get_pose_data()
+    def read(self, timeout_ms: int = 100) -> Any | None:
+        """The newest pose, or None if no frame came within the timeout. A T265 on USB does drop out
+        for moments; `wait_for_frames` would raise then, and one late frame must not end the node
+        (whoever reads odometry judges how old it may be)."""
+        ok, frames = self.pipe.try_wait_for_frames(timeout_ms)
+        if not ok:
+            return None
+        pose = frames.get_pose_frame()
+        return pose.get_pose_data() if pose else None
 
     def close(self) -> None:
         self.pipe.stop()

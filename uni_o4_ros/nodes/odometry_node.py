@@ -4,7 +4,9 @@ Publishes TF too: odom -> base_link per pose, and the static base_link -> camera
 Parameters: source (t265 | bag), mount_xyz, mount_rpy (base_link -> camera), frame ids; for
 source bag: bag_path, bag_topic, bag_loop (replays a recorded nav_msgs/Odometry stream in real time).
 A missing device, a missing pyrealsense2 or a librealsense without T265 support ends the node with
-one clear line."""
+one clear line. Once running, the node outlives a camera that stops sending (a USB drop-out): it
+says so once, publishes nothing meanwhile (the recorder's odom_timeout ends the episode) and says
+again when poses come back."""
 
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ class OdometryNode(Node):
         self.static_tf = publish_static(self, self.get_clock().now().to_msg(), p["base_frame"], p["camera_frame"],
                                         self.mount.translation, self.mount.quaternion)
         self.source = self.replay = None
+        self.stalled_since: float | None = None  # monotonic time the camera stopped sending
         if p["source"] == "t265":
             self.source = T265Source()
             self.create_timer(0.005, self.poll)
@@ -58,7 +61,22 @@ class OdometryNode(Node):
             self._publish(s)
 
     def poll(self) -> None:
-        self._publish(convert(self.source.read(), self.mount))
+        try:
+            pose = self.source.read()
+        except RuntimeError as exc:  # librealsense reports a device gone mid-stream this way
+            pose, error = None, str(exc)
+        else:
+            error = "no pose frame within 100 ms"
+        now = time.monotonic()
+        if pose is None:
+            if self.stalled_since is None:
+                self.stalled_since = now
+                self.get_logger().warning(f"T265: {error}; no odometry until poses come back")
+            return
+        if self.stalled_since is not None:
+            self.get_logger().info(f"T265: poses again after {now - self.stalled_since:.2f} s")
+            self.stalled_since = None
+        self._publish(convert(pose, self.mount))
 
     def _publish(self, s) -> None:
         m = Odometry()

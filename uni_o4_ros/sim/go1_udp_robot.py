@@ -12,6 +12,10 @@ would to the robot, so the SDK path is tested here without a Go1:
 Motor semantics as on the Go1's drivers: mode 0x0A runs tau + Kp (q - q_now) + Kd (dq - dq_now),
 with PosStopF / VelStopF switching the position / velocity term off; any other mode (0x00, idle) is
 treated as passive damping. Foot forces go out in newtons (the real sensors report raw counts).
+
+With `--t265 HOST:PORT` it also carries a T265 on its trunk (`--t265-mount`, base_link -> camera):
+after every tick it sends the camera's pose to the stand-in pyrealsense2 the odometry node reads
+(uni_o4_ros.sim.t265_standin), so robot.launch.py's whole graph runs against it.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from collections import deque
 import numpy as np
 
 from ..hardware import go1_lowlevel as wire
+from ..hardware.t265 import MountExtrinsic
 from ..robot.go1 import FEET_POLICY_FROM_SDK, POLICY_FROM_SDK, SDK_FROM_POLICY, roll_pitch
 from ..robot.safety import MotorCommand
 from .go1_sim import Go1Sim
+from .t265_standin import camera_truth, feed_address
 
 PASSIVE_KD = 1.0  # what an idle motor resists with (N m s / rad); the drivers' own value is not published
 
@@ -46,7 +52,8 @@ def motor_command(packet: dict[str, np.ndarray]) -> MotorCommand:
 
 class Go1UdpRobot:
     def __init__(self, host: str = "127.0.0.1", port: int = 8007, sim: Go1Sim | None = None,
-                 keep_commands: int = 1000) -> None:
+                 keep_commands: int = 1000, t265: tuple[str, int] | None = None,
+                 t265_mount: MountExtrinsic | None = None) -> None:
         self.sim = sim or Go1Sim()
         self.state = self.sim.reset()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -56,6 +63,9 @@ class Go1UdpRobot:
         self.rejected: list[str] = []
         self.steps = 0
         self.buttons: frozenset[str] = frozenset()  # held on the wireless remote, sent with every state
+        self.t265 = t265  # where the stand-in camera listens for its pose; None: no camera
+        self.t265_mount = t265_mount or MountExtrinsic.from_config([0.25, 0.0, 0.05], [0.0, 0.0, 0.0])
+        self.t265_stalled = False  # True: the camera sends nothing (a USB drop-out)
 
     def serve_once(self, timeout: float | None = 0.5) -> bool:
         """Handle one datagram; False if none came within the timeout or it was refused."""
@@ -73,6 +83,10 @@ class Go1UdpRobot:
         self.state = self.sim.step(motor_command(packet))
         self.steps += 1
         self.sock.sendto(self.low_state(), peer)
+        if self.t265 is not None and not self.t265_stalled:
+            s = self.state
+            self.sock.sendto(camera_truth(s.position, s.quaternion, s.linear_velocity, s.angular_velocity,
+                                          self.t265_mount.translation, self.t265_mount.quaternion), self.t265)
         return True
 
     def low_state(self) -> bytes:
@@ -99,9 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=8007, help="UDP port (the Go1's low-level port is 8007)")
     ap.add_argument("--terrain", default="flat", choices=sorted(TERRAINS))
     ap.add_argument("--spawn-roll", type=float, default=0.0, help="initial roll (rad), to try fall handling")
+    ap.add_argument("--t265", metavar="HOST:PORT", help="also carry a T265: send its pose there (the odometry "
+                    "node with the stand-in pyrealsense2 and UNI_O4_T265_FEED=HOST:PORT listens)")
+    ap.add_argument("--t265-mount", type=float, nargs=3, default=[0.25, 0.0, 0.05], metavar=("X", "Y", "Z"),
+                    help="camera position in base_link (m), as config/robot.yaml's mount_xyz")
     a = ap.parse_args(argv)
     sim = Go1Sim(TERRAINS[a.terrain])
-    robot = Go1UdpRobot(a.host, a.port, sim)
+    t265 = feed_address(a.t265) if a.t265 else None
+    robot = Go1UdpRobot(a.host, a.port, sim, t265=t265, t265_mount=MountExtrinsic.from_config(a.t265_mount, [0, 0, 0]))
     robot.state = sim.reset(roll=a.spawn_roll)
     print(f"stand-in Go1 listening on {a.host}:{robot.port} ({a.terrain})", flush=True)
     try:

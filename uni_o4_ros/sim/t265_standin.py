@@ -1,0 +1,182 @@
+"""A stand-in T265 on the simulated Go1: the camera's pose as the device would report it, through
+pyrealsense2's own pose API, so the odometry node runs unchanged without a camera.
+
+Two halves, joined by a local UDP feed:
+- the simulated robot (`go1_udp_robot --t265 HOST:PORT`) sends, after every tick, where the camera
+  mounted on its trunk is in the world: `camera_truth()`;
+- a `pyrealsense2` module of our own (in `STANDIN_MODULES`, put first on the odometry node's
+  PYTHONPATH) listens on the address in the environment variable `UNI_O4_T265_FEED`, lists one
+  "Intel RealSense T265" while it is set, and turns each datagram into a pose frame as the T265 does:
+  in its own world frame (origin where the camera started, gravity-aligned, heading of the start),
+  in the T265's axes (X right, Y up, Z back), velocities in that world frame.
+
+No feed for longer than the caller's timeout is what a stalled USB camera looks like:
+`try_wait_for_frames` returns (False, None) and `wait_for_frames` raises, as librealsense does.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..hardware.t265 import T265_LAST_VERSION, quat_conj, quat_mul
+from ..robot.go1 import rotation_matrix
+
+FEED_ENV = "UNI_O4_T265_FEED"
+STANDIN_MODULES = Path(__file__).with_name("standin_modules")
+DEVICE_NAME = "Intel RealSense T265"
+# Camera position (3), orientation w x y z (4), linear and angular velocity (3 + 3), all in the
+# simulator's world frame (ROS axes), and the tracker confidence.
+_FEED = struct.Struct("<14d")
+
+
+def camera_truth(position: np.ndarray, quaternion: np.ndarray, linear_velocity_world: np.ndarray,
+                 angular_velocity_body: np.ndarray, mount_xyz: np.ndarray, mount_quat: np.ndarray,
+                 confidence: int = 3) -> bytes:
+    """The feed datagram for a trunk pose (world frame) and a camera mounted at (mount_xyz, mount_quat)
+    in base_link."""
+    r = rotation_matrix(quaternion)
+    arm = r @ np.asarray(mount_xyz, np.float64)
+    w_world = r @ np.asarray(angular_velocity_body, np.float64)
+    v_cam = np.asarray(linear_velocity_world, np.float64) + np.cross(w_world, arm)
+    q_cam = quat_mul(np.asarray(quaternion, np.float64), np.asarray(mount_quat, np.float64))
+    return _FEED.pack(*(np.asarray(position) + arm), *q_cam, *v_cam, *w_world, float(confidence))
+
+
+def feed_address(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"{FEED_ENV}={value!r}: expected HOST:PORT")
+    return host, int(port)
+
+
+def _ros_to_t265(v: np.ndarray) -> tuple[float, float, float]:
+    x, y, z = v
+    return -y, z, -x
+
+
+@dataclass
+class Vector:
+    x: float
+    y: float
+    z: float
+
+
+@dataclass
+class Quaternion:
+    w: float
+    x: float
+    y: float
+    z: float
+
+
+@dataclass
+class Pose:
+    """What pyrealsense2's pose_frame.get_pose_data() returns (the fields the odometry node reads)."""
+
+    translation: Vector
+    rotation: Quaternion
+    velocity: Vector
+    angular_velocity: Vector
+    tracker_confidence: int
+    mapper_confidence: int
+
+
+class PoseFrame:
+    def __init__(self, pose: Pose) -> None:
+        self._pose = pose
+
+    def __bool__(self) -> bool:
+        return True
+
+    def get_pose_data(self) -> Pose:
+        return self._pose
+
+
+class Frameset:
+    def __init__(self, pose: Pose) -> None:
+        self._frame = PoseFrame(pose)
+
+    def get_pose_frame(self) -> PoseFrame:
+        return self._frame
+
+
+class StandInT265:
+    """The device: camera truth in, T265 pose frames out (relative to where tracking started)."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.sock.bind(address)
+        except OSError as exc:
+            self.sock.close()
+            raise RuntimeError(f"stand-in T265: cannot listen on {address[0]}:{address[1]}: {exc}") from exc
+        self._origin: tuple[np.ndarray, np.ndarray] | None = None  # camera start: position, heading quaternion
+
+    def _latest(self, timeout_s: float) -> bytes | None:
+        self.sock.settimeout(timeout_s)
+        try:
+            data = self.sock.recv(256)
+        except TimeoutError:
+            return None
+        self.sock.setblocking(False)  # a frame is the newest sample: drop what queued up behind it
+        try:
+            while True:
+                data = self.sock.recv(256)
+        except BlockingIOError:
+            pass
+        return data
+
+    def frame(self, timeout_ms: int) -> Frameset | None:
+        data = self._latest(timeout_ms / 1000.0)
+        if data is None or len(data) != _FEED.size:
+            return None
+        v = np.array(_FEED.unpack(data))
+        p, q, lin, ang, conf = v[0:3], v[3:7], v[7:10], v[10:13], int(v[13])
+        if self._origin is None:
+            w, x, y, z = q
+            yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+            self._origin = (p.copy(), np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]))
+        p0, q0 = self._origin
+        r0t = rotation_matrix(q0).T  # world -> the T265's start frame (gravity-aligned)
+        q_rel = quat_mul(quat_conj(q0), q)
+        qv = _ros_to_t265(q_rel[1:])
+        return Frameset(Pose(Vector(*_ros_to_t265(r0t @ (p - p0))), Quaternion(q_rel[0], *qv),
+                             Vector(*_ros_to_t265(r0t @ lin)), Vector(*_ros_to_t265(r0t @ ang)), conf, conf))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def device_present() -> bool:
+    return bool(os.environ.get(FEED_ENV))
+
+
+def version() -> str:
+    return ".".join(map(str, T265_LAST_VERSION))
+
+
+def standin_bringup(terrain: str, env: dict[str, str]) -> tuple[list[str], list[str], dict[str, str]]:
+    """How `uni-o4 bringup --standin` runs robot.launch.py's graph without a robot: the stand-in Go1's
+    command line (free local ports for its low-level link and its T265 feed), the pd_controller's
+    parameters that point the SDK at it, and the odometry node's environment (the stand-in
+    pyrealsense2 first on its path, told where its feed arrives)."""
+    ports = []
+    for _ in range(2):  # both bound at once, so they differ; freed for the processes that take them
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        ports.append(s)
+    robot_port, feed_port = (s.getsockname()[1] for s in ports)
+    for s in ports:
+        s.close()
+    robot = [sys.executable, "-m", "uni_o4_ros.sim.go1_udp_robot", "--port", str(robot_port), "--terrain", terrain,
+             "--t265", f"127.0.0.1:{feed_port}"]
+    controller = ["robot_ip:=127.0.0.1", f"robot_port:={robot_port}", "local_port:=0"]
+    path = os.pathsep.join(p for p in (str(STANDIN_MODULES), env.get("PYTHONPATH", "")) if p)
+    return robot, controller, dict(env, PYTHONPATH=path, **{FEED_ENV: f"127.0.0.1:{feed_port}"})

@@ -178,6 +178,38 @@ def test_uni_o4_bringup_runs_the_suite_from_the_config_file(ros_env, standing_po
     assert policy.spec.obs_dim == 290 and policy.spec.act_dim == 12 and np.isfinite(meta["am_q"])
 
 
+def test_uni_o4_bringup_standin_runs_the_robot_graph_against_a_stand_in_go1_and_t265(ros_env, tmp_path):
+    """`--standin`: config/robot.yaml's graph (Unitree SDK backend, T265 odometry node) records from the
+    stand-in Go1; the state timeout is widened for a loaded CI machine, nothing else changes."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from uni_o4_ros.field.pipeline import PRETRAINED
+
+    out = tmp_path / "rec"
+    params = tmp_path / "short_robot.yaml"
+    text = (ROOT / "config" / "robot.yaml").read_text()
+    params.write_text(text.replace("max_steps: 1000", "max_steps: 10")
+                      .replace("state_timeout: 0.1", "state_timeout: 0.5"))
+    proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "bringup", "--standin", "--policy", str(PRETRAINED),
+                           "--out", str(out), "--episodes", "2", "--params", str(params)],
+                          env=ros_env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "started the stand-in Go1 with a T265" in proc.stdout and "started odometry_node" in proc.stdout
+    assert "2 episode(s) recorded" in proc.stdout
+    ds = read_episodes(out)
+    assert len(ds) == 20 and ds.timeouts.sum() == 2 and not ds.terminals.any()
+
+    # A node that refuses its configuration ends the bringup with a non-zero exit, naming it.
+    params.write_text(text.replace("remote_estop: L2+B", "remote_estop: L2+Q"))
+    proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "bringup", "--standin", "--policy", str(PRETRAINED),
+                           "--out", str(tmp_path / "none"), "--params", str(params)],
+                          env=ros_env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "node(s) exited: uni_o4_ros.nodes.pd_controller_node" in proc.stderr
+    assert "remote_estop" in proc.stderr
+
+
 def test_operator_starts_and_stops_an_episode_through_the_services(ros_env, standing_policy, tmp_path):
     """auto_start off: nothing is recorded until start_episode; stop_episode ends it as a timeout
     at the next step and the logger writes it; a second start while one runs is refused."""

@@ -9,7 +9,8 @@
     uni-o4 pretrain  online PPO of the simulated Go1 on flat ground (the paper's simulator stage)
     uni-o4 field     the README's main job (`make demo`): simulator policy -> mattress data ->
                      offline Uni-O4 -> online fine-tuning with hot-swaps, through the node graph
-    uni-o4 bringup   the ROS 2 node suite against the simulated Go1, without `ros2 launch`
+    uni-o4 bringup   the ROS 2 node suite without `ros2 launch`: against the simulated Go1, or
+                     robot.launch.py's graph against a stand-in Go1 and T265
     uni-o4 bag2h5    a rosbag2 of Transition messages -> one D4RL-layout HDF5 dataset
 """
 
@@ -168,13 +169,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
 
     p = sub.add_parser("bringup", help="start the ROS 2 node suite without `ros2 launch` (each node its own "
-                       "process, parameters from config/*.yaml)")
-    p.add_argument("--sim", action="store_true",
-                   help="simulated Go1 (required; for the Go1 itself: `ros2 launch uni_o4_ros robot.launch.py`)")
+                       "process, parameters from config/*.yaml)",
+                       description="Starts the node suite without `ros2 launch`. --sim: sim.launch.py's graph, the "
+                       "pd_controller stepping MuJoCo itself (config/sim.yaml). --standin: robot.launch.py's graph "
+                       "with config/robot.yaml (the Unitree SDK backend, the T265 odometry node) against a stand-in "
+                       "Go1 (MuJoCo behind the low-level UDP protocol) carrying a stand-in T265: a rehearsal of "
+                       "the robot's launch on any computer. For the Go1 itself: `ros2 launch uni_o4_ros "
+                       "robot.launch.py`.")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--sim", action="store_true", help="the simulated Go1 (config/sim.yaml)")
+    mode.add_argument("--standin", action="store_true",
+                      help="the robot's graph and config/robot.yaml against a stand-in Go1 and T265")
     p.add_argument("--policy", required=True, help="saved policy folder to deploy")
     p.add_argument("--out", default="data/robot", help="folder for the recorded episodes")
     p.add_argument("--episodes", type=_count, default=0, help="stop after this many episodes (0: until Ctrl-C)")
-    p.add_argument("--params", help="parameters file (default config/sim.yaml)")
+    p.add_argument("--params", help="parameters file (default config/sim.yaml, with --standin config/robot.yaml)")
+    p.add_argument("--terrain", default="flat", help="--standin: what the stand-in Go1 walks on (flat | mattress)")
 
     p = sub.add_parser("pretrain", help="online PPO on the flat-ground MuJoCo Go1 (the paper's simulator stage)",
                        description="Vectorised PPO on the simulated Go1 (flat ground, no domain randomisation) "
@@ -444,30 +454,41 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
-    if not args.sim:
-        raise ValueError("only --sim is available here; on the robot use `ros2 launch uni_o4_ros robot.launch.py`")
     if not Path(args.policy).is_dir():
         raise FileNotFoundError(f"policy folder {args.policy} not found")
     _saved_policy(args.policy)
-    params = Path(args.params or Path(__file__).resolve().parents[1] / "config" / "sim.yaml")
+    config = "robot.yaml" if args.standin else "sim.yaml"
+    params = Path(args.params or Path(__file__).resolve().parents[1] / "config" / config)
     if not params.is_file():
         raise FileNotFoundError(f"parameters file {params} not found")
     out = Path(args.out)
+    env = dict(os.environ)
     nodes = {
-        "dataset_logger_node": [f"directory:={out}"],
-        "episode_recorder_node": [f"episodes:={args.episodes}"],
-        "pd_controller_node": [],
-        "policy_node": [f"policy_dir:={Path(args.policy).resolve()}"],
+        "dataset_logger_node": ([f"directory:={out}"], env),
+        "episode_recorder_node": ([f"episodes:={args.episodes}"], env),
+        "pd_controller_node": ([], env),
+        "policy_node": ([f"policy_dir:={Path(args.policy).resolve()}"], env),
     }
     from .nodes.processes import node_command, stop_processes
 
-    procs = []
-    for module, overrides in nodes.items():
-        procs.append(subprocess.Popen(node_command(module, overrides, params), env=dict(os.environ)))
+    procs, robot = [], []  # the stand-in robot stops last: the controller's parting damping reaches it
+    if args.standin:
+        from .sim.go1_env import TERRAINS
+        from .sim.t265_standin import standin_bringup
+
+        if args.terrain not in TERRAINS:
+            raise ValueError(f"unknown terrain {args.terrain!r} ({' | '.join(sorted(TERRAINS))})")
+        robot_cmd, robot_overrides, camera_env = standin_bringup(args.terrain, env)
+        robot.append(subprocess.Popen(robot_cmd, env=env))
+        print(f"started the stand-in Go1 with a T265 ({args.terrain}; pid {robot[0].pid})")
+        nodes["pd_controller_node"] = (robot_overrides, env)
+        nodes["odometry_node"] = ([], camera_env)
+    for module, (overrides, node_env) in nodes.items():
+        procs.append(subprocess.Popen(node_command(module, overrides, params), env=node_env))
         print(f"started {module} (pid {procs[-1].pid})")
     try:
         done = 0
-        while all(p.poll() is None for p in procs):
+        while all(p.poll() is None for p in procs + robot):
             time.sleep(1.0)  # supervising loop: report progress, notice a dead node
             files = len(list(out.glob("episode_*.hdf5")))
             if files != done:
@@ -475,13 +496,13 @@ def cmd_bringup(args: argparse.Namespace) -> int:
                 print(f"{done} episode(s) recorded in {out}")
             if args.episodes and done >= args.episodes:
                 break
-        dead = [p.args[2] for p in procs if p.poll() not in (None, 0)]  # args[2] is the module
+        dead = [p.args[2] for p in procs + robot if p.poll() not in (None, 0)]  # args[2] is the module
         if dead:
             print(f"node(s) exited: {', '.join(dead)}", file=sys.stderr)
     finally:
-        for p in stop_processes(*procs):
+        for p in stop_processes(*procs) + stop_processes(*robot):
             print(f"{p.args[2]} ignored SIGTERM for 10 s and was killed", file=sys.stderr)
-    return 0
+    return 1 if dead else 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

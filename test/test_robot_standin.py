@@ -18,8 +18,9 @@ from test_control_loop import Observer
 from conftest import ROOT, stop_nodes
 from uni_o4_ros.data import read_hdf5
 from uni_o4_ros.field.pipeline import PRETRAINED
+from uni_o4_ros.msg import EpisodeEvent, RobotState
 from uni_o4_ros.nodes.processes import node_command
-from uni_o4_ros.robot.go1 import rotation_matrix
+from uni_o4_ros.robot.go1 import roll_pitch, rotation_matrix
 from uni_o4_ros.sim.go1_udp_robot import Go1UdpRobot
 from uni_o4_ros.sim.t265_standin import FEED_ENV, STANDIN_MODULES
 
@@ -47,12 +48,23 @@ class WalkingRobot:
     def __init__(self, t265_port: int) -> None:
         self.robot = Go1UdpRobot(port=0, t265=("127.0.0.1", t265_port))
         self.truth: list[tuple[float, float, float, float]] = []
+        self.set_down: dict | None = None  # Go1Sim.reset() arguments, applied between two ticks
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
+    def knock_over(self) -> None:
+        self.set_down = {"roll": 1.4}
+
+    def put_back(self) -> None:
+        """What the operator does after a fall: stands the robot up where it lay."""
+        self.set_down = {}
+
     def _run(self) -> None:
         while not self.done.is_set():
+            if self.set_down is not None:
+                self.robot.state = self.robot.sim.reset(**self.set_down)
+                self.set_down = None
             if self.robot.serve_once(0.05):
                 s = self.robot.state
                 v = rotation_matrix(s.quaternion).T @ s.linear_velocity
@@ -69,7 +81,6 @@ class RecordingObserver(Observer):
         super().__init__()
         from nav_msgs.msg import Odometry
 
-        from uni_o4_ros.msg import EpisodeEvent
         from uni_o4_ros.nodes.qos import EVENTS, SENSOR
 
         self.odom: list[tuple[float, float, float, float]] = []  # monotonic arrival, vx, vy, yaw rate (body)
@@ -83,8 +94,6 @@ class RecordingObserver(Observer):
         self.odom.append((time.monotonic(), t.linear.x, t.linear.y, t.angular.z))
 
     def ended(self) -> list:
-        from uni_o4_ros.msg import EpisodeEvent
-
         return [e for _, e in self.recorder if e.event != EpisodeEvent.STARTED]
 
 
@@ -106,7 +115,7 @@ def test_robot_graph_records_episodes_from_the_stand_in_go1_and_t265(ros_env, tm
               "PYTHONPATH": os.pathsep.join(p for p in (str(STANDIN_MODULES), ros_env.get("PYTHONPATH")) if p)}
     odom = start("odometry_node", ros_env | camera, logs)
     pol = start("policy_node", ros_env, logs, f"policy_dir:={PRETRAINED}")
-    rec = start("episode_recorder_node", ros_env, logs, f"max_steps:={STEPS}", "episodes:=4")
+    rec = start("episode_recorder_node", ros_env, logs, f"max_steps:={STEPS}", "episodes:=6")
     log = start("dataset_logger_node", ros_env, logs, f"directory:={data}")
     obs = RecordingObserver()
     try:
@@ -120,6 +129,19 @@ def test_robot_graph_records_episodes_from_the_stand_in_go1_and_t265(ros_env, tm
         served.robot.t265_stalled = False
         obs.wait(lambda: len(obs.ended()) >= 4, timeout=60)
         assert odom.poll() is None  # the odometry node outlived the drop-out
+
+        # Episode 5: the robot falls. It lies damped for a second; nothing is recorded meanwhile. The
+        # operator stands it up, then re-arms the controller, and episode 6 starts from there.
+        obs.wait(lambda: len(obs.recorder) >= 9)  # episode 5 has started
+        served.knock_over()
+        obs.wait(lambda: len(obs.ended()) >= 5)
+        n = len(obs.states)
+        obs.wait(lambda: obs.modes_since(n).count(RobotState.MODE_DAMPING) >= 50)
+        served.put_back()
+        obs.wait(lambda: len(obs.states) > n and abs(roll_pitch(obs.states[-1].quaternion)[0]) < 0.1)
+        lying = len(obs.recorder)
+        assert "re-armed" in obs.estop(False)
+        obs.wait(lambda: len(obs.ended()) >= 6, timeout=60)
         ended = obs.ended()
     finally:
         obs.close()
@@ -128,16 +150,21 @@ def test_robot_graph_records_episodes_from_the_stand_in_go1_and_t265(ros_env, tm
     camera_log = (logs / "odometry_node.log").read_text()
     assert "T265: no pose frame within 100 ms" in camera_log and "T265: poses again after" in camera_log
 
-    # The recording: two walked episodes, the one the camera cut short, and one after it came back.
+    # The recording: two walked episodes, the one the camera cut short, one after it came back, the fall,
+    # and one after the operator: no episode was started while the robot lay damped.
     assert [e.reason for e in ended][:2] == ["max steps", "max steps"]
     assert ended[2].reason.startswith("odometry lost") and ended[2].steps < STEPS
     assert ended[3].reason == "max steps"
+    assert ended[4].reason.startswith("fall") and ended[4].event == EpisodeEvent.ABORTED_FALL
+    assert [e.event for _, e in obs.recorder[:lying]].count(EpisodeEvent.STARTED) == 5
+    assert ended[5].reason == "max steps"
     files = sorted(data.glob("episode_*.hdf5"))
-    assert len(files) == 4
+    assert len(files) == 6
     episodes = [read_hdf5(f) for f in files]  # validates layout, lengths and finiteness
-    assert [len(e.rewards) for e in episodes] == [STEPS, STEPS, ended[2].steps, STEPS]
-    for e in episodes:
-        assert e.timeouts[-1] and not e.terminals.any() and not e.timeouts[:-1].any()
+    assert [len(e.rewards) for e in episodes] == [STEPS, STEPS, ended[2].steps, STEPS, ended[4].steps, STEPS]
+    for i, e in enumerate(episodes):
+        last = e.terminals if i == 4 else e.timeouts  # a fall is a termination, the rest truncations
+        assert last[-1] and not (e.terminals | e.timeouts)[:-1].any() and not (e.terminals & e.timeouts).any()
 
     # Rewards are computed from this odometry: it must report the trunk's true motion. The body-frame
     # velocity the odometry node published while the first two episodes ran, against the simulator's.

@@ -7,7 +7,9 @@ wait_for_reset (simulation: the controller stands the robot up at each start; re
 first state after that reset), total_steps (0 = no limit: after this many transitions over all
 episodes the running episode ends as a timeout and no other starts), odom_timeout (s; > 0: the
 running episode ends as a timeout when the newest odometry sample is older, and none starts until
-odometry is fresh again; 0 = off, the simulator's default).
+odometry is fresh again; 0 = off, the simulator's default). Without wait_for_reset (the robot), an
+episode starts only while the controller is ACTIVE: after a fall or an e-stop the next one waits until
+the robot is re-armed, so no transition spans the time it lay damped.
 Services: start_episode (StartEpisode: command velocity; refused while one runs) and stop_episode
 (StopEpisode: the episode ends at the next step as a timeout, event ENDED with the reason).
 
@@ -132,6 +134,10 @@ class EpisodeRecorderNode(Node):
     def _odometry_lost(self) -> str:
         return self.odom_watch.lost(time.monotonic())
 
+    def _robot_acting(self) -> bool:
+        state = self.pairing.newest_state
+        return state is not None and state.mode == RobotState.MODE_ACTIVE
+
     def on_controller_event(self, msg: EpisodeEvent) -> None:
         if msg.event == EpisodeEvent.ABORTED_FALL and self.core.active:
             # The event carries the stamp of the first state after the fall. The episode ends when the
@@ -159,6 +165,8 @@ class EpisodeRecorderNode(Node):
             return
         if self._odometry_lost():
             return  # an episode would end at its first step
+        if not self.core.wait_for_reset and not self._robot_acting():
+            return  # the robot: lying damped after a fall, or e-stopped, until someone re-arms it
         vx, vy, wz = self.base_command
         if self.schedule:
             vx = self.schedule[self.core.episode_id % len(self.schedule)]
@@ -192,8 +200,10 @@ class EpisodeRecorderNode(Node):
                 self._end_by_fall()
             if state is None or odom is None or not self.core.active:
                 continue
-            if state.mode != RobotState.MODE_ACTIVE and self.core.started_steps():
-                continue  # damped mid-episode (a fall, the watchdog): the robot is not acting on the policy
+            if state.mode != RobotState.MODE_ACTIVE and (self.core.started_steps() or not self.core.wait_for_reset):
+                # Damped: the robot is not acting on the policy (mid-episode: a fall, the watchdog). Only a
+                # simulated episode begins from a damped state: the one the controller's reset publishes.
+                continue
             self._record(msg, state, odom)
         if self._fall_reached(None):
             self._end_by_fall()

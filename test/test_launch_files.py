@@ -1,0 +1,204 @@
+"""The launch files, without ROS 2's `launch` (it has no wheel): a stand-in of the part of its API the
+files use records what `ros2 launch` would start. Then the launched names, executables and parameter
+files are checked against what exists: every executable is installed and importable, every node's
+parameter section carries its name, and every parameter in config/*.yaml is one the running node
+declares (ROS ignores the others without a word, so a misspelt key would go unnoticed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import socket
+import subprocess
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, stop_nodes
+from uni_o4_ros.field.pipeline import PRETRAINED
+from uni_o4_ros.nodes.processes import node_command
+from uni_o4_ros.sim.t265_standin import FEED_ENV, STANDIN_MODULES
+
+
+@dataclass
+class Launched:
+    executable: str
+    name: str
+    params_file: Path
+    overrides: dict = field(default_factory=dict)
+
+
+class LaunchStandIn:
+    """launch / launch_ros as far as our files use them, with substitutions resolved from `args`."""
+
+    def __init__(self, args: dict[str, str]) -> None:
+        self.args = args
+        self.declared: dict[str, str | None] = {}
+
+    def modules(self) -> dict[str, types.ModuleType]:
+        me = self
+
+        class LaunchConfiguration:
+            def __init__(self, name: str) -> None:
+                self.name = name
+
+            def value(self) -> str:
+                return me.args[self.name] if self.name in me.args else me.declared[self.name]
+
+        class PythonExpression:
+            def __init__(self, parts: list) -> None:
+                self.parts = parts
+
+            def value(self) -> str:
+                return str(eval("".join(resolve(p) for p in self.parts)))  # what launch itself does
+
+        def resolve(v):
+            return v.value() if isinstance(v, (LaunchConfiguration, PythonExpression)) else v
+
+        class DeclareLaunchArgument:
+            def __init__(self, name: str, default_value: str | None = None, description: str = "") -> None:
+                assert description, f"launch argument {name} has no description"
+                me.declared[name] = default_value
+
+        class IfCondition:
+            def __init__(self, expr) -> None:
+                self.expr = expr
+
+            def holds(self) -> bool:
+                return resolve(self.expr).lower() == "true"
+
+        class Node:
+            def __init__(self, package: str, executable: str, name: str, parameters: list, output: str = "",
+                         condition: IfCondition | None = None) -> None:
+                assert package == "uni_o4_ros"
+                self.condition = condition
+                files = [Path(p) for p in parameters if isinstance(p, str)]
+                assert len(files) == 1, f"{name}: one parameters file, got {files}"
+                overrides = {k: resolve(v) for d in parameters if isinstance(d, dict) for k, v in d.items()}
+                self.launched = Launched(executable, name, files[0], overrides)
+
+        class LaunchDescription:
+            def __init__(self, entities: list) -> None:
+                for name in self.missing(entities):
+                    raise AssertionError(f"launch argument {name} is required and was not given")
+                self.nodes = [e.launched for e in entities
+                              if isinstance(e, Node) and (e.condition is None or e.condition.holds())]
+
+            @staticmethod
+            def missing(entities) -> list[str]:
+                return [n for n, d in me.declared.items() if d is None and n not in me.args]
+
+        def module(name: str, **attrs) -> types.ModuleType:
+            m = types.ModuleType(name)
+            m.__dict__.update(attrs)
+            return m
+
+        return {
+            "launch": module("launch", LaunchDescription=LaunchDescription),
+            "launch.actions": module("launch.actions", DeclareLaunchArgument=DeclareLaunchArgument),
+            "launch.conditions": module("launch.conditions", IfCondition=IfCondition),
+            "launch.substitutions": module("launch.substitutions", LaunchConfiguration=LaunchConfiguration,
+                                           PythonExpression=PythonExpression),
+            "launch_ros": module("launch_ros"),
+            "launch_ros.actions": module("launch_ros.actions", Node=Node),
+            "ament_index_python": module("ament_index_python"),
+            # The source tree has the installed share folder's layout (launch/, config/).
+            "ament_index_python.packages": module("ament_index_python.packages",
+                                                  get_package_share_directory=lambda pkg: str(ROOT)),
+        }
+
+
+def launch(monkeypatch, file: str, **args: str) -> list[Launched]:
+    stand_in = LaunchStandIn(args)
+    for name, module in stand_in.modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location(file.replace(".", "_"), ROOT / "launch" / file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.generate_launch_description().nodes
+
+
+SUITE = {"pd_controller_node", "policy_node", "episode_recorder_node", "dataset_logger_node"}
+
+
+def test_launch_files_start_the_documented_graphs(monkeypatch):
+    sim = launch(monkeypatch, "sim.launch.py", policy_dir="/p")
+    assert {n.executable for n in sim} == SUITE
+    assert {n.params_file.name for n in sim} == {"sim.yaml"}
+    by_exe = {n.executable: n for n in sim}
+    assert by_exe["pd_controller_node"].overrides == {"backend": "sim"}
+    assert by_exe["policy_node"].overrides == {"policy_dir": "/p"}
+
+    split = launch(monkeypatch, "sim.launch.py", policy_dir="/p", sim_process="true")
+    assert {n.executable for n in split} == SUITE | {"go1_sim_node"}
+    assert {n.executable: n for n in split}["pd_controller_node"].overrides == {"backend": "go1_sim"}
+
+    robot = launch(monkeypatch, "robot.launch.py", policy_dir="/p")
+    assert {n.executable for n in robot} == SUITE | {"odometry_node"}  # the T265 is read on the robot
+    assert {n.params_file.name for n in robot} == {"robot.yaml"}
+    assert {n.executable: n for n in robot}["pd_controller_node"].overrides == {}  # robot.yaml's unitree_sdk
+    assert yaml.safe_load((ROOT / "config" / "robot.yaml").read_text())["pd_controller"]["ros__parameters"][
+        "backend"] == "unitree_sdk"
+
+    learning = launch(monkeypatch, "learning.launch.py", policy_dir="/p")
+    assert [(n.executable, n.overrides) for n in learning] == [("learner_node", {"policy_dir": "/p",
+                                                                                "run_dir": "runs/learner"})]
+    with pytest.raises(AssertionError, match="policy_dir is required"):
+        launch(monkeypatch, "robot.launch.py")
+
+    # Every launched executable is installed by CMake (for `ros2 launch`) and runs the node's module.
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    installed = set(re.findall(r"scripts/nodes/(\w+)", cmake))
+    for n in sim + split + robot + learning:
+        assert n.executable in installed, n.executable
+        script = (ROOT / "scripts" / "nodes" / n.executable).read_text()
+        assert f"from uni_o4_ros.nodes.{n.executable} import main" in script
+        assert importlib.util.find_spec(f"uni_o4_ros.nodes.{n.executable}") is not None
+
+
+def test_every_configured_parameter_is_declared_by_the_node_it_configures(monkeypatch, ros_env, tmp_path):
+    from rcl_interfaces.srv import ListParameters
+    from test_control_loop import Observer
+
+    graphs = [launch(monkeypatch, "sim.launch.py", policy_dir=str(PRETRAINED), sim_process="true"),
+              launch(monkeypatch, "robot.launch.py", policy_dir=str(PRETRAINED)),
+              launch(monkeypatch, "learning.launch.py", policy_dir=str(PRETRAINED), run_dir=str(tmp_path / "l"))]
+    configured: dict[str, set[str]] = {}  # node name -> parameters some file sets for it
+    executable: dict[str, str] = {}
+    for n in (n for g in graphs for n in g):
+        sections = yaml.safe_load(n.params_file.read_text())
+        assert n.name in sections, f"{n.params_file.name} has no section for the node {n.name}"
+        configured.setdefault(n.name, set()).update(sections[n.name]["ros__parameters"], n.overrides)
+        executable[n.name] = n.executable
+    for f in ("sim.yaml", "robot.yaml"):
+        unused = set(yaml.safe_load((ROOT / "config" / f).read_text())) - set(configured)
+        assert not unused, f"config/{f} configures nodes no launch file starts: {unused}"
+
+    # Each node once, under its launched name, as quiet as possible: the sim backend, a camera whose
+    # feed never comes (it waits), the shipped policy. What it declares does not depend on the values.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        feed = probe.getsockname()[1]
+    env = ros_env | {FEED_ENV: f"127.0.0.1:{feed}", "PYTHONPATH": str(STANDIN_MODULES)}
+    args = {"policy_node": [f"policy_dir:={PRETRAINED}"], "learner_node": [f"policy_dir:={PRETRAINED}",
+                                                                          f"run_dir:={tmp_path / 'learner'}"],
+            "dataset_logger_node": [f"directory:={tmp_path / 'data'}"]}
+    procs = {name: subprocess.Popen([*node_command(exe, args.get(exe, [])), "-r", f"__node:={name}"], env=env,
+                                    cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for name, exe in executable.items()}
+    obs = Observer()
+    try:
+        for name, wanted in configured.items():
+            client = obs.node.create_client(ListParameters, f"/{name}/list_parameters")
+            assert client.wait_for_service(timeout_sec=60), f"{name}: {procs[name].poll()}"
+            future = client.call_async(ListParameters.Request())
+            obs.wait(future.done)
+            undeclared = wanted - set(future.result().result.names)
+            assert not undeclared, f"{name} does not declare {undeclared}: the files' values would be ignored"
+    finally:
+        obs.close()
+        stop_nodes(*procs.values())

@@ -268,3 +268,26 @@ def test_learner_core_leaves_out_transitions_with_nan_or_wrong_dimensions_and_ke
     assert all(torch.isfinite(p).all() for p in core.ppo.actor.parameters())
     line = json.loads((tmp_path / "timeline.jsonl").read_text().splitlines()[-1])
     assert line["dropped_invalid"] == 4 and line["batch_size"] == 16
+
+
+def test_learner_core_refuses_to_learn_from_a_policy_that_acted_with_its_mean(tmp_path):
+    """The deployed policy ran with deterministic: true (the authors' robot code did): PPO cannot move
+    the mean from mean actions, so the batch is not used and no version is published; once the
+    policy samples, learning goes on."""
+    torch.manual_seed(0)
+    cfg = OnlineConfig(rollout_steps=16, minibatch_size=8, epochs=2)
+    core = OnlineLearnerCore(make_policy(6, 2, hidden=(8,), mean_activation="none"), ValueNet(6, (8,)),
+                             StateNormalizer.identity(6), cfg, tmp_path)
+    before = [p.clone() for p in core.ppo.actor.parameters()]
+
+    def acted(step: int, deterministic: bool) -> dict:
+        t = _t(0, step)
+        obs = torch.as_tensor(t["observation"], dtype=torch.float32)[None]
+        a, logp = core.ppo.actor.act(obs, deterministic=deterministic)
+        return dict(t, action=a[0, 0].numpy().astype(np.float32), log_prob=float(logp[0, 0]))
+
+    assert all(core.add(acted(i, deterministic=True)) is None for i in range(32))
+    assert core.not_exploring == 2 and core.version == 0 and core.updates == 0 and core.buffer == []
+    assert all(torch.equal(a, b) for a, b in zip(before, core.ppo.actor.parameters()))
+    res = [core.add(acted(i, deterministic=False)) for i in range(32, 48)]
+    assert res[-1] is not None and res[-1].version == 1 and core.not_exploring == 2

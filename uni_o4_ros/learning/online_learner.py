@@ -44,6 +44,7 @@ class OnlineLearnerCore:
         self.buffer: list[dict] = []
         self.dropped_stale = 0
         self.dropped_invalid = 0
+        self.not_exploring = 0  # batches left unused: their actions were the policy's mean
         self.updates = 0
         # What this learner fine-tunes (the policy and its input statistics; V may start untrained,
         # i.e. random, so it is left out); a restart with another initial policy or other PPO
@@ -80,6 +81,10 @@ class OnlineLearnerCore:
         norm = self.ppo.normalizer
         obs = norm(torch.as_tensor(np.stack([r["observation"] for r in rows]), dtype=torch.float32))
         nxt = norm(torch.as_tensor(np.stack([r["next_observation"] for r in rows]), dtype=torch.float32))
+        actions = torch.as_tensor(np.stack([r["action"] for r in rows]), dtype=torch.float32)
+        if not self._explored(obs, actions):
+            self.not_exploring += 1
+            return None
         with torch.no_grad():
             values = self.ppo.critic(obs)
             next_values = self.ppo.critic(nxt)
@@ -95,7 +100,7 @@ class OnlineLearnerCore:
         last_value = next_values[-1:] * (~term[-1:]).float()
         rollout = Rollout(
             obs=obs[:, None], raw_obs=obs[:, None],
-            actions=torch.as_tensor(np.stack([r["action"] for r in rows]), dtype=torch.float32)[:, None],
+            actions=actions[:, None],
             log_probs=torch.tensor([float(r["log_prob"]) for r in rows])[:, None],
             rewards=(rew + boot)[:, None], env_rewards=rew[:, None], dones=cut[:, None], terminals=term[:, None],
             timeouts=tout[:, None], values=values[:, None], next_raw_obs=nxt[:, None], last_value=last_value,
@@ -115,6 +120,16 @@ class OnlineLearnerCore:
             "version": self.version, "time": time.time(), "batch_return": float(rew.sum()), "batch_size": len(rows),
             "dropped_stale": self.dropped_stale, "dropped_invalid": self.dropped_invalid, **stats})
         return UpdateResult(self.version, stats)
+
+    def _explored(self, obs: torch.Tensor, actions: torch.Tensor) -> bool:
+        """Whether the deployed policy sampled its actions. A policy that acted with its mean (the policy
+        node's `deterministic: true`) gives PPO nothing to learn the mean from: the gradient of
+        log pi(a|s) with respect to the mean is (a - mean) / std^2 = 0. The authors' robot code trained
+        on such data; an update from it would only shrink or grow the std. One in a thousandth of a std
+        from the mean in every action of a batch is not sampling."""
+        with torch.no_grad():
+            mean, log_std = self.ppo.actor(obs)  # (1, B, act): the one deployed policy
+        return bool(((actions - mean[0]).abs() / log_std[0].exp()).max() > 1e-3)
 
     def _save(self) -> None:
         p = self.ppo

@@ -134,7 +134,7 @@ class LearnerNode(Node):
 
     # ------------------------------------------------------------------ online mode
     def on_transition(self, m: Transition) -> None:
-        invalid = self.core.dropped_invalid
+        invalid, unexplored = self.core.dropped_invalid, self.core.not_exploring
         res = self.core.add({"observation": np.asarray(m.observation),
                              "next_observation": np.asarray(m.next_observation),
                              "action": np.asarray(m.action), "log_prob": m.log_prob, "reward": m.reward,
@@ -144,6 +144,11 @@ class LearnerNode(Node):
         if n > invalid and (n == 1 or n % 100 == 0):
             self.get_logger().warn(f"left out {n} transition(s) so far with NaN/inf values or wrong dimensions "
                                    f"(latest: episode {m.episode_id}, step {m.step})")
+        if self.core.not_exploring > unexplored:
+            self.get_logger().error(
+                f"a batch of {self.core.cfg.rollout_steps} transitions was not used ({self.core.not_exploring} so "
+                "far): the deployed policy acted with its mean, from which PPO cannot learn the mean. Start the "
+                "policy node with deterministic:=false (ros2 launch ... deterministic:=false)")
         if res is not None:
             self.get_logger().info(f"update -> version {res.version}: " +
                                    ", ".join(f"{k} {v:.3g}" for k, v in res.stats.items()))

@@ -2,7 +2,8 @@
 
 The online stage on the robot: the learner node trains PPO on the streamed Transitions of the
 deployed policy and publishes every new version as a verified PolicyUpdate. Start it beside
-robot.launch.py (or sim.launch.py) with the policy node exploring (`deterministic: false`).
+robot.launch.py (or sim.launch.py) with the policy node exploring (`deterministic:=false`); the
+learner uses no batch of mean actions, and says so.
 A restarted learner resumes from run_dir. The offline stage runs as `uni-o4 offline` on the
 logged episode folder (`--init-policy` for the online -> offline path of Eq. 25)."""
 

@@ -78,14 +78,19 @@ class LaunchStandIn:
                 self.condition = condition
                 files = [Path(p) for p in parameters if isinstance(p, str)]
                 assert len(files) == 1, f"{name}: one parameters file, got {files}"
-                overrides = {k: resolve(v) for d in parameters if isinstance(d, dict) for k, v in d.items()}
-                self.launched = Launched(executable, name, files[0], overrides)
+                self.raw = {k: v for d in parameters if isinstance(d, dict) for k, v in d.items()}
+                self.launched = Launched(executable, name, files[0])
+
+            def resolve(self) -> Launched:  # at launch time, as launch does
+                # launch_ros reads a substituted value as YAML ("false" -> False)
+                self.launched.overrides = {k: yaml.safe_load(resolve(v)) for k, v in self.raw.items()}
+                return self.launched
 
         class LaunchDescription:
             def __init__(self, entities: list) -> None:
                 for name in self.missing(entities):
                     raise AssertionError(f"launch argument {name} is required and was not given")
-                self.nodes = [e.launched for e in entities
+                self.nodes = [e.resolve() for e in entities
                               if isinstance(e, Node) and (e.condition is None or e.condition.holds())]
 
             @staticmethod
@@ -131,7 +136,7 @@ def test_launch_files_start_the_documented_graphs(monkeypatch):
     assert {n.params_file.name for n in sim} == {"sim.yaml"}
     by_exe = {n.executable: n for n in sim}
     assert by_exe["pd_controller_node"].overrides == {"backend": "sim"}
-    assert by_exe["policy_node"].overrides == {"policy_dir": "/p"}
+    assert by_exe["policy_node"].overrides == {"policy_dir": "/p", "deterministic": True}  # sim.yaml's value
 
     split = launch(monkeypatch, "sim.launch.py", policy_dir="/p", sim_process="true")
     assert {n.executable for n in split} == SUITE | {"go1_sim_node"}
@@ -141,6 +146,8 @@ def test_launch_files_start_the_documented_graphs(monkeypatch):
     assert {n.executable for n in robot} == SUITE | {"odometry_node"}  # the T265 is read on the robot
     assert {n.params_file.name for n in robot} == {"robot.yaml"}
     assert {n.executable: n for n in robot}["pd_controller_node"].overrides == {}  # robot.yaml's unitree_sdk
+    exploring = launch(monkeypatch, "robot.launch.py", policy_dir="/p", deterministic="false")  # online learning
+    assert {n.executable: n for n in exploring}["policy_node"].overrides["deterministic"] is False
     assert yaml.safe_load((ROOT / "config" / "robot.yaml").read_text())["pd_controller"]["ros__parameters"][
         "backend"] == "unitree_sdk"
 

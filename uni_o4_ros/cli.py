@@ -478,7 +478,11 @@ def cmd_bringup(args: argparse.Namespace) -> int:
 
         if args.terrain not in TERRAINS:
             raise ValueError(f"unknown terrain {args.terrain!r} ({' | '.join(sorted(TERRAINS))})")
-        robot_cmd, robot_overrides, camera_env = standin_bringup(args.terrain, env)
+        import yaml
+
+        odometry = yaml.safe_load(params.read_text()).get("odometry", {}).get("ros__parameters", {})
+        robot_cmd, robot_overrides, camera_env = standin_bringup(
+            args.terrain, env, odometry.get("mount_xyz", [0.25, 0.0, 0.05]), odometry.get("mount_rpy", [0.0] * 3))
         robot.append(subprocess.Popen(robot_cmd, env=env))
         print(f"started the stand-in Go1 with a T265 ({args.terrain}; pid {robot[0].pid})")
         nodes["pd_controller_node"] = (robot_overrides, env)

@@ -64,6 +64,8 @@ class Go1UdpRobot:
         self.steps = 0
         self.buttons: frozenset[str] = frozenset()  # held on the wireless remote, sent with every state
         self.t265 = t265  # where the stand-in camera listens for its pose; None: no camera
+        # Its own socket: an ICMP "unreachable" for a camera not yet listening must not touch the link.
+        self.t265_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM) if t265 else None
         self.t265_mount = t265_mount or MountExtrinsic.from_config([0.25, 0.0, 0.05], [0.0, 0.0, 0.0])
         self.t265_stalled = False  # True: the camera sends nothing (a USB drop-out)
 
@@ -85,8 +87,8 @@ class Go1UdpRobot:
         self.sock.sendto(self.low_state(), peer)
         if self.t265 is not None and not self.t265_stalled:
             s = self.state
-            self.sock.sendto(camera_truth(s.position, s.quaternion, s.linear_velocity, s.angular_velocity,
-                                          self.t265_mount.translation, self.t265_mount.quaternion), self.t265)
+            self.t265_sock.sendto(camera_truth(s.position, s.quaternion, s.linear_velocity, s.angular_velocity,
+                                               self.t265_mount.translation, self.t265_mount.quaternion), self.t265)
         return True
 
     def low_state(self) -> bytes:
@@ -102,6 +104,8 @@ class Go1UdpRobot:
 
     def close(self) -> None:
         self.sock.close()
+        if self.t265_sock is not None:
+            self.t265_sock.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,10 +121,13 @@ def main(argv: list[str] | None = None) -> int:
                     "node with the stand-in pyrealsense2 and UNI_O4_T265_FEED=HOST:PORT listens)")
     ap.add_argument("--t265-mount", type=float, nargs=3, default=[0.25, 0.0, 0.05], metavar=("X", "Y", "Z"),
                     help="camera position in base_link (m), as config/robot.yaml's mount_xyz")
+    ap.add_argument("--t265-mount-rpy", type=float, nargs=3, default=[0.0, 0.0, 0.0], metavar=("R", "P", "Y"),
+                    help="camera orientation in base_link (rad), as config/robot.yaml's mount_rpy")
     a = ap.parse_args(argv)
     sim = Go1Sim(TERRAINS[a.terrain])
     t265 = feed_address(a.t265) if a.t265 else None
-    robot = Go1UdpRobot(a.host, a.port, sim, t265=t265, t265_mount=MountExtrinsic.from_config(a.t265_mount, [0, 0, 0]))
+    mount = MountExtrinsic.from_config(a.t265_mount, a.t265_mount_rpy)
+    robot = Go1UdpRobot(a.host, a.port, sim, t265=t265, t265_mount=mount)
     robot.state = sim.reset(roll=a.spawn_roll)
     print(f"stand-in Go1 listening on {a.host}:{robot.port} ({a.terrain})", flush=True)
     try:

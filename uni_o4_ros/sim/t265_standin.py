@@ -162,11 +162,13 @@ def version() -> str:
     return ".".join(map(str, T265_LAST_VERSION))
 
 
-def standin_bringup(terrain: str, env: dict[str, str]) -> tuple[list[str], list[str], dict[str, str]]:
+def standin_bringup(terrain: str, env: dict[str, str], mount_xyz: list[float],
+                    mount_rpy: list[float]) -> tuple[list[str], list[str], dict[str, str]]:
     """How `uni-o4 bringup --standin` runs robot.launch.py's graph without a robot: the stand-in Go1's
-    command line (free local ports for its low-level link and its T265 feed), the pd_controller's
-    parameters that point the SDK at it, and the odometry node's environment (the stand-in
-    pyrealsense2 first on its path, told where its feed arrives)."""
+    command line (free local ports for its low-level link and its T265 feed; the camera where the
+    odometry node's mount_xyz / mount_rpy say it is), the pd_controller's parameters that point the SDK at it,
+    and the odometry node's environment (the stand-in pyrealsense2 first on its path, told where its
+    feed arrives)."""
     ports = []
     for _ in range(2):  # both bound at once, so they differ; freed for the processes that take them
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -176,7 +178,8 @@ def standin_bringup(terrain: str, env: dict[str, str]) -> tuple[list[str], list[
     for s in ports:
         s.close()
     robot = [sys.executable, "-m", "uni_o4_ros.sim.go1_udp_robot", "--port", str(robot_port), "--terrain", terrain,
-             "--t265", f"127.0.0.1:{feed_port}"]
+             "--t265", f"127.0.0.1:{feed_port}", "--t265-mount", *(str(float(v)) for v in mount_xyz),
+             "--t265-mount-rpy", *(str(float(v)) for v in mount_rpy)]
     controller = ["robot_ip:=127.0.0.1", f"robot_port:={robot_port}", "local_port:=0"]
     path = os.pathsep.join(p for p in (str(STANDIN_MODULES), env.get("PYTHONPATH", "")) if p)
     return robot, controller, dict(env, PYTHONPATH=path, **{FEED_ENV: f"127.0.0.1:{feed_port}"})

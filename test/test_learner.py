@@ -291,3 +291,16 @@ def test_learner_core_refuses_to_learn_from_a_policy_that_acted_with_its_mean(tm
     assert all(torch.equal(a, b) for a, b in zip(before, core.ppo.actor.parameters()))
     res = [core.add(acted(i, deterministic=False)) for i in range(32, 48)]
     assert res[-1] is not None and res[-1].version == 1 and core.not_exploring == 2
+
+
+def test_learner_core_takes_a_resent_last_transition_as_the_episode_end(tmp_path):
+    """The recorder ends an episode the robot stopped acting in by sending its last transition again,
+    marked as a timeout: it replaces the first, so the batch neither counts it twice nor bootstraps
+    through the gap."""
+    cfg = OnlineConfig(rollout_steps=16, minibatch_size=8, epochs=2)
+    core = OnlineLearnerCore(make_policy(6, 2, hidden=(8,), mean_activation="none"), ValueNet(6, (8,)),
+                             StateNormalizer.identity(6), cfg, tmp_path)
+    for i in range(5):
+        core.add(_t(0, i))
+    assert core.add(dict(_t(0, 4), timeout=True)) is None
+    assert len(core.buffer) == 5 and core.buffer[-1]["timeout"] and not any(r["timeout"] for r in core.buffer[:-1])

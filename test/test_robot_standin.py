@@ -18,7 +18,7 @@ from test_control_loop import Observer
 from conftest import ROOT, stop_nodes
 from uni_o4_ros.data import read_hdf5
 from uni_o4_ros.field.pipeline import PRETRAINED
-from uni_o4_ros.msg import EpisodeEvent, RobotState
+from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
 from uni_o4_ros.nodes.processes import node_command
 from uni_o4_ros.robot.go1 import roll_pitch, rotation_matrix
 from uni_o4_ros.sim.go1_udp_robot import Go1UdpRobot
@@ -81,13 +81,18 @@ class RecordingObserver(Observer):
         super().__init__()
         from nav_msgs.msg import Odometry
 
-        from uni_o4_ros.nodes.qos import EVENTS, SENSOR
+        from uni_o4_ros.nodes.qos import EVENTS, SENSOR, TRANSITIONS
 
         self.odom: list[tuple[float, float, float, float]] = []  # monotonic arrival, vx, vy, yaw rate (body)
         self.recorder: list = []  # (monotonic arrival, EpisodeEvent)
+        self.steps: dict[int, int] = {}  # transitions seen per episode
+        self.node.create_subscription(Transition, "transitions", self._on_transition, TRANSITIONS)
         self.node.create_subscription(Odometry, "odom", self._on_odom, SENSOR)
         self.node.create_subscription(EpisodeEvent, "recorder_events",
                                       lambda m: self.recorder.append((time.monotonic(), m)), EVENTS)
+
+    def _on_transition(self, m) -> None:
+        self.steps[m.episode_id] = self.steps.get(m.episode_id, 0) + 1
 
     def _on_odom(self, m) -> None:
         t = m.twist.twist
@@ -115,7 +120,7 @@ def test_robot_graph_records_episodes_from_the_stand_in_go1_and_t265(ros_env, tm
               "PYTHONPATH": os.pathsep.join(p for p in (str(STANDIN_MODULES), ros_env.get("PYTHONPATH")) if p)}
     odom = start("odometry_node", ros_env | camera, logs)
     pol = start("policy_node", ros_env, logs, f"policy_dir:={PRETRAINED}")
-    rec = start("episode_recorder_node", ros_env, logs, f"max_steps:={STEPS}", "episodes:=6")
+    rec = start("episode_recorder_node", ros_env, logs, f"max_steps:={STEPS}", "episodes:=8")
     log = start("dataset_logger_node", ros_env, logs, f"directory:={data}")
     obs = RecordingObserver()
     try:
@@ -142,6 +147,16 @@ def test_robot_graph_records_episodes_from_the_stand_in_go1_and_t265(ros_env, tm
         lying = len(obs.recorder)
         assert "re-armed" in obs.estop(False)
         obs.wait(lambda: len(obs.ended()) >= 6, timeout=60)
+
+        # Episode 7: the policy node dies mid-episode. The controller damps (its watchdog); after
+        # max_damped the episode ends at its last transition and is written, with the policy still dead.
+        obs.wait(lambda: obs.steps.get(7, 0) >= 20)  # episode 7 is under way
+        pol.kill()
+        obs.wait(lambda: len(obs.ended()) >= 7)
+        obs.wait(lambda: (data / "episode_000007.hdf5").exists())
+        assert pol.poll() is not None
+        pol = start("policy_node", ros_env, logs, f"policy_dir:={PRETRAINED}")  # the operator restarts it
+        obs.wait(lambda: len(obs.ended()) >= 8, timeout=60)
         ended = obs.ended()
     finally:
         obs.close()
@@ -151,17 +166,21 @@ def test_robot_graph_records_episodes_from_the_stand_in_go1_and_t265(ros_env, tm
     assert "T265: no pose frame within 100 ms" in camera_log and "T265: poses again after" in camera_log
 
     # The recording: two walked episodes, the one the camera cut short, one after it came back, the fall,
-    # and one after the operator: no episode was started while the robot lay damped.
+    # one after the operator (no episode was started while the robot lay damped), the one the policy's
+    # death cut short (ended at its last transition, as a timeout) and one after its restart.
     assert [e.reason for e in ended][:2] == ["max steps", "max steps"]
     assert ended[2].reason.startswith("odometry lost") and ended[2].steps < STEPS
     assert ended[3].reason == "max steps"
     assert ended[4].reason.startswith("fall") and ended[4].event == EpisodeEvent.ABORTED_FALL
     assert [e.event for _, e in obs.recorder[:lying]].count(EpisodeEvent.STARTED) == 5
     assert ended[5].reason == "max steps"
+    assert "damped" in ended[6].reason and "policy stopped answering" in ended[6].reason and ended[6].steps < STEPS
+    assert ended[7].reason == "max steps"
     files = sorted(data.glob("episode_*.hdf5"))
-    assert len(files) == 6
+    assert len(files) == 8
     episodes = [read_hdf5(f) for f in files]  # validates layout, lengths and finiteness
-    assert [len(e.rewards) for e in episodes] == [STEPS, STEPS, ended[2].steps, STEPS, ended[4].steps, STEPS]
+    assert [len(e.rewards) for e in episodes] == [STEPS, STEPS, ended[2].steps, STEPS, ended[4].steps, STEPS,
+                                                  ended[6].steps, STEPS]
     for i, e in enumerate(episodes):
         last = e.terminals if i == 4 else e.timeouts  # a fall is a termination, the rest truncations
         assert last[-1] and not (e.terminals | e.timeouts)[:-1].any() and not (e.terminals & e.timeouts).any()

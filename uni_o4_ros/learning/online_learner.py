@@ -65,6 +65,11 @@ class OnlineLearnerCore:
             # gap it leaves cuts GAE there, as an episode boundary does.
             self.dropped_invalid += 1
             return None
+        if self.buffer and (self.buffer[-1]["episode_id"], self.buffer[-1]["step"]) == (t["episode_id"], t["step"]):
+            # The recorder sends an episode's last transition again to mark it as the end (the robot stopped
+            # acting on the policy): it replaces the first one.
+            self.buffer[-1] = t
+            return None
         self.buffer.append(t)
         if len(self.buffer) < self.cfg.rollout_steps:
             return None

@@ -7,7 +7,10 @@ wait_for_reset (simulation: the controller stands the robot up at each start; re
 first state after that reset), total_steps (0 = no limit: after this many transitions over all
 episodes the running episode ends as a timeout and no other starts), odom_timeout (s; > 0: the
 running episode ends as a timeout when the newest odometry sample is older, and none starts until
-odometry is fresh again; 0 = off, the simulator's default). Without wait_for_reset (the robot), an
+odometry is fresh again; 0 = off, the simulator's default), max_damped (s; > 0: an episode in which
+the controller damps the robot longer than this, because the policy stopped answering, ends at its
+last transition, which is published again as the episode's timeout; 0 = off, the simulator's
+default, where the controller waits for the policy). Without wait_for_reset (the robot), an
 episode starts only while the controller is ACTIVE: after a fall or an e-stop the next one waits until
 the robot is re-armed, so no transition spans the time it lay damped.
 Services: start_episode (StartEpisode: command velocity; refused while one runs) and stop_episode
@@ -29,7 +32,7 @@ from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
 from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
-from uni_o4_ros.robot.episodes import EpisodeRecorderCore, PolicyStep, RobotMotion, StepPairing
+from uni_o4_ros.robot.episodes import DampingWatch, EpisodeRecorderCore, PolicyStep, RobotMotion, StepPairing
 from uni_o4_ros.robot.observation import shows_command
 from uni_o4_ros.robot.odometry_watch import OdometryWatch, finite_sample
 from uni_o4_ros.srv import StartEpisode, StopEpisode
@@ -45,7 +48,7 @@ class EpisodeRecorderNode(Node):
         p = {k: self.declare_parameter(k, v).value for k, v in {
             "max_steps": 1000, "command_velocity": [0.5, 0.0, 0.0], "auto_start": True, "episodes": 0,
             "command_vx_schedule": [0.0], "wait_for_subscribers": 0, "wait_for_reset": False,
-            "total_steps": 0, "odom_timeout": 0.0}.items()}
+            "total_steps": 0, "odom_timeout": 0.0, "max_damped": 0.0}.items()}
         # wait_for_reset: the controller stands the (simulated) robot up when an episode starts
         # (pd_controller reset_on_episode_end); record from the first state after that reset.
         self.core = EpisodeRecorderCore(max_steps=int(p["max_steps"]), command_velocity=tuple(p["command_velocity"]),
@@ -65,6 +68,8 @@ class EpisodeRecorderNode(Node):
         self.stop_reason = ""
         self.fall: tuple[int, str, float] | None = None  # (stamp, reason, when heard) of a fall to end at
         self.pairing = StepPairing()  # each policy step with the state it answered and that moment's odometry
+        self.damping = DampingWatch(float(p["max_damped"]))
+        self.last_sent: dict | None = None  # the running episode's newest published transition
         self.prev_dq: tuple[int, np.ndarray] | None = None  # (robot resets, dq) of the last step: for ddq
         self.trans_pub = self.create_publisher(Transition, "transitions", TRANSITIONS)
         self.event_pub = self.create_publisher(EpisodeEvent, "recorder_events", EVENTS)
@@ -120,6 +125,10 @@ class EpisodeRecorderNode(Node):
     def on_state(self, msg: RobotState) -> None:
         if msg.mode == RobotState.MODE_ESTOP and self.core.active:
             self._end(self.core.abort(), EpisodeEvent.ABORTED_ESTOP, "e-stop")
+        # A fall damps too; its own event ends the episode as a termination.
+        damped = msg.mode == RobotState.MODE_DAMPING and self.core.started_steps() and self.fall is None
+        if seconds := self.damping.exceeded(damped, stamp_ns(msg.header.stamp)):
+            self._end_damped(seconds)
         if finite_sample((*msg.dq, *msg.tau_est)):
             self.pairing.add_state(stamp_ns(msg.header.stamp), msg)
             self._record_ready()
@@ -180,7 +189,7 @@ class EpisodeRecorderNode(Node):
 
     def _begin(self, vx: float, vy: float, wz: float) -> int:
         eid = self.core.start()
-        self.fall = None
+        self.fall, self.damping.since = None, None
         self.core.command_velocity = (vx, vy, wz)
         self.pending = None
         self._event(eid, EpisodeEvent.STARTED, 0, 0.0, f"started, command vx {vx:.2f} m/s")
@@ -207,6 +216,19 @@ class EpisodeRecorderNode(Node):
             self._record(msg, state, odom)
         if self._fall_reached(None):
             self._end_by_fall()
+
+    def _end_damped(self, seconds: float) -> None:
+        self.core.truncate()
+        self.damping.since = None
+        reason = (f"the robot was damped for {seconds:.2f} s (max_damped {self.damping.limit:g} s): "
+                  "the policy stopped answering")
+        last = self.last_sent
+        if last is not None and last["episode_id"] == self.core.episode_id:
+            # The last transition again, now marked as the episode's end: the logger and the learner keep
+            # the later of two with the same episode and step.
+            self._publish(dict(last, timeout=True))
+        self._event(self.core.episode_id, EpisodeEvent.ENDED, self.core.steps, self.core.episode_return, reason)
+        self.get_logger().warning(f"episode {self.core.episode_id}: {reason}")
 
     def _end_by_fall(self) -> None:
         _, reason, _ = self.fall
@@ -248,6 +270,7 @@ class EpisodeRecorderNode(Node):
                             "max steps")
 
     def _publish(self, t: dict) -> None:
+        self.last_sent = t
         m = Transition(episode_id=t["episode_id"], step=t["step"], log_prob=float(t["log_prob"]),
                        reward=float(t["reward"]), terminal=bool(t["terminal"]), timeout=bool(t["timeout"]),
                        policy_version=int(t["policy_version"]))

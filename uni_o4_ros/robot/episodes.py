@@ -91,6 +91,27 @@ class StepPairing:
         return out
 
 
+@dataclass
+class DampingWatch:
+    """How long the robot has been damped in the running episode, from the stamps of its states. The
+    controller damps a robot whose policy stopped answering (its watchdog: the policy node died or
+    hangs); past `limit` seconds (0 = never) the episode is over, since a transition joining the
+    states before and after that would span time the policy did not act in."""
+
+    limit: float = 0.0
+    since: int | None = None  # stamp (ns) of the first damped state of this stretch
+
+    def exceeded(self, damped: bool, stamp: int) -> float:
+        """Seconds damped so far once past the limit, else 0."""
+        if not damped:
+            self.since = None
+            return 0.0
+        if self.since is None:
+            self.since = stamp
+        seconds = (stamp - self.since) * 1e-9
+        return seconds if self.limit > 0 and seconds > self.limit else 0.0
+
+
 def _keep(items: dict[int, object], stamp: int, item: object, keep: int) -> None:
     items[stamp] = item
     while len(items) > keep:
@@ -161,6 +182,12 @@ class EpisodeRecorderCore:
     def started_steps(self) -> bool:
         """The episode has its first policy step (the one answering the robot's starting state)."""
         return self.active and not self.awaiting_reset and self._prev is not None
+
+    def truncate(self) -> None:
+        """End the episode at its last transition: the pending step's successor was never observed (the
+        robot stopped acting on the policy), so no transition is made from it. The caller marks the
+        last transition it published as the episode's timeout."""
+        self.active = False
 
     def abort(self) -> dict | None:
         """A fall or e-stop: the pending step ends the episode as a terminal transition."""

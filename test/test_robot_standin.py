@@ -120,7 +120,7 @@ def test_robot_graph_records_episodes_from_the_stand_in_go1_and_t265(ros_env, tm
               "PYTHONPATH": os.pathsep.join(p for p in (str(STANDIN_MODULES), ros_env.get("PYTHONPATH")) if p)}
     odom = start("odometry_node", ros_env | camera, logs)
     pol = start("policy_node", ros_env, logs, f"policy_dir:={PRETRAINED}")
-    rec = start("episode_recorder_node", ros_env, logs, f"max_steps:={STEPS}", "episodes:=8")
+    rec = start("episode_recorder_node", ros_env, logs, f"max_steps:={STEPS}", "episodes:=10")
     log = start("dataset_logger_node", ros_env, logs, f"directory:={data}")
     obs = RecordingObserver()
     try:
@@ -157,6 +157,14 @@ def test_robot_graph_records_episodes_from_the_stand_in_go1_and_t265(ros_env, tm
         assert pol.poll() is not None
         pol = start("policy_node", ros_env, logs, f"policy_dir:={PRETRAINED}")  # the operator restarts it
         obs.wait(lambda: len(obs.ended()) >= 8, timeout=60)
+
+        # Episode 9: the operator e-stops mid-episode: a truncation, written at once; re-armed, episode 10.
+        obs.wait(lambda: obs.steps.get(9, 0) >= 20)
+        assert "engaged" in obs.estop(True)
+        obs.wait(lambda: len(obs.ended()) >= 9)
+        obs.wait(lambda: (data / "episode_000009.hdf5").exists())
+        assert "re-armed" in obs.estop(False)
+        obs.wait(lambda: len(obs.ended()) >= 10, timeout=60)
         ended = obs.ended()
     finally:
         obs.close()
@@ -167,7 +175,8 @@ def test_robot_graph_records_episodes_from_the_stand_in_go1_and_t265(ros_env, tm
 
     # The recording: two walked episodes, the one the camera cut short, one after it came back, the fall,
     # one after the operator (no episode was started while the robot lay damped), the one the policy's
-    # death cut short (ended at its last transition, as a timeout) and one after its restart.
+    # death cut short (ended at its last transition, as a timeout), one after its restart, one the
+    # operator e-stopped (a truncation too: only the fall is a termination) and one after the re-arm.
     assert [e.reason for e in ended][:2] == ["max steps", "max steps"]
     assert ended[2].reason.startswith("odometry lost") and ended[2].steps < STEPS
     assert ended[3].reason == "max steps"
@@ -176,11 +185,13 @@ def test_robot_graph_records_episodes_from_the_stand_in_go1_and_t265(ros_env, tm
     assert ended[5].reason == "max steps"
     assert "damped" in ended[6].reason and "policy stopped answering" in ended[6].reason and ended[6].steps < STEPS
     assert ended[7].reason == "max steps"
+    assert ended[8].event == EpisodeEvent.ABORTED_ESTOP and ended[8].steps < STEPS
+    assert ended[9].reason == "max steps"
     files = sorted(data.glob("episode_*.hdf5"))
-    assert len(files) == 8
+    assert len(files) == 10
     episodes = [read_hdf5(f) for f in files]  # validates layout, lengths and finiteness
     assert [len(e.rewards) for e in episodes] == [STEPS, STEPS, ended[2].steps, STEPS, ended[4].steps, STEPS,
-                                                  ended[6].steps, STEPS]
+                                                  ended[6].steps, STEPS, ended[8].steps, STEPS]
     for i, e in enumerate(episodes):
         last = e.terminals if i == 4 else e.timeouts  # a fall is a termination, the rest truncations
         assert last[-1] and not (e.terminals | e.timeouts)[:-1].any() and not (e.terminals & e.timeouts).any()

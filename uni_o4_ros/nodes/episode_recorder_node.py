@@ -1,6 +1,7 @@
 """episode_recorder node: policy_step + odom + robot_state -> Transition (reward of Table 3) and
-EpisodeEvent. Episodes end after max_steps (a timeout), on a fall reported by the controller or on
-an e-stop (terminal). Parameters: max_steps, command_velocity, auto_start, episodes (0 = no limit),
+EpisodeEvent. Episodes end after max_steps (a timeout), on a fall reported by the controller (a
+termination) or on an e-stop (a truncation at the episode's last transition).
+Parameters: max_steps, command_velocity, auto_start, episodes (0 = no limit),
 command_vx_schedule (forward speeds cycled per episode; empty = command_velocity throughout),
 wait_for_subscribers (start no episode before this many `transitions` readers are connected),
 wait_for_reset (simulation: the controller stands the robot up at each start; record from the
@@ -124,7 +125,10 @@ class EpisodeRecorderNode(Node):
 
     def on_state(self, msg: RobotState) -> None:
         if msg.mode == RobotState.MODE_ESTOP and self.core.active:
-            self._end(self.core.abort(), EpisodeEvent.ABORTED_ESTOP, "e-stop")
+            # An operator's stop is not the task's failure: a truncation, like a timeout, not a termination
+            # (which would teach V that the states before it are worthless).
+            self._truncate(EpisodeEvent.ABORTED_ESTOP, "e-stop: the episode ends at its last transition, "
+                           "as a truncation")
         # A fall damps too; its own event ends the episode as a termination.
         damped = msg.mode == RobotState.MODE_DAMPING and self.core.started_steps() and self.fall is None
         if seconds := self.damping.exceeded(damped, stamp_ns(msg.header.stamp)):
@@ -218,17 +222,20 @@ class EpisodeRecorderNode(Node):
             self._end_by_fall()
 
     def _end_damped(self, seconds: float) -> None:
+        self._truncate(EpisodeEvent.ENDED, f"the robot was damped for {seconds:.2f} s (max_damped "
+                       f"{self.damping.limit:g} s): the policy stopped answering")
+        self.get_logger().warning(f"episode {self.core.episode_id}: the policy stopped answering")
+
+    def _truncate(self, event: int, reason: str) -> None:
+        """End the episode at its last published transition (the robot stopped acting on the policy)."""
         self.core.truncate()
         self.damping.since = None
-        reason = (f"the robot was damped for {seconds:.2f} s (max_damped {self.damping.limit:g} s): "
-                  "the policy stopped answering")
         last = self.last_sent
         if last is not None and last["episode_id"] == self.core.episode_id:
             # The last transition again, now marked as the episode's end: the logger and the learner keep
             # the later of two with the same episode and step.
             self._publish(dict(last, timeout=True))
-        self._event(self.core.episode_id, EpisodeEvent.ENDED, self.core.steps, self.core.episode_return, reason)
-        self.get_logger().warning(f"episode {self.core.episode_id}: {reason}")
+        self._event(self.core.episode_id, event, self.core.steps, self.core.episode_return, reason)
 
     def _end_by_fall(self) -> None:
         _, reason, _ = self.fall

@@ -196,6 +196,35 @@ def test_controller_core_modes():
     assert c.tick(up, q, dq, 2.09).mode == Mode.DAMPING  # latched until re-armed
 
 
+def test_a_policy_silent_past_silence_latch_needs_a_re_arm():
+    """On the robot (silence_latch 1 s): a short gap in the policy's commands recovers by itself, a dead
+    policy does not: the robot has folded up meanwhile and must not spring up when a policy returns."""
+    from uni_o4_ros.robot.controller import ControllerCore, Mode
+
+    up, q, dq = np.array([1.0, 0, 0, 0]), go1.DEFAULT_Q.copy(), np.zeros(12)
+    c = ControllerCore(SafetyConfig(watchdog_timeout=0.1, silence_latch=1.0))
+    c.on_command(q, 1, now=0.0)
+    assert c.tick(up, q, dq, 0.02).mode == Mode.ACTIVE
+    assert c.tick(up, q, dq, 0.2).reason == "no fresh command (watchdog)"  # a gap: damped ...
+    c.on_command(q, 1, now=0.5)
+    assert c.tick(up, q, dq, 0.52).mode == Mode.ACTIVE  # ... and back within the latch time
+    for t in np.arange(0.7, 1.5, 0.02):
+        assert c.tick(up, q, dq, t).mode == Mode.DAMPING
+    out = c.tick(up, q, dq, 1.7)  # silent 1.0 s since the watchdog damped it
+    assert out.command.damping and "re-arm required" in out.reason
+    c.on_command(q, 1, now=2.0)  # the policy is back: not enough
+    assert c.tick(up, q, dq, 2.02).reason == "policy was silent: re-arm required"
+    assert "re-armed" in c.estop(False)
+    c.on_command(q, 1, now=2.1)
+    assert c.tick(up, q, dq, 2.12).mode == Mode.ACTIVE
+    # silence_latch 0 (the simulator): however long the silence, the next command re-activates
+    s = ControllerCore(SafetyConfig(watchdog_timeout=0.1))
+    s.on_command(q, 1, now=0.0)
+    assert s.tick(up, q, dq, 0.02).mode == Mode.ACTIVE and s.tick(up, q, dq, 60.0).mode == Mode.DAMPING
+    s.on_command(q, 1, now=61.0)
+    assert s.tick(up, q, dq, 61.02).mode == Mode.ACTIVE
+
+
 def test_command_latency_counts_ticks_whose_command_answers_an_older_state():
     from uni_o4_ros.robot.controller import CommandLatency
 

@@ -86,10 +86,15 @@ class RecordingObserver(Observer):
         self.odom: list[tuple[float, float, float, float]] = []  # monotonic arrival, vx, vy, yaw rate (body)
         self.recorder: list = []  # (monotonic arrival, EpisodeEvent)
         self.steps: dict[int, int] = {}  # transitions seen per episode
+        self.answers = 0  # policy steps seen (the policy answering robot states)
         self.node.create_subscription(Transition, "transitions", self._on_transition, TRANSITIONS)
+        self.node.create_subscription(Transition, "policy_step", self._on_answer, TRANSITIONS)
         self.node.create_subscription(Odometry, "odom", self._on_odom, SENSOR)
         self.node.create_subscription(EpisodeEvent, "recorder_events",
                                       lambda m: self.recorder.append((time.monotonic(), m)), EVENTS)
+
+    def _on_answer(self, m) -> None:
+        self.answers += 1
 
     def _on_transition(self, m) -> None:
         self.steps[m.episode_id] = self.steps.get(m.episode_id, 0) + 1
@@ -150,12 +155,18 @@ def test_robot_graph_records_episodes_from_the_stand_in_go1_and_t265(ros_env, tm
 
         # Episode 7: the policy node dies mid-episode. The controller damps (its watchdog); after
         # max_damped the episode ends at its last transition and is written, with the policy still dead.
+        # Silent for silence_latch (1 s), the controller latches: a restarted policy does not make the
+        # folded-up robot spring up until the operator re-arms it.
         obs.wait(lambda: obs.steps.get(7, 0) >= 20)  # episode 7 is under way
         pol.kill()
         obs.wait(lambda: len(obs.ended()) >= 7)
         obs.wait(lambda: (data / "episode_000007.hdf5").exists())
         assert pol.poll() is not None
         pol = start("policy_node", ros_env, logs, f"policy_dir:={PRETRAINED}")  # the operator restarts it
+        answers, n = obs.answers, len(obs.states)
+        obs.wait(lambda: obs.answers >= answers + 25, timeout=60)
+        assert set(obs.modes_since(n)) == {RobotState.MODE_DAMPING}  # answered, and still damped: latched
+        assert "re-armed" in obs.estop(False)
         obs.wait(lambda: len(obs.ended()) >= 8, timeout=60)
 
         # Episode 9: the operator e-stops mid-episode: a truncation, written at once; re-armed, episode 10.

@@ -5,7 +5,9 @@ Backends: `sim` (an in-process MuJoCo Go1 stepped in lockstep with this loop), `
 go1_sim node in its own process, over `low_cmd` / `low_state`, one tick of latency as with real
 motor boards), `unitree_sdk` (the Go1 itself through the Unitree SDK's low-level UDP; a backend
 fault, such as a lost link, latches the e-stop: damping until a person re-arms).
-Parameters: backend, rate_hz, watchdog_timeout, max_tilt, max_target_step, torque_fraction; sim
+Parameters: backend, rate_hz, watchdog_timeout, max_tilt, max_target_step, torque_fraction,
+silence_latch (s; > 0: a policy silent this long after the robot was active latches damping until
+re-armed; 0: the next fresh command re-activates; robot.yaml 1.0, sim.yaml 0); sim
 only: spawn_roll (to test fall handling), terrain (flat | mattress), reset_on_episode_end (put the
 robot back when the recorder ends an episode), wait_for_policy (step only once the policy answered
 the newest state: exact lockstep when the graph runs faster than real time); unitree_sdk only:
@@ -122,7 +124,7 @@ class PDControllerNode(Node):
             "max_target_step": 0.2, "torque_fraction": 0.9, "spawn_roll": 0.0, "terrain": "flat",
             "reset_on_episode_end": False, "wait_for_policy": False, "robot_ip": GO1_IP, "robot_port": GO1_PORT,
             "local_port": LOCAL_PORT, "state_timeout": 0.1, "connect_timeout": 2.0,
-            "contact_threshold": 20.0, "remote_estop": "L2+B"}.items()}
+            "contact_threshold": 20.0, "remote_estop": "L2+B", "silence_latch": 0.0}.items()}
         if p["backend"] not in BACKENDS:
             raise NodeConfigError(f"unknown backend {p['backend']!r}: choose from {', '.join(BACKENDS)}")
         combo = frozenset(b.strip() for b in str(p["remote_estop"]).split("+") if b.strip())
@@ -131,7 +133,8 @@ class PDControllerNode(Node):
                                   f"{sorted(combo - set(REMOTE_BUTTONS))}; known: {'+'.join(REMOTE_BUTTONS)}")
         self.remote_estop = RemoteEStop(combo)
         cfg = SafetyConfig(max_target_step=p["max_target_step"], torque_fraction=p["torque_fraction"],
-                           watchdog_timeout=p["watchdog_timeout"], max_tilt=p["max_tilt"])
+                           watchdog_timeout=p["watchdog_timeout"], max_tilt=p["max_tilt"],
+                           silence_latch=p["silence_latch"])
         self.core = ControllerCore(cfg)
         if p["backend"] == "sim":
             self.backend = SimBackend(p["spawn_roll"], p["terrain"])

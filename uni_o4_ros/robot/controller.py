@@ -5,7 +5,8 @@
     ESTOP   -> damping until explicitly re-armed (re-arming leads to DAMPING, then ACTIVE on the
                next fresh command)
 A fall (|roll| or |pitch| over the threshold) latches damping and reports an episode abort until
-the robot is upright again and re-armed.
+the robot is upright again and re-armed. So does a policy that stays silent for `silence_latch`
+seconds after the robot was ACTIVE (if set): a short gap recovers by itself, a dead policy does not.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class ControllerCore:
     _q_des: np.ndarray | None = None
     _policy_version: int = 0
     _fall_latched: bool = False
+    _silent_latched: bool = False
+    _silent_since: float | None = None  # when the watchdog damped an ACTIVE robot
 
     def __post_init__(self) -> None:
         self.watchdog = Watchdog(self.cfg.watchdog_timeout)
@@ -54,9 +57,10 @@ class ControllerCore:
         if engage:
             self.mode = Mode.ESTOP
             return "e-stop engaged: damping until re-armed"
-        if self.mode == Mode.ESTOP or self._fall_latched:
+        if self.mode == Mode.ESTOP or self._fall_latched or self._silent_latched:
             self.mode = Mode.DAMPING
-            self._fall_latched = False
+            self._fall_latched = self._silent_latched = False
+            self._silent_since = None
             self._q_des = None  # a command from before the stop is never replayed
             return "re-armed: active on the next fresh command"
         return "nothing to re-arm"
@@ -66,7 +70,8 @@ class ControllerCore:
         would, and forget the old command. The next fresh command activates the robot with the rate limit
         starting from the new pose, not from the last target before the reset."""
         self.mode = Mode.DAMPING
-        self._fall_latched = False
+        self._fall_latched = self._silent_latched = False
+        self._silent_since = None
         self._q_des = None
 
     def tick(self, quat_wxyz: np.ndarray, q: np.ndarray, dq: np.ndarray, now: float) -> TickOutcome:
@@ -81,11 +86,20 @@ class ControllerCore:
                                fell=first)
         if self._fall_latched:
             return TickOutcome(damping_command(self.cfg), Mode.DAMPING, "fallen: re-arm required")
+        if self._silent_latched:
+            return TickOutcome(damping_command(self.cfg), Mode.DAMPING, "policy was silent: re-arm required")
         if self._q_des is None or self.watchdog.expired(now):
             if self.mode == Mode.ACTIVE:
                 self._q_des = None
+                self._silent_since = now
             self.mode = Mode.DAMPING
+            if (self._silent_since is not None and self.cfg.silence_latch > 0
+                    and now - self._silent_since >= self.cfg.silence_latch):
+                self._silent_latched = True
+                return TickOutcome(damping_command(self.cfg), Mode.DAMPING,
+                                   f"policy silent for {now - self._silent_since:.2f} s: re-arm required")
             return TickOutcome(damping_command(self.cfg), Mode.DAMPING, "no fresh command (watchdog)")
+        self._silent_since = None
         if self.mode != Mode.ACTIVE:
             self.filter.reset(q)  # rate limit starts from where the joints are now
             self.mode = Mode.ACTIVE

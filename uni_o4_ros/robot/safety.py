@@ -18,6 +18,10 @@ class SafetyConfig:
     watchdog_timeout: float = 0.1  # s without a fresh command -> damping
     max_tilt: float = 1.0  # rad |roll| or |pitch| -> fall
     damping_kd: float = 2.0
+    # s; > 0: a policy silent this long after the robot was ACTIVE latches damping until re-armed (the
+    # real Go1 has folded up by then, and must not spring up by itself when a policy comes back); 0: the
+    # next fresh command re-activates it, whenever it comes (the simulator's default).
+    silence_latch: float = 0.0
 
 
 @dataclass

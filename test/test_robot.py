@@ -214,7 +214,7 @@ def test_a_policy_silent_past_silence_latch_needs_a_re_arm():
     assert out.command.damping and "re-arm required" in out.reason
     c.on_command(q, 1, now=2.0)  # the policy is back: not enough
     assert c.tick(up, q, dq, 2.02).reason == "policy was silent: re-arm required"
-    assert "re-armed" in c.estop(False)
+    assert "re-armed" in c.estop(False) and c.rearms == 1  # a new start: the policy's history begins afresh
     c.on_command(q, 1, now=2.1)
     assert c.tick(up, q, dq, 2.12).mode == Mode.ACTIVE
     # silence_latch 0 (the simulator): however long the silence, the next command re-activates

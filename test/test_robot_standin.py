@@ -20,7 +20,8 @@ from uni_o4_ros.data import read_hdf5
 from uni_o4_ros.field.pipeline import PRETRAINED
 from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
 from uni_o4_ros.nodes.processes import node_command
-from uni_o4_ros.robot.go1 import roll_pitch, rotation_matrix
+from uni_o4_ros.robot.go1 import DEFAULT_Q, roll_pitch, rotation_matrix
+from uni_o4_ros.robot.observation import OBS_DIM
 from uni_o4_ros.sim.go1_udp_robot import Go1UdpRobot
 from uni_o4_ros.sim.t265_standin import FEED_ENV, STANDIN_MODULES
 
@@ -133,7 +134,7 @@ def test_robot_graph_records_episodes_from_the_stand_in_go1_and_t265(ros_env, tm
         walking = (obs.recorder[0][0], time.monotonic())  # from the first episode's start to now
 
         # The T265 stops sending for 0.5 s mid-episode (a USB drop-out).
-        obs.wait(lambda: len(obs.recorder) >= 5)  # episode 3 has started
+        obs.wait(lambda: obs.steps.get(3, 0) >= 10)  # episode 3 is under way
         served.robot.t265_stalled = True
         obs.wait(lambda: len(obs.ended()) >= 3)
         served.robot.t265_stalled = False
@@ -142,7 +143,7 @@ def test_robot_graph_records_episodes_from_the_stand_in_go1_and_t265(ros_env, tm
 
         # Episode 5: the robot falls. It lies damped for a second; nothing is recorded meanwhile. The
         # operator stands it up, then re-arms the controller, and episode 6 starts from there.
-        obs.wait(lambda: len(obs.recorder) >= 9)  # episode 5 has started
+        obs.wait(lambda: obs.steps.get(5, 0) >= 10)  # episode 5 is under way
         served.knock_over()
         obs.wait(lambda: len(obs.ended()) >= 5)
         n = len(obs.states)
@@ -166,6 +167,10 @@ def test_robot_graph_records_episodes_from_the_stand_in_go1_and_t265(ros_env, tm
         answers, n = obs.answers, len(obs.states)
         obs.wait(lambda: obs.answers >= answers + 25, timeout=60)
         assert set(obs.modes_since(n)) == {RobotState.MODE_DAMPING}  # answered, and still damped: latched
+        # The operator stands the folded-up robot up before re-arming (from the crouch the policy may fall).
+        served.put_back()
+        n = len(obs.states)
+        obs.wait(lambda: len(obs.states) > n and np.abs(np.asarray(obs.states[-1].q) - DEFAULT_Q).max() < 0.1)
         assert "re-armed" in obs.estop(False)
         obs.wait(lambda: len(obs.ended()) >= 8, timeout=60)
 
@@ -206,6 +211,10 @@ def test_robot_graph_records_episodes_from_the_stand_in_go1_and_t265(ros_env, tm
     for i, e in enumerate(episodes):
         last = e.terminals if i == 4 else e.timeouts  # a fall is a termination, the rest truncations
         assert last[-1] and not (e.terminals | e.timeouts)[:-1].any() and not (e.terminals & e.timeouts).any()
+    # A re-arm is a new start: the policy's history begins afresh (its oldest frame still zero padding),
+    # not with frames of the robot lying on its side, folded up or stopped.
+    for i in (5, 7, 9):
+        assert not episodes[i].observations[0][:OBS_DIM].any(), i
 
     # Rewards are computed from this odometry: it must report the trunk's true motion. The body-frame
     # velocity the odometry node published while the first two episodes ran, against the simulator's.

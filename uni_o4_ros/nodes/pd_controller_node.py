@@ -230,7 +230,7 @@ class PDControllerNode(Node):
             self.diag_pub.publish(arr)
 
     def _publish_state(self, s, mode: int) -> RobotState:
-        msg = robot_state(s, self.get_clock().now().to_msg(), mode, self.backend.resets)
+        msg = robot_state(s, self.get_clock().now().to_msg(), mode, self.backend.resets + self.core.rearms)
         self.state_pub.publish(msg)
         self.latency.on_state_published(stamp_ns(msg.header.stamp), time.monotonic())
         if self.backend.publishes_odometry:

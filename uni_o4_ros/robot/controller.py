@@ -43,6 +43,9 @@ class ControllerCore:
     _fall_latched: bool = False
     _silent_latched: bool = False
     _silent_since: float | None = None  # when the watchdog damped an ACTIVE robot
+    # Re-arms so far: each is a new start (a person stood the robot up, or it was stopped), so the
+    # policy begins a fresh observation history instead of one ending in frames of a folded-up robot.
+    rearms: int = 0
 
     def __post_init__(self) -> None:
         self.watchdog = Watchdog(self.cfg.watchdog_timeout)
@@ -62,6 +65,7 @@ class ControllerCore:
             self._fall_latched = self._silent_latched = False
             self._silent_since = None
             self._q_des = None  # a command from before the stop is never replayed
+            self.rearms += 1
             return "re-armed: active on the next fresh command"
         return "nothing to re-arm"
 

@@ -377,6 +377,35 @@ def test_an_episode_that_cannot_be_written_is_kept_and_written_with_the_next(tmp
     assert ds.infos["step"].tolist() == [0, 1, 2, 0, 1, 2, 3, 0, 1, 2, 3, 4] and ds.timeouts.sum() == 3
 
 
+def test_a_second_session_or_a_restarted_recorder_adds_files_and_replaces_none(tmp_path):
+    """Recording into a folder that already holds episodes (yesterday's session, or today's before the
+    recorder restarted, whose ids begin at 1 again) continues the numbering; no file is overwritten."""
+    from uni_o4_ros.data import read_hdf5
+    from uni_o4_ros.robot.episodes import EpisodeWriter
+
+    folder = tmp_path / "robot"
+
+    def record(writer: EpisodeWriter, eid: int, value: float):
+        for k in range(3):
+            writer.add({"episode_id": eid, "step": k, "observation": np.full(3, value, np.float32),
+                        "next_observation": np.full(3, value, np.float32), "action": np.zeros(2, np.float32),
+                        "log_prob": -1.0, "reward": value, "terminal": False, "timeout": k == 2,
+                        "policy_version": 0})
+        return writer.finish(eid)[0]
+
+    monday = EpisodeWriter(folder)
+    assert [record(monday, e, e) for e in (1, 2)] == [folder / "episode_000001.hdf5", folder / "episode_000002.hdf5"]
+    before = {f.name: f.read_bytes() for f in folder.iterdir()}
+    tuesday = EpisodeWriter(folder)  # a new logger, and a recorder counting from 1 again
+    assert [record(tuesday, e, 10 + e) for e in (1, 2)] == [folder / "episode_000003.hdf5",
+                                                            folder / "episode_000004.hdf5"]
+    assert record(tuesday, 1, 20.0) == folder / "episode_000005.hdf5"  # the recorder restarted mid-session
+    assert all((folder / name).read_bytes() == data for name, data in before.items())  # untouched
+    files = sorted(folder.glob("episode_*.hdf5"))
+    assert [float(read_hdf5(f).rewards[0]) for f in files] == [1.0, 2.0, 11.0, 12.0, 20.0]
+    assert [int(read_hdf5(f).metadata["episode_id"]) for f in files] == [1, 2, 1, 2, 1]  # the recorder's own ids
+
+
 def test_remote_estop_fires_once_per_press_of_the_whole_combination():
     rule = RemoteEStop(frozenset({"L2", "B"}))
     held = [set(), {"L2"}, {"L2", "B"}, {"L2", "B", "A"}, {"B"}, {"L2", "B"}, set()]

@@ -7,6 +7,7 @@ file. `read_episodes(dir)` concatenates them into one OfflineDataset for the lea
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,9 +214,14 @@ class EpisodeRecorderCore:
 
 @dataclass
 class EpisodeWriter:
+    """One `episode_NNNNNN.hdf5` per finished episode, numbered by the recorder's episode ids moved
+    past every file already in the folder: a second session into the same folder (or a restarted
+    recorder, whose ids begin at 1 again) adds files and never replaces one."""
+
     directory: Path
     _rows: dict[int, list[dict]] = field(default_factory=dict)
-    _unwritten: dict[int, OfflineDataset] = field(default_factory=dict)
+    _unwritten: dict[Path, OfflineDataset] = field(default_factory=dict)  # by destination, oldest first
+    _offset: int = 0  # file number - recorder episode id
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
@@ -231,26 +237,46 @@ class EpisodeWriter:
         If a file cannot be written (OSError: disk full, the folder gone or replaced), the episode
         stays in memory and the error is raised; the next finish() or flush() writes it first."""
         ds, left_out = episode_dataset(self._rows.pop(episode_id, []), episode_id, metadata)
+        path = None
         if ds is not None:
-            self._unwritten[episode_id] = ds
+            path = self._free_path(episode_id)
+            self._unwritten[path] = ds
         self.flush()
-        return (None if ds is None else self._path(episode_id)), left_out
+        return path, left_out
 
     def flush(self) -> list[Path]:
         """Write the episodes kept in memory after a failed write, oldest first."""
         written = []
-        for episode_id in sorted(self._unwritten):
-            written.append(write_hdf5(self._path(episode_id), self._unwritten[episode_id], overwrite=True))
-            del self._unwritten[episode_id]
+        for path in list(self._unwritten):
+            ds = self._unwritten[path]
+            if path.exists():  # taken while this one waited: it goes after the newest file instead
+                del self._unwritten[path]
+                path = self._free_path(int(ds.metadata["episode_id"]))
+                self._unwritten[path] = ds
+            written.append(write_hdf5(path, ds))
+            del self._unwritten[path]
         return written
 
     @property
     def unwritten(self) -> list[int]:
-        """Finished episodes not yet on disk."""
-        return sorted(self._unwritten)
+        """Finished episodes not yet on disk (recorder episode ids)."""
+        return [int(ds.metadata["episode_id"]) for ds in self._unwritten.values()]
 
-    def _path(self, episode_id: int) -> Path:
-        return self.directory / f"episode_{episode_id:06d}.hdf5"
+    def _free_path(self, episode_id: int) -> Path:
+        path = self._path(episode_id + self._offset)
+        if path.exists() or path in self._unwritten:
+            taken = [int(m.group(1)) for f in self.directory.glob("episode_*.hdf5")
+                     if (m := _EPISODE_FILE.fullmatch(f.name))]
+            taken += [int(_EPISODE_FILE.fullmatch(p.name).group(1)) for p in self._unwritten]
+            self._offset = max(taken) + 1 - episode_id
+            path = self._path(episode_id + self._offset)
+        return path
+
+    def _path(self, number: int) -> Path:
+        return self.directory / f"episode_{number:06d}.hdf5"
+
+
+_EPISODE_FILE = re.compile(r"episode_(\d+)\.hdf5")
 
 
 def episode_dataset(rows: list[dict], episode_id: int,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 from uni_o4_ros.nodes.dds_transport import own_local_graph  # noqa: E402
 from uni_o4_ros.robot.go1 import DEFAULT_Q  # noqa: E402
 from uni_o4_ros.robot.safety import MotorCommand  # noqa: E402
+from uni_o4_ros.sim.go1_udp_robot import free_udp_ports  # noqa: E402
 
 PERIOD = 0.02
 WARMUP = 100  # ticks left out of the statistics
@@ -49,16 +49,10 @@ def summary(name: str, cpu: list[float], rtt: list[float], lost: int) -> dict:
             "round_trip_max_ms": float(r.max())}
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_sdk(ticks: int) -> dict:
     from uni_o4_ros.hardware.unitree_sdk import UnitreeSdkBackend
 
-    port = free_port()
+    [port] = free_udp_ports()
     robot = subprocess.Popen([sys.executable, "-m", "uni_o4_ros.sim.go1_udp_robot", "--port", str(port)],
                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
     robot.stdout.readline()  # "stand-in Go1 listening on ..."

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import socket
 import subprocess
 import sys
 import types
@@ -21,6 +20,7 @@ import yaml
 from conftest import ROOT, stop_nodes
 from uni_o4_ros.field.pipeline import PRETRAINED
 from uni_o4_ros.nodes.processes import node_command
+from uni_o4_ros.sim.go1_udp_robot import free_udp_ports
 from uni_o4_ros.sim.t265_standin import FEED_ENV, STANDIN_MODULES
 
 
@@ -187,9 +187,7 @@ def test_every_configured_parameter_is_declared_by_the_node_it_configures(monkey
 
     # Each node once, under its launched name, as quiet as possible: the sim backend, a camera whose
     # feed never comes (it waits), the shipped policy. What it declares does not depend on the values.
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        feed = probe.getsockname()[1]
+    [feed] = free_udp_ports()
     env = ros_env | {FEED_ENV: f"127.0.0.1:{feed}", "PYTHONPATH": str(STANDIN_MODULES)}
     args = {"policy_node": [f"policy_dir:={PRETRAINED}"], "learner_node": [f"policy_dir:={PRETRAINED}",
                                                                           f"run_dir:={tmp_path / 'learner'}"],

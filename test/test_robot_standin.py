@@ -6,7 +6,6 @@ the simulated trunk's pose. Every node is its own process over DDS, as `ros2 lau
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -22,7 +21,7 @@ from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
 from uni_o4_ros.nodes.processes import node_command
 from uni_o4_ros.robot.go1 import DEFAULT_Q, roll_pitch, rotation_matrix
 from uni_o4_ros.robot.observation import OBS_DIM
-from uni_o4_ros.sim.go1_udp_robot import Go1UdpRobot
+from uni_o4_ros.sim.go1_udp_robot import Go1UdpRobot, free_udp_ports
 from uni_o4_ros.sim.t265_standin import FEED_ENV, STANDIN_MODULES
 
 ROBOT_YAML = ROOT / "config" / "robot.yaml"
@@ -34,12 +33,6 @@ def start(module: str, env: dict[str, str], logs: Path, *params: str) -> subproc
     with open(logs / f"{module}.log", "w") as out:
         return subprocess.Popen(node_command(module, params, ROBOT_YAML), env=env, cwd=ROOT, stdout=out,
                                 stderr=subprocess.STDOUT)
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class WalkingRobot:
@@ -115,7 +108,7 @@ def window_mean(samples: list[tuple[float, ...]], t0: float, t1: float) -> np.nd
 
 
 def test_robot_graph_records_episodes_from_the_stand_in_go1_and_t265(ros_env, tmp_path):
-    feed = free_udp_port()
+    [feed] = free_udp_ports()
     served = WalkingRobot(feed)
     data, logs = tmp_path / "data", tmp_path
     # Only what differs from the robot: the addresses, and a state timeout that tolerates a loaded CI

@@ -183,15 +183,14 @@ def test_stand_in_t265_reports_the_simulated_trunk_as_the_device_would(monkeypat
     import socket
 
     from uni_o4_ros.hardware.t265 import quat_conj, quat_mul
+    from uni_o4_ros.sim.go1_udp_robot import free_udp_ports
     from uni_o4_ros.sim.t265_standin import FEED_ENV, camera_truth
 
     rs = standin_pyrealsense2()
     monkeypatch.delenv(FEED_ENV, raising=False)
     with pytest.raises(DeviceError, match="no RealSense T265 found"):
         T265Source(rs)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    [port] = free_udp_ports()
     monkeypatch.setenv(FEED_ENV, f"127.0.0.1:{port}")
     src = T265Source(rs)
     mount = MountExtrinsic.from_config([0.25, 0.02, 0.05], [0.0, 0.1, 0.0])

@@ -474,7 +474,7 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     procs, robot = [], []  # the stand-in robot stops last: the controller's parting damping reaches it
     if args.standin:
         from .sim.go1_env import TERRAINS
-        from .sim.t265_standin import standin_bringup
+        from .sim.go1_udp_robot import standin_bringup
 
         if args.terrain not in TERRAINS:
             raise ValueError(f"unknown terrain {args.terrain!r} ({' | '.join(sorted(TERRAINS))})")

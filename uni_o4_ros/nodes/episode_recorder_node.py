@@ -130,11 +130,12 @@ class EpisodeRecorderNode(Node):
             self._truncate(EpisodeEvent.ABORTED_ESTOP, "e-stop: the episode ends at its last transition, "
                            "as a truncation")
         # A fall damps too; its own event ends the episode as a termination.
+        stamp = stamp_ns(msg.header.stamp)
         damped = msg.mode == RobotState.MODE_DAMPING and self.core.started_steps() and self.fall is None
-        if seconds := self.damping.exceeded(damped, stamp_ns(msg.header.stamp)):
+        if seconds := self.damping.exceeded(damped, stamp):
             self._end_damped(seconds)
         if finite_sample((*msg.dq, *msg.tau_est)):
-            self.pairing.add_state(stamp_ns(msg.header.stamp), msg)
+            self.pairing.add_state(stamp, msg)
             self._record_ready()
         else:
             self._ignored("robot state")

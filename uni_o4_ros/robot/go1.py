@@ -60,6 +60,12 @@ def roll_pitch(quat_wxyz: np.ndarray) -> tuple[float, float]:
     return float(roll), float(pitch)
 
 
+def yaw(quat_wxyz: np.ndarray) -> float:
+    """Heading (rad) of a (w, x, y, z) quaternion, ZYX convention like roll_pitch."""
+    w, x, y, z = np.asarray(quat_wxyz, np.float64)
+    return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+
+
 def rotation_matrix(quat_wxyz: np.ndarray) -> np.ndarray:
     """Body -> world rotation from a (w, x, y, z) quaternion."""
     w, x, y, z = np.asarray(quat_wxyz, np.float64)

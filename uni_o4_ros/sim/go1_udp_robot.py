@@ -21,6 +21,7 @@ after every tick it sends the camera's pose to the stand-in pyrealsense2 the odo
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 from collections import deque
@@ -29,10 +30,10 @@ import numpy as np
 
 from ..hardware import go1_lowlevel as wire
 from ..hardware.t265 import MountExtrinsic
-from ..robot.go1 import FEET_POLICY_FROM_SDK, POLICY_FROM_SDK, SDK_FROM_POLICY, roll_pitch
+from ..robot.go1 import FEET_POLICY_FROM_SDK, POLICY_FROM_SDK, SDK_FROM_POLICY, roll_pitch, yaw
 from ..robot.safety import MotorCommand
 from .go1_sim import Go1Sim
-from .t265_standin import camera_truth, feed_address
+from .t265_standin import FEED_ENV, STANDIN_MODULES, camera_truth, feed_address
 
 PASSIVE_KD = 1.0  # what an idle motor resists with (N m s / rad); the drivers' own value is not published
 
@@ -94,11 +95,10 @@ class Go1UdpRobot:
     def low_state(self) -> bytes:
         s = self.state
         roll, pitch = roll_pitch(s.quaternion)
-        w, x, y, z = s.quaternion
-        yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
         return wire.encode_low_state(
             q=s.q[SDK_FROM_POLICY], dq=s.dq[SDK_FROM_POLICY], tau_est=s.tau[SDK_FROM_POLICY],
-            quaternion=s.quaternion, gyroscope=s.gyroscope, accelerometer=s.accelerometer, rpy=[roll, pitch, yaw],
+            quaternion=s.quaternion, gyroscope=s.gyroscope, accelerometer=s.accelerometer,
+            rpy=[roll, pitch, yaw(s.quaternion)],
             foot_force=s.foot_force[FEET_POLICY_FROM_SDK], tick_us=int(s.time * 1e6),
             remote=wire.encode_remote(self.buttons))
 
@@ -106,6 +106,34 @@ class Go1UdpRobot:
         self.sock.close()
         if self.t265_sock is not None:
             self.t265_sock.close()
+
+
+def free_udp_ports(n: int = 1) -> list[int]:
+    """n distinct local UDP ports free right now (all bound at once, then released for whoever takes them)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def standin_bringup(terrain: str, env: dict[str, str], mount_xyz: list[float],
+                    mount_rpy: list[float]) -> tuple[list[str], list[str], dict[str, str]]:
+    """How `uni-o4 bringup --standin` runs robot.launch.py's graph without a robot: the stand-in Go1's
+    command line (free local ports for its low-level link and its T265 feed; the camera where the
+    odometry node's mount_xyz / mount_rpy say it is), the pd_controller's parameters that point the SDK at it,
+    and the odometry node's environment (the stand-in pyrealsense2 first on its path, told where its
+    feed arrives)."""
+    robot_port, feed_port = free_udp_ports(2)
+    robot = [sys.executable, "-m", "uni_o4_ros.sim.go1_udp_robot", "--port", str(robot_port), "--terrain", terrain,
+             "--t265", f"127.0.0.1:{feed_port}", "--t265-mount", *(str(float(v)) for v in mount_xyz),
+             "--t265-mount-rpy", *(str(float(v)) for v in mount_rpy)]
+    controller = ["robot_ip:=127.0.0.1", f"robot_port:={robot_port}", "local_port:=0"]
+    path = os.pathsep.join(p for p in (str(STANDIN_MODULES), env.get("PYTHONPATH", "")) if p)
+    return robot, controller, dict(env, PYTHONPATH=path, **{FEED_ENV: f"127.0.0.1:{feed_port}"})
 
 
 def main(argv: list[str] | None = None) -> int:

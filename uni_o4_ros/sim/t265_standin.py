@@ -19,14 +19,13 @@ from __future__ import annotations
 import os
 import socket
 import struct
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..hardware.t265 import T265_LAST_VERSION, quat_conj, quat_mul
-from ..robot.go1 import rotation_matrix
+from ..robot.go1 import rotation_matrix, yaw
 
 FEED_ENV = "UNI_O4_T265_FEED"
 STANDIN_MODULES = Path(__file__).with_name("standin_modules")
@@ -140,9 +139,8 @@ class StandInT265:
         v = np.array(_FEED.unpack(data))
         p, q, lin, ang, conf = v[0:3], v[3:7], v[7:10], v[10:13], int(v[13])
         if self._origin is None:
-            w, x, y, z = q
-            yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-            self._origin = (p.copy(), np.array([np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]))
+            heading = yaw(q)
+            self._origin = (p.copy(), np.array([np.cos(heading / 2), 0.0, 0.0, np.sin(heading / 2)]))
         p0, q0 = self._origin
         r0t = rotation_matrix(q0).T  # world -> the T265's start frame (gravity-aligned)
         q_rel = quat_mul(quat_conj(q0), q)
@@ -161,25 +159,3 @@ def device_present() -> bool:
 def version() -> str:
     return ".".join(map(str, T265_LAST_VERSION))
 
-
-def standin_bringup(terrain: str, env: dict[str, str], mount_xyz: list[float],
-                    mount_rpy: list[float]) -> tuple[list[str], list[str], dict[str, str]]:
-    """How `uni-o4 bringup --standin` runs robot.launch.py's graph without a robot: the stand-in Go1's
-    command line (free local ports for its low-level link and its T265 feed; the camera where the
-    odometry node's mount_xyz / mount_rpy say it is), the pd_controller's parameters that point the SDK at it,
-    and the odometry node's environment (the stand-in pyrealsense2 first on its path, told where its
-    feed arrives)."""
-    ports = []
-    for _ in range(2):  # both bound at once, so they differ; freed for the processes that take them
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        ports.append(s)
-    robot_port, feed_port = (s.getsockname()[1] for s in ports)
-    for s in ports:
-        s.close()
-    robot = [sys.executable, "-m", "uni_o4_ros.sim.go1_udp_robot", "--port", str(robot_port), "--terrain", terrain,
-             "--t265", f"127.0.0.1:{feed_port}", "--t265-mount", *(str(float(v)) for v in mount_xyz),
-             "--t265-mount-rpy", *(str(float(v)) for v in mount_rpy)]
-    controller = ["robot_ip:=127.0.0.1", f"robot_port:={robot_port}", "local_port:=0"]
-    path = os.pathsep.join(p for p in (str(STANDIN_MODULES), env.get("PYTHONPATH", "")) if p)
-    return robot, controller, dict(env, PYTHONPATH=path, **{FEED_ENV: f"127.0.0.1:{feed_port}"})

@@ -337,6 +337,35 @@ def test_a_transition_with_nan_costs_only_itself_not_the_episode_nor_the_logger(
     assert bag.metadata["left_out_non_finite"] == 3
 
 
+def test_a_hangup_ends_the_logger_through_its_shutdown_so_its_bag_is_complete(ros_env, tmp_path):
+    """SIGHUP (the terminal the nodes ran in closed) to a logger keeping an MCAP bag. Before, it ended the
+    process on the spot: the bag was never closed, and `uni-o4 bag2h5` could not read what it held."""
+    import signal
+
+    from uni_o4_ros.data.bag import bag_to_dataset
+    from uni_o4_ros.msg import Transition
+    from uni_o4_ros.nodes.qos import TRANSITIONS
+
+    out = tmp_path / "episodes"
+    logger = start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}",
+                   f"bag_path:={tmp_path / 'bag'}")
+    w = TransitionWatcher()
+    try:
+        pub = w.node.create_publisher(Transition, "transitions", TRANSITIONS)
+        w.wait(lambda: pub.get_subscription_count() >= 2)
+        for m in (_transition(1, 0), _transition(1, 1), _transition(1, 2, timeout=True)):
+            pub.publish(m)
+        w.wait(lambda: (out / "episode_000001.hdf5").exists() or logger.poll() is not None, timeout=60)
+        logger.send_signal(signal.SIGHUP)
+        assert logger.wait(timeout=30) == 0, logger.stderr.read()[-2000:]
+    finally:
+        w.close()
+        stop(logger)
+    bag = bag_to_dataset(tmp_path / "bag")
+    np.testing.assert_array_equal(bag.infos["step"], [0, 1, 2])
+    np.testing.assert_array_equal(bag.observations, read_episodes(out).observations)
+
+
 def _wait_for_output(proc, needle: str, timeout: float = 60.0) -> str:
     """Read the process's stderr until `needle` appears (its log line says the event happened)."""
     import os

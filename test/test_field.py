@@ -134,10 +134,10 @@ def test_a_rerun_reuses_a_stage_only_under_the_settings_it_ran_with(tmp_path, st
     import shutil
     import signal
 
-    from uni_o4_ros.field.node_graph import _raise_on_sigterm
     from uni_o4_ros.field.pipeline import FieldPipeline, field_config
+    from uni_o4_ros.nodes.processes import _raise_exit, stop_signals
 
-    handlers = []  # the SIGTERM handler each stage ran under
+    handlers = []  # the SIGTERM and SIGHUP handlers each stage ran under
 
     class Recorded(FieldPipeline):
         ran: list[str] = []
@@ -145,7 +145,8 @@ def test_a_rerun_reuses_a_stage_only_under_the_settings_it_ran_with(tmp_path, st
         def __getattribute__(self, name):
             if name.startswith("stage_"):
                 stage = name[len("stage_"):]
-                return lambda: (Recorded.ran.append(stage), handlers.append(signal.getsignal(signal.SIGTERM)),
+                return lambda: (Recorded.ran.append(stage),
+                                handlers.append(tuple(map(signal.getsignal, stop_signals()))),
                                 self._finish(stage, {}))
             return super().__getattribute__(name)
 
@@ -157,10 +158,11 @@ def test_a_rerun_reuses_a_stage_only_under_the_settings_it_ran_with(tmp_path, st
 
     everything = ["record", "offline", "online", "evaluate", "report"]
     assert run() == everything
-    # Every stage runs with SIGTERM turned into SystemExit, so a killed run stops its node processes
-    # and evaluation workers; the caller's handler is back afterwards.
-    assert len(handlers) == 5 and all(h is _raise_on_sigterm for h in handlers)
-    assert signal.getsignal(signal.SIGTERM) is not _raise_on_sigterm
+    # Every stage runs with SIGTERM and SIGHUP (unless nohup ignores it) turned into SystemExit, so a killed
+    # or hung-up run stops its node processes and evaluation workers; the caller's handlers are back afterwards.
+    assert signal.SIGTERM in stop_signals() and len(handlers) == 5
+    assert all(h is _raise_exit for hs in handlers for h in hs) and len(handlers[0]) == len(stop_signals())
+    assert all(signal.getsignal(s) is not _raise_exit for s in stop_signals())
     assert run() == []
     assert run(online_steps=300) == ["online", "evaluate", "report"]
     assert run(online_steps=300, online_actor_lr=1e-4) == ["online", "evaluate", "report"]

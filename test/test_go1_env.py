@@ -167,10 +167,10 @@ def test_a_killed_evaluation_leaves_no_worker_processes(standing_policy):
     import signal
     from pathlib import Path
 
-    code = ("from uni_o4_ros.field.node_graph import sigterm_raises_exit\n"
+    code = ("from uni_o4_ros.nodes.processes import stop_signals_raise_exit\n"
             "from uni_o4_ros.sim.evaluate import evaluate_go1_cells\n"
             f"cells = [({str(standing_policy)!r}, 'flat', 0.5, 3, 0, 1000, 0.0)] * 12\n"
-            "with sigterm_raises_exit():\n"
+            "with stop_signals_raise_exit():\n"
             "    list(evaluate_go1_cells(cells, workers=2))\n")
     child = subprocess.Popen([sys.executable, "-c", code])
 

@@ -282,6 +282,29 @@ def test_controller_drives_the_stand_in_through_the_sdk_and_latches_damping_when
     assert ctrl.returncode == 0, ctrl.stderr.read()
 
 
+def test_a_hangup_stops_the_controller_with_the_motors_damped(ros_env, standing_policy):
+    """SIGHUP (the SSH session the nodes ran in dropped) to a controller holding the robot up. Before, its
+    default action ended the process on the spot: the last command, stiff at the standing pose, was the
+    robot's last word, and the controller exited with -1 instead of going through its shutdown."""
+    import signal
+
+    served = ServedRobot()
+    ctrl = start("uni_o4_ros.nodes.pd_controller_node", ros_env, "backend:=unitree_sdk", "robot_ip:=127.0.0.1",
+                 f"robot_port:={served.robot.port}", "local_port:=0", "state_timeout:=0.5")
+    pol = start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}")
+    obs = Observer()
+    try:
+        obs.wait(lambda: obs.modes_since(0).count(1) >= 25)  # active: the policy holds the robot up
+        assert np.allclose(served.robot.commands[-1]["kp"], 20.0)
+        ctrl.send_signal(signal.SIGHUP)
+        assert ctrl.wait(timeout=30) == 0, ctrl.stderr.read()
+    finally:
+        obs.close()
+        stop(pol, ctrl)
+    poll_until(lambda: np.all(served.robot.commands[-1]["kp"] == 0))  # its parting command: damping
+    served.close()
+
+
 def test_damping_command_is_what_the_backend_sends_on_damping():
     """The controller's damping command goes out as servo mode with the position loop off."""
     served = ServedRobot()

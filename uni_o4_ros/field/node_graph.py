@@ -7,16 +7,13 @@ files they write (recorded episodes) to know when a stage is done, and stops eve
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
-from ..nodes.processes import node_command, stop_processes
+from ..nodes.processes import node_command, stop_processes, stop_signals_raise_exit
 
 
 class NodeGraphError(RuntimeError):
@@ -46,7 +43,7 @@ def run_until(nodes: dict[str, list[str]], done: Callable[[], bool], log_dir: Pa
     procs: dict[str, subprocess.Popen] = {}
     logs = []
     start = time.monotonic()
-    with sigterm_raises_exit():
+    with stop_signals_raise_exit():
         try:
             for module, params in nodes.items():
                 log = open(log_dir / f"{module}.log", "w")  # noqa: SIM115 - closed in finally
@@ -72,21 +69,3 @@ def run_until(nodes: dict[str, list[str]], done: Callable[[], bool], log_dir: Pa
             for log in logs:
                 log.close()
     return time.monotonic() - start
-
-
-@contextmanager
-def sigterm_raises_exit() -> Iterator[None]:
-    """`kill` (SIGTERM) ends Python without running `finally` blocks, which would leave child
-    processes (node processes, evaluation workers) running on their own. Inside this block it raises
-    SystemExit(143) instead, so they are stopped as on Ctrl-C. Only the main thread may set handlers."""
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_on_sigterm) if main else None
-    try:
-        yield
-    finally:
-        if main:  # `previous` is None when it was not set from Python: that means the default
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-
-
-def _raise_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)

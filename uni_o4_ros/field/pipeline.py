@@ -33,9 +33,10 @@ from tqdm.auto import tqdm
 
 from ..learning.config import to_dict
 from ..learning.jsonlines import read_jsonl
+from ..nodes.processes import stop_signals_raise_exit
 from ..robot.controller import CONTROLLER_SUMMARY
 from ..robot.go1 import CONTROL_DT
-from .node_graph import NodeGraphError, ros_environment, run_until, sigterm_raises_exit
+from .node_graph import NodeGraphError, ros_environment, run_until
 
 PACKAGE = Path(__file__).resolve().parents[1]
 PRETRAINED = PACKAGE / "sim" / "checkpoints" / "go1_flat"
@@ -219,7 +220,7 @@ class FieldPipeline:
         return info
 
     def run(self) -> Path:
-        with sigterm_raises_exit():  # a killed run stops its node processes and evaluation workers
+        with stop_signals_raise_exit():  # a killed (or hung-up) run stops its node processes and evaluation workers
             return self._run()
 
     def _run(self) -> Path:

@@ -1,5 +1,6 @@
 """The one way every node process starts and stops: configuration errors end with one line and
-exit code 2; Ctrl-C, SIGTERM and an external shutdown end quietly."""
+exit code 2; Ctrl-C, SIGTERM, a hangup (SIGHUP, unless nohup ignores it) and an external shutdown
+end quietly, through the node's own shutdown (the controller's parting damping, the logger's files)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
 from .dds_transport import without_shared_memory
+from .processes import stop_signals
 
 
 class NodeConfigError(RuntimeError):
@@ -36,7 +38,9 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
     transport = without_shared_memory(os.environ)
     os.environ.update(transport.settings)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    # A hangup counts: an SSH session to the robot that drops while the nodes run in its foreground
+    # sends them SIGHUP, whose default ends the controller without its parting damping command.
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, *stop_signals())}
     try:
         try:
             node = factory()

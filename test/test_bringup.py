@@ -210,6 +210,48 @@ def test_uni_o4_bringup_standin_runs_the_robot_graph_against_a_stand_in_go1_and_
     assert "remote_estop" in proc.stderr
 
 
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGHUP"])
+def test_a_killed_or_hung_up_bringup_stops_its_nodes(ros_env, standing_policy, tmp_path, signum):
+    """`kill` of `uni-o4 bringup`, or its terminal closing: before, it died at once and left its nodes
+    running on their own, the simulated robot walking and recording with nothing to stop it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT, poll_process_table, process_table
+
+    sig = getattr(signal, signum)
+    params = tmp_path / "short.yaml"
+    params.write_text((ROOT / "config" / "sim.yaml").read_text().replace("max_steps: 1000", "max_steps: 10"))
+    log = (tmp_path / "bringup.log").open("w")
+    child = subprocess.Popen([sys.executable, "-m", "uni_o4_ros.cli", "bringup", "--sim", "--policy",
+                              str(standing_policy), "--out", str(tmp_path / "rec"), "--params", str(params)],
+                             env=ros_env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+    def nodes() -> list[int]:
+        return [pid for pid, ppid, _ in process_table() if ppid == child.pid]
+
+    started = []
+    try:
+        assert poll_process_table(lambda: len(nodes()) == 4, 60), "the nodes never started"
+        started = nodes()
+        # They run: episodes are being recorded.
+        assert poll_process_table(lambda: any((tmp_path / "rec").glob("episode_*.hdf5")), 120)
+        child.send_signal(sig)
+        code = child.wait(timeout=60)
+        assert poll_process_table(lambda: not any(os.path.exists(f"/proc/{p}") for p in started), 30), \
+            "nodes left running on their own"
+        assert code == 128 + sig  # ended through its own exit path
+        assert "was killed" not in (tmp_path / "bringup.log").read_text()  # each node stopped by itself
+    finally:
+        child.kill()
+        log.close()
+        for pid in started:
+            if os.path.exists(f"/proc/{pid}"):
+                os.kill(pid, signal.SIGKILL)
+
+
 def test_operator_starts_and_stops_an_episode_through_the_services(ros_env, standing_policy, tmp_path):
     """auto_start off: nothing is recorded until start_episode; stop_episode ends it as a timeout
     at the next step and the logger writes it; a second start while one runs is refused."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -452,7 +453,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bringup(args: argparse.Namespace) -> int:
     import os
-    import subprocess
 
     if not Path(args.policy).is_dir():
         raise FileNotFoundError(f"policy folder {args.policy} not found")
@@ -469,44 +469,55 @@ def cmd_bringup(args: argparse.Namespace) -> int:
         "pd_controller_node": ([], env),
         "policy_node": ([f"policy_dir:={Path(args.policy).resolve()}"], env),
     }
-    from .nodes.processes import node_command, stop_processes
+    from .nodes.processes import node_command, stop_processes, stop_signals_raise_exit
 
     procs, robot = [], []  # the stand-in robot stops last: the controller's parting damping reaches it
-    if args.standin:
-        from .sim.go1_env import TERRAINS
-        from .sim.go1_udp_robot import standin_bringup
-
-        if args.terrain not in TERRAINS:
-            raise ValueError(f"unknown terrain {args.terrain!r} ({' | '.join(sorted(TERRAINS))})")
-        import yaml
-
-        odometry = yaml.safe_load(params.read_text()).get("odometry", {}).get("ros__parameters", {})
-        robot_cmd, robot_overrides, camera_env = standin_bringup(
-            args.terrain, env, odometry.get("mount_xyz", [0.25, 0.0, 0.05]), odometry.get("mount_rpy", [0.0] * 3))
-        robot.append(subprocess.Popen(robot_cmd, env=env))
-        print(f"started the stand-in Go1 with a T265 ({args.terrain}; pid {robot[0].pid})")
-        nodes["pd_controller_node"] = (robot_overrides, env)
-        nodes["odometry_node"] = ([], camera_env)
-    for module, (overrides, node_env) in nodes.items():
-        procs.append(subprocess.Popen(node_command(module, overrides, params), env=node_env))
-        print(f"started {module} (pid {procs[-1].pid})")
-    try:
-        done = 0
-        while all(p.poll() is None for p in procs + robot):
-            time.sleep(1.0)  # supervising loop: report progress, notice a dead node
-            files = len(list(out.glob("episode_*.hdf5")))
-            if files != done:
-                done = files
-                print(f"{done} episode(s) recorded in {out}")
-            if args.episodes and done >= args.episodes:
-                break
-        dead = [p.args[2] for p in procs + robot if p.poll() not in (None, 0)]  # args[2] is the module
-        if dead:
-            print(f"node(s) exited: {', '.join(dead)}", file=sys.stderr)
-    finally:
-        for p in stop_processes(*procs) + stop_processes(*robot):
-            print(f"{p.args[2]} ignored SIGTERM for 10 s and was killed", file=sys.stderr)
+    dead = []
+    # `kill` or a closed terminal stops the nodes as Ctrl-C does (exit 143 / 129), instead of leaving them
+    # running on their own, the simulated robot still walking and recording.
+    with stop_signals_raise_exit():
+        try:
+            if args.standin:
+                robot.append(_start_standin(args.terrain, params, env, nodes))
+            for module, (overrides, node_env) in nodes.items():
+                procs.append(subprocess.Popen(node_command(module, overrides, params), env=node_env))
+                print(f"started {module} (pid {procs[-1].pid})")
+            done = 0
+            while all(p.poll() is None for p in procs + robot):
+                time.sleep(1.0)  # supervising loop: report progress, notice a dead node
+                files = len(list(out.glob("episode_*.hdf5")))
+                if files != done:
+                    done = files
+                    print(f"{done} episode(s) recorded in {out}")
+                if args.episodes and done >= args.episodes:
+                    break
+            dead = [p.args[2] for p in procs + robot if p.poll() not in (None, 0)]  # args[2] is the module
+            if dead:
+                print(f"node(s) exited: {', '.join(dead)}", file=sys.stderr)
+        finally:
+            for p in stop_processes(*procs) + stop_processes(*robot):
+                print(f"{p.args[2]} ignored SIGTERM for 10 s and was killed", file=sys.stderr)
     return 1 if dead else 0
+
+
+def _start_standin(terrain: str, params: Path, env: dict[str, str], nodes: dict) -> subprocess.Popen:
+    """Start the stand-in Go1 carrying a stand-in T265 where the parameters file mounts the camera,
+    and point the controller and the odometry node (added to `nodes`) at them."""
+    import yaml
+
+    from .sim.go1_env import TERRAINS
+    from .sim.go1_udp_robot import standin_bringup
+
+    if terrain not in TERRAINS:
+        raise ValueError(f"unknown terrain {terrain!r} ({' | '.join(sorted(TERRAINS))})")
+    odometry = yaml.safe_load(params.read_text()).get("odometry", {}).get("ros__parameters", {})
+    robot_cmd, robot_overrides, camera_env = standin_bringup(
+        terrain, env, odometry.get("mount_xyz", [0.25, 0.0, 0.05]), odometry.get("mount_rpy", [0.0] * 3))
+    robot = subprocess.Popen(robot_cmd, env=env)
+    print(f"started the stand-in Go1 with a T265 ({terrain}; pid {robot.pid})")
+    nodes["pd_controller_node"] = (robot_overrides, env)
+    nodes["odometry_node"] = ([], camera_env)
+    return robot
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

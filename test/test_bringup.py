@@ -210,6 +210,38 @@ def test_uni_o4_bringup_standin_runs_the_robot_graph_against_a_stand_in_go1_and_
     assert "remote_estop" in proc.stderr
 
 
+def test_bringup_standin_learn_fine_tunes_the_running_robot_with_robot_yaml_timings(ros_env, tmp_path):
+    """Online fine-tuning as on the Go1 (robot.launch.py deterministic:=false beside learning.launch.py),
+    under config/robot.yaml's timing rules: 0.1 s watchdog, 0.1 s max_damped, 1 s silence_latch. Every
+    hot-swap lands between ticks: no episode is cut short by damping, the recorded steps go on with each
+    new version, and every one of the learner's batches was sampled, so none was left unused."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from uni_o4_ros.field.pipeline import PRETRAINED
+
+    out, learner = tmp_path / "rec", tmp_path / "learner"
+    params = tmp_path / "robot_learn.yaml"
+    params.write_text((ROOT / "config" / "robot.yaml").read_text().replace("max_steps: 1000", "max_steps: 150")
+                      .replace("state_timeout: 0.1", "state_timeout: 0.5")  # the stand-in shares a loaded CI machine
+                      + "learner:\n  ros__parameters:\n    rollout_steps: 150\n    epochs: 2\n")
+    proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "bringup", "--standin", "--policy", str(PRETRAINED),
+                           "--out", str(out), "--episodes", "4", "--params", str(params), "--learn", str(learner)],
+                          env=ros_env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "started learner_node" in proc.stdout and "the learner published policy version 1" in proc.stdout
+    ds = read_episodes(out)
+    assert len(ds) == 600 and ds.timeouts.sum() == 4 and not ds.terminals.any()  # 4 full episodes, no cut
+    versions = ds.infos["policy_version"]
+    assert versions[0] == 0 and versions.max() >= 2 and np.all(np.diff(versions) >= 0)  # swapped in, in order
+    timeline = [json.loads(line) for line in (learner / "timeline.jsonl").read_text().splitlines()]
+    assert [r["version"] for r in timeline][:2] == [1, 2]
+    assert "not used" not in proc.stderr  # the learner's exploration check: every batch was sampled
+    assert "accepted" in proc.stderr and "refused" not in proc.stderr
+
+
 @pytest.mark.parametrize("signum", ["SIGTERM", "SIGHUP"])
 def test_a_killed_or_hung_up_bringup_stops_its_nodes(ros_env, standing_policy, tmp_path, signum):
     """`kill` of `uni-o4 bringup`, or its terminal closing: before, it died at once and left its nodes

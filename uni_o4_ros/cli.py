@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "pd_controller stepping MuJoCo itself (config/sim.yaml). --standin: robot.launch.py's graph "
                        "with config/robot.yaml (the Unitree SDK backend, the T265 odometry node) against a stand-in "
                        "Go1 (MuJoCo behind the low-level UDP protocol) carrying a stand-in T265: a rehearsal of "
-                       "the robot's launch on any computer. For the Go1 itself: `ros2 launch uni_o4_ros "
+                       "the robot's launch on any computer. --learn adds the online stage (learning.launch.py's "
+                       "learner, the policy sampling its actions). For the Go1 itself: `ros2 launch uni_o4_ros "
                        "robot.launch.py`.")
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--sim", action="store_true", help="the simulated Go1 (config/sim.yaml)")
@@ -186,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_count, default=0, help="stop after this many episodes (0: until Ctrl-C)")
     p.add_argument("--params", help="parameters file (default config/sim.yaml, with --standin config/robot.yaml)")
     p.add_argument("--terrain", default="flat", help="--standin: what the stand-in Go1 walks on (flat | mattress)")
+    p.add_argument("--learn", metavar="RUN_DIR",
+                   help="also run the learner (learning.launch.py's node): online PPO on the recorded transitions, "
+                   "each new version verified and hot-swapped into the running policy, which then samples its "
+                   "actions (deterministic:=false). RUN_DIR keeps its checkpoints; rerunning resumes there")
 
     p = sub.add_parser("pretrain", help="online PPO on the flat-ground MuJoCo Go1 (the paper's simulator stage)",
                        description="Vectorised PPO on the simulated Go1 (flat ground, no domain randomisation) "
@@ -469,6 +474,10 @@ def cmd_bringup(args: argparse.Namespace) -> int:
         "pd_controller_node": ([], env),
         "policy_node": ([f"policy_dir:={Path(args.policy).resolve()}"], env),
     }
+    if args.learn:  # as robot.launch.py deterministic:=false beside learning.launch.py
+        nodes["policy_node"][0].append("deterministic:=false")
+        nodes["learner_node"] = ([f"policy_dir:={Path(args.policy).resolve()}",
+                                  f"run_dir:={Path(args.learn).resolve()}"], env)
     from .nodes.processes import node_command, stop_processes, stop_signals_raise_exit
 
     procs, robot = [], []  # the stand-in robot stops last: the controller's parting damping reaches it
@@ -482,13 +491,16 @@ def cmd_bringup(args: argparse.Namespace) -> int:
             for module, (overrides, node_env) in nodes.items():
                 procs.append(subprocess.Popen(node_command(module, overrides, params), env=node_env))
                 print(f"started {module} (pid {procs[-1].pid})")
-            done = 0
+            done, published = 0, _learner_version(Path(args.learn)) if args.learn else 0
             while all(p.poll() is None for p in procs + robot):
                 time.sleep(1.0)  # supervising loop: report progress, notice a dead node
                 files = len(list(out.glob("episode_*.hdf5")))
                 if files != done:
                     done = files
                     print(f"{done} episode(s) recorded in {out}")
+                if args.learn and (version := _learner_version(Path(args.learn))) != published:
+                    published = version
+                    print(f"the learner published policy version {version}")
                 if args.episodes and done >= args.episodes:
                     break
             dead = [p.args[2] for p in procs + robot if p.poll() not in (None, 0)]  # args[2] is the module
@@ -498,6 +510,15 @@ def cmd_bringup(args: argparse.Namespace) -> int:
             for p in stop_processes(*procs) + stop_processes(*robot):
                 print(f"{p.args[2]} ignored SIGTERM for 10 s and was killed", file=sys.stderr)
     return 1 if dead else 0
+
+
+def _learner_version(run_dir: Path) -> int:
+    """The newest version the learner in `run_dir` has published (its timeline; 0 before any)."""
+    from .learning.jsonlines import read_jsonl
+
+    path = run_dir / "timeline.jsonl"
+    rows = read_jsonl(path) if path.is_file() else []
+    return int(rows[-1]["version"]) if rows else 0
 
 
 def _start_standin(terrain: str, params: Path, env: dict[str, str], nodes: dict) -> subprocess.Popen:

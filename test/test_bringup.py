@@ -491,6 +491,45 @@ def test_an_episode_the_logger_cannot_write_is_kept_until_it_can(ros_env, tmp_pa
     assert killed == [] and logger.returncode == 0
 
 
+def test_the_logger_warns_of_a_full_disk_and_bounds_what_waits_in_memory(ros_env, tmp_path):
+    """min_free_mb above what this disk has free: the logger warns at start and after each episode, with
+    how many more fit. max_unwritten_mb 0: an episode its folder cannot take is dropped with an error
+    naming the parameter, and the logger goes on to write the next one once it can."""
+    from uni_o4_ros.msg import Transition
+    from uni_o4_ros.nodes.qos import TRANSITIONS
+
+    out, aside = tmp_path / "episodes", tmp_path / "aside"
+    logger = start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}",
+                   f"min_free_mb:={10**12}", "max_unwritten_mb:=0")
+    w = TransitionWatcher()
+    try:
+        pub = w.node.create_publisher(Transition, "transitions", TRANSITIONS)
+        w.wait(lambda: pub.get_subscription_count() >= 2)
+        seen = _wait_for_output(logger, "MB free in")  # at start
+        for m in (_transition(1, 0), _transition(1, 1, timeout=True)):
+            pub.publish(m)
+        seen += _wait_for_output(logger, "more episodes like the last")
+        assert (out / "episode_000001.hdf5").exists()
+        out.rename(aside)
+        out.write_text("not a folder")
+        for m in (_transition(2, 0), _transition(2, 1, timeout=True)):
+            pub.publish(m)
+        seen += _wait_for_output(logger, "max_unwritten_mb")
+        assert "episode 2 not written" in seen and "and dropped" in seen
+        out.unlink()
+        aside.rename(out)
+        for m in (_transition(3, 0), _transition(3, 1), _transition(3, 2, timeout=True)):
+            pub.publish(m)
+        w.wait(lambda: (out / "episode_000003.hdf5").exists() or logger.poll() is not None, timeout=60)
+        assert logger.poll() is None
+        assert sorted(f.name for f in out.iterdir()) == ["episode_000001.hdf5", "episode_000003.hdf5"]
+        assert read_episodes(out).infos["step"].tolist() == [0, 1, 0, 1, 2]
+    finally:
+        w.close()
+        killed = stop(logger)
+    assert killed == [] and logger.returncode == 0
+
+
 def test_odometry_samples_with_nan_are_ignored_so_every_recorded_reward_is_finite(ros_env, standing_policy, tmp_path):
     """A glitching odometry source (here the test, publishing NaN twists on `odom` faster than the
     simulator's own odometry) must not turn rewards into NaN: the recorder ignores such samples

@@ -377,6 +377,45 @@ def test_an_episode_that_cannot_be_written_is_kept_and_written_with_the_next(tmp
     assert ds.infos["step"].tolist() == [0, 1, 2, 0, 1, 2, 3, 0, 1, 2, 3, 4] and ds.timeouts.sum() == 3
 
 
+def test_episodes_waiting_for_a_writable_folder_are_bounded_the_newest_dropped(tmp_path):
+    """While the folder cannot be written, finished episodes wait in memory up to max_unwritten_bytes;
+    past it the newest is dropped (counted), not kept until the logger is killed with all of them.
+    The ones kept are written once the folder is back."""
+    from uni_o4_ros.robot.episodes import EpisodeWriter, read_episodes
+
+    folder = tmp_path / "episodes"
+    writer = EpisodeWriter(folder)
+
+    def episode(eid: int) -> None:
+        for k in range(4):
+            writer.add({"episode_id": eid, "step": k, "observation": np.full(3, eid, np.float32),
+                        "next_observation": np.full(3, eid, np.float32), "action": np.zeros(2, np.float32),
+                        "log_prob": -1.0, "reward": float(eid), "terminal": False, "timeout": k == 3,
+                        "policy_version": 0})
+
+    folder.rmdir()
+    folder.write_text("not a folder")  # every write fails
+    episode(1)
+    with pytest.raises(OSError):
+        writer.finish(1)
+    one = writer.unwritten_bytes
+    assert one > 0 and writer.unwritten == [1] and writer.dropped == []
+    writer.max_unwritten_bytes = 2 * one  # room for two such episodes
+    episode(2)
+    with pytest.raises(OSError):
+        writer.finish(2)
+    episode(3)
+    with pytest.raises(OSError):
+        writer.finish(3)
+    assert writer.unwritten == [1, 2] and writer.dropped == [3] and writer.unwritten_bytes == 2 * one
+    folder.unlink()
+    folder.mkdir()
+    episode(4)
+    writer.finish(4)
+    assert writer.unwritten == [] and writer.dropped == [3]
+    assert read_episodes(folder).rewards.tolist() == [1.0] * 4 + [2.0] * 4 + [4.0] * 4
+
+
 def test_a_second_session_or_a_restarted_recorder_adds_files_and_replaces_none(tmp_path):
     """Recording into a folder that already holds episodes (yesterday's session, or today's before the
     recorder restarted, whose ids begin at 1 again) continues the numbering; no file is overwritten."""

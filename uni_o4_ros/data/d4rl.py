@@ -38,6 +38,13 @@ class OfflineDataset:
         return int(self.observations.shape[0])
 
     @property
+    def nbytes(self) -> int:
+        """Memory held by the arrays."""
+        arrays = (self.observations, self.actions, self.rewards, self.terminals, self.timeouts,
+                  self.next_observations, *self.infos.values())
+        return int(sum(np.asarray(a).nbytes for a in arrays))
+
+    @property
     def obs_dim(self) -> int:
         return int(self.observations.shape[1])
 

@@ -5,14 +5,19 @@ one), never by an event on another topic, which could overtake the episode's las
 Transitions with NaN/inf values (a sensor glitch) are left out of the file, with a warning, instead
 of failing its validation and taking the episode and the logger with them. An episode whose file
 cannot be written (disk full, the folder gone) stays in memory, with an error, and is written with
-the next episode that can be (or at shutdown); a failing bag stops the bag, not the episode files.
+the next episode that can be (or at shutdown), up to max_unwritten_mb of them: past that the newest
+is dropped, with an error, rather than the logger growing until it is killed with all of them. A
+failing bag stops the bag, not the episode files. Below min_free_mb of free space the logger warns
+at start and after every episode, with how many more episodes fit.
 Parameters: directory, bag_path (optional: also keep every Transition, CDR as received, in an
-MCAP rosbag2 at this path; `uni-o4 bag2h5` converts it, as it does bags from `ros2 bag record`).
+MCAP rosbag2 at this path; `uni-o4 bag2h5` converts it, as it does bags from `ros2 bag record`),
+min_free_mb (1000), max_unwritten_mb (1000).
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 from rclpy.node import Node
@@ -31,7 +36,11 @@ class DatasetLoggerNode(Node):
         super().__init__("dataset_logger")
         directory = self.declare_parameter("directory", "data/robot").value
         bag_path = self.declare_parameter("bag_path", "").value
-        self.writer = EpisodeWriter(directory)
+        self.min_free = int(self.declare_parameter("min_free_mb", 1000).value) * 10**6
+        max_unwritten = int(self.declare_parameter("max_unwritten_mb", 1000).value)
+        if self.min_free < 0 or max_unwritten < 0:
+            raise NodeConfigError("parameters min_free_mb and max_unwritten_mb must be >= 0")
+        self.writer = EpisodeWriter(directory, max_unwritten_bytes=max_unwritten * 10**6)
         self.bag = None
         if bag_path:
             from uni_o4_ros.data.bag import TransitionBagWriter
@@ -42,6 +51,7 @@ class DatasetLoggerNode(Node):
                 raise NodeConfigError(f"cannot open bag {bag_path}: {exc}") from exc
         self.create_subscription(Transition, "transitions", self.on_transition, TRANSITIONS)
         self.get_logger().info(f"logging episodes to {self.writer.directory}")
+        self._check_free_space(None)
 
     def on_transition(self, m: Transition) -> None:
         if self.bag is not None:
@@ -54,12 +64,20 @@ class DatasetLoggerNode(Node):
             self._finish(m.episode_id)
 
     def _finish(self, episode_id: int) -> None:
-        kept = self.writer.unwritten
+        kept, dropped = self.writer.unwritten, len(self.writer.dropped)
         try:
             path, left_out = self.writer.finish(episode_id)
         except OSError as exc:
-            self.get_logger().error(f"episode {episode_id} not written ({exc}); episodes {self.writer.unwritten} "
-                                    "are kept in memory and written with the next episode that can be")
+            if len(self.writer.dropped) > dropped:
+                self.get_logger().error(
+                    f"episode {episode_id} not written ({exc}) and dropped: episodes {self.writer.unwritten} "
+                    f"({self.writer.unwritten_bytes / 1e6:.0f} MB) already wait in memory, the most "
+                    f"max_unwritten_mb allows; {len(self.writer.dropped)} dropped so far")
+            else:
+                self.get_logger().error(f"episode {episode_id} not written ({exc}); episodes "
+                                        f"{self.writer.unwritten} are kept in memory and written with the "
+                                        "next episode that can be")
+            self._check_free_space(None)
             return
         if kept:
             self.get_logger().info(f"episodes {kept}, kept in memory, are now written to {self.writer.directory}")
@@ -70,6 +88,19 @@ class DatasetLoggerNode(Node):
                                    "with NaN/inf values")
         else:
             self.get_logger().info(f"episode {episode_id} written to {path}")
+        self._check_free_space(path)
+
+    def _check_free_space(self, written: Path | None) -> None:
+        """Warn while less than min_free_mb is free where the episodes go: on a robot computer's small
+        disk the operator hears of it before episodes have to wait in memory."""
+        free = self.writer.free_bytes()
+        if free is None or free >= self.min_free:
+            return
+        fit = ""
+        if written is not None and written.is_file() and written.stat().st_size:
+            fit = f": room for about {free // written.stat().st_size} more episodes like the last"
+        self.get_logger().warn(f"only {free / 1e6:.0f} MB free in {self.writer.directory} "
+                               f"(min_free_mb {self.min_free // 10**6}){fit}")
 
     def _write_bag(self, m: Transition) -> None:
         try:

@@ -8,6 +8,7 @@ file. `read_episodes(dir)` concatenates them into one OfflineDataset for the lea
 from __future__ import annotations
 
 import re
+import shutil
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,6 +220,11 @@ class EpisodeWriter:
     recorder, whose ids begin at 1 again) adds files and never replaces one."""
 
     directory: Path
+    # Memory for finished episodes waiting for a folder that can take them (disk full, folder gone).
+    # Past it the newest is dropped, with an error, instead of the logger growing until the kernel
+    # kills it and every waiting episode with it.
+    max_unwritten_bytes: int = 10**9
+    dropped: list[int] = field(default_factory=list)  # recorder ids of the episodes dropped so far
     _rows: dict[int, list[dict]] = field(default_factory=dict)
     _unwritten: dict[Path, OfflineDataset] = field(default_factory=dict)  # by destination, oldest first
     _offset: int = 0  # file number - recorder episode id
@@ -235,13 +241,21 @@ class EpisodeWriter:
         transitions were left out for NaN/inf values.
 
         If a file cannot be written (OSError: disk full, the folder gone or replaced), the episode
-        stays in memory and the error is raised; the next finish() or flush() writes it first."""
+        stays in memory and the error is raised; the next finish() or flush() writes it first. If the
+        episodes waiting would then hold more than `max_unwritten_bytes`, this one is dropped
+        (`dropped`) instead."""
         ds, left_out = episode_dataset(self._rows.pop(episode_id, []), episode_id, metadata)
         path = None
         if ds is not None:
             path = self._free_path(episode_id)
             self._unwritten[path] = ds
-        self.flush()
+        try:
+            self.flush()
+        except OSError:
+            if path in self._unwritten and self.unwritten_bytes > self.max_unwritten_bytes:
+                del self._unwritten[path]
+                self.dropped.append(episode_id)
+            raise
         return path, left_out
 
     def flush(self) -> list[Path]:
@@ -261,6 +275,17 @@ class EpisodeWriter:
     def unwritten(self) -> list[int]:
         """Finished episodes not yet on disk (recorder episode ids)."""
         return [int(ds.metadata["episode_id"]) for ds in self._unwritten.values()]
+
+    @property
+    def unwritten_bytes(self) -> int:
+        return sum(ds.nbytes for ds in self._unwritten.values())
+
+    def free_bytes(self) -> int | None:
+        """Free space where the episodes go (None when the folder cannot be looked at)."""
+        try:
+            return shutil.disk_usage(self.directory).free
+        except OSError:
+            return None
 
     def _free_path(self, episode_id: int) -> Path:
         path = self._path(episode_id + self._offset)

@@ -140,6 +140,29 @@ def test_failed_write_leaves_the_previous_file_and_no_temp_file(tmp_path, monkey
         write_hdf5(path, make_ds())
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_datasets_and_checkpoints_get_the_users_usual_file_mode(tmp_path, umask, mode):
+    """Written atomically, yet with the mode any other file of the user gets. Before, the temporary
+    file's 0600 stuck: recorded episodes and saved policies were unreadable to the rest of a team
+    sharing the folder (another account, a container with another uid)."""
+    import os
+    import stat
+
+    import torch
+
+    from uni_o4_ros.learning import checkpoint as ckpt
+
+    previous = os.umask(umask)
+    try:
+        written = [write_hdf5(tmp_path / "d.hdf5", make_ds())]
+        ckpt.save(tmp_path / "run", "policy", {"w": torch.ones(2)}, {"version": 1})
+        written += sorted((tmp_path / "run").iterdir())
+    finally:
+        os.umask(previous)
+    assert [p.name for p in written] == ["d.hdf5", "policy.json", "policy.safetensors"]
+    assert [oct(stat.S_IMODE(p.stat().st_mode)) for p in written] == [oct(mode)] * 3
+
+
 def test_normalized_score_reference_points_and_names():
     for env, (lo, hi) in {"hopper": (-20.272305, 3234.3), "halfcheetah": (-280.178953, 12135.0),
                           "walker2d": (1.629008, 4592.3)}.items():

@@ -7,13 +7,13 @@ groups infos/* and metadata/*. Only arrays and scalars are read: no pickle anywh
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from .atomic import atomic_write
 
 REQUIRED = ("observations", "actions", "rewards", "terminals")
 FLOAT_KEYS = ("observations", "actions", "rewards", "next_observations")
@@ -110,10 +110,8 @@ def write_hdf5(path: str | Path, ds: OfflineDataset, overwrite: bool = False, co
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
     validate(ds, source=str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as f:
             for key in ("observations", "actions", "rewards", "next_observations"):
                 f.create_dataset(key, data=np.asarray(getattr(ds, key), np.float32), compression=compression)
@@ -123,10 +121,8 @@ def write_hdf5(path: str | Path, ds: OfflineDataset, overwrite: bool = False, co
                 f.create_dataset(f"infos/{key}", data=np.asarray(arr), compression=compression)
             for key, val in ds.metadata.items():
                 f[f"metadata/{key}"] = val if not isinstance(val, str) else np.bytes_(val)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(path, write)
     return path
 
 

@@ -10,29 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
+
+from ..data.atomic import atomic_write
 
 
 class CheckpointError(RuntimeError):
     pass
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
@@ -58,9 +47,10 @@ def save(directory: str | Path, name: str, tensors: dict[str, torch.Tensor], met
     if bad is not None:
         raise CheckpointError(f"not saving {d / name}: tensor {bad!r} has NaN/inf values (training diverged; "
                               f"the previous checkpoint is kept, {diverged_advice})")
-    _atomic_write(d / f"{name}.safetensors", lambda tmp: save_file(flat, tmp))
+    # Serialised here and written by us: safetensors' save_file leaves its file 0600 whatever the umask.
+    atomic_write(d / f"{name}.safetensors", lambda tmp: Path(tmp).write_bytes(safetensors_bytes(flat)))
     # The JSON goes last: its presence marks the checkpoint complete.
-    _atomic_write(d / f"{name}.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True)))
+    atomic_write(d / f"{name}.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True)))
 
 
 def exists(directory: str | Path, name: str) -> bool:

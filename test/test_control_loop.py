@@ -51,6 +51,32 @@ def stamp(s) -> float:
     return s.header.stamp.sec + 1e-9 * s.header.stamp.nanosec
 
 
+def operator(env: dict[str, str], action: str, *args: str) -> str:
+    """`uni-o4 estop ACTION` as a user runs it; its output (exit code 0 asserted)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    done = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "estop", action, *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_uni_o4_estop_without_a_controller_is_a_one_line_error(ros_env):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    done = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "estop", "engage", "--timeout", "1"], env=ros_env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith("uni-o4 estop: error: no pd_controller answered on /estop within 1 s")
+    assert "Traceback" not in done.stderr
+
+
 def test_loop_estop_and_watchdog(ros_env, standing_policy):
     ctrl = start("uni_o4_ros.nodes.pd_controller_node", ros_env, f"watchdog_timeout:={WATCHDOG}")
     pol = start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}")
@@ -64,13 +90,14 @@ def test_loop_estop_and_watchdog(ros_env, standing_policy):
         assert all(np.all(np.isfinite(s.q)) for s in active)
         assert all(sum(s.foot_contact) >= 3 for s in active[-10:])  # standing on its feet
 
+        # The operator's e-stop from a terminal without ros2cli: `uni-o4 estop engage` / `rearm`.
         n = len(obs.states)
-        assert "engaged" in obs.estop(True)
+        assert "engaged" in operator(ros_env, "engage")
         obs.wait(lambda: obs.modes_since(n).count(2) >= 25)  # commands keep coming, e-stop holds
         first_estop = obs.modes_since(n).index(2)
         assert set(obs.modes_since(n + first_estop)) == {2}
         n = len(obs.states)
-        assert "re-armed" in obs.estop(False)
+        assert "re-armed" in operator(ros_env, "rearm")
         obs.wait(lambda: obs.modes_since(n).count(1) >= 10)
 
         n = len(obs.states)

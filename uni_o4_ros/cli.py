@@ -243,6 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .hdf5 file (must not exist)")
     p.add_argument("--topic", default="/transitions", help="Transition topic to read (default /transitions)")
 
+    p = sub.add_parser("estop", help="engage or re-arm the running controller's e-stop (no ros2cli needed)",
+                       description="Calls the pd_controller's `estop` service, as `ros2 service call /estop "
+                       "uni_o4_ros/srv/EStop` would: `engage` damps the robot and latches; `rearm` releases a "
+                       "latched e-stop, fall or silent policy (stand the robot up first). A convenience for "
+                       "bringup on computers without ros2cli, not a safety device: on the Go1 the e-stop at hand "
+                       "is its own remote (L2+B).")
+    p.add_argument("action", choices=["engage", "rearm"])
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the controller (default 5)")
+
     p = sub.add_parser("plot", help="draw a run's scalars.csv as PNG")
     p.add_argument("run_dir", help="run folder with scalars.csv; writes RUN_DIR/scalars.png")
     return parser
@@ -512,6 +521,18 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     return 1 if dead else 0
 
 
+def cmd_estop(args: argparse.Namespace) -> int:
+    from .nodes.operator import NoController, call_estop
+
+    try:
+        ok, message = call_estop(args.action == "engage", args.timeout)
+    except NoController as exc:
+        print(f"uni-o4 estop: error: {exc}", file=sys.stderr)
+        return 2
+    print(message)
+    return 0 if ok else 1
+
+
 def _learner_version(run_dir: Path) -> int:
     """The newest version the learner in `run_dir` has published (its timeline; 0 before any)."""
     from .learning.jsonlines import read_jsonl
@@ -598,6 +619,7 @@ def cmd_field(args: argparse.Namespace) -> int:
 COMMANDS = {
     "collect": cmd_collect, "field": cmd_field, "bag2h5": cmd_bag2h5, "pretrain": cmd_pretrain, "offline": cmd_offline,
     "online": cmd_online, "evaluate": cmd_evaluate, "demo": cmd_demo, "plot": cmd_plot, "bringup": cmd_bringup,
+    "estop": cmd_estop,
 }
 
 

@@ -210,6 +210,36 @@ def test_uni_o4_bringup_standin_runs_the_robot_graph_against_a_stand_in_go1_and_
     assert "remote_estop" in proc.stderr
 
 
+def test_bringup_standin_runs_on_through_falls_with_its_stand_in_operator(ros_env, tmp_path):
+    """A rehearsal nobody watches: with max_tilt 0.03 rad every stumble is a fall, which latches damping.
+    The stand-in operator stands the robot up and re-arms it with L2+A on the remote (robot.yaml's
+    remote_rearm, through the SDK binary and the controller), so the episodes go on: each ends in its fall,
+    each later one starts after a re-arm, from a fresh observation history."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from uni_o4_ros.field.pipeline import PRETRAINED
+    from uni_o4_ros.robot.observation import OBS_DIM
+
+    out = tmp_path / "rec"
+    params = tmp_path / "robot_falls.yaml"
+    params.write_text((ROOT / "config" / "robot.yaml").read_text().replace("max_tilt: 1.0 ", "max_tilt: 0.03")
+                      .replace("state_timeout: 0.1", "state_timeout: 0.5"))  # the stand-in shares a loaded CI machine
+    proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "bringup", "--standin", "--policy", str(PRETRAINED),
+                           "--out", str(out), "--episodes", "3", "--params", str(params), "--operator-delay", "0.2"],
+                          env=ros_env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "re-arms with L2+A on the remote" in proc.stdout
+    assert proc.stderr.count("re-armed: active on the next fresh command (remote: A+L2)") >= 2
+    ds = read_episodes(out)
+    episodes = [ds.observations[s] for s in ds.episode_slices()]
+    assert len(episodes) == 3 and ds.terminals.sum() == 3 and not ds.timeouts.any()  # each ended by its fall
+    # Each after the first began a fresh history at its re-arm (its oldest frame still the zero padding):
+    # the policy did not act on frames of the robot lying on its side.
+    assert all(not e[0][:OBS_DIM].any() for e in episodes[1:])
+
+
 def test_bringup_standin_learn_fine_tunes_the_running_robot_with_robot_yaml_timings(ros_env, tmp_path):
     """Online fine-tuning as on the Go1 (robot.launch.py deterministic:=false beside learning.launch.py),
     under config/robot.yaml's timing rules: 0.1 s watchdog, 0.1 s max_damped, 1 s silence_latch. Every

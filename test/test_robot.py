@@ -17,7 +17,7 @@ from uni_o4_ros.robot.episodes import StepPairing
 from uni_o4_ros.robot.observation import ObservationBuilder, command_vector
 from uni_o4_ros.robot.policy_update import UpdateRejected, encode_update, verify_update
 from uni_o4_ros.robot.reward import reward
-from uni_o4_ros.robot.safety import RemoteEStop, SafetyConfig, SafetyFilter, Watchdog, fallen
+from uni_o4_ros.robot.safety import RemoteCombo, SafetyConfig, SafetyFilter, Watchdog, fallen
 
 
 def test_joint_order_mapping_between_package_and_sdk():
@@ -446,10 +446,10 @@ def test_a_second_session_or_a_restarted_recorder_adds_files_and_replaces_none(t
 
 
 def test_remote_estop_fires_once_per_press_of_the_whole_combination():
-    rule = RemoteEStop(frozenset({"L2", "B"}))
+    rule = RemoteCombo(frozenset({"L2", "B"}))
     held = [set(), {"L2"}, {"L2", "B"}, {"L2", "B", "A"}, {"B"}, {"L2", "B"}, set()]
     assert [rule.pressed(frozenset(b)) for b in held] == [False, False, True, False, False, True, False]
-    assert not RemoteEStop(frozenset()).pressed(frozenset({"L2", "B"}))  # no combination: never
+    assert not RemoteCombo(frozenset()).pressed(frozenset({"L2", "B"}))  # no combination: never
 
 
 def test_step_pairing_uses_the_answered_state_whatever_the_arrival_order():

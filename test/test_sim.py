@@ -51,3 +51,31 @@ def test_mattress_sinks_where_flat_ground_does_not():
 def test_spawn_roll_is_reported_by_the_imu_quaternion(roll):
     st = Go1Sim().reset(roll=roll)
     assert roll_pitch(st.quaternion)[0] == pytest.approx(roll, abs=1e-9)
+
+
+def test_the_stand_in_operator_stands_a_fallen_robot_up_and_presses_the_rearm_buttons():
+    """After a fall the stand-in operator waits `delay`, stands the Go1 up, then holds the re-arm buttons
+    for hold_ticks ticks and lets go; a robot on its feet, or damped for any other reason, is left alone."""
+    from uni_o4_ros.sim.go1_udp_robot import Go1UdpRobot
+    from uni_o4_ros.sim.standin_operator import StandInOperator
+
+    op = StandInOperator(delay=0.1, rearm=frozenset({"L2", "A"}), max_tilt=1.0, hold_ticks=3)
+    robot = Go1UdpRobot(port=0, operator=op)
+    try:
+        damp = damping_command(SafetyConfig())
+
+        def tick() -> tuple[float, frozenset[str]]:
+            robot.state = robot.sim.step(damp)
+            op.after_tick(robot)
+            return abs(roll_pitch(robot.state.quaternion)[0]), robot.buttons
+
+        assert [tick()[1] for _ in range(20)] == [frozenset()] * 20  # upright and damped: nobody comes
+        robot.state = robot.sim.reset(roll=1.4)  # knocked over
+        seen = [tick() for _ in range(12)]
+        rolls, buttons = [r for r, _ in seen], [b for _, b in seen]
+        # 0.1 s = 5 ticks lying (the fall seen on the first), then up and the buttons held for 3 ticks
+        assert all(r > 1.0 for r in rolls[:5]) and all(r < 0.1 for r in rolls[6:])
+        assert buttons == [frozenset()] * 5 + [frozenset({"L2", "A"})] * 3 + [frozenset()] * 4
+        assert op.falls == 1
+    finally:
+        robot.close()

@@ -239,7 +239,7 @@ def test_controller_drives_the_stand_in_through_the_sdk_and_latches_damping_when
     served = ServedRobot()
     # state_timeout generous for a loaded CI machine: the stand-in shares this process with the test.
     ctrl = start("uni_o4_ros.nodes.pd_controller_node", ros_env, "backend:=unitree_sdk", "robot_ip:=127.0.0.1",
-                 f"robot_port:={served.robot.port}", "local_port:=0", "state_timeout:=0.5")
+                 f"robot_port:={served.robot.port}", "local_port:=0", "state_timeout:=0.5", "remote_rearm:=L2+A")
     pol = start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}")
     obs = Observer()
     try:
@@ -273,6 +273,19 @@ def test_controller_drives_the_stand_in_through_the_sdk_and_latches_damping_when
         served.robot.commands.clear()
         obs.wait(lambda: len(served.robot.commands) >= 10)
         assert all(np.all(c["kp"] == 0) for c in served.robot.commands)  # released: still damped
+
+        # The operator re-arms from the remote with L2+A (remote_rearm), but never while L2+B is held.
+        served.robot.buttons = frozenset({"L2", "B", "A"})
+        served.robot.commands.clear()
+        obs.wait(lambda: len(served.robot.commands) >= 25)
+        assert all(np.all(c["kp"] == 0) for c in served.robot.commands)
+        served.robot.buttons = frozenset()
+        n = len(obs.states)
+        obs.wait(lambda: len(obs.states) >= n + 10)
+        assert set(obs.modes_since(n)) == {2}
+        served.robot.buttons = frozenset({"L2", "A"})
+        obs.wait(lambda: np.allclose(served.robot.commands[-1]["kp"], 20.0))  # active again
+        served.robot.buttons = frozenset()
     finally:
         obs.close()
         stop(pol, ctrl)
@@ -303,6 +316,20 @@ def test_a_hangup_stops_the_controller_with_the_motors_damped(ros_env, standing_
         stop(pol, ctrl)
     poll_until(lambda: np.all(served.robot.commands[-1]["kp"] == 0))  # its parting command: damping
     served.close()
+
+
+def test_a_rearm_combination_inside_the_estop_one_is_refused(ros_env):
+    """One hand pressing L2+B would also press L2: the controller refuses such a pair at start."""
+    import subprocess
+
+    ctrl = start("uni_o4_ros.nodes.pd_controller_node", ros_env, "backend:=unitree_sdk", "remote_rearm:=L2")
+    try:
+        assert ctrl.wait(timeout=60) == 2
+        err = ctrl.stderr.read()
+        assert "neither combination may contain the other" in err and "Traceback" not in err
+    except subprocess.TimeoutExpired:
+        stop(ctrl)
+        raise
 
 
 def test_damping_command_is_what_the_backend_sends_on_damping():

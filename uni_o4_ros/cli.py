@@ -187,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_count, default=0, help="stop after this many episodes (0: until Ctrl-C)")
     p.add_argument("--params", help="parameters file (default config/sim.yaml, with --standin config/robot.yaml)")
     p.add_argument("--terrain", default="flat", help="--standin: what the stand-in Go1 walks on (flat | mattress)")
+    p.add_argument("--operator-delay", type=float, default=3.0, metavar="SECONDS",
+                   help="--standin: after a fall a stand-in operator waits this long, stands the robot up and "
+                   "re-arms it with the remote's remote_rearm buttons, so a rehearsal runs on unattended "
+                   "(default 3; 0: nobody, re-arm yourself with `uni-o4 estop rearm`)")
     p.add_argument("--learn", metavar="RUN_DIR",
                    help="also run the learner (learning.launch.py's node): online PPO on the recorded transitions, "
                    "each new version verified and hot-swapped into the running policy, which then samples its "
@@ -496,7 +500,7 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     with stop_signals_raise_exit():
         try:
             if args.standin:
-                robot.append(_start_standin(args.terrain, params, env, nodes))
+                robot.append(_start_standin(args.terrain, params, env, nodes, args.operator_delay))
             for module, (overrides, node_env) in nodes.items():
                 procs.append(subprocess.Popen(node_command(module, overrides, params), env=node_env))
                 print(f"started {module} (pid {procs[-1].pid})")
@@ -542,9 +546,11 @@ def _learner_version(run_dir: Path) -> int:
     return int(rows[-1]["version"]) if rows else 0
 
 
-def _start_standin(terrain: str, params: Path, env: dict[str, str], nodes: dict) -> subprocess.Popen:
-    """Start the stand-in Go1 carrying a stand-in T265 where the parameters file mounts the camera,
-    and point the controller and the odometry node (added to `nodes`) at them."""
+def _start_standin(terrain: str, params: Path, env: dict[str, str], nodes: dict,
+                   operator_delay: float) -> subprocess.Popen:
+    """Start the stand-in Go1 carrying a stand-in T265 where the parameters file mounts the camera (and
+    an operator for its falls, who re-arms with the controller's remote_rearm buttons), and point the
+    controller and the odometry node (added to `nodes`) at them."""
     import yaml
 
     from .sim.go1_env import TERRAINS
@@ -552,11 +558,21 @@ def _start_standin(terrain: str, params: Path, env: dict[str, str], nodes: dict)
 
     if terrain not in TERRAINS:
         raise ValueError(f"unknown terrain {terrain!r} ({' | '.join(sorted(TERRAINS))})")
-    odometry = yaml.safe_load(params.read_text()).get("odometry", {}).get("ros__parameters", {})
+    if operator_delay < 0:
+        raise ValueError(f"--operator-delay must be >= 0, got {operator_delay}")
+    sections = yaml.safe_load(params.read_text())
+    odometry = sections.get("odometry", {}).get("ros__parameters", {})
+    controller = sections.get("pd_controller", {}).get("ros__parameters", {})
+    rearm = str(controller.get("remote_rearm", ""))
+    operator = (operator_delay, rearm, float(controller.get("max_tilt", 1.0))) if operator_delay > 0 else None
     robot_cmd, robot_overrides, camera_env = standin_bringup(
-        terrain, env, odometry.get("mount_xyz", [0.25, 0.0, 0.05]), odometry.get("mount_rpy", [0.0] * 3))
+        terrain, env, odometry.get("mount_xyz", [0.25, 0.0, 0.05]), odometry.get("mount_rpy", [0.0] * 3), operator)
     robot = subprocess.Popen(robot_cmd, env=env)
     print(f"started the stand-in Go1 with a T265 ({terrain}; pid {robot.pid})")
+    if operator is not None:
+        print(f"after a fall a stand-in operator stands it up {operator_delay:g} s later and "
+              + (f"re-arms with {rearm} on the remote" if rearm else
+                 "leaves the re-arm to you (no remote_rearm in the parameters): `uni-o4 estop rearm`"))
     nodes["pd_controller_node"] = (robot_overrides, env)
     nodes["odometry_node"] = ([], camera_env)
     return robot

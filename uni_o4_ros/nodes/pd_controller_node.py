@@ -12,7 +12,9 @@ only: spawn_roll (to test fall handling), terrain (flat | mattress), reset_on_ep
 robot back when the recorder ends an episode), wait_for_policy (step only once the policy answered
 the newest state: exact lockstep when the graph runs faster than real time); unitree_sdk only:
 robot_ip, robot_port, local_port, state_timeout, connect_timeout, contact_threshold, remote_estop (the
-buttons on the Go1's remote that engage the e-stop, "L2+B" by default; "" for none).
+buttons on the Go1's remote that engage the e-stop, "L2+B" by default; "" for none), remote_rearm (the
+buttons that re-arm after a fall, an e-stop or a silent policy, once the operator beside the robot has
+stood it up; "" by default, "L2+A" in robot.yaml; never while the e-stop's buttons are held).
 Every active tick also counts whether its command answered the newest state (diagnostics
 `late_commands`, and one summary line at exit).
 """
@@ -34,7 +36,7 @@ from uni_o4_ros.hardware.t265 import DeviceError
 from uni_o4_ros.hardware.unitree_sdk import GO1_IP, GO1_PORT, LOCAL_PORT, UnitreeSdkBackend
 from uni_o4_ros.msg import EpisodeEvent, JointCommand, RobotState
 from uni_o4_ros.robot.controller import CONTROLLER_SUMMARY, CommandLatency, ControllerCore, Mode
-from uni_o4_ros.robot.safety import RemoteEStop, SafetyConfig
+from uni_o4_ros.robot.safety import RemoteCombo, SafetyConfig
 from uni_o4_ros.srv import EStop
 
 from .episode_events import SIM_RESET_EVENTS
@@ -124,14 +126,16 @@ class PDControllerNode(Node):
             "max_target_step": 0.2, "torque_fraction": 0.9, "spawn_roll": 0.0, "terrain": "flat",
             "reset_on_episode_end": False, "wait_for_policy": False, "robot_ip": GO1_IP, "robot_port": GO1_PORT,
             "local_port": LOCAL_PORT, "state_timeout": 0.1, "connect_timeout": 2.0,
-            "contact_threshold": 20.0, "remote_estop": "L2+B", "silence_latch": 0.0}.items()}
+            "contact_threshold": 20.0, "remote_estop": "L2+B", "remote_rearm": "", "silence_latch": 0.0}.items()}
         if p["backend"] not in BACKENDS:
             raise NodeConfigError(f"unknown backend {p['backend']!r}: choose from {', '.join(BACKENDS)}")
-        combo = frozenset(b.strip() for b in str(p["remote_estop"]).split("+") if b.strip())
-        if combo - set(REMOTE_BUTTONS):
-            raise NodeConfigError(f"remote_estop {p['remote_estop']!r}: unknown button(s) "
-                                  f"{sorted(combo - set(REMOTE_BUTTONS))}; known: {'+'.join(REMOTE_BUTTONS)}")
-        self.remote_estop = RemoteEStop(combo)
+        self.remote_estop = RemoteCombo(_combo("remote_estop", p["remote_estop"]))
+        self.remote_rearm = RemoteCombo(_combo("remote_rearm", p["remote_rearm"]))
+        stop, go = self.remote_estop.combo, self.remote_rearm.combo
+        if stop and go and (stop <= go or go <= stop):
+            # One hand would then press both: pressing the e-stop's buttons must never also re-arm.
+            raise NodeConfigError(f"remote_rearm {p['remote_rearm']!r} and remote_estop {p['remote_estop']!r}: "
+                                  "neither combination may contain the other")
         cfg = SafetyConfig(max_target_step=p["max_target_step"], torque_fraction=p["torque_fraction"],
                            watchdog_timeout=p["watchdog_timeout"], max_tilt=p["max_tilt"],
                            silence_latch=p["silence_latch"])
@@ -202,8 +206,12 @@ class PDControllerNode(Node):
         self._check_backend()
         if s is None:
             return  # no state from the robot yet: nothing is commanded
-        if self.remote_estop.pressed(getattr(s, "buttons", frozenset())):  # simulated robots have no remote
+        buttons = getattr(s, "buttons", frozenset())  # simulated robots have no remote
+        stop, go = self.remote_estop.pressed(buttons), self.remote_rearm.pressed(buttons)
+        if stop:
             self.get_logger().warn(f"{self.core.estop(True)} (remote: {'+'.join(sorted(self.remote_estop.combo))})")
+        elif go and not self.remote_estop.held(buttons):
+            self.get_logger().warn(f"{self.core.estop(False)} (remote: {'+'.join(sorted(self.remote_rearm.combo))})")
         now = time.monotonic()
         if self.latency.must_wait(now, estop=self.core.mode == Mode.ESTOP):
             return  # simulated time stands still until the policy has answered
@@ -260,6 +268,15 @@ class PDControllerNode(Node):
         self.backend.close()  # the SDK backend damps the motors: a stopped controller leaves no stiffness
         # One machine-readable line at exit, for whoever ran the graph (the field pipeline's report).
         print(f"{CONTROLLER_SUMMARY}{json.dumps({'ticks': self.ticks, **self.latency.to_dict()})}", flush=True)
+
+
+def _combo(name: str, value: str) -> frozenset[str]:
+    """A parameter such as "L2+B" -> its buttons; "" -> none."""
+    combo = frozenset(b.strip() for b in str(value).split("+") if b.strip())
+    if combo - set(REMOTE_BUTTONS):
+        raise NodeConfigError(f"{name} {value!r}: unknown button(s) {sorted(combo - set(REMOTE_BUTTONS))}; "
+                              f"known: {'+'.join(REMOTE_BUTTONS)}")
+    return combo
 
 
 def main(args: list[str] | None = None) -> int:

@@ -81,17 +81,20 @@ class Watchdog:
 
 
 @dataclass
-class RemoteEStop:
-    """A button combination held on the robot's own remote engages the e-stop: the operator's hand
-    is enough, no laptop. True once per press of the whole combination (holding it is one press)."""
+class RemoteCombo:
+    """A button combination held on the robot's own remote (the e-stop's, the re-arm's): the operator's
+    hand is enough, no laptop. True once per press of the whole combination (holding it is one press)."""
 
     combo: frozenset[str]
     _held: bool = False
 
     def pressed(self, buttons: frozenset[str]) -> bool:
-        held = bool(self.combo) and self.combo <= buttons
+        held = self.held(buttons)
         first, self._held = held and not self._held, held
         return first
+
+    def held(self, buttons: frozenset[str]) -> bool:
+        return bool(self.combo) and self.combo <= buttons
 
 
 def fallen(roll: float, pitch: float, max_tilt: float) -> bool:

@@ -33,6 +33,7 @@ from ..hardware.t265 import MountExtrinsic
 from ..robot.go1 import FEET_POLICY_FROM_SDK, POLICY_FROM_SDK, SDK_FROM_POLICY, roll_pitch, yaw
 from ..robot.safety import MotorCommand
 from .go1_sim import Go1Sim
+from .standin_operator import StandInOperator
 from .t265_standin import FEED_ENV, STANDIN_MODULES, camera_truth, feed_address
 
 PASSIVE_KD = 1.0  # what an idle motor resists with (N m s / rad); the drivers' own value is not published
@@ -54,8 +55,9 @@ def motor_command(packet: dict[str, np.ndarray]) -> MotorCommand:
 class Go1UdpRobot:
     def __init__(self, host: str = "127.0.0.1", port: int = 8007, sim: Go1Sim | None = None,
                  keep_commands: int = 1000, t265: tuple[str, int] | None = None,
-                 t265_mount: MountExtrinsic | None = None) -> None:
+                 t265_mount: MountExtrinsic | None = None, operator: StandInOperator | None = None) -> None:
         self.sim = sim or Go1Sim()
+        self.operator = operator  # a person who stands it up after a fall and re-arms; None: nobody
         self.state = self.sim.reset()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((host, port))
@@ -85,6 +87,8 @@ class Go1UdpRobot:
         self.commands.append(packet)
         self.state = self.sim.step(motor_command(packet))
         self.steps += 1
+        if self.operator is not None:
+            self.operator.after_tick(self)
         self.sock.sendto(self.low_state(), peer)
         if self.t265 is not None and not self.t265_stalled:
             s = self.state
@@ -120,17 +124,20 @@ def free_udp_ports(n: int = 1) -> list[int]:
             s.close()
 
 
-def standin_bringup(terrain: str, env: dict[str, str], mount_xyz: list[float],
-                    mount_rpy: list[float]) -> tuple[list[str], list[str], dict[str, str]]:
+def standin_bringup(terrain: str, env: dict[str, str], mount_xyz: list[float], mount_rpy: list[float],
+                    operator: tuple[float, str, float] | None = None) -> tuple[list[str], list[str], dict[str, str]]:
     """How `uni-o4 bringup --standin` runs robot.launch.py's graph without a robot: the stand-in Go1's
     command line (free local ports for its low-level link and its T265 feed; the camera where the
     odometry node's mount_xyz / mount_rpy say it is), the pd_controller's parameters that point the SDK at it,
     and the odometry node's environment (the stand-in pyrealsense2 first on its path, told where its
-    feed arrives)."""
+    feed arrives). `operator` (delay s, remote_rearm, max_tilt): someone stands it up after falls."""
     robot_port, feed_port = free_udp_ports(2)
     robot = [sys.executable, "-m", "uni_o4_ros.sim.go1_udp_robot", "--port", str(robot_port), "--terrain", terrain,
              "--t265", f"127.0.0.1:{feed_port}", "--t265-mount", *(str(float(v)) for v in mount_xyz),
              "--t265-mount-rpy", *(str(float(v)) for v in mount_rpy)]
+    if operator is not None:
+        delay, rearm, max_tilt = operator
+        robot += ["--operator", str(float(delay)), "--operator-rearm", rearm, "--max-tilt", str(float(max_tilt))]
     controller = ["robot_ip:=127.0.0.1", f"robot_port:={robot_port}", "local_port:=0"]
     path = os.pathsep.join(p for p in (str(STANDIN_MODULES), env.get("PYTHONPATH", "")) if p)
     return robot, controller, dict(env, PYTHONPATH=path, **{FEED_ENV: f"127.0.0.1:{feed_port}"})
@@ -151,11 +158,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="camera position in base_link (m), as config/robot.yaml's mount_xyz")
     ap.add_argument("--t265-mount-rpy", type=float, nargs=3, default=[0.0, 0.0, 0.0], metavar=("R", "P", "Y"),
                     help="camera orientation in base_link (rad), as config/robot.yaml's mount_rpy")
+    ap.add_argument("--operator", type=float, default=0.0, metavar="SECONDS",
+                    help="a person beside the robot: this long after a fall they stand it up and press the "
+                    "re-arm buttons on the remote (0, the default: nobody)")
+    ap.add_argument("--operator-rearm", default="L2+A", metavar="BUTTONS",
+                    help="the buttons they press, as the pd_controller's remote_rearm (\"\": they only stand it up)")
+    ap.add_argument("--max-tilt", type=float, default=1.0, help="what they call a fall: the controller's max_tilt")
     a = ap.parse_args(argv)
     sim = Go1Sim(TERRAINS[a.terrain])
     t265 = feed_address(a.t265) if a.t265 else None
     mount = MountExtrinsic.from_config(a.t265_mount, a.t265_mount_rpy)
-    robot = Go1UdpRobot(a.host, a.port, sim, t265=t265, t265_mount=mount)
+    rearm = frozenset(b.strip() for b in a.operator_rearm.split("+") if b.strip())
+    wire.encode_remote(rearm)  # unknown buttons: a clear error now, not at the first fall
+    operator = StandInOperator(a.operator, rearm, a.max_tilt) if a.operator > 0 else None
+    robot = Go1UdpRobot(a.host, a.port, sim, t265=t265, t265_mount=mount, operator=operator)
     robot.state = sim.reset(roll=a.spawn_roll)
     print(f"stand-in Go1 listening on {a.host}:{robot.port} ({a.terrain})", flush=True)
     try:

@@ -31,6 +31,15 @@ class TransitionWatcher:
     def wait(self, cond, timeout: float = 120.0) -> None:
         wait_until(self.rclpy, self.node, cond, timeout)
 
+    def publisher(self):
+        """A stand-in recorder: publishes on `transitions` once the logger and this watcher listen."""
+        from uni_o4_ros.msg import Transition
+        from uni_o4_ros.nodes.qos import TRANSITIONS
+
+        pub = self.node.create_publisher(Transition, "transitions", TRANSITIONS)
+        self.wait(lambda: pub.get_subscription_count() >= 2)
+        return pub
+
     def close(self) -> None:
         self.node.destroy_node()
         self.rclpy.shutdown()
@@ -403,16 +412,13 @@ def test_a_transition_with_nan_costs_only_itself_not_the_episode_nor_the_logger(
     reward failed the episode file's validation inside the logger's callback: the episode was lost
     and the logger process died, so nothing after it was recorded either."""
     from uni_o4_ros.data.bag import bag_to_dataset
-    from uni_o4_ros.msg import Transition
-    from uni_o4_ros.nodes.qos import TRANSITIONS
 
     out = tmp_path / "episodes"
     logger = start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}",
                    f"bag_path:={tmp_path / 'bag'}")
     w = TransitionWatcher()
     try:
-        pub = w.node.create_publisher(Transition, "transitions", TRANSITIONS)
-        w.wait(lambda: pub.get_subscription_count() >= 2)  # the logger and the watcher itself
+        pub = w.publisher()
         nan = float("nan")
         sent = [_transition(1, 0), _transition(1, 1), _transition(1, 2, reward=nan), _transition(1, 3),
                 _transition(1, 4, timeout=True),
@@ -447,16 +453,13 @@ def test_a_hangup_ends_the_logger_through_its_shutdown_so_its_bag_is_complete(ro
     import signal
 
     from uni_o4_ros.data.bag import bag_to_dataset
-    from uni_o4_ros.msg import Transition
-    from uni_o4_ros.nodes.qos import TRANSITIONS
 
     out = tmp_path / "episodes"
     logger = start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}",
                    f"bag_path:={tmp_path / 'bag'}")
     w = TransitionWatcher()
     try:
-        pub = w.node.create_publisher(Transition, "transitions", TRANSITIONS)
-        w.wait(lambda: pub.get_subscription_count() >= 2)
+        pub = w.publisher()
         for m in (_transition(1, 0), _transition(1, 1), _transition(1, 2, timeout=True)):
             pub.publish(m)
         w.wait(lambda: (out / "episode_000001.hdf5").exists() or logger.poll() is not None, timeout=60)
@@ -488,15 +491,12 @@ def test_an_episode_the_logger_cannot_write_is_kept_until_it_can(ros_env, tmp_pa
     """The logger behind a stand-in recorder; between two episodes its folder is replaced by a file
     (a pulled USB stick whose path something else took). Before, the write error escaped the
     callback and killed the logger: that episode and every later one were lost until a restart."""
-    from uni_o4_ros.msg import Transition
-    from uni_o4_ros.nodes.qos import TRANSITIONS
 
     out, aside = tmp_path / "episodes", tmp_path / "aside"
     logger = start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}")
     w = TransitionWatcher()
     try:
-        pub = w.node.create_publisher(Transition, "transitions", TRANSITIONS)
-        w.wait(lambda: pub.get_subscription_count() >= 2)
+        pub = w.publisher()
         for m in (_transition(1, 0), _transition(1, 1, timeout=True)):
             pub.publish(m)
         w.wait(lambda: (out / "episode_000001.hdf5").exists() or logger.poll() is not None, timeout=60)
@@ -525,16 +525,13 @@ def test_the_logger_warns_of_a_full_disk_and_bounds_what_waits_in_memory(ros_env
     """min_free_mb above what this disk has free: the logger warns at start and after each episode, with
     how many more fit. max_unwritten_mb 0: an episode its folder cannot take is dropped with an error
     naming the parameter, and the logger goes on to write the next one once it can."""
-    from uni_o4_ros.msg import Transition
-    from uni_o4_ros.nodes.qos import TRANSITIONS
 
     out, aside = tmp_path / "episodes", tmp_path / "aside"
     logger = start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}",
                    f"min_free_mb:={10**12}", "max_unwritten_mb:=0")
     w = TransitionWatcher()
     try:
-        pub = w.node.create_publisher(Transition, "transitions", TRANSITIONS)
-        w.wait(lambda: pub.get_subscription_count() >= 2)
+        pub = w.publisher()
         seen = _wait_for_output(logger, "MB free in")  # at start
         for m in (_transition(1, 0), _transition(1, 1, timeout=True)):
             pub.publish(m)

@@ -299,7 +299,8 @@ def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h
 
 
 def test_help_explains_every_command():
-    for cmd in ("collect", "offline", "online", "evaluate", "demo", "plot", "pretrain", "field", "bringup", "bag2h5"):
+    for cmd in ("collect", "offline", "online", "evaluate", "demo", "plot", "pretrain", "field", "bringup", "bag2h5",
+                "estop"):
         proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", cmd, "--help"], capture_output=True,
                               text=True, timeout=120)
         assert proc.returncode == 0 and "usage: uni-o4 " + cmd in proc.stdout

@@ -253,7 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "latched e-stop, fall or silent policy (stand the robot up first). A convenience for "
                        "bringup on computers without ros2cli, not a safety device: on the Go1 the e-stop at hand "
                        "is its own remote (L2+B).")
-    p.add_argument("action", choices=["engage", "rearm"])
+    p.add_argument("action", choices=["engage", "rearm"],
+                   help="engage: damping, latched until re-armed; rearm: active again on the next command")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the controller (default 5)")
 
     p = sub.add_parser("plot", help="draw a run's scalars.csv as PNG")

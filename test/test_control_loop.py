@@ -236,3 +236,57 @@ def test_a_real_robot_cannot_be_told_to_wait_and_a_rate_must_be_positive(ros_env
         run = subprocess.run(node_command("pd_controller_node", params), env=ros_env, capture_output=True,
                              text=True, timeout=120)
         assert run.returncode == 2 and needle in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+def test_commands_from_another_suite_on_the_domain_latch_the_estop(ros_env, standing_policy):
+    """Two suites on one ROS domain (two robots in a lab, a laptop's rehearsal beside the robot): the
+    controller used to apply any JointCommand, so another policy drove this robot. Now a second policy
+    answering this controller's states, or a command answering a state it never published, latches the
+    e-stop; once the other suite is gone and the operator re-arms, its own policy drives it again."""
+    import subprocess
+
+    from uni_o4_ros.msg import JointCommand
+    from uni_o4_ros.nodes.processes import node_command
+    from uni_o4_ros.nodes.qos import COMMAND
+
+    ctrl = subprocess.Popen(node_command("pd_controller_node", []), env=ros_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    pol = start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}")
+    obs = Observer()
+    other = obs.node.create_publisher(JointCommand, "joint_command", COMMAND)  # the other suite's policy
+
+    def answer_as_the_other_policy(n: int) -> None:
+        for s in obs.states[n:]:
+            cmd = JointCommand(q=[0.0] * 12, kp=[20.0] * 12, kd=[0.5] * 12)  # a folded-up pose, not standing
+            cmd.header.stamp = s.header.stamp
+            other.publish(cmd)
+
+    try:
+        obs.wait(lambda: obs.modes_since(0).count(1) >= 25)  # its own policy drives it
+        n = len(obs.states)
+        obs.wait(lambda: answer_as_the_other_policy(n) or 2 in obs.modes_since(n))
+        k = len(obs.states)
+        obs.wait(lambda: len(obs.states) >= k + 50)  # a second: latched, while its own policy is silent
+        assert set(obs.modes_since(k)) == {2}
+        assert "re-armed" in obs.estop(False)  # the other suite is gone (it sent only those answers)
+        n = len(obs.states)
+        obs.wait(lambda: obs.modes_since(n).count(1) >= 25)
+
+        # Its own policy stops; alone, the test answers as that policy would, then once with a stamp
+        # this controller never published (a policy answering another controller's states).
+        stop(pol)
+        n = len(obs.states)
+        obs.wait(lambda: obs.modes_since(n).count(0) >= 40)  # damped by the watchdog, > 0.5 s of silence
+        cmd = JointCommand(q=list(obs.states[-1].q), kp=[20.0] * 12, kd=[0.5] * 12)
+        cmd.header.stamp = obs.states[-1].header.stamp
+        n = len(obs.states)
+        obs.wait(lambda: other.publish(cmd) or 1 in obs.modes_since(n))  # one sender, own states: applied
+        cmd.header.stamp.sec += 1000
+        n = len(obs.states)
+        obs.wait(lambda: other.publish(cmd) or 2 in obs.modes_since(n))
+    finally:
+        obs.close()
+        stop(pol, ctrl)
+    log = ctrl.stdout.read()
+    assert "joint commands from 2 policies: another suite shares ROS_DOMAIN_ID" in log
+    assert "a joint command answering a robot state this controller never published" in log

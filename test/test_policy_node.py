@@ -147,3 +147,34 @@ def test_hot_swap_takes_effect_on_the_next_tick_and_bad_updates_are_refused(node
         assert sorted(set(seqs)) == list(range(1, d.seq + 1))  # every tick was answered
     finally:
         d.close()
+
+
+def test_a_policy_hearing_two_controllers_answers_neither_until_one_is_left(node):
+    """Robot states from two controllers (another suite on this ROS domain): the policy used to answer
+    both from one interleaved history, driving two robots. Now it answers neither, so each controller's
+    watchdog damps; once one is left it answers again."""
+    from uni_o4_ros.nodes.qos import SENSOR
+
+    d = Driver()
+    other = d.n.create_publisher(d.RobotState, "robot_state", SENSOR)
+    try:
+        d.tick()  # answering its one controller
+        sent = []
+        for _ in range(60):  # 0.6 s of two controllers at 100 Hz each
+            for pub in (d.state_pub, other):
+                msg = d.RobotState(mode=d.RobotState.MODE_ACTIVE)
+                msg.header.stamp.sec = 10_000 + len(sent)
+                msg.quaternion = [1.0, 0.0, 0.0, 0.0]
+                msg.q = DEFAULT_Q.tolist()
+                pub.publish(msg)
+                sent.append(msg.header.stamp.sec)
+            d.rclpy.spin_once(d.n, timeout_sec=0.01)
+        d.tick()  # one controller again (after the 0.5 s window): answered, and every answer before it is in
+        answered = {c.header.stamp.sec for c in d.cmds} & set(sent)
+        assert answered <= set(sent[:4])  # at most what came before the second controller was heard
+    finally:
+        d.close()
+    node.terminate()
+    log = node.communicate(timeout=30)[0]
+    assert "robot states from 2 controllers: another suite shares ROS_DOMAIN_ID" in log
+    assert "answering, with a fresh history" in log

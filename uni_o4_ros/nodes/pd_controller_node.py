@@ -22,6 +22,7 @@ Every active tick also counts whether its command answered the newest state (dia
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from types import SimpleNamespace
@@ -35,15 +36,15 @@ from uni_o4_ros.hardware.go1_lowlevel import REMOTE_BUTTONS
 from uni_o4_ros.hardware.t265 import DeviceError
 from uni_o4_ros.hardware.unitree_sdk import GO1_IP, GO1_PORT, LOCAL_PORT, UnitreeSdkBackend
 from uni_o4_ros.msg import EpisodeEvent, JointCommand, RobotState
-from uni_o4_ros.robot.controller import CONTROLLER_SUMMARY, CommandLatency, ControllerCore, Mode
-from uni_o4_ros.robot.safety import RemoteCombo, SafetyConfig
+from uni_o4_ros.robot.controller import CONTROLLER_SUMMARY, CommandLatency, ControllerCore, Mode, PublishedStates
+from uni_o4_ros.robot.safety import RemoteCombo, SafetyConfig, SingleSender
 from uni_o4_ros.srv import EStop
 
 from .episode_events import SIM_RESET_EVENTS
 from .go1_sim_node import odometry, robot_state
 from .qos import COMMAND, EVENTS, SENSOR
 from .run import NodeConfigError, run_node
-from .stamps import stamp_ns
+from .stamps import sender_id, stamp_ns
 from .tf import OdomTfBroadcaster
 
 BACKENDS = ("sim", "go1_sim", "unitree_sdk")
@@ -174,15 +175,36 @@ class PDControllerNode(Node):
         if p["wait_for_policy"] and p["backend"] != "sim":
             raise NodeConfigError("wait_for_policy needs the in-process sim backend: a real robot cannot wait")
         self.latency = CommandLatency(bool(p["wait_for_policy"]), float(p["watchdog_timeout"]))
+        # Another suite on this ROS domain must never drive this robot (see _another_suite).
+        self.published, self.command_senders = PublishedStates(), SingleSender()
         self.create_timer(1.0 / p["rate_hz"], self.on_tick)
 
-    def on_command(self, msg: JointCommand) -> None:
+    def on_command(self, msg: JointCommand, info: dict) -> None:
+        stamp, now = stamp_ns(msg.header.stamp), time.monotonic()
+        senders = self.command_senders.senders(sender_id(info), now)
+        if senders > 1:
+            self._another_suite(f"joint commands from {senders} policies")
+            return
+        if not self.published.includes(stamp):
+            self._another_suite("a joint command answering a robot state this controller never published")
+            return
         q = np.asarray(msg.q, np.float32)
         if q.shape != (12,) or not np.all(np.isfinite(q)):
             self.get_logger().warn("ignored a joint command with non-finite or missing targets")
             return
-        self.core.on_command(q, msg.policy_version, time.monotonic())
-        self.latency.on_command(stamp_ns(msg.header.stamp))
+        self.core.on_command(q, msg.policy_version, now)
+        self.latency.on_command(stamp)
+
+    def _another_suite(self, evidence: str) -> None:
+        """A second suite shares this ROS domain (ROS's default domain and discovery reach across the
+        network: two robots in a lab, a laptop's rehearsal beside the robot). Its command is not applied
+        and the e-stop latches: which policy answers whom is unknown, so no command is trusted."""
+        if self.core.mode != Mode.ESTOP:
+            domain = os.environ.get("ROS_DOMAIN_ID", "0")
+            self.get_logger().error(f"{evidence}: another suite shares ROS_DOMAIN_ID {domain}. "
+                                    f"{self.core.estop(True)}. Give each robot, and each rehearsal, its own "
+                                    "ROS_DOMAIN_ID, then re-arm")
+        self.core.estop(True)
 
     def on_estop(self, req: EStop.Request, res: EStop.Response) -> EStop.Response:
         res.message = self.core.estop(req.engage)
@@ -240,6 +262,7 @@ class PDControllerNode(Node):
     def _publish_state(self, s, mode: int) -> RobotState:
         msg = robot_state(s, self.get_clock().now().to_msg(), mode, self.backend.resets + self.core.rearms)
         self.state_pub.publish(msg)
+        self.published.published(stamp_ns(msg.header.stamp))
         self.latency.on_state_published(stamp_ns(msg.header.stamp), time.monotonic())
         if self.backend.publishes_odometry:
             od = odometry(s, msg.header.stamp)

@@ -9,7 +9,9 @@ with the reason.
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,9 +25,11 @@ from uni_o4_ros.msg import JointCommand, PolicyUpdate, RobotState, Transition
 from uni_o4_ros.robot.go1 import KD, KP
 from uni_o4_ros.robot.observation import command_vector
 from uni_o4_ros.robot.policy_runner import PolicyRunner
+from uni_o4_ros.robot.safety import SingleSender
 
 from .qos import COMMAND, EVENTS, POLICY_UPDATE, SENSOR, TRANSITIONS
 from .run import NodeConfigError, run_node
+from .stamps import sender_id
 
 
 class PolicyNode(Node):
@@ -58,13 +62,28 @@ class PolicyNode(Node):
         # an idle machine it delayed commands past the 100 ms watchdog; a single-threaded executor
         # plus one worker does not.)
         self.verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
+        self.state_senders, self.crowded = SingleSender(), False
         self.create_subscription(RobotState, "robot_state", self.on_state, SENSOR)
         self.create_subscription(PolicyUpdate, "policy_update", self.on_update, POLICY_UPDATE)
         # Velocity commands (the recorder's per-episode command in simulation, a joystick on the robot).
         self.create_subscription(Twist, "cmd_vel", self.on_cmd_vel, EVENTS)
         self.get_logger().info(f"policy v{self.runner.version} from {policy_dir}, obs {self.runner.obs_dim}")
 
-    def on_state(self, msg: RobotState) -> None:
+    def on_state(self, msg: RobotState, info: dict) -> None:
+        controllers = self.state_senders.senders(sender_id(info), time.monotonic())
+        if controllers > 1:
+            # Another suite's controller on this ROS domain: answering both would drive two robots from
+            # one interleaved history. Silent, this policy lets its own controller's watchdog damp.
+            if not self.crowded:
+                self.get_logger().error(f"robot states from {controllers} controllers: another suite shares "
+                                        f"ROS_DOMAIN_ID {os.environ.get('ROS_DOMAIN_ID', '0')}; not answering "
+                                        "until one is left. Give each robot, and each rehearsal, its own domain")
+            self.crowded = True
+            return
+        if self.crowded:  # alone again: a fresh history, none of the other robot's frames
+            self.crowded = False
+            self.runner.reset()
+            self.get_logger().warn("robot states from one controller again: answering, with a fresh history")
         if msg.resets != self.resets:
             # The robot was stood up again (simulation): the history restarts at this very state.
             self.resets = msg.resets

@@ -11,6 +11,7 @@ seconds after the robot was ACTIVE (if set): a short gap recovers by itself, a d
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -115,6 +116,26 @@ class ControllerCore:
 
 
 CONTROLLER_SUMMARY = "pd_controller summary: "  # the node's exit line: this prefix, then JSON
+
+
+@dataclass
+class PublishedStates:
+    """The stamps of the last `keep` robot states this controller published (5 s at 50 Hz). A command
+    answers one of them, or it was computed from another controller's states: a second suite on the
+    same ROS domain, whose policy must not drive this robot."""
+
+    keep: int = 250
+    _stamps: deque = field(default_factory=deque)
+    _set: set = field(default_factory=set)
+
+    def published(self, stamp: int) -> None:
+        self._stamps.append(stamp)
+        self._set.add(stamp)
+        if len(self._stamps) > self.keep:
+            self._set.discard(self._stamps.popleft())
+
+    def includes(self, stamp: int) -> bool:
+        return stamp in self._set
 
 
 @dataclass

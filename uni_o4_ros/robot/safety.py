@@ -97,6 +97,26 @@ class RemoteCombo:
         return bool(self.combo) and self.combo <= buttons
 
 
+@dataclass
+class SingleSender:
+    """Whether a topic only one node may publish (the policy's joint commands to its controller, the
+    controller's robot states to its policy) has a second sender. Two suites on one ROS domain (two
+    robots in a lab, a laptop's rehearsal beside the robot: ROS's default domain and discovery reach
+    across the network) would otherwise drive each other's motors: a controller applies any command,
+    and a policy answers any state. A second sender heard within `window` seconds of another is a
+    second source; a new sender after a silence is the same node restarted."""
+
+    window: float = 0.5
+    _last: dict[bytes, float] = field(default_factory=dict)
+
+    def senders(self, sender: bytes, now: float) -> int:
+        """How many senders were heard within the window, this one included."""
+        self._last[sender] = now
+        for s in [s for s, t in self._last.items() if now - t > self.window]:
+            del self._last[s]
+        return len(self._last)
+
+
 def fallen(roll: float, pitch: float, max_tilt: float) -> bool:
     return abs(roll) > max_tilt or abs(pitch) > max_tilt
 

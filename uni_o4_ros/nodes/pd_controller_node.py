@@ -16,7 +16,9 @@ buttons on the Go1's remote that engage the e-stop, "L2+B" by default; "" for no
 buttons that re-arm after a fall, an e-stop or a silent policy, once the operator beside the robot has
 stood it up; "" by default, "L2+A" in robot.yaml; never while the e-stop's buttons are held).
 Every active tick also counts whether its command answered the newest state (diagnostics
-`late_commands`, and one summary line at exit).
+`late_commands`, and one summary line at exit). A command is applied only if it answers one of this
+controller's own recent states and comes from the one policy it hears: anything else means another
+suite shares the ROS domain, and latches the e-stop.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Parameters: policy_dir (saved policy folder), deterministic (mean action; False 
 log-probabilities for online learning), seed (of that sampling noise), command_velocity [vx, vy,
 yaw_rate], hmac_key_file (optional; when set, unsigned updates are refused). Every accepted or
 refused update is reported on `policy_status` (diagnostic_msgs/DiagnosticStatus) and in the log,
-with the reason.
+with the reason. While robot states come from two controllers (another suite on the ROS domain) it
+answers none, so its controller's watchdog damps; once one is left it starts a fresh history.
 """
 
 from __future__ import annotations

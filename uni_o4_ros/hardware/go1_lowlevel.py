@@ -120,6 +120,15 @@ def encode_low_cmd(mode: np.ndarray, q: np.ndarray, dq: np.ndarray, tau: np.ndar
     return _sealed(rec)
 
 
+def parse_buttons(text: str) -> frozenset[str]:
+    """A combination such as "L2+B" -> its buttons ("" -> none); unknown names are a WireError."""
+    buttons = frozenset(b.strip() for b in str(text).split("+") if b.strip())
+    if buttons - set(REMOTE_BUTTONS):
+        raise WireError(f"{text!r}: unknown button(s) {sorted(buttons - set(REMOTE_BUTTONS))}; "
+                        f"known: {'+'.join(REMOTE_BUTTONS)}")
+    return buttons
+
+
 def encode_remote(buttons: frozenset[str] | set[str] = frozenset()) -> bytes:
     """The wireless remote's 40 bytes with these buttons held (sticks centred)."""
     unknown = set(buttons) - set(REMOTE_BUTTONS)

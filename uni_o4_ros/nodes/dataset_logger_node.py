@@ -96,9 +96,8 @@ class DatasetLoggerNode(Node):
         free = self.writer.free_bytes()
         if free is None or free >= self.min_free:
             return
-        fit = ""
-        if written is not None and written.is_file() and written.stat().st_size:
-            fit = f": room for about {free // written.stat().st_size} more episodes like the last"
+        size = written.stat().st_size if written is not None and written.is_file() else 0
+        fit = f": room for about {free // size} more episodes like the last" if size else ""
         self.get_logger().warn(f"only {free / 1e6:.0f} MB free in {self.writer.directory} "
                                f"(min_free_mb {self.min_free // 10**6}){fit}")
 

@@ -34,7 +34,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
-from uni_o4_ros.hardware.go1_lowlevel import REMOTE_BUTTONS
+from uni_o4_ros.hardware.go1_lowlevel import WireError, parse_buttons
 from uni_o4_ros.hardware.t265 import DeviceError
 from uni_o4_ros.hardware.unitree_sdk import GO1_IP, GO1_PORT, LOCAL_PORT, UnitreeSdkBackend
 from uni_o4_ros.msg import EpisodeEvent, JointCommand, RobotState
@@ -296,12 +296,10 @@ class PDControllerNode(Node):
 
 
 def _combo(name: str, value: str) -> frozenset[str]:
-    """A parameter such as "L2+B" -> its buttons; "" -> none."""
-    combo = frozenset(b.strip() for b in str(value).split("+") if b.strip())
-    if combo - set(REMOTE_BUTTONS):
-        raise NodeConfigError(f"{name} {value!r}: unknown button(s) {sorted(combo - set(REMOTE_BUTTONS))}; "
-                              f"known: {'+'.join(REMOTE_BUTTONS)}")
-    return combo
+    try:
+        return parse_buttons(value)
+    except WireError as exc:
+        raise NodeConfigError(f"{name} {exc}") from exc
 
 
 def main(args: list[str] | None = None) -> int:

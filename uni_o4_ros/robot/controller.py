@@ -11,7 +11,6 @@ seconds after the robot was ACTIVE (if set): a short gap recovers by itself, a d
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -125,17 +124,15 @@ class PublishedStates:
     same ROS domain, whose policy must not drive this robot."""
 
     keep: int = 250
-    _stamps: deque = field(default_factory=deque)
-    _set: set = field(default_factory=set)
+    _stamps: dict[int, None] = field(default_factory=dict)  # insertion ordered: oldest first
 
     def published(self, stamp: int) -> None:
-        self._stamps.append(stamp)
-        self._set.add(stamp)
+        self._stamps[stamp] = None
         if len(self._stamps) > self.keep:
-            self._set.discard(self._stamps.popleft())
+            del self._stamps[next(iter(self._stamps))]
 
     def includes(self, stamp: int) -> bool:
-        return stamp in self._set
+        return stamp in self._stamps
 
 
 @dataclass

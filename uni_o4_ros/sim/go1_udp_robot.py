@@ -168,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
     sim = Go1Sim(TERRAINS[a.terrain])
     t265 = feed_address(a.t265) if a.t265 else None
     mount = MountExtrinsic.from_config(a.t265_mount, a.t265_mount_rpy)
-    rearm = frozenset(b.strip() for b in a.operator_rearm.split("+") if b.strip())
-    wire.encode_remote(rearm)  # unknown buttons: a clear error now, not at the first fall
+    try:
+        rearm = wire.parse_buttons(a.operator_rearm)  # unknown buttons: a clear error now, not at the first fall
+    except wire.WireError as exc:
+        ap.error(f"--operator-rearm {exc}")
     operator = StandInOperator(a.operator, rearm, a.max_tilt) if a.operator > 0 else None
     robot = Go1UdpRobot(a.host, a.port, sim, t265=t265, t265_mount=mount, operator=operator)
     robot.state = sim.reset(roll=a.spawn_roll)

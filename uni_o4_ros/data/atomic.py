@@ -1,7 +1,8 @@
-"""Whole-or-nothing file writes: readers (and a crash) never see half a file."""
+"""Whole-or-nothing file writes: readers, a crash and a power cut never see half a file."""
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from collections.abc import Callable
@@ -12,7 +13,12 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     """`write(tmp)` fills a temporary file beside `path`, which then replaces `path` in one rename.
 
     The temporary file is created with the user's umask like any other file (tempfile.mkstemp makes
-    it 0600, so datasets and policies were unreadable to the rest of a team sharing the folder)."""
+    it 0600, so datasets and policies were unreadable to the rest of a team sharing the folder).
+
+    The data reaches the disk before the rename and the rename before we return: on ext4 a rename
+    can be committed before the delayed data blocks, so a robot whose battery died seconds after an
+    episode was written could reboot to a complete-looking episode file of zero bytes, and a
+    learner to a checkpoint it cannot resume from."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
@@ -24,8 +30,22 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
             continue
     try:
         write(str(tmp))
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some file systems cannot sync a directory (EINVAL); the file itself was synced.
+        if not (exc.errno == errno.EINVAL and path.is_dir()):
+            raise
+    finally:
+        os.close(fd)

@@ -190,6 +190,15 @@ def test_a_rerun_reuses_a_stage_only_under_the_settings_it_ran_with(tmp_path, st
     for m in (tmp_path / "run" / "stages").glob("*.json"):
         m.write_text("{}")
     assert run(online_steps=300, seed=3, policy=str(moved), eval_episodes=4) == ["evaluate", "report"]
+    # a marker (or the run's config.json) cut short, as by a power cut before they were written
+    # atomically, is not trusted: that stage and every later one run again, with no traceback
+    (tmp_path / "run" / "stages" / "online.json").write_text("")
+    assert run(online_steps=300, seed=3, policy=str(moved), eval_episodes=4) == ["online", "evaluate", "report"]
+    assert json.loads((tmp_path / "run" / "stages" / "online.json").read_text())["settings"]
+    # the record and offline markers above are still the old kind ("{}"), judged by config.json alone
+    (tmp_path / "run" / "config.json").write_text('{"policy": ')
+    assert run(online_steps=300, seed=3, policy=str(moved), eval_episodes=4) == everything
+    assert run(online_steps=300, seed=3, policy=str(moved), eval_episodes=4) == []
     # an interrupted stage leaves no marker: it and every stage after it run again
     (tmp_path / "run" / "stages" / "online.json").unlink()
     assert run(online_steps=300, seed=3, policy=str(moved), eval_episodes=4) == ["online", "evaluate", "report"]

@@ -332,6 +332,7 @@ def run_offline(args: argparse.Namespace, dataset_path: str, env: str | None, ru
                 init_policy: str | None = None) -> dict:
     import torch
 
+    from .data.atomic import write_json
     from .learning.config import to_dict
     from .learning.offline import OfflineTrainer, load_policy
     from .learning.scalars import plot_log
@@ -345,7 +346,7 @@ def run_offline(args: argparse.Namespace, dataset_path: str, env: str | None, ru
         init = (pol, norm)
     run = Path(run_dir)
     trainer = OfflineTrainer(cfg, ds, run, init_policy=init, progress=not args.no_progress)  # checks, then mkdir
-    (run / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    write_json(run / "config.json", to_dict(cfg))
     t0 = time.time()
     res = trainer.run()
     summary = {"am_q": res.am_q, "seconds": round(time.time() - t0, 1), "policy": str(run / "final")}
@@ -358,7 +359,7 @@ def run_offline(args: argparse.Namespace, dataset_path: str, env: str | None, ru
         summary.update(eval_return=float(rets.mean()), eval_return_std=float(rets.std()),
                        eval_score=_score(env, float(rets.mean())))
     plot_log(run / "scalars.csv", run / "offline.png", title=f"offline Uni-O4: {Path(dataset_path).name}")
-    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(run / "summary.json", summary)
     return summary
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import secrets
 from collections.abc import Callable
@@ -37,6 +38,16 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """`path.write_text(text)`, atomically: a process polling for the file (the field pipeline waits
+    for the learner's summary.json) or resuming from it never reads it empty or cut short."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def write_json(path: str | Path, obj: object) -> Path:
+    return write_text(path, json.dumps(obj, indent=2))
 
 
 def _fsync(path: Path) -> None:

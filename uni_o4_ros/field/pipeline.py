@@ -31,6 +31,7 @@ from pathlib import Path
 import h5py
 from tqdm.auto import tqdm
 
+from ..data.atomic import write_json
 from ..learning.config import to_dict
 from ..learning.jsonlines import read_jsonl
 from ..nodes.processes import stop_signals_raise_exit
@@ -168,6 +169,15 @@ def stage_settings(cfg: FieldConfig, stage: str, policy_sha256: str) -> dict:
     return {n: values[n] for n in names}
 
 
+def _read_json(path: Path) -> dict | None:
+    """A JSON object from `path`, or None when the file is missing or is not one."""
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def policy_digest(policy_dir: str | Path) -> str:
     """The simulator policy by content, so the same weights under another path still match."""
     h = hashlib.sha256()
@@ -189,12 +199,11 @@ class FieldPipeline:
         self.policy_sha256 = policy_digest(cfg.policy)
         # Markers of runs made before stages recorded their settings are judged by that run's config.
         old = self.out / "config.json"
-        self._earlier: dict | None = None
-        if old.is_file():
-            self._earlier = json.loads(old.read_text())
+        self._earlier = _read_json(old)
+        if self._earlier is not None:
             p = Path(self._earlier.get("policy", ""))
             self._earlier["policy_sha256"] = policy_digest(p) if (p / "policy.safetensors").is_file() else str(p)
-        old.write_text(json.dumps(to_dict(cfg), indent=2))
+        write_json(old, to_dict(cfg))
         # Unless ROS_DOMAIN_ID is set: one DDS domain per output folder, so two field runs on one
         # machine do not cross-talk.
         self.env = ros_environment(default_domain_id=100 + sum(str(self.out.resolve()).encode()) % 100)
@@ -216,7 +225,7 @@ class FieldPipeline:
     def _finish(self, stage: str, info: dict) -> dict:
         m = self._marker(stage)
         m.parent.mkdir(parents=True, exist_ok=True)
-        m.write_text(json.dumps({**info, "settings": stage_settings(self.cfg, stage, self.policy_sha256)}, indent=2))
+        write_json(m, {**info, "settings": stage_settings(self.cfg, stage, self.policy_sha256)})
         return info
 
     def run(self) -> Path:
@@ -229,12 +238,16 @@ class FieldPipeline:
         for i, stage in enumerate(self.STAGES, 1):
             m = self._marker(stage)
             if not redo and m.is_file():
-                changed = self._changed(stage, json.loads(m.read_text()))
-                if not changed:
+                info = _read_json(m)
+                changed = None if info is None else self._changed(stage, info)
+                if changed == []:
                     self.echo(f"[{i}/{len(self.STAGES)}] {stage}: done earlier, skipped")
                     continue
-                self.echo(f"[{i}/{len(self.STAGES)}] {stage}: settings changed since it ran "
-                          f"({'; '.join(changed)}): redoing it and every stage after it")
+                # An unreadable marker (cut short by a power cut before markers were written
+                # atomically, or edited by hand) cannot vouch for its stage either.
+                why = f"its marker {m} is unreadable" if changed is None else \
+                    f"settings changed since it ran ({'; '.join(changed)})"
+                self.echo(f"[{i}/{len(self.STAGES)}] {stage}: {why}: redoing it and every stage after it")
             else:
                 self.echo(f"[{i}/{len(self.STAGES)}] {stage}")
             redo = True
@@ -350,7 +363,7 @@ class FieldPipeline:
                  for _, path, terrain, vx in jobs]
         results = tqdm(evaluate_go1_cells(cells), total=len(cells), desc="evaluate", disable=not self.progress)
         rows = [{"stage": stage, **ev.to_dict()} for (stage, *_), ev in zip(jobs, results)]
-        (self.out / "evaluation.json").write_text(json.dumps(rows, indent=2))
+        write_json(self.out / "evaluation.json", rows)
         return self._finish("evaluate", {"rows": len(rows)})
 
     def stage_report(self) -> dict:

@@ -10,7 +10,6 @@ then roll out its snapshots.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..data.atomic import write_json
 from . import checkpoint as ckpt
 from .normalizer import RunningNormalizer
 from .online import OnlineTrainer, make_gym_env, scratch_agent, scratch_config
@@ -188,8 +188,7 @@ def collect(cfg: CollectConfig, out_dir: str | Path, progress: bool = True) -> d
         paths[kind] = out / f"{name}-{kind}.hdf5"
         write_hdf5(paths[kind], ds, overwrite=True)
         summary[kind] = dataset_summary(ds)
-    (out / "collect.json").write_text(json.dumps({**meta, "datasets": {k: str(v) for k, v in paths.items()},
-                                                  "summary": summary}, indent=2))
+    write_json(out / "collect.json", {**meta, "datasets": {k: str(v) for k, v in paths.items()}, "summary": summary})
     return paths
 
 

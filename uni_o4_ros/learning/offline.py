@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..data.atomic import write_json
 from . import checkpoint as ckpt
 from .behavior_cloning import ensemble_bc_loss
 from .config import UniO4Config, config_hash, to_dict
@@ -349,12 +349,12 @@ class OfflineTrainer:
         chosen = GaussianPolicyEnsemble(source.spec, 1)
         copy_member(chosen, 0, source, best % n)
         self.log.log("select", c.steps, {"am_q_selected": choice.scores[best], "selected_index": float(best)})
-        (self.run_dir / "selection.json").write_text(json.dumps({
+        write_json(self.run_dir / "selection.json", {
             "selected": ("initial", "behavior", "target")[best // n], "member": best % n,
             "iterations": imp.state.iteration, "candidates": [f"{kind} {i}" for kind in
                                                               ("initial", "behavior", "target") for i in range(n)],
             **choice.to_dict(),
-        }, indent=2))
+        })
         return chosen, choice.scores[best]
 
     @torch.no_grad()

@@ -20,7 +20,6 @@ offline_overrides (["section.key=value"]).
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from rclpy.node import Node
 
+from uni_o4_ros.data.atomic import write_json, write_text
 from uni_o4_ros.learning import checkpoint as ckpt
 from uni_o4_ros.learning.config import OnlineConfig
 from uni_o4_ros.learning.offline import load_policy
@@ -124,11 +124,10 @@ class LearnerNode(Node):
             return
         except Exception as exc:  # noqa: BLE001 - report and keep the node (and the robot) up
             self.get_logger().error(f"offline learning failed: {type(exc).__name__}: {exc}")
-            (run_dir / "failed.txt").parent.mkdir(parents=True, exist_ok=True)
-            (run_dir / "failed.txt").write_text(f"{type(exc).__name__}: {exc}\n")
+            write_text(run_dir / "failed.txt", f"{type(exc).__name__}: {exc}\n")
             return
-        (run_dir / "summary.json").write_text(json.dumps({
-            "am_q": res.am_q, "transitions": len(ds), "version": version + 1, "policy": str(run_dir / "final")}))
+        write_json(run_dir / "summary.json", {
+            "am_q": res.am_q, "transitions": len(ds), "version": version + 1, "policy": str(run_dir / "final")})
         self.publish(res.policy, res.normalizer, version + 1)
         self.get_logger().info(f"offline policy published as version {version + 1} (AM-Q {res.am_q:.3f})")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.atomic import write_json
 from ..learning.config import OnlineConfig, to_dict
 from ..learning.normalizer import RunningNormalizer
 from ..learning.offline import save_policy
@@ -54,7 +55,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True) -> Pat
     """Train (or resume) and return the folder of the exported final policy."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    write_json(out / "config.json", to_dict(cfg))
     torch.manual_seed(cfg.seed)
     # The simulator is single-threaded and the networks are small: one torch thread avoids
     # oversubscribing a 2-core machine (measured: 2 threads beside another job ran PPO 10x slower).

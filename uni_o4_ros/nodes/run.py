@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 
 import rclpy
+from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -46,6 +47,12 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
             node = factory()
         except (NodeConfigError, ValueError, *errors) as exc:
             print(f"{name}: error: {exc}", file=sys.stderr)
+            rclpy.shutdown()
+            return 2
+        except InvalidParameterTypeException as exc:
+            # `max_tilt:=1` on a command line, `max_tilt: 1` in a YAML file: ROS will not read an integer
+            # as a double, and said so in a traceback.
+            print(f"{name}: error: {exc} (a DOUBLE parameter needs a decimal point: 1.0, not 1)", file=sys.stderr)
             rclpy.shutdown()
             return 2
         (node.get_logger().warn if transport.shared_memory else node.get_logger().debug)(transport.note)

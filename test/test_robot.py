@@ -17,7 +17,7 @@ from uni_o4_ros.robot.episodes import StepPairing
 from uni_o4_ros.robot.observation import ObservationBuilder, command_vector
 from uni_o4_ros.robot.policy_update import UpdateRejected, encode_update, verify_update
 from uni_o4_ros.robot.reward import reward
-from uni_o4_ros.robot.safety import RemoteCombo, SafetyConfig, SafetyFilter, Watchdog, fallen
+from uni_o4_ros.robot.safety import BatteryGuard, RemoteCombo, SafetyConfig, SafetyFilter, Watchdog, fallen
 
 
 def test_joint_order_mapping_between_package_and_sdk():
@@ -450,6 +450,20 @@ def test_remote_estop_fires_once_per_press_of_the_whole_combination():
     held = [set(), {"L2"}, {"L2", "B"}, {"L2", "B", "A"}, {"B"}, {"L2", "B"}, set()]
     assert [rule.pressed(frozenset(b)) for b in held] == [False, False, True, False, False, True, False]
     assert not RemoteCombo(frozenset()).pressed(frozenset({"L2", "B"}))  # no combination: never
+
+
+def test_battery_guard_faults_below_the_limit_until_charged_past_it_and_warns_once_per_step():
+    guard = BatteryGuard(min_soc=15)
+    draining = [40, 24, 23, 19, 16, 15, 14, 16, 19, 20, 30]
+    faults = [guard.fault(soc) is not None for soc in draining]
+    assert faults == [False] * 6 + [True] * 3 + [False] * 2  # 14 trips it; it holds until 20
+    warned = BatteryGuard(min_soc=15)
+    said = [warned.warning(soc) for soc in draining]
+    assert [soc for soc, w in zip(draining, said) if w] == [24, 19]  # within 10, then within 5: once each
+    assert "e-stop engages below 15%" in said[1]
+    # A Go1 that reports no charge (0 while it answers) is not stopped for it, and the log says it is unchecked.
+    assert guard.fault(0) is None and "not checked" in BatteryGuard(min_soc=15).warning(0)
+    assert BatteryGuard(min_soc=0).fault(3) is None  # 0: off
 
 
 def test_step_pairing_uses_the_answered_state_whatever_the_arrival_order():

@@ -295,6 +295,52 @@ def test_controller_drives_the_stand_in_through_the_sdk_and_latches_damping_when
     assert ctrl.returncode == 0, ctrl.stderr.read()
 
 
+def test_a_low_battery_damps_the_robot_and_no_rearm_is_accepted_until_it_is_charged(ros_env, standing_policy):
+    """A draining Go1 sags and falls, and that fall would be recorded as the policy's. Below
+    min_battery_soc (bms.SOC, read through the SDK binary) the e-stop engages; re-arming from the service
+    or the remote is refused until the charge is 5 points above the limit (a wobbling reading must not
+    let the robot walk a few more steps)."""
+    served = ServedRobot()
+    served.robot.battery_soc = 24
+    ctrl = start("uni_o4_ros.nodes.pd_controller_node", ros_env, "backend:=unitree_sdk", "robot_ip:=127.0.0.1",
+                 f"robot_port:={served.robot.port}", "local_port:=0", "state_timeout:=0.5", "remote_rearm:=L2+A",
+                 "min_battery_soc:=15")
+    pol = start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}")
+    obs = Observer()
+    try:
+        obs.wait(lambda: obs.modes_since(0).count(1) >= 50)  # 24%: walking, with a warning
+        n = len(obs.states)
+        served.robot.battery_soc = 14
+        obs.wait(lambda: 2 in obs.modes_since(n))
+        served.robot.commands.clear()
+        obs.wait(lambda: len(served.robot.commands) >= 25)
+        assert all(np.all(c["kp"] == 0) for c in served.robot.commands)  # damped, though the policy still answers
+        for soc in (14, 17):  # below the limit, then back above it but within the hysteresis
+            served.robot.battery_soc = soc
+            n = len(obs.states)
+            obs.wait(lambda n=n: len(obs.states) >= n + 5)
+            answer = obs.estop(False)
+            assert answer.startswith("not re-armed") and f"battery at {soc}%" in answer, answer
+            served.robot.buttons = frozenset({"L2", "A"})
+            n = len(obs.states)
+            obs.wait(lambda n=n: len(obs.states) >= n + 25)
+            served.robot.buttons = frozenset()
+            assert set(obs.modes_since(n)) == {2}
+        served.robot.battery_soc = 60  # a fresh battery
+        n = len(obs.states)
+        obs.wait(lambda: len(obs.states) >= n + 5)
+        assert "re-armed" in obs.estop(False)
+        obs.wait(lambda: np.allclose(served.robot.commands[-1]["kp"], 20.0))  # active again
+    finally:
+        obs.close()
+        stop(pol, ctrl)
+        served.close()
+    err = ctrl.stderr.read()
+    assert ctrl.returncode == 0, err
+    assert "battery at 24%: the e-stop engages below 15%" in err
+    assert "battery at 14% (min_battery_soc 15%, re-arming from 20%)" in err
+
+
 def test_a_hangup_stops_the_controller_with_the_motors_damped(ros_env, standing_policy):
     """SIGHUP (the SSH session the nodes ran in dropped) to a controller holding the robot up. Before, its
     default action ended the process on the spot: the last command, stiff at the standing pose, was the

@@ -146,8 +146,9 @@ def pressed_buttons(remote: bytes | list[int]) -> frozenset[str]:
 
 def encode_low_state(q: np.ndarray, dq: np.ndarray, tau_est: np.ndarray, quaternion: np.ndarray,
                      gyroscope: np.ndarray, accelerometer: np.ndarray, rpy: np.ndarray, foot_force: np.ndarray,
-                     tick_us: int, mode: int = MODE_SERVO, remote: bytes = bytes(40)) -> bytes:
-    """A LowState datagram as the Go1 sends it: joints in SDK order, quaternion (w, x, y, z)."""
+                     tick_us: int, mode: int = MODE_SERVO, remote: bytes = bytes(40), battery_soc: int = 100) -> bytes:
+    """A LowState datagram as the Go1 sends it: joints in SDK order, quaternion (w, x, y, z); the
+    battery's state of charge (%) in bms.SOC."""
     rec = np.zeros((), LOW_STATE)
     rec["head"], rec["level_flag"] = HEAD, LOWLEVEL
     imu = rec["imu"]
@@ -158,7 +159,7 @@ def encode_low_state(q: np.ndarray, dq: np.ndarray, tau_est: np.ndarray, quatern
     m["q_raw"][:12], m["dq_raw"][:12] = q, dq
     rec["foot_force"] = np.clip(np.round(foot_force), -32768, 32767)
     rec["foot_force_est"] = rec["foot_force"]
-    rec["bms"]["soc"] = 100
+    rec["bms"]["soc"] = int(np.clip(round(battery_soc), 0, 100))
     rec["tick"] = tick_us & 0xFFFFFFFF
     rec["wireless_remote"] = np.frombuffer(remote, np.uint8)
     return _sealed(rec)

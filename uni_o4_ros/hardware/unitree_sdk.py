@@ -6,7 +6,8 @@ The Go1 answers commands, so until its first state arrives each read sends the d
 
 Faults it reports (the controller latches damping on any of them; a person re-arms):
 - no LowState within `connect_timeout` of starting (robot off, not in low-level mode, wrong network);
-- the newest state older than `state_timeout` (link lost, robot rebooted).
+- the newest state older than `state_timeout` (link lost, robot rebooted);
+- the battery below `min_battery_soc` percent (bms.SOC; 0: not checked), until it is 5 points above.
 A command the SDK's fixed-point wire cannot carry, or one that is not finite, never reaches the
 motors: damping goes out instead and `last_error` says why (the SDK would wrap it silently).
 
@@ -26,7 +27,7 @@ from types import ModuleType, SimpleNamespace
 import numpy as np
 
 from ..robot.go1 import FEET_POLICY_FROM_SDK, POLICY_FROM_SDK, SDK_FROM_POLICY
-from ..robot.safety import MotorCommand
+from ..robot.safety import BatteryGuard, MotorCommand
 from . import go1_lowlevel as wire
 from .t265 import DeviceError
 
@@ -63,7 +64,7 @@ class UnitreeSdkBackend:
 
     def __init__(self, robot_ip: str = GO1_IP, robot_port: int = GO1_PORT, local_port: int = LOCAL_PORT,
                  state_timeout: float = 0.1, connect_timeout: float = 2.0, contact_threshold: float = 20.0,
-                 damping_kd: float = 2.0, clock: Callable[[], float] = time.monotonic,
+                 damping_kd: float = 2.0, min_battery_soc: float = 0.0, clock: Callable[[], float] = time.monotonic,
                  sdk: ModuleType | None = None) -> None:
         sdk = sdk or load_robot_interface()
         self.address = f"{robot_ip}:{robot_port}"
@@ -78,6 +79,7 @@ class UnitreeSdkBackend:
         self._raw = sdk.LowState()
         self.state_timeout, self.connect_timeout = float(state_timeout), float(connect_timeout)
         self.contact_threshold, self.damping_kd = float(contact_threshold), float(damping_kd)
+        self.battery = BatteryGuard(float(min_battery_soc))
         self._clock = clock
         self._started = clock()
         self._last_rx: float | None = None
@@ -111,7 +113,7 @@ class UnitreeSdkBackend:
                                gyroscope=np.asarray(imu.gyroscope, float),
                                accelerometer=np.asarray(imu.accelerometer, float),
                                foot_force=force, foot_contact=force > self.contact_threshold,
-                               buttons=wire.pressed_buttons(raw.wirelessRemote))
+                               buttons=wire.pressed_buttons(raw.wirelessRemote), battery_soc=float(raw.bms.SOC))
 
     def fault(self) -> str | None:
         now = self._clock()
@@ -124,7 +126,7 @@ class UnitreeSdkBackend:
         if age > self.state_timeout:
             return (f"robot state {age * 1000:.0f} ms old (timeout {self.state_timeout * 1000:.0f} ms): "
                     f"link to {self.address} lost")
-        return None
+        return self.battery.fault(self.state.battery_soc)
 
     def write(self, cmd: MotorCommand) -> None:
         if not cmd.damping:

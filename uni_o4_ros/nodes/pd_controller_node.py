@@ -14,7 +14,10 @@ the newest state: exact lockstep when the graph runs faster than real time); uni
 robot_ip, robot_port, local_port, state_timeout, connect_timeout, contact_threshold, remote_estop (the
 buttons on the Go1's remote that engage the e-stop, "L2+B" by default; "" for none), remote_rearm (the
 buttons that re-arm after a fall, an e-stop or a silent policy, once the operator beside the robot has
-stood it up; "" by default, "L2+A" in robot.yaml; never while the e-stop's buttons are held).
+stood it up; "" by default, "L2+A" in robot.yaml; never while the e-stop's buttons are held),
+min_battery_soc (%, the Go1's bms.SOC: below it the e-stop engages and holds until the charge is 5
+points above; 0 by default, 15 in robot.yaml). No re-arm, from the service or the remote, is accepted
+while a backend fault holds.
 Every active tick also counts whether its command answered the newest state (diagnostics
 `late_commands`, and one summary line at exit). A command is applied only if it answers one of this
 controller's own recent states and comes from the one policy it hears: anything else means another
@@ -129,9 +132,13 @@ class PDControllerNode(Node):
             "max_target_step": 0.2, "torque_fraction": 0.9, "spawn_roll": 0.0, "terrain": "flat",
             "reset_on_episode_end": False, "wait_for_policy": False, "robot_ip": GO1_IP, "robot_port": GO1_PORT,
             "local_port": LOCAL_PORT, "state_timeout": 0.1, "connect_timeout": 2.0,
-            "contact_threshold": 20.0, "remote_estop": "L2+B", "remote_rearm": "", "silence_latch": 0.0}.items()}
+            "contact_threshold": 20.0, "remote_estop": "L2+B", "remote_rearm": "", "silence_latch": 0.0,
+            "min_battery_soc": 0}.items()}
         if p["backend"] not in BACKENDS:
             raise NodeConfigError(f"unknown backend {p['backend']!r}: choose from {', '.join(BACKENDS)}")
+        if not 0 <= p["min_battery_soc"] < 100:
+            raise NodeConfigError(f"parameter min_battery_soc must be a percentage in [0, 100), "
+                                  f"got {p['min_battery_soc']}")
         self.remote_estop = RemoteCombo(_combo("remote_estop", p["remote_estop"]))
         self.remote_rearm = RemoteCombo(_combo("remote_rearm", p["remote_rearm"]))
         stop, go = self.remote_estop.combo, self.remote_rearm.combo
@@ -152,7 +159,7 @@ class PDControllerNode(Node):
                 self.backend = UnitreeSdkBackend(
                     p["robot_ip"], p["robot_port"], p["local_port"], state_timeout=p["state_timeout"],
                     connect_timeout=p["connect_timeout"], contact_threshold=p["contact_threshold"],
-                    damping_kd=cfg.damping_kd)
+                    damping_kd=cfg.damping_kd, min_battery_soc=float(p["min_battery_soc"]))
             except DeviceError as exc:
                 raise NodeConfigError(str(exc)) from exc
         self.fault, self.fault_ticks = "", 0
@@ -209,10 +216,15 @@ class PDControllerNode(Node):
         self.core.estop(True)
 
     def on_estop(self, req: EStop.Request, res: EStop.Response) -> EStop.Response:
-        res.message = self.core.estop(req.engage)
-        res.success = True
+        res.success, res.message = (True, self.core.estop(True)) if req.engage else self._rearm("estop service")
         self.get_logger().warn(res.message)
         return res
+
+    def _rearm(self, source: str) -> tuple[bool, str]:
+        """Re-arm unless a backend fault holds: the link is down, or the battery is low."""
+        if self.fault:
+            return False, f"not re-armed ({source}): {self.fault}"
+        return True, f"{self.core.estop(False)} ({source})"
 
     def on_recorder_event(self, msg: EpisodeEvent) -> None:
         if msg.event in SIM_RESET_EVENTS:
@@ -235,7 +247,11 @@ class PDControllerNode(Node):
         if stop:
             self.get_logger().warn(f"{self.core.estop(True)} (remote: {'+'.join(sorted(self.remote_estop.combo))})")
         elif go and not self.remote_estop.held(buttons):
-            self.get_logger().warn(f"{self.core.estop(False)} (remote: {'+'.join(sorted(self.remote_rearm.combo))})")
+            self.get_logger().warn(self._rearm(f"remote: {'+'.join(sorted(self.remote_rearm.combo))}")[1])
+        soc = getattr(s, "battery_soc", None)  # only the Go1 reports one
+        warning = self.backend.battery.warning(soc) if soc is not None else None
+        if warning:
+            self.get_logger().warn(warning)
         now = time.monotonic()
         if self.latency.must_wait(now, estop=self.core.mode == Mode.ESTOP):
             return  # simulated time stands still until the policy has answered
@@ -257,6 +273,8 @@ class PDControllerNode(Node):
                          KeyValue(key="policy_version", value=str(self.core.policy_version)),
                          KeyValue(key="late_commands", value=str(self.latency.late)),
                          KeyValue(key="active_ticks", value=str(self.latency.active_ticks))]
+            if soc is not None:
+                st.values.append(KeyValue(key="battery_soc", value=f"{soc:.0f}"))
             arr = DiagnosticArray(status=[st])
             arr.header.stamp = msg.header.stamp
             self.diag_pub.publish(arr)
@@ -286,7 +304,8 @@ class PDControllerNode(Node):
                 st.values = [KeyValue(key="mode", value=self.core.mode.name)]
                 self.diag_pub.publish(DiagnosticArray(status=[st]))
         elif self.fault:
-            self.get_logger().warn("robot link back; still e-stopped: re-arm with the estop service")
+            self.get_logger().warn(f"fault cleared ({self.fault}); still e-stopped: re-arm with the estop service "
+                                   "or the remote")
         self.fault = fault or ""
 
     def close(self) -> None:

@@ -117,6 +117,47 @@ class SingleSender:
         return len(self._last)
 
 
+@dataclass
+class BatteryGuard:
+    """The Go1's battery running low (bms.SOC, %): below `min_soc` it is a fault. A draining Go1's legs
+    sag, and the fall that ends the session would be recorded as the policy's; damped first, the episode
+    is cut short instead. The fault holds until the charge is `hysteresis` points above the limit, so a
+    reading that wobbles around it (it dips under load) does not let the robot be re-armed to walk a few
+    more steps. `min_soc` 0: off."""
+
+    min_soc: float = 0.0
+    hysteresis: float = 5.0
+    low: bool = False
+    _warned: set[int] = field(default_factory=set)
+
+    def fault(self, soc: float) -> str | None:
+        # 0 with the robot answering is a charge not reported (an empty battery powers nothing): not checked.
+        if self.min_soc <= 0 or soc <= 0:
+            return None
+        if soc < self.min_soc:
+            self.low = True
+        elif soc >= self.min_soc + self.hysteresis:
+            self.low = False
+        if not self.low:
+            return None
+        return (f"battery at {soc:.0f}% (min_battery_soc {self.min_soc:g}%, re-arming from "
+                f"{self.min_soc + self.hysteresis:g}%): lay the robot down and swap or charge the battery")
+
+    def warning(self, soc: float) -> str | None:
+        """Said once as the charge comes within 10 points of the limit and once within 5: time to
+        finish the episode at hand."""
+        if self.min_soc > 0 and soc <= 0 and 0 not in self._warned:
+            self._warned.add(0)
+            return "the robot reports no battery charge (bms.SOC 0): min_battery_soc is not checked"
+        if self.min_soc <= 0 or not self.min_soc <= soc < self.min_soc + 10:
+            return None
+        step = 5 if soc < self.min_soc + 5 else 10
+        if step in self._warned:
+            return None
+        self._warned.add(step)
+        return f"battery at {soc:.0f}%: the e-stop engages below {self.min_soc:g}%"
+
+
 def fallen(roll: float, pitch: float, max_tilt: float) -> bool:
     return abs(roll) > max_tilt or abs(pitch) > max_tilt
 

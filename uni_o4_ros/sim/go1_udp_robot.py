@@ -66,6 +66,8 @@ class Go1UdpRobot:
         self.rejected: list[str] = []
         self.steps = 0
         self.buttons: frozenset[str] = frozenset()  # held on the wireless remote, sent with every state
+        self.battery_soc = 100.0  # % (bms.SOC), sent with every state
+        self.battery_drain = 0.0  # % per simulated minute
         self.t265 = t265  # where the stand-in camera listens for its pose; None: no camera
         # Its own socket: an ICMP "unreachable" for a camera not yet listening must not touch the link.
         self.t265_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM) if t265 else None
@@ -87,6 +89,7 @@ class Go1UdpRobot:
         self.commands.append(packet)
         self.state = self.sim.step(motor_command(packet))
         self.steps += 1
+        self.battery_soc = max(0.0, self.battery_soc - self.battery_drain * self.sim.CONTROL_DT / 60.0)
         if self.operator is not None:
             self.operator.after_tick(self)
         self.sock.sendto(self.low_state(), peer)
@@ -104,7 +107,7 @@ class Go1UdpRobot:
             quaternion=s.quaternion, gyroscope=s.gyroscope, accelerometer=s.accelerometer,
             rpy=[roll, pitch, yaw(s.quaternion)],
             foot_force=s.foot_force[FEET_POLICY_FROM_SDK], tick_us=int(s.time * 1e6),
-            remote=wire.encode_remote(self.buttons))
+            remote=wire.encode_remote(self.buttons), battery_soc=int(self.battery_soc))
 
     def close(self) -> None:
         self.sock.close()
@@ -164,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--operator-rearm", default="L2+A", metavar="BUTTONS",
                     help="the buttons they press, as the pd_controller's remote_rearm (\"\": they only stand it up)")
     ap.add_argument("--max-tilt", type=float, default=1.0, help="what they call a fall: the controller's max_tilt")
+    ap.add_argument("--battery", type=float, default=100.0, metavar="PERCENT",
+                    help="battery state of charge at the start (bms.SOC), to rehearse min_battery_soc")
+    ap.add_argument("--battery-drain", type=float, default=0.0, metavar="PERCENT_PER_MIN",
+                    help="how fast it empties per simulated minute (a Go1 walks ~60-150 min on a charge)")
     a = ap.parse_args(argv)
     sim = Go1Sim(TERRAINS[a.terrain])
     t265 = feed_address(a.t265) if a.t265 else None
@@ -175,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     operator = StandInOperator(a.operator, rearm, a.max_tilt) if a.operator > 0 else None
     robot = Go1UdpRobot(a.host, a.port, sim, t265=t265, t265_mount=mount, operator=operator)
     robot.state = sim.reset(roll=a.spawn_roll)
+    robot.battery_soc, robot.battery_drain = a.battery, a.battery_drain
     print(f"stand-in Go1 listening on {a.host}:{robot.port} ({a.terrain})", flush=True)
     try:
         while True:

@@ -45,6 +45,38 @@ def wait_until(rclpy, node, cond, timeout: float) -> None:
         rclpy.spin_once(node, timeout_sec=0.05)
 
 
+def assert_fresh_starts(states: list, answered: dict, episodes: list, rearmed: list[int]) -> None:
+    """A re-arm (or reset) is a new start: the policy's answer to the first state of each start after the
+    first has its oldest frame still zero padding (not frames of the robot lying, folded up or stopped),
+    and each episode `rearmed[k]` (an index into `episodes`) begins within a later start than the one
+    its predecessor ended in. `states`: RobotState messages observed; `answered`: the policy's observation
+    (float32) by the stamp of the state it answered (its policy_step); `episodes`: each recorded episode's
+    observations. The recorder may begin a few ticks after a re-arm (then the oldest frames are of the
+    re-armed robot standing)."""
+    import numpy as np
+
+    from uni_o4_ros.nodes.stamps import stamp_ns
+    from uni_o4_ros.robot.observation import OBS_DIM
+
+    seen = sorted((stamp_ns(st.header.stamp), st.resets) for st in states)
+    firsts: dict[int, int] = {}
+    for stamp, resets in seen:
+        firsts.setdefault(resets, stamp)
+    assert len(firsts) > len(rearmed), sorted(firsts)
+    for resets in sorted(firsts)[1:]:
+        answer = answered.get(firsts[resets])
+        assert answer is not None and not np.asarray(answer)[:OBS_DIM].any(), f"start {resets}"
+
+    def start_of(stamp: int) -> int:  # the count of the newest state observed at or before `stamp`
+        return next(r for t, r in reversed(seen) if t <= stamp)
+
+    stamp_of = {np.asarray(o, np.float32).tobytes(): t for t, o in answered.items()}
+    for i in rearmed:
+        begun = stamp_of[np.asarray(episodes[i][0], np.float32).tobytes()]
+        before = stamp_of[np.asarray(episodes[i - 1][-1], np.float32).tobytes()]
+        assert start_of(begun) > start_of(before), f"episode {i + 1}"
+
+
 def process_table() -> list[tuple[int, int, bytes]]:
     """(pid, parent pid, command line) of every process, read from /proc: no procps needed."""
     from pathlib import Path

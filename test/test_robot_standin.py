@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 from test_control_loop import Observer
 
-from conftest import ROOT, stop_nodes
+from conftest import ROOT, assert_fresh_starts, stop_nodes
 from uni_o4_ros.data import read_hdf5
 from uni_o4_ros.field.pipeline import PRETRAINED
 from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
 from uni_o4_ros.nodes.processes import node_command
 from uni_o4_ros.nodes.stamps import stamp_ns
 from uni_o4_ros.robot.go1 import DEFAULT_Q, roll_pitch, rotation_matrix
-from uni_o4_ros.robot.observation import OBS_DIM
 from uni_o4_ros.sim.go1_udp_robot import Go1UdpRobot, free_udp_ports
 from uni_o4_ros.sim.t265_standin import FEED_ENV, STANDIN_MODULES
 
@@ -207,28 +206,9 @@ def test_robot_graph_records_episodes_from_the_stand_in_go1_and_t265(ros_env, tm
     for i, e in enumerate(episodes):
         last = e.terminals if i == 4 else e.timeouts  # a fall is a termination, the rest truncations
         assert last[-1] and not (e.terminals | e.timeouts)[:-1].any() and not (e.terminals & e.timeouts).any()
-    # A re-arm is a new start: the policy's history begins afresh at the first state after it (its oldest
-    # frames zero padding), not with frames of the robot lying on its side, folded up or stopped; and the
-    # episodes after a re-arm begin within that fresh history. (The recorder may begin a few ticks after
-    # the re-arm; the oldest frames are then of the re-armed robot standing.) A state's `resets` count
-    # tells which start it belongs to.
-    seen = sorted((stamp_ns(st.header.stamp), st.resets) for st in obs.states)
-
-    def start_of(stamp: int) -> int:  # the count of the newest state observed at or before `stamp`
-        return next(r for t, r in reversed(seen) if t <= stamp)
-
-    firsts = {}
-    for stamp, resets in seen:
-        firsts.setdefault(resets, stamp)
-    assert len(firsts) >= 4  # the first start; after the fall, after the silent policy, after the e-stop
-    for resets in sorted(firsts)[1:]:
-        answer = obs.answered.get(firsts[resets])
-        assert answer is not None and not answer[:OBS_DIM].any(), resets
-    stamp_of = {o.tobytes(): t for t, o in obs.answered.items()}
-    for i in (5, 7, 9):
-        begun = stamp_of[episodes[i].observations[0].tobytes()]
-        before = stamp_of[episodes[i - 1].observations[-1].tobytes()]
-        assert start_of(begun) > start_of(before), i
+    # A re-arm is a new start: the policy begins a fresh history (not frames of the robot lying on its
+    # side, folded up or stopped), and the episodes after each re-arm begin within it.
+    assert_fresh_starts(obs.states, obs.answered, [e.observations for e in episodes], rearmed=[5, 7, 9])
 
     # Rewards are computed from this odometry: it must report the trunk's true motion. The body-frame
     # velocity the odometry node published while the first two episodes ran, against the simulator's.

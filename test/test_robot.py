@@ -17,7 +17,15 @@ from uni_o4_ros.robot.episodes import StepPairing
 from uni_o4_ros.robot.observation import ObservationBuilder, command_vector
 from uni_o4_ros.robot.policy_update import UpdateRejected, encode_update, verify_update
 from uni_o4_ros.robot.reward import reward
-from uni_o4_ros.robot.safety import BatteryGuard, RemoteCombo, SafetyConfig, SafetyFilter, Watchdog, fallen
+from uni_o4_ros.robot.safety import (
+    BatteryGuard,
+    MotorDropout,
+    RemoteCombo,
+    SafetyConfig,
+    SafetyFilter,
+    Watchdog,
+    fallen,
+)
 
 
 def test_joint_order_mapping_between_package_and_sdk():
@@ -464,6 +472,22 @@ def test_battery_guard_faults_below_the_limit_until_charged_past_it_and_warns_on
     # A Go1 that reports no charge (0 while it answers) is not stopped for it, and the log says it is unchecked.
     assert guard.fault(0) is None and "not checked" in BatteryGuard(min_soc=15).warning(0)
     assert BatteryGuard(min_soc=0).fault(3) is None  # 0: off
+
+
+def test_motor_dropout_needs_a_motor_out_of_servo_mode_for_its_ticks_once_all_reported_servo():
+    names = tuple(f"m{i}" for i in range(12))
+    servo, out = np.full(12, 0x0A), np.full(12, 0x0A)
+    out[5] = 0x08
+    rule = MotorDropout(0x0A, names, ticks=3)
+    assert [rule.fault(m) for m in (out, out, out, out)] == [None] * 4  # not armed: modes may be unreported
+    reads = [servo, out, servo, out, out, out, out, servo]
+    faults = [rule.fault(m) for m in reads]
+    assert [f is not None for f in faults] == [False, False, False, False, False, True, True, False]
+    assert "m5 (mode 0x08)" in faults[5]  # one odd reading (the second) did not stop the walk
+    never = MotorDropout(0x0A, names, ticks=3)
+    assert all(never.fault(np.zeros(12)) is None for _ in range(10))  # a robot that reports no modes
+    off = MotorDropout(0x0A, names, ticks=0)
+    assert all(off.fault(m) is None for m in (servo, out, out, out, out))
 
 
 def test_step_pairing_uses_the_answered_state_whatever_the_arrival_order():

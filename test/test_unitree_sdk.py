@@ -341,6 +341,42 @@ def test_a_low_battery_damps_the_robot_and_no_rearm_is_accepted_until_it_is_char
     assert "battery at 14% (min_battery_soc 15%, re-arming from 20%)" in err
 
 
+def test_a_motor_whose_driver_cuts_out_damps_the_robot_until_it_is_back(ros_env, standing_policy):
+    """A Go1 motor whose protection trips reports a mode other than servo and goes limp (unitree_legged_sdk
+    issue #54: mode 0x08, a crippled calf). Walking on the other eleven ends in a fall; the controller
+    engages the e-stop within motor_dropout_ticks reads, names the motor, and accepts no re-arm while it
+    is out. The stand-in's RL calf (SDK slot 11) cuts out, read back through the SDK binary."""
+    served = ServedRobot()
+    ctrl = start("uni_o4_ros.nodes.pd_controller_node", ros_env, "backend:=unitree_sdk", "robot_ip:=127.0.0.1",
+                 f"robot_port:={served.robot.port}", "local_port:=0", "state_timeout:=0.5")
+    pol = start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}")
+    obs = Observer()
+    try:
+        obs.wait(lambda: obs.modes_since(0).count(1) >= 50)
+        n = len(obs.states)
+        served.robot.cut_out = {11: 0x08}
+        obs.wait(lambda: 2 in obs.modes_since(n))
+        assert obs.modes_since(n).count(2) == len(obs.modes_since(n)) - obs.modes_since(n).index(2)  # latched
+        served.robot.commands.clear()
+        obs.wait(lambda: len(served.robot.commands) >= 25)
+        assert all(np.all(c["kp"] == 0) for c in served.robot.commands)  # damped, though the policy answers
+        answer = obs.estop(False)
+        assert answer.startswith("not re-armed") and "RL_calf (mode 0x08)" in answer, answer
+        served.robot.cut_out = {}  # back in servo mode (cooled down, reconnected)
+        n = len(obs.states)
+        obs.wait(lambda: len(obs.states) >= n + 5)
+        assert set(obs.modes_since(n)) == {2}  # still latched: someone must look at the leg first
+        assert "re-armed" in obs.estop(False)
+        obs.wait(lambda: np.allclose(served.robot.commands[-1]["kp"], 20.0))
+    finally:
+        obs.close()
+        stop(pol, ctrl)
+        served.close()
+    err = ctrl.stderr.read()
+    assert ctrl.returncode == 0, err
+    assert "motor(s) RL_calf (mode 0x08) left servo mode 0x0A" in err
+
+
 def test_a_hangup_stops_the_controller_with_the_motors_damped(ros_env, standing_policy):
     """SIGHUP (the SSH session the nodes ran in dropped) to a controller holding the robot up. Before, its
     default action ended the process on the spot: the last command, stiff at the standing pose, was the

@@ -27,6 +27,8 @@ LOW_STATE_LENGTH = 807
 POS_STOP_F = 2.146e9  # "no position loop" (comm.h PosStopF)
 VEL_STOP_F = 16000.0  # "no velocity loop" (comm.h VelStopF)
 MODE_SERVO = 0x0A
+# The 12 motors in SDK order, named as Unitree (and the MuJoCo model) name their joints.
+SDK_MOTOR_NAMES = tuple(f"{leg}_{part}" for leg in ("FR", "FL", "RR", "RL") for part in ("hip", "thigh", "calf"))
 MODE_DAMPING = 0x00
 TAU_SCALE, KP_SCALE, KD_SCALE = 256.0, 32.0, 16.0
 MAX_WIRE = {"tau": 32767 / TAU_SCALE, "kp": 65535 / KP_SCALE, "kd": 65535 / KD_SCALE}
@@ -146,9 +148,10 @@ def pressed_buttons(remote: bytes | list[int]) -> frozenset[str]:
 
 def encode_low_state(q: np.ndarray, dq: np.ndarray, tau_est: np.ndarray, quaternion: np.ndarray,
                      gyroscope: np.ndarray, accelerometer: np.ndarray, rpy: np.ndarray, foot_force: np.ndarray,
-                     tick_us: int, mode: int = MODE_SERVO, remote: bytes = bytes(40), battery_soc: int = 100) -> bytes:
-    """A LowState datagram as the Go1 sends it: joints in SDK order, quaternion (w, x, y, z); the
-    battery's state of charge (%) in bms.SOC."""
+                     tick_us: int, mode: int | np.ndarray = MODE_SERVO, remote: bytes = bytes(40),
+                     battery_soc: int = 100, temperature: int | np.ndarray = 35) -> bytes:
+    """A LowState datagram as the Go1 sends it: joints in SDK order, quaternion (w, x, y, z); each motor's
+    mode and temperature (deg C); the battery's state of charge (%) in bms.SOC."""
     rec = np.zeros((), LOW_STATE)
     rec["head"], rec["level_flag"] = HEAD, LOWLEVEL
     imu = rec["imu"]
@@ -157,6 +160,7 @@ def encode_low_state(q: np.ndarray, dq: np.ndarray, tau_est: np.ndarray, quatern
     m["mode"][:12], m["q"][:12], m["dq"][:12] = mode, q, dq
     m["tau_est"][:12] = np.clip(np.round(np.asarray(tau_est) * TAU_SCALE), -32768, 32767)
     m["q_raw"][:12], m["dq_raw"][:12] = q, dq
+    m["temperature"][:12] = np.clip(temperature, -128, 127)
     rec["foot_force"] = np.clip(np.round(foot_force), -32768, 32767)
     rec["foot_force_est"] = rec["foot_force"]
     rec["bms"]["soc"] = int(np.clip(round(battery_soc), 0, 100))

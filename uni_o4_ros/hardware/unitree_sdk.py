@@ -7,7 +7,8 @@ The Go1 answers commands, so until its first state arrives each read sends the d
 Faults it reports (the controller latches damping on any of them; a person re-arms):
 - no LowState within `connect_timeout` of starting (robot off, not in low-level mode, wrong network);
 - the newest state older than `state_timeout` (link lost, robot rebooted);
-- the battery below `min_battery_soc` percent (bms.SOC; 0: not checked), until it is 5 points above.
+- the battery below `min_battery_soc` percent (bms.SOC; 0: not checked), until it is 5 points above;
+- a motor out of servo mode for `motor_dropout_ticks` reads in a row (its driver cut out), while it is.
 A command the SDK's fixed-point wire cannot carry, or one that is not finite, never reaches the
 motors: damping goes out instead and `last_error` says why (the SDK would wrap it silently).
 
@@ -27,7 +28,7 @@ from types import ModuleType, SimpleNamespace
 import numpy as np
 
 from ..robot.go1 import FEET_POLICY_FROM_SDK, POLICY_FROM_SDK, SDK_FROM_POLICY
-from ..robot.safety import BatteryGuard, MotorCommand
+from ..robot.safety import BatteryGuard, MotorCommand, MotorDropout
 from . import go1_lowlevel as wire
 from .t265 import DeviceError
 
@@ -64,8 +65,8 @@ class UnitreeSdkBackend:
 
     def __init__(self, robot_ip: str = GO1_IP, robot_port: int = GO1_PORT, local_port: int = LOCAL_PORT,
                  state_timeout: float = 0.1, connect_timeout: float = 2.0, contact_threshold: float = 20.0,
-                 damping_kd: float = 2.0, min_battery_soc: float = 0.0, clock: Callable[[], float] = time.monotonic,
-                 sdk: ModuleType | None = None) -> None:
+                 damping_kd: float = 2.0, min_battery_soc: float = 0.0, motor_dropout_ticks: int = 3,
+                 clock: Callable[[], float] = time.monotonic, sdk: ModuleType | None = None) -> None:
         sdk = sdk or load_robot_interface()
         self.address = f"{robot_ip}:{robot_port}"
         try:
@@ -80,6 +81,7 @@ class UnitreeSdkBackend:
         self.state_timeout, self.connect_timeout = float(state_timeout), float(connect_timeout)
         self.contact_threshold, self.damping_kd = float(contact_threshold), float(damping_kd)
         self.battery = BatteryGuard(float(min_battery_soc))
+        self.motors = MotorDropout(wire.MODE_SERVO, wire.SDK_MOTOR_NAMES, int(motor_dropout_ticks))
         self._clock = clock
         self._started = clock()
         self._last_rx: float | None = None
@@ -107,13 +109,16 @@ class UnitreeSdkBackend:
         q = np.array([motors[i].q for i in range(12)])[POLICY_FROM_SDK]
         dq = np.array([motors[i].dq for i in range(12)])[POLICY_FROM_SDK]
         tau = np.array([motors[i].tauEst for i in range(12)])[POLICY_FROM_SDK]
+        modes = np.array([motors[i].mode for i in range(12)])  # SDK order, as the motors are named
+        temperature = np.array([motors[i].temperature for i in range(12)])
         force = np.asarray(raw.footForce, float)[FEET_POLICY_FROM_SDK]
         imu = raw.imu
         return SimpleNamespace(q=q, dq=dq, tau=tau, quaternion=np.asarray(imu.quaternion, float),
                                gyroscope=np.asarray(imu.gyroscope, float),
                                accelerometer=np.asarray(imu.accelerometer, float),
                                foot_force=force, foot_contact=force > self.contact_threshold,
-                               buttons=wire.pressed_buttons(raw.wirelessRemote), battery_soc=float(raw.bms.SOC))
+                               buttons=wire.pressed_buttons(raw.wirelessRemote), battery_soc=float(raw.bms.SOC),
+                               motor_mode=modes, motor_temperature=temperature)
 
     def fault(self) -> str | None:
         now = self._clock()
@@ -126,7 +131,10 @@ class UnitreeSdkBackend:
         if age > self.state_timeout:
             return (f"robot state {age * 1000:.0f} ms old (timeout {self.state_timeout * 1000:.0f} ms): "
                     f"link to {self.address} lost")
-        return self.battery.fault(self.state.battery_soc)
+        # Both rules see every read (each keeps its own count), and both reasons are told.
+        s = self.state
+        faults = [f for f in (self.motors.fault(s.motor_mode), self.battery.fault(s.battery_soc)) if f]
+        return "; ".join(faults) or None
 
     def write(self, cmd: MotorCommand) -> None:
         if not cmd.damping:

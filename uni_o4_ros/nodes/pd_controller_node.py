@@ -16,8 +16,9 @@ buttons on the Go1's remote that engage the e-stop, "L2+B" by default; "" for no
 buttons that re-arm after a fall, an e-stop or a silent policy, once the operator beside the robot has
 stood it up; "" by default, "L2+A" in robot.yaml; never while the e-stop's buttons are held),
 min_battery_soc (%, the Go1's bms.SOC: below it the e-stop engages and holds until the charge is 5
-points above; 0 by default, 15 in robot.yaml). No re-arm, from the service or the remote, is accepted
-while a backend fault holds.
+points above; 0 by default, 15 in robot.yaml), motor_dropout_ticks (a motor reporting another mode
+than servo this many ticks in a row, its driver cut out, engages the e-stop while it lasts; 3; 0: off).
+No re-arm, from the service or the remote, is accepted while a backend fault holds.
 Every active tick also counts whether its command answered the newest state (diagnostics
 `late_commands`, and one summary line at exit). A command is applied only if it answers one of this
 controller's own recent states and comes from the one policy it hears: anything else means another
@@ -37,7 +38,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
-from uni_o4_ros.hardware.go1_lowlevel import WireError, parse_buttons
+from uni_o4_ros.hardware.go1_lowlevel import SDK_MOTOR_NAMES, WireError, parse_buttons
 from uni_o4_ros.hardware.t265 import DeviceError
 from uni_o4_ros.hardware.unitree_sdk import GO1_IP, GO1_PORT, LOCAL_PORT, UnitreeSdkBackend
 from uni_o4_ros.msg import EpisodeEvent, JointCommand, RobotState
@@ -133,9 +134,12 @@ class PDControllerNode(Node):
             "reset_on_episode_end": False, "wait_for_policy": False, "robot_ip": GO1_IP, "robot_port": GO1_PORT,
             "local_port": LOCAL_PORT, "state_timeout": 0.1, "connect_timeout": 2.0,
             "contact_threshold": 20.0, "remote_estop": "L2+B", "remote_rearm": "", "silence_latch": 0.0,
-            "min_battery_soc": 0}.items()}
+            "min_battery_soc": 0, "motor_dropout_ticks": 3}.items()}
         if p["backend"] not in BACKENDS:
             raise NodeConfigError(f"unknown backend {p['backend']!r}: choose from {', '.join(BACKENDS)}")
+        if p["motor_dropout_ticks"] < 0:
+            raise NodeConfigError(f"parameter motor_dropout_ticks must be >= 0 (0: off), "
+                                  f"got {p['motor_dropout_ticks']}")
         if not 0 <= p["min_battery_soc"] < 100:
             raise NodeConfigError(f"parameter min_battery_soc must be a percentage in [0, 100), "
                                   f"got {p['min_battery_soc']}")
@@ -159,7 +163,8 @@ class PDControllerNode(Node):
                 self.backend = UnitreeSdkBackend(
                     p["robot_ip"], p["robot_port"], p["local_port"], state_timeout=p["state_timeout"],
                     connect_timeout=p["connect_timeout"], contact_threshold=p["contact_threshold"],
-                    damping_kd=cfg.damping_kd, min_battery_soc=float(p["min_battery_soc"]))
+                    damping_kd=cfg.damping_kd, min_battery_soc=float(p["min_battery_soc"]),
+                    motor_dropout_ticks=p["motor_dropout_ticks"])
             except DeviceError as exc:
                 raise NodeConfigError(str(exc)) from exc
         self.fault, self.fault_ticks = "", 0
@@ -275,6 +280,11 @@ class PDControllerNode(Node):
                          KeyValue(key="active_ticks", value=str(self.latency.active_ticks))]
             if soc is not None:
                 st.values.append(KeyValue(key="battery_soc", value=f"{soc:.0f}"))
+            temperature = getattr(s, "motor_temperature", None)
+            if temperature is not None:  # the hottest motor, where overheating starts
+                hottest = int(np.argmax(temperature))
+                st.values.append(KeyValue(key="motor_temperature_max",
+                                          value=f"{SDK_MOTOR_NAMES[hottest]} {int(temperature[hottest])} C"))
             arr = DiagnosticArray(status=[st])
             arr.header.stamp = msg.header.stamp
             self.diag_pub.publish(arr)

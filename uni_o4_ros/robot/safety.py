@@ -158,6 +158,39 @@ class BatteryGuard:
         return f"battery at {soc:.0f}%: the e-stop engages below {self.min_soc:g}%"
 
 
+@dataclass
+class MotorDropout:
+    """A motor that left servo mode: its driver cut out and no longer obeys (on Unitree's A1 / Go1 its
+    protection for over-temperature, over-current or a lost connection reports mode 0x08 and leaves the
+    leg limp; unitree_legged_sdk issue #54). The other eleven would walk the robot on a limp leg into a
+    fall, so it is a fault. The rule arms once every motor has reported servo mode, so a robot that does
+    not report modes is never stopped for it, and a motor must stay out `ticks` reads in a row, so one
+    odd reading does not stop a walk. `ticks` 0: off."""
+
+    servo_mode: int
+    names: tuple[str, ...]
+    ticks: int = 3
+    armed: bool = False
+    _out: np.ndarray | None = None
+
+    def fault(self, modes: np.ndarray) -> str | None:
+        in_servo = np.asarray(modes) == self.servo_mode
+        if self.ticks <= 0:
+            return None
+        if not self.armed:
+            self.armed = bool(in_servo.all())
+            self._out = np.zeros(len(in_servo), int)
+            return None
+        self._out = np.where(in_servo, 0, self._out + 1)
+        out = np.flatnonzero(self._out >= self.ticks)
+        if not out.size:
+            return None
+        which = ", ".join(f"{self.names[i]} (mode 0x{int(modes[i]):02X})" for i in out)
+        return (f"motor(s) {which} left servo mode 0x{self.servo_mode:02X}: the driver cut out (over-temperature, "
+                f"over-current or a lost connection) and the leg is limp; lay the robot down, let it cool, check "
+                f"the leg's cable, power-cycle if it stays out")
+
+
 def fallen(roll: float, pitch: float, max_tilt: float) -> bool:
     return abs(roll) > max_tilt or abs(pitch) > max_tilt
 

@@ -68,6 +68,11 @@ class Go1UdpRobot:
         self.buttons: frozenset[str] = frozenset()  # held on the wireless remote, sent with every state
         self.battery_soc = 100.0  # % (bms.SOC), sent with every state
         self.battery_drain = 0.0  # % per simulated minute
+        # Motors whose driver has cut out (SDK slot -> the mode it reports, e.g. 0x08): passive whatever
+        # they are told, as a Go1 motor after its protection tripped. The others report the mode commanded.
+        self.cut_out: dict[int, int] = {}
+        self.motor_temperature = 35  # deg C, every motor
+        self._modes = np.full(12, wire.MODE_SERVO, np.uint8)
         self.t265 = t265  # where the stand-in camera listens for its pose; None: no camera
         # Its own socket: an ICMP "unreachable" for a camera not yet listening must not touch the link.
         self.t265_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM) if t265 else None
@@ -87,7 +92,12 @@ class Go1UdpRobot:
             self.rejected.append(str(exc))
             return False
         self.commands.append(packet)
-        self.state = self.sim.step(motor_command(packet))
+        self._modes = packet["mode"].copy()
+        obeyed = packet["mode"].copy()
+        for slot, mode in self.cut_out.items():
+            obeyed[slot] = wire.MODE_DAMPING  # the driver no longer obeys: passive
+            self._modes[slot] = mode
+        self.state = self.sim.step(motor_command({**packet, "mode": obeyed}))
         self.steps += 1
         self.battery_soc = max(0.0, self.battery_soc - self.battery_drain * self.sim.CONTROL_DT / 60.0)
         if self.operator is not None:
@@ -107,7 +117,8 @@ class Go1UdpRobot:
             quaternion=s.quaternion, gyroscope=s.gyroscope, accelerometer=s.accelerometer,
             rpy=[roll, pitch, yaw(s.quaternion)],
             foot_force=s.foot_force[FEET_POLICY_FROM_SDK], tick_us=int(s.time * 1e6),
-            remote=wire.encode_remote(self.buttons), battery_soc=int(self.battery_soc))
+            remote=wire.encode_remote(self.buttons), battery_soc=int(self.battery_soc), mode=self._modes,
+            temperature=self.motor_temperature)
 
     def close(self) -> None:
         self.sock.close()

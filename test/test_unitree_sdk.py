@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -57,6 +58,24 @@ class ServedRobot:
         self.done.set()
         self.thread.join(timeout=10)
         self.robot.close()
+
+
+@contextmanager
+def stand_in_under_control(ros_env, policy_dir, *params: str):
+    """The stand-in Go1 served from this process, a pd_controller driving it through the SDK binary with
+    `params`, a policy, and an observer: (served, observer, controller process)."""
+    served = ServedRobot()
+    # state_timeout generous for a loaded CI machine: the stand-in shares this process with the test.
+    ctrl = start("uni_o4_ros.nodes.pd_controller_node", ros_env, "backend:=unitree_sdk", "robot_ip:=127.0.0.1",
+                 f"robot_port:={served.robot.port}", "local_port:=0", "state_timeout:=0.5", *params)
+    pol = start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={policy_dir}")
+    obs = Observer()
+    try:
+        yield served, obs, ctrl
+    finally:
+        obs.close()
+        stop(pol, ctrl)
+        served.close()
 
 
 def test_crc_is_unitrees_bitwise_definition():
@@ -300,14 +319,9 @@ def test_a_low_battery_damps_the_robot_and_no_rearm_is_accepted_until_it_is_char
     min_battery_soc (bms.SOC, read through the SDK binary) the e-stop engages; re-arming from the service
     or the remote is refused until the charge is 5 points above the limit (a wobbling reading must not
     let the robot walk a few more steps)."""
-    served = ServedRobot()
-    served.robot.battery_soc = 24
-    ctrl = start("uni_o4_ros.nodes.pd_controller_node", ros_env, "backend:=unitree_sdk", "robot_ip:=127.0.0.1",
-                 f"robot_port:={served.robot.port}", "local_port:=0", "state_timeout:=0.5", "remote_rearm:=L2+A",
-                 "min_battery_soc:=15")
-    pol = start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}")
-    obs = Observer()
-    try:
+    with stand_in_under_control(ros_env, standing_policy, "remote_rearm:=L2+A", "min_battery_soc:=15") as (
+            served, obs, ctrl):
+        served.robot.battery_soc = 24
         obs.wait(lambda: obs.modes_since(0).count(1) >= 50)  # 24%: walking, with a warning
         n = len(obs.states)
         served.robot.battery_soc = 14
@@ -331,10 +345,6 @@ def test_a_low_battery_damps_the_robot_and_no_rearm_is_accepted_until_it_is_char
         obs.wait(lambda: len(obs.states) >= n + 5)
         assert "re-armed" in obs.estop(False)
         obs.wait(lambda: np.allclose(served.robot.commands[-1]["kp"], 20.0))  # active again
-    finally:
-        obs.close()
-        stop(pol, ctrl)
-        served.close()
     err = ctrl.stderr.read()
     assert ctrl.returncode == 0, err
     assert "battery at 24%: the e-stop engages below 15%" in err
@@ -346,12 +356,7 @@ def test_a_motor_whose_driver_cuts_out_damps_the_robot_until_it_is_back(ros_env,
     issue #54: mode 0x08, a crippled calf). Walking on the other eleven ends in a fall; the controller
     engages the e-stop within motor_dropout_ticks reads, names the motor, and accepts no re-arm while it
     is out. The stand-in's RL calf (SDK slot 11) cuts out, read back through the SDK binary."""
-    served = ServedRobot()
-    ctrl = start("uni_o4_ros.nodes.pd_controller_node", ros_env, "backend:=unitree_sdk", "robot_ip:=127.0.0.1",
-                 f"robot_port:={served.robot.port}", "local_port:=0", "state_timeout:=0.5")
-    pol = start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}")
-    obs = Observer()
-    try:
+    with stand_in_under_control(ros_env, standing_policy) as (served, obs, ctrl):
         obs.wait(lambda: obs.modes_since(0).count(1) >= 50)
         n = len(obs.states)
         served.robot.cut_out = {11: 0x08}
@@ -368,10 +373,6 @@ def test_a_motor_whose_driver_cuts_out_damps_the_robot_until_it_is_back(ros_env,
         assert set(obs.modes_since(n)) == {2}  # still latched: someone must look at the leg first
         assert "re-armed" in obs.estop(False)
         obs.wait(lambda: np.allclose(served.robot.commands[-1]["kp"], 20.0))
-    finally:
-        obs.close()
-        stop(pol, ctrl)
-        served.close()
     err = ctrl.stderr.read()
     assert ctrl.returncode == 0, err
     assert "motor(s) RL_calf (mode 0x08) left servo mode 0x0A" in err

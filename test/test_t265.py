@@ -221,3 +221,57 @@ def test_stand_in_t265_reports_the_simulated_trunk_as_the_device_would(monkeypat
     finally:
         tx.close()
         src.close()
+
+
+def test_odometry_node_publishes_nothing_while_the_tracker_has_failed(ros_env, tmp_path):
+    """A T265 whose tracking failed (confidence 0) still sends poses, with a velocity that is not the
+    robot's; rewards computed from it would be noise recorded as truth. The odometry node leaves such
+    poses out (so the recorder's odom_timeout ends the episode), says so once, and resumes when the
+    confidence does. Through the stand-in pyrealsense2, fed as the stand-in Go1 feeds it."""
+    import os
+    import socket
+    import subprocess
+
+    import rclpy
+    from nav_msgs.msg import Odometry
+
+    from conftest import ROOT, stop_nodes, wait_until
+    from uni_o4_ros.nodes.processes import node_command
+    from uni_o4_ros.nodes.qos import SENSOR
+    from uni_o4_ros.sim.go1_udp_robot import free_udp_ports
+    from uni_o4_ros.sim.t265_standin import FEED_ENV, STANDIN_MODULES, camera_truth
+
+    [port] = free_udp_ports()
+    env = ros_env | {FEED_ENV: f"127.0.0.1:{port}",
+                     "PYTHONPATH": os.pathsep.join(p for p in (str(STANDIN_MODULES), ros_env.get("PYTHONPATH")) if p)}
+    log = tmp_path / "odometry.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(node_command("odometry_node", []), env=env, cwd=ROOT, stdout=out,
+                                stderr=subprocess.STDOUT)
+    rclpy.init()
+    node = rclpy.create_node("watch_odom")
+    got: list[float] = []  # forward velocity of every Odometry published
+    node.create_subscription(Odometry, "odom", lambda m: got.append(m.twist.twist.linear.x), SENSOR)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    zero, mount = np.zeros(3), MountExtrinsic.from_config([0.25, 0.0, 0.05], [0.0, 0.0, 0.0])
+
+    def sending(vx: float, confidence: int, until) -> None:
+        def step() -> bool:  # one pose per spin, as a camera streams them
+            tx.sendto(camera_truth(zero, np.array([1.0, 0, 0, 0]), np.array([vx, 0, 0]), zero, mount.translation,
+                                   mount.quaternion, confidence), ("127.0.0.1", port))
+            return until()
+        wait_until(rclpy, node, step, 60)
+
+    try:
+        sending(0.5, 3, lambda: any(abs(v - 0.5) < 1e-6 for v in got))  # tracking: published
+        sending(5.0, 0, lambda: "T265: tracking confidence 0" in log.read_text())  # failed: read, left out
+        sending(1.0, 2, lambda: any(abs(v - 1.0) < 1e-6 for v in got))  # recovered
+    finally:
+        tx.close()
+        stop_nodes(proc)
+        node.destroy_node()
+        rclpy.shutdown()
+    assert not any(abs(v - 5.0) < 1e-3 for v in got)  # no velocity of the failed tracker reached anyone
+    text = log.read_text()
+    assert text.count("below min_tracker_confidence 1): no odometry until it recovers") == 1
+    assert "T265: tracking confidence 2 again: odometry resumes" in text

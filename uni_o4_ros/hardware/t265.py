@@ -67,6 +67,29 @@ class MountExtrinsic:
         return cls(np.asarray(xyz, np.float64), q)
 
 
+@dataclass
+class TrackingWatch:
+    """Whether the T265's poses may be used: below `min_confidence` (0 failed, 1 low, 2 medium, 3 high)
+    its tracking has failed, and the velocity it reports is not the robot's; a reward computed from it
+    would be noise recorded as truth. Such poses are left out, so whoever reads odometry sees a gap (the
+    recorder's odom_timeout ends the episode as a truncation and starts none until poses come back).
+    `min_confidence` 0: every pose is used."""
+
+    min_confidence: int = 1
+    lost: bool = False
+
+    def check(self, confidence: int) -> tuple[bool, str | None]:
+        """(usable, what changed: a line to log when tracking is lost or back, else None)."""
+        usable = confidence >= self.min_confidence
+        if usable == (not self.lost):
+            return usable, None
+        self.lost = not usable
+        if self.lost:
+            return False, (f"T265: tracking confidence {confidence} (below min_tracker_confidence "
+                           f"{self.min_confidence}): no odometry until it recovers")
+        return True, f"T265: tracking confidence {confidence} again: odometry resumes"
+
+
 def convert(pose: Any, mount: MountExtrinsic, accel_cov: float = 0.01, gyro_cov: float = 0.01) -> PoseSample:
     """A pyrealsense2 pose (translation, rotation, velocity, angular_velocity, tracker_confidence) ->
     base_link pose in odom with body-frame twist."""

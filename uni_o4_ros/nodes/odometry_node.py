@@ -1,12 +1,14 @@
 """odometry node: T265 pose stream -> nav_msgs/Odometry (odom -> base_link, REP-105), covariance from
 tracker confidence. With the simulated Go1, pd_controller's sim backend publishes `odom` itself.
 Publishes TF too: odom -> base_link per pose, and the static base_link -> camera mount.
-Parameters: source (t265 | bag), mount_xyz, mount_rpy (base_link -> camera), frame ids; for
-source bag: bag_path, bag_topic, bag_loop (replays a recorded nav_msgs/Odometry stream in real time).
+Parameters: source (t265 | bag), mount_xyz, mount_rpy (base_link -> camera), frame ids,
+min_tracker_confidence (T265 poses below it, 0 failed .. 3 high, are not published: 1 by default,
+so a failed tracker's velocities never become rewards; 0: all); for source bag: bag_path,
+bag_topic, bag_loop (replays a recorded nav_msgs/Odometry stream in real time).
 A missing device, a missing pyrealsense2 or a librealsense without T265 support ends the node with
 one clear line. Once running, the node outlives a camera that stops sending (a USB drop-out): it
 says so once, publishes nothing meanwhile (the recorder's odom_timeout ends the episode) and says
-again when poses come back."""
+again when poses come back; likewise while the tracker's confidence is below min_tracker_confidence."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import time
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
-from uni_o4_ros.hardware.t265 import DeviceError, MountExtrinsic, T265Source, convert
+from uni_o4_ros.hardware.t265 import DeviceError, MountExtrinsic, T265Source, TrackingWatch, convert
 
 from .qos import SENSOR
 from .run import run_node
@@ -29,7 +31,11 @@ class OdometryNode(Node):
         p = {k: self.declare_parameter(k, v).value for k, v in {
             "source": "t265", "mount_xyz": [0.25, 0.0, 0.05], "mount_rpy": [0.0, 0.0, 0.0],
             "odom_frame": "odom", "base_frame": "base_link", "camera_frame": "t265_pose_frame", "bag_path": "",
-            "bag_topic": "/odom", "bag_loop": False}.items()}
+            "bag_topic": "/odom", "bag_loop": False, "min_tracker_confidence": 1}.items()}
+        if not 0 <= p["min_tracker_confidence"] <= 3:
+            raise DeviceError(f"parameter min_tracker_confidence must be 0..3 (0 failed .. 3 high), "
+                              f"got {p['min_tracker_confidence']}")
+        self.tracking = TrackingWatch(int(p["min_tracker_confidence"]))
         self.mount = MountExtrinsic.from_config(p["mount_xyz"], p["mount_rpy"])
         self.frames = (p["odom_frame"], p["base_frame"])
         self.pub = self.create_publisher(Odometry, "odom", SENSOR)
@@ -76,7 +82,14 @@ class OdometryNode(Node):
         if self.stalled_since is not None:
             self.get_logger().info(f"T265: poses again after {now - self.stalled_since:.2f} s")
             self.stalled_since = None
-        self._publish(convert(pose, self.mount))
+        sample = convert(pose, self.mount)
+        usable, change = self.tracking.check(sample.confidence)
+        if change and usable:  # (rclpy refuses two severities from one call site)
+            self.get_logger().info(change)
+        elif change:
+            self.get_logger().warning(change)
+        if usable:
+            self._publish(sample)
 
     def _publish(self, s) -> None:
         m = Odometry()

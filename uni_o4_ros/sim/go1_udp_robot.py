@@ -78,6 +78,7 @@ class Go1UdpRobot:
         self.t265_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM) if t265 else None
         self.t265_mount = t265_mount or MountExtrinsic.from_config([0.25, 0.0, 0.05], [0.0, 0.0, 0.0])
         self.t265_stalled = False  # True: the camera sends nothing (a USB drop-out)
+        self.t265_confidence = 3  # the tracker's confidence it reports (0 failed .. 3 high)
 
     def serve_once(self, timeout: float | None = 0.5) -> bool:
         """Handle one datagram; False if none came within the timeout or it was refused."""
@@ -106,7 +107,8 @@ class Go1UdpRobot:
         if self.t265 is not None and not self.t265_stalled:
             s = self.state
             self.t265_sock.sendto(camera_truth(s.position, s.quaternion, s.linear_velocity, s.angular_velocity,
-                                               self.t265_mount.translation, self.t265_mount.quaternion), self.t265)
+                                               self.t265_mount.translation, self.t265_mount.quaternion,
+                                               self.t265_confidence), self.t265)
         return True
 
     def low_state(self) -> bytes:

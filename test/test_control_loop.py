@@ -233,7 +233,8 @@ def test_a_real_robot_cannot_be_told_to_wait_and_a_rate_must_be_positive(ros_env
     for params, needle in ((["backend:=go1_sim", "wait_for_policy:=true"], "a real robot cannot wait"),
                            (["rate_hz:=0.0"], "rate_hz must be > 0"),
                            (["remote_estop:=L2+Q"], "unknown button(s) ['Q']"),
-                           (["max_tilt:=1"], "expecting type 'DOUBLE'")):
+                           (["max_tilt:=1"], "a DOUBLE parameter needs a decimal point"),
+                           (["min_battery_soc:=15.0"], "an INTEGER parameter takes a whole number")):
         run = subprocess.run(node_command("pd_controller_node", params), env=ros_env, capture_output=True,
                              text=True, timeout=120)
         assert run.returncode == 2 and needle in run.stderr and "Traceback" not in run.stderr, run.stderr

@@ -226,7 +226,7 @@ class PDControllerNode(Node):
         return res
 
     def _rearm(self, source: str) -> tuple[bool, str]:
-        """Re-arm unless a backend fault holds: the link is down, or the battery is low."""
+        """Re-arm unless a backend fault holds: the link is down, the battery low, or a motor out."""
         if self.fault:
             return False, f"not re-armed ({source}): {self.fault}"
         return True, f"{self.core.estop(False)} ({source})"

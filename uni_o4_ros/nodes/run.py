@@ -51,8 +51,12 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
             return 2
         except InvalidParameterTypeException as exc:
             # `max_tilt:=1` on a command line, `max_tilt: 1` in a YAML file: ROS will not read an integer
-            # as a double, and said so in a traceback.
-            print(f"{name}: error: {exc} (a DOUBLE parameter needs a decimal point: 1.0, not 1)", file=sys.stderr)
+            # as a double (nor 15.0 as an integer), and said so in a traceback.
+            text = str(exc)
+            hint = (" (a DOUBLE parameter needs a decimal point: 1.0, not 1)" if "expecting type 'DOUBLE'" in text
+                    else " (an INTEGER parameter takes a whole number: 15, not 15.0)"
+                    if "expecting type 'INTEGER'" in text else "")
+            print(f"{name}: error: {text}{hint}", file=sys.stderr)
             rclpy.shutdown()
             return 2
         (node.get_logger().warn if transport.shared_memory else node.get_logger().debug)(transport.note)

@@ -70,11 +70,15 @@ def assert_fresh_starts(states: list, answered: dict, episodes: list, rearmed: l
     def start_of(stamp: int) -> int:  # the count of the newest state observed at or before `stamp`
         return next(r for t, r in reversed(seen) if t <= stamp)
 
-    stamp_of = {np.asarray(o, np.float32).tobytes(): t for t, o in answered.items()}
+    # The answers carrying an observation, in time order: a robot standing still repeats its own, and a fresh
+    # history of it repeats the one after an earlier start.
+    answers_of: dict[bytes, list[int]] = {}
+    for t in sorted(answered):
+        answers_of.setdefault(np.asarray(answered[t], np.float32).tobytes(), []).append(t)
     for i in rearmed:
-        begun = stamp_of[np.asarray(episodes[i][0], np.float32).tobytes()]
-        before = stamp_of[np.asarray(episodes[i - 1][-1], np.float32).tobytes()]
-        assert start_of(begun) > start_of(before), f"episode {i + 1}"
+        ended = answers_of[np.asarray(episodes[i - 1][-1], np.float32).tobytes()][0]
+        begun = next(t for t in answers_of[np.asarray(episodes[i][0], np.float32).tobytes()] if t > ended)
+        assert start_of(begun) > start_of(ended), f"episode {i + 1}"
 
 
 def process_table() -> list[tuple[int, int, bytes]]:

@@ -1,6 +1,7 @@
 """Safety rules between a joint command and a motor (numpy, no ROS): joint limits, a torque bound
-on the PD law's torque, a rate limit on targets, a command watchdog and fall detection. Any fault
-means damping: zero stiffness, positive damping, zero torque."""
+on the PD law's torque, a rate limit on targets, a command watchdog and fall detection; the robot's
+own health (battery charge, motors that cut out) and who may command it. Any fault means damping:
+zero stiffness, positive damping, zero torque."""
 
 from __future__ import annotations
 

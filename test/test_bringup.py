@@ -249,6 +249,38 @@ def test_bringup_standin_runs_on_through_falls_with_its_stand_in_operator(ros_en
     assert all(not e[0][:OBS_DIM].any() for e in episodes[1:])
 
 
+def test_bringup_standin_rehearses_the_low_battery_stop(ros_env, tmp_path):
+    """robot.yaml's min_battery_soc (15 %) against a stand-in whose battery drains from 17 % at 60 % a minute:
+    a warning, then the e-stop mid-episode; the episode is written at once as a truncation (not a fall
+    recorded as the policy's), and none starts while the battery is low. Through the SDK binary."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT, poll_process_table
+    from uni_o4_ros.field.pipeline import PRETRAINED
+
+    out, log = tmp_path / "rec", tmp_path / "bringup.log"
+    params = tmp_path / "robot.yaml"  # a loaded CI machine shares the stand-in's time
+    params.write_text((ROOT / "config" / "robot.yaml").read_text().replace("state_timeout: 0.1", "state_timeout: 0.5"))
+    with log.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "uni_o4_ros.cli", "bringup", "--standin", "--policy",
+                                 str(PRETRAINED), "--out", str(out), "--params", str(params), "--battery", "17",
+                                 "--battery-drain", "60"], env=ros_env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        assert poll_process_table(lambda: "battery at 14% (min_battery_soc 15%" in log.read_text()
+                                  and (out / "episode_000001.hdf5").exists(), 120), log.read_text()[-3000:]
+    finally:
+        proc.send_signal(signal.SIGTERM)  # bringup stops its nodes (a SIGKILL would leave them running)
+        code = proc.wait(timeout=60)
+    assert code == 128 + signal.SIGTERM
+    text = log.read_text()
+    assert "battery at 17%: the e-stop engages below 15%" in text  # the warning came first
+    ds = read_episodes(out)
+    assert len(list(out.glob("episode_*.hdf5"))) == 1  # none started while the battery was low
+    assert 0 < len(ds) < 1000 and ds.timeouts[-1] and not ds.terminals.any()  # cut short, as a truncation
+
+
 def test_bringup_standin_learn_fine_tunes_the_running_robot_with_robot_yaml_timings(ros_env, tmp_path):
     """Online fine-tuning as on the Go1 (robot.launch.py deterministic:=false beside learning.launch.py),
     under config/robot.yaml's timing rules: 0.1 s watchdog, 0.1 s max_damped, 1 s silence_latch. Every

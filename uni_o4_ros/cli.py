@@ -191,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--standin: after a fall a stand-in operator waits this long, stands the robot up and "
                    "re-arms it with the remote's remote_rearm buttons, so a rehearsal runs on unattended "
                    "(default 3; 0: nobody, re-arm yourself with `uni-o4 estop rearm`)")
+    p.add_argument("--battery", type=float, default=100.0, metavar="PERCENT",
+                   help="--standin: the stand-in Go1's battery charge at the start (its bms.SOC), to rehearse "
+                   "robot.yaml's min_battery_soc stop (default 100)")
+    p.add_argument("--battery-drain", type=float, default=0.0, metavar="PERCENT_PER_MIN",
+                   help="--standin: how fast that battery empties per minute (default 0: it does not)")
     p.add_argument("--learn", metavar="RUN_DIR",
                    help="also run the learner (learning.launch.py's node): online PPO on the recorded transitions, "
                    "each new version verified and hot-swapped into the running policy, which then samples its "
@@ -502,7 +507,8 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     with stop_signals_raise_exit():
         try:
             if args.standin:
-                robot.append(_start_standin(args.terrain, params, env, nodes, args.operator_delay))
+                robot.append(_start_standin(args.terrain, params, env, nodes, args.operator_delay,
+                                            (args.battery, args.battery_drain)))
             for module, (overrides, node_env) in nodes.items():
                 procs.append(subprocess.Popen(node_command(module, overrides, params), env=node_env))
                 print(f"started {module} (pid {procs[-1].pid})")
@@ -549,7 +555,7 @@ def _learner_version(run_dir: Path) -> int:
 
 
 def _start_standin(terrain: str, params: Path, env: dict[str, str], nodes: dict,
-                   operator_delay: float) -> subprocess.Popen:
+                   operator_delay: float, battery: tuple[float, float] = (100.0, 0.0)) -> subprocess.Popen:
     """Start the stand-in Go1 carrying a stand-in T265 where the parameters file mounts the camera (and
     an operator for its falls, who re-arms with the controller's remote_rearm buttons), and point the
     controller and the odometry node (added to `nodes`) at them."""
@@ -562,13 +568,16 @@ def _start_standin(terrain: str, params: Path, env: dict[str, str], nodes: dict,
         raise ValueError(f"unknown terrain {terrain!r} ({' | '.join(sorted(TERRAINS))})")
     if operator_delay < 0:
         raise ValueError(f"--operator-delay must be >= 0, got {operator_delay}")
+    if not (0 < battery[0] <= 100 and battery[1] >= 0):
+        raise ValueError(f"--battery must be in (0, 100] and --battery-drain >= 0, got {battery[0]} and {battery[1]}")
     sections = yaml.safe_load(params.read_text())
     odometry = sections.get("odometry", {}).get("ros__parameters", {})
     controller = sections.get("pd_controller", {}).get("ros__parameters", {})
     rearm = str(controller.get("remote_rearm", ""))
     operator = (operator_delay, rearm, float(controller.get("max_tilt", 1.0))) if operator_delay > 0 else None
     robot_cmd, robot_overrides, camera_env = standin_bringup(
-        terrain, env, odometry.get("mount_xyz", [0.25, 0.0, 0.05]), odometry.get("mount_rpy", [0.0] * 3), operator)
+        terrain, env, odometry.get("mount_xyz", [0.25, 0.0, 0.05]), odometry.get("mount_rpy", [0.0] * 3), operator,
+        battery)
     robot = subprocess.Popen(robot_cmd, env=env)
     print(f"started the stand-in Go1 with a T265 ({terrain}; pid {robot.pid})")
     if operator is not None:

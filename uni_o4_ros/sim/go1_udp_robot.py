@@ -67,7 +67,7 @@ class Go1UdpRobot:
         self.steps = 0
         self.buttons: frozenset[str] = frozenset()  # held on the wireless remote, sent with every state
         self.battery_soc = 100.0  # % (bms.SOC), sent with every state
-        self.battery_drain = 0.0  # % per simulated minute
+        self.battery_drain = 0.0  # % per simulated minute under its own weight (any motor stiff)
         # Motors whose driver has cut out (SDK slot -> the mode it reports, e.g. 0x08): passive whatever
         # they are told, as a Go1 motor after its protection tripped. The others report the mode commanded.
         self.cut_out: dict[int, int] = {}
@@ -100,7 +100,8 @@ class Go1UdpRobot:
             self._modes[slot] = mode
         self.state = self.sim.step(motor_command({**packet, "mode": obeyed}))
         self.steps += 1
-        self.battery_soc = max(0.0, self.battery_soc - self.battery_drain * self.sim.CONTROL_DT / 60.0)
+        if np.any(packet["kp"] > 0):  # holding itself up draws the current; lying damped next to nothing
+            self.battery_soc = max(0.0, self.battery_soc - self.battery_drain * self.sim.CONTROL_DT / 60.0)
         if self.operator is not None:
             self.operator.after_tick(self)
         self.sock.sendto(self.low_state(), peer)
@@ -141,12 +142,14 @@ def free_udp_ports(n: int = 1) -> list[int]:
 
 
 def standin_bringup(terrain: str, env: dict[str, str], mount_xyz: list[float], mount_rpy: list[float],
-                    operator: tuple[float, str, float] | None = None) -> tuple[list[str], list[str], dict[str, str]]:
+                    operator: tuple[float, str, float] | None = None, battery: tuple[float, float] = (100.0, 0.0),
+                    ) -> tuple[list[str], list[str], dict[str, str]]:
     """How `uni-o4 bringup --standin` runs robot.launch.py's graph without a robot: the stand-in Go1's
     command line (free local ports for its low-level link and its T265 feed; the camera where the
     odometry node's mount_xyz / mount_rpy say it is), the pd_controller's parameters that point the SDK at it,
     and the odometry node's environment (the stand-in pyrealsense2 first on its path, told where its
-    feed arrives). `operator` (delay s, remote_rearm, max_tilt): someone stands it up after falls."""
+    feed arrives). `operator` (delay s, remote_rearm, max_tilt): someone stands it up after falls.
+    `battery` (charge %, drain % per minute): its bms.SOC."""
     robot_port, feed_port = free_udp_ports(2)
     robot = [sys.executable, "-m", "uni_o4_ros.sim.go1_udp_robot", "--port", str(robot_port), "--terrain", terrain,
              "--t265", f"127.0.0.1:{feed_port}", "--t265-mount", *(str(float(v)) for v in mount_xyz),
@@ -154,6 +157,7 @@ def standin_bringup(terrain: str, env: dict[str, str], mount_xyz: list[float], m
     if operator is not None:
         delay, rearm, max_tilt = operator
         robot += ["--operator", str(float(delay)), "--operator-rearm", rearm, "--max-tilt", str(float(max_tilt))]
+    robot += ["--battery", str(float(battery[0])), "--battery-drain", str(float(battery[1]))]
     controller = ["robot_ip:=127.0.0.1", f"robot_port:={robot_port}", "local_port:=0"]
     path = os.pathsep.join(p for p in (str(STANDIN_MODULES), env.get("PYTHONPATH", "")) if p)
     return robot, controller, dict(env, PYTHONPATH=path, **{FEED_ENV: f"127.0.0.1:{feed_port}"})
@@ -183,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--battery", type=float, default=100.0, metavar="PERCENT",
                     help="battery state of charge at the start (bms.SOC), to rehearse min_battery_soc")
     ap.add_argument("--battery-drain", type=float, default=0.0, metavar="PERCENT_PER_MIN",
-                    help="how fast it empties per simulated minute (a Go1 walks ~60-150 min on a charge)")
+                    help="how fast it empties per simulated minute while it holds itself up (a Go1 walks "
+                    "~60-150 min on a charge)")
     a = ap.parse_args(argv)
     sim = Go1Sim(TERRAINS[a.terrain])
     t265 = feed_address(a.t265) if a.t265 else None

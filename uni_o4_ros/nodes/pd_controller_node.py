@@ -167,7 +167,7 @@ class PDControllerNode(Node):
                     motor_dropout_ticks=p["motor_dropout_ticks"])
             except DeviceError as exc:
                 raise NodeConfigError(str(exc)) from exc
-        self.fault, self.fault_ticks = "", 0
+        self.fault_ticks = 0
         self.state_pub = self.create_publisher(RobotState, "robot_state", SENSOR)
         self.event_pub = self.create_publisher(EpisodeEvent, "episode_events", EVENTS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", EVENTS)
@@ -221,15 +221,10 @@ class PDControllerNode(Node):
         self.core.estop(True)
 
     def on_estop(self, req: EStop.Request, res: EStop.Response) -> EStop.Response:
-        res.success, res.message = (True, self.core.estop(True)) if req.engage else self._rearm("estop service")
+        res.message = self.core.estop(True) if req.engage else f"{self.core.estop(False)} (estop service)"
+        res.success = req.engage or not self.core.held_by  # a backend fault refuses the re-arm
         self.get_logger().warn(res.message)
         return res
-
-    def _rearm(self, source: str) -> tuple[bool, str]:
-        """Re-arm unless a backend fault holds: the link is down, the battery low, or a motor out."""
-        if self.fault:
-            return False, f"not re-armed ({source}): {self.fault}"
-        return True, f"{self.core.estop(False)} ({source})"
 
     def on_recorder_event(self, msg: EpisodeEvent) -> None:
         if msg.event in SIM_RESET_EVENTS:
@@ -252,7 +247,7 @@ class PDControllerNode(Node):
         if stop:
             self.get_logger().warn(f"{self.core.estop(True)} (remote: {'+'.join(sorted(self.remote_estop.combo))})")
         elif go and not self.remote_estop.held(buttons):
-            self.get_logger().warn(self._rearm(f"remote: {'+'.join(sorted(self.remote_rearm.combo))}")[1])
+            self.get_logger().warn(f"{self.core.estop(False)} (remote: {'+'.join(sorted(self.remote_rearm.combo))})")
         soc = getattr(s, "battery_soc", None)  # only the Go1 reports one
         warning = self.backend.battery.warning(soc) if soc is not None else None
         if warning:
@@ -292,8 +287,9 @@ class PDControllerNode(Node):
     def _publish_state(self, s, mode: int) -> RobotState:
         msg = robot_state(s, self.get_clock().now().to_msg(), mode, self.backend.resets + self.core.rearms)
         self.state_pub.publish(msg)
-        self.published.published(stamp_ns(msg.header.stamp))
-        self.latency.on_state_published(stamp_ns(msg.header.stamp), time.monotonic())
+        stamp = stamp_ns(msg.header.stamp)
+        self.published.published(stamp)
+        self.latency.on_state_published(stamp, time.monotonic())
         if self.backend.publishes_odometry:
             od = odometry(s, msg.header.stamp)
             self.odom_pub.publish(od)
@@ -303,20 +299,19 @@ class PDControllerNode(Node):
     def _check_backend(self) -> None:
         """A backend fault (the robot's link lost, or never there) holds the e-stop while it lasts, and
         the e-stop stays latched after it: the robot must not walk off on its own when the link returns."""
-        fault = self.backend.fault()
+        fault, before = self.backend.fault() or "", self.core.held_by
+        self.core.hold(fault)
         if fault:
-            self.core.estop(True)
-            if not self.fault:
+            if not before:
                 self.get_logger().error(f"{fault}; e-stop engaged: damping until re-armed")
             self.fault_ticks += 1
             if self.fault_ticks % 25 == 1:
                 st = DiagnosticStatus(name="pd_controller", message=fault, level=DiagnosticStatus.ERROR)
                 st.values = [KeyValue(key="mode", value=self.core.mode.name)]
                 self.diag_pub.publish(DiagnosticArray(status=[st]))
-        elif self.fault:
-            self.get_logger().warn(f"fault cleared ({self.fault}); still e-stopped: re-arm with the estop service "
+        elif before:
+            self.get_logger().warn(f"fault cleared ({before}); still e-stopped: re-arm with the estop service "
                                    "or the remote")
-        self.fault = fault or ""
 
     def close(self) -> None:
         self.backend.close()  # the SDK backend damps the motors: a stopped controller leaves no stiffness

@@ -3,7 +3,7 @@
     ACTIVE  -> latest joint command through the safety filter
     DAMPING -> no fresh command within the watchdog timeout, a fall, or not yet started
     ESTOP   -> damping until explicitly re-armed (re-arming leads to DAMPING, then ACTIVE on the
-               next fresh command)
+               next fresh command); a fault held from outside (`hold`) refuses the re-arm while it lasts
 A fall (|roll| or |pitch| over the threshold) latches damping and reports an episode abort until
 the robot is upright again and re-armed. So does a policy that stays silent for `silence_latch`
 seconds after the robot was ACTIVE (if set): a short gap recovers by itself, a dead policy does not.
@@ -46,6 +46,9 @@ class ControllerCore:
     # Re-arms so far: each is a new start (a person stood the robot up, or it was stopped), so the
     # policy begins a fresh observation history instead of one ending in frames of a folded-up robot.
     rearms: int = 0
+    # A fault outside the controller (the robot's link, its battery, a motor) that holds the e-stop
+    # while it lasts: no re-arm is accepted until it clears, and the e-stop stays latched after it.
+    held_by: str = ""
 
     def __post_init__(self) -> None:
         self.watchdog = Watchdog(self.cfg.watchdog_timeout)
@@ -60,6 +63,8 @@ class ControllerCore:
         if engage:
             self.mode = Mode.ESTOP
             return "e-stop engaged: damping until re-armed"
+        if self.held_by:
+            return f"not re-armed: {self.held_by}"
         if self.mode == Mode.ESTOP or self._fall_latched or self._silent_latched:
             self.mode = Mode.DAMPING
             self._fall_latched = self._silent_latched = False
@@ -68,6 +73,12 @@ class ControllerCore:
             self.rearms += 1
             return "re-armed: active on the next fresh command"
         return "nothing to re-arm"
+
+    def hold(self, fault: str) -> None:
+        """The outside fault now ("" once it has cleared); while there is one the e-stop is engaged."""
+        self.held_by = fault
+        if fault:
+            self.mode = Mode.ESTOP
 
     def robot_put_back(self) -> None:
         """The (simulated) robot was stood up again: clear a latched fall or e-stop, as a person re-arming

@@ -76,3 +76,141 @@ def test_wrong_bags_are_clear_errors(tmp_path):
     run = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "bag2h5", str(junk), "--out", str(tmp_path / "o.h5")],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "cannot read bag" in run.stderr and "Traceback" not in run.stderr
+
+
+# --- bags their recorder never closed (killed, power cut) -------------------------------------------
+
+def _killed_copy(src, dst) -> None:
+    """What a SIGKILL or power cut leaves on disk: the bytes written so far, no footer, no metadata.yaml."""
+    import shutil
+
+    shutil.copytree(src, dst)  # only what the writer handed the kernel; its Python buffers are lost, as in a kill
+    assert not (dst / "metadata.yaml").exists()
+
+
+def test_a_bag_never_closed_is_salvaged_up_to_its_last_finished_episode(tmp_path):
+    """The dataset_logger puts each finished episode on disk (flush); the bag of a logger killed in episode
+    4 gives episodes 1-3 to `uni-o4 bag2h5`, with a warning. Before, both the logger's bag (1 MiB held in
+    memory) and any bag without metadata.yaml were lost: `cannot read bag`."""
+    bag = tmp_path / "bag"
+    w = TransitionBagWriter(bag)
+    for eid in (1, 2, 3):
+        for step in range(4):
+            m = transition(eid, step, "timeout" if step == 3 else "")
+            w.write(serialize_message(m), m.header.stamp.sec * 10**9)
+        w.flush()
+    w.write(serialize_message(transition(4, 0)), 10**9)  # the episode the kill cut short: not flushed
+    _killed_copy(bag, tmp_path / "killed")
+    w.close()
+
+    out = tmp_path / "salvaged.hdf5"
+    run = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "bag2h5", str(tmp_path / "killed"), "--out",
+                          str(out)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "was never closed" in run.stderr and "12 transitions in 3 episode(s)" in run.stdout
+    ds, whole = read_hdf5(out), bag_to_dataset(bag)
+    assert len(whole) == 13 and "salvaged_from_unclosed_bag" not in whole.metadata
+    np.testing.assert_array_equal(ds.infos["episode_id"], np.repeat([1, 2, 3], 4))
+    np.testing.assert_array_equal(ds.observations, whole.observations[:12])
+    np.testing.assert_array_equal(ds.timeouts, whole.timeouts[:12])
+    np.testing.assert_allclose(ds.infos["action_log_probs"], whole.infos["action_log_probs"][:12])
+
+    # A power cut can leave the file's last blocks as zeros: the same episodes, the zeros counted as cut.
+    mcap = next((tmp_path / "killed").glob("*.mcap"))
+    mcap.write_bytes(mcap.read_bytes() + bytes(4096))
+    zeros = bag_to_dataset(tmp_path / "killed")
+    np.testing.assert_array_equal(zeros.observations, ds.observations)
+    assert zeros.metadata["salvage_cut_bytes"] >= 4096
+
+
+def _independent_mcap(compression: str, episodes: int = 6, chunk_size: int = 700):
+    """An MCAP written as `ros2 bag record -s mcap` writes one (schema ros2msg, CDR), by the MCAP
+    project's own Python writer (not rosbags, not ours), with small chunks and CRCs. Returns the
+    bytes on disk before and after `finish()`, the messages in the order sent, and their CDR bytes (serialised
+    once: rclpy leaves CDR's padding bytes uninitialised, so a second serialisation may differ in them)."""
+    import io
+
+    from mcap.writer import CompressionType, Writer
+
+    from uni_o4_ros.data.bag import _msg_dir
+
+    stream = io.BytesIO()
+    w = Writer(stream, chunk_size=chunk_size, compression=CompressionType[compression.upper()])
+    w.start(profile="ros2", library="test")
+    schema = w.register_schema("uni_o4_ros/msg/Transition", "ros2msg", (_msg_dir() / "Transition.msg").read_bytes())
+    channel = w.register_channel("/transitions", "cdr", schema)
+    sent = [transition(e, s, "timeout" if s == 3 else "") for e in range(1, episodes + 1) for s in range(4)]
+    raw = [serialize_message(m) for m in sent]
+    for i, (m, data) in enumerate(zip(sent, raw)):
+        w.add_message(channel, m.header.stamp.sec * 10**9, data, m.header.stamp.sec * 10**9, i)
+    unfinished = stream.getvalue()
+    w.finish()
+    return unfinished, stream.getvalue(), sent, raw
+
+
+@pytest.mark.parametrize("compression", ["none", "lz4", "zstd"])
+def test_an_unclosed_mcap_from_another_writer_is_salvaged_whatever_byte_it_ends_at(tmp_path, compression):
+    """Every possible cut of a recording (the MCAP writer killed after any byte) gives the messages of the
+    chunks complete before the cut, in order and unaltered, without an error, and more the later the cut."""
+    from uni_o4_ros.data.mcap_salvage import McapSalvage
+
+    unfinished, finished, sent, raw = _independent_mcap(compression)
+    f = tmp_path / "cut.mcap"
+    last = -1
+    for cut in range(8, len(finished) + 1):
+        f.write_bytes(finished[:cut])
+        got = [data for _, _, data in McapSalvage(f).messages()]
+        assert got == raw[:len(got)], cut
+        assert len(got) >= last, cut
+        last = len(got)
+    assert last == len(sent)  # the finished file: everything
+    # What the killed writer had put out: all but the chunk it was filling, read back through bag2h5's path.
+    bag = tmp_path / "rec"
+    bag.mkdir()
+    (bag / "rec_0.mcap").write_bytes(unfinished)
+    ds = bag_to_dataset(bag)
+    assert 0 < len(ds) < len(sent) and len(ds) >= len(sent) - 8  # a 700-byte chunk holds under 8 messages
+    ids = np.array([m.episode_id for m in sent[:len(ds)]])
+    np.testing.assert_array_equal(ds.infos["episode_id"], ids)
+    np.testing.assert_array_equal(ds.observations, np.array([m.observation for m in sent[:len(ds)]], np.float32))
+    assert ds.metadata["salvage_cut_bytes"] == 0 and "salvage_damage" not in ds.metadata
+
+
+def test_a_damaged_chunk_is_skipped_and_the_chunks_after_it_are_read(tmp_path):
+    """A chunk whose bytes changed (its CRC fails) is left out, with the reason; the scan goes on behind it."""
+    from uni_o4_ros.data.mcap_salvage import McapSalvage
+
+    unfinished, _, _, raw = _independent_mcap("none")
+    f = tmp_path / "rec.mcap"
+    f.write_bytes(unfinished)
+    whole = [data for _, _, data in McapSalvage(f).messages()]
+    # change one byte inside a message halfway through (its data, not the framing around it)
+    second = unfinished.index(raw[len(whole) // 2])
+    damaged = bytearray(unfinished)
+    damaged[second + 20] ^= 0xFF
+    f.write_bytes(bytes(damaged))
+    scan = McapSalvage(f)
+    got = [data for _, _, data in scan.messages()]
+    assert len(scan.report.damaged_chunks) == 1 and "CRC" in scan.report.damaged_chunks[0]
+    assert 0 < len(got) < len(whole) and set(got) <= set(whole)
+    assert got[-1] == whole[-1]  # the chunks after the damaged one are read
+
+
+def test_unreadable_unclosed_bags_are_clear_errors(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DatasetError, match="no metadata.yaml and no .mcap file"):
+        bag_to_dataset(empty)
+    junk = tmp_path / "junk.mcap"
+    junk.write_bytes(b"not an mcap at all")
+    with pytest.raises(DatasetError, match="not an MCAP file"):
+        bag_to_dataset(junk)
+    split = tmp_path / "split"  # a split recording killed as it opened its next file: that file holds nothing
+    split.mkdir()
+    (split / "split_0.mcap").write_bytes(_independent_mcap("none")[0])
+    (split / "split_1.mcap").write_bytes(b"\x89MC")
+    assert len(bag_to_dataset(split)) > 0
+    header_only = tmp_path / "header.mcap"
+    header_only.write_bytes(_independent_mcap("none")[0][:40])
+    with pytest.raises(DatasetError, match="no /transitions topic in what was written out before"):
+        bag_to_dataset(header_only)

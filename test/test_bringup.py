@@ -505,6 +505,43 @@ def test_a_hangup_ends_the_logger_through_its_shutdown_so_its_bag_is_complete(ro
     np.testing.assert_array_equal(bag.observations, read_episodes(out).observations)
 
 
+def test_a_logger_killed_mid_episode_leaves_a_bag_bag2h5_salvages_up_to_the_last_finished_episode(ros_env, tmp_path):
+    """SIGKILL (or a power cut) to a logger keeping an MCAP bag, in the middle of episode 2. Before, its
+    bag was unreadable (no metadata.yaml, no MCAP footer) and held nothing anyway (rosbags keeps 1 MiB in
+    memory): now each finished episode is on disk in the bag as in its HDF5 file, and `uni-o4 bag2h5`
+    salvages it, saying the bag was never closed."""
+    import signal
+    import subprocess
+    import sys
+
+    from uni_o4_ros.data import read_hdf5
+
+    out = tmp_path / "episodes"
+    logger = start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}",
+                   f"bag_path:={tmp_path / 'bag'}")
+    w = TransitionWatcher()
+    try:
+        pub = w.publisher()
+        for m in (_transition(1, 0), _transition(1, 1), _transition(1, 2, timeout=True), _transition(2, 0)):
+            pub.publish(m)
+        w.wait(lambda: (out / "episode_000001.hdf5").exists() or logger.poll() is not None, timeout=60)
+        logger.send_signal(signal.SIGKILL)
+        assert logger.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        w.close()
+        stop(logger)
+    assert not (tmp_path / "bag" / "metadata.yaml").exists()  # killed: never closed
+    h5 = tmp_path / "salvaged.hdf5"
+    run = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "bag2h5", str(tmp_path / "bag"), "--out", str(h5)],
+                         capture_output=True, text=True, timeout=120, env=ros_env)
+    assert run.returncode == 0, run.stderr
+    assert "was never closed" in run.stderr
+    bag, files = read_hdf5(h5), read_episodes(out)
+    np.testing.assert_array_equal(bag.infos["step"], [0, 1, 2])
+    np.testing.assert_array_equal(bag.observations, files.observations)
+    np.testing.assert_array_equal(bag.timeouts, files.timeouts)
+
+
 def _wait_for_output(proc, needle: str, timeout: float = 60.0) -> str:
     """Read the process's stderr until `needle` appears (its log line says the event happened)."""
     import os

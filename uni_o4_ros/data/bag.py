@@ -4,16 +4,22 @@ nothing is unpickled).
 `bag_to_dataset` turns the Transition stream of a bag recorded on the robot with
 `ros2 bag record -s mcap /transitions` into the D4RL layout the learning core reads; episodes are
 rebuilt from (episode_id, step), so messages may arrive in any order and duplicates are dropped.
-`TransitionBagWriter` is what the dataset_logger uses to keep such a bag beside its HDF5 files.
+A bag its recorder never closed (killed, or the robot's power cut) is salvaged (mcap_salvage.py)
+rather than refused. `TransitionBagWriter` is what the dataset_logger uses to keep such a bag beside
+its HDF5 files; it puts each finished episode on disk, so a kill loses no more of the bag than of
+the episode files.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from .d4rl import DatasetError, OfflineDataset
+from .mcap_salvage import MAGIC, McapSalvage
 
 TRANSITION_TYPE = "uni_o4_ros/msg/Transition"
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -43,9 +49,68 @@ def typestore():
     return store
 
 
-def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDataset:
+def _mcap_files(bag: Path) -> list[Path]:
+    if bag.is_file():
+        return [bag]
+    # rosbag2 splits a long recording into BAG_0.mcap, BAG_1.mcap, ...: in that order, not the string's
+    return sorted(bag.glob("*.mcap"), key=lambda f: (len(f.stem), f.stem))
+
+
+def _closed(f: Path) -> bool:
+    """An MCAP that was closed ends with the footer's magic; one cut off by a kill or a power cut does not."""
+    with f.open("rb") as fh:
+        if fh.seek(0, 2) < 16:
+            return False
+        fh.seek(-8, 2)
+        return fh.read(8) == MAGIC
+
+
+def bag_was_closed(bag: str | Path) -> bool:
+    """False for a bag its recorder never closed (killed, or the robot lost power): no metadata.yaml,
+    or an MCAP file without its footer. `bag_to_dataset` salvages such a bag instead of refusing it."""
+    bag = Path(bag)
+    if bag.is_dir() and not (bag / "metadata.yaml").is_file():
+        return False
+    return all(_closed(f) for f in _mcap_files(bag))
+
+
+def _read_closed(bag: Path, topic: str) -> Iterator[bytes]:
     from rosbags.rosbag2 import Reader
 
+    with Reader(bag) as reader:
+        conns = [c for c in reader.connections if c.topic == topic]
+        _check_topic(bag, topic, {c.topic for c in reader.connections}, {c.msgtype for c in conns})
+        for _, _, raw in reader.messages(connections=conns):
+            yield raw
+
+
+def _read_unclosed(bag: Path, topic: str, report: dict) -> Iterator[bytes]:
+    topics = set()
+    for f in _mcap_files(bag):
+        scan = McapSalvage(f)
+        for channel, _, raw in scan.messages():
+            if channel.topic == topic:
+                _check_topic(bag, topic, {topic}, {channel.schema})
+                yield raw
+        topics |= {c.topic for c in scan.channels.values()}
+        report["cut_bytes"] += scan.report.cut_bytes
+        report["damage"] += [f"{f.name}: {d}" for d in scan.report.damaged_chunks]
+        if scan.report.orphans:
+            report["damage"].append(f"{f.name}: {scan.report.orphans} message(s) whose channel record was lost")
+    _check_topic(bag, topic, topics, set(), " in what was written out before the recording was cut off")
+
+
+def _check_topic(bag: Path, topic: str, topics: set[str], types: set[str], where: str = "") -> None:
+    if topic not in topics:
+        raise DatasetError(f"{bag}: no {topic} topic{where} (it has {', '.join(sorted(topics)) or 'no topics'})")
+    if types - {TRANSITION_TYPE}:
+        raise DatasetError(f"{bag}: {topic} carries {sorted(types)[0]}, expected {TRANSITION_TYPE}")
+
+
+def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDataset:
+    """The Transition topic of a bag as one dataset. A bag its recorder never closed is salvaged: every
+    message of its complete records is read; metadata salvage_cut_bytes and salvage_damage say what was
+    not (the bytes cut short at its end; chunks that failed their CRC)."""
     from ..robot.episodes import episode_dataset
 
     bag = Path(bag)
@@ -53,27 +118,27 @@ def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDatas
         raise FileNotFoundError(f"bag {bag} not found")
     store = typestore()
     episodes: dict[int, list[dict]] = {}
+    if bag.is_dir() and not (bag / "metadata.yaml").is_file() and not _mcap_files(bag):
+        raise DatasetError(f"{bag}: no metadata.yaml and no .mcap file (an SQLite bag that was not closed "
+                           "needs `ros2 bag reindex` first)")
+    closed = bag_was_closed(bag)
+    salvage = {"cut_bytes": 0, "damage": []}
     try:
-        with Reader(bag) as reader:
-            conns = [c for c in reader.connections if c.topic == topic]
-            if not conns:
-                have = ", ".join(sorted({c.topic for c in reader.connections})) or "no topics"
-                raise DatasetError(f"{bag}: no {topic} topic (it has {have})")
-            if any(c.msgtype != TRANSITION_TYPE for c in conns):
-                raise DatasetError(f"{bag}: {topic} carries {conns[0].msgtype}, expected {TRANSITION_TYPE}")
-            for conn, _, raw in reader.messages(connections=conns):
-                m = store.deserialize_cdr(raw, conn.msgtype)
-                episodes.setdefault(int(m.episode_id), []).append({
-                    "step": int(m.step), "observation": np.asarray(m.observation),
-                    "next_observation": np.asarray(m.next_observation), "action": np.asarray(m.action),
-                    "log_prob": float(m.log_prob), "reward": float(m.reward), "terminal": bool(m.terminal),
-                    "timeout": bool(m.timeout), "policy_version": int(m.policy_version)})
+        # Deserialised in the loop (not collected first): a day's bag can be gigabytes.
+        for raw in (_read_closed(bag, topic) if closed else _read_unclosed(bag, topic, salvage)):
+            m = store.deserialize_cdr(raw, TRANSITION_TYPE)
+            episodes.setdefault(int(m.episode_id), []).append({
+                "step": int(m.step), "observation": np.asarray(m.observation),
+                "next_observation": np.asarray(m.next_observation), "action": np.asarray(m.action),
+                "log_prob": float(m.log_prob), "reward": float(m.reward), "terminal": bool(m.terminal),
+                "timeout": bool(m.timeout), "policy_version": int(m.policy_version)})
     except DatasetError:
         raise
     except Exception as exc:  # noqa: BLE001 - rosbags raises many types for a damaged bag
         raise DatasetError(f"{bag}: cannot read bag ({type(exc).__name__}: {exc})") from exc
     if not episodes:
-        raise DatasetError(f"{bag}: {topic} holds no messages")
+        raise DatasetError(f"{bag}: {topic} holds no messages"
+                           + ("" if closed else " that were written out before the recording was cut off"))
     made = [episode_dataset(rows, eid) for eid, rows in sorted(episodes.items())]
     parts = [ds for ds, _ in made if ds is not None]
     if not parts:
@@ -81,6 +146,10 @@ def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDatas
     ds = OfflineDataset.concatenate(parts)
     ds.infos["episode_id"] = np.concatenate([np.full(len(p), p.metadata["episode_id"], np.int64) for p in parts])
     ds.metadata = {"source": str(bag), "episodes": len(parts), "left_out_non_finite": sum(n for _, n in made)}
+    if not closed:
+        ds.metadata.update(salvaged_from_unclosed_bag=True, salvage_cut_bytes=salvage["cut_bytes"])
+        if salvage["damage"]:  # skipped chunks (CRC, decompression), messages without their channel
+            ds.metadata["salvage_damage"] = "; ".join(salvage["damage"])
     return ds
 
 
@@ -97,6 +166,16 @@ class TransitionBagWriter:
 
     def write(self, cdr: bytes, stamp_ns: int) -> None:
         self.writer.write(self.conn, stamp_ns, cdr)
+
+    def flush(self) -> None:
+        """Put every message written so far on disk, as a complete MCAP chunk. rosbags keeps up to 1 MiB
+        in memory and writes the index and footer only at close; a logger killed or cut off from
+        power between flushes leaves a bag `bag_to_dataset` salvages up to the last flush."""
+        storage = self.writer.storage  # rosbags' McapWriter (rosbags is pinned; test_bag covers this)
+        if storage.chunk.bio.tell():
+            storage.close_chunk()
+        storage.bio.flush()
+        os.fsync(storage.bio.fileno())
 
     def close(self) -> None:
         self.writer.close()

@@ -10,7 +10,9 @@ is dropped, with an error, rather than the logger growing until it is killed wit
 failing bag stops the bag, not the episode files. Below min_free_mb of free space the logger warns
 at start and after every episode, with how many more episodes fit.
 Parameters: directory, bag_path (optional: also keep every Transition, CDR as received, in an
-MCAP rosbag2 at this path; `uni-o4 bag2h5` converts it, as it does bags from `ros2 bag record`),
+MCAP rosbag2 at this path, put on disk at every episode's end; `uni-o4 bag2h5` converts it, as it
+does bags from `ros2 bag record`, and salvages it up to the last finished episode if the logger was
+killed),
 min_free_mb (1000), max_unwritten_mb (1000).
 """
 
@@ -104,6 +106,8 @@ class DatasetLoggerNode(Node):
     def _write_bag(self, m: Transition) -> None:
         try:
             self.bag.write(serialize_message(m), stamp_ns(m.header.stamp))
+            if m.terminal or m.timeout:  # on disk with the episode's file: a kill loses no more of the bag
+                self.bag.flush()
         except OSError as exc:
             self.get_logger().error(f"bag write failed ({exc}); the bag stops here, episode files go on")
             self._close_bag()

@@ -1,0 +1,174 @@
+"""Read what an MCAP file that was never closed still holds.
+
+A recorder killed or cut off from power (`ros2 bag record`, or our dataset_logger on a Go1 whose
+battery died) leaves an MCAP without its summary and footer, and a bag folder without
+metadata.yaml: `rosbags` (like `ros2 bag play`) refuses both. Yet every record written before the
+cut is intact. This scans the data section front to back, record by record (MCAP spec,
+mcap.dev/spec), and yields each message of every complete record; it stops at the first record that
+runs past the end of the file or has an impossible opcode (a power cut can leave zeros), and keeps
+count of what it could not read. A chunk whose content does not match its CRC or does not
+decompress is skipped as a whole: its length is still known, so the scan goes on behind it.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+MAGIC = b"\x89MCAP0\r\n"
+HEADER, FOOTER, SCHEMA, CHANNEL, MESSAGE, CHUNK, DATA_END = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0F
+LAST_OPCODE = 0x0F  # opcodes above are reserved or private; below 0x01 is invalid
+
+
+class McapDamaged(ValueError):
+    """The file is not MCAP at all (its start is wrong), as opposed to cut short at its end."""
+
+
+@dataclass(frozen=True)
+class Channel:
+    topic: str
+    schema: str  # the message type, e.g. uni_o4_ros/msg/Transition ("" without a schema)
+    encoding: str  # "cdr" for ROS 2
+
+
+@dataclass
+class SalvageReport:
+    """What a scan read and what it had to leave."""
+
+    size: int = 0  # bytes in the file
+    read_to: int = 0  # offset just past the last complete record read
+    closed: bool = False  # the data section ended properly (DataEnd or footer record)
+    damaged_chunks: list[str] = field(default_factory=list)  # why each skipped chunk was skipped
+    orphans: int = 0  # messages whose channel record was lost (in a damaged chunk): not decodable
+
+    @property
+    def cut_bytes(self) -> int:
+        return 0 if self.closed else self.size - self.read_to
+
+
+class _Cursor:
+    """Little-endian fields of one record's content."""
+
+    def __init__(self, data: bytes | memoryview) -> None:
+        self.data, self.at = memoryview(data), 0
+
+    def take(self, n: int) -> memoryview:
+        if n < 0 or self.at + n > len(self.data):
+            raise struct.error("field runs past its record")
+        out = self.data[self.at:self.at + n]
+        self.at += n
+        return out
+
+    def u16(self) -> int:
+        return struct.unpack("<H", self.take(2))[0]
+
+    def u32(self) -> int:
+        return struct.unpack("<I", self.take(4))[0]
+
+    def u64(self) -> int:
+        return struct.unpack("<Q", self.take(8))[0]
+
+    def string(self) -> str:
+        return bytes(self.take(self.u32())).decode()
+
+    def rest(self) -> bytes:
+        return bytes(self.take(len(self.data) - self.at))
+
+
+def _decompress(data: bytes, compression: str) -> bytes:
+    if compression == "":
+        return data
+    if compression == "zstd":
+        try:
+            from compression import zstd  # Python 3.14
+        except ImportError:
+            from backports import zstd
+        return zstd.decompress(data)
+    if compression == "lz4":
+        from lz4.frame import decompress
+
+        return decompress(data)
+    raise ValueError(f"unknown chunk compression {compression!r}")
+
+
+class McapSalvage:
+    """`for channel, log_time_ns, data in McapSalvage(path).messages()`; then `.report`."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.report = SalvageReport()
+        self.schemas: dict[int, str] = {}
+        self.channels: dict[int, Channel] = {}
+
+    def messages(self) -> Iterator[tuple[Channel, int, bytes]]:
+        with self.path.open("rb") as f:
+            self.report.size = self.path.stat().st_size
+            magic = f.read(8)
+            if magic != MAGIC[:len(magic)]:
+                raise McapDamaged(f"{self.path}: not an MCAP file (its first bytes are not MCAP's magic)")
+            if len(magic) < 8:
+                return  # cut before its magic was out (e.g. the newest file of a split bag): holds nothing
+            self.report.read_to = 8
+            yield from self._scan(f)
+
+    def _scan(self, f: BinaryIO) -> Iterator[tuple[Channel, int, bytes]]:
+        while True:
+            start = f.tell()
+            head = f.read(9)
+            if len(head) < 9:
+                return
+            op, length = head[0], struct.unpack("<Q", head[1:])[0]
+            if not HEADER <= op <= LAST_OPCODE or length > self.report.size - start - 9:
+                return  # cut mid-record, or zeros / garbage from a power cut: nothing after is trusted
+            content = f.read(length)
+            self.report.read_to = start + 9 + length
+            if op in (DATA_END, FOOTER):
+                self.report.closed = True
+                return
+            if op == CHUNK:
+                yield from self._chunk(content, start)
+            else:
+                yield from self._record(op, content)
+
+    def _record(self, op: int, content: bytes) -> Iterator[tuple[Channel, int, bytes]]:
+        c = _Cursor(content)
+        if op == SCHEMA:
+            sid = c.u16()
+            self.schemas[sid] = c.string()
+        elif op == CHANNEL:
+            cid, sid = c.u16(), c.u16()
+            topic, encoding = c.string(), c.string()
+            self.channels[cid] = Channel(topic, self.schemas.get(sid, ""), encoding)
+        elif op == MESSAGE:
+            cid = c.u16()
+            c.u32()  # sequence
+            log_time = c.u64()
+            c.u64()  # publish time
+            channel = self.channels.get(cid)
+            if channel is None:
+                self.report.orphans += 1
+            else:
+                yield channel, log_time, c.rest()
+
+    def _chunk(self, content: bytes, offset: int) -> Iterator[tuple[Channel, int, bytes]]:
+        try:
+            c = _Cursor(content)
+            c.u64(), c.u64()  # message start and end time
+            size, crc = c.u64(), c.u32()
+            compression = c.string()
+            records = _decompress(bytes(c.take(c.u64())), compression)
+            if len(records) != size or (crc and zlib.crc32(records) != crc):
+                raise ValueError("its content does not match its size and CRC")
+            found = []  # parsed in full before any is yielded, so a damaged chunk gives all or nothing
+            inner = _Cursor(records)
+            while inner.at < len(records):
+                op, length = inner.take(1)[0], inner.u64()
+                found.extend(self._record(op, inner.take(length)))
+        except Exception as exc:  # noqa: BLE001 - zstd and lz4 raise their own error types
+            self.report.damaged_chunks.append(f"chunk at byte {offset}: {exc}")
+            return
+        yield from found

@@ -214,3 +214,13 @@ def test_unreadable_unclosed_bags_are_clear_errors(tmp_path):
     header_only.write_bytes(_independent_mcap("none")[0][:40])
     with pytest.raises(DatasetError, match="no /transitions topic in what was written out before"):
         bag_to_dataset(header_only)
+
+
+def test_a_bag_given_as_a_dataset_says_to_convert_it(tmp_path):
+    """A recording's bag passed straight to the learner: one line naming the command that converts it."""
+    write_bag(tmp_path / "day1", [transition(1, 0, "timeout")])
+    for given in (tmp_path / "day1", next((tmp_path / "day1").glob("*.mcap"))):
+        run = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "offline", "--dataset", str(given), "--run-dir",
+                              str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and f"uni-o4 bag2h5 {given} --out" in run.stderr, run.stderr
+        assert not (tmp_path / "run").exists()

@@ -280,9 +280,14 @@ def _config(args: argparse.Namespace, env: str | None):
 
 
 def _load_dataset(path: str, env: str | None):
-    from .data import read_hdf5, validate
+    from .data import DatasetError, read_hdf5, validate
 
-    if Path(path).is_dir():  # episodes recorded by the dataset_logger node
+    p = Path(path)
+    if p.suffix in (".mcap", ".db3") or (p.is_dir() and any((p / "metadata.yaml").exists() or f.suffix in (
+            ".mcap", ".db3") for f in p.iterdir())):
+        raise DatasetError(f"{path} is a rosbag2: turn it into a dataset first with "
+                           f"`uni-o4 bag2h5 {path} --out data.hdf5`")
+    if p.is_dir():  # episodes recorded by the dataset_logger node
         from .robot.episodes import read_episodes
 
         ds = read_episodes(path)

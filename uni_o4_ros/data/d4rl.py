@@ -108,7 +108,7 @@ def write_hdf5(path: str | Path, ds: OfflineDataset, overwrite: bool = False, co
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists (pass overwrite=True to replace it)")
+        raise FileExistsError(f"{path} exists: not replaced (choose another path, or remove it first)")
     validate(ds, source=str(path))
 
     def write(tmp: str) -> None:

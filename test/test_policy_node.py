@@ -113,7 +113,7 @@ def test_hot_swap_takes_effect_on_the_next_tick_and_bad_updates_are_refused(node
 
         pol2, norm2 = constant_policy(0.3)
         ok, reason = d.update(encode_update(pol2, norm2, version=2))
-        assert ok, reason
+        assert ok and "moves the joint targets 0.175 rad from v1's" in reason, reason  # 0.7 x 0.25 at the knees
         after = d.tick()  # the very next tick runs the new weights
         assert after.policy_version == 2
         np.testing.assert_allclose(after.q, new_q, atol=1e-6)
@@ -135,11 +135,15 @@ def test_hot_swap_takes_effect_on_the_next_tick_and_bad_updates_are_refused(node
             "wrong-shape": with_blob(save(wrong_shape)),
             "nan": with_blob(save(nan)),
             "older": encode_update(constant_policy(0.9)[0], norm2, version=1),
+            # well-formed, but its actions 40 units off (a learner that diverged): 10 rad at the knees
+            "blown-up": encode_update(constant_policy(40.0)[0], norm2, version=3),
         }
         for name, fields in cases.items():
             ok, reason = d.update(fields)
             assert not ok, name
             assert reason, name
+            if name == "blown-up":
+                assert "moves the joint targets 9.925 rad" in reason and "max_update_shift 1.0" in reason, reason
             cmd = d.tick()  # the controller keeps running on version 2
             assert cmd.policy_version == 2, name
             np.testing.assert_allclose(cmd.q, new_q, atol=1e-6)

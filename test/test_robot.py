@@ -179,6 +179,56 @@ def test_wrong_dims_in_spec_are_refused(update):
         _verify(bad)
 
 
+def test_an_update_that_would_move_the_joints_far_is_refused_before_it_acts():
+    """Well-formed updates (finite, right shapes, signed) from a learner that diverged. The runner compares
+    what an update would command on the states it just acted on, and on the robot standing, with what the
+    running policy commands, and refuses one that moves the joint targets more than max_update_shift."""
+    import copy
+
+    from uni_o4_ros.robot.go1 import DEFAULT_Q
+    from uni_o4_ros.robot.policy_runner import PolicyRunner
+
+    torch.manual_seed(0)
+    pol = make_policy(290, 12, hidden=(32, 32), mean_activation="none")
+    norm = StateNormalizer(np.zeros(290), np.ones(290))
+
+    def offer(runner, policy, version):
+        m = encode_update(policy, norm, version=version)
+        return runner.offer(m["version"], m["sha256"], m["safetensors"], m["spec_json"], m["signature"])
+
+    def edited(edit):
+        p = copy.deepcopy(pol)
+        with torch.no_grad():
+            edit(p)
+        return p
+
+    rng = np.random.default_rng(0)
+    runner = PolicyRunner(pol, norm, version=1)
+    assert runner.max_update_shift == 1.0  # the default, as in robot.yaml
+    # Before any state: compared on the robot standing alone (a learner's newest weights reach a starting node).
+    ok, reason = offer(runner, edited(lambda p: p.body.net[-1].bias[0, 0, :12].add_(8.0)), 2)
+    assert not ok and "on 0 recent states and the robot standing" in reason, reason
+    assert "max_update_shift 1.0 rad" in reason
+    walk = [(np.array([1.0, 0.0, 0.0, 0.0]), DEFAULT_Q + rng.normal(0, 0.1, 12), rng.normal(0, 1, 12))
+            for _ in range(300)]
+    for state in walk:
+        runner.tick(*state)
+    # A PPO-sized step (every weight 1 % off) passes, and reports how far it moves the joints.
+    ok, reason = offer(runner, edited(lambda p: [w.mul_(1.01) for w in p.parameters()]), 2)
+    assert ok and "moves the joint targets 0.00" in reason and "on 250 recent states" in reason, reason
+    # Mean actions 8 units off (2 rad at the knees), or overflowing to inf: refused; version 2 acts next.
+    ok, reason = offer(runner, edited(lambda p: p.body.net[-1].bias[0, 0, :12].add_(8.0)), 3)
+    assert not ok and "moves the joint targets 2.0" in reason and "a learner that diverged" in reason, reason
+    ok, reason = offer(runner, edited(lambda p: p.body.net[0].weight.fill_(1e38)), 3)
+    assert not ok and "inf rad" in reason, reason
+    assert runner.tick(*walk[0]).policy_version == 2
+    # 0 switches the check off (the form checks still apply).
+    unchecked = PolicyRunner(pol, norm, version=1, max_update_shift=0.0)
+    assert offer(unchecked, edited(lambda p: p.body.net[-1].bias[0, 0, :12].add_(8.0)), 2)[0]
+    with pytest.raises(ValueError, match="max_update_shift"):
+        PolicyRunner(pol, norm, max_update_shift=-1.0)
+
+
 def test_controller_core_modes():
     from uni_o4_ros.robot.controller import ControllerCore, Mode
 

@@ -2,10 +2,13 @@
 
 Parameters: policy_dir (saved policy folder), deterministic (mean action; False samples with
 log-probabilities for online learning), seed (of that sampling noise), command_velocity [vx, vy,
-yaw_rate], hmac_key_file (optional; when set, unsigned updates are refused). Every accepted or
-refused update is reported on `policy_status` (diagnostic_msgs/DiagnosticStatus) and in the log,
-with the reason. While robot states come from two controllers (another suite on the ROS domain) it
-answers none, so its controller's watchdog damps; once one is left it starts a fresh history.
+yaw_rate], hmac_key_file (optional; when set, unsigned updates are refused), max_update_shift (rad,
+1.0; 0 = unchecked: an update that moves the joint targets further from the running policy's, on
+the states of the last 5 s and on the robot standing, is refused). Every accepted or refused update is
+reported on `policy_status` (diagnostic_msgs/DiagnosticStatus) and in the log, with the reason and
+how far it moves the joint targets. While robot states come from two controllers (another suite on
+the ROS domain) it answers none, so its controller's watchdog damps; once one is left it starts a
+fresh history.
 """
 
 from __future__ import annotations
@@ -41,15 +44,19 @@ class PolicyNode(Node):
         self.declare_parameter("command_velocity", [0.0, 0.0, 0.0])
         self.declare_parameter("hmac_key_file", "")
         self.declare_parameter("seed", 0)  # of the exploration noise (deterministic: false)
+        self.declare_parameter("max_update_shift", 1.0)
         policy_dir = self.get_parameter("policy_dir").value
         if not policy_dir or not Path(policy_dir).is_dir():
             raise NodeConfigError(f"parameter policy_dir must name a saved policy folder, got {policy_dir!r}")
         policy, normalizer, meta, _ = load_policy(policy_dir)
         key_file = self.get_parameter("hmac_key_file").value
         key = Path(key_file).read_bytes().strip() if key_file else None
+        max_shift = float(self.get_parameter("max_update_shift").value)
+        if not max_shift >= 0:
+            raise NodeConfigError(f"parameter max_update_shift must be >= 0 (0: unchecked), got {max_shift}")
         self.runner = PolicyRunner(policy, normalizer, version=int(meta.get("version", 0)),
                                    deterministic=bool(self.get_parameter("deterministic").value), key=key,
-                                   seed=int(self.get_parameter("seed").value))
+                                   seed=int(self.get_parameter("seed").value), max_update_shift=max_shift)
         vx, vy, wz = self.get_parameter("command_velocity").value
         self.runner.command = command_vector(vx, vy, wz)
         self.cmd_pub = self.create_publisher(JointCommand, "joint_command", COMMAND)

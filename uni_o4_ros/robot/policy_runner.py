@@ -3,12 +3,15 @@ weight hot-swaps that happen only between ticks, only after verification.
 
 `offer` verifies an update at once (so a bad one is refused with its reason immediately) but
 only stages it; the next `tick` swaps it in before computing its action, so every tick runs
-wholly on one version and no tick waits for verification.
+wholly on one version and no tick waits for verification. Besides its form, an update's behaviour is
+checked: on the states of the last 5 s, and on the robot standing still, it may move the joint targets
+at most `max_update_shift` rad from the policy it would replace.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,9 +19,11 @@ import torch
 
 from ..learning.normalizer import StateNormalizer
 from ..learning.policy import GaussianPolicyEnsemble
-from .go1 import action_to_joint_targets
+from .go1 import DEFAULT_Q, action_to_joint_targets
 from .observation import ObservationBuilder, command_vector
-from .policy_update import UpdateRejected, VerifiedPolicy, verify_update
+from .policy_update import UpdateRejected, VerifiedPolicy, joint_target_shift, verify_update
+
+RECENT_STATES = 250  # 5 s at 50 Hz: the states an update's behaviour is compared on
 
 
 @dataclass
@@ -32,9 +37,14 @@ class TickResult:
 
 class PolicyRunner:
     def __init__(self, policy: GaussianPolicyEnsemble, normalizer: StateNormalizer, version: int = 0,
-                 deterministic: bool = True, key: bytes | None = None, seed: int = 0) -> None:
+                 deterministic: bool = True, key: bytes | None = None, seed: int = 0,
+                 max_update_shift: float = 1.0) -> None:
         if policy.n != 1:
             raise ValueError("the robot runs a single policy")
+        if not max_update_shift >= 0:
+            raise ValueError(f"max_update_shift must be >= 0 (0: unchecked), got {max_update_shift}")
+        self.max_update_shift = max_update_shift
+        self.recent: deque[np.ndarray] = deque(maxlen=RECENT_STATES)
         self._active = VerifiedPolicy(version, policy.eval(), normalizer, "")
         self._pending: VerifiedPolicy | None = None
         self._lock = threading.Lock()
@@ -57,16 +67,35 @@ class PolicyRunner:
     def offer(self, version: int, sha256: str, blob: bytes, spec_json: str, signature: bytes) -> tuple[bool, str]:
         """Verify and stage an update; returns (accepted, reason)."""
         with self._lock:
-            newest = max(self._active.version, self._pending.version if self._pending else -1)
+            replaced = self._pending or self._active  # what the robot will run if this is refused
+            states = list(self.recent)
         try:
-            verified = verify_update(version, sha256, blob, spec_json, signature, current_version=newest,
+            verified = verify_update(version, sha256, blob, spec_json, signature, current_version=replaced.version,
                                      expected_obs_dim=self.obs_dim,
                                      expected_act_dim=self._active.policy.spec.act_dim, key=self.key)
         except UpdateRejected as exc:
             return False, str(exc)
+        # The robot standing still is always among the states: an update that arrives before the first
+        # state (a learner's latest version reaches a starting policy node at once) is checked too.
+        states.append(self.standing_history())
+        shift = joint_target_shift(replaced, verified, np.stack(states))
+        moved = (f"moves the joint targets {shift:.3f} rad from v{replaced.version}'s, on {len(states) - 1} recent "
+                 "states and the robot standing")
+        if self.max_update_shift and not shift <= self.max_update_shift:
+            return False, (f"it {moved} (per state the largest joint, averaged), more than max_update_shift "
+                           f"{self.max_update_shift} rad: a learner that diverged, or another robot's policy? "
+                           "Raise max_update_shift only if so large a change is meant")
         with self._lock:
             self._pending = verified
-        return True, f"version {version} staged"
+        return True, f"version {version} staged: it {moved}"
+
+    def standing_history(self) -> np.ndarray:
+        """The observation history of the robot standing still at its default pose, upright, under the
+        current command: the state every episode starts from."""
+        builder, zero = ObservationBuilder(), np.zeros(12, np.float32)
+        for _ in range(builder.history):
+            history = builder.push(builder.frame(np.array([1.0, 0.0, 0.0, 0.0]), self.command, DEFAULT_Q, zero, zero))
+        return history
 
     def reset(self, episode: int | None = None) -> None:
         """A fresh history. With `episode` (the robot's reset count, in simulation) the sampling noise
@@ -84,6 +113,8 @@ class PolicyRunner:
         active = self._active
         frame = self.obs.frame(quat_wxyz, self.command, q, dq, self.last_action)
         history = self.obs.push(frame)
+        with self._lock:  # offer() copies them from the verifier's thread
+            self.recent.append(history)
         with torch.no_grad():
             x = active.normalizer(torch.from_numpy(history).unsqueeze(0))
             mean, log_std = active.policy(x)

@@ -6,6 +6,11 @@ pickle); the spec matches the running policy's observation and action sizes; eve
 architecture needs is present with the exact shape and nothing else is; all values are finite;
 and, when a key is configured, the HMAC-SHA256 signature matches. Anything else is refused with a
 reason and the running policy keeps running.
+
+Those checks pass a well-formed update from a learner that diverged (finite but runaway weights), or a
+policy for another robot: `joint_target_shift` measures what the motors would feel, how far the update
+moves the joint targets from where the running policy puts them on the states it just acted on, and
+the runner refuses an update that moves them more than `max_update_shift`.
 """
 
 from __future__ import annotations
@@ -15,12 +20,14 @@ import hmac
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from ..learning.normalizer import StateNormalizer
 from ..learning.policy import GaussianPolicyEnsemble, PolicySpec
+from .go1 import action_to_joint_targets
 
 
 class UpdateRejected(ValueError):
@@ -96,3 +103,15 @@ def verify_update(
                            assign=True)
     normalizer = StateNormalizer(tensors["normalizer.mean"], tensors["normalizer.std"])
     return VerifiedPolicy(version, policy.eval(), normalizer, actual)
+
+
+def joint_target_shift(running: VerifiedPolicy, candidate: VerifiedPolicy, histories: np.ndarray) -> float:
+    """How far `candidate` moves the joint targets (rad) from `running`'s on these observation histories
+    (n, obs): per state its largest change over the 12 joints, averaged over the states; inf when the
+    candidate's actions are not finite there (finite weights can still overflow)."""
+    x = torch.from_numpy(np.ascontiguousarray(histories, np.float32))
+    with torch.no_grad():
+        old, new = (p.policy.executed(p.policy(p.normalizer(x))[0][0]).numpy() for p in (running, candidate))
+    if not np.isfinite(new).all():
+        return float("inf")
+    return float(np.abs(action_to_joint_targets(new) - action_to_joint_targets(old)).max(axis=1).mean())

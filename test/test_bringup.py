@@ -479,6 +479,40 @@ def test_a_transition_with_nan_costs_only_itself_not_the_episode_nor_the_logger(
     assert bag.metadata["left_out_non_finite"] == 3
 
 
+def test_transitions_that_never_reach_the_logger_are_named_not_silently_absent(ros_env, tmp_path):
+    """The stream a logger stopped for 30 s received (measured here with SIGSTOP on the stand-in graph:
+    DDS dropped it as a reader, and every transition of those 30 s was gone): episode 1 whole, nothing of
+    episode 2, episode 3 from its step 547 on. Before, episode 3 was written as if whole and nothing was
+    said; now both losses are errors in the log and the file says which steps it lacks."""
+    from uni_o4_ros.data import read_hdf5
+
+    out = tmp_path / "episodes"
+    logger = start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}",
+                   f"bag_path:={tmp_path / 'bag'}")
+    w = TransitionWatcher()
+    try:
+        pub = w.publisher()
+        for m in (_transition(1, 0), _transition(1, 1, timeout=True), _transition(3, 547), _transition(3, 548),
+                  _transition(3, 549, timeout=True)):
+            pub.publish(m)
+        w.wait(lambda: (out / "episode_000003.hdf5").exists() or logger.poll() is not None, timeout=60)
+    finally:
+        w.close()
+        killed = stop(logger)
+    assert killed == [] and logger.returncode == 0
+    log = logger.stderr.read()
+    assert "episode(s) 2: no transition ever reached the logger, no file" in log, log[-2000:]
+    assert "episode 3: 547 transition(s) never reached the logger (steps 0-546)" in log, log[-2000:]
+    ds = read_hdf5(out / "episode_000003.hdf5")
+    assert ds.metadata["missing_steps"] == 547 and ds.metadata["missing_ranges"] == "0-546"
+    assert ds.infos["step"].tolist() == [547, 548, 549]
+    assert "missing_steps" not in read_hdf5(out / "episode_000001.hdf5").metadata
+    assert sorted(f.name for f in out.iterdir()) == ["episode_000001.hdf5", "episode_000003.hdf5"]
+    from uni_o4_ros.data.bag import bag_to_dataset
+
+    assert bag_to_dataset(tmp_path / "bag").metadata["missing_steps"] == 547  # uni-o4 bag2h5 counts them too
+
+
 def test_a_hangup_ends_the_logger_through_its_shutdown_so_its_bag_is_complete(ros_env, tmp_path):
     """SIGHUP (the terminal the nodes ran in closed) to a logger keeping an MCAP bag. Before, it ended the
     process on the spot: the bag was never closed, and `uni-o4 bag2h5` could not read what it held."""

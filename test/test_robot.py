@@ -435,6 +435,34 @@ def test_an_episode_that_cannot_be_written_is_kept_and_written_with_the_next(tmp
     assert ds.infos["step"].tolist() == [0, 1, 2, 0, 1, 2, 3, 0, 1, 2, 3, 4] and ds.timeouts.sum() == 3
 
 
+def test_an_episode_with_steps_that_never_arrived_is_written_saying_so(tmp_path):
+    """What a logger stopped for longer than DDS keeps it matched receives: all of episode 2 gone, episode 3
+    from its step 5 on. Before, episode 3 was written as if whole and episode 2 was never mentioned."""
+    from uni_o4_ros.data import read_hdf5
+    from uni_o4_ros.robot.episodes import EpisodeWriter, missing_steps
+
+    writer = EpisodeWriter(tmp_path)
+
+    def row(eid: int, k: int, last: bool = False) -> dict:
+        return {"episode_id": eid, "step": k, "observation": np.full(3, k, np.float32),
+                "next_observation": np.full(3, k + 1, np.float32), "action": np.zeros(2, np.float32),
+                "log_prob": -1.0, "reward": 1.0, "terminal": False, "timeout": last, "policy_version": 0}
+
+    assert [writer.add(row(1, k, k == 2)) for k in range(3)] == [[], [], []]
+    path, _ = writer.finish(1)
+    assert writer.last_missing == [] and "missing_steps" not in read_hdf5(path).metadata
+    assert writer.add(row(3, 5)) == [2]  # the first row after the silence names the episode lost whole
+    for k in (6, 9, 10, 11):
+        assert writer.add(row(3, k, k == 11)) == []
+    path, _ = writer.finish(3)
+    assert writer.last_missing == [(0, 4), (7, 8)]
+    ds = read_hdf5(path)
+    assert ds.metadata["missing_steps"] == 7 and ds.metadata["missing_ranges"] == "0-4, 7-8"
+    assert ds.infos["step"].tolist() == [5, 6, 9, 10, 11] and ds.timeouts.tolist() == [0, 0, 0, 0, 1]
+    assert writer.add(row(1, 0)) == []  # a restarted recorder numbers from 1 again: nothing was lost
+    assert missing_steps([0, 1, 2]) == [] and missing_steps([2]) == [(0, 1)]
+
+
 def test_episodes_waiting_for_a_writable_folder_are_bounded_the_newest_dropped(tmp_path):
     """While the folder cannot be written, finished episodes wait in memory up to max_unwritten_bytes;
     past it the newest is dropped (counted), not kept until the logger is killed with all of them.

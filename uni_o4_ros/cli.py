@@ -636,7 +636,9 @@ def cmd_bag2h5(args: argparse.Namespace) -> int:
     left_out = int(ds.metadata.get("left_out_non_finite", 0))
     print(f"{path}: {len(ds)} transitions in {ds.metadata['episodes']} episode(s), "
           f"{int(ds.terminals.sum())} terminal, {int(ds.timeouts.sum())} timeouts"
-          + (f"; {left_out} left out for NaN/inf values" if left_out else ""))
+          + (f"; {left_out} left out for NaN/inf values" if left_out else "")
+          + (f"; {ds.metadata['missing_steps']} never recorded (steps missing inside episodes)"
+             if ds.metadata.get("missing_steps") else ""))
     return 0
 
 

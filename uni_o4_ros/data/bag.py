@@ -146,6 +146,9 @@ def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDatas
     ds = OfflineDataset.concatenate(parts)
     ds.infos["episode_id"] = np.concatenate([np.full(len(p), p.metadata["episode_id"], np.int64) for p in parts])
     ds.metadata = {"source": str(bag), "episodes": len(parts), "left_out_non_finite": sum(n for _, n in made)}
+    missing = sum(int(p.metadata.get("missing_steps", 0)) for p in parts)
+    if missing:  # steps the recorder numbered that the bag never got (a recorder starved past DDS's lease)
+        ds.metadata["missing_steps"] = missing
     if not closed:
         ds.metadata.update(salvaged_from_unclosed_bag=True, salvage_cut_bytes=salvage["cut_bytes"])
         if salvage["damage"]:  # skipped chunks (CRC, decompression), messages without their channel

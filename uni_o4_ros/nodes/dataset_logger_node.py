@@ -8,7 +8,10 @@ cannot be written (disk full, the folder gone) stays in memory, with an error, a
 the next episode that can be (or at shutdown), up to max_unwritten_mb of them: past that the newest
 is dropped, with an error, rather than the logger growing until it is killed with all of them. A
 failing bag stops the bag, not the episode files. Below min_free_mb of free space the logger warns
-at start and after every episode, with how many more episodes fit.
+at start and after every episode, with how many more episodes fit. Transitions that never arrive (the
+logger stopped or starved for longer than DDS keeps a silent reader matched) are not silent: an
+episode written without some of its steps says which (error in the log, metadata/missing_steps and
+missing_ranges in its file), and an episode of which nothing arrived is named in the log.
 Parameters: directory, bag_path (optional: also keep every Transition, CDR as received, in an
 MCAP rosbag2 at this path, put on disk at every episode's end; `uni-o4 bag2h5` converts it, as it
 does bags from `ros2 bag record`, and salvages it up to the last finished episode if the logger was
@@ -26,11 +29,16 @@ from rclpy.node import Node
 from rclpy.serialization import serialize_message
 
 from uni_o4_ros.msg import Transition
-from uni_o4_ros.robot.episodes import EpisodeWriter
+from uni_o4_ros.robot.episodes import EpisodeWriter, describe_runs
 
 from .qos import TRANSITIONS
 from .run import NodeConfigError, run_node
 from .stamps import stamp_ns
+
+# Measured with the stand-in graph: a logger stopped (SIGSTOP) for 10 s loses nothing (DDS resends),
+# for 30 s it lost every transition of those 30 s without a word, and came back as if nothing happened.
+STARVED = ("was this process stopped, starved of CPU or cut off from the recorder for longer than DDS keeps "
+           "a silent reader matched (Fast DDS: about 20 s)?")
 
 
 class DatasetLoggerNode(Node):
@@ -58,10 +66,14 @@ class DatasetLoggerNode(Node):
     def on_transition(self, m: Transition) -> None:
         if self.bag is not None:
             self._write_bag(m)
-        self.writer.add({"episode_id": m.episode_id, "step": m.step, "observation": np.asarray(m.observation),
+        skipped = self.writer.add({"episode_id": m.episode_id, "step": m.step, "observation": np.asarray(m.observation),
                          "next_observation": np.asarray(m.next_observation), "action": np.asarray(m.action),
                          "log_prob": m.log_prob, "reward": m.reward, "terminal": m.terminal, "timeout": m.timeout,
                          "policy_version": m.policy_version})
+        if skipped:
+            self.get_logger().error(
+                f"episode(s) {describe_runs([(skipped[0], skipped[-1])])}: no transition ever reached the "
+                "logger, no file: " + STARVED)
         if m.terminal or m.timeout:
             self._finish(m.episode_id)
 
@@ -83,6 +95,11 @@ class DatasetLoggerNode(Node):
             return
         if kept:
             self.get_logger().info(f"episodes {kept}, kept in memory, are now written to {self.writer.directory}")
+        if self.writer.last_missing:
+            gone = sum(b - a + 1 for a, b in self.writer.last_missing)
+            self.get_logger().error(f"episode {episode_id}: {gone} transition(s) never reached the logger (steps "
+                                    f"{describe_runs(self.writer.last_missing)}); the file holds the rest and "
+                                    "says so in metadata/missing_steps: " + STARVED)
         if path is None:
             self.get_logger().warn(f"episode {episode_id}: no transition without NaN/inf values, not written")
         elif left_out:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,13 +229,24 @@ class EpisodeWriter:
     _rows: dict[int, list[dict]] = field(default_factory=dict)
     _unwritten: dict[Path, OfflineDataset] = field(default_factory=dict)  # by destination, oldest first
     _offset: int = 0  # file number - recorder episode id
+    _newest_id: int | None = None  # the newest episode id a row arrived for
+    # Steps of the episode finish() last wrote that never arrived: (first, last) runs, empty if none.
+    last_missing: list[tuple[int, int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def add(self, t: dict) -> None:
-        self._rows.setdefault(int(t["episode_id"]), []).append(t)
+    def add(self, t: dict) -> list[int]:
+        """Keep a row; returns the ids of episodes no row ever arrived for, when this row's id skips past
+        them (the recorder numbers episodes 1, 2, ...; a restarted recorder begins at 1 again)."""
+        eid = int(t["episode_id"])
+        newest, skipped = self._newest_id, []
+        if newest is not None and eid > newest + 1:
+            skipped = list(range(newest + 1, eid))
+        self._newest_id = eid
+        self._rows.setdefault(eid, []).append(t)
+        return skipped
 
     def finish(self, episode_id: int, metadata: dict | None = None) -> tuple[Path | None, int]:
         """Write the episode: its file (None when no transition was usable) and how many
@@ -244,7 +256,9 @@ class EpisodeWriter:
         stays in memory and the error is raised; the next finish() or flush() writes it first. If the
         episodes waiting would then hold more than `max_unwritten_bytes`, this one is dropped
         (`dropped`) instead."""
-        ds, left_out = episode_dataset(self._rows.pop(episode_id, []), episode_id, metadata)
+        rows = self._rows.pop(episode_id, [])
+        self.last_missing = missing_steps(int(t["step"]) for t in rows)
+        ds, left_out = episode_dataset(rows, episode_id, metadata)
         path = None
         if ds is not None:
             path = self._free_path(episode_id)
@@ -304,16 +318,37 @@ class EpisodeWriter:
 _EPISODE_FILE = re.compile(r"episode_(\d+)\.hdf5")
 
 
+def missing_steps(steps: Iterable[int]) -> list[tuple[int, int]]:
+    """The runs (first, last) of steps 0 .. max(steps) absent from `steps`."""
+    runs, expected = [], 0
+    for k in sorted(set(steps)):
+        if k > expected:
+            runs.append((expected, k - 1))
+        expected = k + 1
+    return runs
+
+
+def describe_runs(runs: list[tuple[int, int]]) -> str:
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+
+
 def episode_dataset(rows: list[dict], episode_id: int,
                     metadata: dict | None = None) -> tuple[OfflineDataset | None, int]:
     """One episode's transitions (any order, duplicates of a step dropped) in the D4RL layout (None
     if none is usable), and how many were left out for NaN/inf values (also in
     metadata['left_out_non_finite']): one sensor glitch would otherwise fail the file's validation
     and lose the whole episode. Each row carries its own next_observation, so a left-out row costs
-    only itself; if it was the episode's end, the episode ends one row earlier, as a timeout."""
+    only itself; if it was the episode's end, the episode ends one row earlier, as a timeout.
+    Steps that never arrived (a reader starved or stopped for longer than DDS keeps it matched) are
+    counted in metadata['missing_steps'] and listed in metadata['missing_ranges']: the file says it
+    holds part of an episode instead of passing for a whole one."""
     by_step = {int(t["step"]): t for t in rows}
+    gaps = missing_steps(by_step)
     rows = [by_step[k] for k in sorted(by_step) if finite_transition(by_step[k])]
     left_out = len(by_step) - len(rows)
+    if gaps:
+        metadata = {**(metadata or {}), "missing_steps": sum(b - a + 1 for a, b in gaps),
+                    "missing_ranges": describe_runs(gaps)}
     if not rows:
         return None, left_out
     timeouts = np.array([t["timeout"] for t in rows], bool)

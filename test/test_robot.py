@@ -439,7 +439,7 @@ def test_an_episode_with_steps_that_never_arrived_is_written_saying_so(tmp_path)
     """What a logger stopped for longer than DDS keeps it matched receives: all of episode 2 gone, episode 3
     from its step 5 on. Before, episode 3 was written as if whole and episode 2 was never mentioned."""
     from uni_o4_ros.data import read_hdf5
-    from uni_o4_ros.robot.episodes import EpisodeWriter, missing_steps
+    from uni_o4_ros.robot.episodes import EpisodeWriter, lost_in_recording, missing_steps, read_episodes
 
     writer = EpisodeWriter(tmp_path)
 
@@ -461,6 +461,10 @@ def test_an_episode_with_steps_that_never_arrived_is_written_saying_so(tmp_path)
     assert ds.infos["step"].tolist() == [5, 6, 9, 10, 11] and ds.timeouts.tolist() == [0, 0, 0, 0, 1]
     assert writer.add(row(1, 0)) == []  # a restarted recorder numbers from 1 again: nothing was lost
     assert missing_steps([0, 1, 2]) == [] and missing_steps([2]) == [(0, 1)]
+    # The folder as the learner reads it: the losses totalled, and said in one line (uni-o4 offline, learner).
+    folder = read_episodes(tmp_path)
+    assert folder.metadata == {"source": str(tmp_path), "episodes": 2, "missing_steps": 7, "partial_episodes": 1}
+    assert lost_in_recording(folder).startswith("7 transition(s) of this recording never reached its logger (1 ")
 
 
 def test_episodes_waiting_for_a_writable_folder_are_bounded_the_newest_dropped(tmp_path):

@@ -288,9 +288,11 @@ def _load_dataset(path: str, env: str | None):
         raise DatasetError(f"{path} is a rosbag2: turn it into a dataset first with "
                            f"`uni-o4 bag2h5 {path} --out data.hdf5`")
     if p.is_dir():  # episodes recorded by the dataset_logger node
-        from .robot.episodes import read_episodes
+        from .robot.episodes import lost_in_recording, read_episodes
 
         ds = read_episodes(path)
+        if lost := lost_in_recording(ds):
+            print(f"warning: {path}: {lost}", file=sys.stderr)
     else:
         ds = read_hdf5(path)
     obs_dim = act_dim = bound = None

@@ -106,12 +106,14 @@ class LearnerNode(Node):
     def _run_offline(self) -> None:
         from uni_o4_ros.data import read_hdf5, validate
         from uni_o4_ros.learning.offline import OfflineTrainer, TrainingStopped
-        from uni_o4_ros.robot.episodes import read_episodes
+        from uni_o4_ros.robot.episodes import lost_in_recording, read_episodes
 
         dataset, policy_dir, run_dir = self.offline_args
         try:
             ds = read_episodes(dataset) if dataset.is_dir() else read_hdf5(dataset)
             validate(ds)
+            if lost := lost_in_recording(ds):
+                self.get_logger().warn(f"{dataset}: {lost}")
             init, version = None, 0
             if policy_dir:
                 pol, norm, meta, _ = load_policy(policy_dir)

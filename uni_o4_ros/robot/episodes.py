@@ -369,7 +369,27 @@ def episode_dataset(rows: list[dict], episode_id: int,
 
 
 def read_episodes(directory: str | Path) -> OfflineDataset:
+    """Every episode file of a folder as one dataset; its metadata counts the episodes and totals
+    what their files say was lost (missing_steps, left_out_non_finite)."""
     files = sorted(Path(directory).glob("episode_*.hdf5"))
     if not files:
         raise FileNotFoundError(f"no episode_*.hdf5 files in {directory}")
-    return OfflineDataset.concatenate([read_hdf5(f) for f in files])
+    parts = [read_hdf5(f) for f in files]
+    ds = OfflineDataset.concatenate(parts)
+    ds.metadata = {"source": str(directory), "episodes": len(parts)}
+    for key in ("missing_steps", "left_out_non_finite"):
+        if total := sum(int(p.metadata.get(key, 0)) for p in parts):
+            ds.metadata[key] = total
+    partial = sum(1 for p in parts if p.metadata.get("missing_steps"))
+    if partial:
+        ds.metadata["partial_episodes"] = partial
+    return ds
+
+
+def lost_in_recording(ds: OfflineDataset) -> str:
+    """One line on the transitions a recording lacks ("" if none): learning goes on with the rest."""
+    if not ds.metadata.get("missing_steps"):
+        return ""
+    return (f"{ds.metadata['missing_steps']} transition(s) of this recording never reached its logger "
+            f"({ds.metadata.get('partial_episodes', 'some')} episode file(s) hold part of their episode: "
+            "metadata/missing_ranges); learning uses what arrived")

@@ -494,8 +494,10 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     params = Path(args.params or Path(__file__).resolve().parents[1] / "config" / config)
     if not params.is_file():
         raise FileNotFoundError(f"parameters file {params} not found")
+    from .nodes.processes import child_env, node_command, stop_processes, stop_signals_raise_exit
+
     out = Path(args.out)
-    env = dict(os.environ)
+    env = child_env(dict(os.environ))  # none runs on if bringup itself is killed
     nodes = {
         "dataset_logger_node": ([f"directory:={out}"], env),
         "episode_recorder_node": ([f"episodes:={args.episodes}"], env),
@@ -506,7 +508,6 @@ def cmd_bringup(args: argparse.Namespace) -> int:
         nodes["policy_node"][0].append("deterministic:=false")
         nodes["learner_node"] = ([f"policy_dir:={Path(args.policy).resolve()}",
                                   f"run_dir:={Path(args.learn).resolve()}"], env)
-    from .nodes.processes import node_command, stop_processes, stop_signals_raise_exit
 
     procs, robot = [], []  # the stand-in robot stops last: the controller's parting damping reaches it
     dead = []

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..nodes.processes import node_command, stop_processes, stop_signals_raise_exit
+from ..nodes.processes import child_env, node_command, stop_processes, stop_signals_raise_exit
 
 
 class NodeGraphError(RuntimeError):
@@ -48,7 +48,7 @@ def run_until(nodes: dict[str, list[str]], done: Callable[[], bool], log_dir: Pa
             for module, params in nodes.items():
                 log = open(log_dir / f"{module}.log", "w")  # noqa: SIM115 - closed in finally
                 logs.append(log)
-                procs[module] = subprocess.Popen(node_command(module, params, params_file), env=env,
+                procs[module] = subprocess.Popen(node_command(module, params, params_file), env=child_env(env),
                                                  stdout=log, stderr=subprocess.STDOUT)
             while not done():
                 for module, p in procs.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
 import subprocess
 import sys
@@ -19,6 +21,30 @@ def node_command(module: str, params: Sequence[str] = (), params_file: str | Pat
     for p in params:
         cmd += ["-p", p]
     return cmd
+
+
+# Set by a starter (uni-o4 bringup, the field pipeline) in its children's environment: its pid.
+STOP_WITH_PARENT = "UNI_O4_STOP_WITH_PARENT"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def child_env(env: dict[str, str]) -> dict[str, str]:
+    """`env` for a child that must not outlive this process (see stop_with_parent)."""
+    return {**env, STOP_WITH_PARENT: str(os.getpid())}
+
+
+def stop_with_parent() -> None:
+    """In a process started with child_env(): SIGTERM (its own shutdown: damping, closing files) when the
+    starter dies, even killed with SIGKILL or by the OOM killer, whose children otherwise ran on by
+    themselves (the simulated robot still walking and recording, nodes still on the ROS domain).
+    Opt-in through the environment, so a node a user starts under `nohup` from a shell does not stop
+    with that shell. Linux only (prctl); elsewhere nothing changes."""
+    parent = os.environ.pop(STOP_WITH_PARENT, "")  # not inherited by this process's own children
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != int(parent):  # the starter died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def stop_processes(*procs: subprocess.Popen, timeout: float = 10.0) -> list[subprocess.Popen]:

@@ -17,7 +17,7 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
 from .dds_transport import without_shared_memory
-from .processes import stop_signals
+from .processes import stop_signals, stop_with_parent
 
 
 class NodeConfigError(RuntimeError):
@@ -35,6 +35,7 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
     # never shut down). Python-level handlers only set a flag, and the executor waits at most
     # _STOP_POLL_S at a time, so the flag is seen whatever rclpy's signal thread does.
     stop = threading.Event()
+    stop_with_parent()
     # Before rclpy starts: the middleware reads its transport settings when the participant is made.
     transport = without_shared_memory(os.environ)
     os.environ.update(transport.settings)

@@ -164,7 +164,10 @@ def standin_bringup(terrain: str, env: dict[str, str], mount_xyz: list[float], m
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..nodes.processes import stop_with_parent
     from .go1_env import TERRAINS
+
+    stop_with_parent()  # started by `uni-o4 bringup --standin`: not to walk on by itself if that is killed
 
     ap = argparse.ArgumentParser(prog="python -m uni_o4_ros.sim.go1_udp_robot", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

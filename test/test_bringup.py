@@ -169,13 +169,17 @@ def test_uni_o4_bringup_runs_the_suite_from_the_config_file(ros_env, standing_po
     out = tmp_path / "rec"
     params = tmp_path / "short.yaml"
     params.write_text((ROOT / "config" / "sim.yaml").read_text().replace("max_steps: 1000", "max_steps: 10"))
-    proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "bringup", "--sim", "--policy",
-                           str(standing_policy), "--out", str(out), "--episodes", "2", "--params", str(params)],
-                          env=ros_env, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "2 episode(s) recorded" in proc.stdout
+    # Twice into the same folder (as with the default --out): the second session records its own 2 episodes.
+    # Before, it counted the first session's files and stopped before recording any.
+    for session in (1, 2):
+        proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "bringup", "--sim", "--policy",
+                               str(standing_policy), "--out", str(out), "--episodes", "2", "--params", str(params)],
+                              env=ros_env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "2 episode(s) recorded" in proc.stdout
+        assert len(list(out.glob("episode_*.hdf5"))) == 2 * session
     ds = read_episodes(out)
-    assert len(ds) == 20 and ds.timeouts.sum() == 2
+    assert len(ds) == 40 and ds.timeouts.sum() == 4
     # online -> offline: Uni-O4 on the recorded episodes, ensemble initialised from the deployed policy
     from uni_o4_ros.cli import main
     from uni_o4_ros.learning.offline import load_policy

@@ -513,6 +513,7 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     dead = []
     # `kill` or a closed terminal stops the nodes as Ctrl-C does (exit 143 / 129), instead of leaving them
     # running on their own, the simulated robot still walking and recording.
+    before = set(out.glob("episode_*.hdf5"))
     with stop_signals_raise_exit():
         try:
             if args.standin:
@@ -524,7 +525,8 @@ def cmd_bringup(args: argparse.Namespace) -> int:
             done, published = 0, _learner_version(Path(args.learn)) if args.learn else 0
             while all(p.poll() is None for p in procs + robot):
                 time.sleep(1.0)  # supervising loop: report progress, notice a dead node
-                files = len(list(out.glob("episode_*.hdf5")))
+                # This session's files only: a folder used before (the default --out) holds earlier ones.
+                files = len(set(out.glob("episode_*.hdf5")) - before)
                 if files != done:
                     done = files
                     print(f"{done} episode(s) recorded in {out}")

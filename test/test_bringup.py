@@ -5,6 +5,7 @@ killing the logger mid-episode leaves the finished episodes intact and readable.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -451,28 +452,39 @@ def _transition(episode: int, step: int, *, reward: float = 1.0, terminal: bool 
                       reward=reward, terminal=terminal, timeout=timeout, policy_version=0)
 
 
-def test_a_transition_with_nan_costs_only_itself_not_the_episode_nor_the_logger(ros_env, tmp_path):
-    """The logger behind a stand-in recorder (the test publishes on `transitions`). Before, one NaN
-    reward failed the episode file's validation inside the logger's callback: the episode was lost
-    and the logger process died, so nothing after it was recorded either."""
-    from uni_o4_ros.data.bag import bag_to_dataset
-
+@contextmanager
+def _logger_fed(ros_env, tmp_path, msgs, until: str):
+    """A dataset_logger process (episode files in tmp_path/episodes, an MCAP bag at tmp_path/bag) fed `msgs`
+    on `transitions` as the recorder would; inside the block the episode file `until` exists or the logger
+    died. After it the logger is stopped with SIGTERM if it still runs (the block may end it otherwise)."""
     out = tmp_path / "episodes"
     logger = start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}",
                    f"bag_path:={tmp_path / 'bag'}")
     w = TransitionWatcher()
     try:
         pub = w.publisher()
-        nan = float("nan")
-        sent = [_transition(1, 0), _transition(1, 1), _transition(1, 2, reward=nan), _transition(1, 3),
-                _transition(1, 4, timeout=True),
-                _transition(2, 0), _transition(2, 1), _transition(2, 2, terminal=True, next_obs_value=float("inf")),
-                _transition(3, 0, reward=nan, timeout=True),  # nothing usable: no file
-                _transition(4, 0), _transition(4, 1, timeout=True)]
-        for m in sent:
+        for m in msgs:
             pub.publish(m)
-        w.wait(lambda: len(w.seen) == len(sent))
-        w.wait(lambda: (out / "episode_000004.hdf5").exists() or logger.poll() is not None, timeout=60)
+        w.wait(lambda: (out / until).exists() or logger.poll() is not None, timeout=60)
+        yield logger, out
+    finally:
+        w.close()
+        stop(logger)
+
+
+def test_a_transition_with_nan_costs_only_itself_not_the_episode_nor_the_logger(ros_env, tmp_path):
+    """The logger behind a stand-in recorder (the test publishes on `transitions`). Before, one NaN
+    reward failed the episode file's validation inside the logger's callback: the episode was lost
+    and the logger process died, so nothing after it was recorded either."""
+    from uni_o4_ros.data.bag import bag_to_dataset
+
+    nan = float("nan")
+    sent = [_transition(1, 0), _transition(1, 1), _transition(1, 2, reward=nan), _transition(1, 3),
+            _transition(1, 4, timeout=True),
+            _transition(2, 0), _transition(2, 1), _transition(2, 2, terminal=True, next_obs_value=float("inf")),
+            _transition(3, 0, reward=nan, timeout=True),  # nothing usable: no file
+            _transition(4, 0), _transition(4, 1, timeout=True)]
+    with _logger_fed(ros_env, tmp_path, sent, until="episode_000004.hdf5") as (logger, out):
         assert logger.poll() is None, "the logger died on a NaN"
         assert sorted(f.name for f in out.glob("episode_*.hdf5")) == [
             "episode_000001.hdf5", "episode_000002.hdf5", "episode_000004.hdf5"]
@@ -482,10 +494,7 @@ def test_a_transition_with_nan_costs_only_itself_not_the_episode_nor_the_logger(
         # the left-out terminal row ends episode 2 one row earlier, as a truncation (its s' is not terminal)
         assert ds.timeouts.tolist() == [False, False, False, True, False, True, False, True]
         assert not ds.terminals.any()
-    finally:
-        w.close()
-        killed = stop(logger)
-    assert killed == [] and logger.returncode == 0
+    assert logger.returncode == 0  # it ended through its own shutdown on SIGTERM
     bag = bag_to_dataset(tmp_path / "bag")  # the raw bag keeps every message; its conversion leaves out the same
     np.testing.assert_array_equal(bag.observations, ds.observations)
     assert bag.metadata["left_out_non_finite"] == 3
@@ -498,20 +507,11 @@ def test_transitions_that_never_reach_the_logger_are_named_not_silently_absent(r
     said; now both losses are errors in the log and the file says which steps it lacks."""
     from uni_o4_ros.data import read_hdf5
 
-    out = tmp_path / "episodes"
-    logger = start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}",
-                   f"bag_path:={tmp_path / 'bag'}")
-    w = TransitionWatcher()
-    try:
-        pub = w.publisher()
-        for m in (_transition(1, 0), _transition(1, 1, timeout=True), _transition(3, 547), _transition(3, 548),
-                  _transition(3, 549, timeout=True)):
-            pub.publish(m)
-        w.wait(lambda: (out / "episode_000003.hdf5").exists() or logger.poll() is not None, timeout=60)
-    finally:
-        w.close()
-        killed = stop(logger)
-    assert killed == [] and logger.returncode == 0
+    sent = [_transition(1, 0), _transition(1, 1, timeout=True), _transition(3, 547), _transition(3, 548),
+            _transition(3, 549, timeout=True)]
+    with _logger_fed(ros_env, tmp_path, sent, until="episode_000003.hdf5") as (logger, out):
+        pass
+    assert logger.returncode == 0
     log = logger.stderr.read()
     assert "episode(s) 2: no transition ever reached the logger, no file" in log, log[-2000:]
     assert "episode 3: 547 transition(s) never reached the logger (steps 0-546)" in log, log[-2000:]
@@ -532,20 +532,10 @@ def test_a_hangup_ends_the_logger_through_its_shutdown_so_its_bag_is_complete(ro
 
     from uni_o4_ros.data.bag import bag_to_dataset
 
-    out = tmp_path / "episodes"
-    logger = start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}",
-                   f"bag_path:={tmp_path / 'bag'}")
-    w = TransitionWatcher()
-    try:
-        pub = w.publisher()
-        for m in (_transition(1, 0), _transition(1, 1), _transition(1, 2, timeout=True)):
-            pub.publish(m)
-        w.wait(lambda: (out / "episode_000001.hdf5").exists() or logger.poll() is not None, timeout=60)
+    sent = [_transition(1, 0), _transition(1, 1), _transition(1, 2, timeout=True)]
+    with _logger_fed(ros_env, tmp_path, sent, until="episode_000001.hdf5") as (logger, out):
         logger.send_signal(signal.SIGHUP)
         assert logger.wait(timeout=30) == 0, logger.stderr.read()[-2000:]
-    finally:
-        w.close()
-        stop(logger)
     bag = bag_to_dataset(tmp_path / "bag")
     np.testing.assert_array_equal(bag.infos["step"], [0, 1, 2])
     np.testing.assert_array_equal(bag.observations, read_episodes(out).observations)
@@ -562,20 +552,10 @@ def test_a_logger_killed_mid_episode_leaves_a_bag_bag2h5_salvages_up_to_the_last
 
     from uni_o4_ros.data import read_hdf5
 
-    out = tmp_path / "episodes"
-    logger = start("uni_o4_ros.nodes.dataset_logger_node", ros_env, f"directory:={out}",
-                   f"bag_path:={tmp_path / 'bag'}")
-    w = TransitionWatcher()
-    try:
-        pub = w.publisher()
-        for m in (_transition(1, 0), _transition(1, 1), _transition(1, 2, timeout=True), _transition(2, 0)):
-            pub.publish(m)
-        w.wait(lambda: (out / "episode_000001.hdf5").exists() or logger.poll() is not None, timeout=60)
+    sent = [_transition(1, 0), _transition(1, 1), _transition(1, 2, timeout=True), _transition(2, 0)]
+    with _logger_fed(ros_env, tmp_path, sent, until="episode_000001.hdf5") as (logger, out):
         logger.send_signal(signal.SIGKILL)
         assert logger.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        w.close()
-        stop(logger)
     assert not (tmp_path / "bag" / "metadata.yaml").exists()  # killed: never closed
     h5 = tmp_path / "salvaged.hdf5"
     run = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "bag2h5", str(tmp_path / "bag"), "--out", str(h5)],

@@ -223,6 +223,47 @@ def test_stand_in_t265_reports_the_simulated_trunk_as_the_device_would(monkeypat
         src.close()
 
 
+@pytest.mark.parametrize("pose_jumping", [False, True])
+def test_a_relocalisation_leaves_odom_continuous_unless_pose_jumping_is_asked_for(monkeypatch, pose_jumping):
+    """The T265 jumps its pose back by the drift it learns at a relocalisation, unless enable_pose_jumping
+    is off, which must be set before streaming. T265Source sets it off by default (REP-105: odom is
+    continuous), so a robot standing still keeps its odom pose; asked for, the pose jumps by the drift."""
+    import socket
+
+    from uni_o4_ros.sim.go1_udp_robot import free_udp_ports
+    from uni_o4_ros.sim.t265_standin import FEED_ENV, camera_truth
+
+    rs = standin_pyrealsense2()
+    [port] = free_udp_ports()
+    monkeypatch.setenv(FEED_ENV, f"127.0.0.1:{port}")
+    src = T265Source(rs, pose_jumping=pose_jumping) if pose_jumping else T265Source(rs)
+    assert src.pose_jumping_error == ""
+    mount = MountExtrinsic.from_config([0.25, 0.0, 0.05], [0.0, 0.0, 0.0])
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    still, upright, drift = np.zeros(3), np.array([1.0, 0.0, 0.0, 0.0]), np.array([0.3, -0.1, 0.0])
+
+    def seen(relocalizations: int):
+        tx.sendto(camera_truth(still, upright, still, still, mount.translation, mount.quaternion, 3, drift,
+                               relocalizations), ("127.0.0.1", port))
+        return convert(src.read(timeout_ms=2000), mount)
+
+    try:
+        before = seen(0)
+        after = seen(1)  # the camera recognises where it is and learns its drift
+        assert seen(1).position == pytest.approx(after.position)  # one jump, not one per frame
+        with pytest.raises(RuntimeError, match="read-only while streaming"):  # as the device refuses it
+            rs.config().resolve(src.pipe).get_device().first_pose_sensor().set_option(rs.option.enable_pose_jumping, 1)
+    finally:
+        tx.close()
+        src.close()
+    jump = after.position - before.position
+    if pose_jumping:
+        np.testing.assert_allclose(jump, -drift, atol=1e-9)
+    else:
+        np.testing.assert_allclose(jump, 0.0, atol=1e-9)
+    np.testing.assert_allclose(after.linear_velocity, 0.0, atol=1e-9)  # the velocity is the same either way
+
+
 def test_odometry_node_publishes_nothing_while_the_tracker_has_failed(ros_env, tmp_path):
     """A T265 whose tracking failed (confidence 0) still sends poses, with a velocity that is not the
     robot's; rewards computed from it would be noise recorded as truth. The odometry node leaves such

@@ -114,9 +114,14 @@ def convert(pose: Any, mount: MountExtrinsic, accel_cov: float = 0.01, gyro_cov:
 
 
 class T265Source:
-    """Pose frames from a T265 through pyrealsense2 (`rs` may be injected for a stand-in device)."""
+    """Pose frames from a T265 through pyrealsense2 (`rs` may be injected for a stand-in device).
 
-    def __init__(self, rs: Any = None) -> None:
+    Pose jumping is off unless asked for: the T265 turns it on by default, and then a relocalisation
+    (it recognises a place it mapped) makes the pose jump, which breaks REP-105's promise that odom is
+    continuous. Off, the pose stays continuous and keeps its drift; the velocity is the same either way.
+    The option is read-only while streaming, so it is set before the pipeline starts."""
+
+    def __init__(self, rs: Any = None, pose_jumping: bool = False) -> None:
         if rs is None:
             try:
                 import pyrealsense2 as rs
@@ -134,6 +139,12 @@ class T265Source:
         self.pipe = rs.pipeline()
         cfg = rs.config()
         cfg.enable_stream(rs.stream.pose)
+        self.pose_jumping_error = ""  # why the option could not be set ("" when it was)
+        try:
+            sensor = cfg.resolve(self.pipe).get_device().first_pose_sensor()
+            sensor.set_option(rs.option.enable_pose_jumping, 1.0 if pose_jumping else 0.0)
+        except (AttributeError, RuntimeError) as exc:  # an older firmware or library without the option
+            self.pose_jumping_error = str(exc) or type(exc).__name__
         self.pipe.start(cfg)
 
     def read(self, timeout_ms: int = 100) -> Any | None:

@@ -3,7 +3,9 @@ tracker confidence. With the simulated Go1, pd_controller's sim backend publishe
 Publishes TF too: odom -> base_link per pose, and the static base_link -> camera mount.
 Parameters: source (t265 | bag), mount_xyz, mount_rpy (base_link -> camera), frame ids,
 min_tracker_confidence (T265 poses below it, 0 failed .. 3 high, are not published: 1 by default,
-so a failed tracker's velocities never become rewards; 0: all); for source bag: bag_path,
+so a failed tracker's velocities never become rewards; 0: all), pose_jumping (false: the T265's
+pose stays continuous through a relocalisation, as REP-105 asks of odom; true: the device's default,
+the pose jumps back by the drift it learnt); for source bag: bag_path,
 bag_topic, bag_loop (replays a recorded nav_msgs/Odometry stream in real time).
 A missing device, a missing pyrealsense2 or a librealsense without T265 support ends the node with
 one clear line. Once running, the node outlives a camera that stops sending (a USB drop-out): it
@@ -31,7 +33,7 @@ class OdometryNode(Node):
         p = {k: self.declare_parameter(k, v).value for k, v in {
             "source": "t265", "mount_xyz": [0.25, 0.0, 0.05], "mount_rpy": [0.0, 0.0, 0.0],
             "odom_frame": "odom", "base_frame": "base_link", "camera_frame": "t265_pose_frame", "bag_path": "",
-            "bag_topic": "/odom", "bag_loop": False, "min_tracker_confidence": 1}.items()}
+            "bag_topic": "/odom", "bag_loop": False, "min_tracker_confidence": 1, "pose_jumping": False}.items()}
         if not 0 <= p["min_tracker_confidence"] <= 3:
             raise DeviceError(f"parameter min_tracker_confidence must be 0..3 (0 failed .. 3 high), "
                               f"got {p['min_tracker_confidence']}")
@@ -45,7 +47,10 @@ class OdometryNode(Node):
         self.source = self.replay = None
         self.stalled_since: float | None = None  # monotonic time the camera stopped sending
         if p["source"] == "t265":
-            self.source = T265Source()
+            self.source = T265Source(pose_jumping=bool(p["pose_jumping"]))
+            if self.source.pose_jumping_error:
+                self.get_logger().warning(f"T265: could not set pose jumping {'on' if p['pose_jumping'] else 'off'} "
+                                          f"({self.source.pose_jumping_error}): the device's own setting holds")
             self.create_timer(0.005, self.poll)
         elif p["source"] == "bag":
             from uni_o4_ros.hardware.odometry_bag import BagReplay, read_odometry_bag

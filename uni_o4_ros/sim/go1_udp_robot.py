@@ -79,6 +79,8 @@ class Go1UdpRobot:
         self.t265_mount = t265_mount or MountExtrinsic.from_config([0.25, 0.0, 0.05], [0.0, 0.0, 0.0])
         self.t265_stalled = False  # True: the camera sends nothing (a USB drop-out)
         self.t265_confidence = 3  # the tracker's confidence it reports (0 failed .. 3 high)
+        self.t265_drift = np.zeros(3)  # the camera tracking's drift (world frame, m) ...
+        self.t265_relocalizations = 0  # ... which each relocalisation learns (t265_standin: pose jumping)
 
     def serve_once(self, timeout: float | None = 0.5) -> bool:
         """Handle one datagram; False if none came within the timeout or it was refused."""
@@ -109,7 +111,8 @@ class Go1UdpRobot:
             s = self.state
             self.t265_sock.sendto(camera_truth(s.position, s.quaternion, s.linear_velocity, s.angular_velocity,
                                                self.t265_mount.translation, self.t265_mount.quaternion,
-                                               self.t265_confidence), self.t265)
+                                               self.t265_confidence, self.t265_drift, self.t265_relocalizations),
+                                   self.t265)
         return True
 
     def low_state(self) -> bytes:

@@ -12,6 +12,12 @@ Two halves, joined by a local UDP feed:
 
 No feed for longer than the caller's timeout is what a stalled USB camera looks like:
 `try_wait_for_frames` returns (False, None) and `wait_for_frames` raises, as librealsense does.
+
+Drift and relocalisation: the feed may carry the drift the camera's tracking has gathered (its poses
+are the truth plus that drift) and a count of relocalisations (the camera recognised a place it had
+mapped and learnt its drift). As on the device (librealsense doc/t265.md), with the option
+enable_pose_jumping on (its default) a relocalisation makes the reported pose jump back by the drift;
+off, the pose stays continuous and keeps the drift.
 """
 
 from __future__ import annotations
@@ -31,21 +37,24 @@ FEED_ENV = "UNI_O4_T265_FEED"
 STANDIN_MODULES = Path(__file__).with_name("standin_modules")
 DEVICE_NAME = "Intel RealSense T265"
 # Camera position (3), orientation w x y z (4), linear and angular velocity (3 + 3), all in the
-# simulator's world frame (ROS axes), and the tracker confidence.
-_FEED = struct.Struct("<14d")
+# simulator's world frame (ROS axes), the tracker confidence, the tracking's drift (3, world frame)
+# and how many relocalisations happened so far.
+_FEED = struct.Struct("<18d")
 
 
 def camera_truth(position: np.ndarray, quaternion: np.ndarray, linear_velocity_world: np.ndarray,
                  angular_velocity_body: np.ndarray, mount_xyz: np.ndarray, mount_quat: np.ndarray,
-                 confidence: int = 3) -> bytes:
+                 confidence: int = 3, drift: np.ndarray | None = None, relocalizations: int = 0) -> bytes:
     """The feed datagram for a trunk pose (world frame) and a camera mounted at (mount_xyz, mount_quat)
-    in base_link."""
+    in base_link, with the tracking's drift (world frame) and its relocalisation count so far."""
     r = rotation_matrix(quaternion)
     arm = r @ np.asarray(mount_xyz, np.float64)
     w_world = r @ np.asarray(angular_velocity_body, np.float64)
     v_cam = np.asarray(linear_velocity_world, np.float64) + np.cross(w_world, arm)
     q_cam = quat_mul(np.asarray(quaternion, np.float64), np.asarray(mount_quat, np.float64))
-    return _FEED.pack(*(np.asarray(position) + arm), *q_cam, *v_cam, *w_world, float(confidence))
+    drift = np.zeros(3) if drift is None else np.asarray(drift, np.float64)
+    return _FEED.pack(*(np.asarray(position) + arm), *q_cam, *v_cam, *w_world, float(confidence), *drift,
+                      float(relocalizations))
 
 
 def feed_address(value: str) -> tuple[str, int]:
@@ -109,7 +118,9 @@ class Frameset:
 class StandInT265:
     """The device: camera truth in, T265 pose frames out (relative to where tracking started)."""
 
-    def __init__(self, address: tuple[str, int]) -> None:
+    def __init__(self, address: tuple[str, int], pose_jumping: bool = True) -> None:
+        self.pose_jumping = pose_jumping
+        self._relocalizations, self._corrected = 0.0, np.zeros(3)  # the drift a jump took back
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             self.sock.bind(address)
@@ -137,7 +148,12 @@ class StandInT265:
         if data is None or len(data) != _FEED.size:
             return None
         v = np.array(_FEED.unpack(data))
-        p, q, lin, ang, conf = v[0:3], v[3:7], v[7:10], v[10:13], int(v[13])
+        p, q, lin, ang, conf, drift, relocalizations = v[0:3], v[3:7], v[7:10], v[10:13], int(v[13]), v[14:17], v[17]
+        if relocalizations > self._relocalizations:
+            self._relocalizations = relocalizations
+            if self.pose_jumping:
+                self._corrected = drift.copy()
+        p = p + drift - self._corrected
         if self._origin is None:
             heading = yaw(q)
             self._origin = (p.copy(), np.array([np.cos(heading / 2), 0.0, 0.0, np.sin(heading / 2)]))

@@ -501,27 +501,31 @@ def test_a_transition_with_nan_costs_only_itself_not_the_episode_nor_the_logger(
 
 
 def test_transitions_that_never_reach_the_logger_are_named_not_silently_absent(ros_env, tmp_path):
-    """The stream a logger stopped for 30 s received (measured here with SIGSTOP on the stand-in graph:
-    DDS dropped it as a reader, and every transition of those 30 s was gone): episode 1 whole, nothing of
-    episode 2, episode 3 from its step 547 on. Before, episode 3 was written as if whole and nothing was
-    said; now both losses are errors in the log and the file says which steps it lacks."""
+    """What a logger stopped for 30 s receives (measured with SIGSTOP on the stand-in graph,
+    benchmarks/freeze_peer.py: DDS dropped it as a reader and every transition of those 30 s was gone):
+    episode 1 whole, the first steps of episode 2 and nothing after them, nothing of episode 3, episode 4
+    from its step 547 on. Before, episode 2's rows stayed in memory unwritten, episode 4 was written as if
+    whole, and nothing was said. Now every loss is an error in the log, and each file says what it lacks."""
     from uni_o4_ros.data import read_hdf5
+    from uni_o4_ros.data.bag import bag_to_dataset
 
-    sent = [_transition(1, 0), _transition(1, 1, timeout=True), _transition(3, 547), _transition(3, 548),
-            _transition(3, 549, timeout=True)]
-    with _logger_fed(ros_env, tmp_path, sent, until="episode_000003.hdf5") as (logger, out):
+    sent = [_transition(1, 0), _transition(1, 1, timeout=True), _transition(2, 0), _transition(2, 1),
+            _transition(4, 547), _transition(4, 548), _transition(4, 549, timeout=True)]
+    with _logger_fed(ros_env, tmp_path, sent, until="episode_000004.hdf5") as (logger, out):
         pass
     assert logger.returncode == 0
     log = logger.stderr.read()
-    assert "episode(s) 2: no transition ever reached the logger, no file" in log, log[-2000:]
-    assert "episode 3: 547 transition(s) never reached the logger (steps 0-546)" in log, log[-2000:]
-    ds = read_hdf5(out / "episode_000003.hdf5")
+    assert "episode 2: its last transition never reached the logger; written with what did" in log, log[-2000:]
+    assert "episode(s) 3: no transition ever reached the logger, no file" in log, log[-2000:]
+    assert "episode 4: 547 transition(s) never reached the logger (steps 0-546)" in log, log[-2000:]
+    assert sorted(f.name for f in out.iterdir()) == ["episode_000001.hdf5", "episode_000002.hdf5",
+                                                      "episode_000004.hdf5"]
+    cut = read_hdf5(out / "episode_000002.hdf5")
+    assert cut.infos["step"].tolist() == [0, 1] and cut.timeouts[-1] and cut.metadata["end_missing"]
+    ds = read_hdf5(out / "episode_000004.hdf5")
     assert ds.metadata["missing_steps"] == 547 and ds.metadata["missing_ranges"] == "0-546"
     assert ds.infos["step"].tolist() == [547, 548, 549]
     assert "missing_steps" not in read_hdf5(out / "episode_000001.hdf5").metadata
-    assert sorted(f.name for f in out.iterdir()) == ["episode_000001.hdf5", "episode_000003.hdf5"]
-    from uni_o4_ros.data.bag import bag_to_dataset
-
     assert bag_to_dataset(tmp_path / "bag").metadata["missing_steps"] == 547  # uni-o4 bag2h5 counts them too
 
 

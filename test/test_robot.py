@@ -439,7 +439,7 @@ def test_an_episode_with_steps_that_never_arrived_is_written_saying_so(tmp_path)
     """What a logger stopped for longer than DDS keeps it matched receives: all of episode 2 gone, episode 3
     from its step 5 on. Before, episode 3 was written as if whole and episode 2 was never mentioned."""
     from uni_o4_ros.data import read_hdf5
-    from uni_o4_ros.robot.episodes import EpisodeWriter, lost_in_recording, missing_steps, read_episodes
+    from uni_o4_ros.robot.episodes import Arrival, EpisodeWriter, lost_in_recording, missing_steps, read_episodes
 
     writer = EpisodeWriter(tmp_path)
 
@@ -448,23 +448,34 @@ def test_an_episode_with_steps_that_never_arrived_is_written_saying_so(tmp_path)
                 "next_observation": np.full(3, k + 1, np.float32), "action": np.zeros(2, np.float32),
                 "log_prob": -1.0, "reward": 1.0, "terminal": False, "timeout": last, "policy_version": 0}
 
-    assert [writer.add(row(1, k, k == 2)) for k in range(3)] == [[], [], []]
+    assert [writer.add(row(1, k, k == 2)) for k in range(3)] == [Arrival()] * 3
     path, _ = writer.finish(1)
     assert writer.last_missing == [] and "missing_steps" not in read_hdf5(path).metadata
-    assert writer.add(row(3, 5)) == [2]  # the first row after the silence names the episode lost whole
+    # The first row after the silence names the episode lost whole.
+    assert writer.add(row(3, 5)) == Arrival(skipped=[2])
     for k in (6, 9, 10, 11):
-        assert writer.add(row(3, k, k == 11)) == []
+        assert writer.add(row(3, k, k == 11)) == Arrival()
     path, _ = writer.finish(3)
     assert writer.last_missing == [(0, 4), (7, 8)]
     ds = read_hdf5(path)
     assert ds.metadata["missing_steps"] == 7 and ds.metadata["missing_ranges"] == "0-4, 7-8"
     assert ds.infos["step"].tolist() == [5, 6, 9, 10, 11] and ds.timeouts.tolist() == [0, 0, 0, 0, 1]
-    assert writer.add(row(1, 0)) == []  # a restarted recorder numbers from 1 again: nothing was lost
+    # Episode 4 whose end never came: the next episode's first row says so; its rows are written as a truncation.
+    assert writer.add(row(4, 0)) == Arrival() and writer.add(row(4, 1)) == Arrival()
+    assert writer.add(row(5, 0)) == Arrival(cut_off=[4])
+    path, _ = writer.finish(4, {"end_missing": True})
+    cut = read_hdf5(path)
+    assert cut.infos["step"].tolist() == [0, 1] and cut.timeouts.tolist() == [0, 1] and cut.metadata["end_missing"]
+    writer.finish(5)
+    assert writer.add(row(1, 0)) == Arrival()  # a restarted recorder numbers from 1 again: nothing was lost
     assert missing_steps([0, 1, 2]) == [] and missing_steps([2]) == [(0, 1)]
     # The folder as the learner reads it: the losses totalled, and said in one line (uni-o4 offline, learner).
     folder = read_episodes(tmp_path)
-    assert folder.metadata == {"source": str(tmp_path), "episodes": 2, "missing_steps": 7, "partial_episodes": 1}
-    assert lost_in_recording(folder).startswith("7 transition(s) of this recording never reached its logger (1 ")
+    assert folder.metadata == {"source": str(tmp_path), "episodes": 4, "missing_steps": 7, "partial_episodes": 1,
+                               "end_missing_episodes": 1}
+    said = lost_in_recording(folder)
+    assert said.startswith("7 transition(s) of this recording never reached its logger (1 ")
+    assert "1 episode(s) lack their last transitions" in said
 
 
 def test_episodes_waiting_for_a_writable_folder_are_bounded_the_newest_dropped(tmp_path):

@@ -11,7 +11,9 @@ failing bag stops the bag, not the episode files. Below min_free_mb of free spac
 at start and after every episode, with how many more episodes fit. Transitions that never arrive (the
 logger stopped or starved for longer than DDS keeps a silent reader matched) are not silent: an
 episode written without some of its steps says which (error in the log, metadata/missing_steps and
-missing_ranges in its file), and an episode of which nothing arrived is named in the log.
+missing_ranges in its file), one whose last transition never came is written when the next episode
+begins, ending as a truncation (metadata/end_missing), and an episode of which nothing arrived is
+named in the log.
 Parameters: directory, bag_path (optional: also keep every Transition, CDR as received, in an
 MCAP rosbag2 at this path, put on disk at every episode's end; `uni-o4 bag2h5` converts it, as it
 does bags from `ros2 bag record`, and salvages it up to the last finished episode if the logger was
@@ -66,21 +68,25 @@ class DatasetLoggerNode(Node):
     def on_transition(self, m: Transition) -> None:
         if self.bag is not None:
             self._write_bag(m)
-        skipped = self.writer.add({"episode_id": m.episode_id, "step": m.step, "observation": np.asarray(m.observation),
+        arrival = self.writer.add({"episode_id": m.episode_id, "step": m.step, "observation": np.asarray(m.observation),
                          "next_observation": np.asarray(m.next_observation), "action": np.asarray(m.action),
                          "log_prob": m.log_prob, "reward": m.reward, "terminal": m.terminal, "timeout": m.timeout,
                          "policy_version": m.policy_version})
-        if skipped:
+        for episode_id in arrival.cut_off:
+            self.get_logger().error(f"episode {episode_id}: its last transition never reached the logger; "
+                                    "written with what did, ending as a truncation: " + STARVED)
+            self._finish(episode_id, {"end_missing": True})
+        if arrival.skipped:
             self.get_logger().error(
-                f"episode(s) {describe_runs([(skipped[0], skipped[-1])])}: no transition ever reached the "
-                "logger, no file: " + STARVED)
+                f"episode(s) {describe_runs([(arrival.skipped[0], arrival.skipped[-1])])}: no transition ever "
+                "reached the logger, no file: " + STARVED)
         if m.terminal or m.timeout:
             self._finish(m.episode_id)
 
-    def _finish(self, episode_id: int) -> None:
+    def _finish(self, episode_id: int, metadata: dict | None = None) -> None:
         kept, dropped = self.writer.unwritten, len(self.writer.dropped)
         try:
-            path, left_out = self.writer.finish(episode_id)
+            path, left_out = self.writer.finish(episode_id, metadata)
         except OSError as exc:
             if len(self.writer.dropped) > dropped:
                 self.get_logger().error(

@@ -215,6 +215,14 @@ class EpisodeRecorderCore:
 
 
 @dataclass
+class Arrival:
+    """What the first row of an episode tells about the rows before it (EpisodeWriter.add)."""
+
+    skipped: list[int] = field(default_factory=list)  # episodes of which no row arrived
+    cut_off: list[int] = field(default_factory=list)  # earlier episodes whose last row never arrived
+
+
+@dataclass
 class EpisodeWriter:
     """One `episode_NNNNNN.hdf5` per finished episode, numbered by the recorder's episode ids moved
     past every file already in the folder: a second session into the same folder (or a restarted
@@ -237,16 +245,20 @@ class EpisodeWriter:
         self.directory = Path(self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def add(self, t: dict) -> list[int]:
-        """Keep a row; returns the ids of episodes no row ever arrived for, when this row's id skips past
-        them (the recorder numbers episodes 1, 2, ...; a restarted recorder begins at 1 again)."""
+    def add(self, t: dict) -> Arrival:
+        """Keep a row. The recorder's stream is ordered (one publisher, reliable) and numbers episodes 1,
+        2, ... (from 1 again when restarted), so the first row of an episode also tells what was lost:
+        episodes skipped entirely, and earlier episodes whose last row never came (cut_off; finish()
+        them to write what did)."""
         eid = int(t["episode_id"])
-        newest, skipped = self._newest_id, []
-        if newest is not None and eid > newest + 1:
-            skipped = list(range(newest + 1, eid))
+        newest, arrival = self._newest_id, Arrival()
+        if eid != newest:
+            if newest is not None and eid > newest + 1:
+                arrival.skipped = list(range(newest + 1, eid))
+            arrival.cut_off = [k for k in self._rows if k != eid]
         self._newest_id = eid
         self._rows.setdefault(eid, []).append(t)
-        return skipped
+        return arrival
 
     def finish(self, episode_id: int, metadata: dict | None = None) -> tuple[Path | None, int]:
         """Write the episode: its file (None when no transition was usable) and how many
@@ -380,16 +392,20 @@ def read_episodes(directory: str | Path) -> OfflineDataset:
     for key in ("missing_steps", "left_out_non_finite"):
         if total := sum(int(p.metadata.get(key, 0)) for p in parts):
             ds.metadata[key] = total
-    partial = sum(1 for p in parts if p.metadata.get("missing_steps"))
-    if partial:
-        ds.metadata["partial_episodes"] = partial
+    for key, flag in (("partial_episodes", "missing_steps"), ("end_missing_episodes", "end_missing")):
+        if count := sum(1 for p in parts if p.metadata.get(flag)):
+            ds.metadata[key] = count
     return ds
 
 
 def lost_in_recording(ds: OfflineDataset) -> str:
     """One line on the transitions a recording lacks ("" if none): learning goes on with the rest."""
-    if not ds.metadata.get("missing_steps"):
-        return ""
-    return (f"{ds.metadata['missing_steps']} transition(s) of this recording never reached its logger "
-            f"({ds.metadata.get('partial_episodes', 'some')} episode file(s) hold part of their episode: "
-            "metadata/missing_ranges); learning uses what arrived")
+    said = []
+    if ds.metadata.get("missing_steps"):
+        said.append(f"{ds.metadata['missing_steps']} transition(s) of this recording never reached its logger "
+                    f"({ds.metadata.get('partial_episodes', 'some')} episode file(s) lack steps: "
+                    "metadata/missing_ranges)")
+    if ds.metadata.get("end_missing_episodes"):
+        said.append(f"{ds.metadata['end_missing_episodes']} episode(s) lack their last transitions "
+                    "(metadata/end_missing; they end as truncations)")
+    return "; ".join(said) + "; learning uses what arrived" if said else ""

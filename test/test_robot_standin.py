@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from test_control_loop import Observer
 
-from conftest import ROOT, assert_fresh_starts, stop_nodes
+from conftest import ROOT, stop_nodes
 from uni_o4_ros.data import read_hdf5
 from uni_o4_ros.field.pipeline import PRETRAINED
 from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
@@ -107,6 +107,42 @@ def window_mean(samples: list[tuple[float, ...]], t0: float, t1: float) -> np.nd
     rows = np.array([s[1:] for s in samples if t0 <= s[0] <= t1])
     assert len(rows) > 50, len(rows)
     return rows.mean(axis=0)
+
+
+def assert_fresh_starts(states: list, answered: dict, episodes: list, rearmed: list[int]) -> None:
+    """A re-arm (or reset) is a new start: the policy's answer to the first state of each start after the
+    first has its oldest frame still zero padding (not frames of the robot lying, folded up or stopped),
+    and each episode `rearmed[k]` (an index into `episodes`) begins within a later start than the one
+    its predecessor ended in. `states`: RobotState messages observed; `answered`: the policy's observation
+    (float32) by the stamp of the state it answered (its policy_step); `episodes`: each recorded episode's
+    observations. The recorder may begin a few ticks after a re-arm (then the oldest frames are of the
+    re-armed robot standing)."""
+    import numpy as np
+
+    from uni_o4_ros.nodes.stamps import stamp_ns
+    from uni_o4_ros.robot.observation import OBS_DIM
+
+    seen = sorted((stamp_ns(st.header.stamp), st.resets) for st in states)
+    firsts: dict[int, int] = {}
+    for stamp, resets in seen:
+        firsts.setdefault(resets, stamp)
+    assert len(firsts) > len(rearmed), sorted(firsts)
+    for resets in sorted(firsts)[1:]:
+        answer = answered.get(firsts[resets])
+        assert answer is not None and not np.asarray(answer)[:OBS_DIM].any(), f"start {resets}"
+
+    def start_of(stamp: int) -> int:  # the count of the newest state observed at or before `stamp`
+        return next(r for t, r in reversed(seen) if t <= stamp)
+
+    # The answers carrying an observation, in time order: a robot standing still repeats its own, and a fresh
+    # history of it repeats the one after an earlier start.
+    answers_of: dict[bytes, list[int]] = {}
+    for t in sorted(answered):
+        answers_of.setdefault(np.asarray(answered[t], np.float32).tobytes(), []).append(t)
+    for i in rearmed:
+        ended = answers_of[np.asarray(episodes[i - 1][-1], np.float32).tobytes()][0]
+        begun = next(t for t in answers_of[np.asarray(episodes[i][0], np.float32).tobytes()] if t > ended)
+        assert start_of(begun) > start_of(ended), f"episode {i + 1}"
 
 
 def test_robot_graph_records_episodes_from_the_stand_in_go1_and_t265(ros_env, tmp_path):

@@ -255,7 +255,7 @@ def test_bringup_standin_runs_on_through_falls_with_its_stand_in_operator(ros_en
 
 
 def test_bringup_standin_rehearses_the_low_battery_stop(ros_env, tmp_path):
-    """robot.yaml's min_battery_soc (15 %) against a stand-in whose battery drains from 17 % at 60 % a minute:
+    """robot.yaml's min_battery_soc (15 %) against a stand-in whose battery drains from 19 % at 30 % a minute:
     a warning, then the e-stop mid-episode; the episode is written at once as a truncation (not a fall
     recorded as the policy's), and none starts while the battery is low. Through the SDK binary."""
     import signal
@@ -270,17 +270,17 @@ def test_bringup_standin_rehearses_the_low_battery_stop(ros_env, tmp_path):
     params.write_text((ROOT / "config" / "robot.yaml").read_text().replace("state_timeout: 0.1", "state_timeout: 0.5"))
     with log.open("w") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "uni_o4_ros.cli", "bringup", "--standin", "--policy",
-                                 str(PRETRAINED), "--out", str(out), "--params", str(params), "--battery", "17",
-                                 "--battery-drain", "60"], env=ros_env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+                                 str(PRETRAINED), "--out", str(out), "--params", str(params), "--battery", "19",
+                                 "--battery-drain", "30"], env=ros_env, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
     try:
         assert poll_process_table(lambda: "battery at 14% (min_battery_soc 15%" in log.read_text()
                                   and (out / "episode_000001.hdf5").exists(), 120), log.read_text()[-3000:]
     finally:
-        proc.send_signal(signal.SIGTERM)  # bringup stops its nodes (a SIGKILL would leave them running)
+        proc.send_signal(signal.SIGTERM)  # bringup stops its nodes, each through its own shutdown
         code = proc.wait(timeout=60)
     assert code == 128 + signal.SIGTERM
     text = log.read_text()
-    assert "battery at 17%: the e-stop engages below 15%" in text  # the warning came first
+    assert "battery at 19%: the e-stop engages below 15%" in text  # the warning came first
     ds = read_episodes(out)
     assert len(list(out.glob("episode_*.hdf5"))) == 1  # none started while the battery was low
     assert 0 < len(ds) < 1000 and ds.timeouts[-1] and not ds.terminals.any()  # cut short, as a truncation

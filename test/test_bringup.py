@@ -368,6 +368,45 @@ def test_a_killed_or_hung_up_bringup_stops_its_nodes(ros_env, standing_policy, t
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_bringup_episodes_names_an_episode_the_logger_never_got_instead_of_waiting_for_it(ros_env, standing_policy,
+                                                                                          tmp_path):
+    """`uni-o4 bringup --episodes 3` with its logger stopped (SIGSTOP, as a starved or frozen process) after
+    the first file: the recorder ends its 3 episodes, and bringup used to wait for ever for files that would
+    never come. It now names them once the logger's grace has passed, and exits non-zero."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT, poll_process_table, process_table
+    from uni_o4_ros.data import read_metadata
+    from uni_o4_ros.robot.recording_tally import LOGGER_GRACE_S
+
+    out, params = tmp_path / "rec", tmp_path / "short.yaml"
+    params.write_text((ROOT / "config" / "sim.yaml").read_text().replace("max_steps: 1000", "max_steps: 50"))
+    child = subprocess.Popen([sys.executable, "-m", "uni_o4_ros.cli", "bringup", "--sim", "--policy",
+                              str(standing_policy), "--out", str(out), "--episodes", "3", "--params", str(params)],
+                             env=ros_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    logger = []
+    try:
+        assert poll_process_table(lambda: (out / "episode_000001.hdf5").exists(), 120), "episode 1 never written"
+        logger = [pid for pid, ppid, cmd in process_table() if ppid == child.pid and b"dataset_logger_node" in cmd]
+        os.kill(logger[0], signal.SIGSTOP)
+        stopped = time.monotonic()
+        text, _ = child.communicate(timeout=LOGGER_GRACE_S + 60)
+    finally:
+        child.kill()
+        for pid in logger:
+            if os.path.exists(f"/proc/{pid}"):
+                os.kill(pid, signal.SIGKILL)
+    assert child.returncode == 1, text[-3000:]
+    assert time.monotonic() - stopped >= LOGGER_GRACE_S  # the logger had its chance to catch up
+    written = {int(read_metadata(f)["episode_id"]) for f in out.glob("episode_*.hdf5")}
+    lost = sorted({1, 2, 3} - written)
+    assert 1 in written and lost, text[-3000:]
+    assert f"episode(s) {', '.join(map(str, lost))} never reached the dataset_logger" in text, text[-3000:]
+
+
 def test_operator_starts_and_stops_an_episode_through_the_services(ros_env, standing_policy, tmp_path):
     """auto_start off: nothing is recorded until start_episode; stop_episode ends it as a timeout
     at the next step and the logger writes it; a second start while one runs is refused."""

@@ -623,3 +623,35 @@ def test_a_robot_put_back_is_rate_limited_from_its_new_pose_not_the_old_target()
     out = core.tick(up, go1.DEFAULT_Q, np.zeros(12), now=0.42)
     assert out.mode == Mode.ACTIVE
     assert np.allclose(out.command.q, go1.DEFAULT_Q + core.cfg.max_target_step, atol=1e-6)  # one step from the pose
+
+
+def test_recording_tally_ends_a_recording_with_an_episode_the_logger_never_got_instead_of_waiting():
+    """`uni-o4 bringup --episodes 3` used to count files only: a lost episode kept it waiting for ever."""
+    from uni_o4_ros.robot.recording_tally import RecordingTally
+
+    tally = RecordingTally(wanted=3, grace=30.0)
+    for eid, t in ((1, 10.0), (2, 30.0), (3, 50.0)):
+        tally.on_end(eid, 1000, now=t)
+    tally.on_file(1)
+    tally.on_file(3)  # the logger missed episode 2 entirely
+    assert tally.newly_lost(now=59.9) == [] and not tally.finished()  # its file may still come (DDS resends)
+    assert tally.newly_lost(now=60.0) == [2] and tally.finished()
+    assert tally.newly_lost(now=99.0) == [] and tally.lost == [2]  # named once
+
+
+def test_recording_tally_waits_for_a_late_file_and_not_for_an_episode_with_nothing_to_record():
+    from uni_o4_ros.robot.recording_tally import RecordingTally
+
+    tally = RecordingTally(wanted=2, grace=30.0)
+    tally.on_end(1, 0, now=0.0)  # an e-stop before its first transition: no file will ever come
+    tally.on_end(2, 400, now=1.0)
+    assert tally.empty == [1] and tally.waiting_for() == [2] and not tally.finished()
+    tally.on_end(2, 400, now=25.0)  # the same end heard again does not restart its clock
+    tally.on_file(2)  # late, within the grace: written, not lost
+    assert tally.newly_lost(now=40.0) == [] and tally.finished() and tally.lost == []
+    # A file of each: done at once, whether or not the end events came yet (they travel on another topic).
+    early = RecordingTally(wanted=2)
+    early.on_file(1)
+    early.on_file(2)
+    assert early.finished()
+    assert not RecordingTally(wanted=0).finished()  # no limit: the recording ends on Ctrl-C

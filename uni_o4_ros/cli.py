@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch is imported lazily so that `--help` stays fast
     from .learning.policy import GaussianPolicyEnsemble
+    from .nodes.recorder_watch import RecorderWatch
+    from .robot.recording_tally import RecordingTally
 
 EPILOG = "Configuration: defaults are the paper's (Table 5); --budget shrinks them, --config FILE.yaml and " \
          "--set section.key=value override single values (e.g. --set bc.alpha=0.0)."
@@ -184,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the robot's graph and config/robot.yaml against a stand-in Go1 and T265")
     p.add_argument("--policy", required=True, help="saved policy folder to deploy")
     p.add_argument("--out", default="data/robot", help="folder for the recorded episodes")
-    p.add_argument("--episodes", type=_count, default=0, help="stop after this many episodes (0: until Ctrl-C)")
+    p.add_argument("--episodes", type=_count, default=0,
+                   help="stop after this many episodes (0: until Ctrl-C); one that never reaches the logger is "
+                   "named 30 s after it ended, and bringup then exits 1")
     p.add_argument("--params", help="parameters file (default config/sim.yaml, with --standin config/robot.yaml)")
     p.add_argument("--terrain", default="flat", help="--standin: what the stand-in Go1 walks on (flat | mattress)")
     p.add_argument("--operator-delay", type=float, default=3.0, metavar="SECONDS",
@@ -495,6 +499,8 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     if not params.is_file():
         raise FileNotFoundError(f"parameters file {params} not found")
     from .nodes.processes import child_env, node_command, stop_processes, stop_signals_raise_exit
+    from .nodes.recorder_watch import RecorderWatch
+    from .robot.recording_tally import RecordingTally
 
     out = Path(args.out)
     env = child_env(dict(os.environ))  # none runs on if bringup itself is killed
@@ -510,7 +516,7 @@ def cmd_bringup(args: argparse.Namespace) -> int:
                                   f"run_dir:={Path(args.learn).resolve()}"], env)
 
     procs, robot = [], []  # the stand-in robot stops last: the controller's parting damping reaches it
-    dead = []
+    dead, watch, tally = [], None, RecordingTally(args.episodes)
     # `kill` or a closed terminal stops the nodes as Ctrl-C does (exit 143 / 129), instead of leaving them
     # running on their own, the simulated robot still walking and recording.
     before = set(out.glob("episode_*.hdf5"))
@@ -522,26 +528,58 @@ def cmd_bringup(args: argparse.Namespace) -> int:
             for module, (overrides, node_env) in nodes.items():
                 procs.append(subprocess.Popen(node_command(module, overrides, params), env=node_env))
                 print(f"started {module} (pid {procs[-1].pid})")
-            done, published = 0, _learner_version(Path(args.learn)) if args.learn else 0
+            published = _learner_version(Path(args.learn)) if args.learn else 0
+            watch = RecorderWatch()
             while all(p.poll() is None for p in procs + robot):
                 time.sleep(1.0)  # supervising loop: report progress, notice a dead node
-                # This session's files only: a folder used before (the default --out) holds earlier ones.
-                files = len(set(out.glob("episode_*.hdf5")) - before)
-                if files != done:
-                    done = files
-                    print(f"{done} episode(s) recorded in {out}")
                 if args.learn and (version := _learner_version(Path(args.learn))) != published:
                     published = version
                     print(f"the learner published policy version {version}")
-                if args.episodes and done >= args.episodes:
+                if _tally_recording(tally, watch, out, before):
                     break
             dead = [p.args[2] for p in procs + robot if p.poll() not in (None, 0)]  # args[2] is the module
             if dead:
                 print(f"node(s) exited: {', '.join(dead)}", file=sys.stderr)
         finally:
+            if watch is not None:
+                watch.close()
             for p in stop_processes(*procs) + stop_processes(*robot):
                 print(f"{p.args[2]} ignored SIGTERM for 10 s and was killed", file=sys.stderr)
-    return 1 if dead else 0
+    if tally.lost:
+        print(f"{len(tally.written)} episode(s) recorded in {out}; episode(s) {_ids(tally.lost)} never reached "
+              "the dataset_logger (its log says which steps arrived and why)", file=sys.stderr)
+    return 1 if dead or tally.lost else 0
+
+
+def _tally_recording(tally: RecordingTally, watch: RecorderWatch, out: Path, before: set[Path]) -> bool:
+    """Take in the logger's new files and the recorder's episode ends, say what changed; True once the
+    episodes asked for are all accounted for."""
+    from .data import DatasetError, read_metadata
+
+    # This session's files only: a folder used before (the default --out) holds earlier ones.
+    new = sorted(set(out.glob("episode_*.hdf5")) - before - tally.files)
+    for path in new:
+        tally.files.add(path)
+        try:
+            episode_id = int(read_metadata(path)["episode_id"])
+        except (DatasetError, KeyError, TypeError, ValueError):
+            episode_id = -len(tally.files)  # not the logger's own file: counted, not matched to an episode
+        tally.on_file(episode_id)
+    if new:
+        print(f"{len(tally.written)} episode(s) recorded in {out}")
+    now = time.monotonic()
+    for end in watch.ends():
+        tally.on_end(end.episode_id, end.transitions, now)
+        if end.transitions == 0:
+            print(f"episode {end.episode_id} ended before its first transition ({end.reason}): nothing to record")
+    if lost := tally.newly_lost(now):
+        print(f"episode(s) {_ids(lost)}: ended by the recorder, but no file from the dataset_logger "
+              f"{tally.grace:g} s later; not waiting for it (see the logger's log)", file=sys.stderr)
+    return tally.finished()
+
+
+def _ids(ids: list[int]) -> str:
+    return ", ".join(str(i) for i in ids)
 
 
 def cmd_estop(args: argparse.Namespace) -> int:

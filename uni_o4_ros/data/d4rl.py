@@ -189,6 +189,16 @@ def read_hdf5(path: str | Path) -> OfflineDataset:
     return ds
 
 
+def read_metadata(path: str | Path) -> dict[str, object]:
+    """A dataset file's metadata/* alone (an episode file's episode_id, say), without its arrays."""
+    try:
+        with h5py.File(path, "r") as f:
+            group = f.get("metadata")
+            return {k: _meta_value(v[()]) for k, v in group.items()} if isinstance(group, h5py.Group) else {}
+    except OSError as exc:
+        raise _fail(path, f"not a readable HDF5 file ({exc})") from exc
+
+
 def _meta_value(v: object) -> object:
     if isinstance(v, bytes):
         return v.decode()

@@ -776,3 +776,65 @@ def test_lost_odometry_ends_the_episode_as_a_timeout_and_none_starts_until_it_re
     finally:
         w.close()
         stop(recorder)
+
+
+def test_an_episode_e_stopped_before_its_first_transition_gives_its_number_to_the_next(ros_env):
+    """The recorder alone; the test plays controller, policy and T265. An e-stop as an episode begins ends
+    it with nothing recorded. Its number used to be spent: the logger then read the gap in the ids as an
+    episode lost on the way (an error blaming DDS), and `episodes:=N` stopped one file short."""
+    from nav_msgs.msg import Odometry
+
+    from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
+    from uni_o4_ros.nodes.qos import EVENTS, SENSOR, TRANSITIONS
+    from uni_o4_ros.robot.observation import ObservationBuilder, command_vector
+
+    w = TransitionWatcher()
+    events: list = []
+    w.node.create_subscription(EpisodeEvent, "recorder_events", events.append, EVENTS)
+    pubs = {"state": w.node.create_publisher(RobotState, "robot_state", SENSOR),
+            "odom": w.node.create_publisher(Odometry, "odom", SENSOR),
+            "step": w.node.create_publisher(Transition, "policy_step", TRANSITIONS)}
+    builder = ObservationBuilder()
+    obs = builder.push(builder.frame(np.array([1.0, 0, 0, 0]), command_vector(0.5), np.zeros(12), np.zeros(12),
+                                     np.zeros(12)))  # always shows the recorder's default command
+    robot = {"mode": RobotState.MODE_ACTIVE, "stepping": False, "n": 0}
+
+    def step() -> None:
+        pubs["step"].publish(Transition(step=robot["n"], observation=obs.tolist(), action=[0.0] * 12, log_prob=-1.0))
+        robot["n"] += 1
+
+    def control_tick() -> None:  # the stand-in robot (and, once re-armed, the policy) at 100 Hz
+        pubs["state"].publish(RobotState(mode=robot["mode"]))
+        odom = Odometry()
+        odom.twist.twist.linear.x = 0.5
+        pubs["odom"].publish(odom)
+        if robot["stepping"]:
+            step()
+
+    recorder = start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "wait_for_subscribers:=1", "episodes:=1")
+    try:
+        w.node.create_timer(0.01, control_tick)
+        w.wait(lambda: pubs["step"].get_subscription_count() >= 1 and len(w.node.get_publishers_info_by_topic(
+            "/recorder_events")) >= 1)
+        # One policy step at a time: the first the recorder takes with the robot active starts episode 1, and
+        # its successor, which would make the first transition, is never sent. Another step follows only if
+        # one went unanswered for 2 s (the recorder had no robot state yet).
+        while not events:
+            step()
+            try:
+                w.wait(lambda: bool(events), timeout=2.0)
+            except AssertionError:
+                continue
+        assert [(e.episode_id, e.event) for e in events] == [(1, EpisodeEvent.STARTED)]
+        robot["mode"] = RobotState.MODE_ESTOP
+        w.wait(lambda: len(events) == 2)
+        assert (events[1].episode_id, events[1].event, events[1].steps) == (1, EpisodeEvent.ABORTED_ESTOP, 0)
+        assert w.seen == []  # nothing was recorded
+        robot["mode"], robot["stepping"] = RobotState.MODE_ACTIVE, True  # re-armed
+        w.wait(lambda: len(events) == 3 and len(w.seen) >= 5)
+        # The limit of one episode counts the episode with data: it starts, under the same number.
+        assert (events[2].episode_id, events[2].event) == (1, EpisodeEvent.STARTED)
+        assert {t.episode_id for t in w.seen} == {1} and [t.step for t in w.seen[:5]] == list(range(5))
+    finally:
+        w.close()
+        stop(recorder)

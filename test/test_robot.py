@@ -649,6 +649,11 @@ def test_recording_tally_waits_for_a_late_file_and_not_for_an_episode_with_nothi
     tally.on_end(2, 400, now=25.0)  # the same end heard again does not restart its clock
     tally.on_file(2)  # late, within the grace: written, not lost
     assert tally.newly_lost(now=40.0) == [] and tally.finished() and tally.lost == []
+    # The recorder gives an empty episode's number to the next one: that one's end is waited for.
+    reused = RecordingTally(wanted=1)
+    reused.on_end(1, 0, now=0.0)
+    reused.on_end(1, 250, now=9.0)
+    assert reused.empty == [] and reused.waiting_for() == [1] and not reused.finished()
     # A file of each: done at once, whether or not the end events came yet (they travel on another topic).
     early = RecordingTally(wanted=2)
     early.on_file(1)

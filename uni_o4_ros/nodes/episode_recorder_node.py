@@ -1,7 +1,8 @@
 """episode_recorder node: policy_step + odom + robot_state -> Transition (reward of Table 3) and
 EpisodeEvent. Episodes end after max_steps (a timeout), on a fall reported by the controller (a
 termination) or on an e-stop (a truncation at the episode's last transition).
-Parameters: max_steps, command_velocity, auto_start, episodes (0 = no limit),
+Parameters: max_steps, command_velocity, auto_start, episodes (0 = no limit; an episode that ended
+before its first transition gives its number to the next and does not count),
 command_vx_schedule (forward speeds cycled per episode; empty = command_velocity throughout),
 wait_for_subscribers (start no episode before this many `transitions` readers are connected),
 wait_for_reset (simulation: the controller stands the robot up at each start; record from the
@@ -297,6 +298,9 @@ class EpisodeRecorderNode(Node):
         ev.header.stamp = self.get_clock().now().to_msg()
         self.event_pub.publish(ev)
         self.get_logger().info(f"episode {eid}: {reason} after {steps} steps, return {ret:.3f}")
+        if event != EpisodeEvent.STARTED and self.core.give_back_if_empty():
+            self.get_logger().warn(f"episode {eid} ended before its first transition: nothing recorded; "
+                                   "the next episode takes its number")
 
 
 def main(args: list[str] | None = None) -> int:

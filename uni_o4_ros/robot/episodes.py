@@ -192,6 +192,16 @@ class EpisodeRecorderCore:
         last transition it published as the episode's timeout."""
         self.active = False
 
+    def give_back_if_empty(self) -> bool:
+        """An episode that ended before its first transition (an e-stop or a fall as it began) was never
+        recorded: its number goes to the next episode. So episode ids stay those of the files (a gap in
+        them is how the logger tells an episode lost on the way) and an `episodes` limit counts
+        episodes with data."""
+        if self.active or self.steps:
+            return False
+        self.episode_id -= 1
+        return True
+
     def abort(self) -> dict | None:
         """A fall or e-stop: the pending step ends the episode as a terminal transition."""
         out = None

@@ -29,8 +29,10 @@ class RecordingTally:
     files: set[Path] = field(default_factory=set)  # the files taken in so far
 
     def on_end(self, episode_id: int, transitions: int, now: float) -> None:
-        """The recorder ended an episode after `transitions` transitions (its event's steps)."""
-        self.ended.setdefault(episode_id, (now, transitions))
+        """The recorder ended an episode after `transitions` transitions (its event's steps). An episode
+        that ended empty gives its number to the next one, whose end then counts."""
+        if episode_id not in self.ended or self.ended[episode_id][1] == 0:
+            self.ended[episode_id] = (now, transitions)
 
     def on_file(self, episode_id: int) -> None:
         """The logger wrote the episode's file."""

@@ -168,7 +168,10 @@ def test_launch_files_start_the_documented_graphs(monkeypatch):
 
 
 def test_every_configured_parameter_is_declared_by_the_node_it_configures(monkeypatch, ros_env, tmp_path):
-    from rcl_interfaces.srv import ListParameters
+    """... and refuses a change at run time: every node reads its parameters once, at start, so `ros2 param
+    set /pd_controller max_tilt 0.5` used to answer "successful" and change nothing."""
+    from rcl_interfaces.msg import Parameter
+    from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters
     from test_control_loop import Observer
 
     graphs = [launch(monkeypatch, "sim.launch.py", policy_dir=str(PRETRAINED), sim_process="true"),
@@ -202,8 +205,25 @@ def test_every_configured_parameter_is_declared_by_the_node_it_configures(monkey
             assert client.wait_for_service(timeout_sec=60), f"{name}: {procs[name].poll()}"
             future = client.call_async(ListParameters.Request())
             obs.wait(future.done)
-            undeclared = wanted - set(future.result().result.names)
+            declared = [n for n in future.result().result.names if n != "use_sim_time"]  # rclpy's own
+            undeclared = wanted - set(declared)
             assert not undeclared, f"{name} does not declare {undeclared}: the files' values would be ignored"
+            # What `ros2 param set` does, with each parameter's current value (a valid value of its type).
+            values = call(obs, GetParameters, f"/{name}/get_parameters", GetParameters.Request(names=declared))
+            sets = call(obs, SetParameters, f"/{name}/set_parameters", SetParameters.Request(parameters=[
+                Parameter(name=n, value=v) for n, v in zip(declared, values.values, strict=True)]))
+            refused = [n for n, r in zip(declared, sets.results, strict=True)
+                       if not r.successful and "read-only" in r.reason]
+            assert refused == declared, f"{name}: a change at run time would be accepted and ignored"
     finally:
         obs.close()
         stop_nodes(*procs.values())
+
+
+def call(obs, srv_type, service: str, request):
+    """One service call from the observer's node; its response."""
+    client = obs.node.create_client(srv_type, service)
+    assert client.wait_for_service(timeout_sec=60), f"no {service}"
+    future = client.call_async(request)
+    obs.wait(future.done)
+    return future.result()

@@ -33,6 +33,7 @@ from rclpy.serialization import serialize_message
 from uni_o4_ros.msg import Transition
 from uni_o4_ros.robot.episodes import EpisodeWriter, describe_runs
 
+from .params import declare_read_only
 from .qos import TRANSITIONS
 from .run import NodeConfigError, run_node
 from .stamps import stamp_ns
@@ -46,10 +47,11 @@ STARVED = ("was this process stopped, starved of CPU or cut off from the recorde
 class DatasetLoggerNode(Node):
     def __init__(self) -> None:
         super().__init__("dataset_logger")
-        directory = self.declare_parameter("directory", "data/robot").value
-        bag_path = self.declare_parameter("bag_path", "").value
-        self.min_free = int(self.declare_parameter("min_free_mb", 1000).value) * 10**6
-        max_unwritten = int(self.declare_parameter("max_unwritten_mb", 1000).value)
+        p = declare_read_only(self, {"directory": "data/robot", "bag_path": "", "min_free_mb": 1000,
+                                     "max_unwritten_mb": 1000})
+        directory, bag_path = p["directory"], p["bag_path"]
+        self.min_free = int(p["min_free_mb"]) * 10**6
+        max_unwritten = int(p["max_unwritten_mb"])
         if self.min_free < 0 or max_unwritten < 0:
             raise NodeConfigError("parameters min_free_mb and max_unwritten_mb must be >= 0")
         self.writer = EpisodeWriter(directory, max_unwritten_bytes=max_unwritten * 10**6)

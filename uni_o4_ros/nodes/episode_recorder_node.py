@@ -39,6 +39,7 @@ from uni_o4_ros.robot.observation import shows_command
 from uni_o4_ros.robot.odometry_watch import OdometryWatch, finite_sample
 from uni_o4_ros.srv import StartEpisode, StopEpisode
 
+from .params import declare_read_only
 from .qos import EVENTS, SENSOR, TRANSITIONS
 from .run import run_node
 from .stamps import stamp_ns
@@ -47,10 +48,10 @@ from .stamps import stamp_ns
 class EpisodeRecorderNode(Node):
     def __init__(self) -> None:
         super().__init__("episode_recorder")
-        p = {k: self.declare_parameter(k, v).value for k, v in {
+        p = declare_read_only(self, {
             "max_steps": 1000, "command_velocity": [0.5, 0.0, 0.0], "auto_start": True, "episodes": 0,
             "command_vx_schedule": [0.0], "wait_for_subscribers": 0, "wait_for_reset": False,
-            "total_steps": 0, "odom_timeout": 0.0, "max_damped": 0.0}.items()}
+            "total_steps": 0, "odom_timeout": 0.0, "max_damped": 0.0})
         # wait_for_reset: the controller stands the (simulated) robot up when an episode starts
         # (pd_controller reset_on_episode_end); record from the first state after that reset.
         self.core = EpisodeRecorderCore(max_steps=int(p["max_steps"]), command_velocity=tuple(p["command_velocity"]),

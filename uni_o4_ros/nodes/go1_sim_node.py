@@ -24,6 +24,7 @@ from uni_o4_ros.robot.go1 import rotation_matrix
 from uni_o4_ros.robot.safety import MotorCommand
 
 from .episode_events import SIM_RESET_EVENTS
+from .params import declare_read_only
 from .qos import COMMAND, EVENTS, SENSOR
 from .run import NodeConfigError, run_node
 from .tf import OdomTfBroadcaster
@@ -35,8 +36,8 @@ class Go1SimNode(Node):
         from uni_o4_ros.sim.go1_env import TERRAINS
         from uni_o4_ros.sim.go1_sim import Go1Sim
 
-        p = {k: self.declare_parameter(k, v).value for k, v in {
-            "terrain": "flat", "spawn_roll": 0.0, "reset_on_episode_end": False}.items()}
+        p = declare_read_only(self, {
+            "terrain": "flat", "spawn_roll": 0.0, "reset_on_episode_end": False})
         if p["terrain"] not in TERRAINS:
             raise NodeConfigError(f"unknown terrain {p['terrain']!r}; choose from {sorted(TERRAINS)}")
         self.sim = Go1Sim(TERRAINS[p["terrain"]])

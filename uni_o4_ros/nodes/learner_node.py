@@ -36,6 +36,7 @@ from uni_o4_ros.learning.value import ValueNet
 from uni_o4_ros.msg import PolicyUpdate, Transition
 from uni_o4_ros.robot.policy_update import encode_update
 
+from .params import declare_read_only
 from .qos import POLICY_UPDATE, TRANSITIONS
 from .run import NodeConfigError, run_node
 
@@ -46,12 +47,12 @@ class LearnerNode(Node):
         import torch
 
         d = OnlineConfig()
-        p = {k: self.declare_parameter(k, v).value for k, v in {
+        p = declare_read_only(self, {
             "mode": "online", "policy_dir": "", "run_dir": "runs/learner", "rollout_steps": d.rollout_steps,
             "epochs": d.epochs, "minibatch_size": d.minibatch_size, "actor_lr": d.actor_lr,
             "critic_lr": d.critic_lr, "clip": d.clip, "critic_warmup_steps": d.critic_warmup_steps,
             "target_kl": d.target_kl or 0.0, "hmac_key_file": "", "dataset": "",
-            "offline_overrides": ["env=go1"], "torch_threads": 1}.items()}
+            "offline_overrides": ["env=go1"], "torch_threads": 1})
         if not float(p["target_kl"]) >= 0.0:
             raise NodeConfigError(f"parameter target_kl must be >= 0 (0 = off), got {p['target_kl']}")
         if int(p["torch_threads"]) < 1:

@@ -22,6 +22,7 @@ from rclpy.node import Node
 
 from uni_o4_ros.hardware.t265 import DeviceError, MountExtrinsic, T265Source, TrackingWatch, convert
 
+from .params import declare_read_only
 from .qos import SENSOR
 from .run import run_node
 from .tf import OdomTfBroadcaster, publish_static
@@ -30,10 +31,10 @@ from .tf import OdomTfBroadcaster, publish_static
 class OdometryNode(Node):
     def __init__(self) -> None:
         super().__init__("odometry")
-        p = {k: self.declare_parameter(k, v).value for k, v in {
+        p = declare_read_only(self, {
             "source": "t265", "mount_xyz": [0.25, 0.0, 0.05], "mount_rpy": [0.0, 0.0, 0.0],
             "odom_frame": "odom", "base_frame": "base_link", "camera_frame": "t265_pose_frame", "bag_path": "",
-            "bag_topic": "/odom", "bag_loop": False, "min_tracker_confidence": 1, "pose_jumping": False}.items()}
+            "bag_topic": "/odom", "bag_loop": False, "min_tracker_confidence": 1, "pose_jumping": False})
         if not 0 <= p["min_tracker_confidence"] <= 3:
             raise DeviceError(f"parameter min_tracker_confidence must be 0..3 (0 failed .. 3 high), "
                               f"got {p['min_tracker_confidence']}")

@@ -48,6 +48,7 @@ from uni_o4_ros.srv import EStop
 
 from .episode_events import SIM_RESET_EVENTS
 from .go1_sim_node import odometry, robot_state
+from .params import declare_read_only
 from .qos import COMMAND, EVENTS, SENSOR
 from .run import NodeConfigError, run_node
 from .stamps import sender_id, stamp_ns
@@ -128,13 +129,13 @@ class TopicBackend:
 class PDControllerNode(Node):
     def __init__(self) -> None:
         super().__init__("pd_controller")
-        p = {k: self.declare_parameter(k, v).value for k, v in {
+        p = declare_read_only(self, {
             "backend": "sim", "rate_hz": 50.0, "watchdog_timeout": 0.1, "max_tilt": 1.0,
             "max_target_step": 0.2, "torque_fraction": 0.9, "spawn_roll": 0.0, "terrain": "flat",
             "reset_on_episode_end": False, "wait_for_policy": False, "robot_ip": GO1_IP, "robot_port": GO1_PORT,
             "local_port": LOCAL_PORT, "state_timeout": 0.1, "connect_timeout": 2.0,
             "contact_threshold": 20.0, "remote_estop": "L2+B", "remote_rearm": "", "silence_latch": 0.0,
-            "min_battery_soc": 0, "motor_dropout_ticks": 3}.items()}
+            "min_battery_soc": 0, "motor_dropout_ticks": 3})
         if p["backend"] not in BACKENDS:
             raise NodeConfigError(f"unknown backend {p['backend']!r}: choose from {', '.join(BACKENDS)}")
         if p["motor_dropout_ticks"] < 0:

@@ -31,6 +31,7 @@ from uni_o4_ros.robot.observation import command_vector
 from uni_o4_ros.robot.policy_runner import PolicyRunner
 from uni_o4_ros.robot.safety import SingleSender
 
+from .params import declare_read_only
 from .qos import COMMAND, EVENTS, POLICY_UPDATE, SENSOR, TRANSITIONS
 from .run import NodeConfigError, run_node
 from .stamps import sender_id
@@ -39,25 +40,23 @@ from .stamps import sender_id
 class PolicyNode(Node):
     def __init__(self) -> None:
         super().__init__("policy")
-        self.declare_parameter("policy_dir", "")
-        self.declare_parameter("deterministic", True)
-        self.declare_parameter("command_velocity", [0.0, 0.0, 0.0])
-        self.declare_parameter("hmac_key_file", "")
-        self.declare_parameter("seed", 0)  # of the exploration noise (deterministic: false)
-        self.declare_parameter("max_update_shift", 1.0)
-        policy_dir = self.get_parameter("policy_dir").value
+        p = declare_read_only(self, {
+            "policy_dir": "", "deterministic": True, "command_velocity": [0.0, 0.0, 0.0], "hmac_key_file": "",
+            "seed": 0,  # of the exploration noise (deterministic: false)
+            "max_update_shift": 1.0})
+        policy_dir = p["policy_dir"]
         if not policy_dir or not Path(policy_dir).is_dir():
             raise NodeConfigError(f"parameter policy_dir must name a saved policy folder, got {policy_dir!r}")
         policy, normalizer, meta, _ = load_policy(policy_dir)
-        key_file = self.get_parameter("hmac_key_file").value
+        key_file = p["hmac_key_file"]
         key = Path(key_file).read_bytes().strip() if key_file else None
-        max_shift = float(self.get_parameter("max_update_shift").value)
+        max_shift = float(p["max_update_shift"])
         if not max_shift >= 0:
             raise NodeConfigError(f"parameter max_update_shift must be >= 0 (0: unchecked), got {max_shift}")
         self.runner = PolicyRunner(policy, normalizer, version=int(meta.get("version", 0)),
-                                   deterministic=bool(self.get_parameter("deterministic").value), key=key,
-                                   seed=int(self.get_parameter("seed").value), max_update_shift=max_shift)
-        vx, vy, wz = self.get_parameter("command_velocity").value
+                                   deterministic=bool(p["deterministic"]), key=key,
+                                   seed=int(p["seed"]), max_update_shift=max_shift)
+        vx, vy, wz = p["command_velocity"]
         self.runner.command = command_vector(vx, vy, wz)
         self.cmd_pub = self.create_publisher(JointCommand, "joint_command", COMMAND)
         self.status_pub = self.create_publisher(DiagnosticStatus, "policy_status", EVENTS)

@@ -1,0 +1,23 @@
+"""Parameters read once, at start, declared so that a change at run time is refused, not ignored.
+
+Every node reads its parameters when it starts. Declared writable, `ros2 param set /pd_controller
+max_tilt 0.5` would answer "Set parameter successful" and change nothing: an operator tightening a
+safety limit on a running robot would believe it done. Read-only, the set is refused with the
+reason; launch files, parameter files and `--ros-args -p` still set them at start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+
+READ_AT_START = "read once at start: restart the node to change it"
+
+
+def declare_read_only(node: Node, defaults: dict[str, Any]) -> dict[str, Any]:
+    """Declare each parameter read-only with its default; returns the values the node starts with."""
+    return {name: node.declare_parameter(name, default, ParameterDescriptor(read_only=True,
+                                                                            description=READ_AT_START)).value
+            for name, default in defaults.items()}

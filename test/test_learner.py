@@ -304,3 +304,41 @@ def test_learner_core_takes_a_resent_last_transition_as_the_episode_end(tmp_path
         core.add(_t(0, i))
     assert core.add(dict(_t(0, 4), timeout=True)) is None
     assert len(core.buffer) == 5 and core.buffer[-1]["timeout"] and not any(r["timeout"] for r in core.buffer[:-1])
+
+
+def test_uni_o4_plot_draws_a_learners_updates_and_a_recordings_episodes(tmp_path, capsys):
+    """What a user fine-tuning on the robot looks at: `uni-o4 plot` of the learner's run folder (its
+    timeline.jsonl) and of the logger's episode folder, each a PNG of what the files hold."""
+    from uni_o4_ros.cli import main
+    from uni_o4_ros.data import read_hdf5
+    from uni_o4_ros.learning.scalars import timeline_series
+    from uni_o4_ros.robot.episodes import episode_series
+
+    torch.manual_seed(0)
+    run = tmp_path / "learner"
+    core = OnlineLearnerCore(make_policy(6, 2, hidden=(8,), mean_activation="none"), ValueNet(6, (8,)),
+                             StateNormalizer.identity(6), OnlineConfig(rollout_steps=16, minibatch_size=8, epochs=2),
+                             run)
+    for version in range(3):
+        results = [core.add(_t(version, 16 * version + i, episode=version + 1)) for i in range(16)]
+        assert results[-1] is not None and results[-1].version == version + 1
+    series = timeline_series(run / "timeline.jsonl")
+    assert series[("learner", "batch_return")] == [(1, 16.0), (2, 16.0), (3, 16.0)]  # 16 rewards of 1 per batch
+    assert [v for v, _ in series[("learner", "clip_frac")]] == [1, 2, 3]
+    assert main(["plot", str(run)]) == 0
+    assert (run / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    rec = tmp_path / "rec"
+    _log_two_mattress_episodes(rec)
+    files = sorted(rec.glob("episode_*.hdf5"))
+    episodes = episode_series(rec)
+    assert episodes[("episodes", "return")] == [(k + 1, pytest.approx(float(read_hdf5(f).rewards.sum())))
+                                                for k, f in enumerate(files)]
+    assert episodes[("episodes", "fell (ended as a terminal)")] == [(k + 1, float(read_hdf5(f).terminals[-1]))
+                                                                   for k, f in enumerate(files)]
+    assert main(["plot", str(rec)]) == 0
+    assert (rec / "episodes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A folder with none of the three: a one-line error naming what was looked for, no traceback.
+    (tmp_path / "empty").mkdir()
+    assert main(["plot", str(tmp_path / "empty")]) != 0
+    assert "holds no scalars.csv" in capsys.readouterr().err

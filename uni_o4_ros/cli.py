@@ -5,7 +5,7 @@
     uni-o4 online    online PPO from an offline policy (or from scratch)
     uni-o4 evaluate  returns and D4RL score of a saved policy
     uni-o4 demo      the D4RL-style job (`make demo-d4rl`): collect -> offline -> online -> report
-    uni-o4 plot      PNG of a run's scalar log
+    uni-o4 plot      PNG of a run's curves, a learner's updates or a recording's episodes
     uni-o4 pretrain  online PPO of the simulated Go1 on flat ground (the paper's simulator stage)
     uni-o4 field     the README's main job (`make demo`): simulator policy -> mattress data ->
                      offline Uni-O4 -> online fine-tuning with hot-swaps, through the node graph
@@ -267,8 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="engage: damping, latched until re-armed; rearm: active again on the next command")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the controller (default 5)")
 
-    p = sub.add_parser("plot", help="draw a run's scalars.csv as PNG")
-    p.add_argument("run_dir", help="run folder with scalars.csv; writes RUN_DIR/scalars.png")
+    p = sub.add_parser("plot", help="draw a run's learning curves, a learner's updates or a recording's "
+                       "episodes as PNG",
+                       description="One panel per quantity, written into the folder: a training run's "
+                       "scalars.csv -> scalars.png; a learner's run folder (learning.launch.py, bringup --learn: "
+                       "timeline.jsonl) -> timeline.png, its batches' return and PPO statistics per published "
+                       "version; a recording (the dataset_logger's episode_*.hdf5) -> episodes.png, return, "
+                       "steps, falls and policy version per episode. Rerun it while a run goes on to see it so "
+                       "far.")
+    p.add_argument("run_dir", help="the folder: a run, a learner's run, or a recording")
     return parser
 
 
@@ -639,14 +646,25 @@ def _start_standin(terrain: str, params: Path, env: dict[str, str], nodes: dict,
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .learning.scalars import plot_log, read_log
+    from .learning.scalars import plot_series, read_log, timeline_series
+    from .robot.episodes import episode_series
 
     run = Path(args.run_dir)
-    if not (run / "scalars.csv").is_file():
-        raise FileNotFoundError(f"{run / 'scalars.csv'} not found")
-    if not read_log(run / "scalars.csv"):
-        raise ValueError(f"{run / 'scalars.csv'}: no scalars logged yet")
-    print(plot_log(run / "scalars.csv", run / "scalars.png", title=run.name))
+    if not run.is_dir():
+        raise FileNotFoundError(f"{run} is not a folder")
+    if (run / "scalars.csv").is_file():
+        source, series, png, x = run / "scalars.csv", read_log(run / "scalars.csv"), run / "scalars.png", "step"
+    elif (run / "timeline.jsonl").is_file():  # a learner's run folder (learning.launch.py, bringup --learn)
+        source, png, x = run / "timeline.jsonl", run / "timeline.png", "policy version"
+        series = timeline_series(source)
+    elif any(run.glob("episode_*.hdf5")):  # a recording (the dataset_logger's folder)
+        source, series, png, x = run, episode_series(run), run / "episodes.png", "episode (file number)"
+    else:
+        raise FileNotFoundError(f"{run} holds no scalars.csv (a training run), timeline.jsonl (a learner's run) "
+                                "or episode_*.hdf5 files (a recording)")
+    if not series:
+        raise ValueError(f"{source}: nothing logged yet")
+    print(plot_series(series, png, title=str(source), xlabel=x))
     return 0
 
 

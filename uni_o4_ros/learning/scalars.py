@@ -60,14 +60,34 @@ def read_log(path: str | Path) -> dict[tuple[str, str], list[tuple[int, float]]]
     return series
 
 
+Series = dict[tuple[str, str], list[tuple[int, float]]]
+
+
+def timeline_series(path: str | Path) -> Series:
+    """The online learner's timeline.jsonl (one row per published version) as series over the version:
+    its batch's return and its PPO statistics, for `uni-o4 plot` of a learner's run folder."""
+    from .jsonlines import read_jsonl
+
+    series: Series = defaultdict(list)
+    for row in read_jsonl(path):
+        for name, value in row.items():
+            if name not in ("version", "time", "batch_size") and isinstance(value, int | float):
+                series[("learner", name)].append((int(row["version"]), float(value)))
+    return series
+
+
 def plot_log(path: str | Path, out_png: str | Path, title: str = "", max_panels: int = 12) -> Path:
-    """One panel per (stage, metric); long series are smoothed for readability."""
+    """One panel per (stage, metric) of a scalars log; long series are smoothed for readability."""
+    return plot_series(read_log(path), out_png, title, max_panels, xlabel="step")
+
+
+def plot_series(series: Series, out_png: str | Path, title: str = "", max_panels: int = 12, xlabel: str = "") -> Path:
+    """One panel per (stage, metric) over `xlabel`; long series are smoothed for readability."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = read_log(path)
     keys = [k for k in series if len(series[k]) > 1][:max_panels] or list(series)[:max_panels]
     cols = 3
     rows = max(1, math.ceil(len(keys) / cols))
@@ -81,6 +101,7 @@ def plot_log(path: str | Path, out_png: str | Path, title: str = "", max_panels:
             sm = [sum(ys[max(0, i - w) : i + 1]) / len(ys[max(0, i - w) : i + 1]) for i in range(len(ys))]
             ax.plot(xs, sm, lw=1.5)
         ax.set_title(f"{key[0]}: {key[1]}", fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=7)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(keys) :]:

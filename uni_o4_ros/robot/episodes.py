@@ -408,6 +408,24 @@ def read_episodes(directory: str | Path) -> OfflineDataset:
     return ds
 
 
+def episode_series(directory: str | Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
+    """Per recorded episode (x: its file's number): return, steps, whether it ended in a fall (a
+    terminal) and the newest policy version that acted in it; for `uni-o4 plot` of a recording."""
+    series: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    files = sorted(f for f in Path(directory).glob("episode_*.hdf5") if _EPISODE_FILE.fullmatch(f.name))
+    if not files:
+        raise FileNotFoundError(f"no episode_*.hdf5 files in {directory}")
+    for f in files:
+        ds, number = read_hdf5(f), int(_EPISODE_FILE.fullmatch(f.name).group(1))
+        versions = ds.infos.get("policy_version")
+        for name, value in (("return", float(ds.rewards.sum())), ("steps", len(ds)),
+                            ("fell (ended as a terminal)", float(ds.terminals[-1])),
+                            ("policy version", float(versions.max()) if versions is not None else None)):
+            if value is not None:
+                series.setdefault(("episodes", name), []).append((number, float(value)))
+    return series
+
+
 def lost_in_recording(ds: OfflineDataset) -> str:
     """One line on the transitions a recording lacks ("" if none): learning goes on with the rest."""
     said = []

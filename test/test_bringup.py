@@ -722,17 +722,16 @@ def test_odometry_samples_with_nan_are_ignored_so_every_recorded_reward_is_finit
         stop(*procs)
 
 
-def test_lost_odometry_ends_the_episode_as_a_timeout_and_none_starts_until_it_returns(ros_env):
-    """The recorder alone; the test plays controller, policy and T265 over the real topics. With
-    odom_timeout set (config/robot.yaml: 0.1 s, the authors' T265 rule) rewards are never computed
-    from a velocity older than that: the episode ends, and auto-start waits for odometry."""
+def _recorder_peers(w: TransitionWatcher) -> tuple[list, dict, np.ndarray]:
+    """The recorder's peers, played by the test over the real topics: the events it publishes (a list
+    filled as they come), publishers of robot_state, odom and policy_step, and an observation history
+    that shows the recorder's default command."""
     from nav_msgs.msg import Odometry
 
     from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
     from uni_o4_ros.nodes.qos import EVENTS, SENSOR, TRANSITIONS
     from uni_o4_ros.robot.observation import ObservationBuilder, command_vector
 
-    w = TransitionWatcher()
     events: list = []
     w.node.create_subscription(EpisodeEvent, "recorder_events", events.append, EVENTS)
     pubs = {"state": w.node.create_publisher(RobotState, "robot_state", SENSOR),
@@ -740,7 +739,20 @@ def test_lost_odometry_ends_the_episode_as_a_timeout_and_none_starts_until_it_re
             "step": w.node.create_publisher(Transition, "policy_step", TRANSITIONS)}
     builder = ObservationBuilder()
     obs = builder.push(builder.frame(np.array([1.0, 0, 0, 0]), command_vector(0.5), np.zeros(12), np.zeros(12),
-                                     np.zeros(12)))  # always shows the recorder's default command
+                                     np.zeros(12)))
+    return events, pubs, obs
+
+
+def test_lost_odometry_ends_the_episode_as_a_timeout_and_none_starts_until_it_returns(ros_env):
+    """The recorder alone; the test plays controller, policy and T265 over the real topics. With
+    odom_timeout set (config/robot.yaml: 0.1 s, the authors' T265 rule) rewards are never computed
+    from a velocity older than that: the episode ends, and auto-start waits for odometry."""
+    from nav_msgs.msg import Odometry
+
+    from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
+
+    w = TransitionWatcher()
+    events, pubs, obs = _recorder_peers(w)
     tick = {"n": 0, "odom": True, "off_ticks": 0}
 
     def control_tick() -> None:  # one 100 Hz tick of the stand-in robot and policy
@@ -785,18 +797,9 @@ def test_an_episode_e_stopped_before_its_first_transition_gives_its_number_to_th
     from nav_msgs.msg import Odometry
 
     from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
-    from uni_o4_ros.nodes.qos import EVENTS, SENSOR, TRANSITIONS
-    from uni_o4_ros.robot.observation import ObservationBuilder, command_vector
 
     w = TransitionWatcher()
-    events: list = []
-    w.node.create_subscription(EpisodeEvent, "recorder_events", events.append, EVENTS)
-    pubs = {"state": w.node.create_publisher(RobotState, "robot_state", SENSOR),
-            "odom": w.node.create_publisher(Odometry, "odom", SENSOR),
-            "step": w.node.create_publisher(Transition, "policy_step", TRANSITIONS)}
-    builder = ObservationBuilder()
-    obs = builder.push(builder.frame(np.array([1.0, 0, 0, 0]), command_vector(0.5), np.zeros(12), np.zeros(12),
-                                     np.zeros(12)))  # always shows the recorder's default command
+    events, pubs, obs = _recorder_peers(w)
     robot = {"mode": RobotState.MODE_ACTIVE, "stepping": False, "n": 0}
 
     def step() -> None:

@@ -223,20 +223,28 @@ def test_waiting_for_the_policy_keeps_a_fast_simulation_in_exact_lockstep(ros_en
     assert waiting["active_ticks"] >= 100 and waiting["late_commands"] == 0
 
 
-def test_a_real_robot_cannot_be_told_to_wait_and_a_rate_must_be_positive(ros_env):
+def test_nodes_refuse_meaningless_parameters_at_start_with_one_line(ros_env, standing_policy):
     """Waiting for the policy only makes sense when the controller owns simulated time; a hardware
-    backend (here the go1_sim node's motor-board protocol) refuses it, as does a zero rate."""
+    backend (here the go1_sim node's motor-board protocol) refuses it, as does a zero rate. Safety limits
+    that mean nothing were taken as given: a negative watchdog_timeout never damped, torque_fraction 9
+    let torques past the motors' limits, a recorder with max_steps 0 or a 1-number velocity ran on."""
     import subprocess
 
     from uni_o4_ros.nodes.processes import node_command
 
-    for params, needle in ((["backend:=go1_sim", "wait_for_policy:=true"], "a real robot cannot wait"),
-                           (["rate_hz:=0.0"], "rate_hz must be > 0"),
-                           (["remote_estop:=L2+Q"], "unknown button(s) ['Q']"),
-                           (["max_tilt:=1"], "a DOUBLE parameter needs a decimal point"),
-                           (["min_battery_soc:=15.0"], "an INTEGER parameter takes a whole number")):
-        run = subprocess.run(node_command("pd_controller_node", params), env=ros_env, capture_output=True,
-                             text=True, timeout=120)
+    controller = "pd_controller_node"
+    for node, params, needle in (
+            (controller, ["backend:=go1_sim", "wait_for_policy:=true"], "a real robot cannot wait"),
+            (controller, ["rate_hz:=0.0"], "parameter rate_hz: must be > 0, got 0.0"),
+            (controller, ["remote_estop:=L2+Q"], "unknown button(s) ['Q']"),
+            (controller, ["max_tilt:=1"], "a DOUBLE parameter needs a decimal point"),
+            (controller, ["min_battery_soc:=15.0"], "an INTEGER parameter takes a whole number"),
+            (controller, ["watchdog_timeout:=-0.1"], "parameter watchdog_timeout: must be > 0, got -0.1"),
+            (controller, ["torque_fraction:=9.0"], "parameter torque_fraction: must be in (0, 1], got 9.0"),
+            ("episode_recorder_node", ["max_steps:=0"], "parameter max_steps: must be >= 1, got 0"),
+            ("policy_node", [f"policy_dir:={standing_policy}", "command_velocity:=[0.5]"],
+             "parameter command_velocity: must be 3 finite numbers, got [0.5]")):
+        run = subprocess.run(node_command(node, params), env=ros_env, capture_output=True, text=True, timeout=120)
         assert run.returncode == 2 and needle in run.stderr and "Traceback" not in run.stderr, run.stderr
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 
 import numpy as np
 import pytest
@@ -660,3 +661,14 @@ def test_recording_tally_waits_for_a_late_file_and_not_for_an_episode_with_nothi
     early.on_file(2)
     assert early.finished()
     assert not RecordingTally(wanted=0).finished()  # no limit: the recording ends on Ctrl-C
+
+
+@pytest.mark.parametrize("field, value", [("max_target_step", 0.0), ("torque_fraction", 1.5), ("torque_fraction", 0.0),
+                                          ("watchdog_timeout", -0.1), ("max_tilt", 0.0), ("max_tilt", 4.0),
+                                          ("damping_kd", 0.0), ("silence_latch", -1.0), ("watchdog_timeout", math.nan)])
+def test_safety_config_refuses_limits_that_mean_nothing(field, value):
+    """A robot that never damps, falls at every tick, pushes past its motors' torque or freezes: refused
+    before a controller is built, naming the limit."""
+    with pytest.raises(ValueError, match=f"^{field}: must be"):
+        SafetyConfig(**{field: value})
+    SafetyConfig()  # the defaults are sound

@@ -316,3 +316,10 @@ def test_odometry_node_publishes_nothing_while_the_tracker_has_failed(ros_env, t
     text = log.read_text()
     assert text.count("below min_tracker_confidence 1): no odometry until it recovers") == 1
     assert "T265: tracking confidence 2 again: odometry resumes" in text
+
+
+def test_a_camera_mount_must_be_three_finite_numbers_each():
+    with pytest.raises(ValueError, match=r"mount_xyz: must be 3 finite numbers, got \[0.25, 0.0\]"):
+        MountExtrinsic.from_config([0.25, 0.0], [0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="mount_rpy: must be 3 finite numbers"):
+        MountExtrinsic.from_config([0.25, 0.0, 0.05], [0.0, float("nan"), 0.0])

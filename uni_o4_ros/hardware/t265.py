@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..ranges import check_vector
 from ..robot.go1 import rotation_matrix
 
 T265_LAST_VERSION = (2, 53, 1)
@@ -58,7 +59,7 @@ class MountExtrinsic:
 
     @classmethod
     def from_config(cls, xyz: list[float], rpy: list[float]) -> MountExtrinsic:
-        r, p, y = rpy
+        xyz, (r, p, y) = check_vector("mount_xyz", xyz, 3), check_vector("mount_rpy", rpy, 3)
         cr, sr = np.cos(r / 2), np.sin(r / 2)
         cp, sp = np.cos(p / 2), np.sin(p / 2)
         cy, sy = np.cos(y / 2), np.sin(y / 2)

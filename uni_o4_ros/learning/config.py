@@ -12,47 +12,13 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
 import yaml
 
-# Ranges a setting must lie in to mean anything. Checked when a config is built (from defaults,
-# YAML, --set or ROS parameters), so a typo such as clip=-1 or gamma=1.5 stops with one line
-# naming the key before any training, instead of a silent no-op or a divergence hours later.
-_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
-    ">0": (lambda v: v > 0, "> 0"),
-    ">=0": (lambda v: v >= 0, ">= 0"),
-    ">=1": (lambda v: v >= 1, ">= 1"),
-    "(0,1)": (lambda v: 0 < v < 1, "in (0, 1)"),
-    "(0,1]": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "[0,1]": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-}
-
-
-class ConfigValueError(ValueError):
-    """A setting with an impossible value; `key` becomes the full path (`online.clip`) as the
-    error passes up through the nested configs."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key, self.problem = key, problem
-
-
-def _check_ranges(cfg: Any, rules: dict[str, str]) -> None:
-    """Raise ValueError naming the first field outside its range; tuples are checked per element,
-    None (a switched-off option) passes, NaN and inf never do."""
-    for name, rule in rules.items():
-        value = getattr(cfg, name)
-        if value is None:
-            continue
-        ok, what = _RANGES[rule]
-        items = value if isinstance(value, tuple) else (value,)
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) and ok(v) for v in items):
-            raise ConfigValueError(name, f"must be {what}{' for every entry' if isinstance(value, tuple) else ''}, "
-                                   f"got {value!r}")
+from ..ranges import ConfigValueError, check_ranges
 
 
 @dataclass
@@ -64,7 +30,7 @@ class PolicyConfig:
     log_std_max: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_ranges(self, {"hidden": ">=1"})
+        check_ranges(self, {"hidden": ">=1"})
         if not (math.isfinite(self.log_std_min) and math.isfinite(self.log_std_max)
                 and self.log_std_min < self.log_std_max):
             raise ConfigValueError("log_std_min", f"must be below log_std_max, got {self.log_std_min} and "
@@ -81,7 +47,7 @@ class BCConfig:
     batch_size: int = 512
 
     def __post_init__(self) -> None:
-        _check_ranges(self, {"n_policies": ">=1", "alpha": ">=0", "steps": ">=0", "lr": ">=0", "batch_size": ">=1"})
+        check_ranges(self, {"n_policies": ">=1", "alpha": ">=0", "steps": ">=0", "lr": ">=0", "batch_size": ">=1"})
 
 
 @dataclass
@@ -103,7 +69,7 @@ class ValueConfig:
     q_layer_norm: bool = False
 
     def __post_init__(self) -> None:
-        _check_ranges(self, {"q_hidden": ">=1", "v_hidden": ">=1", "expectile": "(0,1)", "gamma": "(0,1]",
+        check_ranges(self, {"q_hidden": ">=1", "v_hidden": ">=1", "expectile": "(0,1)", "gamma": "(0,1]",
                              "tau": "(0,1]", "target_every": ">=1", "steps": ">=0", "mc_warmup_steps": ">=0",
                              "lr": ">=0", "batch_size": ">=1"})
 
@@ -129,7 +95,7 @@ class DynamicsConfig:
     termination: str = "auto"  # hopper | walker2d | halfcheetah | robot | never | auto (from env)
 
     def __post_init__(self) -> None:
-        _check_ranges(self, {"n_members": ">=1", "n_elites": ">=1", "hidden": ">=1", "lr": ">=0", "batch_size": ">=1",
+        check_ranges(self, {"n_members": ">=1", "n_elites": ">=1", "hidden": ">=1", "lr": ">=0", "batch_size": ">=1",
                              "weight_decay": ">=0", "holdout_ratio": "(0,1)", "max_holdout": ">=1",
                              "patience": ">=1", "max_epochs": ">=1", "max_steps": ">=1"})
         if self.n_elites > self.n_members:
@@ -150,7 +116,7 @@ class OPEConfig:
     q_head: str = "min"
 
     def __post_init__(self) -> None:
-        _check_ranges(self, {"horizon": ">=1", "n_start_states": ">=1", "gamma": "(0,1]"})
+        check_ranges(self, {"horizon": ">=1", "n_start_states": ">=1", "gamma": "(0,1]"})
         if self.q_head not in ("min", "independent"):
             raise ValueError(f"ope.q_head: expected 'min' or 'independent', got {self.q_head!r}")
 
@@ -174,7 +140,7 @@ class SelectionConfig:
     z: float = 2.0  # standard errors a paired AM-Q gain must clear to count as certified
 
     def __post_init__(self) -> None:
-        _check_ranges(self, {"start_states": ">=1", "z": ">=0"})
+        check_ranges(self, {"start_states": ">=1", "z": ">=0"})
 
 
 @dataclass
@@ -192,7 +158,7 @@ class ImprovementConfig:
     kl_alpha: float = 0.1
 
     def __post_init__(self) -> None:
-        _check_ranges(self, {"steps": ">=0", "lr": ">=0", "clip": "(0,1)", "eval_every": ">=1", "batch_size": ">=1",
+        check_ranges(self, {"steps": ">=0", "lr": ">=0", "clip": "(0,1)", "eval_every": ">=1", "batch_size": ">=1",
                              "grad_clip": ">0", "kl_alpha": ">=0"})
 
 
@@ -230,7 +196,7 @@ class OnlineConfig:
 
     def __post_init__(self) -> None:
         # actor_lr = 0 is allowed on purpose: the frozen-actor control of BENCHMARKS §2.
-        _check_ranges(self, {"total_steps": ">=1", "rollout_steps": ">=1", "minibatch_size": ">=1", "epochs": ">=1",
+        check_ranges(self, {"total_steps": ">=1", "rollout_steps": ">=1", "minibatch_size": ">=1", "epochs": ">=1",
                              "clip": "(0,1)", "gamma": "(0,1]", "gae_lambda": "[0,1]", "actor_lr": ">=0",
                              "critic_lr": ">=0", "entropy_coef": ">=0", "value_coef": ">=0", "grad_clip": ">0",
                              "reward_scale": ">0", "eval_every": ">=1", "eval_episodes": ">=0", "n_envs": ">=1",

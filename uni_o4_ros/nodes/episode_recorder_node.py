@@ -39,7 +39,7 @@ from uni_o4_ros.robot.observation import shows_command
 from uni_o4_ros.robot.odometry_watch import OdometryWatch, finite_sample
 from uni_o4_ros.srv import StartEpisode, StopEpisode
 
-from .params import declare_read_only
+from .params import declare_read_only, require, require_vector
 from .qos import EVENTS, SENSOR, TRANSITIONS
 from .run import run_node
 from .stamps import stamp_ns
@@ -52,6 +52,10 @@ class EpisodeRecorderNode(Node):
             "max_steps": 1000, "command_velocity": [0.5, 0.0, 0.0], "auto_start": True, "episodes": 0,
             "command_vx_schedule": [0.0], "wait_for_subscribers": 0, "wait_for_reset": False,
             "total_steps": 0, "odom_timeout": 0.0, "max_damped": 0.0})
+        require(p, {"max_steps": ">=1", "episodes": ">=0", "total_steps": ">=0", "wait_for_subscribers": ">=0",
+                    "odom_timeout": ">=0", "max_damped": ">=0"})
+        p["command_velocity"] = require_vector(p, "command_velocity", 3)
+        require_vector(p, "command_vx_schedule", len(p["command_vx_schedule"]))
         # wait_for_reset: the controller stands the (simulated) robot up when an episode starts
         # (pd_controller reset_on_episode_end); record from the first state after that reset.
         self.core = EpisodeRecorderCore(max_steps=int(p["max_steps"]), command_velocity=tuple(p["command_velocity"]),

@@ -8,10 +8,14 @@ reason; launch files, parameter files and `--ros-args -p` still set them at star
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
+
+from ..ranges import ConfigValueError, check_ranges, check_vector
+from .run import NodeConfigError
 
 READ_AT_START = "read once at start: restart the node to change it"
 
@@ -21,3 +25,20 @@ def declare_read_only(node: Node, defaults: dict[str, Any]) -> dict[str, Any]:
     return {name: node.declare_parameter(name, default, ParameterDescriptor(read_only=True,
                                                                             description=READ_AT_START)).value
             for name, default in defaults.items()}
+
+
+def require(values: dict[str, Any], rules: dict[str, str]) -> None:
+    """NodeConfigError naming the first parameter outside its range (`ranges.RANGES`): a start-up error,
+    not a node that runs on something meaningless."""
+    try:
+        check_ranges(SimpleNamespace(**{name: values[name] for name in rules}), rules)
+    except ConfigValueError as exc:
+        raise NodeConfigError(f"parameter {exc}") from None
+
+
+def require_vector(values: dict[str, Any], name: str, length: int) -> tuple[float, ...]:
+    """The parameter as `length` finite numbers, or NodeConfigError."""
+    try:
+        return check_vector(name, values[name], length)
+    except ConfigValueError as exc:
+        raise NodeConfigError(f"parameter {exc}") from None

@@ -42,13 +42,14 @@ from uni_o4_ros.hardware.go1_lowlevel import SDK_MOTOR_NAMES, WireError, parse_b
 from uni_o4_ros.hardware.t265 import DeviceError
 from uni_o4_ros.hardware.unitree_sdk import GO1_IP, GO1_PORT, LOCAL_PORT, UnitreeSdkBackend
 from uni_o4_ros.msg import EpisodeEvent, JointCommand, RobotState
+from uni_o4_ros.ranges import ConfigValueError
 from uni_o4_ros.robot.controller import CONTROLLER_SUMMARY, CommandLatency, ControllerCore, Mode, PublishedStates
 from uni_o4_ros.robot.safety import RemoteCombo, SafetyConfig, SingleSender
 from uni_o4_ros.srv import EStop
 
 from .episode_events import SIM_RESET_EVENTS
 from .go1_sim_node import odometry, robot_state
-from .params import declare_read_only
+from .params import declare_read_only, require
 from .qos import COMMAND, EVENTS, SENSOR
 from .run import NodeConfigError, run_node
 from .stamps import sender_id, stamp_ns
@@ -151,9 +152,13 @@ class PDControllerNode(Node):
             # One hand would then press both: pressing the e-stop's buttons must never also re-arm.
             raise NodeConfigError(f"remote_rearm {p['remote_rearm']!r} and remote_estop {p['remote_estop']!r}: "
                                   "neither combination may contain the other")
-        cfg = SafetyConfig(max_target_step=p["max_target_step"], torque_fraction=p["torque_fraction"],
-                           watchdog_timeout=p["watchdog_timeout"], max_tilt=p["max_tilt"],
-                           silence_latch=p["silence_latch"])
+        require(p, {"rate_hz": ">0", "state_timeout": ">0", "connect_timeout": ">0", "contact_threshold": ">=0"})
+        try:
+            cfg = SafetyConfig(max_target_step=p["max_target_step"], torque_fraction=p["torque_fraction"],
+                               watchdog_timeout=p["watchdog_timeout"], max_tilt=p["max_tilt"],
+                               silence_latch=p["silence_latch"])
+        except ConfigValueError as exc:
+            raise NodeConfigError(f"parameter {exc}") from None
         self.core = ControllerCore(cfg)
         if p["backend"] == "sim":
             self.backend = SimBackend(p["spawn_roll"], p["terrain"])
@@ -183,8 +188,6 @@ class PDControllerNode(Node):
             # does this and calls the e-stop service to re-arm).
             self.create_subscription(EpisodeEvent, "recorder_events", self.on_recorder_event, EVENTS)
         self.ticks = 0
-        if not p["rate_hz"] > 0:
-            raise NodeConfigError(f"parameter rate_hz must be > 0, got {p['rate_hz']}")
         # wait_for_policy: the simulated robot waits for the command answering its newest state, so
         # a graph driven faster than real time, or a loaded machine, never adds latency.
         if p["wait_for_policy"] and p["backend"] != "sim":

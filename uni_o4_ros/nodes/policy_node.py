@@ -31,7 +31,7 @@ from uni_o4_ros.robot.observation import command_vector
 from uni_o4_ros.robot.policy_runner import PolicyRunner
 from uni_o4_ros.robot.safety import SingleSender
 
-from .params import declare_read_only
+from .params import declare_read_only, require_vector
 from .qos import COMMAND, EVENTS, POLICY_UPDATE, SENSOR, TRANSITIONS
 from .run import NodeConfigError, run_node
 from .stamps import sender_id
@@ -56,7 +56,7 @@ class PolicyNode(Node):
         self.runner = PolicyRunner(policy, normalizer, version=int(meta.get("version", 0)),
                                    deterministic=bool(p["deterministic"]), key=key,
                                    seed=int(p["seed"]), max_update_shift=max_shift)
-        vx, vy, wz = p["command_velocity"]
+        vx, vy, wz = require_vector(p, "command_velocity", 3)
         self.runner.command = command_vector(vx, vy, wz)
         self.cmd_pub = self.create_publisher(JointCommand, "joint_command", COMMAND)
         self.status_pub = self.create_publisher(DiagnosticStatus, "policy_status", EVENTS)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..ranges import check_ranges
 from .go1 import KD, KP, Q_MAX, Q_MIN, TAU_MAX
 
 
@@ -23,6 +24,12 @@ class SafetyConfig:
     # real Go1 has folded up by then, and must not spring up by itself when a policy comes back); 0: the
     # next fresh command re-activates it, whenever it comes (the simulator's default).
     silence_latch: float = 0.0
+
+    def __post_init__(self) -> None:
+        # A typo here is a robot that never damps (watchdog_timeout <= 0 reads as never late), falls
+        # at every tick (max_tilt <= 0), exceeds its motors' torque (torque_fraction 9) or freezes.
+        check_ranges(self, {"max_target_step": ">0", "torque_fraction": "(0,1]", "watchdog_timeout": ">0",
+                            "max_tilt": "(0,pi]", "damping_kd": ">0", "silence_latch": ">=0"})
 
 
 @dataclass

@@ -1,0 +1,55 @@
+"""Ranges a setting must lie in to mean anything: the learning configs' and the robot's safety limits."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from numbers import Real
+from typing import Any
+
+# Ranges a setting must lie in to mean anything. Checked when a config is built (from defaults,
+# YAML, --set or ROS parameters), so a typo such as clip=-1 or gamma=1.5 stops with one line
+# naming the key before any training, instead of a silent no-op or a divergence hours later.
+RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    ">0": (lambda v: v > 0, "> 0"),
+    ">=0": (lambda v: v >= 0, ">= 0"),
+    ">=1": (lambda v: v >= 1, ">= 1"),
+    "(0,1)": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "(0,1]": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "[0,1]": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "(0,pi]": (lambda v: 0 < v <= math.pi, "in (0, pi]"),
+}
+
+
+class ConfigValueError(ValueError):
+    """A setting with an impossible value; `key` becomes the full path (`online.clip`) as the
+    error passes up through the nested configs."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key, self.problem = key, problem
+
+
+def check_vector(name: str, value: Any, length: int) -> tuple[float, ...]:
+    """`value` as `length` finite numbers, or ConfigValueError naming `name`."""
+    try:
+        items = tuple(value)
+    except TypeError:  # a lone number
+        items = (value,)
+    if len(items) != length or not all(isinstance(v, Real) and math.isfinite(v) for v in items):
+        raise ConfigValueError(name, f"must be {length} finite numbers, got {value!r}")
+    return tuple(float(v) for v in items)
+
+
+def check_ranges(cfg: Any, rules: dict[str, str]) -> None:
+    """Raise ValueError naming the first field outside its range; tuples are checked per element,
+    None (a switched-off option) passes, NaN and inf never do."""
+    for name, rule in rules.items():
+        value = getattr(cfg, name)
+        if value is None:
+            continue
+        ok, what = RANGES[rule]
+        items = value if isinstance(value, tuple) else (value,)
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) and ok(v) for v in items):
+            raise ConfigValueError(name, f"must be {what}{' for every entry' if isinstance(value, tuple) else ''}, "
+                                   f"got {value!r}")

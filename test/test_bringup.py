@@ -611,15 +611,16 @@ def test_a_logger_killed_mid_episode_leaves_a_bag_bag2h5_salvages_up_to_the_last
     np.testing.assert_array_equal(bag.timeouts, files.timeouts)
 
 
-def _wait_for_output(proc, needle: str, timeout: float = 60.0) -> str:
-    """Read the process's stderr until `needle` appears (its log line says the event happened)."""
+def _wait_for_output(proc, needle: str, timeout: float = 60.0, *more: str) -> str:
+    """Read the process's stderr until `needle` (and each of `more`, in any order) appears: its log lines
+    say the events happened."""
     import os
     import select
 
     fd, text, end = proc.stderr.fileno(), "", time.monotonic() + timeout
-    while needle not in text:
+    while missing := [n for n in (needle, *more) if n not in text]:
         left = end - time.monotonic()
-        assert left > 0 and proc.poll() is None, f"no {needle!r} from the process; its output:\n{text[-1500:]}"
+        assert left > 0 and proc.poll() is None, f"no {missing!r} from the process; its output:\n{text[-1500:]}"
         if select.select([fd], [], [], min(left, 1.0))[0]:
             text += os.read(fd, 65536).decode(errors="replace")
     return text

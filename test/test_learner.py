@@ -342,3 +342,38 @@ def test_uni_o4_plot_draws_a_learners_updates_and_a_recordings_episodes(tmp_path
     (tmp_path / "empty").mkdir()
     assert main(["plot", str(tmp_path / "empty")]) != 0
     assert "holds no scalars.csv" in capsys.readouterr().err
+
+
+def test_learner_core_says_when_the_robot_does_not_run_its_newest_version(tmp_path):
+    torch.manual_seed(0)
+    core = OnlineLearnerCore(make_policy(6, 2, hidden=(8,), mean_activation="none"), ValueNet(6, (8,)),
+                             StateNormalizer.identity(6), OnlineConfig(rollout_steps=16, minibatch_size=8, epochs=2),
+                             tmp_path)
+    assert [core.add(_t(0, i)) for i in range(16)][-1].version == 1
+    flags = [(core.add(_t(0, 16 + i)), core.stalled)[1] for i in range(40)]  # the robot still runs version 0
+    assert [i for i, f in enumerate(flags) if f] == [15, 31]  # at each whole batch in a row, not before
+    assert core.stale_streak == 40 and core.stale_version == 0
+    core.add(_t(1, 56))  # version 1 arrives: the streak ends
+    assert core.stale_streak == 0 and not core.stalled
+
+
+def test_the_learner_says_when_the_policy_node_refuses_its_update(ros_env, standing_policy, tmp_path):
+    """A policy node refusing the learner's update (here any update: max_update_shift 1e-6) keeps its
+    version, so every transition after it is stale to the learner, which used to learn nothing without a
+    word. It now logs the refusal with the policy node's reason, and the stale batches after it."""
+    from test_bringup import _wait_for_output
+
+    procs = [
+        start("uni_o4_ros.nodes.pd_controller_node", ros_env),
+        start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}", "deterministic:=false",
+              "max_update_shift:=0.000001"),
+        start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "max_steps:=25", "wait_for_subscribers:=1"),
+    ]
+    learner = start("uni_o4_ros.nodes.learner_node", ros_env, f"policy_dir:={standing_policy}",
+                    f"run_dir:={tmp_path / 'learner'}", "rollout_steps:=40", "epochs:=2", "minibatch_size:=20")
+    try:
+        said = _wait_for_output(learner, "the last 40 transitions came from policy version 0", 120,
+                                "the policy node refused version 1: it moves the joint targets")
+        assert "more than max_update_shift 1e-06 rad" in said and "The robot keeps version 0" in said
+    finally:
+        stop(learner, *procs)

@@ -43,6 +43,11 @@ class OnlineLearnerCore:
         self.version = version
         self.buffer: list[dict] = []
         self.dropped_stale = 0
+        # Transitions in a row from another version than this learner's newest: while the robot does not
+        # run what the learner published (the policy node refused it, or another learner's version runs),
+        # every transition is stale and nothing is learned; `stalled` says when to tell the operator.
+        self.stale_streak = 0
+        self.stale_version: int | None = None
         self.dropped_invalid = 0
         self.not_exploring = 0  # batches left unused: their actions were the policy's mean
         self.updates = 0
@@ -58,7 +63,10 @@ class OnlineLearnerCore:
         """Add one transition; returns an update when a full on-policy batch was used."""
         if int(t["policy_version"]) != self.version:
             self.dropped_stale += 1  # collected by an older policy: not on-policy any more
+            self.stale_streak += 1
+            self.stale_version = int(t["policy_version"])
             return None
+        self.stale_streak = 0
         if not self._usable(t):
             # One NaN (a sensor glitch in the reward) would poison every later update and end the
             # learner with a "diverged" error: the transition is counted and left out instead. The
@@ -74,6 +82,13 @@ class OnlineLearnerCore:
         if len(self.buffer) < self.cfg.rollout_steps:
             return None
         return self._update()
+
+    @property
+    def stalled(self) -> bool:
+        """True at every whole batch of stale transitions in a row. A hot-swap costs the transitions of
+        one update's duration (~100 at 50 Hz, BENCHMARKS §4d), far fewer than a batch: more means the
+        deployed policy is not this learner's newest version."""
+        return self.stale_streak > 0 and self.stale_streak % self.cfg.rollout_steps == 0
 
     def _usable(self, t: dict) -> bool:
         """Finite, and of this policy's dimensions."""

@@ -25,6 +25,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
 
 from uni_o4_ros.data.atomic import write_json, write_text
@@ -37,7 +38,7 @@ from uni_o4_ros.msg import PolicyUpdate, Transition
 from uni_o4_ros.robot.policy_update import encode_update
 
 from .params import declare_read_only
-from .qos import POLICY_UPDATE, TRANSITIONS
+from .qos import EVENTS, POLICY_UPDATE, TRANSITIONS
 from .run import NodeConfigError, run_node
 
 
@@ -84,6 +85,8 @@ class LearnerNode(Node):
         self.core = OnlineLearnerCore(actor, critic, normalizer, cfg, p["run_dir"],
                                       version=int(meta.get("version", 0)))
         self.create_subscription(Transition, "transitions", self.on_transition, TRANSITIONS)
+        self.create_subscription(DiagnosticStatus, "policy_status", self.on_policy_status, EVENTS)
+        self.refused: set[int] = set()
         if self.core.updates:
             self.get_logger().info(f"resumed at version {self.core.version} ({self.core.updates} updates)")
             self.publish(self.core.ppo.actor, self.core.ppo.normalizer, self.core.version)
@@ -146,6 +149,12 @@ class LearnerNode(Node):
         if n > invalid and (n == 1 or n % 100 == 0):
             self.get_logger().warn(f"left out {n} transition(s) so far with NaN/inf values or wrong dimensions "
                                    f"(latest: episode {m.episode_id}, step {m.step})")
+        if self.core.stalled:
+            self.get_logger().error(
+                f"the last {self.core.stale_streak} transitions came from policy version {self.core.stale_version}, "
+                f"not version {self.core.version}, this learner's newest: the policy node has not swapped it in "
+                "(refused it? its log and the policy_status topic say why). Nothing is learned until it runs "
+                "this learner's version")
         if self.core.not_exploring > unexplored:
             self.get_logger().error(
                 f"a batch of {self.core.cfg.rollout_steps} transitions was not used ({self.core.not_exploring} so "
@@ -155,6 +164,20 @@ class LearnerNode(Node):
             self.get_logger().info(f"update -> version {res.version}: " +
                                    ", ".join(f"{k} {v:.3g}" for k, v in res.stats.items()))
             self.publish(self.core.ppo.actor, self.core.ppo.normalizer, self.core.version)
+
+    def on_policy_status(self, st: DiagnosticStatus) -> None:
+        """The policy node's verdict on an update: a refusal of this learner's newest version is said at once
+        (the robot keeps the version before, whose transitions this learner no longer learns from)."""
+        values = {kv.key: kv.value for kv in st.values}
+        if st.name != "policy_update" or values.get("accepted") != "False":
+            return
+        version, running = int(values.get("version", -1)), int(values.get("running", -1))
+        # A resumed learner republishes the version the robot may already run: refused as not newer, and fine.
+        if version == self.core.version != running and version not in self.refused:
+            self.refused.add(version)
+            self.get_logger().error(f"the policy node refused version {version}: {st.message}. The robot keeps "
+                                    f"version {running}; this learner learns only from transitions of its newest "
+                                    "version, so it waits")
 
     def close(self) -> None:
         """Called by run_node on Ctrl-C/SIGTERM: an offline run checkpoints and its thread ends

@@ -134,7 +134,8 @@ class PolicyNode(Node):
             f"policy update v{msg.version} {'accepted' if ok else 'refused'}: {reason}")
         st = DiagnosticStatus(level=DiagnosticStatus.OK if ok else DiagnosticStatus.WARN, name="policy_update",
                               message=reason)
-        st.values = [KeyValue(key="version", value=str(msg.version)), KeyValue(key="accepted", value=str(ok))]
+        st.values = [KeyValue(key="version", value=str(msg.version)), KeyValue(key="accepted", value=str(ok)),
+                     KeyValue(key="running", value=str(self.runner.next_version))]
         self.status_pub.publish(st)
 
 

@@ -61,6 +61,12 @@ class PolicyRunner:
         return self._active.version
 
     @property
+    def next_version(self) -> int:
+        """The version the robot acts with from the next tick on: a staged update, else the active one."""
+        with self._lock:
+            return (self._pending or self._active).version
+
+    @property
     def obs_dim(self) -> int:
         return self._active.policy.spec.obs_dim
 

@@ -357,7 +357,8 @@ def test_a_killed_or_hung_up_bringup_stops_its_nodes(ros_env, standing_policy, t
             except OSError:
                 return True
 
-        assert poll_process_table(lambda: all(gone(p) for p in started), 30), "nodes left running on their own"
+        assert poll_process_table(lambda: all(gone(p) for p in started), 30), \
+            f"nodes left running on their own: {[c for p, _, c in process_table() if p in started and not gone(p)]}"
         assert code == (-sig if sig == signal.SIGKILL else 128 + sig)  # ended through its own exit path
         assert "was killed" not in (tmp_path / "bringup.log").read_text()  # each node stopped by itself
     finally:

@@ -536,7 +536,9 @@ def cmd_bringup(args: argparse.Namespace) -> int:
                 procs.append(subprocess.Popen(node_command(module, overrides, params), env=node_env))
                 print(f"started {module} (pid {procs[-1].pid})")
             published = _learner_version(Path(args.learn)) if args.learn else 0
-            watch = RecorderWatch()
+            # Only a counted recording needs the recorder's episode ends (and the DDS participant that hears
+            # them); without a limit the logger's own log names an episode it never got.
+            watch = RecorderWatch() if args.episodes else None
             while all(p.poll() is None for p in procs + robot):
                 time.sleep(1.0)  # supervising loop: report progress, notice a dead node
                 if args.learn and (version := _learner_version(Path(args.learn))) != published:
@@ -558,7 +560,7 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     return 1 if dead or tally.lost else 0
 
 
-def _tally_recording(tally: RecordingTally, watch: RecorderWatch, out: Path, before: set[Path]) -> bool:
+def _tally_recording(tally: RecordingTally, watch: RecorderWatch | None, out: Path, before: set[Path]) -> bool:
     """Take in the logger's new files and the recorder's episode ends, say what changed; True once the
     episodes asked for are all accounted for."""
     from .data import DatasetError, read_metadata
@@ -575,7 +577,7 @@ def _tally_recording(tally: RecordingTally, watch: RecorderWatch, out: Path, bef
     if new:
         print(f"{len(tally.written)} episode(s) recorded in {out}")
     now = time.monotonic()
-    for end in watch.ends():
+    for end in watch.ends() if watch is not None else []:
         tally.on_end(end.episode_id, end.transitions, now)
         if end.transitions == 0:
             print(f"episode {end.episode_id} ended before its first transition ({end.reason}): nothing to record")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import signal
 
 import numpy as np
@@ -377,3 +378,31 @@ def test_the_learner_says_when_the_policy_node_refuses_its_update(ros_env, stand
         assert "more than max_update_shift 1e-06 rad" in said and "The robot keeps version 0" in said
     finally:
         stop(learner, *procs)
+
+
+def test_learner_core_keeps_its_newest_version_as_a_deployable_policy_folder(tmp_path):
+    """After fine-tuning on the robot the user deploys the result, or starts offline learning from it (the
+    paper's online -> offline step): the learner's checkpoint is not a policy folder, run_dir/policy is."""
+    from uni_o4_ros.learning import checkpoint as ckpt
+    from uni_o4_ros.learning.offline import load_policy
+
+    def make():
+        torch.manual_seed(0)
+        return OnlineLearnerCore(make_policy(6, 2, hidden=(8,), mean_activation="none"), ValueNet(6, (8,)),
+                                 StateNormalizer.identity(6), OnlineConfig(rollout_steps=16, minibatch_size=8,
+                                                                           epochs=2), tmp_path)
+
+    core = make()
+    assert not (tmp_path / "policy").exists()  # nothing published yet
+    for version in range(2):
+        assert [core.add(_t(version, 16 * version + i)) for i in range(16)][-1].version == version + 1
+    policy, normalizer, meta, tensors = load_policy(tmp_path / "policy")
+    assert meta["version"] == 2
+    x = torch.randn(5, 6)
+    torch.testing.assert_close(policy(normalizer(x))[0], core.ppo.actor(core.ppo.normalizer(x))[0])
+    value = ValueNet(6, tuple(meta["v_hidden"]))  # V too: a new learner started from this folder fine-tunes on
+    ckpt.load_prefixed("value", value, tensors)
+    torch.testing.assert_close(value(x), core.ppo.critic(x))
+    # A crash can leave the folder behind the checkpoint (or without it): a resumed learner writes it again.
+    shutil.rmtree(tmp_path / "policy")
+    assert make().version == 2 and load_policy(tmp_path / "policy")[2]["version"] == 2

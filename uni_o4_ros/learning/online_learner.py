@@ -4,7 +4,9 @@ Transitions arrive one by one from the running policy. Only transitions of the v
 deployed are kept: anything older is dropped, so every PPO batch is on-policy. After `batch_size`
 of them, one PPO update runs, the version number increases and the new weights are checkpointed
 (safetensors + JSON) before they are handed out for publishing. A restarted learner loads the
-checkpoint and continues from that version.
+checkpoint and continues from that version. The newest published version is also kept as a deployable
+policy folder, `run_dir/policy` (actor, normaliser and V, with its version): the policy to deploy
+next time, or to start offline learning from (the paper's online -> offline step).
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ class OnlineLearnerCore:
             return None
         self.version += 1
         self._save()
+        self._export()
         # One line per published version: when it was made, from which batch (for the field report).
         append_jsonl(self.run_dir / "timeline.jsonl", {
             "version": self.version, "time": time.time(), "batch_return": float(rew.sum()), "batch_size": len(rows),
@@ -163,6 +166,15 @@ class OnlineLearnerCore:
             "dropped_invalid": self.dropped_invalid,
             "start": self.start_digest}, diverged_advice=ckpt.SAME_RUN_ADVICE)
 
+    def _export(self) -> None:
+        """The newest published version as a policy folder. Its two files are replaced one after the other,
+        so a crash between them can leave the folder's version label one behind its weights: a resumed
+        learner writes it again from its checkpoint."""
+        from .offline import save_policy
+
+        save_policy(self.run_dir / "policy", "policy", self.ppo.actor, self.ppo.normalizer, self.ppo.critic,
+                    extra={"version": self.version, "source": "online learner", "run_dir": str(self.run_dir)})
+
     def _load(self) -> None:
         tensors, meta = ckpt.load(self.run_dir, "learner")
         p = self.ppo
@@ -175,3 +187,4 @@ class OnlineLearnerCore:
         ckpt.load_optimizer("actor_opt", p.actor_opt, tensors, meta["actor_opt"])
         ckpt.load_optimizer("critic_opt", p.critic_opt, tensors, meta["critic_opt"])
         self.version, self.updates = int(meta["version"]), int(meta["updates"])
+        self._export()

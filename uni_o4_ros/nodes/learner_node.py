@@ -3,7 +3,8 @@
 online  - Transition stream of the deployed version -> PPO update every `rollout_steps`
           transitions -> PolicyUpdate (safetensors + sha256 [+ HMAC]) for the policy node. Every
           update is checkpointed before it is published; a restarted learner resumes from its
-          checkpoint and republishes its newest weights.
+          checkpoint and republishes its newest weights. The newest version is also a deployable
+          policy folder, run_dir/policy (for robot.launch.py, or `uni-o4 offline --init-policy`).
 offline - Uni-O4 offline on a logged `dataset` (an episode folder from the dataset_logger, or a
           D4RL-layout HDF5 file), the ensemble initialised from `policy_dir` when given (online ->
           offline, Eq. 25, no BC), then the AM-Q-selected policy is published as the next version

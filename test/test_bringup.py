@@ -314,6 +314,9 @@ def test_bringup_standin_learn_fine_tunes_the_running_robot_with_robot_yaml_timi
     assert versions[0] == 0 and versions.max() >= 2 and np.all(np.diff(versions) >= 0)  # swapped in, in order
     timeline = [json.loads(line) for line in (learner / "timeline.jsonl").read_text().splitlines()]
     assert [r["version"] for r in timeline][:2] == [1, 2]
+    from uni_o4_ros.learning.offline import load_policy
+
+    assert load_policy(learner / "policy")[2]["version"] == timeline[-1]["version"]  # the newest, deployable
     assert "not used" not in proc.stderr  # the learner's exploration check: every batch was sampled
     assert "accepted" in proc.stderr and "refused" not in proc.stderr
 

@@ -543,7 +543,8 @@ def cmd_bringup(args: argparse.Namespace) -> int:
                 time.sleep(1.0)  # supervising loop: report progress, notice a dead node
                 if args.learn and (version := _learner_version(Path(args.learn))) != published:
                     published = version
-                    print(f"the learner published policy version {version}")
+                    print(f"the learner published policy version {version} (as a policy folder: "
+                          f"{Path(args.learn) / 'policy'})")
                 if _tally_recording(tally, watch, out, before):
                     break
             dead = [p.args[2] for p in procs + robot if p.poll() not in (None, 0)]  # args[2] is the module

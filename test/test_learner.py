@@ -372,11 +372,23 @@ def test_the_learner_says_when_the_policy_node_refuses_its_update(ros_env, stand
     ]
     learner = start("uni_o4_ros.nodes.learner_node", ros_env, f"policy_dir:={standing_policy}",
                     f"run_dir:={tmp_path / 'learner'}", "rollout_steps:=40", "epochs:=2", "minibatch_size:=20")
+    w = Watch()
     try:
+        # Someone else's status on the topic, not a policy node's: read past, not a crash of the learner.
+        # Transient-local, so the learner gets it whenever it matches.
+        from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+        from uni_o4_ros.nodes.qos import EVENTS
+
+        odd = w.node.create_publisher(DiagnosticStatus, "policy_status", EVENTS)
+        odd.publish(DiagnosticStatus(name="policy_update", values=[KeyValue(key="accepted", value="False"),
+                                                                    KeyValue(key="version", value="v1")]))
         said = _wait_for_output(learner, "the last 40 transitions came from policy version 0", 120,
                                 "the policy node refused version 1: it moves the joint targets")
         assert "more than max_update_shift 1e-06 rad" in said and "The robot keeps version 0" in said
+        assert learner.poll() is None and "Traceback" not in said
     finally:
+        w.close()
         stop(learner, *procs)
 
 

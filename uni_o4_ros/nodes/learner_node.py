@@ -172,7 +172,10 @@ class LearnerNode(Node):
         values = {kv.key: kv.value for kv in st.values}
         if st.name != "policy_update" or values.get("accepted") != "False":
             return
-        version, running = int(values.get("version", -1)), int(values.get("running", -1))
+        try:
+            version, running = int(values.get("version", -1)), int(values.get("running", -1))
+        except ValueError:  # not a policy node's status (another suite's tool on the domain): not ours to read
+            return
         # A resumed learner republishes the version the robot may already run: refused as not newer, and fine.
         if version == self.core.version != running and version not in self.refused:
             self.refused.add(version)

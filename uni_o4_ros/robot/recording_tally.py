@@ -46,8 +46,7 @@ class RecordingTally:
     def newly_lost(self, now: float) -> list[int]:
         """Episodes with transitions whose file has not come `grace` seconds after they ended, each
         returned once."""
-        new = sorted(e for e, (when, n) in self.ended.items()
-                     if n > 0 and e not in self.written and e not in self.lost and now - when >= self.grace)
+        new = [e for e in self.waiting_for() if now - self.ended[e][0] >= self.grace]
         self.lost += new
         return new
 

@@ -358,10 +358,12 @@ def test_learner_core_says_when_the_robot_does_not_run_its_newest_version(tmp_pa
     assert core.stale_streak == 0 and not core.stalled
 
 
-def test_the_learner_says_when_the_policy_node_refuses_its_update(ros_env, standing_policy, tmp_path):
+def test_a_learner_whose_update_is_refused_goes_back_to_the_running_version_and_learns_on(
+        ros_env, standing_policy, tmp_path):
     """A policy node refusing the learner's update (here any update: max_update_shift 1e-6) keeps its
-    version, so every transition after it is stale to the learner, which used to learn nothing without a
-    word. It now logs the refusal with the policy node's reason, and the stale batches after it."""
+    version, so every transition after it was stale to the learner, which learned nothing for ever. It now
+    logs the refusal with the policy node's reason, goes back to the version the robot runs, and learns on
+    from its transitions: the next update, numbered above the refused one, is offered (and refused) too."""
     from test_bringup import _wait_for_output
 
     procs = [
@@ -383,10 +385,17 @@ def test_the_learner_says_when_the_policy_node_refuses_its_update(ros_env, stand
         odd = w.node.create_publisher(DiagnosticStatus, "policy_status", EVENTS)
         odd.publish(DiagnosticStatus(name="policy_update", values=[KeyValue(key="accepted", value="False"),
                                                                     KeyValue(key="version", value="v1")]))
-        said = _wait_for_output(learner, "the last 40 transitions came from policy version 0", 120,
+        said = _wait_for_output(learner, "the policy node refused version 2: it moves the joint targets", 120,
                                 "the policy node refused version 1: it moves the joint targets")
-        assert "more than max_update_shift 1e-06 rad" in said and "The robot keeps version 0" in said
+        assert "more than max_update_shift 1e-06 rad" in said and "Went back to version 0" in said
+        assert "the next update is version 2" in said and "transitions came from policy version" not in said
         assert learner.poll() is None and "Traceback" not in said
+        # Version 2 was made from version 0 again, from its transitions after the refusal.
+        timeline = [json.loads(line) for line in (tmp_path / "learner" / "timeline.jsonl").read_text().splitlines()]
+        assert [(r["version"], r["made_from"]) for r in timeline[:2]] == [(1, 0), (2, 0)]
+        refusals = [json.loads(line) for line in (tmp_path / "learner" / "refused.jsonl").read_text().splitlines()]
+        assert [(r["version"], r["running"], r["rolled_back"]) for r in refusals[:1]] == [(1, 0, True)]
+        assert "max_update_shift" in refusals[0]["reason"]
     finally:
         w.close()
         stop(learner, *procs)
@@ -418,3 +427,56 @@ def test_learner_core_keeps_its_newest_version_as_a_deployable_policy_folder(tmp
     # A crash can leave the folder behind the checkpoint (or without it): a resumed learner writes it again.
     shutil.rmtree(tmp_path / "policy")
     assert make().version == 2 and load_policy(tmp_path / "policy")[2]["version"] == 2
+
+
+def test_learner_core_goes_back_to_the_version_its_refused_update_was_made_from(tmp_path):
+    """A refused version never runs. When the robot runs the version it was made from, the learner goes back
+    to that actor (and its optimiser's state, so Adam's moments do not push the refused step again), learns
+    on from its transitions, and numbers its next version above the refused one. Any other running version
+    is left alone: going back there would throw away what was learned."""
+    from uni_o4_ros.learning import checkpoint as ckpt
+    from uni_o4_ros.learning.offline import load_policy
+
+    def make():
+        torch.manual_seed(0)
+        return OnlineLearnerCore(make_policy(6, 2, hidden=(8,), mean_activation="none"), ValueNet(6, (8,)),
+                                 StateNormalizer.identity(6), OnlineConfig(rollout_steps=16, minibatch_size=8,
+                                                                           epochs=2), tmp_path)
+
+    def actor_state(core):
+        return {k: v.clone() for k, v in ckpt.prefixed("actor", core.ppo.actor).items()}
+
+    core = make()
+    assert [core.add(_t(0, i)) for i in range(16)][-1].version == 1
+    v1 = actor_state(core)
+    v1_opt = {k: v.clone() for k, v in ckpt.optimizer_tensors("actor_opt", core.ppo.actor_opt)[0].items()}
+    assert [core.add(_t(1, 16 + i)) for i in range(16)][-1].version == 2  # the robot ran version 1
+    assert any(not torch.equal(v1[k], v) for k, v in actor_state(core).items())
+    # Not this learner's newest, or the robot runs another version than 2's parent: nothing changes.
+    assert not core.refused(1, 0) and not core.refused(2, 0, "someone else's") and core.version == 2
+    # A learner restarted before the refusal reached it goes back all the same: the parent is in the checkpoint.
+    core = make()
+    assert core.version == 2 and core.refused(2, 1, "moves the joint targets 3.2 rad")
+    assert core.version == 1 and core.published == 2
+    for k, v in actor_state(core).items():
+        torch.testing.assert_close(v, v1[k])
+    for k, v in ckpt.optimizer_tensors("actor_opt", core.ppo.actor_opt)[0].items():
+        torch.testing.assert_close(v, v1_opt[k])
+    assert load_policy(tmp_path / "policy")[2]["version"] == 1  # the folder holds what runs, not the refused one
+    assert not core.refused(2, 1)  # said once: a repeat of the status changes nothing
+    # Version 1's transitions are on-policy again; the next version is 3, made from 1.
+    assert [core.add(_t(1, 32 + i)) for i in range(16)][-1].version == 3 and core.dropped_stale == 0
+    resumed = make()
+    assert (resumed.version, resumed.published) == (3, 3)
+    lines = (tmp_path / "timeline.jsonl").read_text().splitlines()
+    assert [(json.loads(x)["version"], json.loads(x)["made_from"]) for x in lines] == [(1, 0), (2, 1), (3, 1)]
+    refusals = [json.loads(x) for x in (tmp_path / "refused.jsonl").read_text().splitlines()]
+    assert [(r["version"], r["running"], r["rolled_back"]) for r in refusals] == [(2, 0, False), (2, 1, True)]
+    # Gone back and restarted before learning on: the learner stands on version 1, and numbers above 2.
+    shutil.rmtree(tmp_path)
+    core = make()
+    [core.add(_t(0, i)) for i in range(16)]
+    assert core.refused(1, 0)
+    core = make()
+    assert (core.version, core.published) == (0, 1)
+    assert [core.add(_t(0, 16 + i)) for i in range(16)][-1].version == 2

@@ -7,10 +7,15 @@ of them, one PPO update runs, the version number increases and the new weights a
 checkpoint and continues from that version. The newest published version is also kept as a deployable
 policy folder, `run_dir/policy` (actor, normaliser and V, with its version): the policy to deploy
 next time, or to start offline learning from (the paper's online -> offline step).
+
+A version the policy node refuses (`max_update_shift`, a wrong HMAC key) never runs, so nothing of it
+can be learned from. When the robot runs the version it was made from, the learner goes back to that
+one (`refused`) and learns on from its transitions, numbering its next version above the refused one.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +39,15 @@ class UpdateResult:
     stats: dict[str, float]
 
 
+@dataclass
+class Parent:
+    """The actor (and its optimiser's state) a version was made from: what a refusal of it goes back to."""
+
+    version: int
+    tensors: dict[str, torch.Tensor]  # actor.* and actor_opt.*
+    actor_opt: dict  # the optimiser's param groups and scalars, as checkpoint.optimizer_tensors gives them
+
+
 class OnlineLearnerCore:
     def __init__(self, actor: GaussianPolicyEnsemble, critic: ValueNet, normalizer: StateNormalizer,
                  cfg: OnlineConfig, run_dir: str | Path, version: int = 0) -> None:
@@ -42,7 +56,9 @@ class OnlineLearnerCore:
                        epochs=cfg.epochs, minibatch_size=cfg.minibatch_size, gamma=cfg.gamma,
                        gae_lambda=cfg.gae_lambda, entropy_coef=cfg.entropy_coef, grad_clip=cfg.grad_clip,
                        target_kl=cfg.target_kl)
-        self.version = version
+        self.version = version  # of the actor this learner stands on: its transitions are the on-policy ones
+        self.published = version  # the highest version number handed out (above `version` after a refusal)
+        self.parent: Parent | None = None  # what `version` was made from, while it is the newest
         self.buffer: list[dict] = []
         self.dropped_stale = 0
         # Transitions in a row from another version than this learner's newest: while the robot does not
@@ -130,19 +146,52 @@ class OnlineLearnerCore:
         # Critic warm-up (`critic_warmup_steps`): the actor stays as deployed, so no new version is
         # published and the transitions it keeps collecting stay on-policy.
         warmup = self.updates * self.cfg.rollout_steps < self.cfg.critic_warmup_steps
+        parent = None if warmup else self._snapshot()
         stats = self.ppo.update(rollout, train_actor=not warmup)
         self.updates += 1
         if warmup:
             self._save()
             return None
-        self.version += 1
+        self.parent = parent
+        self.version = self.published = self.published + 1
         self._save()
         self._export()
-        # One line per published version: when it was made, from which batch (for the field report).
+        # One line per published version: when it was made, from which batch and version (for the field report).
         append_jsonl(self.run_dir / "timeline.jsonl", {
-            "version": self.version, "time": time.time(), "batch_return": float(rew.sum()), "batch_size": len(rows),
+            "version": self.version, "made_from": parent.version, "time": time.time(),
+            "batch_return": float(rew.sum()), "batch_size": len(rows),
             "dropped_stale": self.dropped_stale, "dropped_invalid": self.dropped_invalid, **stats})
         return UpdateResult(self.version, stats)
+
+    def refused(self, version: int, running: int, reason: str = "") -> bool:
+        """The policy node refused `version` and the robot runs `running`. When `version` is this learner's
+        newest and `running` the version it was made from (one update too large: a divergence, a tighter
+        max_update_shift, a wrong key), go back to `running`: its transitions are on-policy again, so learning
+        goes on, and the next update is numbered above the refused one (the policy node takes only newer
+        ones). True when it went back. Any other running version (a policy node restarted from an older
+        folder, another learner's version) is left alone: going back there would throw away what this
+        learner has learned, and run_dir/policy with it, so it waits and the operator decides."""
+        if version != self.version:
+            return False
+        back = self.parent is not None and self.parent.version == running
+        append_jsonl(self.run_dir / "refused.jsonl", {"version": version, "running": running, "time": time.time(),
+                                                      "reason": reason, "rolled_back": back})
+        if not back:
+            return False
+        p, parent = self.ppo, self.parent
+        ckpt.load_prefixed("actor", p.actor, parent.tensors)
+        ckpt.load_optimizer("actor_opt", p.actor_opt, parent.tensors, parent.actor_opt)
+        self.version, self.parent = parent.version, None
+        self.buffer, self.stale_streak, self.stale_version = [], 0, None
+        self._save()
+        self._export()  # the policy folder holds what the robot runs, never a refused version
+        return True
+
+    def _snapshot(self) -> Parent:
+        p = self.ppo
+        opt_tensors, opt_meta = ckpt.optimizer_tensors("actor_opt", p.actor_opt)
+        tensors = {k: v.detach().clone() for k, v in {**ckpt.prefixed("actor", p.actor), **opt_tensors}.items()}
+        return Parent(self.version, tensors, copy.deepcopy(opt_meta))
 
     def _explored(self, obs: torch.Tensor, actions: torch.Tensor) -> bool:
         """Whether the deployed policy sampled its actions. A policy that acted with its mean (the policy
@@ -160,16 +209,21 @@ class OnlineLearnerCore:
                    **ckpt.prefixed("normalizer", p.normalizer)}
         a_t, a_m = ckpt.optimizer_tensors("actor_opt", p.actor_opt)
         c_t, c_m = ckpt.optimizer_tensors("critic_opt", p.critic_opt)
+        parent = self.parent
+        if parent is not None:  # kept, so that a learner restarted before a refusal reached it can still go back
+            tensors.update({f"parent.{k}": v for k, v in parent.tensors.items()})
         ckpt.save(self.run_dir, "learner", {**tensors, **a_t, **c_t}, {
-            "version": self.version, "updates": self.updates, "actor_opt": a_m, "critic_opt": c_m,
+            "version": self.version, "published": self.published, "updates": self.updates,
+            "parent": None if parent is None else {"version": parent.version, "actor_opt": parent.actor_opt},
+            "actor_opt": a_m, "critic_opt": c_m,
             "spec": p.actor.spec.to_dict(), "config": to_dict(self.cfg), "dropped_stale": self.dropped_stale,
             "dropped_invalid": self.dropped_invalid,
             "start": self.start_digest}, diverged_advice=ckpt.SAME_RUN_ADVICE)
 
     def _export(self) -> None:
-        """The newest published version as a policy folder. Its two files are replaced one after the other,
-        so a crash between them can leave the folder's version label one behind its weights: a resumed
-        learner writes it again from its checkpoint."""
+        """The version this learner stands on (its newest, unless refused) as a policy folder. Its two files
+        are replaced one after the other, so a crash between them can leave the folder's version label one
+        behind its weights: a resumed learner writes it again from its checkpoint."""
         from .offline import save_policy
 
         save_policy(self.run_dir / "policy", "policy", self.ppo.actor, self.ppo.normalizer, self.ppo.critic,
@@ -187,4 +241,9 @@ class OnlineLearnerCore:
         ckpt.load_optimizer("actor_opt", p.actor_opt, tensors, meta["actor_opt"])
         ckpt.load_optimizer("critic_opt", p.critic_opt, tensors, meta["critic_opt"])
         self.version, self.updates = int(meta["version"]), int(meta["updates"])
+        self.published = int(meta.get("published", self.version))
+        if meta.get("parent"):
+            self.parent = Parent(int(meta["parent"]["version"]),
+                                 {k[len("parent."):]: v for k, v in tensors.items() if k.startswith("parent.")},
+                                 meta["parent"]["actor_opt"])
         self._export()

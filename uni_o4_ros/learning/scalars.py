@@ -71,7 +71,7 @@ def timeline_series(path: str | Path) -> Series:
     series: Series = defaultdict(list)
     for row in read_jsonl(path):
         for name, value in row.items():
-            if name not in ("version", "time", "batch_size") and isinstance(value, int | float):
+            if name not in ("version", "made_from", "time", "batch_size") and isinstance(value, int | float):
                 series[("learner", name)].append((int(row["version"]), float(value)))
     return series
 

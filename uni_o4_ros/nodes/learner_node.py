@@ -1,7 +1,8 @@
 """learner node, two modes (parameter `mode`):
 
 online  - Transition stream of the deployed version -> PPO update every `rollout_steps`
-          transitions -> PolicyUpdate (safetensors + sha256 [+ HMAC]) for the policy node. Every
+          transitions -> PolicyUpdate (safetensors + sha256 [+ HMAC]) for the policy node. A refused
+          update is dropped: the learner goes back to the version the robot runs (policy_status). Every
           update is checkpointed before it is published; a restarted learner resumes from its
           checkpoint and republishes its newest weights. The newest version is also a deployable
           policy folder, run_dir/policy (for robot.launch.py, or `uni-o4 offline --init-policy`).
@@ -179,9 +180,15 @@ class LearnerNode(Node):
         # A resumed learner republishes the version the robot may already run: refused as not newer, and fine.
         if version == self.core.version != running and version not in self.refused:
             self.refused.add(version)
+            if self.core.refused(version, running, st.message):
+                self.get_logger().error(
+                    f"the policy node refused version {version}: {st.message}. Went back to version {running}, "
+                    f"which the robot runs and version {version} was made from: learning goes on from its "
+                    f"transitions, and the next update is version {self.core.published + 1}")
+                return
             self.get_logger().error(f"the policy node refused version {version}: {st.message}. The robot keeps "
-                                    f"version {running}; this learner learns only from transitions of its newest "
-                                    "version, so it waits")
+                                    f"version {running}, not the one version {version} was made from; this learner "
+                                    "learns only from transitions of its newest version, so it waits")
 
     def close(self) -> None:
         """Called by run_node on Ctrl-C/SIGTERM: an offline run checkpoints and its thread ends

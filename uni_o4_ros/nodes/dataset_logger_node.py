@@ -109,9 +109,9 @@ class DatasetLoggerNode(Node):
                                     f"{describe_runs(self.writer.last_missing)}); the file holds the rest and "
                                     "says so in metadata/missing_steps: " + STARVED)
         if path is None:
-            self.get_logger().warn(f"episode {episode_id}: no transition without NaN/inf values, not written")
+            self.get_logger().warning(f"episode {episode_id}: no transition without NaN/inf values, not written")
         elif left_out:
-            self.get_logger().warn(f"episode {episode_id} written to {path}, without {left_out} transition(s) "
+            self.get_logger().warning(f"episode {episode_id} written to {path}, without {left_out} transition(s) "
                                    "with NaN/inf values")
         else:
             self.get_logger().info(f"episode {episode_id} written to {path}")
@@ -125,7 +125,7 @@ class DatasetLoggerNode(Node):
             return
         size = written.stat().st_size if written is not None and written.is_file() else 0
         fit = f": room for about {free // size} more episodes like the last" if size else ""
-        self.get_logger().warn(f"only {free / 1e6:.0f} MB free in {self.writer.directory} "
+        self.get_logger().warning(f"only {free / 1e6:.0f} MB free in {self.writer.directory} "
                                f"(min_free_mb {self.min_free // 10**6}){fit}")
 
     def _write_bag(self, m: Transition) -> None:

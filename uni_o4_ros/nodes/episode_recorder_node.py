@@ -149,7 +149,7 @@ class EpisodeRecorderNode(Node):
     def _ignored(self, what: str) -> None:
         self.ignored_samples += 1
         if self.ignored_samples == 1 or self.ignored_samples % 100 == 0:
-            self.get_logger().warn(f"ignored a {what} sample with NaN/inf values ({self.ignored_samples} so far)")
+            self.get_logger().warning(f"ignored a {what} sample with NaN/inf values ({self.ignored_samples} so far)")
 
     def _odometry_lost(self) -> str:
         return self.odom_watch.lost(time.monotonic())
@@ -255,7 +255,7 @@ class EpisodeRecorderNode(Node):
         if lost and self.core.request_stop():
             # This step's transition is the episode's last, a timeout (a truncation, not a failure).
             self.stop_reason = lost
-            self.get_logger().warn(f"episode {self.core.episode_id}: {lost}")
+            self.get_logger().warning(f"episode {self.core.episode_id}: {lost}")
         dq = np.asarray(state.dq, np.float32)
         # No acceleration across a reset of the (simulated) robot: the joints jumped, they did not accelerate.
         same_run = self.prev_dq is not None and self.prev_dq[0] == state.resets
@@ -269,7 +269,7 @@ class EpisodeRecorderNode(Node):
         skipped = self.core.skipped
         out = self.core.on_step(step, motion)
         if self.core.skipped > skipped and self.core.skipped % 250 == 0:
-            self.get_logger().warn(f"episode {self.core.episode_id}: still waiting for the robot's reset after "
+            self.get_logger().warning(f"episode {self.core.episode_id}: still waiting for the robot's reset after "
                                    f"{self.core.skipped} steps (is reset_on_episode_end set on the controller?)")
         if out is not None:
             self._publish(out)
@@ -304,7 +304,7 @@ class EpisodeRecorderNode(Node):
         self.event_pub.publish(ev)
         self.get_logger().info(f"episode {eid}: {reason} after {steps} steps, return {ret:.3f}")
         if event != EpisodeEvent.STARTED and self.core.give_back_if_empty():
-            self.get_logger().warn(f"episode {eid} ended before its first transition: nothing recorded; "
+            self.get_logger().warning(f"episode {eid} ended before its first transition: nothing recorded; "
                                    "the next episode takes its number")
 
 

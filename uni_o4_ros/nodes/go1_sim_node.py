@@ -56,7 +56,7 @@ class Go1SimNode(Node):
                            kp=np.asarray(m.kp, np.float32), kd=np.asarray(m.kd, np.float32),
                            tau=np.asarray(m.tau, np.float32))
         if not all(np.all(np.isfinite(v)) for v in (cmd.q, cmd.dq, cmd.kp, cmd.kd, cmd.tau)):
-            self.get_logger().warn("ignored a non-finite motor command")
+            self.get_logger().warning("ignored a non-finite motor command")
             return
         if self.announce is not None:
             self.announce.cancel()

@@ -77,7 +77,7 @@ class LearnerNode(Node):
         if any(k.startswith("value.") for k in tensors):
             ckpt.load_prefixed("value", critic, tensors)
         else:
-            self.get_logger().warn("initial policy has no value function: V starts untrained "
+            self.get_logger().warning("initial policy has no value function: V starts untrained "
                                    "(consider critic_warmup_steps)")
         cfg = OnlineConfig(rollout_steps=int(p["rollout_steps"]), epochs=int(p["epochs"]),
                            minibatch_size=int(p["minibatch_size"]), actor_lr=float(p["actor_lr"]),
@@ -119,7 +119,7 @@ class LearnerNode(Node):
             ds = read_episodes(dataset) if dataset.is_dir() else read_hdf5(dataset)
             validate(ds)
             if lost := lost_in_recording(ds):
-                self.get_logger().warn(f"{dataset}: {lost}")
+                self.get_logger().warning(f"{dataset}: {lost}")
             init, version = None, 0
             if policy_dir:
                 pol, norm, meta, _ = load_policy(policy_dir)
@@ -149,7 +149,7 @@ class LearnerNode(Node):
                              "step": m.step, "episode_id": m.episode_id})
         n = self.core.dropped_invalid
         if n > invalid and (n == 1 or n % 100 == 0):
-            self.get_logger().warn(f"left out {n} transition(s) so far with NaN/inf values or wrong dimensions "
+            self.get_logger().warning(f"left out {n} transition(s) so far with NaN/inf values or wrong dimensions "
                                    f"(latest: episode {m.episode_id}, step {m.step})")
         if self.core.stalled:
             self.get_logger().error(

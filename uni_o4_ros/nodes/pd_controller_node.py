@@ -208,7 +208,7 @@ class PDControllerNode(Node):
             return
         q = np.asarray(msg.q, np.float32)
         if q.shape != (12,) or not np.all(np.isfinite(q)):
-            self.get_logger().warn("ignored a joint command with non-finite or missing targets")
+            self.get_logger().warning("ignored a joint command with non-finite or missing targets")
             return
         self.core.on_command(q, msg.policy_version, now)
         self.latency.on_command(stamp)
@@ -227,7 +227,7 @@ class PDControllerNode(Node):
     def on_estop(self, req: EStop.Request, res: EStop.Response) -> EStop.Response:
         res.message = self.core.estop(True) if req.engage else f"{self.core.estop(False)} (estop service)"
         res.success = req.engage or not self.core.held_by  # a backend fault refuses the re-arm
-        self.get_logger().warn(res.message)
+        self.get_logger().warning(res.message)
         return res
 
     def on_recorder_event(self, msg: EpisodeEvent) -> None:
@@ -249,13 +249,13 @@ class PDControllerNode(Node):
         buttons = getattr(s, "buttons", frozenset())  # simulated robots have no remote
         stop, go = self.remote_estop.pressed(buttons), self.remote_rearm.pressed(buttons)
         if stop:
-            self.get_logger().warn(f"{self.core.estop(True)} (remote: {'+'.join(sorted(self.remote_estop.combo))})")
+            self.get_logger().warning(f"{self.core.estop(True)} (remote: {'+'.join(sorted(self.remote_estop.combo))})")
         elif go and not self.remote_estop.held(buttons):
-            self.get_logger().warn(f"{self.core.estop(False)} (remote: {'+'.join(sorted(self.remote_rearm.combo))})")
+            self.get_logger().warning(f"{self.core.estop(False)} (remote: {'+'.join(sorted(self.remote_rearm.combo))})")
         soc = getattr(s, "battery_soc", None)  # only the Go1 reports one
         warning = self.backend.battery.warning(soc) if soc is not None else None
         if warning:
-            self.get_logger().warn(warning)
+            self.get_logger().warning(warning)
         now = time.monotonic()
         if self.latency.must_wait(now, estop=self.core.mode == Mode.ESTOP):
             return  # simulated time stands still until the policy has answered
@@ -314,7 +314,7 @@ class PDControllerNode(Node):
                 st.values = [KeyValue(key="mode", value=self.core.mode.name)]
                 self.diag_pub.publish(DiagnosticArray(status=[st]))
         elif before:
-            self.get_logger().warn(f"fault cleared ({before}); still e-stopped: re-arm with the estop service "
+            self.get_logger().warning(f"fault cleared ({before}); still e-stopped: re-arm with the estop service "
                                    "or the remote")
 
     def close(self) -> None:

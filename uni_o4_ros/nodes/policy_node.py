@@ -90,7 +90,7 @@ class PolicyNode(Node):
         if self.crowded:  # alone again: a fresh history, none of the other robot's frames
             self.crowded = False
             self.runner.reset()
-            self.get_logger().warn("robot states from one controller again: answering, with a fresh history")
+            self.get_logger().warning("robot states from one controller again: answering, with a fresh history")
         if msg.resets != self.resets:
             # The robot was stood up again (simulation): the history restarts at this very state.
             self.resets = msg.resets
@@ -117,7 +117,7 @@ class PolicyNode(Node):
     def on_cmd_vel(self, msg: Twist) -> None:
         v = (msg.linear.x, msg.linear.y, msg.angular.z)
         if not all(np.isfinite(v)):
-            self.get_logger().warn("ignored a non-finite velocity command")
+            self.get_logger().warning("ignored a non-finite velocity command")
             return
         self.runner.command = command_vector(*v)
 

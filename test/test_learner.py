@@ -472,6 +472,14 @@ def test_learner_core_goes_back_to_the_version_its_refused_update_was_made_from(
     assert [(json.loads(x)["version"], json.loads(x)["made_from"]) for x in lines] == [(1, 0), (2, 1), (3, 1)]
     refusals = [json.loads(x) for x in (tmp_path / "refused.jsonl").read_text().splitlines()]
     assert [(r["version"], r["running"], r["rolled_back"]) for r in refusals] == [(2, 0, False), (2, 1, True)]
+    # `uni-o4 bringup --learn` tells the user from these files, the refusals as bad news.
+    from uni_o4_ros.cli import _learner_news
+
+    seen: dict[str, int] = {}
+    news = _learner_news(tmp_path, seen)
+    assert [bad for _, bad in news] == [False] * 3 + [True] * 2 and _learner_news(tmp_path, seen) == []
+    assert "published policy version 3" in news[2][0] and "runs version 0: the learner waits" in news[3][0]
+    assert "refused version 2: the learner went back to version 1" in news[4][0]
     # Gone back and restarted before learning on: the learner stands on version 1, and numbers above 2.
     shutil.rmtree(tmp_path)
     core = make()

@@ -535,16 +535,16 @@ def cmd_bringup(args: argparse.Namespace) -> int:
             for module, (overrides, node_env) in nodes.items():
                 procs.append(subprocess.Popen(node_command(module, overrides, params), env=node_env))
                 print(f"started {module} (pid {procs[-1].pid})")
-            published = _learner_version(Path(args.learn)) if args.learn else 0
+            seen: dict[str, int] = {}  # the learner's rows already told (a resumed run folder holds earlier ones)
+            if args.learn:
+                _learner_news(Path(args.learn), seen)
             # Only a counted recording needs the recorder's episode ends (and the DDS participant that hears
             # them); without a limit the logger's own log names an episode it never got.
             watch = RecorderWatch() if args.episodes else None
             while all(p.poll() is None for p in procs + robot):
                 time.sleep(1.0)  # supervising loop: report progress, notice a dead node
-                if args.learn and (version := _learner_version(Path(args.learn))) != published:
-                    published = version
-                    print(f"the learner published policy version {version} (as a policy folder: "
-                          f"{Path(args.learn) / 'policy'})")
+                for line, bad in _learner_news(Path(args.learn), seen) if args.learn else []:
+                    print(line, file=sys.stderr if bad else sys.stdout)
                 if _tally_recording(tally, watch, out, before):
                     break
             dead = [p.args[2] for p in procs + robot if p.poll() not in (None, 0)]  # args[2] is the module
@@ -604,13 +604,29 @@ def cmd_estop(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _learner_version(run_dir: Path) -> int:
-    """The newest version the learner in `run_dir` has published (its timeline; 0 before any)."""
+def _learner_news(run_dir: Path, seen: dict[str, int]) -> list[tuple[str, bool]]:
+    """What the learner in `run_dir` did since the last call, as (line, is it bad news): the versions it
+    published (its timeline) and the policy node's refusals of them (refused.jsonl). `seen` keeps the
+    rows already told."""
     from .learning.jsonlines import read_jsonl
 
-    path = run_dir / "timeline.jsonl"
-    rows = read_jsonl(path) if path.is_file() else []
-    return int(rows[-1]["version"]) if rows else 0
+    news = []
+    for name in ("timeline", "refused"):
+        path = run_dir / f"{name}.jsonl"
+        rows = read_jsonl(path) if path.is_file() else []
+        for row in rows[seen.get(name, 0):]:
+            if name == "timeline":
+                news.append((f"the learner published policy version {row['version']} (its policy folder: "
+                             f"{run_dir / 'policy'})", False))
+            elif row.get("rolled_back"):
+                news.append((f"the policy node refused version {row['version']}: the learner went back to version "
+                             f"{row['running']}, which the robot runs, and learns on (the policy node's log says "
+                             "why)", True))
+            else:
+                news.append((f"the policy node refused version {row['version']} and the robot runs version "
+                             f"{row['running']}: the learner waits (the policy node's log says why)", True))
+        seen[name] = len(rows)
+    return news
 
 
 def _start_standin(terrain: str, params: Path, env: dict[str, str], nodes: dict,

@@ -112,7 +112,7 @@ class DatasetLoggerNode(Node):
             self.get_logger().warning(f"episode {episode_id}: no transition without NaN/inf values, not written")
         elif left_out:
             self.get_logger().warning(f"episode {episode_id} written to {path}, without {left_out} transition(s) "
-                                   "with NaN/inf values")
+                                      "with NaN/inf values")
         else:
             self.get_logger().info(f"episode {episode_id} written to {path}")
         self._check_free_space(path)
@@ -126,7 +126,7 @@ class DatasetLoggerNode(Node):
         size = written.stat().st_size if written is not None and written.is_file() else 0
         fit = f": room for about {free // size} more episodes like the last" if size else ""
         self.get_logger().warning(f"only {free / 1e6:.0f} MB free in {self.writer.directory} "
-                               f"(min_free_mb {self.min_free // 10**6}){fit}")
+                                  f"(min_free_mb {self.min_free // 10**6}){fit}")
 
     def _write_bag(self, m: Transition) -> None:
         try:

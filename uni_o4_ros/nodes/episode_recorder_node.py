@@ -270,7 +270,7 @@ class EpisodeRecorderNode(Node):
         out = self.core.on_step(step, motion)
         if self.core.skipped > skipped and self.core.skipped % 250 == 0:
             self.get_logger().warning(f"episode {self.core.episode_id}: still waiting for the robot's reset after "
-                                   f"{self.core.skipped} steps (is reset_on_episode_end set on the controller?)")
+                                      f"{self.core.skipped} steps (is reset_on_episode_end set on the controller?)")
         if out is not None:
             self._publish(out)
             if out["timeout"] and self.core.stop_requested:
@@ -305,7 +305,7 @@ class EpisodeRecorderNode(Node):
         self.get_logger().info(f"episode {eid}: {reason} after {steps} steps, return {ret:.3f}")
         if event != EpisodeEvent.STARTED and self.core.give_back_if_empty():
             self.get_logger().warning(f"episode {eid} ended before its first transition: nothing recorded; "
-                                   "the next episode takes its number")
+                                      "the next episode takes its number")
 
 
 def main(args: list[str] | None = None) -> int:

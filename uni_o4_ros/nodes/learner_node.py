@@ -78,7 +78,7 @@ class LearnerNode(Node):
             ckpt.load_prefixed("value", critic, tensors)
         else:
             self.get_logger().warning("initial policy has no value function: V starts untrained "
-                                   "(consider critic_warmup_steps)")
+                                      "(consider critic_warmup_steps)")
         cfg = OnlineConfig(rollout_steps=int(p["rollout_steps"]), epochs=int(p["epochs"]),
                            minibatch_size=int(p["minibatch_size"]), actor_lr=float(p["actor_lr"]),
                            critic_lr=float(p["critic_lr"]), clip=float(p["clip"]),
@@ -150,7 +150,7 @@ class LearnerNode(Node):
         n = self.core.dropped_invalid
         if n > invalid and (n == 1 or n % 100 == 0):
             self.get_logger().warning(f"left out {n} transition(s) so far with NaN/inf values or wrong dimensions "
-                                   f"(latest: episode {m.episode_id}, step {m.step})")
+                                      f"(latest: episode {m.episode_id}, step {m.step})")
         if self.core.stalled:
             self.get_logger().error(
                 f"the last {self.core.stale_streak} transitions came from policy version {self.core.stale_version}, "

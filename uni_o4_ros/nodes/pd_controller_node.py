@@ -315,7 +315,7 @@ class PDControllerNode(Node):
                 self.diag_pub.publish(DiagnosticArray(status=[st]))
         elif before:
             self.get_logger().warning(f"fault cleared ({before}); still e-stopped: re-arm with the estop service "
-                                   "or the remote")
+                                      "or the remote")
 
     def close(self) -> None:
         self.backend.close()  # the SDK backend damps the motors: a stopped controller leaves no stiffness

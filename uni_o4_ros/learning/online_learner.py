@@ -4,9 +4,9 @@ Transitions arrive one by one from the running policy. Only transitions of the v
 deployed are kept: anything older is dropped, so every PPO batch is on-policy. After `batch_size`
 of them, one PPO update runs, the version number increases and the new weights are checkpointed
 (safetensors + JSON) before they are handed out for publishing. A restarted learner loads the
-checkpoint and continues from that version. The newest published version is also kept as a deployable
-policy folder, `run_dir/policy` (actor, normaliser and V, with its version): the policy to deploy
-next time, or to start offline learning from (the paper's online -> offline step).
+checkpoint and continues from that version. The version it stands on (its newest, unless refused) is
+also kept as a deployable policy folder, `run_dir/policy` (actor, normaliser and V, with its version):
+the policy to deploy next time, or to start offline learning from (the paper's online -> offline step).
 
 A version the policy node refuses (`max_update_shift`, a wrong HMAC key) never runs, so nothing of it
 can be learned from. When the robot runs the version it was made from, the learner goes back to that

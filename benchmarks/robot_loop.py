@@ -27,7 +27,7 @@ from uni_o4_ros.learning.policy import make_policy  # noqa: E402
 from uni_o4_ros.nodes.dds_transport import own_local_graph  # noqa: E402
 from uni_o4_ros.robot.go1 import DEFAULT_Q  # noqa: E402
 from uni_o4_ros.robot.policy_runner import PolicyRunner  # noqa: E402
-from uni_o4_ros.robot.policy_update import encode_update  # noqa: E402
+from uni_o4_ros.robot.policy_update import encode_update, load_update_key  # noqa: E402
 
 
 def robot_policy():
@@ -112,7 +112,8 @@ def realtime_loop(seconds: float, swaps: int = 10) -> dict:
         next_swap = 1
         while time.monotonic() < end:
             if next_swap <= swaps and time.monotonic() - t_start > next_swap * seconds / (swaps + 1):
-                fields = encode_update(pol, StateNormalizer(np.zeros(290), np.ones(290)), next_swap)
+                fields = encode_update(pol, StateNormalizer(np.zeros(290), np.ones(290)), next_swap,
+                                       key=load_update_key("auto")[0])  # the policy node's own (default) key
                 published[next_swap] = time.monotonic()
                 upd_pub.publish(PolicyUpdate(**fields))
                 next_swap += 1

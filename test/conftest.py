@@ -21,13 +21,15 @@ _domain_counter = iter(range(1000))
 
 
 @pytest.fixture
-def ros_env(monkeypatch) -> dict[str, str]:
+def ros_env(monkeypatch, tmp_path_factory) -> dict[str, str]:
     """Environment for rclpy processes (the nodes and the test's own): own ROS_DOMAIN_ID (1..100),
     discovery on this host only, Fast DDS over loopback UDP as the nodes themselves choose it
-    (dds_transport: no shared memory, whose ports a SIGKILLed node leaves locked)."""
+    (dds_transport: no shared memory, whose ports a SIGKILLed node leaves locked), and a config folder
+    of the test session's own, where the nodes make and find this "computer's" policy-update key."""
     domain = 1 + (os.getpid() * 7 + next(_domain_counter)) % 100
-    env = own_local_graph(os.environ, domain) | {"PYTHONUNBUFFERED": "1"}
-    for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", *TRANSPORT_VARIABLES):
+    env = own_local_graph(os.environ, domain) | {"PYTHONUNBUFFERED": "1",
+                                                 "XDG_CONFIG_HOME": str(tmp_path_factory.getbasetemp() / "config")}
+    for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "XDG_CONFIG_HOME", *TRANSPORT_VARIABLES):
         if k in env:
             monkeypatch.setenv(k, env[k])
         else:

@@ -210,7 +210,7 @@ def test_offline_mode_learns_from_logged_episodes_and_publishes_a_verifiable_pol
 
     from uni_o4_ros.msg import PolicyUpdate
     from uni_o4_ros.nodes.qos import POLICY_UPDATE
-    from uni_o4_ros.robot.policy_update import verify_update
+    from uni_o4_ros.robot.policy_update import load_update_key, verify_update
 
     _log_two_mattress_episodes(tmp_path / "ep")
     rclpy.init()
@@ -228,7 +228,8 @@ def test_offline_mode_learns_from_logged_episodes_and_publishes_a_verifiable_pol
         assert got, proc.stderr.read()[-2000:]
         m = got[0]
         verified = verify_update(m.version, m.sha256, bytes(m.safetensors), m.spec_json, bytes(m.signature),
-                                 current_version=0, expected_obs_dim=290, expected_act_dim=12)
+                                 current_version=0, expected_obs_dim=290, expected_act_dim=12,
+                                 key=load_update_key("auto")[0])  # signed with this computer's key by default
         assert verified.version == 1
         summary = json.loads((run / "summary.json").read_text())
         assert summary["transitions"] == 120 and np.isfinite(summary["am_q"]) and (run / "final").is_dir()

@@ -20,7 +20,7 @@ from uni_o4_ros.learning.normalizer import StateNormalizer
 from uni_o4_ros.learning.offline import save_policy
 from uni_o4_ros.learning.policy import make_policy
 from uni_o4_ros.robot.go1 import DEFAULT_Q, action_to_joint_targets
-from uni_o4_ros.robot.policy_update import encode_update
+from uni_o4_ros.robot.policy_update import encode_update, load_update_key, sign_update
 
 
 def constant_policy(value: float):
@@ -111,21 +111,30 @@ def test_hot_swap_takes_effect_on_the_next_tick_and_bad_updates_are_refused(node
         for _ in range(5):
             assert d.tick().policy_version == 1
 
+        # The node made this computer's key at start (hmac_key_file: auto); the learner signs with it.
+        key = load_update_key("auto")[0]
         pol2, norm2 = constant_policy(0.3)
-        ok, reason = d.update(encode_update(pol2, norm2, version=2))
+        v2 = encode_update(pol2, norm2, version=2, key=key)
+        for fields, why in ((encode_update(pol2, norm2, version=2), "it is not signed"),
+                            (encode_update(pol2, norm2, version=2, key=b"another robot's"),
+                             "its signature does not match this robot's key")):
+            ok, reason = d.update(fields)
+            assert not ok and why in reason, reason
+            assert d.tick().policy_version == 1
+        ok, reason = d.update(v2)
         assert ok and "moves the joint targets 0.175 rad from v1's" in reason, reason  # 0.7 x 0.25 at the knees
         after = d.tick()  # the very next tick runs the new weights
         assert after.policy_version == 2
         np.testing.assert_allclose(after.q, new_q, atol=1e-6)
 
-        good = encode_update(constant_policy(0.9)[0], norm2, version=3)
+        good = encode_update(constant_policy(0.9)[0], norm2, version=3, key=key)
         tensors = load(good["safetensors"])
         nan = dict(tensors)
         nan["policy.body.net.2.bias"] = nan["policy.body.net.2.bias"] * float("nan")
         import hashlib
 
-        def with_blob(blob: bytes) -> dict:
-            return dict(good, safetensors=blob, sha256=hashlib.sha256(blob).hexdigest())
+        def with_blob(blob: bytes) -> dict:  # signed: malformed all the same (a learner's bug)
+            return sign_update(dict(good, safetensors=blob, sha256=hashlib.sha256(blob).hexdigest()), key)
 
         wrong_shape = dict(tensors)
         wrong_shape["policy.body.net.0.weight"] = torch.zeros(1, 290, 8)
@@ -134,14 +143,18 @@ def test_hot_swap_takes_effect_on_the_next_tick_and_bad_updates_are_refused(node
             "truncated": with_blob(good["safetensors"][:100]),
             "wrong-shape": with_blob(save(wrong_shape)),
             "nan": with_blob(save(nan)),
-            "older": encode_update(constant_policy(0.9)[0], norm2, version=1),
+            "older": encode_update(constant_policy(0.9)[0], norm2, version=1, key=key),
+            # version 2, signed, captured and offered again as version 3: the signature covers the version
+            "replayed": dict(v2, version=3),
             # well-formed, but its actions 40 units off (a learner that diverged): 10 rad at the knees
-            "blown-up": encode_update(constant_policy(40.0)[0], norm2, version=3),
+            "blown-up": encode_update(constant_policy(40.0)[0], norm2, version=3, key=key),
         }
         for name, fields in cases.items():
             ok, reason = d.update(fields)
             assert not ok, name
             assert reason, name
+            if name == "replayed":
+                assert "signature does not match" in reason, reason
             if name == "blown-up":
                 assert "moves the joint targets 9.925 rad" in reason and "max_update_shift 1.0" in reason, reason
             cmd = d.tick()  # the controller keeps running on version 2

@@ -16,7 +16,7 @@ from uni_o4_ros.learning.policy import make_policy
 from uni_o4_ros.robot import go1
 from uni_o4_ros.robot.episodes import StepPairing
 from uni_o4_ros.robot.observation import ObservationBuilder, command_vector
-from uni_o4_ros.robot.policy_update import UpdateRejected, encode_update, verify_update
+from uni_o4_ros.robot.policy_update import UpdateRejected, encode_update, sign_update, verify_update
 from uni_o4_ros.robot.reward import reward
 from uni_o4_ros.robot.safety import (
     BatteryGuard,
@@ -129,17 +129,16 @@ def test_a_valid_update_is_accepted_and_reproduces_the_policy(update):
 
 
 def _resign(msg, blob):
-    import hmac
-
-    msg = dict(msg, safetensors=blob, sha256=hashlib.sha256(blob).hexdigest())
-    msg["signature"] = hmac.new(b"k", blob + msg["spec_json"].encode(), hashlib.sha256).digest()
-    return msg
+    return sign_update(dict(msg, safetensors=blob, sha256=hashlib.sha256(blob).hexdigest()), b"k")
 
 
 @pytest.mark.parametrize("corrupt, reason", [
     (lambda m: dict(m, version=4), "not newer"),
     (lambda m: dict(m, safetensors=m["safetensors"][:-10]), "sha256 mismatch"),
-    (lambda m: dict(m, signature=b"x" * 32), "signature"),
+    (lambda m: dict(m, signature=b"x" * 32), "signature does not match"),
+    (lambda m: dict(m, signature=b""), "it is not signed"),
+    # a signed version 5 captured and offered again as version 6 (which would pass "newer")
+    (lambda m: dict(m, version=6), "signature does not match"),
     (lambda m: _resign(m, m["safetensors"][: len(m["safetensors"]) // 2]), "not a valid safetensors"),
     (lambda m: _resign(m, b"\x00" * 64), "not a valid safetensors"),
 ])
@@ -169,6 +168,30 @@ def test_wrong_shape_nan_or_renamed_tensors_are_refused(update, edit, reason):
     pol, norm, _ = update
     with pytest.raises(UpdateRejected, match=reason):
         _verify(_tampered(pol, norm, edit))
+
+
+def test_each_computer_makes_its_own_update_key_once_and_a_bad_key_file_is_a_clear_error(tmp_path, monkeypatch):
+    """hmac_key_file: auto (the default) is this computer's key, made on first use, readable by its user only;
+    the policy node and the learner starting together find the same one."""
+    import stat
+    from concurrent.futures import ThreadPoolExecutor
+
+    from uni_o4_ros.robot.policy_update import UpdateKeyError, default_key_path, load_update_key
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    with ThreadPoolExecutor(8) as pool:  # nodes starting at once: one key, never half of one
+        keys = list(pool.map(lambda _: load_update_key("auto"), range(8)))
+    path = default_key_path()
+    assert path == tmp_path / "config" / "uni_o4_ros" / "policy_update.key"
+    assert {k for k, _ in keys} == {path.read_bytes().strip()} and len(keys[0][0]) == 64
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and [p.name for p in path.parent.iterdir()] == [path.name]
+    assert load_update_key(str(path)) == (keys[0][0], path)  # the same key named by its path (a copied one)
+    assert load_update_key("") == (None, None)  # unsigned, on purpose
+    with pytest.raises(UpdateKeyError, match="missing.key: No such file"):
+        load_update_key(str(tmp_path / "missing.key"))  # a path is never made up: a typo must not pass
+    (tmp_path / "empty.key").write_text("\n")
+    with pytest.raises(UpdateKeyError, match="is empty"):
+        load_update_key(str(tmp_path / "empty.key"))
 
 
 def test_wrong_dims_in_spec_are_refused(update):

@@ -16,8 +16,8 @@ A crash of this process never stops the controller: the policy node keeps runnin
 verified version. Parameters: mode, policy_dir, run_dir, rollout_steps, epochs, minibatch_size,
 actor_lr, critic_lr, clip, critic_warmup_steps (transitions during which only V learns and nothing is
 published; useful when the initial policy has no V), target_kl (PPO's KL early stop of the actor per
-update; 0 = off), hmac_key_file, torch_threads (default 1); offline: dataset,
-offline_overrides (["section.key=value"]).
+update; 0 = off), hmac_key_file (as the policy node's: 'auto', a path or ''), torch_threads (default
+1); offline: dataset, offline_overrides (["section.key=value"]).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from uni_o4_ros.learning.value import ValueNet
 from uni_o4_ros.msg import PolicyUpdate, Transition
 from uni_o4_ros.robot.policy_update import encode_update
 
-from .params import declare_read_only
+from .params import declare_read_only, update_key
 from .qos import EVENTS, POLICY_UPDATE, TRANSITIONS
 from .run import NodeConfigError, run_node
 
@@ -54,7 +54,7 @@ class LearnerNode(Node):
             "mode": "online", "policy_dir": "", "run_dir": "runs/learner", "rollout_steps": d.rollout_steps,
             "epochs": d.epochs, "minibatch_size": d.minibatch_size, "actor_lr": d.actor_lr,
             "critic_lr": d.critic_lr, "clip": d.clip, "critic_warmup_steps": d.critic_warmup_steps,
-            "target_kl": d.target_kl or 0.0, "hmac_key_file": "", "dataset": "",
+            "target_kl": d.target_kl or 0.0, "hmac_key_file": "auto", "dataset": "",
             "offline_overrides": ["env=go1"], "torch_threads": 1})
         if not float(p["target_kl"]) >= 0.0:
             raise NodeConfigError(f"parameter target_kl must be >= 0 (0 = off), got {p['target_kl']}")
@@ -63,7 +63,7 @@ class LearnerNode(Node):
         # Default 1: the learner shares the robot computer with the control loop and must never spin
         # on every core. An offline run with nothing else on the machine may take more.
         torch.set_num_threads(int(p["torch_threads"]))
-        self.key = Path(p["hmac_key_file"]).read_bytes().strip() if p["hmac_key_file"] else None
+        self.key = update_key(self, p["hmac_key_file"])
         self.pub = self.create_publisher(PolicyUpdate, "policy_update", POLICY_UPDATE)
         if p["mode"] == "offline":
             self._start_offline(p)

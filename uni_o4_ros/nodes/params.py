@@ -42,3 +42,20 @@ def require_vector(values: dict[str, Any], name: str, length: int) -> tuple[floa
         return check_vector(name, values[name], length)
     except ConfigValueError as exc:
         raise NodeConfigError(f"parameter {exc}") from None
+
+
+def update_key(node: Node, setting: str) -> bytes | None:
+    """The policy-update key named by the node's `hmac_key_file` ('auto': this computer's own), said in its log."""
+    from ..robot.policy_update import UpdateKeyError, load_update_key
+
+    try:
+        key, path = load_update_key(setting)
+    except UpdateKeyError as exc:
+        raise NodeConfigError(str(exc)) from exc
+    if key is None:
+        node.get_logger().warning("hmac_key_file is '': policy updates are not signed, so the robot cannot tell "
+                                  "its learner's from anything else on this ROS domain")
+    else:
+        node.get_logger().info(f"policy updates are signed with the key in {path} (hmac_key_file); a learner on "
+                               "another computer needs a copy of that file")
+    return key

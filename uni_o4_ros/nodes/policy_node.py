@@ -2,7 +2,8 @@
 
 Parameters: policy_dir (saved policy folder), deterministic (mean action; False samples with
 log-probabilities for online learning), seed (of that sampling noise), command_velocity [vx, vy,
-yaw_rate], hmac_key_file (optional; when set, unsigned updates are refused), max_update_shift (rad,
+yaw_rate], hmac_key_file (default 'auto': this computer's own key, made on first use in
+~/.config/uni_o4_ros/; a path: that key; '': unsigned updates accepted), max_update_shift (rad,
 1.0; 0 = unchecked: an update that moves the joint targets further from the running policy's, on
 the states of the last 5 s and on the robot standing, is refused). Every accepted or refused update is
 reported on `policy_status` (diagnostic_msgs/DiagnosticStatus) and in the log, with the reason and
@@ -31,7 +32,7 @@ from uni_o4_ros.robot.observation import command_vector
 from uni_o4_ros.robot.policy_runner import PolicyRunner
 from uni_o4_ros.robot.safety import SingleSender
 
-from .params import declare_read_only, require_vector
+from .params import declare_read_only, require_vector, update_key
 from .qos import COMMAND, EVENTS, POLICY_UPDATE, SENSOR, TRANSITIONS
 from .run import NodeConfigError, run_node
 from .stamps import sender_id
@@ -41,15 +42,14 @@ class PolicyNode(Node):
     def __init__(self) -> None:
         super().__init__("policy")
         p = declare_read_only(self, {
-            "policy_dir": "", "deterministic": True, "command_velocity": [0.0, 0.0, 0.0], "hmac_key_file": "",
+            "policy_dir": "", "deterministic": True, "command_velocity": [0.0, 0.0, 0.0], "hmac_key_file": "auto",
             "seed": 0,  # of the exploration noise (deterministic: false)
             "max_update_shift": 1.0})
         policy_dir = p["policy_dir"]
         if not policy_dir or not Path(policy_dir).is_dir():
             raise NodeConfigError(f"parameter policy_dir must name a saved policy folder, got {policy_dir!r}")
         policy, normalizer, meta, _ = load_policy(policy_dir)
-        key_file = p["hmac_key_file"]
-        key = Path(key_file).read_bytes().strip() if key_file else None
+        key = update_key(self, p["hmac_key_file"])
         max_shift = float(p["max_update_shift"])
         if not max_shift >= 0:
             raise NodeConfigError(f"parameter max_update_shift must be >= 0 (0: unchecked), got {max_shift}")

@@ -4,8 +4,14 @@ A received update is accepted only if: its version is newer than the running one
 the safetensors bytes matches the announced digest; the bytes parse as safetensors (never
 pickle); the spec matches the running policy's observation and action sizes; every tensor the
 architecture needs is present with the exact shape and nothing else is; all values are finite;
-and, when a key is configured, the HMAC-SHA256 signature matches. Anything else is refused with a
-reason and the running policy keeps running.
+and the HMAC-SHA256 signature, over the version, the bytes and the spec, matches the robot's key.
+Anything else is refused with a reason and the running policy keeps running.
+
+The key is on by default (`hmac_key_file: auto`): each computer makes its own on first use, in
+~/.config/uni_o4_ros/policy_update.key, so a learner on the robot's computer signs with the key the
+policy node checks, and anything else on the ROS domain (another robot's learner, a stray tool) is
+refused. A learner on another computer needs a copy of that file. `hmac_key_file: ''` turns the
+signature off (integrity and plausibility are still checked, authenticity is not).
 
 Those checks pass a well-formed update from a learner that diverged (finite but runaway weights), or a
 policy for another robot: `joint_target_shift` measures what the motors would feel, how far the update
@@ -18,7 +24,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import secrets
+import struct
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,6 +52,64 @@ class VerifiedPolicy:
     sha256: str
 
 
+AUTO_KEY = "auto"
+
+
+class UpdateKeyError(ValueError):
+    """The configured key cannot be used (missing, unreadable or empty file)."""
+
+
+def default_key_path() -> Path:
+    """This computer's own key: $XDG_CONFIG_HOME/uni_o4_ros/policy_update.key (~/.config by default)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "uni_o4_ros" / "policy_update.key"
+
+
+def load_update_key(setting: str) -> tuple[bytes | None, Path | None]:
+    """The key that signs and checks policy updates, from a node's `hmac_key_file` parameter, and its file.
+    'auto': this computer's own key, made on first use; a path: that file, which must exist; '': none."""
+    if not setting:
+        return None, None
+    path = default_key_path() if setting == AUTO_KEY else Path(setting).expanduser()
+    if setting == AUTO_KEY and not path.exists():
+        _make_key(path)
+    try:
+        key = path.read_bytes().strip()
+    except OSError as exc:
+        raise UpdateKeyError(f"hmac_key_file {path}: {exc.strerror} (a key file, 'auto' for this computer's "
+                             "own key, or '' for unsigned updates)") from exc
+    if not key:
+        raise UpdateKeyError(f"hmac_key_file {path} is empty")
+    return key, path
+
+
+def _make_key(path: Path) -> None:
+    """32 random bytes, readable by this user only. Written aside and linked into place: the policy node and
+    the learner often start together, and neither may replace (or read half of) the key the other made."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # made by the other node meanwhile: both use that one
+        finally:
+            tmp.unlink()
+    except OSError as exc:
+        raise UpdateKeyError(f"cannot make this computer's update key {path}: {exc.strerror} (set hmac_key_file "
+                             "to a key file, or to '' for unsigned updates)") from exc
+
+
+def _signed_bytes(version: int, blob: bytes, spec_json: str) -> bytes:
+    """What the signature covers. The version too: an update captured from the network and offered again under
+    a higher number would otherwise pass. Lengths first, so no two messages give the same bytes."""
+    spec = spec_json.encode()
+    return struct.pack("<qQQ", version, len(blob), len(spec)) + blob + spec
+
+
 def encode_update(policy: GaussianPolicyEnsemble, normalizer: StateNormalizer, version: int,
                   key: bytes | None = None) -> dict:
     """Fields of a PolicyUpdate message for `policy` (member 0 of its ensemble)."""
@@ -51,8 +119,15 @@ def encode_update(policy: GaussianPolicyEnsemble, normalizer: StateNormalizer, v
     blob = save_safetensors(tensors)
     digest = hashlib.sha256(blob).hexdigest()
     spec = json.dumps({**policy.spec.to_dict(), "n": policy.n})
-    sig = hmac.new(key, blob + spec.encode(), hashlib.sha256).digest() if key else b""
-    return {"version": version, "sha256": digest, "safetensors": blob, "spec_json": spec, "signature": sig}
+    fields = {"version": version, "sha256": digest, "safetensors": blob, "spec_json": spec, "signature": b""}
+    return sign_update(fields, key) if key else fields
+
+
+def sign_update(fields: dict, key: bytes) -> dict:
+    """`fields` (a PolicyUpdate's) signed with `key`: over its version, safetensors bytes and spec."""
+    blob = bytes(fields["safetensors"])
+    sig = hmac.new(key, _signed_bytes(int(fields["version"]), blob, fields["spec_json"]), hashlib.sha256).digest()
+    return {**fields, "signature": sig}
 
 
 def verify_update(
@@ -66,9 +141,14 @@ def verify_update(
     if actual != sha256:
         raise UpdateRejected(f"sha256 mismatch: announced {sha256[:12]}..., received bytes hash to {actual[:12]}...")
     if key is not None:
-        expect = hmac.new(key, blob + spec_json.encode(), hashlib.sha256).digest()
+        if not bytes(signature):
+            raise UpdateRejected("it is not signed, and this robot takes only updates signed with its key "
+                                 "(hmac_key_file): is the learner's hmac_key_file ''?")
+        expect = hmac.new(key, _signed_bytes(version, blob, spec_json), hashlib.sha256).digest()
         if not hmac.compare_digest(expect, bytes(signature)):
-            raise UpdateRejected("signature does not match the configured key")
+            raise UpdateRejected("its signature does not match this robot's key (hmac_key_file): a learner on "
+                                 "another computer, or another robot's, signs with its own key; give it a copy of "
+                                 "this robot's key file")
     try:
         spec_d = json.loads(spec_json)
         n = int(spec_d.pop("n", 1))

@@ -201,6 +201,11 @@ def test_wrong_dims_in_spec_are_refused(update):
     bad = _resign(dict(msg, spec_json=json.dumps(spec)), msg["safetensors"])
     with pytest.raises(UpdateRejected, match="do not match the robot"):
         _verify(bad)
+    # A negative layer width: torch's own error, which in the policy node's verifier thread vanished with the
+    # update (no status, no log line); now a refusal like any other.
+    spec = dict(json.loads(msg["spec_json"]), hidden=[-5])
+    with pytest.raises(UpdateRejected, match="describes no policy that can be built"):
+        _verify(_resign(dict(msg, spec_json=json.dumps(spec)), msg["safetensors"]))
 
 
 def test_an_update_that_would_move_the_joints_far_is_refused_before_it_acts():

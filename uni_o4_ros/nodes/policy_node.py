@@ -128,10 +128,17 @@ class PolicyNode(Node):
         self.verifier.shutdown(wait=False, cancel_futures=True)
 
     def verify(self, msg: PolicyUpdate) -> None:
-        ok, reason = self.runner.offer(msg.version, msg.sha256, bytes(msg.safetensors), msg.spec_json,
-                                       bytes(msg.signature))
-        (self.get_logger().info if ok else self.get_logger().warn)(
-            f"policy update v{msg.version} {'accepted' if ok else 'refused'}: {reason}")
+        try:
+            ok, reason = self.runner.offer(msg.version, msg.sha256, bytes(msg.safetensors), msg.spec_json,
+                                           bytes(msg.signature))
+        except Exception as exc:  # noqa: BLE001 - in this thread an error would vanish, and the update with it
+            ok, reason = False, f"checking it failed: {type(exc).__name__}: {exc}"
+        # Two call sites: rclpy raises when one call site logs at a second severity (and here that error
+        # would have lost the refusal's status, in the verifier thread).
+        if ok:
+            self.get_logger().info(f"policy update v{msg.version} accepted: {reason}")
+        else:
+            self.get_logger().warning(f"policy update v{msg.version} refused: {reason}")
         st = DiagnosticStatus(level=DiagnosticStatus.OK if ok else DiagnosticStatus.WARN, name="policy_update",
                               message=reason)
         st.values = [KeyValue(key="version", value=str(msg.version)), KeyValue(key="accepted", value=str(ok)),

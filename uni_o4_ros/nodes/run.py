@@ -60,7 +60,10 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
             print(f"{name}: error: {text}{hint}", file=sys.stderr)
             rclpy.shutdown()
             return 2
-        (node.get_logger().warn if transport.shared_memory else node.get_logger().debug)(transport.note)
+        if transport.shared_memory:  # two call sites: rclpy refuses two severities from one
+            node.get_logger().warning(transport.note)
+        else:
+            node.get_logger().debug(transport.note)
         executor = MultiThreadedExecutor(num_threads=threads) if threads > 1 else SingleThreadedExecutor()
         executor.add_node(node)
         try:

@@ -165,8 +165,11 @@ def verify_update(
         tensors = load_safetensors(blob)
     except Exception as exc:  # safetensors raises its own error types for malformed headers
         raise UpdateRejected(f"not a valid safetensors payload: {exc}") from exc
-    with torch.device("meta"):  # shapes only: no memory, no (discarded) random initialisation
-        policy = GaussianPolicyEnsemble(spec, 1)
+    try:
+        with torch.device("meta"):  # shapes only: no memory, no (discarded) random initialisation
+            policy = GaussianPolicyEnsemble(spec, 1)
+    except (RuntimeError, ValueError, TypeError) as exc:  # e.g. a negative layer width
+        raise UpdateRejected(f"spec_json describes no policy that can be built: {exc}") from exc
     wanted = {f"policy.{k}": v.shape for k, v in policy.state_dict().items()}
     wanted.update({"normalizer.mean": torch.Size([spec.obs_dim]), "normalizer.std": torch.Size([spec.obs_dim])})
     if set(tensors) != set(wanted):

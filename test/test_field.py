@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -251,3 +252,48 @@ def test_the_record_stage_is_reproducible_from_its_seed(tmp_path, ros_env):
         assert np.array_equal(getattr(a, key), getattr(b, key)), key
     assert np.array_equal(a.observations[0], other.observations[0])  # the same start ...
     assert not np.array_equal(a.actions[0], other.actions[0])  # ... explored with other noise
+
+
+def test_a_node_stage_goes_on_without_episodes_the_logger_never_got(tmp_path, ros_env):
+    """The logger stopped (SIGSTOP: a frozen or starved process) after the first episode's file, past DDS's
+    lease: the recorder spends its total_steps, and the stage used to wait for the missing files until its
+    timeout (10x the stage, then a failure). It now names the episodes without files once the logger's grace
+    has passed and goes on with what was recorded."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from uni_o4_ros.field.pipeline import FieldPipeline, field_config
+    from uni_o4_ros.robot.recording_tally import LOGGER_GRACE_S
+
+    cfg = field_config("tiny", episode_steps=100, record_steps=300, realtime_factor=4.0)
+    said: list[str] = []
+    pipeline = FieldPipeline(cfg, tmp_path / "run", progress=False, echo=said.append)
+    first = tmp_path / "run" / "record" / "episodes" / "episode_000001.hdf5"
+    stopped: list[int] = []
+
+    def stop_the_logger() -> None:  # beside the stage, which runs in this (main) thread for its signal handlers
+        if poll_process_table(first.exists, 120):
+            stopped.extend(pid for pid, ppid, cmd in process_table()
+                           if ppid == os.getpid() and b"dataset_logger_node" in cmd)
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)
+
+    watcher = threading.Thread(target=stop_the_logger)
+    watcher.start()
+    start = time.monotonic()
+    try:
+        info = pipeline._drive("record", Path(cfg.policy), cfg.record_steps, explore=True, learner=False)
+    finally:
+        watcher.join()
+    assert stopped, "the logger was never seen"
+    written = sorted(int(f.stem.split("_")[1]) for f in first.parent.glob("episode_*.hdf5"))
+    lost = info["lost_episodes"]  # every episode after the stop (how many: falls on the mattress decide)
+    assert written == list(range(1, len(written) + 1)) and lost == list(range(len(written) + 1, written[-1] + 1 +
+                                                                              len(lost))) and lost
+    assert info["steps"] == len(read_episodes(first.parent).rewards) < cfg.record_steps
+    assert info["episodes"] == len(written)
+    named = [line.split("episode(s) ")[1].split(" ended")[0] for line in said if "ended, but no file" in line]
+    assert sorted(int(e) for line in named for e in line.split(", ")) == lost  # each named once
+    assert time.monotonic() - start < LOGGER_GRACE_S + 120  # not the stage's 600 s timeout

@@ -564,18 +564,8 @@ def cmd_bringup(args: argparse.Namespace) -> int:
 def _tally_recording(tally: RecordingTally, watch: RecorderWatch | None, out: Path, before: set[Path]) -> bool:
     """Take in the logger's new files and the recorder's episode ends, say what changed; True once the
     episodes asked for are all accounted for."""
-    from .data import DatasetError, read_metadata
-
     # This session's files only: a folder used before (the default --out) holds earlier ones.
-    new = sorted(set(out.glob("episode_*.hdf5")) - before - tally.files)
-    for path in new:
-        tally.files.add(path)
-        try:
-            episode_id = int(read_metadata(path)["episode_id"])
-        except (DatasetError, KeyError, TypeError, ValueError):
-            episode_id = -len(tally.files)  # not the logger's own file: counted, not matched to an episode
-        tally.on_file(episode_id)
-    if new:
+    if tally.take_files(set(out.glob("episode_*.hdf5")) - before):
         print(f"{len(tally.written)} episode(s) recorded in {out}")
     now = time.monotonic()
     for end in watch.ends() if watch is not None else []:

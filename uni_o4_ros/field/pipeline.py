@@ -281,15 +281,33 @@ class FieldPipeline:
             nodes["learner_node"] = [f"policy_dir:={policy_dir.resolve()}", f"run_dir:={run_dir.resolve()}",
                                      f"rollout_steps:={c.rollout_steps}", f"epochs:={c.online_epochs}",
                                      f"actor_lr:={c.online_actor_lr}"]
+        from ..nodes.recorder_watch import RecorderWatch
+        from ..robot.recording_tally import RecordingTally
+
         bar = tqdm(total=steps, desc=name, unit="step", disable=not self.progress, dynamic_ncols=True)
         state = {"steps": 0}
         lengths: dict[str, int] = {}
+        # Counting the files alone waited until the timeout (10x the stage) for transitions the logger never
+        # got (stopped or starved past DDS's lease, BENCHMARKS §4e): the recorder had spent its total_steps.
+        # Its episode ends say what there is to wait for; an episode still without a file past the logger's
+        # grace is named and left out, as `bringup --episodes` does.
+        tally, watch = RecordingTally(0, wanted_steps=steps), RecorderWatch(env=self.env)
 
         def finished() -> bool:
             state["steps"] = recorded_steps(episodes, lengths)
             bar.n = min(state["steps"], steps)
             bar.refresh()
-            return state["steps"] >= steps
+            if state["steps"] >= steps:
+                return True
+            now = time.monotonic()
+            tally.take_files(episodes.glob("episode_*.hdf5"))
+            for end in watch.ends():
+                tally.on_end(end.episode_id, end.transitions, now)
+            if lost := tally.newly_lost(now):
+                self.echo(f"{name}: episode(s) {', '.join(map(str, lost))} ended, but no file came from the "
+                          f"dataset_logger {tally.grace:g} s later; going on without them (its log: "
+                          f"{self.out / name / 'logs' / 'dataset_logger_node.log'})")
+            return tally.finished()
 
         try:
             seconds = run_until(nodes, finished, self.out / name / "logs", self.env,
@@ -298,7 +316,9 @@ class FieldPipeline:
             raise NodeGraphError(f"{name} stage failed: {exc}") from exc
         finally:
             bar.close()
-        return {"steps": state["steps"], "episodes": len(list(episodes.glob("episode_*.hdf5"))),
+            watch.close()
+        return {"steps": state["steps"], "lost_episodes": tally.lost,
+                "episodes": len(list(episodes.glob("episode_*.hdf5"))),
                 "seconds": round(seconds, 1), "realtime_factor": c.realtime_factor,
                 "controller": controller_summary(self.out / name / "logs" / "pd_controller_node.log")}
 

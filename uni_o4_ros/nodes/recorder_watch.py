@@ -33,8 +33,12 @@ class EpisodeEnd:
 class RecorderWatch:
     """Queues every episode end the recorder publishes (transient-local: ends before it matched too)."""
 
-    def __init__(self, topic: str = "recorder_events") -> None:
-        # The transport the nodes themselves use (run_node), so this listener finds them.
+    def __init__(self, topic: str = "recorder_events", env: dict[str, str] | None = None) -> None:
+        # The nodes' domain and discovery range, when they run with another environment than this process
+        # (the field pipeline's), and the transport they use (run_node): so this listener finds them.
+        env = os.environ if env is None else env
+        os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS")
+                           if k in env})
         os.environ.update(without_shared_memory(os.environ).settings)
         self._ends: queue.SimpleQueue[EpisodeEnd] = queue.SimpleQueue()
         self._context = rclpy.Context()

@@ -1,4 +1,5 @@
-"""When a recording of N episodes is over, for `uni-o4 bringup --episodes N` (no ROS import).
+"""When a recording of N episodes (or steps) is over, for `uni-o4 bringup --episodes N` and the field
+pipeline's node stages (no ROS import).
 
 Counting the logger's files alone waited for ever when an episode never reached the logger (a
 logger stopped or starved past DDS's lease, BENCHMARKS §4e) or had no transition to write (an
@@ -10,6 +11,7 @@ as lost instead of waited for.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,7 @@ LOGGER_GRACE_S = 30.0
 class RecordingTally:
     wanted: int  # episodes the recorder was asked for (0: no limit, the recording ends on Ctrl-C)
     grace: float = LOGGER_GRACE_S
+    wanted_steps: int = 0  # or transitions (the recorder's total_steps, as the field pipeline asks)
     ended: dict[int, tuple[float, int]] = field(default_factory=dict)  # episode id -> (when, transitions)
     written: set[int] = field(default_factory=set)
     lost: list[int] = field(default_factory=list)  # named once each, in the order found
@@ -37,6 +40,21 @@ class RecordingTally:
     def on_file(self, episode_id: int) -> None:
         """The logger wrote the episode's file."""
         self.written.add(episode_id)
+
+    def take_files(self, paths: Iterable[Path]) -> list[Path]:
+        """Take in the logger's files not taken before, matched to their episodes by their metadata; returns
+        the new ones."""
+        from ..data import DatasetError, read_metadata
+
+        new = sorted(set(paths) - self.files)
+        for path in new:
+            self.files.add(path)
+            try:
+                episode_id = int(read_metadata(path)["episode_id"])
+            except (DatasetError, KeyError, TypeError, ValueError):
+                episode_id = -len(self.files)  # not the logger's own file: counted, not matched to an episode
+            self.on_file(episode_id)
+        return new
 
     @property
     def empty(self) -> list[int]:
@@ -55,7 +73,10 @@ class RecordingTally:
         return sorted(e for e, (_, n) in self.ended.items() if n > 0 and e not in self.written and e not in self.lost)
 
     def finished(self) -> bool:
-        """All `wanted` episodes are accounted for: written, empty or lost (call `newly_lost` first)."""
+        """All `wanted` episodes (or `wanted_steps` transitions) are accounted for: written, empty or lost (call
+        `newly_lost` first)."""
+        if self.wanted_steps:
+            return sum(n for _, n in self.ended.values()) >= self.wanted_steps and not self.waiting_for()
         if not self.wanted:
             return False
         return len(self.written) >= self.wanted or (len(self.ended) >= self.wanted and not self.waiting_for())

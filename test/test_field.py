@@ -72,6 +72,10 @@ def test_tiny_field_run_records_learns_swaps_and_reports(tmp_path, ros_env, stan
     again = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("done earlier, skipped") == 5
 
+    assert "never reached the dataset_logger" not in report
+    # As if the logger had missed an online episode: the report (redone below) says so.
+    online = json.loads((out / "stages" / "online.json").read_text())
+    (out / "stages" / "online.json").write_text(json.dumps({**online, "lost_episodes": [7]}))
     # A changed evaluation setting redoes the evaluation and the report, not the robot stages.
     more = subprocess.run([*cmd, "--eval-episodes", "2"], env=ros_env, capture_output=True, text=True, timeout=300)
     assert more.returncode == 0, more.stderr[-3000:]
@@ -85,6 +89,7 @@ def test_tiny_field_run_records_learns_swaps_and_reports(tmp_path, ros_env, stan
             assert f"| {r['stage']} | {r['mean_return']:.3f} ± " in report
             assert f"| {sum(r['episode_fell'])} of 2 | {sum(r['episode_trunk_hit'])} of 2 |" in report
     assert report.count("| simulator → offline |") == 2 and report.count("| offline → online |") == 2
+    assert "**online: episode(s) 7 never reached the dataset_logger**" in report
 
 
 def test_field_without_sim_or_policy_is_a_one_line_error(tmp_path):

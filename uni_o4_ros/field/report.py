@@ -151,6 +151,10 @@ def write_field_report(out: Path, cfg) -> Path:
         f"running policy node ({stages['online']['seconds']:.0f} s, {_pace(stages['online'])})",
         "",
     ]
+    for name in ("record", "online"):
+        if lost := stages[name].get("lost_episodes"):  # never reached the logger (its log in <stage>/logs says why)
+            lines += [f"**{name}: episode(s) {', '.join(map(str, lost))} never reached the dataset_logger** and are "
+                      "not in the data above.", ""]
     if timeline:
         t0 = timeline[0]["time"]
         lines += ["| version | seconds after first update | batch return |", "|---|---|---|"]

@@ -367,14 +367,7 @@ def test_a_learner_whose_update_is_refused_goes_back_to_the_running_version_and_
     from its transitions: the next update, numbered above the refused one, is offered (and refused) too."""
     from test_bringup import _wait_for_output
 
-    procs = [
-        start("uni_o4_ros.nodes.pd_controller_node", ros_env),
-        start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}", "deterministic:=false",
-              "max_update_shift:=0.000001"),
-        start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "max_steps:=25", "wait_for_subscribers:=1"),
-    ]
-    learner = start("uni_o4_ros.nodes.learner_node", ros_env, f"policy_dir:={standing_policy}",
-                    f"run_dir:={tmp_path / 'learner'}", "rollout_steps:=40", "epochs:=2", "minibatch_size:=20")
+    procs, learner = _learning_graph(ros_env, standing_policy, tmp_path / "learner", ["max_update_shift:=0.000001"])
     w = Watch()
     try:
         # Someone else's status on the topic, not a policy node's: read past, not a crash of the learner.
@@ -399,6 +392,37 @@ def test_a_learner_whose_update_is_refused_goes_back_to_the_running_version_and_
         assert "max_update_shift" in refusals[0]["reason"]
     finally:
         w.close()
+        stop(learner, *procs)
+
+
+def _learning_graph(ros_env, policy, run_dir, policy_args=(), learner_args=()):
+    """Controller, sampling policy node, recorder (25-step episodes) and a learner of 40-transition batches."""
+    procs = [
+        start("uni_o4_ros.nodes.pd_controller_node", ros_env),
+        start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={policy}", "deterministic:=false", *policy_args),
+        start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "max_steps:=25", "wait_for_subscribers:=1"),
+    ]
+    learner = start("uni_o4_ros.nodes.learner_node", ros_env, f"policy_dir:={policy}", f"run_dir:={run_dir}",
+                    "rollout_steps:=40", "epochs:=2", "minibatch_size:=20", *learner_args)
+    return procs, learner
+
+
+def test_a_learner_with_another_key_than_the_robot_hears_why_and_does_not_go_back(ros_env, standing_policy, tmp_path):
+    """A learner on another computer without a copy of the robot's key: the policy node refuses every update
+    for its signature, and says so in a status signed with the robot's key, which this learner cannot check.
+    It hears the reason (what to do about it) but does not act on a verdict it cannot trust."""
+    from test_bringup import _wait_for_output
+
+    (tmp_path / "laptop.key").write_text("not the robot's key\n")
+    procs, learner = _learning_graph(ros_env, standing_policy, tmp_path / "learner",
+                                     learner_args=[f"hmac_key_file:={tmp_path / 'laptop.key'}"])
+    try:
+        said = _wait_for_output(learner, "transitions came from policy version 0", 120,
+                                "a policy node refused version 1: its signature does not match this robot's key")
+        assert "give it a copy of this robot's key file" in said and "not signed with this learner's key" in said
+        assert "Went back" not in said and not (tmp_path / "learner" / "refused.jsonl").exists()
+        assert learner.poll() is None and "Traceback" not in said
+    finally:
         stop(learner, *procs)
 
 

@@ -194,6 +194,21 @@ def test_each_computer_makes_its_own_update_key_once_and_a_bad_key_file_is_a_cle
         load_update_key(str(tmp_path / "empty.key"))
 
 
+def test_a_policy_status_is_believed_only_when_signed_with_the_readers_key():
+    """The learner goes back to an older version on a refusal: it must be its own robot's verdict."""
+    from uni_o4_ros.robot.policy_update import Refusal, refusal_in, sign_status
+
+    values = {"version": "7", "accepted": "False", "running": "6"}
+    signed = {**values, "signature": sign_status(values, "too far", b"k")}
+    assert refusal_in(signed, "too far", b"k") == Refusal(7, 6, signed=True)
+    assert refusal_in(signed, "too far", None) == Refusal(7, 6, signed=True)  # a learner without a key believes all
+    assert not refusal_in(signed, "other reason", b"k").signed  # the message is signed too
+    assert not refusal_in({**signed, "running": "5"}, "too far", b"k").signed
+    assert not refusal_in(values, "too far", b"k").signed and not refusal_in(signed, "too far", b"other").signed
+    assert refusal_in({**signed, "accepted": "True"}, "too far", b"k") is None  # not a refusal
+    assert refusal_in({"accepted": "False", "version": "v1"}, "", b"k") is None  # not a policy node's status
+
+
 def test_wrong_dims_in_spec_are_refused(update):
     pol, norm, msg = update
     spec = json.loads(msg["spec_json"])

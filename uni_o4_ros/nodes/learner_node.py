@@ -37,7 +37,7 @@ from uni_o4_ros.learning.offline import load_policy
 from uni_o4_ros.learning.online_learner import OnlineLearnerCore
 from uni_o4_ros.learning.value import ValueNet
 from uni_o4_ros.msg import PolicyUpdate, Transition
-from uni_o4_ros.robot.policy_update import encode_update
+from uni_o4_ros.robot.policy_update import encode_update, refusal_in
 
 from .params import declare_read_only, update_key
 from .qos import EVENTS, POLICY_UPDATE, TRANSITIONS
@@ -89,6 +89,7 @@ class LearnerNode(Node):
         self.create_subscription(Transition, "transitions", self.on_transition, TRANSITIONS)
         self.create_subscription(DiagnosticStatus, "policy_status", self.on_policy_status, EVENTS)
         self.refused: set[int] = set()
+        self.unsigned_refusals: set[int] = set()
         if self.core.updates:
             self.get_logger().info(f"resumed at version {self.core.version} ({self.core.updates} updates)")
             self.publish(self.core.ppo.actor, self.core.ppo.normalizer, self.core.version)
@@ -170,15 +171,22 @@ class LearnerNode(Node):
     def on_policy_status(self, st: DiagnosticStatus) -> None:
         """The policy node's verdict on an update: a refusal of this learner's newest version is said at once
         (the robot keeps the version before, whose transitions this learner no longer learns from)."""
-        values = {kv.key: kv.value for kv in st.values}
-        if st.name != "policy_update" or values.get("accepted") != "False":
+        refusal = refusal_in({kv.key: kv.value for kv in st.values}, st.message, self.key)
+        if st.name != "policy_update" or refusal is None:  # an acceptance, or not a policy node's verdict
             return
-        try:
-            version, running = int(values.get("version", -1)), int(values.get("running", -1))
-        except ValueError:  # not a policy node's status (another suite's tool on the domain): not ours to read
-            return
+        version, running = refusal.version, refusal.running
         # A resumed learner republishes the version the robot may already run: refused as not newer, and fine.
-        if version == self.core.version != running and version not in self.refused:
+        if version != self.core.version or version == running:
+            return
+        if not refusal.signed:  # said, for its reason (a learner with another key than its robot's hears why
+            # here), but not acted on
+            if version not in self.unsigned_refusals:
+                self.unsigned_refusals.add(version)
+                self.get_logger().warning(
+                    f"a policy node refused version {version}: {st.message}. Its status is not signed with this "
+                    "learner's key, so it may be another suite's policy node: this learner does not go back")
+            return
+        if version not in self.refused:
             self.refused.add(version)
             if self.core.refused(version, running, st.message):
                 self.get_logger().error(

@@ -30,6 +30,7 @@ from uni_o4_ros.msg import JointCommand, PolicyUpdate, RobotState, Transition
 from uni_o4_ros.robot.go1 import KD, KP
 from uni_o4_ros.robot.observation import command_vector
 from uni_o4_ros.robot.policy_runner import PolicyRunner
+from uni_o4_ros.robot.policy_update import sign_status
 from uni_o4_ros.robot.safety import SingleSender
 
 from .params import declare_read_only, require_vector, update_key
@@ -141,8 +142,10 @@ class PolicyNode(Node):
             self.get_logger().warning(f"policy update v{msg.version} refused: {reason}")
         st = DiagnosticStatus(level=DiagnosticStatus.OK if ok else DiagnosticStatus.WARN, name="policy_update",
                               message=reason)
-        st.values = [KeyValue(key="version", value=str(msg.version)), KeyValue(key="accepted", value=str(ok)),
-                     KeyValue(key="running", value=str(self.runner.next_version))]
+        values = {"version": str(msg.version), "accepted": str(ok), "running": str(self.runner.next_version)}
+        if self.runner.key is not None:  # the learner believes only its own robot's verdicts
+            values["signature"] = sign_status(values, reason, self.runner.key)
+        st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         self.status_pub.publish(st)
 
 

@@ -111,6 +111,37 @@ def _signed_bytes(version: int, blob: bytes, spec_json: str) -> bytes:
     return struct.pack("<qQQ", version, len(blob), len(spec)) + blob + spec
 
 
+def _status_bytes(values: dict[str, str], message: str) -> bytes:
+    return json.dumps({"values": {k: v for k, v in values.items() if k != "signature"}, "message": message},
+                      sort_keys=True).encode()
+
+
+def sign_status(values: dict[str, str], message: str, key: bytes) -> str:
+    """The signature of a policy node's verdict on an update (policy_status), as hex for a KeyValue."""
+    return hmac.new(key, _status_bytes(values, message), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Refusal:
+    version: int  # refused
+    running: int  # what the robot runs instead
+    signed: bool  # with the reader's key (or the reader has none): its own robot's verdict
+
+
+def refusal_in(values: dict[str, str], message: str, key: bytes | None) -> Refusal | None:
+    """The refusal a policy_status reports, or None (an acceptance, or not a policy node's status). The learner
+    goes back to an older version on a refusal, so it acts only on its own robot's (`signed`): a status from
+    another suite on the domain, or a forgery, would have it throw away what it learned."""
+    if values.get("accepted") != "False":
+        return None
+    try:
+        version, running = int(values.get("version", "")), int(values.get("running", ""))
+    except ValueError:
+        return None
+    signed = key is None or hmac.compare_digest(sign_status(values, message, key), values.get("signature", ""))
+    return Refusal(version, running, signed)
+
+
 def encode_update(policy: GaussianPolicyEnsemble, normalizer: StateNormalizer, version: int,
                   key: bytes | None = None) -> dict:
     """Fields of a PolicyUpdate message for `policy` (member 0 of its ensemble)."""

@@ -207,6 +207,7 @@ def test_a_policy_status_is_believed_only_when_signed_with_the_readers_key():
     assert not refusal_in(values, "too far", b"k").signed and not refusal_in(signed, "too far", b"other").signed
     assert refusal_in({**signed, "accepted": "True"}, "too far", b"k") is None  # not a refusal
     assert refusal_in({"accepted": "False", "version": "v1"}, "", b"k") is None  # not a policy node's status
+    assert not refusal_in({**values, "signature": "é"}, "too far", b"k").signed  # not an error in the learner
 
 
 def test_wrong_dims_in_spec_are_refused(update):

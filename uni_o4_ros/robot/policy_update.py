@@ -108,7 +108,7 @@ def _signed_bytes(version: int, blob: bytes, spec_json: str) -> bytes:
     """What the signature covers. The version too: an update captured from the network and offered again under
     a higher number would otherwise pass. Lengths first, so no two messages give the same bytes."""
     spec = spec_json.encode()
-    return struct.pack("<qQQ", version, len(blob), len(spec)) + blob + spec
+    return struct.pack("<QQQ", version, len(blob), len(spec)) + blob + spec  # version: the message's uint64
 
 
 def _status_bytes(values: dict[str, str], message: str) -> bytes:
@@ -138,7 +138,9 @@ def refusal_in(values: dict[str, str], message: str, key: bytes | None) -> Refus
         version, running = int(values.get("version", "")), int(values.get("running", ""))
     except ValueError:
         return None
-    signed = key is None or hmac.compare_digest(sign_status(values, message, key), values.get("signature", ""))
+    # As bytes: compare_digest raises on a str with non-ASCII characters, which anyone can publish.
+    signed = key is None or hmac.compare_digest(sign_status(values, message, key).encode(),
+                                                values.get("signature", "").encode())
     return Refusal(version, running, signed)
 
 

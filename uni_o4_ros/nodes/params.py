@@ -46,7 +46,7 @@ def require_vector(values: dict[str, Any], name: str, length: int) -> tuple[floa
 
 def update_key(node: Node, setting: str) -> bytes | None:
     """The policy-update key named by the node's `hmac_key_file` ('auto': this computer's own), said in its log."""
-    from ..robot.policy_update import UpdateKeyError, load_update_key
+    from ..robot.policy_update import UpdateKeyError, key_fingerprint, load_update_key
 
     try:
         key, path = load_update_key(setting)
@@ -56,6 +56,6 @@ def update_key(node: Node, setting: str) -> bytes | None:
         node.get_logger().warning("hmac_key_file is '': policy updates are not signed, so the robot cannot tell "
                                   "its learner's from anything else on this ROS domain")
     else:
-        node.get_logger().info(f"policy updates are signed with the key in {path} (hmac_key_file); a learner on "
-                               "another computer needs a copy of that file")
+        node.get_logger().info(f"policy updates are signed with the key in {path} (hmac_key_file, fingerprint "
+                               f"{key_fingerprint(key)}); a learner on another computer needs a copy of that file")
     return key

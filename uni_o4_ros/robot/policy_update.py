@@ -83,6 +83,11 @@ def load_update_key(setting: str) -> tuple[bytes | None, Path | None]:
     return key, path
 
 
+def key_fingerprint(key: bytes) -> str:
+    """A short name for a key that does not give it away: two computers' logs show whether they share one."""
+    return hashlib.sha256(b"uni_o4_ros policy_update key\n" + key).hexdigest()[:12]
+
+
 def _make_key(path: Path) -> None:
     """32 random bytes, readable by this user only. Written aside and linked into place: the policy node and
     the learner often start together, and neither may replace (or read half of) the key the other made."""

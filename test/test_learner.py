@@ -327,6 +327,10 @@ def test_uni_o4_plot_draws_a_learners_updates_and_a_recordings_episodes(tmp_path
     series = timeline_series(run / "timeline.jsonl")
     assert series[("learner", "batch_return")] == [(1, 16.0), (2, 16.0), (3, 16.0)]  # 16 rewards of 1 per batch
     assert [v for v, _ in series[("learner", "clip_frac")]] == [1, 2, 3]
+    assert not any("refused" in name for _, name in series)  # no refusal, no panel for it
+    assert core.refused(3, 2, "too far")  # the policy node refused the newest: the plot shows which
+    assert timeline_series(run / "timeline.jsonl")[("learner", "refused by the policy node (1: yes)")] == [
+        (1, 0.0), (2, 0.0), (3, 1.0)]
     assert main(["plot", str(run)]) == 0
     assert (run / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -413,13 +417,18 @@ def test_a_learner_with_another_key_than_the_robot_hears_why_and_does_not_go_bac
     It hears the reason (what to do about it) but does not act on a verdict it cannot trust."""
     from test_bringup import _wait_for_output
 
-    (tmp_path / "laptop.key").write_text("not the robot's key\n")
+    laptop_key = b"not the robot's key"
+    (tmp_path / "laptop.key").write_bytes(laptop_key + b"\n")
     procs, learner = _learning_graph(ros_env, standing_policy, tmp_path / "learner",
                                      learner_args=[f"hmac_key_file:={tmp_path / 'laptop.key'}"])
     try:
         said = _wait_for_output(learner, "transitions came from policy version 0", 120,
                                 "a policy node refused version 1: its signature does not match this robot's key")
         assert "give it a copy of this robot's key file" in said and "not signed with this learner's key" in said
+        # Its log names the key it signs with by a fingerprint, to compare with the policy node's.
+        from uni_o4_ros.robot.policy_update import key_fingerprint
+
+        assert f"fingerprint {key_fingerprint(laptop_key)})" in said
         assert "Went back" not in said and not (tmp_path / "learner" / "refused.jsonl").exists()
         assert learner.poll() is None and "Traceback" not in said
     finally:

@@ -69,10 +69,16 @@ def timeline_series(path: str | Path) -> Series:
     from .jsonlines import read_jsonl
 
     series: Series = defaultdict(list)
-    for row in read_jsonl(path):
+    rows = read_jsonl(path)
+    for row in rows:
         for name, value in row.items():
             if name not in ("version", "made_from", "time", "batch_size") and isinstance(value, int | float):
                 series[("learner", name)].append((int(row["version"]), float(value)))
+    refused_file = Path(path).with_name("refused.jsonl")  # written by the learner at the policy node's first refusal
+    if refused_file.is_file():
+        refused = {int(r["version"]) for r in read_jsonl(refused_file) if "version" in r}
+        series[("learner", "refused by the policy node (1: yes)")] = [
+            (int(r["version"]), float(int(r["version"]) in refused)) for r in rows]
     return series
 
 

@@ -153,7 +153,11 @@ def test_launch_files_start_the_documented_graphs(monkeypatch):
 
     learning = launch(monkeypatch, "learning.launch.py", policy_dir="/p")
     assert [(n.executable, n.overrides) for n in learning] == [("learner_node", {"policy_dir": "/p",
-                                                                                "run_dir": "runs/learner"})]
+                                                                                "run_dir": "runs/learner",
+                                                                                "hmac_key_file": "auto"})]
+    # A learner on a laptop takes a copy of the robot's key from the launch line.
+    laptop = launch(monkeypatch, "learning.launch.py", policy_dir="/p", hmac_key_file="/keys/go1.key")
+    assert laptop[0].overrides["hmac_key_file"] == "/keys/go1.key"
     with pytest.raises(AssertionError, match="policy_dir is required"):
         launch(monkeypatch, "robot.launch.py")
 

@@ -23,7 +23,7 @@ import torch
 from uni_o4_ros.learning import checkpoint as ckpt
 from uni_o4_ros.learning.offline import load_policy
 from uni_o4_ros.robot.episodes import read_episodes
-from uni_o4_ros.robot.go1 import action_to_joint_targets
+from uni_o4_ros.robot.policy_update import VerifiedPolicy, joint_target_shifts
 
 
 def candidate(path: Path, running: tuple) -> tuple:
@@ -38,11 +38,6 @@ def candidate(path: Path, running: tuple) -> tuple:
     return policy, normalizer
 
 
-def joint_targets(policy, normalizer, obs: torch.Tensor) -> np.ndarray:
-    with torch.no_grad():
-        return action_to_joint_targets(policy.executed(policy(normalizer(obs))[0][0]).numpy())
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--running", type=Path, required=True, help="the policy the robot runs (saved policy folder)")
@@ -52,11 +47,11 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
     running = load_policy(a.running)[:2]
-    obs = torch.as_tensor(read_episodes(a.states).observations)
-    base = joint_targets(*running, obs)
+    obs = read_episodes(a.states).observations
+    base = VerifiedPolicy(0, *running, "")
     rows = []
     for path in a.candidates:
-        shift = np.abs(joint_targets(*candidate(path, running), obs) - base).max(axis=1)
+        shift = joint_target_shifts(base, VerifiedPolicy(1, *candidate(path, running), ""), obs)
         rows.append({"candidate": str(path), "states": len(shift), "mean": float(shift.mean()),
                      "median": float(np.median(shift)), "p95": float(np.percentile(shift, 95)),
                      "p99": float(np.percentile(shift, 99)), "max": float(shift.max())})

@@ -227,13 +227,18 @@ def verify_update(
     return VerifiedPolicy(version, policy.eval(), normalizer, actual)
 
 
-def joint_target_shift(running: VerifiedPolicy, candidate: VerifiedPolicy, histories: np.ndarray) -> float:
-    """How far `candidate` moves the joint targets (rad) from `running`'s on these observation histories
-    (n, obs): per state its largest change over the 12 joints, averaged over the states; inf when the
-    candidate's actions are not finite there (finite weights can still overflow)."""
+def joint_target_shifts(running: VerifiedPolicy, candidate: VerifiedPolicy, histories: np.ndarray) -> np.ndarray:
+    """Per observation history (n, obs), the largest change over the 12 joints of the joint targets (rad)
+    from `running`'s to `candidate`'s; inf where the candidate's actions are not finite (finite weights can
+    still overflow)."""
     x = torch.from_numpy(np.ascontiguousarray(histories, np.float32))
     with torch.no_grad():
         old, new = (p.policy.executed(p.policy(p.normalizer(x))[0][0]).numpy() for p in (running, candidate))
-    if not np.isfinite(new).all():
-        return float("inf")
-    return float(np.abs(action_to_joint_targets(new) - action_to_joint_targets(old)).max(axis=1).mean())
+    shift = np.abs(action_to_joint_targets(new) - action_to_joint_targets(old)).max(axis=1)
+    return np.where(np.isfinite(new).all(axis=1), shift, np.inf)
+
+
+def joint_target_shift(running: VerifiedPolicy, candidate: VerifiedPolicy, histories: np.ndarray) -> float:
+    """How far `candidate` moves the joint targets (rad) from `running`'s on these observation histories:
+    `joint_target_shifts` averaged over the states (inf when any is)."""
+    return float(joint_target_shifts(running, candidate, histories).mean())

@@ -171,8 +171,10 @@ class LearnerNode(Node):
     def on_policy_status(self, st: DiagnosticStatus) -> None:
         """The policy node's verdict on an update: a refusal of this learner's newest version is said at once
         (the robot keeps the version before, whose transitions this learner no longer learns from)."""
+        if st.name != "policy_update":
+            return
         refusal = refusal_in({kv.key: kv.value for kv in st.values}, st.message, self.key)
-        if st.name != "policy_update" or refusal is None:  # an acceptance, or not a policy node's verdict
+        if refusal is None:  # an acceptance, or not a policy node's verdict
             return
         version, running = refusal.version, refusal.running
         # A resumed learner republishes the version the robot may already run: refused as not newer, and fine.

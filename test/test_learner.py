@@ -419,6 +419,7 @@ def test_a_learner_with_another_key_than_the_robot_hears_why_and_does_not_go_bac
 
     laptop_key = b"not the robot's key"
     (tmp_path / "laptop.key").write_bytes(laptop_key + b"\n")
+    (tmp_path / "laptop.key").chmod(0o600)  # a key open to others is refused at start
     procs, learner = _learning_graph(ros_env, standing_policy, tmp_path / "learner",
                                      learner_args=[f"hmac_key_file:={tmp_path / 'laptop.key'}"])
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -190,8 +191,19 @@ def test_each_computer_makes_its_own_update_key_once_and_a_bad_key_file_is_a_cle
     with pytest.raises(UpdateKeyError, match="missing.key: No such file"):
         load_update_key(str(tmp_path / "missing.key"))  # a path is never made up: a typo must not pass
     (tmp_path / "empty.key").write_text("\n")
+    (tmp_path / "empty.key").chmod(0o600)
     with pytest.raises(UpdateKeyError, match="is empty"):
         load_update_key(str(tmp_path / "empty.key"))
+    # A copy left open to others (written by hand under umask 022, say): anyone could sign updates with it.
+    copy = tmp_path / "copy.key"
+    copy.write_bytes(path.read_bytes())
+    for mode, says in ((0o644, "can be read by other users (mode 644)"), (0o640, "can be read by other users"),
+                       (0o602, "can be written by other users")):
+        copy.chmod(mode)
+        with pytest.raises(UpdateKeyError, match=re.escape(says) + r".*Run: chmod 600 " + re.escape(str(copy))):
+            load_update_key(str(copy))
+    copy.chmod(0o400)  # read-only for its user is fine
+    assert load_update_key(str(copy)) == (keys[0][0], copy)
 
 
 def test_a_policy_status_is_believed_only_when_signed_with_the_readers_key():

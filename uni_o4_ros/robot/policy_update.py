@@ -26,6 +26,7 @@ import hmac
 import json
 import os
 import secrets
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +57,7 @@ AUTO_KEY = "auto"
 
 
 class UpdateKeyError(ValueError):
-    """The configured key cannot be used (missing, unreadable or empty file)."""
+    """The configured key cannot be used (a missing, unreadable or empty file, or one open to other users)."""
 
 
 def default_key_path() -> Path:
@@ -74,10 +75,16 @@ def load_update_key(setting: str) -> tuple[bytes | None, Path | None]:
     if setting == AUTO_KEY and not path.exists():
         _make_key(path)
     try:
+        mode = stat.S_IMODE(path.stat().st_mode)
         key = path.read_bytes().strip()
     except OSError as exc:
         raise UpdateKeyError(f"hmac_key_file {path}: {exc.strerror} (a key file, 'auto' for this computer's "
                              "own key, or '' for unsigned updates)") from exc
+    # Whoever reads the key can sign weights that reach the motors, and whoever writes it can swap in their
+    # own: refused as ssh refuses an open private key, with the fix in the message.
+    if mode & 0o077:
+        raise UpdateKeyError(f"hmac_key_file {path} can be {'written' if mode & 0o022 else 'read'} by other users "
+                             f"(mode {mode:o}): anyone who has it can sign policy updates. Run: chmod 600 {path}")
     if not key:
         raise UpdateKeyError(f"hmac_key_file {path} is empty")
     return key, path

@@ -301,9 +301,22 @@ def test_config_defaults_are_table5_and_overrides_are_typed(tmp_path):
                               ("online.target_kl=0", "online.target_kl: must be > 0"),
                               ("policy.hidden=[256,0]", "policy.hidden: must be >= 1 for every entry"),
                               ("dynamics.n_elites=8", "dynamics.n_elites: cannot exceed n_members (7)"),
-                              ("policy.log_std_min=0.5", "policy.log_std_min: must be below log_std_max")):
+                              ("policy.log_std_min=0.5", "policy.log_std_min: must be below log_std_max"),
+                              # a value that means less than was asked, or nothing, is not silently made one
+                              ("bc.steps=1.5", "bc.steps: expected a whole number, got 1.5"),
+                              ("bc.alpha=true", "bc.alpha: expected float, got True"),
+                              ("value.q_hidden=[]", "value.q_hidden: expected a list such as [256, 256], got []"),
+                              ("value.q_hidden=256", "value.q_hidden: expected a list such as [256, 256], got 256"),
+                              ("value.q_hidden=[64,abc]", "value.q_hidden: expected a whole number, got 'abc'"),
+                              ("bc=3", "bc: is a section of settings, not one value"),
+                              ("seed=-1", "seed: must be >= 0"),
+                              ("device=cuda", "device: only 'cpu' is supported")):
         with pytest.raises(ValueError, match=re.escape(message)):
             load_config(None, [override])
+    y.write_text("online: 5\n")  # a section given one value in a file, too
+    with pytest.raises(ValueError, match="online: is a section of settings"):
+        load_config(y)
+    assert load_config(None, ["bc.steps=2e3", "dynamics.max_steps=300.0"]).bc.steps == 2000  # whole numbers
     # the edges that experiments use stay allowed: a frozen actor, an undiscounted horizon
     cfg = load_config(None, ["online.actor_lr=0", "ope.gamma=1.0", "bc.alpha=0"])
     assert cfg.online.actor_lr == 0.0 and cfg.ope.gamma == 1.0 and cfg.bc.alpha == 0.0

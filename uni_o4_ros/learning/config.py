@@ -217,6 +217,12 @@ class UniO4Config:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     online: OnlineConfig = field(default_factory=OnlineConfig)
 
+    def __post_init__(self) -> None:
+        check_ranges(self, {"seed": ">=0"})  # numpy and Gymnasium refuse negative seeds, deep in a stage
+        if self.device != "cpu":  # said at once, not ignored: nothing here moves a tensor to another device
+            raise ConfigValueError("device", f"only 'cpu' is supported (every stage runs on the CPU), got "
+                                   f"{self.device!r}")
+
 
 def to_dict(cfg: Any) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
@@ -235,6 +241,9 @@ def from_dict(cls: type, data: dict) -> Any:
         if not dataclasses.is_dataclass(t):
             kwargs[k] = _coerce(v, t, k)
             continue
+        if v is not None and not isinstance(v, dict):  # `--set online=5`, or `online: 5` in a YAML file
+            raise ConfigValueError(k, f"is a section of settings, not one value: set its keys ({k}.KEY=VALUE, "
+                                   f"or a mapping under {k}: in YAML), got {v!r}")
         try:
             kwargs[k] = from_dict(t, v or {})
         except ConfigValueError as exc:  # a nested section's key gains its section: clip -> online.clip
@@ -252,8 +261,12 @@ def _coerce(value: Any, t: Any, key: str) -> Any:
     if origin is tuple:
         if isinstance(value, str):
             value = [x for x in value.replace("[", "").replace("]", "").split(",") if x.strip()]
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigValueError(key, f"expected a list such as [256, 256], got {value!r}")
         inner = t.__args__[0]
-        return tuple(inner(x) for x in value)
+        return tuple(_coerce(x, inner, key) for x in value)
+    if t in (int, float) and isinstance(value, bool):  # YAML's true is not the number 1
+        raise ConfigValueError(key, f"expected {t.__name__}, got {value!r}")
     if t is bool:
         if isinstance(value, str):
             # Avoid the authors' `type=bool` bug where the string "False" became True.
@@ -266,34 +279,49 @@ def _coerce(value: Any, t: Any, key: str) -> Any:
         return bool(value)
     if t in (int, float, str):
         try:
-            return t(float(value)) if t is int and isinstance(value, str) else t(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigValueError(key, f"expected {t.__name__}, got {value!r}") from exc
+            number = float(value) if t is int and isinstance(value, (str, float)) else None
+            if number is not None and not number.is_integer():  # steps=1.5 is a typo, not 1 step
+                raise ValueError
+            return t(number) if number is not None else t(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            what = "a whole number" if t is int else t.__name__
+            raise ConfigValueError(key, f"expected {what}, got {value!r}") from exc
     return value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> UniO4Config:
-    """Defaults <- YAML file <- `section.key=value` overrides."""
-    return apply_overrides(UniO4Config(), path, overrides)
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base: list[str] | None = None) -> UniO4Config:
+    """Defaults <- `base` overrides (a budget) <- YAML file <- `section.key=value` overrides."""
+    return apply_overrides(UniO4Config(), path, overrides, base)
 
 
-def apply_overrides(default: Any, path: str | Path | None = None, overrides: list[str] | None = None) -> Any:
-    """Any config dataclass: `default` <- YAML file <- `section.key=value` overrides."""
+def apply_overrides(default: Any, path: str | Path | None = None, overrides: list[str] | None = None,
+                    base: list[str] | None = None) -> Any:
+    """Any config dataclass: `default` <- `base` overrides <- YAML file <- `section.key=value` overrides.
+    `base` is what a named budget changes: a user's file must win over it, not the other way round."""
     data: dict = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(f"config file not found: {p}")
+            raise FileNotFoundError(f"config file {'is a folder' if p.is_dir() else 'not found'}: {p}")
         try:
             loaded = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ValueError(f"{p}: not valid YAML ({_one_line(exc)})") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{p}: not a YAML file (not text)") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{p}: top level must be a mapping")
         data = loaded
     cfg_dict = to_dict(default)
+    _override(cfg_dict, base or [])
     _deep_update(cfg_dict, data)
-    for ov in overrides or []:
+    _override(cfg_dict, overrides or [])
+    return from_dict(type(default), cfg_dict)
+
+
+def _override(cfg_dict: dict, overrides: list[str]) -> None:
+    for ov in overrides:
         if "=" not in ov:
             raise ValueError(f"override {ov!r} must look like section.key=value")
         key, value = ov.split("=", 1)
@@ -309,7 +337,6 @@ def apply_overrides(default: Any, path: str | Path | None = None, overrides: lis
             node[parts[-1]] = yaml.safe_load(value) if not isinstance(node[parts[-1]], str) else value
         except yaml.YAMLError as exc:
             raise ValueError(f"override {ov!r}: value is not valid YAML ({_one_line(exc)})") from None
-    return from_dict(type(default), cfg_dict)
 
 
 def _one_line(exc: yaml.YAMLError) -> str:

@@ -182,14 +182,18 @@ def test_uni_o4_bringup_runs_the_suite_from_the_config_file(ros_env, standing_po
     ds = read_episodes(out)
     assert len(ds) == 40 and ds.timeouts.sum() == 4
     # online -> offline: Uni-O4 on the recorded episodes, ensemble initialised from the deployed policy
+    import json
+
     from uni_o4_ros.cli import main
     from uni_o4_ros.learning.offline import load_policy
 
     run = tmp_path / "offline"
-    assert main(["offline", "--dataset", str(out), "--env", "go1", "--run-dir", str(run), "--budget", "tiny",
+    # No --env: a recording folder is robot data (before, it was learned under Hopper's termination rule)
+    assert main(["offline", "--dataset", str(out), "--run-dir", str(run), "--budget", "tiny",
                  "--init-policy", str(standing_policy), "--no-progress", "--set", "ope.n_start_states=8"]) == 0
     policy, norm, meta, _ = load_policy(run / "final")
     assert policy.spec.obs_dim == 290 and policy.spec.act_dim == 12 and np.isfinite(meta["am_q"])
+    assert json.loads((run / "config.json").read_text())["env"] == "go1"
 
 
 def test_uni_o4_bringup_standin_runs_the_robot_graph_against_a_stand_in_go1_and_t265(ros_env, tmp_path):

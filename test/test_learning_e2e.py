@@ -16,8 +16,9 @@ import torch
 from uni_o4_ros.cli import main
 from uni_o4_ros.data import OfflineDataset, read_hdf5, write_hdf5
 from uni_o4_ros.learning import checkpoint as ckpt
+from uni_o4_ros.learning.budgets import budget_overrides
 from uni_o4_ros.learning.collect import rollout_dataset
-from uni_o4_ros.learning.config import OnlineConfig
+from uni_o4_ros.learning.config import OnlineConfig, load_config
 from uni_o4_ros.learning.online import OnlineTrainer, make_gym_env, scratch_agent
 
 
@@ -245,6 +246,30 @@ def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
     (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--env", "Walker2d-v5"], "dim"),
     (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--set", "bc.alpah=1"], "alpah"),
     (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--budget", "huge"], "budget"),
+    (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--seed", "-1"], "--seed: must be at least 0"),
+    (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--set", "value.q_hidden=256"],
+     "value.q_hidden: expected a list such as [256, 256], got 256"),
+    (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--set", "online=5"], "online: is a section of settings"),
+    (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--set", "bc.steps=1.5"],
+     "bc.steps: expected a whole number, got 1.5"),
+    (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--set", "device=cuda"], "device: only 'cpu'"),
+    # robot data's dimensions are checked as a task's are (Hopper's 11/3 are not the Go1's 290/12)
+    (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--env", "go1"],
+     "observation dim mismatch: environment expects 290, dataset has 11"),
+    (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--env", "go1", "--eval-episodes", "3"],
+     "--eval-episodes needs a Gymnasium task"),
+    (["demo", "--kind", "expert", "--out", "X"], "--kind: invalid choice"),
+    (["online", "--scratch", "--policy", "HOPPER_POLICY", "--env", "Hopper-v5", "--run-dir", "X"],
+     "--scratch starts from nothing"),
+    (["evaluate", "--policy", "HOPPER_POLICY", "--env", "go1"], "the Go1 is no Gymnasium task"),
+    (["collect", "--env", "Pendulum-v1", "--out", "X"], "Pendulum-v1 is not a MuJoCo task"),
+    (["offline", "--dataset", "HOPPER", "--run-dir", "AFILE/X"], "afile/X: Not a directory"),
+    (["evaluate", "--policy", "HOPPER", "--env", "Hopper-v5"], "is a file; a saved policy is a folder"),
+    (["evaluate", "--policy", "LISTJSON_POLICY", "--env", "Hopper-v5"],
+     "policy.json holds a list, not the mapping of settings"),
+    (["evaluate", "--policy", "WRONGSHAPE_POLICY", "--env", "Hopper-v5"],
+     "has shape (1, 11, 64), its spec makes (1, 11, 32): weights and spec do not belong together"),
+    (["evaluate", "--policy", "NONORM_POLICY", "--env", "Hopper-v5"], "has no state normaliser of its 11 inputs"),
     (["online", "--env", "Hopper-v5", "--run-dir", "X"], "--policy"),
     (["evaluate", "--policy", "/nonexistent", "--env", "Hopper-v5"], "nonexistent"),
     (["online", "--scratch", "--env", "NoSuchTask-v1", "--run-dir", "X"], "unknown environment 'NoSuchTask-v1'"),
@@ -282,10 +307,23 @@ def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h
         write_hdf5(tmp_path / "unscaled.hdf5", ds)
     from uni_o4_ros.learning.offline import save_policy
 
-    for name, dims in (("HOPPER_POLICY", (11, 3)), ("CHEETAH_POLICY", (17, 6))):
+    (tmp_path / "afile").write_text("a file where a folder is expected\n")
+    subst["AFILE/X"] = str(tmp_path / "afile" / "X")
+    for name, dims in (("HOPPER_POLICY", (11, 3)), ("CHEETAH_POLICY", (17, 6)), ("LISTJSON_POLICY", (11, 3)),
+                       ("WRONGSHAPE_POLICY", (11, 3)), ("NONORM_POLICY", (11, 3))):
         if name in argv:
             actor, _, normalizer = scratch_agent(*dims)
+            if name == "NONORM_POLICY":
+                normalizer.mean = torch.zeros(5)  # saved with a normaliser of another task's states
             save_policy(tmp_path / name.lower(), "policy", actor, normalizer)
+            subst[name] = str(tmp_path / name.lower())
+            spec_file = tmp_path / name.lower() / "policy.json"
+            if name == "LISTJSON_POLICY":  # damage from outside: valid JSON, not a policy's
+                spec_file.write_text("[1, 2]\n")
+            if name == "WRONGSHAPE_POLICY":  # a hand edit of the spec beside the weights it no longer fits
+                meta = json.loads(spec_file.read_text())
+                meta["spec"]["hidden"] = [32] * len(meta["spec"]["hidden"])
+                spec_file.write_text(json.dumps(meta))
     argv = [subst.get(a, a) for a in argv]
     proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", *argv], capture_output=True, text=True,
                           timeout=300)
@@ -296,6 +334,41 @@ def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h
     assert lines[-1].startswith(f"uni-o4 {argv[0]}: error:") and message in lines[-1], proc.stderr
     assert all(ln.startswith(("usage:", " ")) for ln in lines[:-1]), proc.stderr
     assert not (tmp_path / "X").exists(), "a rejected command must not leave an output folder behind"
+
+
+def test_online_refuses_a_run_dir_that_holds_the_policy_it_starts_from(tmp_path, capsys):
+    """`online --policy runs/x/final --run-dir runs/x` wrote its own final over the offline pick it started
+    from (and over the V that fine-tuning needs), exit 0."""
+    from uni_o4_ros.learning.offline import save_policy
+
+    actor, critic, normalizer = scratch_agent(11, 3)
+    save_policy(tmp_path / "run" / "final", "policy", actor, normalizer, critic=critic, extra={"am_q": 1.0})
+    before = {f.name: f.read_bytes() for f in (tmp_path / "run" / "final").iterdir()}
+    assert main(["online", "--policy", str(tmp_path / "run" / "final"), "--env", "Hopper-v5", "--run-dir",
+                 str(tmp_path / "run"), "--budget", "tiny", "--no-progress"]) == 2
+    assert f"would overwrite it: give the online run its own folder, e.g. --run-dir {tmp_path / 'run'}-online" \
+        in capsys.readouterr().err
+    assert {f.name: f.read_bytes() for f in (tmp_path / "run" / "final").iterdir()} == before
+    assert sorted(f.name for f in (tmp_path / "run").iterdir()) == ["final"]
+
+
+def test_a_config_file_refines_the_budget_and_set_and_seed_refine_the_file(tmp_path):
+    """--budget is the starting point: before, it was applied after --config and undid the file's values."""
+    from uni_o4_ros.cli import _config, build_parser
+
+    (tmp_path / "c.yaml").write_text("seed: 4\nbc:\n  steps: 7\nvalue:\n  steps: 11\n")
+
+    def config(*extra: str):
+        args = build_parser().parse_args(["offline", "--dataset", "D", "--run-dir", "R", "--budget", "tiny",
+                                          "--config", str(tmp_path / "c.yaml"), *extra])
+        return _config(args, args.env)
+
+    cfg = config()
+    assert (cfg.bc.steps, cfg.value.steps, cfg.seed) == (7, 11, 4)
+    assert cfg.dynamics.max_steps == 300 == load_config(None, base=budget_overrides("tiny")).dynamics.max_steps
+    cfg = config("--set", "bc.steps=9", "--seed", "2")
+    assert (cfg.bc.steps, cfg.value.steps, cfg.seed) == (9, 11, 2)
+    assert config("--seed", "2", "--set", "seed=3").seed == 3
 
 
 def test_help_explains_every_command():

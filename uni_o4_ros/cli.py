@@ -24,13 +24,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .learning.budgets import BUDGETS
+
 if TYPE_CHECKING:  # torch is imported lazily so that `--help` stays fast
     from .learning.policy import GaussianPolicyEnsemble
     from .nodes.recorder_watch import RecorderWatch
     from .robot.recording_tally import RecordingTally
 
-EPILOG = "Configuration: defaults are the paper's (Table 5); --budget shrinks them, --config FILE.yaml and " \
-         "--set section.key=value override single values (e.g. --set bc.alpha=0.0)."
+EPILOG = "Configuration, each over the one before: the paper's defaults (Table 5); --budget, which shrinks " \
+         "them; --config FILE.yaml; --seed and --env; --set section.key=value (e.g. --set bc.alpha=0.0)."
 
 
 def _whole_number(lowest: int):
@@ -93,20 +95,37 @@ def _check_env(env: str) -> None:
                              "needs vectors of continuous observations and actions (Box of one dimension)")
 
 
+def _check_mujoco(env: str) -> None:
+    """collect writes each state's qpos and qvel (D4RL's infos): before training its behaviour agent, not after."""
+    import gymnasium as gym
+
+    probe = gym.make(env)
+    try:
+        if not hasattr(probe.unwrapped, "data"):
+            raise ValueError(f"{env} is not a MuJoCo task: datasets are made on MuJoCo tasks (their qpos and qvel "
+                             "are recorded), such as Hopper-v5, HalfCheetah-v5, Walker2d-v5")
+    finally:
+        probe.close()
+
+
 def _saved_policy(path: str) -> str:
     """A policy folder as given, or a one-line pointer to it when the user named its run folder."""
     p = Path(path)
+    if p.is_file():
+        raise ValueError(f"{p} is a file; a saved policy is a folder (policy.safetensors and policy.json)")
     if not (p / "policy.json").exists() and (p / "final" / "policy.json").exists():
         raise ValueError(f"{p} is a run folder, not a saved policy; its selected policy is {p / 'final'}")
     return path
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--budget", default="small", help="compute budget: paper | small | tiny (default: small)")
-    p.add_argument("--config", help="YAML file overriding config values")
+    p.add_argument("--budget", default="small", choices=list(BUDGETS),
+                   help="compute budget, the starting point --config and --set refine (default: small)")
+    p.add_argument("--config", help="YAML file overriding config values (over the budget's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config value, repeatable (e.g. --set value.expectile=0.5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every stage (networks, minibatches, environments)")
+                   help="override one config value, repeatable, over --config (e.g. --set bc.alpha=0.0)")
+    p.add_argument("--seed", type=_count, help="seed of every stage: networks, minibatches, environments "
+                   "(default: the --config file's, else 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -125,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PPO steps between snapshots; each is evaluated and a candidate for the medium policy")
     p.add_argument("--medium-fraction", type=float, default=0.45,
                    help="medium = snapshot whose return is closest to this fraction of the best")
-    p.add_argument("--seed", type=int, default=0, help="seed of the PPO agent and the environments")
+    p.add_argument("--seed", type=_count, default=0, help="seed of the PPO agent and the environments")
     p.add_argument("--threads", type=_positive_int,
                    help="torch threads (default: every core). The same seed and thread count reproduce a "
                    "dataset bit for bit; another thread count sums in another order, and over a long "
@@ -136,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG)
     p.add_argument("--dataset", required=True, help="HDF5 file in D4RL layout, or a folder of recorded episodes")
     p.add_argument("--env", help="environment the dataset came from (checks dims; picks the termination rule); "
-                   "'go1' for robot data")
+                   "'go1' for robot data (default: go1 for a recording folder, else the config's, Hopper-v5)")
     p.add_argument("--run-dir", required=True, help="output folder; rerunning resumes and reuses cached stages")
     p.add_argument("--init-policy", help="folder of a saved policy: online -> offline path (no BC, Eq. 25)")
     p.add_argument("--eval-episodes", type=_count, default=0,
@@ -157,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", required=True, help="folder with policy.safetensors/json (e.g. RUN/final)")
     p.add_argument("--env", required=True, help="Gymnasium MuJoCo task, e.g. Hopper-v5")
     p.add_argument("--episodes", type=_positive_int, default=10, help="episodes (default 10, as D4RL)")
-    p.add_argument("--seed", type=int, default=0, help="episode k starts from reset seed SEED + k, so two "
+    p.add_argument("--seed", type=_count, default=0, help="episode k starts from reset seed SEED + k, so two "
                    "policies evaluated with one seed meet the same initial states")
 
     p = sub.add_parser("demo", help="D4RL-style job (make demo-d4rl): small Hopper dataset -> offline Uni-O4 -> "
@@ -167,8 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo); rerunning resumes")
     p.add_argument("--train-steps", type=_positive_int, default=200_000, help="behaviour PPO steps for the dataset")
     p.add_argument("--dataset-steps", type=_positive_int, default=50_000, help="transitions per dataset")
-    p.add_argument("--kind", default="medium", help="which dataset to learn from: medium | medium-replay | "
-                   "medium-expert")
+    p.add_argument("--kind", default="medium", choices=["medium", "medium-replay", "medium-expert"],
+                   help="which dataset to learn from (default: medium)")
     _add_config_args(p)
 
     p = sub.add_parser("bringup", help="start the ROS 2 node suite without `ros2 launch` (each node its own "
@@ -215,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file overriding PretrainConfig values (env.*, ppo.*, hidden, ...)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one value, e.g. --set ppo.actor_lr=1e-4 (repeatable)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the policy and the simulated robots")
+    p.add_argument("--seed", type=_count, default=0, help="seed of the policy and the simulated robots")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     p = sub.add_parser("field", help="main job: the paper's robot pipeline (simulator policy -> mattress data -> "
@@ -244,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-episodes", type=_positive_int,
                    help="evaluation episodes per policy and speed (small budget: 5; changing it on a "
                    "finished run redoes only the evaluation and the report)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every stage (recording, offline, online, "
+    p.add_argument("--seed", type=_count, default=0, help="seed of every stage (recording, offline, online, "
                    "evaluation)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -283,11 +302,12 @@ def _config(args: argparse.Namespace, env: str | None):
     from .learning.budgets import budget_overrides
     from .learning.config import load_config
 
-    # --set comes last, so `--set seed=1` is not silently undone by --seed's default
-    overrides = budget_overrides(args.budget) + [f"seed={args.seed}"]
+    # The budget is a starting point the user's --config file and --set refine (before, the budget came last
+    # and silently undid the file's steps). --set comes last, so `--set seed=1` wins over --seed.
+    overrides = [] if args.seed is None else [f"seed={args.seed}"]
     if env:
         overrides.append(f"env={env}")
-    return load_config(args.config, overrides + list(args.overrides))
+    return load_config(args.config, overrides + list(args.overrides), base=budget_overrides(args.budget))
 
 
 def _load_dataset(path: str, env: str | None):
@@ -307,7 +327,12 @@ def _load_dataset(path: str, env: str | None):
     else:
         ds = read_hdf5(path)
     obs_dim = act_dim = bound = None
-    if env and not env.lower().startswith("go1"):
+    if env and env.lower().startswith("go1"):
+        from .robot.go1 import JOINTS
+        from .robot.observation import HISTORY, OBS_DIM
+
+        obs_dim, act_dim = OBS_DIM * HISTORY, len(JOINTS)  # the policy node's observation history, one per joint
+    elif env:
         import gymnasium as gym
         import numpy as np
 
@@ -361,9 +386,21 @@ def run_offline(args: argparse.Namespace, dataset_path: str, env: str | None, ru
     from .learning.offline import OfflineTrainer, load_policy
     from .learning.scalars import plot_log
 
+    if env is None and Path(dataset_path).is_dir():
+        # A folder of episode files is the dataset_logger's, robot data: without this its falls would be judged
+        # by the default env's (Hopper's) termination rule, silently.
+        env = "go1"
+        print(f"{dataset_path} is a robot recording: env go1 (its termination rule and dimensions)", file=sys.stderr)
     cfg = _config(args, env)
+    robot = cfg.env.lower().startswith("go1")
+    if not robot:
+        _check_env(cfg.env)  # also when it came from --config or --set
+    episodes = getattr(args, "eval_episodes", 0)
+    if episodes and robot:
+        raise ValueError("--eval-episodes needs a Gymnasium task; a Go1 policy is evaluated by `uni-o4 field`")
     torch.manual_seed(cfg.seed)
-    ds = _load_dataset(dataset_path, env)
+    # cfg.env, not --env: the dataset is checked against the env whose rules the run uses, the default included
+    ds = _load_dataset(dataset_path, cfg.env)
     init = None
     if init_policy:
         pol, norm, _, _ = load_policy(_saved_policy(init_policy))
@@ -374,14 +411,13 @@ def run_offline(args: argparse.Namespace, dataset_path: str, env: str | None, ru
     t0 = time.time()
     res = trainer.run()
     summary = {"am_q": res.am_q, "seconds": round(time.time() - t0, 1), "policy": str(run / "final")}
-    episodes = getattr(args, "eval_episodes", 0)
-    if episodes and env:
+    if episodes:
         from .learning.online import make_gym_env
         from .learning.ppo import evaluate_policy
 
-        rets = evaluate_policy(res.policy, res.normalizer, make_gym_env(env), episodes, seed=10_000 + cfg.seed)
+        rets = evaluate_policy(res.policy, res.normalizer, make_gym_env(cfg.env), episodes, seed=10_000 + cfg.seed)
         summary.update(eval_return=float(rets.mean()), eval_return_std=float(rets.std()),
-                       eval_score=_score(env, float(rets.mean())))
+                       eval_score=_score(cfg.env, float(rets.mean())))
     plot_log(run / "scalars.csv", run / "offline.png", title=f"offline Uni-O4: {Path(dataset_path).name}")
     write_json(run / "summary.json", summary)
     return summary
@@ -421,6 +457,14 @@ def run_online(args: argparse.Namespace, policy_dir: str | None, env: str, run_d
     from .learning.scalars import plot_log
     from .learning.value import ValueNet
 
+    if scratch and policy_dir:
+        raise ValueError("--scratch starts from nothing: drop --policy, or drop --scratch to fine-tune that policy")
+    if policy_dir and Path(run_dir).resolve() in Path(policy_dir).resolve().parents:
+        # `--policy runs/x/final --run-dir runs/x`: the online run would write its own final over the offline
+        # pick it starts from (and the V fine-tuning needs), with nothing said.
+        raise ValueError(f"--run-dir {run_dir} holds the policy it would start from ({policy_dir}) and would "
+                         "overwrite it: give the online run its own folder, e.g. "
+                         f"--run-dir {run_dir.rstrip('/')}-online")
     cfg = _config(args, env)
     if steps:
         cfg.online.total_steps = steps
@@ -478,8 +522,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     t0 = time.time()
+    seed = _config(args, args.env).seed  # --config, --set and --budget checked before minutes of collecting
     print(f"[1/4] collecting datasets with a PPO behaviour agent on {args.env} ({args.train_steps} steps)")
-    paths = collect(CollectConfig(env=args.env, seed=args.seed, train_steps=args.train_steps,
+    paths = collect(CollectConfig(env=args.env, seed=seed, train_steps=args.train_steps,
                                   eval_every=max(10_000, args.train_steps // 15),
                                   dataset_steps=args.dataset_steps), out / "data", progress=not args.no_progress)
     if args.kind not in paths:
@@ -758,13 +803,19 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         env = getattr(args, "env", None)
+        if env and env.lower().startswith("go1") and args.command != "offline":
+            raise ValueError(f"--env {env}: the Go1 is no Gymnasium task; `uni-o4 field` and `uni-o4 bringup` run "
+                             f"it (simulated), `uni-o4 offline --env go1` learns from its recordings")
         if env and not env.lower().startswith("go1"):
             _quiet_known_mujoco_warnings()
             _check_env(env)
+            if args.command in ("collect", "demo"):
+                _check_mujoco(env)
         return COMMANDS[args.command](args)
-    except (DatasetError, CheckpointError, FileNotFoundError, FileExistsError, ValueError, KeyError,
-            NodeGraphError) as exc:
+    except (DatasetError, CheckpointError, OSError, ValueError, KeyError, NodeGraphError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        if isinstance(exc, OSError) and exc.filename and exc.strerror:  # an output under a file, a full disk
+            msg = f"{exc.filename}: {exc.strerror}"
         print(f"uni-o4 {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

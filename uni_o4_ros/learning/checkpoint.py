@@ -68,8 +68,11 @@ def load(directory: str | Path, name: str) -> tuple[dict[str, torch.Tensor], dic
     except (json.JSONDecodeError, OSError, Exception) as exc:  # safetensors raises its own types
         # Our own writes are atomic, so this is damage from outside (disk, copy, hand edit): say
         # how to recover rather than leave the user to guess whether deleting is safe.
-        raise CheckpointError(f"checkpoint {d / name} is unreadable ({exc}); if it is a stage of a run, "
-                              f"deleting {d} makes a rerun redo that stage") from exc
+        raise CheckpointError(f"checkpoint {d / name} is unreadable ({exc}); if {d} is a stage of a run (not a "
+                              "policy you were given), deleting it makes a rerun redo that stage") from exc
+    if not isinstance(meta, dict):  # valid JSON, but not what this project writes
+        raise CheckpointError(f"checkpoint {d / name}: {name}.json holds a {type(meta).__name__}, not the mapping "
+                              "of settings it is written with")
     return tensors, meta
 
 
@@ -123,6 +126,12 @@ def load_prefixed(prefix: str, module: torch.nn.Module, tensors: dict[str, torch
     missing = set(module.state_dict()) - set(sub)
     if missing:
         raise CheckpointError(f"checkpoint lacks {prefix}: {sorted(missing)[:3]}...")
+    # Shapes checked here: torch's own error is a page of size mismatches, and means a spec that is not the
+    # weights' (a hand-edited json, or files from two different saves).
+    for key, own in module.state_dict().items():
+        if tuple(sub[key].shape) != tuple(own.shape):
+            raise CheckpointError(f"checkpoint's {prefix}.{key} has shape {tuple(sub[key].shape)}, its spec makes "
+                                  f"{tuple(own.shape)}: weights and spec do not belong together")
     module.load_state_dict(sub)
 
 

@@ -415,8 +415,15 @@ def load_policy(directory: str | Path, name: str = "policy") -> tuple[GaussianPo
     bad = ckpt.first_non_finite(tensors)
     if bad is not None:
         raise ckpt.CheckpointError(f"policy {Path(directory) / name} is unusable: tensor {bad!r} has NaN/inf values")
-    spec = PolicySpec.from_dict(meta["spec"])
-    policy = GaussianPolicyEnsemble(spec, int(meta.get("n", 1)))
+    try:
+        spec = PolicySpec.from_dict(meta["spec"])
+        policy = GaussianPolicyEnsemble(spec, int(meta.get("n", 1)))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ckpt.CheckpointError(f"policy {Path(directory) / name}.json does not describe a policy "
+                                   f"({type(exc).__name__}: {exc})") from None
     ckpt.load_prefixed("policy", policy, tensors)
+    if any(tuple(tensors.get(f"normalizer.{k}", torch.empty(0)).shape) != (spec.obs_dim,) for k in ("mean", "std")):
+        raise ckpt.CheckpointError(f"policy {Path(directory) / name} has no state normaliser of its {spec.obs_dim} "
+                                   "inputs (normalizer.mean, normalizer.std): it cannot read states without one")
     normalizer = StateNormalizer(tensors["normalizer.mean"], tensors["normalizer.std"])
     return policy, normalizer, meta, tensors

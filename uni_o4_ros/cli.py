@@ -207,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="online PPO on the flat-ground MuJoCo Go1 (the paper's simulator stage)",
                        description="Vectorised PPO on the simulated Go1 (flat ground, no domain randomisation) "
-                       "tracking forward-speed commands. Resumable: rerun the same command to continue. Exports "
+                       "tracking forward-speed commands. Resumable: rerun the same command to continue (more --steps "
+                       "or another evaluation may be given; other settings, env.* included, are refused). Exports "
                        "OUT/latest periodically and OUT/final at the end (policy + V, deployable and fine-tunable).")
     p.add_argument("--out", default="runs/pretrain", help="output folder (default runs/pretrain)")
     p.add_argument("--steps", type=_positive_int, help="total environment steps (default 6,000,000)")

@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("collect", help="train a PPO behaviour agent and write medium / medium-replay / "
                        "medium-expert datasets (D4RL layout)", epilog=EPILOG)
     p.add_argument("--env", default="Hopper-v5", help="Gymnasium MuJoCo task (default Hopper-v5)")
-    p.add_argument("--out", default="data/hopper", help="output folder (resumable)")
+    p.add_argument("--out", default="data/hopper", help="output folder (resumable; datasets it holds are never "
+                   "replaced by ones made with other settings)")
     p.add_argument("--train-steps", type=_positive_int, default=1_000_000, help="PPO environment steps")
     p.add_argument("--dataset-steps", type=_positive_int, default=200_000, help="transitions per policy dataset")
     p.add_argument("--eval-every", type=_positive_int, default=20_000,

@@ -206,7 +206,8 @@ def check_go1_policy(policy_dir: str | Path) -> None:
     try:
         actor, *_ = load_policy(policy_dir)
     except (CheckpointError, KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"the policy in {policy_dir} cannot be loaded: {exc}") from None
+        # The cause, without load()'s advice for run stages (deleting the folder), wrong for a user's policy.
+        raise ValueError(f"the policy in {policy_dir} cannot be loaded: {exc.__cause__ or exc}") from None
     dims = (actor.spec.obs_dim, actor.spec.act_dim)
     if dims != (OBS_DIM * HISTORY, len(JOINTS)):
         raise ValueError(f"the policy in {policy_dir} expects obs/act dims {dims[0]}/{dims[1]}; the Go1's are "

@@ -14,9 +14,9 @@
 
 Every stage writes `stages/<name>.json` when it finishes; rerunning the command skips finished
 stages (and the offline stage resumes its own checkpoints), so an interrupted run resumes from
-the stage it was in. A stage that runs nodes restarts from its beginning. A finished recording or
-training stage is never redone under other settings (the run refuses and names them); the
-evaluation and the report, computed from the stages' kept policies, are.
+the stage it was in. A stage that runs nodes restarts from its beginning. A finished recording is
+never redone under other settings (the run refuses and names them); the learning stages, the
+evaluation and the report are, from it.
 """
 
 from __future__ import annotations
@@ -157,10 +157,10 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 
 
-# Stages whose results are data or training that other settings cannot give back: a rerun with other
-# settings refuses rather than delete them (a 180k-step recording is hours of robot time). The
-# evaluation and the report are computed from the kept stage policies, so redoing them loses nothing.
-KEPT_STAGES = ("record", "offline", "online")
+# A recording is data other settings cannot give back (180k steps are hours of robot time): a rerun whose
+# settings would redo it is refused rather than delete it. The learning stages are redone from it under
+# new settings, as a user trying another online rate on the same recording wants.
+KEPT_STAGES = ("record",)
 
 
 # What a fall is in the evaluation. 2: the controller's rule, |roll| or |pitch| over 1 rad, with trunk

@@ -5,12 +5,14 @@ learner node with hot-swaps -> evaluation -> report), then a rerun that resumes 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 
 from conftest import poll_process_table, process_table
 from uni_o4_ros.robot.episodes import read_episodes
@@ -137,7 +139,7 @@ def test_stage_comparison_calls_a_change_inside_two_standard_errors_noise():
 def test_a_rerun_reuses_a_stage_only_under_the_settings_it_ran_with(tmp_path, standing_policy):
     """The pipeline's own skip / redo decisions; the stages themselves are replaced by ones that only
     record that they ran (the node stages are exercised by the tiny run above)."""
-    import shutil
+    import re
     import signal
 
     from uni_o4_ros.field.pipeline import FieldPipeline, field_config
@@ -170,44 +172,97 @@ def test_a_rerun_reuses_a_stage_only_under_the_settings_it_ran_with(tmp_path, st
     assert all(h is _raise_exit for hs in handlers for h in hs) and len(handlers[0]) == len(stop_signals())
     assert all(signal.getsignal(s) is not _raise_exit for s in stop_signals())
     assert run() == []
+    # Learning settings redo their stage and every later one: the recording they learn from is kept.
     assert run(online_steps=300) == ["online", "evaluate", "report"]
-    assert run(online_steps=300, online_actor_lr=1e-4) == ["online", "evaluate", "report"]
+    now = {"online_steps": 300, "online_actor_lr": 1e-4}
+    assert run(**now) == ["online", "evaluate", "report"]
+    # A finished recording is never redone under other settings (on a robot it is hours of walking): the
+    # rerun is refused, naming them, before anything runs or config.json changes.
+    config = (tmp_path / "run" / "config.json").read_bytes()
+    refused = "a finished record stage that these settings would redo (seed: 0 -> 3)"
+    with pytest.raises(ValueError, match=re.escape(refused)):
+        run(**now, seed=3)
+    assert Recorded.ran == [] and (tmp_path / "run" / "config.json").read_bytes() == config
     # The graph's pace adds no latency (the simulated robot waits for each command): nothing is redone.
-    assert run(online_steps=300, online_actor_lr=1e-4, realtime_factor=1.0) == []
+    assert run(**now, realtime_factor=1.0) == []
     # An evaluation made under an earlier fall rule is redone with the report, and nothing else.
     marker = tmp_path / "run" / "stages" / "evaluate.json"
     info = json.loads(marker.read_text())
     info["settings"]["evaluation_protocol"] = 1
     marker.write_text(json.dumps(info))
-    assert run(online_steps=300, online_actor_lr=1e-4) == ["evaluate", "report"]
-    assert run(online_steps=300, seed=3) == everything
-    # the same weights under another path are the same policy; other weights are not
+    assert run(**now) == ["evaluate", "report"]
+    # the same weights under another path are the same policy; other weights would redo the recording
     moved = tmp_path / "moved_policy"
     shutil.copytree(standing_policy, moved)
-    assert run(online_steps=300, seed=3, policy=str(moved)) == []
+    assert run(**now, policy=str(moved)) == []
     blob = bytearray((moved / "policy.safetensors").read_bytes())
     blob[-1] ^= 1
     (moved / "policy.safetensors").write_bytes(bytes(blob))
-    assert run(online_steps=300, seed=3, policy=str(moved)) == everything
-    # markers written before stages kept their settings are judged by that run's config.json
+    with pytest.raises(ValueError, match="finished record stage .*policy_sha256: "):
+        run(**now, policy=str(moved))
+    (moved / "policy.safetensors").write_bytes(standing_policy.joinpath("policy.safetensors").read_bytes())
+    # markers written before stages kept their settings are judged by that run's config.json (policy: moved)
     for m in (tmp_path / "run" / "stages").glob("*.json"):
         m.write_text("{}")
-    assert run(online_steps=300, seed=3, policy=str(moved)) == []
+    assert run(**now) == []
     for m in (tmp_path / "run" / "stages").glob("*.json"):
         m.write_text("{}")
-    assert run(online_steps=300, seed=3, policy=str(moved), eval_episodes=4) == ["evaluate", "report"]
-    # a marker (or the run's config.json) cut short, as by a power cut before they were written
-    # atomically, is not trusted: that stage and every later one run again, with no traceback
+    assert run(**now, eval_episodes=4) == ["evaluate", "report"]
+    # a marker cut short, as by a power cut before markers were written atomically, is not trusted:
+    # that stage and every later one run again, with no traceback
     (tmp_path / "run" / "stages" / "online.json").write_text("")
-    assert run(online_steps=300, seed=3, policy=str(moved), eval_episodes=4) == ["online", "evaluate", "report"]
+    assert run(**now, eval_episodes=4) == ["online", "evaluate", "report"]
     assert json.loads((tmp_path / "run" / "stages" / "online.json").read_text())["settings"]
-    # the record and offline markers above are still the old kind ("{}"), judged by config.json alone
-    (tmp_path / "run" / "config.json").write_text('{"policy": ')
-    assert run(online_steps=300, seed=3, policy=str(moved), eval_episodes=4) == everything
-    assert run(online_steps=300, seed=3, policy=str(moved), eval_episodes=4) == []
     # an interrupted stage leaves no marker: it and every stage after it run again
     (tmp_path / "run" / "stages" / "online.json").unlink()
-    assert run(online_steps=300, seed=3, policy=str(moved), eval_episodes=4) == ["online", "evaluate", "report"]
+    assert run(**now, eval_episodes=4) == ["online", "evaluate", "report"]
+    # the record marker above is still the old kind ("{}"), judged by config.json alone: with that cut short
+    # too its settings are unknown, and the finished recording is kept, not redone
+    (tmp_path / "run" / "config.json").write_text('{"policy": ')
+    with pytest.raises(ValueError, match="finished record stage .*settings unknown"):
+        run(**now, eval_episodes=4)
+    assert (tmp_path / "run" / "config.json").read_text() == '{"policy": '
+
+
+def test_a_rerun_that_would_lose_a_finished_recording_stops_before_touching_it(tmp_path, ros_env, standing_policy,
+                                                                              capsys):
+    """A new --policy the Go1 cannot run (a corrupt file, another task's policy) used to clear the finished
+    recording and rewrite config.json before the nodes failed on it; another policy or seed redid the
+    recording silently. Each now ends with one line and leaves the run as it was."""
+    from uni_o4_ros.cli import main
+    from uni_o4_ros.field.pipeline import FieldPipeline, field_config
+    from uni_o4_ros.learning.normalizer import StateNormalizer
+    from uni_o4_ros.learning.offline import save_policy
+    from uni_o4_ros.learning.policy import make_policy
+
+    class Finished(FieldPipeline):  # a finished run without its ~50 s of nodes: each stage leaves its marker
+        def __getattribute__(self, name):
+            if name.startswith("stage_"):
+                return lambda: self._finish(name[len("stage_"):], {})
+            return super().__getattribute__(name)
+
+    out = tmp_path / "run"
+    Finished(field_config("tiny", policy=str(standing_policy)), out, progress=False, echo=lambda s: None).run()
+    (out / "record" / "episodes").mkdir(parents=True)
+    with h5py.File(out / "record" / "episodes" / "episode_000001.hdf5", "w") as h:
+        h["rewards"] = np.full(200, 0.01, np.float32)
+    before = {f: f.read_bytes() for f in out.rglob("*") if f.is_file()}
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(standing_policy, corrupt)
+    (corrupt / "policy.safetensors").write_bytes(b"not a safetensors file")
+    hopper, other = tmp_path / "hopper", tmp_path / "other"
+    save_policy(hopper, "policy", make_policy(11, 3, hidden=(16,)), StateNormalizer(np.zeros(11), np.ones(11)))
+    save_policy(other, "policy", make_policy(290, 12, hidden=(16,)), StateNormalizer(np.zeros(290), np.ones(290)))
+    for extra, needle in ((["--policy", str(corrupt)], f"the policy in {corrupt} cannot be loaded"),
+                          (["--policy", str(hopper)], "expects obs/act dims 11/3; the Go1's are 290/12"),
+                          (["--policy", str(other)], "holds a finished record stage that these settings would redo "
+                                                     "(policy_sha256: "),
+                          (["--policy", str(standing_policy), "--seed", "3"], "(seed: 0 -> 3)")):
+        code = main(["field", "--sim", "--budget", "tiny", "--out", str(out), "--no-progress", *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+        assert {f: f.read_bytes() for f in out.rglob("*") if f.is_file()} == before, extra
 
 
 def test_killing_the_pipeline_stops_its_node_processes(tmp_path, ros_env):

@@ -148,6 +148,34 @@ def test_pretrain_exports_a_deployable_policy_and_resumes(tmp_path):
     assert cfg["hidden"] == [32, 32] and cfg["env"]["terrain"] == "flat"
 
 
+def test_a_pretraining_rerun_with_other_settings_is_refused_and_leaves_the_run_as_it_was(tmp_path, capsys):
+    """Seen: a refused --seed rerun still rewrote config.json (which then said seed 5), and more --steps
+    with env.terrain=mattress went on with a flat-ground run, labelled mattress. Only how long it trains
+    and how it is evaluated may change on a resume."""
+    from uni_o4_ros.cli import main
+
+    out = tmp_path / "pretrain"
+    base = ["pretrain", "--out", str(out), "--n-envs", "2", "--no-progress", "--set", "ppo.rollout_steps=64",
+            "--set", "ppo.eval_every=100000", "--set", "ppo.eval_episodes=1", "--set", "env.max_steps=50",
+            "--set", "hidden=[32,32]", "--set", "value_hidden=[32,32]"]
+    assert main([*base, "--steps", "128"]) == 0
+    capsys.readouterr()
+    kept = {f: f.read_bytes() for f in out.rglob("*") if f.is_file()}
+    for extra, named in ((["--seed", "5"], "(seed: 0 -> 5)"),
+                         (["--set", "hidden=[16,16]"], "(hidden: [32, 32] -> [16, 16])"),
+                         (["--set", "value_hidden=[16,16]"], "(value_hidden: [32, 32] -> [16, 16])"),
+                         (["--set", "env.terrain=mattress"], "(env.terrain: 'flat' -> 'mattress')")):
+        code = main([*base, "--steps", "256", *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and named in err and len(err.strip().splitlines()) == 1, err
+        assert {f: f.read_bytes() for f in out.rglob("*") if f.is_file()} == kept, extra
+    # the run's own settings with more steps and another evaluation go on with it
+    assert main([*base, "--steps", "256", "--set", "ppo.eval_episodes=2"]) == 0
+    assert load_policy(out / "final")[2]["env_steps"] == 256
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["ppo"]["total_steps"], cfg["ppo"]["eval_episodes"], cfg["env"]["terrain"]) == (256, 2, "flat")
+
+
 def test_evaluation_cells_in_parallel_processes_match_one_by_one_in_order(standing_policy):
     from uni_o4_ros.sim.evaluate import evaluate_go1, evaluate_go1_cells
 

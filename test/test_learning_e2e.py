@@ -468,6 +468,39 @@ def test_collect_writes_three_datasets_from_its_own_ppo_snapshots(tmp_path):
     assert (out / "scalars.csv").read_text() == logged
 
 
+def test_collect_into_a_folder_of_datasets_made_otherwise_is_refused_and_keeps_them(tmp_path, capsys):
+    """Seen: --dataset-steps 600 into a folder collected with 500 replaced its datasets without a word.
+    Other settings now stop with one line naming them; the same settings reuse the finished datasets
+    without writing anything."""
+    out = tmp_path / "pendulum"
+    args = ["collect", "--env", "InvertedPendulum-v5", "--out", str(out), "--train-steps", "2048",
+            "--eval-every", "2048", "--dataset-steps", "300", "--no-progress"]
+    assert main(args) == 0
+    capsys.readouterr()
+
+    def files() -> dict[Path, bytes]:
+        return {f: f.read_bytes() for f in out.rglob("*") if f.is_file()}
+
+    kept = files()
+    for extra, named in ((["--dataset-steps", "400"], "(dataset_steps: 300 -> 400)"),
+                         (["--seed", "1"], "(seed: 0 -> 1)"),
+                         (["--medium-fraction", "0.3"], "(medium_fraction: 0.45 -> 0.3)"),
+                         (["--train-steps", "4096"], "(train_steps: 2048 -> 4096)")):
+        code = main([*args, *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and named in err and "another --out" in err and len(err.strip().splitlines()) == 1, err
+        assert files() == kept, extra
+    assert main(args) == 0 and files() == kept
+    assert "medium: " in capsys.readouterr().out  # the finished datasets are still reported
+    # a collect.json from before it kept the settings: judged by what it recorded (steps per dataset)
+    meta = json.loads((out / "collect.json").read_text())
+    del meta["settings"]
+    (out / "collect.json").write_text(json.dumps(meta))
+    kept = files()
+    assert main([*args, "--dataset-steps", "400"]) == 2 and "(dataset_steps: 300 -> 400)" in capsys.readouterr().err
+    assert files() == kept
+
+
 def test_collect_reproduces_a_dataset_from_its_seed_and_thread_count(tmp_path):
     """A shipped dataset is only as good as its recipe: the same command (seed and --threads)
     must write the same transitions, and collect.json must say which thread count made them."""

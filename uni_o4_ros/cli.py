@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("collect", help="train a PPO behaviour agent and write medium / medium-replay / "
                        "medium-expert datasets (D4RL layout)", epilog=EPILOG)
     p.add_argument("--env", default="Hopper-v5", help="Gymnasium MuJoCo task (default Hopper-v5)")
-    p.add_argument("--out", default="data/hopper", help="output folder (resumable)")
+    p.add_argument("--out", default="data/hopper", help="output folder (resumable; datasets it holds are never "
+                   "replaced by ones made with other settings)")
     p.add_argument("--train-steps", type=_positive_int, default=1_000_000, help="PPO environment steps")
     p.add_argument("--dataset-steps", type=_positive_int, default=200_000, help="transitions per policy dataset")
     p.add_argument("--eval-every", type=_positive_int, default=20_000,
@@ -226,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="online PPO on the flat-ground MuJoCo Go1 (the paper's simulator stage)",
                        description="Vectorised PPO on the simulated Go1 (flat ground, no domain randomisation) "
-                       "tracking forward-speed commands. Resumable: rerun the same command to continue. Exports "
+                       "tracking forward-speed commands. Resumable: rerun the same command to continue (more --steps "
+                       "or another evaluation may be given; other settings, env.* included, are refused). Exports "
                        "OUT/latest periodically and OUT/final at the end (policy + V, deployable and fine-tunable).")
     p.add_argument("--out", default="runs/pretrain", help="output folder (default runs/pretrain)")
     p.add_argument("--steps", type=_positive_int, help="total environment steps (default 6,000,000)")

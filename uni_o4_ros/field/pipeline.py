@@ -14,7 +14,9 @@
 
 Every stage writes `stages/<name>.json` when it finishes; rerunning the command skips finished
 stages (and the offline stage resumes its own checkpoints), so an interrupted run resumes from
-the stage it was in. A stage that runs nodes restarts from its beginning.
+the stage it was in. A stage that runs nodes restarts from its beginning. A finished recording is
+never redone under other settings (the run refuses and names them); the learning stages, the
+evaluation and the report are, from it.
 """
 
 from __future__ import annotations
@@ -155,6 +157,12 @@ STAGE_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 
 
+# A recording is data other settings cannot give back (180k steps are hours of robot time): a rerun whose
+# settings would redo it is refused rather than delete it. The learning stages are redone from it under
+# new settings, as a user trying another online rate on the same recording wants.
+KEPT_STAGES = ("record",)
+
+
 # What a fall is in the evaluation. 2: the controller's rule, |roll| or |pitch| over 1 rad, with trunk
 # hits counted apart (1: also a base below 0.12 m, which on the mattress counted walkers whose feet
 # sank, BENCHMARKS §6.0a). An evaluation made under another protocol is redone.
@@ -187,6 +195,27 @@ def policy_digest(policy_dir: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+def check_go1_policy(policy_dir: str | Path) -> None:
+    """Stop with one line, before any file of the run is touched, when the simulator policy cannot
+    drive the Go1: without this the nodes fail only after the record stage was cleared."""
+    from ..learning.checkpoint import CheckpointError
+    from ..learning.offline import load_policy
+    from ..robot.go1 import JOINTS
+    from ..robot.observation import HISTORY, OBS_DIM
+
+    try:
+        actor, *_ = load_policy(policy_dir)
+    except (CheckpointError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+        # The cause, without load()'s advice for run stages (deleting the folder), wrong for a user's policy.
+        raise ValueError(f"the policy in {policy_dir} cannot be loaded: {exc.__cause__ or exc}") from None
+    dims = (actor.spec.obs_dim, actor.spec.act_dim)
+    if dims != (OBS_DIM * HISTORY, len(JOINTS)):
+        raise ValueError(f"the policy in {policy_dir} expects obs/act dims {dims[0]}/{dims[1]}; the Go1's are "
+                         f"{OBS_DIM * HISTORY}/{len(JOINTS)} (a policy made for another task?)")
+    if actor.n != 1:
+        raise ValueError(f"the policy in {policy_dir} is an ensemble of {actor.n}; the robot runs a single policy")
+
+
 class FieldPipeline:
     STAGES = ("record", "offline", "online", "evaluate", "report")
 
@@ -195,7 +224,7 @@ class FieldPipeline:
         self.cfg, self.out, self.progress, self.echo = cfg, Path(out), progress, echo
         if not (Path(cfg.policy) / "policy.safetensors").is_file():
             raise FileNotFoundError(f"no pretrained policy in {cfg.policy} (make one with `uni-o4 pretrain`)")
-        self.out.mkdir(parents=True, exist_ok=True)
+        check_go1_policy(cfg.policy)
         self.policy_sha256 = policy_digest(cfg.policy)
         # Markers of runs made before stages recorded their settings are judged by that run's config.
         old = self.out / "config.json"
@@ -203,6 +232,8 @@ class FieldPipeline:
         if self._earlier is not None:
             p = Path(self._earlier.get("policy", ""))
             self._earlier["policy_sha256"] = policy_digest(p) if (p / "policy.safetensors").is_file() else str(p)
+        self._plan()  # a refused rerun must leave config.json naming the settings the kept stages ran with
+        self.out.mkdir(parents=True, exist_ok=True)
         write_json(old, to_dict(cfg))
         # Unless ROS_DOMAIN_ID is set: one DDS domain per output folder, so two field runs on one
         # machine do not cross-talk.
@@ -218,7 +249,7 @@ class FieldPipeline:
         then = info.get("settings")
         if then is None:  # a marker from before stages kept their settings: that run's config.json
             if self._earlier is None:
-                return ["settings unknown"]
+                return ["settings unknown: no readable config.json"]
             then, now = self._earlier, {k: v for k, v in now.items() if k in self._earlier}
         return [f"{k}: {then.get(k)} -> {v}" for k, v in now.items() if then.get(k) != v]
 
@@ -232,26 +263,46 @@ class FieldPipeline:
         with stop_signals_raise_exit():  # a killed (or hung-up) run stops its node processes and evaluation workers
             return self._run()
 
+    def _plan(self) -> list[tuple[str, str | None]]:
+        """(stage, what to say) for every stage: "skip", None (run it) or why it is redone. Raises
+        ValueError, naming the settings, when a finished recording or training stage would be redone."""
+        plan: list[tuple[str, str | None]] = []
+        redo = False  # once a stage runs, every later one does: its input changed
+        for stage in self.STAGES:
+            m = self._marker(stage)
+            if redo or not m.is_file():
+                redo = True
+                plan.append((stage, None))
+                continue
+            info = _read_json(m)
+            changed = None if info is None else self._changed(stage, info)
+            if changed == []:
+                plan.append((stage, "skip"))
+                continue
+            if changed is not None and stage in KEPT_STAGES:
+                raise ValueError(
+                    f"{self.out} holds a finished {stage} stage that these settings would redo ({'; '.join(changed)}); "
+                    f"it is kept: run these settings with another --out, or the settings in {self.out / 'config.json'} "
+                    "to go on with this run")
+            # An unreadable marker (cut short by a power cut before markers were written atomically,
+            # or edited by hand) cannot vouch for its stage either: the stage counts as unfinished.
+            why = f"its marker {m} is unreadable" if changed is None else \
+                f"settings changed since it ran ({'; '.join(changed)})"
+            redo = True
+            plan.append((stage, why))
+        return plan
+
     def _run(self) -> Path:
         t0 = time.time()
-        redo = False  # once a stage runs, every later one does: its input changed
-        for i, stage in enumerate(self.STAGES, 1):
-            m = self._marker(stage)
-            if not redo and m.is_file():
-                info = _read_json(m)
-                changed = None if info is None else self._changed(stage, info)
-                if changed == []:
-                    self.echo(f"[{i}/{len(self.STAGES)}] {stage}: done earlier, skipped")
-                    continue
-                # An unreadable marker (cut short by a power cut before markers were written
-                # atomically, or edited by hand) cannot vouch for its stage either.
-                why = f"its marker {m} is unreadable" if changed is None else \
-                    f"settings changed since it ran ({'; '.join(changed)})"
-                self.echo(f"[{i}/{len(self.STAGES)}] {stage}: {why}: redoing it and every stage after it")
-            else:
+        for i, (stage, why) in enumerate(self._plan(), 1):
+            if why == "skip":
+                self.echo(f"[{i}/{len(self.STAGES)}] {stage}: done earlier, skipped")
+                continue
+            if why is None:
                 self.echo(f"[{i}/{len(self.STAGES)}] {stage}")
-            redo = True
-            m.unlink(missing_ok=True)  # a stage interrupted now must not look finished under old settings
+            else:
+                self.echo(f"[{i}/{len(self.STAGES)}] {stage}: {why}: redoing it and every stage after it")
+            self._marker(stage).unlink(missing_ok=True)  # a stage interrupted now must not look finished
             getattr(self, f"stage_{stage}")()
         self.echo(f"field run finished in {time.time() - t0:.0f} s: {self.out / 'report.md'}")
         return self.out / "report.md"

@@ -10,7 +10,8 @@ then roll out its snapshots.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -115,9 +116,45 @@ def rollout_dataset(
     return OfflineDataset(**_typed(arr), infos=infos, metadata={})
 
 
+KINDS = ("medium", "medium-replay", "medium-expert")
+
+
+def dataset_paths(cfg: CollectConfig, out: Path) -> dict[str, Path]:
+    name = cfg.env.split("-")[0].lower()
+    return {kind: out / f"{name}-{kind}.hdf5" for kind in KINDS}
+
+
+def finished_datasets(cfg: CollectConfig, out: Path) -> dict[str, Path] | None:
+    """The datasets a finished collect in `out` wrote with these very settings, or None when there is
+    nothing finished to reuse. Refuses, naming the settings, to replace datasets made with others."""
+    record = out / "collect.json"
+    if not record.exists():
+        return None
+    try:
+        meta = json.loads(record.read_text())
+        # collect.json of runs before it kept the settings: what it did record of them
+        then = meta.get("settings") or {"env": meta["env"], "seed": int(meta["seed"]),
+                                        "train_steps": int(meta["behavior_train_steps"]),
+                                        "dataset_steps": int(meta["summary"]["medium"]["transitions"])}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
+        raise ValueError(f"{record} is unreadable, so which settings made the datasets in {out} is unknown; "
+                         "they are kept: use another --out") from None
+    changed = [f"{k}: {then[k]!r} -> {v!r}" for k, v in asdict(cfg).items() if k in then and then[k] != v]
+    if changed:
+        raise ValueError(f"{out} holds datasets made with other settings ({'; '.join(changed)}); they are kept: "
+                         "use another --out for these settings")
+    paths = dataset_paths(cfg, out)
+    # Same settings and seed: a missing dataset is written again, and comes out the same.
+    return paths if all(p.is_file() for p in paths.values()) else None
+
+
 def collect(cfg: CollectConfig, out_dir: str | Path, progress: bool = True) -> dict[str, Path]:
     """Train the behaviour agent (resumable) and write the three datasets; returns their paths."""
     out = Path(out_dir)
+    # A finished collect is reused untouched, not written again: a rerun with another thread count
+    # would otherwise relabel datasets with a torch_threads that did not make them.
+    if (done := finished_datasets(cfg, out)) is not None:
+        return done
     out.mkdir(parents=True, exist_ok=True)
     env_fn = make_gym_env(cfg.env, cfg.seed)
     probe = env_fn()
@@ -180,15 +217,14 @@ def collect(cfg: CollectConfig, out_dir: str | Path, progress: bool = True) -> d
     medium = rollout_dataset(med_actor, med_norm, cfg.env, cfg.dataset_steps, cfg.seed + 1, "medium", progress)
     expert = rollout_dataset(exp_actor, exp_norm, cfg.env, cfg.dataset_steps, cfg.seed + 2, "expert", progress)
     replay_ds = replay.until(medium_step)
-    name = cfg.env.split("-")[0].lower()
-    paths, summary = {}, {}
+    paths, summary = dataset_paths(cfg, out), {}
     for kind, ds in (("medium", medium), ("medium-replay", replay_ds),
                      ("medium-expert", OfflineDataset.concatenate([medium, expert]))):
         ds.metadata.update({"algorithm": "uni_o4_ros PPO", "kind": kind, **{k: str(v) for k, v in meta.items()}})
-        paths[kind] = out / f"{name}-{kind}.hdf5"
         write_hdf5(paths[kind], ds, overwrite=True)
         summary[kind] = dataset_summary(ds)
-    write_json(out / "collect.json", {**meta, "datasets": {k: str(v) for k, v in paths.items()}, "summary": summary})
+    write_json(out / "collect.json", {**meta, "datasets": {k: str(v) for k, v in paths.items()}, "summary": summary,
+                                      "settings": asdict(cfg)})
     return paths
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..data.atomic import write_json
+from ..learning import checkpoint as ckpt
 from ..learning.config import OnlineConfig, to_dict
 from ..learning.normalizer import RunningNormalizer
 from ..learning.offline import save_policy
@@ -51,11 +52,43 @@ class PretrainConfig:
     seed: int = 0
 
 
+# Settings a rerun may change and still continue the same run: how long it trains, how it is
+# evaluated and how often it exports. Anything else (the task: env.*, the networks, PPO, the seed)
+# would make one policy of two experiments, e.g. half trained on flat ground, labelled mattress.
+RESUMABLE_CHANGES = ("ppo.total_steps", "ppo.eval_every", "ppo.eval_episodes", "export_every")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def check_resumable(cfg: PretrainConfig, out: str | Path) -> None:
+    """Refuse, naming the setting, to go on with a run in `out` that was trained with other settings."""
+    out = Path(out)
+    if not ckpt.exists(out / "stages" / "pretrain", "stage"):
+        return  # nothing trained yet: any settings may start it
+    try:
+        then = _flat(json.loads((out / "config.json").read_text()))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        raise ValueError(f"{out} holds a pretraining checkpoint but no readable config.json, so what it was trained "
+                         "with is unknown; use another --out") from None
+    now = _flat(json.loads(json.dumps(to_dict(cfg))))  # as config.json holds it: tuples are lists
+    # Keys an older config.json lacks are left to the trainer's own checks (its checkpoint's PPO settings).
+    changed = [f"{k}: {then[k]!r} -> {v!r}" for k, v in now.items()
+               if k in then and k not in RESUMABLE_CHANGES and then[k] != v]
+    if changed:
+        raise ValueError(f"{out} holds a pretraining run made with other settings ({'; '.join(changed)}); rerun "
+                         "with its settings to go on with it (only --steps and the evaluation may change), or use "
+                         "another --out")
+
+
 def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True) -> Path:
     """Train (or resume) and return the folder of the exported final policy."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", to_dict(cfg))
+    check_resumable(cfg, out)  # before config.json is rewritten: a refused rerun must not relabel the run
     torch.manual_seed(cfg.seed)
     # The simulator is single-threaded and the networks are small: one torch thread avoids
     # oversubscribing a 2-core machine (measured: 2 threads beside another job ran PPO 10x slower).
@@ -63,6 +96,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True) -> Pat
     make_env = make_go1_env(**cfg.env.__dict__)
     probe = make_env()
     obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", to_dict(cfg))
     actor = GaussianPolicyEnsemble(PolicySpec(obs_dim, act_dim, cfg.hidden, cfg.activation, "none"), 1)
     set_initial_log_std(actor, cfg.initial_log_std)
     critic = ValueNet(obs_dim, cfg.value_hidden)

@@ -11,7 +11,8 @@ from .jsonlines import ends_torn
 
 
 class ScalarLog:
-    """Appends `stage,step,name,value` rows and flushes each one, so a crash keeps every row."""
+    """Appends `stage,step,name,value` rows and flushes each one, so a crash keeps every row. A stage resumed
+    after a crash logs the steps since its last checkpoint again; `read_log` keeps the later rows."""
 
     FIELDS = ("stage", "step", "name", "value")
 
@@ -56,7 +57,12 @@ def read_log(path: str | Path) -> dict[tuple[str, str], list[tuple[int, float]]]
                 point = (int(row["step"]), float(row["value"]))
             except (TypeError, ValueError):
                 continue
-            series[(row["stage"], row["name"])].append(point)
+            points = series[(row["stage"], row["name"])]
+            # A stage resumed from a checkpoint (after a crash: Ctrl-C checkpoints where it stops) logs its
+            # steps since that checkpoint again: the rerun's rows replace the first run's from there on.
+            while points and points[-1][0] >= point[0]:
+                points.pop()
+            points.append(point)
     return series
 
 

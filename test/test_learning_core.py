@@ -310,7 +310,9 @@ def test_config_defaults_are_table5_and_overrides_are_typed(tmp_path):
                               ("value.q_hidden=[64,abc]", "value.q_hidden: expected a whole number, got 'abc'"),
                               ("bc=3", "bc: is a section of settings, not one value"),
                               ("seed=-1", "seed: must be >= 0"),
-                              ("device=cuda", "device: only 'cpu' is supported")):
+                              ("device=cuda", "device: only 'cpu' is supported"),
+                              # every evaluation is a point of the online curve: none printed NaN returns
+                              ("online.eval_episodes=0", "online.eval_episodes: must be >= 1")):
         with pytest.raises(ValueError, match=re.escape(message)):
             load_config(None, [override])
     y.write_text("online: 5\n")  # a section given one value in a file, too
@@ -324,6 +326,12 @@ def test_config_defaults_are_table5_and_overrides_are_typed(tmp_path):
         from uni_o4_ros.sim.pretrain import PretrainConfig
 
         apply_overrides(PretrainConfig(), None, ["ppo.clip=2"])
+    for override, message in (("env.command_vx=[1]", "env.command_vx: expected 2 values, got [1]"),
+                              ("export_every=0", "export_every: must be >= 1"),
+                              ("hidden=[512,0]", "hidden: must be >= 1 for every entry")):
+        with pytest.raises(ValueError, match=re.escape(message)):
+            apply_overrides(PretrainConfig(), None, [override])
+    assert apply_overrides(PretrainConfig(), None, ["env.command_vx=[0.5,1.5]"]).env.command_vx == (0.5, 1.5)
 
 
 def test_config_hash_changes_with_any_setting():
@@ -415,6 +423,11 @@ def test_scalar_log_keeps_every_whole_row_after_a_row_torn_by_a_killed_process(t
     log.log("bc", 3, {"loss": 0.5})
     log.close()
     assert read_log(path) == {("bc", "loss"): [(1, 1.0), (3, 0.5)]}
+    log = ScalarLog(path)  # resumed from a checkpoint at step 1 after a crash: steps 2 and 3 logged again
+    log.log("bc", 2, {"loss": 0.7})
+    log.log("bc", 3, {"loss": 0.4})
+    log.close()
+    assert read_log(path) == {("bc", "loss"): [(1, 1.0), (2, 0.7), (3, 0.4)]}
     assert plot_log(path, tmp_path / "curves.png").stat().st_size > 0
     other = tmp_path / "other.csv"
     other.write_text("time,reward\n0,1\n")

@@ -199,7 +199,7 @@ class OnlineConfig:
         check_ranges(self, {"total_steps": ">=1", "rollout_steps": ">=1", "minibatch_size": ">=1", "epochs": ">=1",
                              "clip": "(0,1)", "gamma": "(0,1]", "gae_lambda": "[0,1]", "actor_lr": ">=0",
                              "critic_lr": ">=0", "entropy_coef": ">=0", "value_coef": ">=0", "grad_clip": ">0",
-                             "reward_scale": ">0", "eval_every": ">=1", "eval_episodes": ">=0", "n_envs": ">=1",
+                             "reward_scale": ">0", "eval_every": ">=1", "eval_episodes": ">=1", "n_envs": ">=1",
                              "critic_warmup_steps": ">=0", "target_kl": ">0"})
 
 
@@ -264,6 +264,8 @@ def _coerce(value: Any, t: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)) or not value:
             raise ConfigValueError(key, f"expected a list such as [256, 256], got {value!r}")
         inner = t.__args__[0]
+        if Ellipsis not in t.__args__ and len(value) != len(t.__args__):  # tuple[float, float]: a range, say
+            raise ConfigValueError(key, f"expected {len(t.__args__)} values, got {value!r}")
         return tuple(_coerce(x, inner, key) for x in value)
     if t in (int, float) and isinstance(value, bool):  # YAML's true is not the number 1
         raise ConfigValueError(key, f"expected {t.__name__}, got {value!r}")

@@ -25,6 +25,7 @@ from ..learning.online import OnlineTrainer
 from ..learning.policy import GaussianPolicyEnsemble, PolicySpec, set_initial_log_std
 from ..learning.scalars import plot_log
 from ..learning.value import ValueNet
+from ..ranges import check_ranges
 from .go1_env import Go1EnvConfig, make_go1_env
 
 
@@ -50,6 +51,9 @@ class PretrainConfig:
     initial_log_std: float = -0.2
     export_every: int = 200_000
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_ranges(self, {"hidden": ">=1", "value_hidden": ">=1", "export_every": ">=1", "seed": ">=0"})
 
 
 # Settings a rerun may change and still continue the same run: how long it trains, how it is

@@ -196,6 +196,33 @@ def test_uni_o4_bringup_runs_the_suite_from_the_config_file(ros_env, standing_po
     assert json.loads((run / "config.json").read_text())["env"] == "go1"
 
 
+def test_bringup_mistakes_end_in_one_line_before_any_node_starts(standing_policy, tmp_path, capsys):
+    """Before, a parameters file with a typo or a policy for another task started the nodes, each of which
+    ended in its own traceback (71 lines from four nodes); stand-in settings with --sim and a --learn that
+    names a file were ignored, exit 0."""
+    from uni_o4_ros.cli import main
+    from uni_o4_ros.learning.normalizer import StateNormalizer
+    from uni_o4_ros.learning.offline import save_policy
+    from uni_o4_ros.learning.policy import make_policy
+
+    (tmp_path / "typo.yaml").write_text("pd_controller:\n  ros__parameters:\n    max_tilt: [1.0\n")
+    (tmp_path / "flat.yaml").write_text("max_tilt: 1.0\n")  # no node sections
+    (tmp_path / "afile").write_text("")
+    save_policy(tmp_path / "hopper", "policy", make_policy(11, 3, hidden=(16,)), StateNormalizer([0] * 11, [1] * 11))
+    base = ["bringup", "--sim", "--policy", str(standing_policy), "--out", str(tmp_path / "rec")]
+    for extra, message in (
+            (["--params", str(tmp_path / "typo.yaml")], "typo.yaml is not valid YAML (expected ',' or ']', but "
+                                                        "got '<stream end>' at line 4, column 1)"),
+            (["--params", str(tmp_path / "flat.yaml")], "flat.yaml must map node names to ros__parameters"),
+            (["--policy", str(tmp_path / "hopper")], "expects obs/act dims 11/3; the Go1's are 290/12"),
+            (["--terrain", "mattress", "--battery", "50"], "--terrain, --battery: settings of the stand-in Go1"),
+            (["--learn", str(tmp_path / "afile")], "afile is a file; it names a folder")):
+        assert main(base + extra) == 2, extra
+        out, err = capsys.readouterr()
+        assert message in err and len(err.strip().splitlines()) == 1 and "started" not in out, err
+    assert not (tmp_path / "rec").exists()
+
+
 def test_uni_o4_bringup_standin_runs_the_robot_graph_against_a_stand_in_go1_and_t265(ros_env, tmp_path):
     """`--standin`: config/robot.yaml's graph (Unitree SDK backend, T265 odometry node) records from the
     stand-in Go1; the state timeout is widened for a loaded CI machine, nothing else changes."""

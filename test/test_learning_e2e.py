@@ -111,10 +111,52 @@ def test_rerun_reuses_cached_stages_and_a_changed_setting_does_not(hopper_h5, tm
     capsys.readouterr()
     assert main(args + ["--set", "seed=1"]) == 2
     err = capsys.readouterr().err
-    assert "is unreadable" in err and f"deleting {newest} makes a rerun redo that stage" in err
+    assert "is unreadable" in err and f"if {newest} is a stage of a run" in err
+    assert "deleting it makes a rerun redo that stage" in err
     shutil.rmtree(newest)
     assert main(args + ["--set", "seed=1"]) == 0
     assert json.loads((run / "selection.json").read_text()) == choice
+
+
+def test_ctrl_c_checkpoints_the_step_offline_training_is_at_and_a_rerun_goes_on_from_it(hopper_h5, tmp_path):
+    """Before, Ctrl-C raised wherever the trainer was: a rerun went back to the last periodic checkpoint
+    (every 2000 steps or 2 minutes), or to step 0, although the message said it resumes."""
+    import re
+    import signal
+
+    from conftest import poll_process_table
+    from uni_o4_ros.learning.scalars import read_log
+
+    run, log = tmp_path / "run", tmp_path / "run" / "scalars.csv"
+    argv = [sys.executable, "-m", "uni_o4_ros.cli", "offline", "--dataset", str(hopper_h5), "--run-dir", str(run),
+            "--budget", "tiny", "--no-progress", "--env", "Hopper-v5", "--set", "value.steps=1000000"]
+
+    def value_steps() -> list[int]:
+        return [step for step, _ in read_log(log).get(("value", "q_loss"), [])] if log.exists() else []
+
+    def interrupted_after(step: int) -> str:
+        proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+        try:
+            assert poll_process_table(lambda: any(s > step for s in value_steps()), 240), "no value steps logged"
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+        assert proc.returncode == 130 and "Traceback" not in err, err
+        return err
+
+    err = interrupted_after(200)
+    stopped = int(re.search(r"interrupted: value stopped at step (\d+) of 1000000; a rerun resumes there", err)[1])
+    assert stopped > 200
+    err = interrupted_after(stopped)
+    # the rerun's first logged step is the one after the stop (none before it was trained again) ...
+    second = int(re.search(r"value stopped at step (\d+)", err)[1])
+    assert second > stopped
+    rows = [int(r.split(",")[1]) for r in log.read_text().splitlines()[1:] if r.startswith("value,") and
+            r.split(",")[2] == "q_loss"]
+    assert stopped + 1 in rows and rows == sorted(set(rows)), "steps logged twice or out of order"
+    # ... and the curve reads as one run
+    assert value_steps() == sorted(set(value_steps())) and value_steps()[-1] <= second
 
 
 def test_online_training_resumes_where_it_stopped(tmp_path):
@@ -263,6 +305,14 @@ def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
      "--scratch starts from nothing"),
     (["evaluate", "--policy", "HOPPER_POLICY", "--env", "go1"], "the Go1 is no Gymnasium task"),
     (["collect", "--env", "Pendulum-v1", "--out", "X"], "Pendulum-v1 is not a MuJoCo task"),
+    (["estop", "engage", "--timeout", "-1"], "--timeout: must be in (0, 3600) seconds, got -1"),
+    (["plot", "DEMO_RUN"], "its subfolder(s) offline/ do: uni-o4 plot"),
+    (["offline", "--dataset", "MIXED_REC", "--run-dir", "X", "--env", "go1"],
+     "episode_000002.hdf5: observation/action dims 17/6, while episode_000001.hdf5 has 11/3"),
+    # an existing --out is refused before the bag (here not even one) is read, not after
+    (["bag2h5", "AFILE", "--out", "AFILE"], "afile exists: not replaced"),
+    (["plot", "DAMAGED_RUN"], "scalars.csv: none of its 2 rows could be read (damaged?)"),
+    (["collect", "--env", "Hopper-v5", "--out", "X", "--budget", "tiny"], "unrecognized arguments: --budget"),
     (["offline", "--dataset", "HOPPER", "--run-dir", "AFILE/X"], "afile/X: Not a directory"),
     (["evaluate", "--policy", "HOPPER", "--env", "Hopper-v5"], "is a file; a saved policy is a folder"),
     (["evaluate", "--policy", "LISTJSON_POLICY", "--env", "Hopper-v5"],
@@ -308,7 +358,21 @@ def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h
     from uni_o4_ros.learning.offline import save_policy
 
     (tmp_path / "afile").write_text("a file where a folder is expected\n")
-    subst["AFILE/X"] = str(tmp_path / "afile" / "X")
+    (tmp_path / "demo_run" / "offline").mkdir(parents=True)  # uni-o4 demo's layout: runs one level down
+    (tmp_path / "demo_run" / "offline" / "scalars.csv").write_text("stage,step,name,value\nbc,1,loss,0.5\n")
+    (tmp_path / "mixed_rec").mkdir()
+    for number, (obs_dim, act_dim) in enumerate(((11, 3), (17, 6)), 1):  # two recordings' episodes in one folder
+        rng = np.random.default_rng(number)
+        write_hdf5(tmp_path / "mixed_rec" / f"episode_{number:06d}.hdf5", OfflineDataset(
+            observations=rng.normal(size=(5, obs_dim)).astype(np.float32),
+            actions=rng.uniform(-1, 1, (5, act_dim)).astype(np.float32), rewards=np.ones(5, np.float32),
+            terminals=np.zeros(5, bool), timeouts=np.eye(5, dtype=bool)[-1],
+            next_observations=rng.normal(size=(5, obs_dim)).astype(np.float32)))
+    subst["MIXED_REC"] = str(tmp_path / "mixed_rec")
+    (tmp_path / "damaged_run").mkdir()
+    (tmp_path / "damaged_run" / "scalars.csv").write_text("stage,step,name,value\n\x00\x00,,\nbc,one,loss,x\n")
+    subst.update(DEMO_RUN=str(tmp_path / "demo_run"), DAMAGED_RUN=str(tmp_path / "damaged_run"))
+    subst.update({"AFILE/X": str(tmp_path / "afile" / "X"), "AFILE": str(tmp_path / "afile")})
     for name, dims in (("HOPPER_POLICY", (11, 3)), ("CHEETAH_POLICY", (17, 6)), ("LISTJSON_POLICY", (11, 3)),
                        ("WRONGSHAPE_POLICY", (11, 3)), ("NONORM_POLICY", (11, 3))):
         if name in argv:
@@ -377,6 +441,16 @@ def test_help_explains_every_command():
         proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", cmd, "--help"], capture_output=True,
                               text=True, timeout=120)
         assert proc.returncode == 0 and "usage: uni-o4 " + cmd in proc.stdout
+        # a description under the usage line, and no option advertised that the command does not take
+        assert proc.stdout.split("\n\n")[1].strip() and not proc.stdout.split("\n\n")[1].startswith("options")
+        assert cmd != "collect" or "--budget" not in proc.stdout
+    top = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "--help"], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert "uni-o4 estop" in top and "(no ROS needed)" not in top
+    from uni_o4_ros.cli import build_parser
+
+    collect_help = next(a for a in build_parser()._actions if a.dest == "command").choices["collect"].format_help()
+    assert "seed of the PPO agent and the environments (default: 0)" in " ".join(collect_help.split())
     # and every option and argument says what it does: a bare `--seed SEED` leaves the user guessing
     import argparse
 

@@ -1,4 +1,5 @@
-"""`uni-o4`: the command line of the learning core (no ROS needed).
+"""`uni-o4`: the command line of uni_o4_ros. The learning commands need no ROS; field, bringup and estop
+run ROS 2 nodes from the rclpy wheels this environment installs (no ROS installation).
 
     uni-o4 collect   train a behaviour agent with PPO and write D4RL-layout datasets
     uni-o4 offline   offline Uni-O4 on a dataset (BC ensemble, IQL, dynamics, AM-Q improvement)
@@ -12,15 +13,19 @@
     uni-o4 bringup   the ROS 2 node suite without `ros2 launch`: against the simulated Go1, or
                      robot.launch.py's graph against a stand-in Go1 and T265
     uni-o4 bag2h5    a rosbag2 of Transition messages -> one D4RL-layout HDF5 dataset
+    uni-o4 estop     engage or re-arm the running controller's e-stop
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,6 +75,16 @@ def _realtime_factor(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a factor such as 1 or 4, got {text!r}") from None
     if not 0.1 <= value <= 20.0:  # NaN fails too; beyond ~20x the controller's timer cannot keep its rate
         raise argparse.ArgumentTypeError(f"must be in [0.1, 20], got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0.0 < value < 3600.0:  # NaN fails too; a negative wait gave up before asking
+        raise argparse.ArgumentTypeError(f"must be in (0, 3600) seconds, got {text}")
     return value
 
 
@@ -135,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("collect", help="train a PPO behaviour agent and write medium / medium-replay / "
-                       "medium-expert datasets (D4RL layout)", epilog=EPILOG)
+                       "medium-expert datasets (D4RL layout)")
     p.add_argument("--env", default="Hopper-v5", help="Gymnasium MuJoCo task (default Hopper-v5)")
     p.add_argument("--out", default="data/hopper", help="output folder (resumable; datasets it holds are never "
                    "replaced by ones made with other settings)")
@@ -247,12 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "low and a high commanded speed and writes OUT/report.md + report.png. Rerun to resume.")
     p.add_argument("--sim", action="store_true", help="MuJoCo stands in for the Go1 and the T265 (required here)")
     p.add_argument("--out", default="runs/field", help="output folder (default runs/field)")
-    p.add_argument("--budget", default="small", help="small (default, ~20 min on 2 cores) | tiny (a smoke test) | "
+    p.add_argument("--budget", default="small", choices=["small", "tiny", "paper"],
+                   help="small (default, ~20 min on 2 cores) | tiny (a smoke test) | "
                    "paper (180k recorded + 100k online steps, Table 5 offline sizes)")
     p.add_argument("--policy", help="simulator-pretrained policy folder (default: the shipped checkpoint)")
     p.add_argument("--terrain", choices=("mattress", "flat"), help="target terrain (default mattress)")
-    p.add_argument("--record-steps", type=_positive_int, help="transitions to record with the simulator policy")
-    p.add_argument("--online-steps", type=_positive_int, help="online fine-tuning transitions")
+    p.add_argument("--record-steps", type=_positive_int, help="transitions to record with the simulator policy "
+                   "(default: the budget's)")
+    p.add_argument("--online-steps", type=_positive_int, help="online fine-tuning transitions (default: the budget's)")
     p.add_argument("--low-speed", type=_speed, help="low commanded speed, m/s (default 0.5)")
     p.add_argument("--high-speed", type=_speed, help="high commanded speed, m/s (default 1.0)")
     p.add_argument("--realtime-factor", type=_realtime_factor,
@@ -286,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "is its own remote (L2+B).")
     p.add_argument("action", choices=["engage", "rearm"],
                    help="engage: damping, latched until re-armed; rearm: active again on the next command")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the controller (default 5)")
+    p.add_argument("--timeout", type=_seconds, default=5.0, help="seconds to wait for the controller (default 5)")
 
     p = sub.add_parser("plot", help="draw a run's learning curves, a learner's updates or a recording's "
                        "episodes as PNG",
@@ -297,7 +314,22 @@ def build_parser() -> argparse.ArgumentParser:
                        "steps, falls and policy version per episode. Rerun it while a run goes on to see it so "
                        "far.")
     p.add_argument("run_dir", help="the folder: a run, a learner's run, or a recording")
+    for name, command in sub.choices.items():
+        command.formatter_class = _DefaultsShown
+        if command.description is None:  # `uni-o4 collect --help` opened with its options alone
+            command.description = next(a.help for a in sub._choices_actions if a.dest == name)
     return parser
+
+
+class _DefaultsShown(argparse.HelpFormatter):
+    """Each option's default after its help, unless the help already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = not any(action.default is v for v in (None, False, argparse.SUPPRESS)) and action.default != []
+        if action.option_strings and shown and "default" not in text:  # 0 is a default worth showing
+            text += " (default: %(default)s)"
+        return text
 
 
 def _config(args: argparse.Namespace, env: str | None):
@@ -411,7 +443,9 @@ def run_offline(args: argparse.Namespace, dataset_path: str, env: str | None, ru
     trainer = OfflineTrainer(cfg, ds, run, init_policy=init, progress=not args.no_progress)  # checks, then mkdir
     write_json(run / "config.json", to_dict(cfg))
     t0 = time.time()
-    res = trainer.run()
+    with _stop_on_first_ctrl_c() as stop:
+        trainer.should_stop = stop.is_set
+        res = trainer.run()
     summary = {"am_q": res.am_q, "seconds": round(time.time() - t0, 1), "policy": str(run / "final")}
     if episodes:
         from .learning.online import make_gym_env
@@ -423,6 +457,27 @@ def run_offline(args: argparse.Namespace, dataset_path: str, env: str | None, ru
     plot_log(run / "scalars.csv", run / "offline.png", title=f"offline Uni-O4: {Path(dataset_path).name}")
     write_json(run / "summary.json", summary)
     return summary
+
+
+@contextlib.contextmanager
+def _stop_on_first_ctrl_c() -> Iterator[threading.Event]:
+    """Ctrl-C sets the event: the training loop checkpoints the step it is at and stops (TrainingStopped), so a
+    rerun resumes there rather than at the last periodic checkpoint, minutes back. A second Ctrl-C stops at once."""
+    import signal
+
+    stop = threading.Event()
+
+    def on_sigint(*_) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this step, with a checkpoint (Ctrl-C again: at once)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def cmd_offline(args: argparse.Namespace) -> int:
@@ -548,10 +603,23 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     if not Path(args.policy).is_dir():
         raise FileNotFoundError(f"policy folder {args.policy} not found")
     _saved_policy(args.policy)
+    from .field.pipeline import check_go1_policy
+
+    check_go1_policy(args.policy)  # here, in one line, not as a traceback of the policy node
+    standin_only = [f"--{name.replace('_', '-')}" for name, default in (
+        ("terrain", "flat"), ("operator_delay", 3.0), ("battery", 100.0), ("battery_drain", 0.0))
+        if getattr(args, name) != default]
+    if args.sim and standin_only:
+        raise ValueError(f"{', '.join(standin_only)}: settings of the stand-in Go1, used with --standin only "
+                         "(--sim takes its terrain from the parameters file)")
+    for option, folder in (("--out", args.out), ("--learn", args.learn)):
+        if folder and Path(folder).exists() and not Path(folder).is_dir():
+            raise ValueError(f"{option} {folder} is a file; it names a folder")
     config = "robot.yaml" if args.standin else "sim.yaml"
     params = Path(args.params or Path(__file__).resolve().parents[1] / "config" / config)
     if not params.is_file():
         raise FileNotFoundError(f"parameters file {params} not found")
+    _check_parameters_file(params)
     from .nodes.processes import child_env, node_command, stop_processes, stop_signals_raise_exit
     from .nodes.recorder_watch import RecorderWatch
     from .robot.recording_tally import RecordingTally
@@ -606,6 +674,26 @@ def cmd_bringup(args: argparse.Namespace) -> int:
         print(f"{len(tally.written)} episode(s) recorded in {out}; episode(s) {_ids(tally.lost)} never reached "
               "the dataset_logger (its log says which steps arrived and why)", file=sys.stderr)
     return 1 if dead or tally.lost else 0
+
+
+def _check_parameters_file(params: Path) -> None:
+    """A ROS parameters file every node can read, or one line: each node's own parser failed in a traceback of
+    its own (four of them) after bringup had started it."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(params.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(f"parameters file {params} is not valid YAML ({getattr(exc, 'problem', None)}{where})") \
+            from None
+    except UnicodeDecodeError:
+        raise ValueError(f"parameters file {params} is not a YAML file (not text)") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict)
+                                             for v in data.values()):
+        raise ValueError(f"parameters file {params} must map node names to ros__parameters, as config/sim.yaml "
+                         "does (node_name: {ros__parameters: {name: value}})")
 
 
 def _tally_recording(tally: RecordingTally, watch: RecorderWatch | None, out: Path, before: set[Path]) -> bool:
@@ -716,10 +804,18 @@ def cmd_plot(args: argparse.Namespace) -> int:
     elif any(run.glob("episode_*.hdf5")):  # a recording (the dataset_logger's folder)
         source, series, png, x = run, episode_series(run), run / "episodes.png", "episode (file number)"
     else:
+        # `uni-o4 demo`'s folder holds its runs one level down (offline/, online/): name them
+        inside = sorted({f.parent.name + "/" for pattern in ("*/scalars.csv", "*/timeline.jsonl", "*/episode_*.hdf5")
+                         for f in run.glob(pattern)})
         raise FileNotFoundError(f"{run} holds no scalars.csv (a training run), timeline.jsonl (a learner's run) "
-                                "or episode_*.hdf5 files (a recording)")
+                                "or episode_*.hdf5 files (a recording)" +
+                                (f"; its subfolder(s) {', '.join(inside)} do: uni-o4 plot {run / inside[0]}"
+                                 if inside else ""))
     if not series:
-        raise ValueError(f"{source}: nothing logged yet")
+        rows = 0 if source.is_dir() else sum(1 for line in source.read_text(errors="replace").splitlines()[
+            1 if source.suffix == ".csv" else 0:] if line.strip())
+        raise ValueError(f"{source}: none of its {rows} rows could be read (damaged?)" if rows else
+                         f"{source}: nothing logged yet")
     print(plot_series(series, png, title=str(source), xlabel=x))
     return 0
 
@@ -742,6 +838,8 @@ def cmd_bag2h5(args: argparse.Namespace) -> int:
     from .data import validate, write_hdf5
     from .data.bag import bag_to_dataset
 
+    if Path(args.out).exists():  # before reading what may be gigabytes of bag, not after
+        raise FileExistsError(f"{args.out} exists: not replaced (choose another path, or remove it first)")
     ds = bag_to_dataset(args.bag, args.topic)
     if ds.metadata.get("salvaged_from_unclosed_bag"):
         damage = ds.metadata.get("salvage_damage")
@@ -798,10 +896,15 @@ def _quiet_known_mujoco_warnings() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the command's own parser: its usage, and `uni-o4 collect: error:` as for other mistakes
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     from .data import DatasetError
     from .field.node_graph import NodeGraphError
     from .learning.checkpoint import CheckpointError
+    from .learning.offline import TrainingStopped
 
     try:
         env = getattr(args, "env", None)
@@ -820,6 +923,9 @@ def main(argv: list[str] | None = None) -> int:
             msg = f"{exc.filename}: {exc.strerror}"
         print(f"uni-o4 {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except TrainingStopped as exc:
+        print(f"uni-o4 {args.command}: interrupted: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print(f"\nuni-o4 {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import OfflineDataset, finite_transition, read_hdf5, write_hdf5
+from ..data import DatasetError, OfflineDataset, finite_transition, read_hdf5, write_hdf5
 from .observation import is_fresh
 from .reward import reward
 
@@ -397,6 +397,13 @@ def read_episodes(directory: str | Path) -> OfflineDataset:
     if not files:
         raise FileNotFoundError(f"no episode_*.hdf5 files in {directory}")
     parts = [read_hdf5(f) for f in files]
+    # Episodes of two recordings in one folder (another robot's, another observation layout): named, where
+    # concatenating them failed with numpy's shape message alone.
+    first = (parts[0].obs_dim, parts[0].act_dim)
+    for f, part in zip(files, parts):
+        if (part.obs_dim, part.act_dim) != first:
+            raise DatasetError(f"{f}: observation/action dims {part.obs_dim}/{part.act_dim}, while {files[0].name} "
+                               f"has {first[0]}/{first[1]}: one folder must hold one recording's episodes")
     ds = OfflineDataset.concatenate(parts)
     ds.metadata = {"source": str(directory), "episodes": len(parts)}
     for key in ("missing_steps", "left_out_non_finite"):

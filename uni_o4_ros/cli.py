@@ -681,13 +681,12 @@ def _check_parameters_file(params: Path) -> None:
     its own (four of them) after bringup had started it."""
     import yaml
 
+    from .learning.config import yaml_problem
+
     try:
         data = yaml.safe_load(params.read_text())
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ValueError(f"parameters file {params} is not valid YAML ({getattr(exc, 'problem', None)}{where})") \
-            from None
+        raise ValueError(f"parameters file {params} is not valid YAML ({yaml_problem(exc)})") from None
     except UnicodeDecodeError:
         raise ValueError(f"parameters file {params} is not a YAML file (not text)") from None
     if not isinstance(data, dict) or not all(isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict)

@@ -309,7 +309,7 @@ def apply_overrides(default: Any, path: str | Path | None = None, overrides: lis
         try:
             loaded = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ValueError(f"{p}: not valid YAML ({_one_line(exc)})") from None
+            raise ValueError(f"{p}: not valid YAML ({yaml_problem(exc)})") from None
         except UnicodeDecodeError:
             raise ValueError(f"{p}: not a YAML file (not text)") from None
         if not isinstance(loaded, dict):
@@ -338,10 +338,10 @@ def _override(cfg_dict: dict, overrides: list[str]) -> None:
         try:
             node[parts[-1]] = yaml.safe_load(value) if not isinstance(node[parts[-1]], str) else value
         except yaml.YAMLError as exc:
-            raise ValueError(f"override {ov!r}: value is not valid YAML ({_one_line(exc)})") from None
+            raise ValueError(f"override {ov!r}: value is not valid YAML ({yaml_problem(exc)})") from None
 
 
-def _one_line(exc: yaml.YAMLError) -> str:
+def yaml_problem(exc: yaml.YAMLError) -> str:
     """PyYAML's messages span several lines with a caret drawing; keep the problem and its position."""
     mark = getattr(exc, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -36,6 +36,22 @@ def test_round_trip_is_bit_exact(tmp_path):
     assert back.metadata == {"algorithm": "test", "iteration": 3}
 
 
+@pytest.mark.parametrize("key", ["observations", "actions", "rewards", "terminals", "infos/qpos"])
+def test_a_byte_flipped_after_writing_is_an_error_not_another_dataset(tmp_path, key):
+    """Before, a bit flipped on disk or in a copy changed one number of the dataset and training went on
+    with it, unseen. Every array is written with a checksum that reading checks."""
+    path = write_hdf5(tmp_path / "d.hdf5", make_ds(n=200))
+    with h5py.File(path) as f:
+        assert all(f[k].fletcher32 for k in ("observations", "actions", "rewards", "next_observations",
+                                             "terminals", "timeouts", "infos/qpos"))
+        where = f[key].id.get_chunk_info(0).byte_offset
+    raw = bytearray(path.read_bytes())
+    raw[where + 3] ^= 0x10
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DatasetError, match="fails the checksum it was written with: the file was damaged"):
+        read_hdf5(path)
+
+
 def test_reads_a_file_in_the_original_d4rl_layout(tmp_path):
     path = tmp_path / "hopper-medium-v2.hdf5"
     with h5py.File(path, "w") as f:

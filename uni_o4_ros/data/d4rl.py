@@ -111,14 +111,19 @@ def write_hdf5(path: str | Path, ds: OfflineDataset, overwrite: bool = False, co
         raise FileExistsError(f"{path} exists: not replaced (choose another path, or remove it first)")
     validate(ds, source=str(path))
 
+    def array(f: h5py.File, key: str, data: np.ndarray) -> None:
+        # A checksum per chunk: a byte flipped later (disk, copy) is an error when read, not a silently
+        # different dataset to learn from. HDF5 cannot chunk an empty array, which has nothing to check.
+        f.create_dataset(key, data=data, compression=compression, fletcher32=data.size > 0)
+
     def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as f:
             for key in ("observations", "actions", "rewards", "next_observations"):
-                f.create_dataset(key, data=np.asarray(getattr(ds, key), np.float32), compression=compression)
+                array(f, key, np.asarray(getattr(ds, key), np.float32))
             for key in ("terminals", "timeouts"):
-                f.create_dataset(key, data=np.asarray(getattr(ds, key), bool), compression=compression)
+                array(f, key, np.asarray(getattr(ds, key), bool))
             for key, arr in ds.infos.items():
-                f.create_dataset(f"infos/{key}", data=np.asarray(arr), compression=compression)
+                array(f, f"infos/{key}", np.asarray(arr))
             for key, val in ds.metadata.items():
                 f[f"metadata/{key}"] = val if not isinstance(val, str) else np.bytes_(val)
 
@@ -143,6 +148,9 @@ def read_hdf5(path: str | Path) -> OfflineDataset:
 
             f.visititems(visit)
     except OSError as exc:
+        if "checksum" in str(exc) or "filter returned failure" in str(exc):  # HDF5's words for a failed check
+            raise _fail(path, "its data fails the checksum it was written with: the file was damaged after it "
+                        f"was written (disk, copy); use another copy ({exc})") from exc
         raise _fail(path, f"not a readable HDF5 file ({exc})") from exc
     missing = [k for k in REQUIRED if k not in flat]
     if missing:

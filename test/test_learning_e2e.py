@@ -79,6 +79,8 @@ def test_offline_then_online_end_to_end(hopper_h5, tmp_path, capsys):
     # the state normalisation stayed fixed to the dataset statistics
     torch.testing.assert_close(tensors["normalizer.mean"], ckpt.load(run / "final", "policy")[0]["normalizer.mean"])
     assert (online / "online.png").exists()
+    config = json.loads((online / "config.json").read_text())  # the settings it ran with, as offline's folder
+    assert config["online"]["total_steps"] == 4096 and config["policy"] == str(run / "final")
 
 
 def test_rerun_reuses_cached_stages_and_a_changed_setting_does_not(hopper_h5, tmp_path, capsys):

@@ -544,6 +544,11 @@ def run_online(args: argparse.Namespace, policy_dir: str | None, env: str, run_d
     run = Path(run_dir)
     trainer = OnlineTrainer(online, make_gym_env(env, cfg.seed), actor, critic, normalizer, run, seed=cfg.seed,
                             progress=not args.no_progress, score_fn=lambda r: _score(env, r))
+    from .data.atomic import write_json
+    from .learning.config import to_dict
+
+    # As every run folder: the settings it ran with (after the trainer's resume check refused other ones)
+    write_json(run / "config.json", {**to_dict(cfg), "policy": policy_dir, "scratch": scratch})
     hist = trainer.run()
     from .learning.offline import save_policy
 

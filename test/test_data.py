@@ -86,6 +86,12 @@ def test_next_observations_are_rebuilt_when_missing(tmp_path):
     np.testing.assert_array_equal(ds.next_observations[[0, 2, 3], 0], [1, 3, 4])
     np.testing.assert_array_equal(ds.terminals, [False, True, False, False])
     np.testing.assert_array_equal(ds.timeouts, [False, False, False, True])
+    # Every row a timeout (one-step episodes): nothing can be rebuilt, and the error says why
+    with h5py.File(path, "r+") as f:
+        f["terminals"][...] = False
+        f["timeouts"][...] = True
+    with pytest.raises(DatasetError, match="has no next_observations and every row ends its episode by a timeout"):
+        read_hdf5(path)
 
 
 @pytest.mark.parametrize("mutate, message", [

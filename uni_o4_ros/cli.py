@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # torch is imported lazily so that `--help` stays fast
     from .robot.recording_tally import RecordingTally
 
 EPILOG = "Configuration, each over the one before: the paper's defaults (Table 5); --budget, which shrinks " \
-         "them; --config FILE.yaml; --seed and --env; --set section.key=value (e.g. --set bc.alpha=0.0)."
+         "them; --config FILE.yaml; --seed and --env; --set section.key=value."
 
 
 def _whole_number(lowest: int):
@@ -133,12 +133,12 @@ def _saved_policy(path: str) -> str:
     return path
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
+def _add_config_args(p: argparse.ArgumentParser, example: str = "bc.alpha=0.0") -> None:
     p.add_argument("--budget", default="small", choices=list(BUDGETS),
                    help="compute budget, the starting point --config and --set refine (default: small)")
     p.add_argument("--config", help="YAML file overriding config values (over the budget's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config value, repeatable, over --config (e.g. --set bc.alpha=0.0)")
+                   help=f"override one config value, repeatable, over --config (e.g. --set {example})")
     p.add_argument("--seed", type=_count, help="seed of every stage: networks, minibatches, environments "
                    "(default: the --config file's, else 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", required=True, help="output folder (checkpoints, scalars.csv, PNG); "
                    "rerunning resumes")
     p.add_argument("--steps", type=_positive_int, help="environment steps (default from the budget)")
-    _add_config_args(p)
+    _add_config_args(p, example="online.clip=0.2")
 
     p = sub.add_parser("evaluate", help="evaluate a saved policy (deterministic mean actions)")
     p.add_argument("--policy", required=True, help="folder with policy.safetensors/json (e.g. RUN/final)")

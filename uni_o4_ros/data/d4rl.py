@@ -184,6 +184,9 @@ def read_hdf5(path: str | Path) -> OfflineDataset:
         nxt[:-1] = obs[1:]
         keep = ~timeouts | terminals
         keep[-1] = bool(terminals[-1])
+        if not keep.any():  # said for what it is, not as "dataset is empty"
+            raise _fail(path, "has no next_observations and every row ends its episode by a timeout: no row's "
+                        "next state can be rebuilt from the row after it")
         # A dropped row ended its episode, so the row before it ends the episode now.
         dropped = np.flatnonzero(~keep)
         new_end = np.zeros(n, bool)

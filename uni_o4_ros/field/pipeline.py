@@ -120,7 +120,9 @@ BUDGETS: dict[str, dict] = {
     "paper": {"record_steps": 180_000, "online_steps": 100_000, "rollout_steps": 2048, "offline_budget": "paper",
               "eval_episodes": 5},
     "small": {},
-    "tiny": {"episode_steps": 100, "record_steps": 200, "online_steps": 200, "rollout_steps": 100,
+    # online: 4 episodes, so the first update (after the first) has 3 s at 2x real time to be verified and
+    # swapped in; with 2, one second was too little once on a loaded CI machine (verification took 1.2 s).
+    "tiny": {"episode_steps": 100, "record_steps": 200, "online_steps": 400, "rollout_steps": 100,
              "online_epochs": 2, "eval_episodes": 1, "offline_budget": "tiny", "realtime_factor": 2.0},
 }
 

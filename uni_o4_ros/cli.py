@@ -88,8 +88,9 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _check_env(env: str) -> None:
-    """Fail before any work when a Gymnasium task name is wrong (gymnasium's own error is a traceback)."""
+def _check_env(env: str, mujoco: bool = False) -> None:
+    """Fail before any work when a Gymnasium task name is wrong (gymnasium's own error is a traceback), or,
+    with `mujoco`, is no MuJoCo task: collect records each state's qpos and qvel (D4RL's infos)."""
     import gymnasium as gym
 
     try:
@@ -102,25 +103,16 @@ def _check_env(env: str) -> None:
     except gym.error.Error as exc:  # e.g. a task whose physics package is not installed
         raise ValueError(f"cannot create environment {env!r}: {exc}") from None
     spaces = probe.observation_space, probe.action_space
+    simulated = hasattr(probe.unwrapped, "data")
     probe.close()
+    if mujoco and not simulated:
+        raise ValueError(f"{env} is not a MuJoCo task: datasets are made on MuJoCo tasks (their qpos and qvel "
+                         "are recorded), such as Hopper-v5, HalfCheetah-v5, Walker2d-v5")
     # The policy is a Gaussian over a vector of actions and the networks read a vector of states.
     for what, space in zip(("observation", "action"), spaces):
         if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1):
             raise ValueError(f"{env} has a {type(space).__name__}{getattr(space, 'shape', '')} {what} space; Uni-O4 "
                              "needs vectors of continuous observations and actions (Box of one dimension)")
-
-
-def _check_mujoco(env: str) -> None:
-    """collect writes each state's qpos and qvel (D4RL's infos): before training its behaviour agent, not after."""
-    import gymnasium as gym
-
-    probe = gym.make(env)
-    try:
-        if not hasattr(probe.unwrapped, "data"):
-            raise ValueError(f"{env} is not a MuJoCo task: datasets are made on MuJoCo tasks (their qpos and qvel "
-                             "are recorded), such as Hopper-v5, HalfCheetah-v5, Walker2d-v5")
-    finally:
-        probe.close()
 
 
 def _saved_policy(path: str) -> str:
@@ -362,10 +354,9 @@ def _load_dataset(path: str, env: str | None):
         ds = read_hdf5(path)
     obs_dim = act_dim = bound = None
     if env and env.lower().startswith("go1"):
-        from .robot.go1 import JOINTS
-        from .robot.observation import HISTORY, OBS_DIM
+        from .robot.observation import POLICY_DIMS
 
-        obs_dim, act_dim = OBS_DIM * HISTORY, len(JOINTS)  # the policy node's observation history, one per joint
+        obs_dim, act_dim = POLICY_DIMS
     elif env:
         import gymnasium as gym
         import numpy as np
@@ -917,9 +908,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"it (simulated), `uni-o4 offline --env go1` learns from its recordings")
         if env and not env.lower().startswith("go1"):
             _quiet_known_mujoco_warnings()
-            _check_env(env)
-            if args.command in ("collect", "demo"):
-                _check_mujoco(env)
+            _check_env(env, mujoco=args.command in ("collect", "demo"))
         return COMMANDS[args.command](args)
     except (DatasetError, CheckpointError, OSError, ValueError, KeyError, NodeGraphError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

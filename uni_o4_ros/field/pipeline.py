@@ -202,8 +202,7 @@ def check_go1_policy(policy_dir: str | Path) -> None:
     drive the Go1: without this the nodes fail only after the record stage was cleared."""
     from ..learning.checkpoint import CheckpointError
     from ..learning.offline import load_policy
-    from ..robot.go1 import JOINTS
-    from ..robot.observation import HISTORY, OBS_DIM
+    from ..robot.observation import POLICY_DIMS
 
     try:
         actor, *_ = load_policy(policy_dir)
@@ -211,9 +210,9 @@ def check_go1_policy(policy_dir: str | Path) -> None:
         # The cause, without load()'s advice for run stages (deleting the folder), wrong for a user's policy.
         raise ValueError(f"the policy in {policy_dir} cannot be loaded: {exc.__cause__ or exc}") from None
     dims = (actor.spec.obs_dim, actor.spec.act_dim)
-    if dims != (OBS_DIM * HISTORY, len(JOINTS)):
+    if dims != POLICY_DIMS:
         raise ValueError(f"the policy in {policy_dir} expects obs/act dims {dims[0]}/{dims[1]}; the Go1's are "
-                         f"{OBS_DIM * HISTORY}/{len(JOINTS)} (a policy made for another task?)")
+                         f"{POLICY_DIMS[0]}/{POLICY_DIMS[1]} (a policy made for another task?)")
     if actor.n != 1:
         raise ValueError(f"the policy in {policy_dir} is an ensemble of {actor.n}; the robot runs a single policy")
 

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .go1 import DEFAULT_Q, projected_gravity
+from .go1 import DEFAULT_Q, JOINTS, projected_gravity
 
 OBS_DIM, HISTORY = 58, 5
+# What a Go1 policy reads and writes: the observation history, one action per joint.
+POLICY_DIMS = (OBS_DIM * HISTORY, len(JOINTS))
 # vx, vy, yaw rate, body height, step frequency, gait phase, offset, bound, duration, footswing
 # height, pitch, roll, stance width, stance length, aux reward (walk-these-ways scales)
 COMMAND_SCALES = np.array([2.0, 2.0, 0.25, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.15, 0.3, 0.3, 1.0, 1.0, 1.0], np.float32)

@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 
 from ..robot.go1 import CONTROL_DT, action_to_joint_targets, roll_pitch, rotation_matrix
-from ..robot.observation import HISTORY, OBS_DIM, ObservationBuilder, command_vector
+from ..robot.observation import POLICY_DIMS, ObservationBuilder, command_vector
 from ..robot.reward import reward
 from ..robot.safety import SafetyConfig, SafetyFilter, fallen
 from .go1_sim import ASSETS, Go1Sim
@@ -57,7 +57,7 @@ class Go1Env(gym.Env):
         self.sim = Go1Sim(TERRAINS[cfg.terrain])
         self.obs_builder = ObservationBuilder()
         self.safety = SafetyFilter(SafetyConfig(max_tilt=cfg.max_tilt))
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (OBS_DIM * HISTORY,), np.float32)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (POLICY_DIMS[0],), np.float32)
         self.action_space = gym.spaces.Box(-ACTION_CLIP, ACTION_CLIP, (12,), np.float32)
         self.command = command_vector(0.0)
         self._fixed_vx: float | None = None

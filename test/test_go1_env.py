@@ -151,7 +151,7 @@ def test_pretrain_exports_a_deployable_policy_and_resumes(tmp_path):
 def test_a_pretraining_rerun_with_other_settings_is_refused_and_leaves_the_run_as_it_was(tmp_path, capsys):
     """Seen: a refused --seed rerun still rewrote config.json (which then said seed 5), and more --steps
     with env.terrain=mattress went on with a flat-ground run, labelled mattress. Only how long it trains
-    and how it is evaluated may change on a resume."""
+    (not shorter than it has) and how it is evaluated may change on a resume."""
     from uni_o4_ros.cli import main
 
     out = tmp_path / "pretrain"
@@ -164,7 +164,9 @@ def test_a_pretraining_rerun_with_other_settings_is_refused_and_leaves_the_run_a
     for extra, named in ((["--seed", "5"], "(seed: 0 -> 5)"),
                          (["--set", "hidden=[16,16]"], "(hidden: [32, 32] -> [16, 16])"),
                          (["--set", "value_hidden=[16,16]"], "(value_hidden: [32, 32] -> [16, 16])"),
-                         (["--set", "env.terrain=mattress"], "(env.terrain: 'flat' -> 'mattress')")):
+                         (["--set", "env.terrain=mattress"], "(env.terrain: 'flat' -> 'mattress')"),
+                         # fewer steps than trained: it stopped at once and config.json said the fewer steps
+                         (["--steps", "64"], "has trained 128 environment steps already, more than the 64 asked")):
         code = main([*base, "--steps", "256", *extra])
         err = capsys.readouterr().err
         assert code == 2 and named in err and len(err.strip().splitlines()) == 1, err

@@ -604,6 +604,23 @@ def test_online_scratch_from_the_command_line_uses_the_from_scratch_settings(tmp
     assert (cfg["clip"], cfg["actor_lr"], cfg["normalize_reward"], cfg["fixed_state_norm"]) == (0.2, 3e-4, True, False)
 
 
+def test_a_refused_online_rerun_leaves_the_run_folder_as_it_was(tmp_path, capsys):
+    """Seen: a rerun refused for another seed first rewrote config.json (which then said seed 1), and one
+    with fewer --steps than trained stopped at once, exported, and config.json said the fewer steps."""
+    run = tmp_path / "scratch"
+    base = ["online", "--scratch", "--env", "InvertedPendulum-v5", "--run-dir", str(run), "--no-progress"]
+    assert main([*base, "--steps", "2048"]) == 0
+    capsys.readouterr()
+    kept = {f: f.read_bytes() for f in run.rglob("*") if f.is_file()}
+    for extra, named in ((["--steps", "2048", "--seed", "1"], "started from another policy"),
+                         (["--steps", "1024"], "has trained 2048 environment steps already, more than the 1024 "
+                                               "asked: it is kept as it is; ask for 2048 or more steps")):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert named in err and len(err.strip().splitlines()) == 1, err
+        assert {f: f.read_bytes() for f in run.rglob("*") if f.is_file()} == kept, extra
+
+
 class _NanRewardAt:
     """The real task, with one NaN reward at a given step (a simulator or sensor glitch)."""
 

@@ -538,7 +538,8 @@ def run_online(args: argparse.Namespace, policy_dir: str | None, env: str, run_d
     from .data.atomic import write_json
     from .learning.config import to_dict
 
-    # As every run folder: the settings it ran with (after the trainer's resume check refused other ones)
+    # As every run folder: the settings it ran with, written once the trainer's resume check passed
+    trainer.check_resumable()
     write_json(run / "config.json", {**to_dict(cfg), "policy": policy_dir, "scratch": scratch})
     hist = trainer.run()
     from .learning.offline import save_policy

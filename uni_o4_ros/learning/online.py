@@ -83,6 +83,7 @@ class OnlineTrainer:
         self.ckpt_dir = self.run_dir / "stages" / stage
         # What the run starts from, so that a rerun into the same folder resumes only the same run.
         self.start_digest = ckpt.modules_digest(actor=actor, normalizer=self.ppo.normalizer)
+        self._checkpoint: tuple[dict, dict] | None = None  # loaded and checked by check_resumable
 
     # ------------------------------------------------------------------ persistence
     def _save(self) -> None:
@@ -102,8 +103,11 @@ class OnlineTrainer:
             "done": self.env_steps >= self.cfg.total_steps,
         }, diverged_advice=ckpt.SAME_RUN_ADVICE)
 
-    def _resume(self) -> None:
-        if not ckpt.exists(self.ckpt_dir, "stage"):
+    def check_resumable(self) -> None:
+        """Refuse now, before the caller writes anything into the run folder (its config.json), to go on
+        with a checkpoint of another run, or one already trained past this run's total_steps (it would
+        stop at once and be labelled with fewer steps than it has). run() checks it too."""
+        if self._checkpoint is not None or not ckpt.exists(self.ckpt_dir, "stage"):
             return
         tensors, meta = ckpt.load(self.ckpt_dir, "stage")
         p = self.ppo
@@ -113,6 +117,20 @@ class OnlineTrainer:
                              f"{p.actor.spec.to_dict()}: use another run directory")
         ckpt.check_same_run(self.run_dir, meta, self.start_digest, to_dict(self.cfg), self.seed,
                             self.RESUMABLE_CHANGES)
+        trained = int(meta["env_steps"])
+        # The loop overshoots its target by less than one step per environment; more was another target.
+        if trained >= self.cfg.total_steps + self.cfg.n_envs:
+            raise ValueError(f"{self.run_dir} has trained {trained} environment steps already, more than the "
+                             f"{self.cfg.total_steps} asked: it is kept as it is; ask for {trained} or more steps "
+                             "to go on with it, or use another run directory")
+        self._checkpoint = (tensors, meta)
+
+    def _resume(self) -> None:
+        self.check_resumable()
+        if self._checkpoint is None:
+            return
+        tensors, meta = self._checkpoint
+        p = self.ppo
         ckpt.load_prefixed("actor", p.actor, tensors)
         ckpt.load_prefixed("critic", p.critic, tensors)
         ckpt.load_prefixed("normalizer", p.normalizer, tensors)

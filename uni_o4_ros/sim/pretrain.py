@@ -101,13 +101,14 @@ def pretrain(cfg: PretrainConfig, out: str | Path, progress: bool = True) -> Pat
     probe = make_env()
     obs_dim, act_dim = probe.observation_space.shape[0], probe.action_space.shape[0]
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", to_dict(cfg))
     actor = GaussianPolicyEnsemble(PolicySpec(obs_dim, act_dim, cfg.hidden, cfg.activation, "none"), 1)
     set_initial_log_std(actor, cfg.initial_log_std)
     critic = ValueNet(obs_dim, cfg.value_hidden)
     normalizer = RunningNormalizer(obs_dim)
     trainer = OnlineTrainer(cfg.ppo, make_env, actor, critic, normalizer, out, seed=cfg.seed, progress=progress,
                             stage="pretrain")
+    trainer.check_resumable()  # e.g. a --steps below what the run has trained: refused before config.json says it
+    write_json(out / "config.json", to_dict(cfg))
     started, exported = time.monotonic(), [trainer.env_steps]
 
     def export(name: str) -> None:

@@ -88,6 +88,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.45, got {text!r}") from None
+    if not 0.0 < value <= 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
 def _check_env(env: str, mujoco: bool = False) -> None:
     """Fail before any work when a Gymnasium task name is wrong (gymnasium's own error is a traceback), or,
     with `mujoco`, is no MuJoCo task: collect records each state's qpos and qvel (D4RL's infos)."""
@@ -150,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-steps", type=_positive_int, default=200_000, help="transitions per policy dataset")
     p.add_argument("--eval-every", type=_positive_int, default=20_000,
                    help="PPO steps between snapshots; each is evaluated and a candidate for the medium policy")
-    p.add_argument("--medium-fraction", type=float, default=0.45,
+    p.add_argument("--medium-fraction", type=_fraction, default=0.45,
                    help="medium = snapshot whose return is closest to this fraction of the best")
     p.add_argument("--seed", type=_count, default=0, help="seed of the PPO agent and the environments")
     p.add_argument("--threads", type=_positive_int,

@@ -293,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(`ros2 bag record -s mcap /transitions`, or the dataset_logger's bag_path), rebuilds the "
                        "episodes from (episode_id, step) and writes one HDF5 file the learner reads.")
     p.add_argument("bag", help="bag folder or .mcap file; one its recorder never closed (killed, power cut: "
-                   "no metadata.yaml, no MCAP footer) is salvaged, with a warning saying what was lost")
+                   "no metadata.yaml, no MCAP footer) or damaged since (chunks failing their CRC) is salvaged, "
+                   "with a warning saying what was lost")
     p.add_argument("--out", required=True, help="output .hdf5 file (must not exist)")
     p.add_argument("--topic", default="/transitions", help="Transition topic to read (default /transitions)")
 
@@ -852,6 +853,9 @@ def cmd_bag2h5(args: argparse.Namespace) -> int:
         print(f"warning: {args.bag} was never closed (its recorder was killed or lost power): read every "
               f"message written out before that; not read: {ds.metadata['salvage_cut_bytes']} byte(s) cut "
               "short at its end" + (f"; {damage}" if damage else ""), file=sys.stderr)
+    if ds.metadata.get("salvaged_from_damaged_bag"):
+        print(f"warning: {args.bag} was damaged after it was written (a bad copy, a failing disk?): read every "
+              f"message of its undamaged chunks; not read: {ds.metadata['salvage_damage']}", file=sys.stderr)
     validate(ds)
     path = write_hdf5(args.out, ds)
     left_out = int(ds.metadata.get("left_out_non_finite", 0))

@@ -5,14 +5,18 @@ nothing is unpickled).
 `ros2 bag record -s mcap /transitions` into the D4RL layout the learning core reads; episodes are
 rebuilt from (episode_id, step), so messages may arrive in any order and duplicates are dropped.
 A bag its recorder never closed (killed, or the robot's power cut) is salvaged (mcap_salvage.py)
-rather than refused. `TransitionBagWriter` is what the dataset_logger uses to keep such a bag beside
-its HDF5 files; it puts each finished episode on disk, so a kill loses no more of the bag than of
-the episode files.
+rather than refused, and so is a closed bag damaged since (a bad copy, a failing disk): the chunks
+that fail their CRC are left out, said, and the rest is read. `TransitionBagWriter` is what the
+dataset_logger uses to keep such a bag beside its HDF5 files; it puts each finished episode on disk,
+so a kill loses no more of the bag than of the episode files, and writes each chunk's CRC (rosbags
+leaves it empty), so damage shows.
 """
 
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,7 +88,9 @@ def _read_closed(bag: Path, topic: str) -> Iterator[bytes]:
             yield raw
 
 
-def _read_unclosed(bag: Path, topic: str, report: dict) -> Iterator[bytes]:
+def _read_mcap(bag: Path, topic: str, report: dict, closed: bool) -> Iterator[bytes]:
+    """Every message on `topic` in the bag's MCAP files, by the salvage scan (front to back, no index): it
+    reads a bag its recorder never closed, and in any bag leaves out only the chunks that fail their CRC."""
     topics = set()
     for f in _mcap_files(bag):
         scan = McapSalvage(f)
@@ -94,11 +100,15 @@ def _read_unclosed(bag: Path, topic: str, report: dict) -> Iterator[bytes]:
                     _check_topic(bag, topic, {topic}, {channel.schema})
                 yield raw
         topics |= {c.topic for c in scan.channels.values()}
-        report["cut_bytes"] += scan.report.cut_bytes
         report["damage"] += [f"{f.name}: {d}" for d in scan.report.damaged_chunks]
         if scan.report.orphans:
             report["damage"].append(f"{f.name}: {scan.report.orphans} message(s) whose channel record was lost")
-    _check_topic(bag, topic, topics, set(), " in what was written out before the recording was cut off")
+        if closed and not scan.report.closed:  # a closed file whose scan could not go on to its end
+            report["damage"].append(f"{f.name}: a damaged record at byte {scan.report.read_to}; nothing after "
+                                    f"it was read ({scan.report.size - scan.report.read_to} bytes)")
+        report["cut_bytes"] += 0 if closed else scan.report.cut_bytes
+    _check_topic(bag, topic, topics, set(), "" if closed else " in what was written out before the recording "
+                 "was cut off")
 
 
 def _check_topic(bag: Path, topic: str, topics: set[str], types: set[str], where: str = "") -> None:
@@ -108,10 +118,27 @@ def _check_topic(bag: Path, topic: str, topics: set[str], types: set[str], where
         raise DatasetError(f"{bag}: {topic} carries {sorted(types)[0]}, expected {TRANSITION_TYPE}")
 
 
+def _episodes(raws: Iterator[bytes], store) -> dict[int, list[dict]]:
+    """Transition messages grouped by episode. Deserialised one by one (not collected first): a day's bag
+    can be gigabytes."""
+    episodes: dict[int, list[dict]] = {}
+    for raw in raws:
+        m = store.deserialize_cdr(raw, TRANSITION_TYPE)
+        if m.episode_id >= 2**63:  # no recorder counts that far: a bag written without CRCs, damaged since
+            raise ValueError(f"episode id {m.episode_id} is no recorder's (a damaged byte?)")
+        episodes.setdefault(int(m.episode_id), []).append({
+            "step": int(m.step), "observation": np.asarray(m.observation),
+            "next_observation": np.asarray(m.next_observation), "action": np.asarray(m.action),
+            "log_prob": float(m.log_prob), "reward": float(m.reward), "terminal": bool(m.terminal),
+            "timeout": bool(m.timeout), "policy_version": int(m.policy_version)})
+    return episodes
+
+
 def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDataset:
-    """The Transition topic of a bag as one dataset. A bag its recorder never closed is salvaged: every
-    message of its complete records is read; metadata salvage_cut_bytes and salvage_damage say what was
-    not (the bytes cut short at its end; chunks that failed their CRC)."""
+    """The Transition topic of a bag as one dataset. A bag its recorder never closed, or one damaged
+    since it was closed, is salvaged: every message of its complete, undamaged records is read; metadata
+    salvaged_from_unclosed_bag / salvaged_from_damaged_bag, salvage_cut_bytes and salvage_damage say
+    what was not (the bytes cut short at its end; chunks that failed their CRC)."""
     from ..robot.episodes import episode_dataset
 
     bag = Path(bag)
@@ -125,21 +152,20 @@ def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDatas
     closed = bag_was_closed(bag)
     salvage = {"cut_bytes": 0, "damage": []}
     try:
-        # Deserialised in the loop (not collected first): a day's bag can be gigabytes.
-        for raw in (_read_closed(bag, topic) if closed else _read_unclosed(bag, topic, salvage)):
-            m = store.deserialize_cdr(raw, TRANSITION_TYPE)
-            episodes.setdefault(int(m.episode_id), []).append({
-                "step": int(m.step), "observation": np.asarray(m.observation),
-                "next_observation": np.asarray(m.next_observation), "action": np.asarray(m.action),
-                "log_prob": float(m.log_prob), "reward": float(m.reward), "terminal": bool(m.terminal),
-                "timeout": bool(m.timeout), "policy_version": int(m.policy_version)})
+        # MCAP (what rosbag2 records by default, and what the dataset_logger writes) is read by the scan, closed or
+        # not: it checks each chunk's CRC and needs no index, so damage loses the damaged chunk only, and says so
+        # (rosbags refused the whole bag at a failed CRC, and read a damaged index as fewer messages, unsaid).
+        raws = _read_mcap(bag, topic, salvage, closed) if _mcap_files(bag) else _read_closed(bag, topic)
+        episodes = _episodes(raws, store)
     except DatasetError:
         raise
-    except Exception as exc:  # noqa: BLE001 - rosbags raises many types for a damaged bag
+    except Exception as exc:  # noqa: BLE001 - rosbags and the decompressors raise many types for a damaged bag
         raise DatasetError(f"{bag}: cannot read bag ({type(exc).__name__}: {exc})") from exc
+    damaged = closed and bool(salvage["damage"])
     if not episodes:
-        raise DatasetError(f"{bag}: {topic} holds no messages"
-                           + ("" if closed else " that were written out before the recording was cut off"))
+        where = ("" if closed else " that were written out before the recording was cut off") if not damaged else \
+            f" in what is not damaged ({'; '.join(salvage['damage'])})"
+        raise DatasetError(f"{bag}: {topic} holds no messages{where}")
     made = [episode_dataset(rows, eid) for eid, rows in sorted(episodes.items())]
     parts = [ds for ds, _ in made if ds is not None]
     if not parts:
@@ -150,10 +176,14 @@ def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDatas
     missing = sum(int(p.metadata.get("missing_steps", 0)) for p in parts)
     if missing:  # steps the recorder numbered that the bag never got (a recorder starved past DDS's lease)
         ds.metadata["missing_steps"] = missing
-    if not closed:
-        ds.metadata.update(salvaged_from_unclosed_bag=True, salvage_cut_bytes=salvage["cut_bytes"])
+    if not closed or damaged:
+        ds.metadata["salvage_cut_bytes"] = salvage["cut_bytes"]
         if salvage["damage"]:  # skipped chunks (CRC, decompression), messages without their channel
             ds.metadata["salvage_damage"] = "; ".join(salvage["damage"])
+    if not closed:
+        ds.metadata["salvaged_from_unclosed_bag"] = True
+    if damaged:
+        ds.metadata["salvaged_from_damaged_bag"] = True
     return ds
 
 
@@ -167,6 +197,23 @@ class TransitionBagWriter:
         self.writer = Writer(Path(path), version=9, storage_plugin=StoragePlugin.MCAP)
         self.writer.open()
         self.conn = self.writer.add_connection(topic, TRANSITION_TYPE, typestore=self.store)
+        storage = self.writer.storage  # rosbags' McapWriter (rosbags is pinned; test_bag covers this)
+        self._close_chunk = storage.close_chunk
+        storage.close_chunk = self._close_chunk_with_crc  # also what rosbags' own close calls
+
+    def _close_chunk_with_crc(self) -> None:
+        """rosbags writes each chunk's CRC as 0 (none), so a byte damaged on disk or in a copy was read back
+        as another number, unseen. The chunk's CRC field is filled in after rosbags wrote the chunk:
+        readers (rosbags, the salvage scan, the MCAP tools) then refuse or skip a damaged chunk."""
+        storage = self.writer.storage
+        records = storage.chunk.bio.getvalue()
+        start = storage.bio.tell()
+        self._close_chunk()
+        end = storage.bio.tell()
+        # chunk record: opcode (1), length (8), message start and end time (8 + 8), uncompressed size (8), CRC
+        storage.bio.seek(start + 33)
+        storage.bio.write(struct.pack("<I", zlib.crc32(records)))
+        storage.bio.seek(end)
 
     def write(self, cdr: bytes, stamp_ns: int) -> None:
         self.writer.write(self.conn, stamp_ns, cdr)
@@ -175,7 +222,7 @@ class TransitionBagWriter:
         """Put every message written so far on disk, as a complete MCAP chunk. rosbags keeps up to 1 MiB
         in memory and writes the index and footer only at close; a logger killed or cut off from
         power between flushes leaves a bag `bag_to_dataset` salvages up to the last flush."""
-        storage = self.writer.storage  # rosbags' McapWriter (rosbags is pinned; test_bag covers this)
+        storage = self.writer.storage
         if storage.chunk.bio.tell():
             storage.close_chunk()
         storage.bio.flush()

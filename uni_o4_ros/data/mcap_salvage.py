@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 MAGIC = b"\x89MCAP0\r\n"
-HEADER, FOOTER, SCHEMA, CHANNEL, MESSAGE, CHUNK, DATA_END = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x0F
+HEADER, FOOTER, SCHEMA, CHANNEL, MESSAGE, CHUNK, CHUNK_INDEX, DATA_END = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x08, 0x0F
 LAST_OPCODE = 0x0F  # opcodes above are reserved or private; below 0x01 is invalid
 
 
@@ -103,6 +103,7 @@ class McapSalvage:
         self.report = SalvageReport()
         self.schemas: dict[int, str] = {}
         self.channels: dict[int, Channel] = {}
+        self.chunk_starts: list[int] = []  # from a closed file's chunk index: where to read on after damage
 
     def messages(self) -> Iterator[tuple[Channel, int, bytes]]:
         with self.path.open("rb") as f:
@@ -113,7 +114,53 @@ class McapSalvage:
             if len(magic) < 8:
                 return  # cut before its magic was out (e.g. the newest file of a split bag): holds nothing
             self.report.read_to = 8
+            self._summary(f)
+            f.seek(8)
             yield from self._scan(f)
+
+    def _summary(self, f: BinaryIO) -> None:
+        """A closed file repeats its schemas and channels in its summary, and indexes its chunks: read first,
+        they decode the messages of every chunk even when the chunk that defined them is damaged, and say where
+        the next chunk starts when a record's length is damaged. Any doubt about the footer or the summary
+        leaves it unused (the scan needs neither)."""
+        size = self.report.size
+        end = size - 29 - 8  # footer record (opcode, length 20, summary start and offset start, CRC), magic
+        if end < 8:
+            return
+        f.seek(end)
+        tail = f.read(29 + 8)
+        if tail[-8:] != MAGIC or tail[0] != FOOTER or struct.unpack("<Q", tail[1:9])[0] != 20:
+            return
+        start = struct.unpack("<Q", tail[9:17])[0]
+        if not 8 < start < end:
+            return
+        f.seek(start)
+        summary = f.read(end - start)
+        at = 0
+        try:
+            while at + 9 <= len(summary):
+                op, length = summary[at], struct.unpack("<Q", summary[at + 1:at + 9])[0]
+                if at + 9 + length > len(summary):
+                    return
+                if op in (SCHEMA, CHANNEL):
+                    list(self._record(op, summary[at + 9:at + 9 + length]))
+                elif op == CHUNK_INDEX and length >= 24:  # message start and end time, then the chunk's offset
+                    self.chunk_starts.append(struct.unpack("<Q", summary[at + 9 + 16:at + 9 + 24])[0])
+                at += 9 + length
+        except (struct.error, UnicodeDecodeError):
+            return
+        finally:
+            self.chunk_starts.sort()
+
+    def _read_on(self, f: BinaryIO, start: int, why: str) -> bool:
+        """After damage at `start`: go to the next indexed chunk, saying what was skipped; False if none."""
+        later = [c for c in self.chunk_starts if c > start]
+        if not later:
+            return False
+        self.report.damaged_chunks.append(f"record at byte {start}: {why}; read on from the next chunk, at byte "
+                                          f"{later[0]}")
+        f.seek(later[0])
+        return True
 
     def _scan(self, f: BinaryIO) -> Iterator[tuple[Channel, int, bytes]]:
         while True:
@@ -123,14 +170,21 @@ class McapSalvage:
                 return
             op, length = head[0], struct.unpack("<Q", head[1:])[0]
             if not HEADER <= op <= LAST_OPCODE or length > self.report.size - start - 9:
-                return  # cut mid-record, or zeros / garbage from a power cut: nothing after is trusted
+                # Cut mid-record, or zeros / garbage from a power cut: nothing after is trusted, unless a closed
+                # file's chunk index says where its next chunk starts.
+                if self._read_on(f, start, "its opcode or length is damaged"):
+                    continue
+                return
             content = f.read(length)
             self.report.read_to = start + 9 + length
             if op in (DATA_END, FOOTER):
                 self.report.closed = True
                 return
             if op == CHUNK:
+                damaged = len(self.report.damaged_chunks)
                 yield from self._chunk(content, start)
+                if len(self.report.damaged_chunks) > damaged and (nxt := [c for c in self.chunk_starts if c > start]):
+                    f.seek(nxt[0])  # its length may be the damaged field: the index says where the next one is
             else:
                 yield from self._record(op, content)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import h5py
@@ -249,3 +250,127 @@ def test_episode_returns_and_concatenation():
     np.testing.assert_allclose(ds.episode_returns(), [ds.rewards[:4].sum(), ds.rewards[4:].sum()], rtol=1e-6)
     both = OfflineDataset.concatenate([ds, ds])
     assert len(both) == 20 and len(both.episode_returns()) == 4 and both.infos["qpos"].shape == (20, 4)
+
+
+# --- D4RL files as researchers have them -----------------------------------------------------------------
+
+def _hopper_rollouts(episodes: int = 12, limit: int = 25, seed: int = 0) -> dict[str, np.ndarray]:
+    """Real Hopper-v5 episodes with noisy actions, truncated at `limit` steps (many are, some fall first),
+    in D4RL v2's layout; plus each row's true episode index."""
+    import gymnasium as gym
+
+    env = gym.make("Hopper-v5", max_episode_steps=limit)
+    rng = np.random.default_rng(seed)
+    cols: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards", "terminals", "timeouts",
+                                             "next_observations", "episode")}
+    for e in range(episodes):
+        o, _ = env.reset(seed=seed * 100 + e)
+        while True:
+            a = np.clip(rng.normal(0, 0.3, 3), -1, 1).astype(np.float32)
+            o2, r, term, trunc, _ = env.step(a)
+            for k, v in (("observations", o), ("actions", a), ("rewards", r), ("terminals", term),
+                         ("timeouts", trunc and not term), ("next_observations", o2), ("episode", e)):
+                cols[k].append(v)
+            o = o2
+            if term or trunc:
+                break
+    env.close()
+    out = {k: np.asarray(v) for k, v in cols.items()}
+    for k in ("observations", "actions", "rewards", "next_observations"):
+        out[k] = out[k].astype(np.float32)
+    return out
+
+
+def _true_returns(data: dict, gamma: float = 0.99) -> np.ndarray:
+    g, out = 0.0, np.zeros(len(data["rewards"]))
+    for i in range(len(out) - 1, -1, -1):
+        if i == len(out) - 1 or data["episode"][i + 1] != data["episode"][i]:
+            g = 0.0
+        g = data["rewards"][i] + gamma * g
+        out[i] = g
+    return out
+
+
+def test_episode_ends_a_file_does_not_mark_are_found_not_run_across():
+    """Seen: a file without `timeouts` (D4RL v0 style) was read with every truncated episode merged into the
+    next (871 episodes read as 350 in the audit), so Monte-Carlo returns, the value warm-up's targets, added
+    the next episode's rewards; a concatenated file's unmarked end did the same. Nothing was said."""
+    from uni_o4_ros.data import from_arrays
+
+    data = _hopper_rollouts()
+    truncated = int(data["timeouts"].sum())
+    assert truncated >= 6 and data["terminals"].sum() >= 1  # both kinds of end occur in these rollouts
+    arrays = {k: data[k] for k in ("observations", "actions", "rewards", "terminals", "next_observations")}
+    # with next_observations but no timeouts: every end found exactly where s' is not the next row's state
+    ds = from_arrays(arrays)
+    np.testing.assert_array_equal(ds.timeouts[:-1], data["timeouts"][:-1])
+    assert ds.metadata["episode_ends_found"] == truncated - int(data["timeouts"][-1])
+    np.testing.assert_allclose(ds.discounted_returns(0.99), _true_returns(data), rtol=1e-4)
+    # neither next_observations nor timeouts: D4RL's rule, the task's step limit, finds the same ends
+    old = {k: v for k, v in arrays.items() if k != "next_observations"}
+    ds = from_arrays(old, max_episode_steps=25)
+    assert ds.metadata["episode_ends_found"] == truncated and ds.metadata["next_observations_rebuilt"]
+    kept = ~data["timeouts"].astype(bool)  # as qlearning_dataset: the truncated step has no successor row
+    kept[-1] = bool(data["terminals"][-1])
+    np.testing.assert_array_equal(ds.observations, data["observations"][kept])
+    same_episode = data["episode"][kept][:-1] == data["episode"][kept][1:]
+    rebuilt = ds.next_observations[:-1][same_episode & ~ds.terminals[:-1]]
+    np.testing.assert_array_equal(rebuilt, data["next_observations"][kept][:-1][same_episode & ~ds.terminals[:-1]])
+    assert len(ds.episode_slices()) == data["episode"].max() + 1  # no episode merged into the next
+    # a file that marks its ends but lost one (two files concatenated): the unmarked end is found too
+    cut = int(np.flatnonzero(data["timeouts"])[0])
+    marked = dict(arrays, timeouts=data["timeouts"].copy())
+    marked["timeouts"][cut] = False
+    ds = from_arrays(marked)
+    assert ds.timeouts[cut] and ds.metadata["episode_ends_found"] == 1
+    # s' that never equals the next row's state (noise added) says nothing about ends: none is invented
+    noisy = dict(marked, next_observations=arrays["next_observations"] + np.float32(1e-3))
+    ds = from_arrays(noisy)
+    assert not ds.timeouts[cut] and "episode_ends_found" not in ds.metadata and ds.metadata["episode_ends_not_found"]
+
+
+def test_columns_as_other_writers_store_them_are_read_and_strange_ones_refused(tmp_path):
+    """(N, 1) terminals and float 0/1 flags (many D4RL forks) were refused or crashed in episode_slices."""
+    from uni_o4_ros.data import from_arrays
+
+    data = _hopper_rollouts(episodes=3)
+    base = {k: data[k] for k in ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")}
+    ref = from_arrays(base)
+    odd = dict(base, rewards=base["rewards"][:, None], terminals=base["terminals"].astype(np.float32)[:, None],
+               timeouts=base["timeouts"].astype(np.uint8), observations=base["observations"].astype(np.float64))
+    ds = from_arrays(odd)
+    for key in ("observations", "rewards", "terminals", "timeouts"):
+        np.testing.assert_array_equal(getattr(ds, key), getattr(ref, key))
+    assert ds.terminals.dtype == bool and len(ds.episode_slices()) == 3
+    with pytest.raises(DatasetError, match=r"'terminals' must be 0/1 \(or bool\)"):
+        from_arrays(dict(base, terminals=base["terminals"] * 0.5 + 0.25))
+    with pytest.raises(DatasetError, match=re.escape("'terminals' holds |S5 values, not numbers")):
+        from_arrays(dict(base, terminals=np.array([b"False"] * len(base["rewards"]))))
+    # a NaN is named at the file's row, also where rows are dropped (no next_observations)
+    path = tmp_path / "v0.hdf5"
+    with h5py.File(path, "w") as f:
+        for k in ("observations", "actions", "rewards", "terminals", "timeouts"):
+            f[k] = base[k]
+        row = int(np.flatnonzero(base["timeouts"])[0]) + 3  # after a dropped timeout row
+        f["observations"][row, 2] = np.inf
+    with pytest.raises(DatasetError, match=rf"'observations' has NaN/inf values \(first at row {row}\)"):
+        read_hdf5(path)
+
+
+def test_a_dataset_built_in_python_is_checked_before_training(tmp_path):
+    """Seen through the Python API: rewards of shape (N, 1) passed and crashed inside IQL with a tensor size
+    error; a NaN reward ran until 'training diverged ... try a lower learning rate'."""
+    from uni_o4_ros.data import from_arrays
+    from uni_o4_ros.learning import OfflineTrainer, budget_overrides, load_config
+
+    data = _hopper_rollouts(episodes=3)
+    ds = from_arrays({k: data[k] for k in ("observations", "actions", "rewards", "terminals", "next_observations")})
+    cfg = load_config(None, ["env=Hopper-v5"], base=budget_overrides("tiny"))
+    ds.rewards = ds.rewards[:, None]
+    with pytest.raises(DatasetError, match=r"'rewards' must have rank 1, got shape \(\d+, 1\)"):
+        OfflineTrainer(cfg, ds, tmp_path / "a", progress=False)
+    ds.rewards = ds.rewards[:, 0].copy()
+    ds.rewards[7] = np.nan
+    with pytest.raises(DatasetError, match=r"'rewards' has NaN/inf values \(first at row 7\)"):
+        OfflineTrainer(cfg, ds, tmp_path / "b", progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

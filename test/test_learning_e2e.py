@@ -74,6 +74,9 @@ def test_offline_then_online_end_to_end(hopper_h5, tmp_path, capsys):
     printed = capsys.readouterr().out
     result = json.loads(printed[printed.rfind('{\n  "eval_steps"'):])
     assert result["eval_steps"] == [0, 2048, 4096] and all(np.isfinite(result["eval_returns"]))
+    # the score says what it is: D4RL's v2 references, returns measured on the Gymnasium task
+    assert "D4RL's v2 reference returns (random -20.2723, expert 3234.3)" in result["score_note"]
+    assert "measured on Hopper-v5" in result["score_note"]
     tensors, meta = ckpt.load(online / "stages" / "online", "stage")
     assert meta["env_steps"] == 4096 and meta["done"]
     # the state normalisation stayed fixed to the dataset statistics
@@ -326,6 +329,8 @@ def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
     (["evaluate", "--policy", "/nonexistent", "--env", "Hopper-v5"], "nonexistent"),
     (["online", "--scratch", "--env", "NoSuchTask-v1", "--run-dir", "X"], "unknown environment 'NoSuchTask-v1'"),
     (["collect", "--env", "Hopper-v9", "--out", "X"], "unknown environment 'Hopper-v9'"),
+    (["offline", "--dataset", "HOPPER", "--env", "Hopper-v2", "--run-dir", "X"],
+     "(D4RL's tasks ran on mujoco-py, which Gymnasium dropped: use Hopper-v5; scores are normalised"),
     (["online", "--scratch", "--env", "CartPole-v1", "--run-dir", "X"],
      "CartPole-v1 has a Discrete() action space; Uni-O4 needs vectors of continuous"),
     (["collect", "--env", "Hopper-v5", "--out", "X", "--train-steps", "0"], "--train-steps: must be at least 1"),
@@ -708,3 +713,26 @@ def test_non_finite_weights_are_never_saved_nor_deployed(tmp_path):
                            "--env", "Hopper-v5", "--episodes", "1"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"tensor {key!r} has NaN/inf values" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_offline_says_when_it_found_episode_ends_the_file_does_not_mark(hopper_h5, tmp_path, capsys):
+    """A D4RL file without `timeouts` merged truncated episodes into the next, silently (see test_data)."""
+    import h5py
+
+    from uni_o4_ros.cli import _load_dataset
+
+    ref = read_hdf5(hopper_h5)
+    cut = int(np.flatnonzero(~(ref.terminals | ref.timeouts))[999])  # mid-episode: two pieces joined there
+    rows = np.r_[0:cut + 1, 4000:8000]
+    path = tmp_path / "joined-no-timeouts.hdf5"
+    with h5py.File(path, "w") as dst:
+        for key in ("observations", "actions", "rewards", "terminals", "next_observations"):
+            dst[key] = getattr(ref, key)[rows]
+    ds = _load_dataset(str(path), "Hopper-v5")
+    assert ds.timeouts[cut] and ds.timeouts.sum() == 1 + int(ref.timeouts[rows][:-1].sum())
+    assert (f"note: {path}: {1 + int(ref.timeouts[rows][:-1].sum())} episode end(s) the file does not mark were "
+            "found, where next_observations is not the next row's state; each is read as a timeout") \
+        in capsys.readouterr().err
+    # the episode before the join no longer runs into the one after it
+    joined = next(sl for sl in ds.episode_slices() if sl.start <= cut < sl.stop)
+    assert joined.stop == cut + 1

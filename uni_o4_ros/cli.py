@@ -21,10 +21,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -109,9 +111,14 @@ def _check_env(env: str, mujoco: bool = False) -> None:
         raise ValueError(f"unknown environment {env!r}: {exc} (Gymnasium MuJoCo tasks such as Hopper-v5, "
                          "HalfCheetah-v5, Walker2d-v5; 'go1' for robot data)") from None
     try:
-        probe = gym.make(env)
-    except gym.error.Error as exc:  # e.g. a task whose physics package is not installed
-        raise ValueError(f"cannot create environment {env!r}: {exc}") from None
+        with warnings.catch_warnings():  # Gymnasium's "out of date" warning for v2-v4: said below, in one line
+            warnings.simplefilter("ignore", DeprecationWarning)
+            probe = gym.make(env)
+    except Exception as exc:  # noqa: BLE001 - e.g. a task whose physics package is not installed (ImportError)
+        old = re.fullmatch(r"(Hopper|HalfCheetah|Walker2d|Ant)-v[0-3]", env)
+        raise ValueError(f"cannot create environment {env!r}: {exc}" + (
+            f" (D4RL's tasks ran on mujoco-py, which Gymnasium dropped: use {old[1]}-v5; scores are normalised "
+            "with D4RL's v2 reference returns)" if old else "")) from None
     spaces = probe.observation_space, probe.action_space
     simulated = hasattr(probe.unwrapped, "data")
     probe.close()
@@ -362,7 +369,17 @@ def _load_dataset(path: str, env: str | None):
         if lost := lost_in_recording(ds):
             print(f"warning: {path}: {lost}", file=sys.stderr)
     else:
-        ds = read_hdf5(path)
+        max_steps = None
+        if env and not env.lower().startswith("go1"):
+            import gymnasium as gym
+
+            max_steps = gym.spec(env).max_episode_steps  # D4RL's rule for a file without timeouts
+        ds = read_hdf5(path, max_episode_steps=max_steps)
+        if found := ds.metadata.get("episode_ends_found"):
+            print(f"note: {path}: {found} episode end(s) the file does not mark were found, "
+                  f"{ds.metadata['episode_ends_rule']}; each is read as a timeout", file=sys.stderr)
+        if why := ds.metadata.get("episode_ends_not_found"):
+            print(f"note: {path}: {why}", file=sys.stderr)
     obs_dim = act_dim = bound = None
     if env and env.lower().startswith("go1"):
         from .robot.observation import POLICY_DIMS
@@ -391,6 +408,12 @@ def _score(env: str, value: float) -> float | None:
         return float(normalized_score(env, value))
     except (KeyError, ValueError):
         return None
+
+
+def _score_note(env: str) -> str | None:
+    from .data import score_note
+
+    return score_note(env)
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -455,7 +478,7 @@ def run_offline(args: argparse.Namespace, dataset_path: str, env: str | None, ru
 
         rets = evaluate_policy(res.policy, res.normalizer, make_gym_env(cfg.env), episodes, seed=10_000 + cfg.seed)
         summary.update(eval_return=float(rets.mean()), eval_return_std=float(rets.std()),
-                       eval_score=_score(cfg.env, float(rets.mean())))
+                       eval_score=_score(cfg.env, float(rets.mean())), score_note=_score_note(cfg.env))
     plot_log(run / "scalars.csv", run / "offline.png", title=f"offline Uni-O4: {Path(dataset_path).name}")
     write_json(run / "summary.json", summary)
     return summary
@@ -558,7 +581,7 @@ def run_online(args: argparse.Namespace, policy_dir: str | None, env: str, run_d
     save_policy(run / "final", "policy", actor, normalizer, extra={"env": env, "env_steps": trainer.env_steps})
     plot_log(run / "scalars.csv", run / "online.png", title=f"online PPO on {env}")
     return {"eval_steps": hist.eval_steps, "eval_returns": hist.eval_returns,
-            "eval_scores": [_score(env, r) for r in hist.eval_returns]}
+            "eval_scores": [_score(env, r) for r in hist.eval_returns], "score_note": _score_note(env)}
 
 
 def cmd_online(args: argparse.Namespace) -> int:
@@ -576,7 +599,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_policy_fits(actor, args.env, _env_dims(args.env))
     rets = evaluate_policy(actor, normalizer, make_gym_env(args.env), args.episodes, args.seed)
     out = {"return_mean": float(rets.mean()), "return_std": float(rets.std()),
-           "score": _score(args.env, float(rets.mean())), "episodes": args.episodes}
+           "score": _score(args.env, float(rets.mean())), "score_note": _score_note(args.env),
+           "episodes": args.episodes}
     print(json.dumps(out, indent=2))
     return 0
 

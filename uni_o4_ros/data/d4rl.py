@@ -7,8 +7,10 @@ groups infos/* and metadata/*. Only arrays and scalars are read: no pickle anywh
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -54,7 +56,7 @@ class OfflineDataset:
 
     def episode_slices(self) -> list[slice]:
         """Episodes end at a terminal or a timeout; a trailing unfinished episode counts too."""
-        ends = np.flatnonzero(self.terminals | self.timeouts)
+        ends = np.flatnonzero(np.asarray(self.terminals, bool) | np.asarray(self.timeouts, bool))
         slices, start = [], 0
         for e in ends:
             slices.append(slice(start, int(e) + 1))
@@ -131,10 +133,8 @@ def write_hdf5(path: str | Path, ds: OfflineDataset, overwrite: bool = False, co
     return path
 
 
-def read_hdf5(path: str | Path) -> OfflineDataset:
-    """Read a D4RL-layout file. Without next_observations (older D4RL files), s' is the following
-    row, and rows without a successor in their episode (timeouts, the file's last row) are
-    dropped; the row before each dropped one becomes the episode's last (a timeout)."""
+def read_hdf5(path: str | Path, max_episode_steps: int | None = None) -> OfflineDataset:
+    """Read a D4RL-layout file (see `from_arrays` for how rows and episode ends are read)."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
@@ -152,40 +152,91 @@ def read_hdf5(path: str | Path) -> OfflineDataset:
             raise _fail(path, "its data fails the checksum it was written with: the file was damaged after it "
                         f"was written (disk, copy); use another copy ({exc})") from exc
         raise _fail(path, f"not a readable HDF5 file ({exc})") from exc
+    return from_arrays(flat, source=str(path), max_episode_steps=max_episode_steps)
+
+
+def from_arrays(arrays: Mapping[str, Any], source: str = "dataset",
+                max_episode_steps: int | None = None) -> OfflineDataset:
+    """A dataset from D4RL-style arrays: an HDF5 file's keys, or the dict `d4rl`'s get_dataset() or
+    qlearning_dataset() returns ('infos/...' and 'metadata/...' keys go to infos and metadata).
+
+    - Columns of shape (N, 1) are read as (N,); terminals and timeouts may be bool, integer or float 0/1.
+    - Without next_observations (older D4RL files), s' is the following row, and rows without a
+      successor in their episode (timeouts, the last row) are dropped, as d4rl.qlearning_dataset
+      does; the row before each dropped one ends its episode (a timeout). A terminal row's s' is
+      then the next episode's start: IQL never uses it (it is multiplied by 1 - terminal), and
+      metadata next_observations_rebuilt tells the dynamics model to leave those rows out.
+    - Episode ends the file does not mark are found, not run across (Monte-Carlo returns would add
+      the next episode's rewards): with next_observations, wherever s' is not the next row's state
+      (exact); without them and without timeouts, after `max_episode_steps` steps, as D4RL does.
+      metadata episode_ends_found counts them.
+    """
+    flat = {k: v if k.startswith("metadata/") else np.asarray(v) for k, v in arrays.items()}
     missing = [k for k in REQUIRED if k not in flat]
     if missing:
-        raise _fail(path, f"missing required key(s) {missing}; found {sorted(k for k in flat if '/' not in k)}")
-    for key, rank in (("observations", 2), ("actions", 2), ("rewards", 1), ("terminals", 1)):
-        arr = np.asarray(flat[key])
-        if key == "rewards" and arr.ndim == 2 and arr.shape[1] == 1:
-            flat[key] = arr = arr[:, 0]
+        raise _fail(source, f"missing required key(s) {missing}; found {sorted(k for k in flat if '/' not in k)}")
+    for key, rank in (("observations", 2), ("actions", 2), ("rewards", 1), ("terminals", 1), ("timeouts", 1),
+                      ("next_observations", 2)):
+        if key not in flat:
+            continue
+        arr = flat[key]
+        if rank == 1 and arr.ndim == 2 and arr.shape[1] == 1:
+            flat[key] = arr = arr[:, 0]  # D4RL's get_dataset squeezes these too
         if arr.ndim != rank:
-            raise _fail(path, f"'{key}' must have rank {rank}, got shape {arr.shape}")
+            raise _fail(source, f"'{key}' must have rank {rank}, got shape {arr.shape}")
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise _fail(source, f"'{key}' holds {arr.dtype} values, not numbers")
+    _check_lengths(source, {k: flat[k] for k in (*REQUIRED, "next_observations", "timeouts") if k in flat})
+    for key in ("terminals", "timeouts"):
+        if key in flat and not np.isin(flat[key], (0, 1)).all():
+            raise _fail(source, f"'{key}' must be 0/1 (or bool); it holds {np.unique(flat[key])[:5].tolist()}")
+    # Checked here, before rows are dropped, so the row named is the file's row.
+    for key in FLOAT_KEYS:
+        if key in flat and not (finite := np.isfinite(flat[key])).all():
+            raise _fail(source, f"'{key}' has NaN/inf values (first at row {int(np.argwhere(~finite)[0][0])})")
     n = len(flat["observations"])
-    terminals = np.asarray(flat["terminals"]).astype(bool).reshape(-1)
-    timeouts = np.asarray(flat.get("timeouts", np.zeros(n, bool))).astype(bool).reshape(-1)
-    _check_lengths(path, {k: flat[k] for k in (*REQUIRED, "next_observations", "timeouts") if k in flat})
-    obs = np.asarray(flat["observations"], np.float32)
-    infos = {k.split("/", 1)[1]: np.asarray(v) for k, v in flat.items() if k.startswith("infos/")}
+    terminals = flat["terminals"].astype(bool)
+    timeouts = flat["timeouts"].astype(bool) if "timeouts" in flat else np.zeros(n, bool)
+    obs = flat["observations"].astype(np.float32)
+    infos = {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith("infos/")}
     metadata = {k.split("/", 1)[1]: _meta_value(v) for k, v in flat.items() if k.startswith("metadata/")}
     cols = {
         "observations": obs,
-        "actions": np.asarray(flat["actions"], np.float32),
-        "rewards": np.asarray(flat["rewards"], np.float32).reshape(-1),
+        "actions": flat["actions"].astype(np.float32),
+        "rewards": flat["rewards"].astype(np.float32),
         "terminals": terminals,
         "timeouts": timeouts,
     }
+    found = 0
     if "next_observations" in flat:
-        cols["next_observations"] = np.asarray(flat["next_observations"], np.float32)
+        nxt = flat["next_observations"].astype(np.float32)
+        cols["next_observations"] = nxt
+        if nxt.shape[1:] == obs.shape[1:] and n > 1:
+            unmarked = np.any(nxt[:-1] != obs[1:], axis=1) & ~(terminals | timeouts)[:-1]
+            found = int(unmarked.sum())
+            # A file whose s' rarely equals the next row's state (noise added, another normalisation) says
+            # nothing about where episodes end: breaks are read as ends only where they are the exception.
+            if found <= max(1, (n - 1) // 2):
+                cols["timeouts"] = timeouts.copy()
+                cols["timeouts"][:-1] |= unmarked
+                if found:
+                    metadata["episode_ends_rule"] = "where next_observations is not the next row's state"
+            else:
+                found = 0
+                metadata["episode_ends_not_found"] = ("next_observations do not follow observations row to row: "
+                                                      "episode ends are only those the file marks")
     else:
-        # As d4rl.qlearning_dataset: s' is the next row; a terminal's successor row is a reset
-        # state, which IQL never uses (it is multiplied by 1 - terminal).
+        if "timeouts" not in flat and max_episode_steps:
+            timeouts = _timeouts_by_length(terminals, max_episode_steps)
+            found = int(timeouts.sum())
+            metadata["episode_ends_rule"] = (f"after {max_episode_steps} steps without a terminal (the task's limit; "
+                                             "D4RL's rule for files without timeouts)")
         nxt = obs.copy()
         nxt[:-1] = obs[1:]
         keep = ~timeouts | terminals
         keep[-1] = bool(terminals[-1])
         if not keep.any():  # said for what it is, not as "dataset is empty"
-            raise _fail(path, "has no next_observations and every row ends its episode by a timeout: no row's "
+            raise _fail(source, "has no next_observations and every row ends its episode by a timeout: no row's "
                         "next state can be rebuilt from the row after it")
         # A dropped row ended its episode, so the row before it ends the episode now.
         dropped = np.flatnonzero(~keep)
@@ -195,9 +246,28 @@ def read_hdf5(path: str | Path) -> OfflineDataset:
         cols["next_observations"] = nxt
         cols = {k: v[keep] for k, v in cols.items()}
         infos = {k: v[keep] for k, v in infos.items() if len(v) == n}
+        metadata["next_observations_rebuilt"] = True
+    if found:
+        metadata["episode_ends_found"] = found
     ds = OfflineDataset(**cols, infos=infos, metadata=metadata)
-    validate(ds, source=str(path))
+    validate(ds, source=source)
     return ds
+
+
+def _timeouts_by_length(terminals: np.ndarray, max_episode_steps: int) -> np.ndarray:
+    """D4RL's rule for files without timeouts: an episode that has not terminated ends at its
+    max_episode_steps-th step (d4rl.qlearning_dataset's final_timestep)."""
+    timeouts = np.zeros(len(terminals), bool)
+    step = 0
+    for i, done in enumerate(terminals):
+        if done:
+            step = 0
+        elif step == max_episode_steps - 1:
+            timeouts[i] = True
+            step = 0
+        else:
+            step += 1
+    return timeouts
 
 
 def read_metadata(path: str | Path) -> dict[str, object]:
@@ -238,6 +308,11 @@ def validate(
         raise _fail(source, "dataset is empty")
     arrays = {k: getattr(ds, k) for k in ("observations", "actions", "rewards", "terminals", "timeouts",
                                           "next_observations")}
+    for key, rank in (("observations", 2), ("actions", 2), ("rewards", 1), ("terminals", 1), ("timeouts", 1),
+                      ("next_observations", 2)):
+        if np.ndim(arrays[key]) != rank:  # e.g. rewards (N, 1): broadcast against (N,) in the losses, unseen
+            raise _fail(source, f"'{key}' must have rank {rank}, got shape {np.shape(arrays[key])} "
+                        "(from_arrays reads (N, 1) columns)")
     _check_lengths(source, arrays)
     for key in FLOAT_KEYS:
         arr = np.asarray(arrays[key])

@@ -75,6 +75,12 @@ class _Batches:
 
 
 class OfflineTrainer:
+    """Offline Uni-O4 on one dataset (an `OfflineDataset`: `read_hdf5`, `from_arrays`): IQL Q and V, the
+    dynamics ensemble, ensemble BC (or `init_policy`, online -> offline), then multi-step improvement with
+    AM-Q; `run()` returns the AM-Q-selected policy and saves it to run_dir/final. Each stage is cached in
+    run_dir/stages under a hash of its settings and the dataset, so a rerun resumes and a changed setting
+    retrains what it changes. Nothing here reads an environment's return."""
+
     def __init__(
         self,
         cfg: UniO4Config,
@@ -92,6 +98,9 @@ class OfflineTrainer:
             if (spec.obs_dim, spec.act_dim) != dims:
                 raise ValueError(f"the initial policy expects obs/act dims {spec.obs_dim}/{spec.act_dim}, the dataset "
                                  f"has {dims[0]}/{dims[1]}: a policy of another task or robot")
+        from ..data import validate
+
+        validate(dataset)  # a NaN reward would surface as "training diverged", a (N, 1) column as a shape error
         self.cfg, self.ds = cfg, dataset
         # Polled between steps, e.g. a node's shutdown flag: the stage saves and training ends
         # cleanly instead of dying in the middle of a torch call at interpreter exit.
@@ -205,7 +214,12 @@ class OfflineTrainer:
 
     def train_dynamics(self) -> tuple[GaussianEnsembleModel, str]:
         c = self.cfg.dynamics
+        rows = slice(None)
         key = self._key(c, self.digest)
+        if self.ds.metadata.get("next_observations_rebuilt"):
+            # A terminal row's s' is then the next episode's start, which no model should learn to reach.
+            rows = ~np.asarray(self.ds.terminals, bool)
+            key = self._key(c, self.digest, "terminal rows left out")
         d = self._stage_dir("dynamics", key)
         torch.manual_seed(self._seed("dynamics"))
         model = GaussianEnsembleModel(c.n_members, self.obs.shape[1], self.act.shape[1], tuple(c.hidden), c.n_elites)
@@ -224,7 +238,8 @@ class OfflineTrainer:
             bar.set_postfix(holdout_mse=f"{stats['holdout_mse']:.4g}", refresh=False)
 
         stats = train_dynamics(
-            model, self.ds.observations, self.ds.actions, self.ds.rewards, self.ds.next_observations,
+            model, self.ds.observations[rows], self.ds.actions[rows], self.ds.rewards[rows],
+            self.ds.next_observations[rows],
             n_elites=c.n_elites, lr=c.lr, batch_size=c.batch_size, weight_decay=tuple(c.weight_decay),
             holdout_ratio=c.holdout_ratio, max_holdout=c.max_holdout, patience=c.patience,
             max_epochs=c.max_epochs, max_steps=c.max_steps, rng=np.random.default_rng(self._seed("dynamics")),

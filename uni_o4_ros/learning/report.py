@@ -48,6 +48,7 @@ def write_demo_report(out: Path, env: str, datasets: dict, offline: dict, online
         "|---:|---:|---:|",
         *[f"| {s} | {r:.1f} | {fmt(sc)} |" for s, r, sc in zip(steps, rets, online["eval_scores"])],
         "",
+        *([f"Normalised score: {online['score_note']}.", ""] if online.get("score_note") else []),
         "![learning curve](report.png)",
         "",
         "Logs: `offline/scalars.csv`, `online/scalars.csv`; plots `offline/offline.png`, `online/online.png`.",

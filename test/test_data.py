@@ -374,3 +374,24 @@ def test_a_dataset_built_in_python_is_checked_before_training(tmp_path):
     with pytest.raises(DatasetError, match=r"'rewards' has NaN/inf values \(first at row 7\)"):
         OfflineTrainer(cfg, ds, tmp_path / "b", progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_dynamics_model_is_not_fit_on_the_next_episodes_start(tmp_path):
+    """Without next_observations a terminal row's s' is rebuilt as the next row: the next episode's reset
+    state. IQL never uses it; the AM-Q model learned it as where a fall leads. It is left out now, and the
+    stage records how many transitions it was fit on."""
+    from uni_o4_ros.data import from_arrays
+    from uni_o4_ros.learning import OfflineTrainer, budget_overrides, load_config
+    from uni_o4_ros.learning import checkpoint as ckpt
+
+    data = _hopper_rollouts(episodes=12)
+    cfg = load_config(None, ["env=Hopper-v5", "dynamics.max_epochs=1"], base=budget_overrides("tiny"))
+    keys = ("observations", "actions", "rewards", "terminals", "timeouts")
+    for name, arrays in (("v2", {k: data[k] for k in (*keys, "next_observations")}),
+                         ("v0", {k: data[k] for k in keys})):
+        ds = from_arrays(arrays)
+        trainer = OfflineTrainer(cfg, ds, tmp_path / name, progress=False)
+        _, key = trainer.train_dynamics()
+        _, meta = ckpt.load(tmp_path / name / "stages" / f"dynamics-{key}", "stage")
+        fit_on = len(ds) - (int(ds.terminals.sum()) if name == "v0" else 0)
+        assert ds.terminals.sum() >= 1 and meta["transitions"] == fit_on, name

@@ -162,4 +162,4 @@ def train_dynamics(
         mean, _ = model(x_obs[hold], x_act[hold])
         mse = (mean - target[hold]).pow(2).mean(dim=(1, 2))
     model.elites.copy_(torch.argsort(mse)[: len(model.elites)])
-    return {"holdout_mse": float(mse[model.elites].mean()), "epochs": epoch, "steps": steps}
+    return {"holdout_mse": float(mse[model.elites].mean()), "epochs": epoch, "steps": steps, "transitions": n_total}

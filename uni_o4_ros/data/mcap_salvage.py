@@ -103,7 +103,9 @@ class McapSalvage:
         self.report = SalvageReport()
         self.schemas: dict[int, str] = {}
         self.channels: dict[int, Channel] = {}
-        self.chunk_starts: list[int] = []  # from a closed file's chunk index: where to read on after damage
+        # From a closed file's chunk index: where each chunk starts and how long its record is, so that damage
+        # to a record's opcode or length costs nothing, and the scan reads on past any other damage.
+        self.chunk_index: dict[int, int] = {}
 
     def messages(self) -> Iterator[tuple[Channel, int, bytes]]:
         with self.path.open("rb") as f:
@@ -144,17 +146,17 @@ class McapSalvage:
                     return
                 if op in (SCHEMA, CHANNEL):
                     list(self._record(op, summary[at + 9:at + 9 + length]))
-                elif op == CHUNK_INDEX and length >= 24:  # message start and end time, then the chunk's offset
-                    self.chunk_starts.append(struct.unpack("<Q", summary[at + 9 + 16:at + 9 + 24])[0])
+                elif op == CHUNK_INDEX and length >= 32:  # message start and end time, chunk offset and length
+                    offset, record = struct.unpack("<QQ", summary[at + 9 + 16:at + 9 + 32])
+                    if 8 <= offset and 9 <= record <= start - offset:
+                        self.chunk_index[offset] = record
                 at += 9 + length
         except (struct.error, UnicodeDecodeError):
             return
-        finally:
-            self.chunk_starts.sort()
 
     def _read_on(self, f: BinaryIO, start: int, why: str) -> bool:
         """After damage at `start`: go to the next indexed chunk, saying what was skipped; False if none."""
-        later = [c for c in self.chunk_starts if c > start]
+        later = sorted(c for c in self.chunk_index if c > start)
         if not later:
             return False
         self.report.damaged_chunks.append(f"record at byte {start}: {why}; read on from the next chunk, at byte "
@@ -169,6 +171,8 @@ class McapSalvage:
             if len(head) < 9:
                 return
             op, length = head[0], struct.unpack("<Q", head[1:])[0]
+            if start in self.chunk_index:  # the index knows this record: a damaged opcode or length costs nothing
+                op, length = CHUNK, self.chunk_index[start] - 9
             if not HEADER <= op <= LAST_OPCODE or length > self.report.size - start - 9:
                 # Cut mid-record, or zeros / garbage from a power cut: nothing after is trusted, unless a closed
                 # file's chunk index says where its next chunk starts.
@@ -178,15 +182,30 @@ class McapSalvage:
             content = f.read(length)
             self.report.read_to = start + 9 + length
             if op in (DATA_END, FOOTER):
+                if self._read_on(f, start, "the data section cannot end before chunks the index lists"):
+                    continue
                 self.report.closed = True
                 return
             if op == CHUNK:
                 damaged = len(self.report.damaged_chunks)
                 yield from self._chunk(content, start)
-                if len(self.report.damaged_chunks) > damaged and (nxt := [c for c in self.chunk_starts if c > start]):
+                if len(self.report.damaged_chunks) > damaged and (nxt := sorted(c for c in self.chunk_index
+                                                                               if c > start)):
                     f.seek(nxt[0])  # its length may be the damaged field: the index says where the next one is
-            else:
-                yield from self._record(op, content)
+                continue
+            # Outside a chunk nothing is covered by a CRC: a record that does not parse, or a channel that would
+            # redefine one already known, is damage, said and left out.
+            try:
+                known = dict(self.channels)
+                found = list(self._record(op, content))
+            except (struct.error, UnicodeDecodeError) as exc:
+                self.report.damaged_chunks.append(f"record at byte {start}: {exc}")
+                continue
+            if any(cid in known and self.channels[cid] != known[cid] for cid in self.channels):
+                self.channels = known
+                self.report.damaged_chunks.append(f"record at byte {start}: redefines a channel (damaged?); left out")
+                continue
+            yield from found
 
     def _record(self, op: int, content: bytes) -> Iterator[tuple[Channel, int, bytes]]:
         c = _Cursor(content)

@@ -10,6 +10,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+import threading
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import yaml
 
 from conftest import ROOT, stop_nodes
 from uni_o4_ros.field.pipeline import PRETRAINED
+from uni_o4_ros.nodes.parameters_file import node_key, node_parameters
 from uni_o4_ros.nodes.processes import node_command
 from uni_o4_ros.sim.go1_udp_robot import free_udp_ports
 from uni_o4_ros.sim.t265_standin import FEED_ENV, STANDIN_MODULES
@@ -148,7 +150,7 @@ def test_launch_files_start_the_documented_graphs(monkeypatch):
     assert {n.executable: n for n in robot}["pd_controller_node"].overrides == {}  # robot.yaml's unitree_sdk
     exploring = launch(monkeypatch, "robot.launch.py", policy_dir="/p", deterministic="false")  # online learning
     assert {n.executable: n for n in exploring}["policy_node"].overrides["deterministic"] is False
-    assert yaml.safe_load((ROOT / "config" / "robot.yaml").read_text())["pd_controller"]["ros__parameters"][
+    assert node_parameters(yaml.safe_load((ROOT / "config" / "robot.yaml").read_text()), "pd_controller")[
         "backend"] == "unitree_sdk"
 
     learning = launch(monkeypatch, "learning.launch.py", policy_dir="/p")
@@ -174,7 +176,7 @@ def test_launch_files_start_the_documented_graphs(monkeypatch):
 def test_every_configured_parameter_is_declared_by_the_node_it_configures(monkeypatch, ros_env, tmp_path):
     """... and refuses a change at run time: every node reads its parameters once, at start, so `ros2 param
     set /pd_controller max_tilt 0.5` used to answer "successful" and change nothing."""
-    from rcl_interfaces.msg import Parameter
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters
     from test_control_loop import Observer
 
@@ -185,11 +187,12 @@ def test_every_configured_parameter_is_declared_by_the_node_it_configures(monkey
     executable: dict[str, str] = {}
     for n in (n for g in graphs for n in g):
         sections = yaml.safe_load(n.params_file.read_text())
-        assert n.name in sections, f"{n.params_file.name} has no section for the node {n.name}"
-        configured.setdefault(n.name, set()).update(sections[n.name]["ros__parameters"], n.overrides)
+        # keyed for any namespace: a bare `name:` is not applied under `ros2 launch ... namespace:=robot1`
+        assert node_key(n.name) in sections, f"{n.params_file.name} has no section {node_key(n.name)}"
+        configured.setdefault(n.name, set()).update(node_parameters(sections, n.name), n.overrides)
         executable[n.name] = n.executable
     for f in ("sim.yaml", "robot.yaml"):
-        unused = set(yaml.safe_load((ROOT / "config" / f).read_text())) - set(configured)
+        unused = set(yaml.safe_load((ROOT / "config" / f).read_text())) - {node_key(n) for n in configured}
         assert not unused, f"config/{f} configures nodes no launch file starts: {unused}"
 
     # Each node once, under its launched name, as quiet as possible: the sim backend, a camera whose
@@ -219,9 +222,29 @@ def test_every_configured_parameter_is_declared_by_the_node_it_configures(monkey
             refused = [n for n, r in zip(declared, sets.results, strict=True)
                        if not r.successful and "read-only" in r.reason]
             assert refused == declared, f"{name}: a change at run time would be accepted and ignored"
+            # A simulated clock (a launch's global use_sim_time:=true, a `ros2 param set`) stopped the controller's
+            # loop, holding the motors' last targets, with "successful" said: refused, with the reason.
+            [sim_time] = call(obs, SetParameters, f"/{name}/set_parameters", SetParameters.Request(parameters=[
+                Parameter(name="use_sim_time", value=ParameterValue(type=ParameterType.PARAMETER_BOOL,
+                                                                    bool_value=True))])).results
+            assert not sim_time.successful and "use_sim_time is not supported" in sim_time.reason, name
     finally:
         obs.close()
         stop_nodes(*procs.values())
+
+
+@pytest.mark.parametrize("given, said", [
+    ("use_sim_time:=true", "use_sim_time is not supported: the control loop, its watchdog"),
+    ("max_tlit:=0.5", "unknown parameter(s) max_tlit (did you mean max_tilt?): pd_controller has backend, "),
+])
+def test_a_controller_started_on_a_simulated_clock_or_with_a_misspelt_parameter_refuses_to_start(ros_env, given, said):
+    """Seen: under use_sim_time:=true without a /clock the controller never ticked, and said nothing; a
+    misspelt safety limit (`max_tlit:=0.5`) was ignored and the default kept, unseen."""
+    proc = subprocess.run(node_command("pd_controller_node", [given]), env=ros_env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if "error" in ln]
+    assert len(errors) == 1 and errors[0].startswith(f"pd_controller: error: {said}"), proc.stderr
 
 
 def call(obs, srv_type, service: str, request):
@@ -231,3 +254,23 @@ def call(obs, srv_type, service: str, request):
     future = client.call_async(request)
     obs.wait(future.done)
     return future.result()
+
+
+def test_the_shipped_parameters_apply_to_nodes_in_a_namespace(ros_env):
+    """Seen: under `-r __ns:=/robot2` (a namespaced launch) no value of config/robot.yaml applied: the controller
+    ran the MuJoCo backend with the battery limit and silence latch off. With /**/ keys it drives the Go1 (here:
+    asks for one, which is not there) as robot.yaml says."""
+    proc = subprocess.Popen(node_command("pd_controller_node", params_file=ROOT / "config" / "robot.yaml")
+                            + ["-r", "__ns:=/robot2"], env=ros_env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = threading.Timer(60.0, proc.terminate)  # a controller on the sim backend would never say it
+    deadline.start()
+    try:
+        for line in proc.stderr:  # ends when the process does
+            if "[robot2.pd_controller]" in line and "no LowState from the Go1 at 192.168.123.10:8007" in line:
+                break
+        else:
+            pytest.fail("the controller under /robot2 never asked for the Go1 of robot.yaml")
+    finally:
+        deadline.cancel()
+        stop_nodes(proc)

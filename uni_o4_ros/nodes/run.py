@@ -4,6 +4,7 @@ end quietly, through the node's own shutdown (the controller's parting damping, 
 
 from __future__ import annotations
 
+import difflib
 import os
 import signal
 import sys
@@ -11,6 +12,7 @@ import threading
 from collections.abc import Callable
 
 import rclpy
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
@@ -60,6 +62,15 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
             print(f"{name}: error: {text}{hint}", file=sys.stderr)
             rclpy.shutdown()
             return 2
+        try:
+            check_started(node)
+        except NodeConfigError as exc:
+            print(f"{name}: error: {exc}", file=sys.stderr)
+            if (close := getattr(node, "close", None)) is not None:  # what the node opened (a device, a thread)
+                close()
+            node.destroy_node()
+            rclpy.shutdown()
+            return 2
         if transport.shared_memory:  # two call sites: rclpy refuses two severities from one
             node.get_logger().warning(transport.note)
         else:
@@ -82,3 +93,33 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+SIM_TIME_REFUSED = ("use_sim_time is not supported: the control loop, its watchdog and the recorder's timeouts run on "
+                    "this computer's clock, and under a simulated clock they wait for a /clock (the controller "
+                    "stopped ticking, holding the motors' last targets, with nothing said)")
+
+
+def check_started(node: Node) -> None:
+    """What every node refuses once it has declared its parameters: a simulated clock (at start and when set
+    at run time), and parameters given that it does not have (a misspelt `max_tlit:=0.5` was ignored,
+    unseen, and the default limit kept)."""
+    if node.get_parameter("use_sim_time").value:
+        raise NodeConfigError(SIM_TIME_REFUSED)
+
+    def refuse_sim_time(params: list) -> SetParametersResult:
+        if any(p.name == "use_sim_time" and p.value for p in params):
+            return SetParametersResult(successful=False, reason=SIM_TIME_REFUSED)
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(refuse_sim_time)  # runs before rclpy's own, which would switch clocks
+    # rclpy keeps the overrides a node was started with (-p, parameter files) but has no public accessor; pinned.
+    given = getattr(node, "_parameter_overrides", {})
+    unknown = sorted(name for name in given if not node.has_parameter(name))
+    if unknown:
+        rclpys_own = ("use_sim_time", "start_type_description_service")
+        declared = sorted(n for n in node._parameters if n not in rclpys_own)  # noqa: SLF001 - as above
+        hints = [f"{u} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(u, declared, 1)) else u
+                 for u in unknown]
+        raise NodeConfigError(f"unknown parameter(s) {', '.join(hints)}: {node.get_name()} has "
+                              f"{', '.join(declared)}")

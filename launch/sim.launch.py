@@ -16,12 +16,13 @@ from launch.substitutions import LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node
 
 from launch import LaunchDescription
+from uni_o4_ros.nodes.parameters_file import node_parameters
 
 
 def generate_launch_description(config: str = "sim.yaml") -> LaunchDescription:
     params = os.path.join(get_package_share_directory("uni_o4_ros"), "config", config)
     with open(params) as f:  # the file's value is the default, so the launch argument cannot silently undo an edit
-        explore = not yaml.safe_load(f)["policy"]["ros__parameters"].get("deterministic", True)
+        explore = not node_parameters(yaml.safe_load(f), "policy").get("deterministic", True)
     policy_dir = LaunchConfiguration("policy_dir")
     sim_process = LaunchConfiguration("sim_process")
     backend = PythonExpression(["'go1_sim' if '", sim_process, "' == 'true' else 'sim'"])

@@ -724,7 +724,7 @@ def _check_parameters_file(params: Path) -> None:
     if not isinstance(data, dict) or not all(isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict)
                                              for v in data.values()):
         raise ValueError(f"parameters file {params} must map node names to ros__parameters, as config/sim.yaml "
-                         "does (node_name: {ros__parameters: {name: value}})")
+                         "does (/**/node_name: {ros__parameters: {name: value}})")
 
 
 def _tally_recording(tally: RecordingTally, watch: RecorderWatch | None, out: Path, before: set[Path]) -> bool:
@@ -801,9 +801,10 @@ def _start_standin(terrain: str, params: Path, env: dict[str, str], nodes: dict,
         raise ValueError(f"--operator-delay must be >= 0, got {operator_delay}")
     if not (0 < battery[0] <= 100 and battery[1] >= 0):
         raise ValueError(f"--battery must be in (0, 100] and --battery-drain >= 0, got {battery[0]} and {battery[1]}")
+    from .nodes.parameters_file import node_parameters
+
     sections = yaml.safe_load(params.read_text())
-    odometry = sections.get("odometry", {}).get("ros__parameters", {})
-    controller = sections.get("pd_controller", {}).get("ros__parameters", {})
+    odometry, controller = node_parameters(sections, "odometry"), node_parameters(sections, "pd_controller")
     rearm = str(controller.get("remote_rearm", ""))
     operator = (operator_delay, rearm, float(controller.get("max_tilt", 1.0))) if operator_delay > 0 else None
     robot_cmd, robot_overrides, camera_env = standin_bringup(

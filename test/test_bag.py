@@ -258,7 +258,7 @@ def test_every_damaged_byte_of_a_closed_bag_is_left_out_and_said_never_read_as_o
     damaged.mkdir()
     (damaged / "metadata.yaml").write_bytes((tmp_path / "good" / "metadata.yaml").read_bytes())
     outcomes = {"same": 0, "episodes left out, said": 0, "error": 0}
-    for pos in range(8, len(data), 71):  # headers, chunks (their framing and messages), indexes, summary, footer
+    for pos in range(8, len(data), 149):  # headers, chunks (their framing and messages), indexes, summary, footer
         b = bytearray(data)
         b[pos] ^= 0xFF
         (damaged / good.name).write_bytes(bytes(b))
@@ -279,6 +279,24 @@ def test_every_damaged_byte_of_a_closed_bag_is_left_out_and_said_never_read_as_o
             assert "missing_steps" not in ds.metadata, pos  # a lost chunk is whole episodes, not steps
             outcomes["episodes left out, said"] += 1
     assert outcomes["episodes left out, said"] > outcomes["same"] > 0, outcomes  # most bytes are message data
+    # One bit of a record's opcode or a chunk's length (a chunk read as a message index, a footer: all after it
+    # lost, unsaid, before the chunk index was used): every chunk still read, or its loss said.
+    import struct
+
+    at, framing = 8, []
+    while data[at] != 0x0F:  # the data section, up to its DataEnd record
+        framing += range(at, at + 9) if data[at] == 0x06 else [at]
+        at += 9 + struct.unpack("<Q", data[at + 1:at + 9])[0]
+    assert len(framing) > 6 * 9
+    for pos in framing:
+        for bit in range(8):
+            b = bytearray(data)
+            b[pos] ^= 1 << bit
+            (damaged / good.name).write_bytes(bytes(b))
+            ds = bag_to_dataset(damaged)
+            assert len(ds) == len(ref) or ds.metadata.get("salvaged_from_damaged_bag"), (pos, bit)
+            np.testing.assert_array_equal(ds.observations, ref.observations[np.isin(ref.infos["episode_id"],
+                                                                                    ds.infos["episode_id"])])
 
 
 def test_bag2h5_reads_a_closed_bag_around_its_damaged_chunk(tmp_path):

@@ -193,8 +193,13 @@ class McapSalvage:
                                                                                if c > start)):
                     f.seek(nxt[0])  # its length may be the damaged field: the index says where the next one is
                 continue
-            # Outside a chunk nothing is covered by a CRC: a record that does not parse, or a channel that would
-            # redefine one already known, is damage, said and left out.
+            # Outside a chunk nothing is covered by a CRC: a record that does not parse, a channel that would
+            # redefine one already known, or a message in a file whose index says it keeps them in chunks (a
+            # message index whose opcode changed) is damage, said and left out.
+            if op == MESSAGE and self.chunk_index:
+                self.report.damaged_chunks.append(f"record at byte {start}: a message outside the file's chunks "
+                                                  "(a damaged opcode?); left out")
+                continue
             try:
                 known = dict(self.channels)
                 found = list(self._record(op, content))

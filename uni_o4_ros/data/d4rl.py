@@ -213,6 +213,11 @@ def from_arrays(arrays: Mapping[str, Any], source: str = "dataset",
         cols["next_observations"] = nxt
         if nxt.shape[1:] == obs.shape[1:] and n > 1:
             unmarked = np.any(nxt[:-1] != obs[1:], axis=1) & ~(terminals | timeouts)[:-1]
+            if "infos/step" in flat and len(flat["infos/step"]) == n:
+                # A recording numbers its steps: a break where the numbers go on (steps that never arrived,
+                # a row left out for a NaN) is a gap inside the episode, said by missing_steps, not an end.
+                step = flat["infos/step"].astype(np.int64)
+                unmarked &= ~(step[1:] > step[:-1])
             found = int(unmarked.sum())
             # A file whose s' rarely equals the next row's state (noise added, another normalisation) says
             # nothing about where episodes end: breaks are read as ends only where they are the exception.

@@ -116,6 +116,23 @@ def test_loop_estop_and_watchdog(ros_env, standing_policy):
         stop(pol, ctrl)
 
 
+def test_a_controller_started_latched_moves_no_motor_until_the_operator_rearms(ros_env, standing_policy):
+    """Seen: `ros2 launch robot.launch.py` stood the Go1 up and walked it on the policy's first command, seconds
+    after start, with nobody having said go. robot.yaml's start_latched keeps the e-stop engaged until re-armed."""
+    ctrl = start("uni_o4_ros.nodes.pd_controller_node", ros_env, "start_latched:=true")
+    pol = start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}")
+    obs = Observer()
+    try:
+        obs.wait(lambda: len(obs.states) >= 100)  # 2 s with the policy answering every state
+        assert set(obs.modes_since(0)) == {2}, "a motor was driven before the operator re-armed"
+        n = len(obs.states)
+        assert "re-armed" in operator(ros_env, "rearm")
+        obs.wait(lambda: obs.modes_since(n).count(1) >= 10)
+    finally:
+        obs.close()
+        stop(pol, ctrl)
+
+
 def test_fall_latches_damping_and_aborts_the_episode(ros_env, standing_policy):
     ctrl = start("uni_o4_ros.nodes.pd_controller_node", ros_env, "spawn_roll:=1.4")
     pol = start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}")

@@ -149,10 +149,10 @@ def test_robot_graph_records_episodes_from_the_stand_in_go1_and_t265(ros_env, tm
     [feed] = free_udp_ports()
     served = WalkingRobot(feed)
     data, logs = tmp_path / "data", tmp_path
-    # Only what differs from the robot: the addresses, and a state timeout that tolerates a loaded CI
-    # machine (the stand-in shares the test's process).
-    ctrl = start("pd_controller_node", ros_env, logs, "robot_ip:=127.0.0.1", f"robot_port:={served.robot.port}",
-                 "local_port:=0", "state_timeout:=0.5")
+    # Only what differs from the robot: the addresses, a state timeout that tolerates a loaded CI machine
+    # (the stand-in shares the test's process), and no person to re-arm it at start (start_latched).
+    ctrl = start("pd_controller_node", ros_env, logs, "start_latched:=false", "robot_ip:=127.0.0.1",
+                 f"robot_port:={served.robot.port}", "local_port:=0", "state_timeout:=0.5")
     camera = {FEED_ENV: f"127.0.0.1:{feed}",
               "PYTHONPATH": os.pathsep.join(p for p in (str(STANDIN_MODULES), ros_env.get("PYTHONPATH")) if p)}
     odom = start("odometry_node", ros_env | camera, logs)

@@ -136,7 +136,7 @@ class PDControllerNode(Node):
             "reset_on_episode_end": False, "wait_for_policy": False, "robot_ip": GO1_IP, "robot_port": GO1_PORT,
             "local_port": LOCAL_PORT, "state_timeout": 0.1, "connect_timeout": 2.0,
             "contact_threshold": 20.0, "remote_estop": "L2+B", "remote_rearm": "", "silence_latch": 0.0,
-            "min_battery_soc": 0, "motor_dropout_ticks": 3})
+            "min_battery_soc": 0, "motor_dropout_ticks": 3, "start_latched": False})
         if p["backend"] not in BACKENDS:
             raise NodeConfigError(f"unknown backend {p['backend']!r}: choose from {', '.join(BACKENDS)}")
         if p["motor_dropout_ticks"] < 0:
@@ -160,6 +160,11 @@ class PDControllerNode(Node):
         except ConfigValueError as exc:
             raise NodeConfigError(f"parameter {exc}") from None
         self.core = ControllerCore(cfg)
+        if p["start_latched"]:
+            # On the robot nothing moves a motor until a person says so: without it, `ros2 launch` stood the
+            # Go1 up and walked it on the policy's first command, seconds after start.
+            self.get_logger().warning(f"{self.core.estop(True)} (start_latched): the policy drives once you re-arm "
+                                      "(`uni-o4 estop rearm`, or the remote's re-arm buttons)")
         if p["backend"] == "sim":
             self.backend = SimBackend(p["spawn_roll"], p["terrain"])
         elif p["backend"] == "go1_sim":

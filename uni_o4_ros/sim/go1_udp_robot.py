@@ -161,7 +161,8 @@ def standin_bringup(terrain: str, env: dict[str, str], mount_xyz: list[float], m
         delay, rearm, max_tilt = operator
         robot += ["--operator", str(float(delay)), "--operator-rearm", rearm, "--max-tilt", str(float(max_tilt))]
     robot += ["--battery", str(float(battery[0])), "--battery-drain", str(float(battery[1]))]
-    controller = ["robot_ip:=127.0.0.1", f"robot_port:={robot_port}", "local_port:=0"]
+    # A rehearsal starts armed: robot.yaml's start_latched waits for a person, whom the stand-in has no way to ask.
+    controller = ["robot_ip:=127.0.0.1", f"robot_port:={robot_port}", "local_port:=0", "start_latched:=false"]
     path = os.pathsep.join(p for p in (str(STANDIN_MODULES), env.get("PYTHONPATH", "")) if p)
     return robot, controller, dict(env, PYTHONPATH=path, **{FEED_ENV: f"127.0.0.1:{feed_port}"})
 

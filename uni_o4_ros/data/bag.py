@@ -89,8 +89,9 @@ def _read_closed(bag: Path, topic: str) -> Iterator[bytes]:
 
 
 def _read_mcap(bag: Path, topic: str, report: dict, closed: bool) -> Iterator[bytes]:
-    """Every message on `topic` in the bag's MCAP files, by the salvage scan (front to back, no index): it
-    reads a bag its recorder never closed, and in any bag leaves out only the chunks that fail their CRC."""
+    """Every message on `topic` in the bag's MCAP files, by the salvage scan (front to back; a closed file's
+    index only helps it past damage): it reads a bag its recorder never closed, and in any bag leaves out
+    only the chunks that fail their CRC."""
     topics = set()
     for f in _mcap_files(bag):
         scan = McapSalvage(f)
@@ -163,8 +164,10 @@ def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDatas
         raise DatasetError(f"{bag}: cannot read bag ({type(exc).__name__}: {exc})") from exc
     damaged = closed and bool(salvage["damage"])
     if not episodes:
-        where = ("" if closed else " that were written out before the recording was cut off") if not damaged else \
-            f" in what is not damaged ({'; '.join(salvage['damage'])})"
+        if damaged:
+            where = f" in what is not damaged ({'; '.join(salvage['damage'])})"
+        else:
+            where = "" if closed else " that were written out before the recording was cut off"
         raise DatasetError(f"{bag}: {topic} holds no messages{where}")
     made = [episode_dataset(rows, eid) for eid, rows in sorted(episodes.items())]
     parts = [ds for ds, _ in made if ds is not None]

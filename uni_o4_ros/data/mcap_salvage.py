@@ -154,14 +154,17 @@ class McapSalvage:
         except (struct.error, UnicodeDecodeError):
             return
 
+    def _next_chunk(self, start: int) -> int | None:
+        """Where the index says the first chunk after `start` begins (None: no index, or no chunk after)."""
+        return min((c for c in self.chunk_index if c > start), default=None)
+
     def _read_on(self, f: BinaryIO, start: int, why: str) -> bool:
         """After damage at `start`: go to the next indexed chunk, saying what was skipped; False if none."""
-        later = sorted(c for c in self.chunk_index if c > start)
-        if not later:
+        if (nxt := self._next_chunk(start)) is None:
             return False
         self.report.damaged_chunks.append(f"record at byte {start}: {why}; read on from the next chunk, at byte "
-                                          f"{later[0]}")
-        f.seek(later[0])
+                                          f"{nxt}")
+        f.seek(nxt)
         return True
 
     def _scan(self, f: BinaryIO) -> Iterator[tuple[Channel, int, bytes]]:
@@ -189,9 +192,8 @@ class McapSalvage:
             if op == CHUNK:
                 damaged = len(self.report.damaged_chunks)
                 yield from self._chunk(content, start)
-                if len(self.report.damaged_chunks) > damaged and (nxt := sorted(c for c in self.chunk_index
-                                                                               if c > start)):
-                    f.seek(nxt[0])  # its length may be the damaged field: the index says where the next one is
+                if len(self.report.damaged_chunks) > damaged and (nxt := self._next_chunk(start)) is not None:
+                    f.seek(nxt)  # its length may be the damaged field: the index says where the next one is
                 continue
             # Outside a chunk nothing is covered by a CRC: a record that does not parse, a channel that would
             # redefine one already known, or a message in a file whose index says it keeps them in chunks (a

@@ -244,7 +244,8 @@ def test_nodes_refuse_meaningless_parameters_at_start_with_one_line(ros_env, sta
     """Waiting for the policy only makes sense when the controller owns simulated time; a hardware
     backend (here the go1_sim node's motor-board protocol) refuses it, as does a zero rate. Safety limits
     that mean nothing were taken as given: a negative watchdog_timeout never damped, torque_fraction 9
-    let torques past the motors' limits, a recorder with max_steps 0 or a 1-number velocity ran on."""
+    let torques past the motors' limits, a recorder with max_steps 0 or a 1-number velocity ran on, and a
+    policy started on a velocity its command limits do not allow would have been asked for it."""
     import subprocess
 
     from uni_o4_ros.nodes.processes import node_command
@@ -260,7 +261,11 @@ def test_nodes_refuse_meaningless_parameters_at_start_with_one_line(ros_env, sta
             (controller, ["torque_fraction:=9.0"], "parameter torque_fraction: must be in (0, 1], got 9.0"),
             ("episode_recorder_node", ["max_steps:=0"], "parameter max_steps: must be >= 1, got 0"),
             ("policy_node", [f"policy_dir:={standing_policy}", "command_velocity:=[0.5]"],
-             "parameter command_velocity: must be 3 finite numbers, got [0.5]")):
+             "parameter command_velocity: must be 3 finite numbers, got [0.5]"),
+            ("policy_node", [f"policy_dir:={standing_policy}", "command_velocity:=[2.0, 0.0, 0.0]"],
+             "parameter command_velocity [2.0, 0.0, 0.0] is outside the command limits (vx 0..1, vy -0.3..0.3"),
+            ("policy_node", [f"policy_dir:={standing_policy}", "command_min:=[1.5, 0.0, 0.0]"],
+             "command limits: low [1.5, 0.0, 0.0] is above high [1.0, 0.3, 0.5]")):
         run = subprocess.run(node_command(node, params), env=ros_env, capture_output=True, text=True, timeout=120)
         assert run.returncode == 2 and needle in run.stderr and "Traceback" not in run.stderr, run.stderr
 

@@ -195,3 +195,50 @@ def test_a_policy_hearing_two_controllers_answers_neither_until_one_is_left(node
     log = node.communicate(timeout=30)[0]
     assert "robot states from 2 controllers: another suite shares ROS_DOMAIN_ID" in log
     assert "answering, with a fresh history" in log
+
+
+def test_the_policy_follows_a_teleop_cmd_vel_held_inside_its_command_limits(node):
+    """teleop_twist_keyboard, teleop_twist_joy and Nav2 publish cmd_vel reliable and volatile: the policy
+    subscribed transient-local and matched none of them, so a joystick did nothing. It follows them now,
+    and a command past its limits (vx 50 m/s, the defaults allow 0..1) is held to them: the clamped
+    command is the one the policy observes, and the log says so."""
+    from geometry_msgs.msg import Twist
+
+    from uni_o4_ros.msg import Transition
+    from uni_o4_ros.nodes.qos import TRANSITIONS
+    from uni_o4_ros.robot.observation import newest_command
+
+    d = Driver()
+    steps: list = []
+    d.n.create_subscription(Transition, "policy_step", steps.append, TRANSITIONS)
+    teleop = d.n.create_publisher(Twist, "cmd_vel", 10)  # teleop_twist_keyboard's QoS: depth 10, the defaults
+    joystick = Twist()
+
+    def shown() -> tuple[float, float, float]:
+        d.tick()
+        d.wait(lambda: any(s.header.stamp.sec == d.seq for s in steps))
+        step = next(s for s in steps if s.header.stamp.sec == d.seq)
+        return tuple(float(x) for x in newest_command(np.asarray(step.observation, np.float32)))
+
+    try:
+        d.wait(lambda: teleop.get_subscription_count() >= 1)
+        assert shown() == (0.0, 0.0, 0.0)  # the policy's command_velocity default
+        joystick.linear.x, joystick.angular.z = 50.0, -0.2
+        for _ in range(500):  # a teleop repeats its command (10 Hz for teleop_twist_joy); here every tick
+            teleop.publish(joystick)
+            if shown() != (0.0, 0.0, 0.0):
+                break
+        assert shown() == pytest.approx((1.0, 0.0, -0.2), abs=1e-6)  # vx held to command_max's 1.0
+        joystick.linear.x, joystick.linear.y, joystick.angular.z = 0.3, -0.1, 0.2
+        for _ in range(500):
+            teleop.publish(joystick)
+            if shown()[0] != pytest.approx(1.0):
+                break
+        assert shown() == pytest.approx((0.3, -0.1, 0.2), abs=1e-6)  # inside the limits: followed as sent
+        assert all(newest_command(np.asarray(s.observation, np.float32))[0] <= 1.0 + 1e-6 for s in steps)
+    finally:
+        d.close()
+    node.terminate()
+    out, _ = node.communicate(timeout=30)
+    assert "velocity command (50, 0, -0.2) is outside the command limits (vx 0..1, vy -0.3..0.3, yaw rate " \
+           "-0.5..0.5): following (1, 0, -0.2)" in out, out[-2000:]

@@ -728,3 +728,23 @@ def test_safety_config_refuses_limits_that_mean_nothing(field, value):
     with pytest.raises(ValueError, match=f"^{field}: must be"):
         SafetyConfig(**{field: value})
     SafetyConfig()  # the defaults are sound
+
+
+def test_command_limits_hold_a_velocity_command_inside_them_and_refuse_what_has_no_nearest_value():
+    from uni_o4_ros.robot.command import PRETRAIN_COMMAND_VX, CommandLimits, CommandLimitsError
+    from uni_o4_ros.sim.go1_env import Go1EnvConfig
+
+    limits = CommandLimits()
+    assert (limits.low[0], limits.high[0]) == PRETRAIN_COMMAND_VX == Go1EnvConfig().command_vx  # what pretrain trains
+    assert limits.clamp((50.0, -2.0, 0.1)) == ((1.0, -0.3, 0.1), True)
+    assert limits.clamp((-0.2, 0.0, 0.0)) == ((0.0, 0.0, 0.0), True)  # no walking backwards on a forward-only gait
+    assert limits.clamp((0.5, 0.1, -0.4)) == ((0.5, 0.1, -0.4), False)
+    with pytest.raises(CommandLimitsError, match="3 finite numbers"):
+        limits.clamp((float("nan"), 0.0, 0.0))
+    with pytest.raises(CommandLimitsError, match="low .* is above high"):
+        CommandLimits(low=(0.0, 0.5, 0.0), high=(1.0, 0.3, 0.5))
+    field_run = limits.widened_to([0.5, 1.5])  # `uni-o4 field --high-speed 1.5` asks for 1.5 m/s itself
+    assert field_run.clamp((1.5, 0.0, 0.0)) == ((1.5, 0.0, 0.0), False) and field_run.low == limits.low
+    wider = CommandLimits(low=(-1.0, -1.0, -1.0), high=(2.0, 1.0, 1.0))
+    assert wider.clamp((1.5, 0.0, 0.0)) == ((1.5, 0.0, 0.0), False)
+

@@ -37,6 +37,7 @@ from ..data.atomic import write_json
 from ..learning.config import to_dict
 from ..learning.jsonlines import read_jsonl
 from ..nodes.processes import stop_signals_raise_exit
+from ..robot.command import CommandLimits
 from ..robot.controller import CONTROLLER_SUMMARY
 from ..robot.go1 import CONTROL_DT
 from .node_graph import NodeGraphError, ros_environment, run_until
@@ -316,11 +317,14 @@ class FieldPipeline:
             shutil.rmtree(episodes)  # a node stage restarts from its beginning
         episodes.mkdir(parents=True)
         schedule = ",".join(f"{v:.3f}" for v in c.command_schedule())
+        # The speeds asked for here are the user's choice: the policy's command limits widen to hold them
+        # (else it would clamp a 1.5 m/s command and the recorder would wait for it to show).
+        limits = CommandLimits().widened_to(c.command_schedule())
         nodes = {
             "pd_controller_node": [f"terrain:={c.terrain}", "reset_on_episode_end:=true",
                                    f"rate_hz:={c.realtime_factor / CONTROL_DT}", "wait_for_policy:=true"],
             "policy_node": [f"policy_dir:={policy_dir.resolve()}", f"deterministic:={'false' if explore else 'true'}",
-                            f"seed:={c.seed}"],
+                            f"seed:={c.seed}", f"command_min:={list(limits.low)}", f"command_max:={list(limits.high)}"],
             "episode_recorder_node": [f"max_steps:={c.episode_steps}", f"command_vx_schedule:=[{schedule}]",
                                       f"wait_for_subscribers:={2 if learner else 1}", "wait_for_reset:=true",
                                       f"total_steps:={steps}"],

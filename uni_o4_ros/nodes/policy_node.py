@@ -2,8 +2,11 @@
 
 Parameters: policy_dir (saved policy folder), deterministic (mean action; False samples with
 log-probabilities for online learning), seed (of that sampling noise), command_velocity [vx, vy,
-yaw_rate], hmac_key_file (default 'auto': this computer's own key, made on first use in
-~/.config/uni_o4_ros/; a path: that key; '': unsigned updates accepted), max_update_shift (rad,
+yaw_rate], command_min / command_max (the box every velocity command is clamped into: [vx, vy,
+yaw_rate]; defaults: vx 0..1 m/s, the range `uni-o4 pretrain` trains, vy +-0.3 m/s, yaw rate +-0.5
+rad/s; a clamped command is what the policy observes and is said in the log), hmac_key_file
+(default 'auto': this computer's own key, made on first use in ~/.config/uni_o4_ros/; a path: that
+key; '': unsigned updates accepted), max_update_shift (rad,
 1.0; 0 = unchecked: an update that moves the joint targets further from the running policy's, on
 the states of the last 5 s and on the robot standing, is refused). Every accepted or refused update is
 reported on `policy_status` (diagnostic_msgs/DiagnosticStatus) and in the log, with the reason and
@@ -27,6 +30,7 @@ from rclpy.node import Node
 
 from uni_o4_ros.learning.offline import load_policy
 from uni_o4_ros.msg import JointCommand, PolicyUpdate, RobotState, Transition
+from uni_o4_ros.robot.command import CommandLimits, CommandLimitsError
 from uni_o4_ros.robot.go1 import KD, KP
 from uni_o4_ros.robot.observation import command_vector
 from uni_o4_ros.robot.policy_runner import PolicyRunner
@@ -45,7 +49,8 @@ class PolicyNode(Node):
         p = declare_read_only(self, {
             "policy_dir": "", "deterministic": True, "command_velocity": [0.0, 0.0, 0.0], "hmac_key_file": "auto",
             "seed": 0,  # of the exploration noise (deterministic: false)
-            "max_update_shift": 1.0})
+            "max_update_shift": 1.0,
+            "command_min": list(CommandLimits.low), "command_max": list(CommandLimits.high)})
         policy_dir = p["policy_dir"]
         if not policy_dir or not Path(policy_dir).is_dir():
             raise NodeConfigError(f"parameter policy_dir must name a saved policy folder, got {policy_dir!r}")
@@ -57,8 +62,15 @@ class PolicyNode(Node):
         self.runner = PolicyRunner(policy, normalizer, version=int(meta.get("version", 0)),
                                    deterministic=bool(p["deterministic"]), key=key,
                                    seed=int(p["seed"]), max_update_shift=max_shift)
-        vx, vy, wz = require_vector(p, "command_velocity", 3)
-        self.runner.command = command_vector(vx, vy, wz)
+        try:
+            self.limits = CommandLimits(require_vector(p, "command_min", 3), require_vector(p, "command_max", 3))
+        except CommandLimitsError as exc:
+            raise NodeConfigError(f"parameters command_min/command_max: {exc}") from None
+        start_command = require_vector(p, "command_velocity", 3)
+        if self.limits.clamp(start_command)[1]:
+            raise NodeConfigError(f"parameter command_velocity {list(start_command)} is outside the command limits "
+                                  f"({self.limits.describe()}; command_min/command_max)")
+        self.runner.command = command_vector(*start_command)
         self.cmd_pub = self.create_publisher(JointCommand, "joint_command", COMMAND)
         self.status_pub = self.create_publisher(DiagnosticStatus, "policy_status", EVENTS)
         # What the policy saw and did each tick, for the episode recorder (and online learning).
@@ -73,8 +85,9 @@ class PolicyNode(Node):
         self.state_senders, self.crowded = SingleSender(), False
         self.create_subscription(RobotState, "robot_state", self.on_state, SENSOR)
         self.create_subscription(PolicyUpdate, "policy_update", self.on_update, POLICY_UPDATE)
-        # Velocity commands (the recorder's per-episode command in simulation, a joystick on the robot).
-        self.create_subscription(Twist, "cmd_vel", self.on_cmd_vel, EVENTS)
+        # Velocity commands: the recorder's per-episode command, or a joystick / teleop / Nav2. Reliable and
+        # volatile as those publish (rclpy itself warns of a publisher whose QoS cannot match, e.g. best-effort).
+        self.create_subscription(Twist, "cmd_vel", self.on_cmd_vel, COMMAND)
         self.get_logger().info(f"policy v{self.runner.version} from {policy_dir}, obs {self.runner.obs_dim}")
 
     def on_state(self, msg: RobotState, info: dict) -> None:
@@ -116,11 +129,19 @@ class PolicyNode(Node):
         self.step_pub.publish(step)
 
     def on_cmd_vel(self, msg: Twist) -> None:
-        v = (msg.linear.x, msg.linear.y, msg.angular.z)
-        if not all(np.isfinite(v)):
+        asked = (msg.linear.x, msg.linear.y, msg.angular.z)
+        try:
+            command, clamped = self.limits.clamp(asked)
+        except CommandLimitsError:
             self.get_logger().warning("ignored a non-finite velocity command")
             return
-        self.runner.command = command_vector(*v)
+        if clamped:
+            # A joystick held at its end repeats the same command at 10-50 Hz: say it every 2 s, not each time.
+            self.get_logger().warning(
+                f"velocity command ({', '.join(f'{x:g}' for x in asked)}) is outside the command limits "
+                f"({self.limits.describe()}): following ({', '.join(f'{x:g}' for x in command)})",
+                throttle_duration_sec=2.0)
+        self.runner.command = command_vector(*command)
 
     def on_update(self, msg: PolicyUpdate) -> None:
         self.verifier.submit(self.verify, msg)

@@ -20,6 +20,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from ..robot.command import PRETRAIN_COMMAND_VX
 from ..robot.go1 import CONTROL_DT, action_to_joint_targets, roll_pitch, rotation_matrix
 from ..robot.observation import POLICY_DIMS, ObservationBuilder, command_vector
 from ..robot.reward import reward
@@ -34,7 +35,8 @@ TRUNK_CONTACT_N = 1.0  # trunk pushes on the terrain with more than this: a stum
 @dataclass(frozen=True)
 class Go1EnvConfig:
     terrain: str = "flat"
-    command_vx: tuple[float, float] = (0.0, 1.0)  # forward speed command, sampled per episode (m/s)
+    # forward speed command, sampled per episode (m/s); the policy node's default command limits follow it
+    command_vx: tuple[float, float] = PRETRAIN_COMMAND_VX
     max_steps: int = 1000
     max_tilt: float = 1.0  # rad, the controller's fall threshold
     # m, 0 = off. A base-height rule means "on the ground" only on rigid ground: on the mattress a

@@ -447,13 +447,13 @@ def test_operator_starts_and_stops_an_episode_through_the_services(ros_env, stan
     at the next step and the logger writes it; a second start while one runs is refused."""
     from geometry_msgs.msg import Twist
 
-    from uni_o4_ros.nodes.qos import EVENTS
+    from uni_o4_ros.nodes.qos import COMMAND
     from uni_o4_ros.srv import StartEpisode, StopEpisode
 
     out = tmp_path / "episodes"
     w = TransitionWatcher()
     cmds: list = []
-    w.node.create_subscription(Twist, "cmd_vel", cmds.append, EVENTS)
+    w.node.create_subscription(Twist, "cmd_vel", cmds.append, COMMAND)
     start_cli = w.node.create_client(StartEpisode, "start_episode")
     stop_cli = w.node.create_client(StopEpisode, "stop_episode")
     procs = [
@@ -821,6 +821,67 @@ def test_lost_odometry_ends_the_episode_as_a_timeout_and_none_starts_until_it_re
         tick["odom"] = True  # back: the next episode starts
         w.wait(lambda: sum(e.event == EpisodeEvent.STARTED for e in events) == 2 and len(w.seen) > len(first))
         assert all(t.episode_id == 2 for t in w.seen[len(first):])
+    finally:
+        w.close()
+        stop(recorder)
+
+
+def test_the_recorder_sends_its_command_until_the_policy_shows_it_and_rewards_the_command_followed(ros_env):
+    """The recorder alone; the test plays controller, T265 and a policy that follows `cmd_vel`. cmd_vel is
+    volatile, as teleop publishes it, so the recorder sends the episode's command again at every policy
+    step until the policy shows it (a policy that matched after the first send still gets it), and not
+    once the episode runs (it would fight a joystick). Mid-episode a joystick changes the command: each
+    transition's reward is Table 3's for the command its observation shows; the recorder used its own."""
+    from geometry_msgs.msg import Twist
+    from nav_msgs.msg import Odometry
+
+    from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
+    from uni_o4_ros.nodes.qos import COMMAND
+    from uni_o4_ros.robot.observation import ObservationBuilder, command_vector, newest_command
+    from uni_o4_ros.robot.reward import reward
+
+    w = TransitionWatcher()
+    events, pubs, _ = _recorder_peers(w)
+    sent: list = []
+    w.node.create_subscription(Twist, "cmd_vel", sent.append, COMMAND)
+    builder = ObservationBuilder()
+    policy = {"n": 0, "follows": False, "joystick": None}
+
+    def control_tick() -> None:  # one 100 Hz tick: the robot stands, odometry says 0.5 m/s forward
+        pubs["state"].publish(RobotState(mode=RobotState.MODE_ACTIVE))
+        odom = Odometry()
+        odom.twist.twist.linear.x = 0.5
+        pubs["odom"].publish(odom)
+        command = (0.0, 0.0, 0.0)
+        if policy["joystick"]:
+            command = policy["joystick"]
+        elif policy["follows"] and sent:
+            command = (sent[-1].linear.x, sent[-1].linear.y, sent[-1].angular.z)
+        obs = builder.push(builder.frame(np.array([1.0, 0, 0, 0]), command_vector(*command), np.zeros(12),
+                                         np.zeros(12), np.zeros(12)))
+        pubs["step"].publish(Transition(step=policy["n"], observation=obs.tolist(), action=[0.0] * 12, log_prob=-1.0))
+        policy["n"] += 1
+
+    recorder = start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "wait_for_subscribers:=1")
+    try:
+        w.node.create_timer(0.01, control_tick)
+        w.wait(lambda: len(sent) >= 3)  # the policy has not followed: the command went out again and again
+        assert events == [] and w.seen == []
+        assert {(c.linear.x, c.linear.y, c.angular.z) for c in sent} == {(0.5, 0.0, 0.0)}  # command_velocity
+        policy["follows"] = True
+        w.wait(lambda: len(w.seen) >= 20)
+        assert [e.event for e in events] == [EpisodeEvent.STARTED]
+        resent = len(sent)
+        policy["joystick"] = (1.0, 0.0, 0.2)
+        w.wait(lambda: sum(newest_command(np.asarray(t.observation))[0] > 0.9 for t in w.seen) >= 20)
+        assert len(sent) == resent  # nothing sent while the episode runs: the joystick's command stands
+        kinds = set()
+        for t in w.seen:
+            vx, vy, wz = newest_command(np.asarray(t.observation, np.float32))
+            kinds.add(round(float(vx), 3))
+            expected, _ = reward(np.array([0.5, 0.0]), np.array([vx, vy]), 0.0, wz, 0.0, *[np.zeros(12)] * 5)
+            assert t.reward == pytest.approx(expected, rel=1e-6), (vx, vy, wz)
+        assert kinds == {0.5, 1.0}
     finally:
         w.close()
         stop(recorder)

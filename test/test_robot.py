@@ -748,3 +748,22 @@ def test_command_limits_hold_a_velocity_command_inside_them_and_refuse_what_has_
     wider = CommandLimits(low=(-1.0, -1.0, -1.0), high=(2.0, 1.0, 1.0))
     assert wider.clamp((1.5, 0.0, 0.0)) == ((1.5, 0.0, 0.0), False)
 
+
+def test_recorder_core_rewards_each_step_for_the_command_it_followed():
+    """A joystick changes the command mid-episode: the transitions after it are rewarded for the new one."""
+    from uni_o4_ros.robot.episodes import EpisodeRecorderCore, PolicyStep, RobotMotion
+    from uni_o4_ros.robot.reward import reward
+
+    core = EpisodeRecorderCore(command_velocity=(0.5, 0.0, 0.0))
+    core.start()
+    motion = RobotMotion(np.array([0.5, 0.0]), 0.0, 0.0, np.zeros(12), np.zeros(12), np.zeros(12))
+    commands = [None, None, (1.0, 0.0, 0.2), (1.0, 0.0, 0.2)]
+    outs = [core.on_step(PolicyStep(i, np.zeros(3), np.zeros(12), -1.0, 0, command=c), motion)
+            for i, c in enumerate(commands)]
+
+    def expected(vx: float, wz: float) -> float:
+        return reward(np.array([0.5, 0.0]), np.array([vx, 0.0]), 0.0, wz, 0.0, *[np.zeros(12)] * 5)[0]
+
+    rewards = [o["reward"] for o in outs[1:]]
+    assert rewards == pytest.approx([expected(0.5, 0.0), expected(0.5, 0.0), expected(1.0, 0.2)])
+    assert expected(1.0, 0.2) < 0.6 * expected(0.5, 0.0)  # the difference is not a rounding one

@@ -18,9 +18,12 @@ the robot is re-armed, so no transition spans the time it lay damped.
 Services: start_episode (StartEpisode: command velocity; refused while one runs) and stop_episode
 (StopEpisode: the episode ends at the next step as a timeout, event ENDED with the reason).
 
-The recorder owns each episode's velocity command (the reward depends on it) and publishes it as
-geometry_msgs/Twist on `cmd_vel` before every episode; the policy node follows that topic, and the
-episode starts at the first policy step whose observation shows the command.
+The recorder sets each episode's velocity command: it publishes it as geometry_msgs/Twist on `cmd_vel`
+(again at every policy step until the policy shows it), and the episode starts at the first policy
+step whose observation shows the command. Each transition's reward is for the command its
+observation shows, so a joystick that changes `cmd_vel` mid-episode is rewarded as the policy
+followed it. A command the policy clamps into its command limits never shows: the recorder says so
+every 2 s and waits.
 """
 
 from __future__ import annotations
@@ -35,12 +38,12 @@ from rclpy.node import Node
 
 from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
 from uni_o4_ros.robot.episodes import DampingWatch, EpisodeRecorderCore, PolicyStep, RobotMotion, StepPairing
-from uni_o4_ros.robot.observation import shows_command
+from uni_o4_ros.robot.observation import newest_command, shows_command
 from uni_o4_ros.robot.odometry_watch import OdometryWatch, finite_sample
 from uni_o4_ros.srv import StartEpisode, StopEpisode
 
 from .params import declare_read_only, require, require_vector
-from .qos import EVENTS, SENSOR, TRANSITIONS
+from .qos import COMMAND, EVENTS, SENSOR, TRANSITIONS
 from .run import run_node
 from .stamps import stamp_ns
 
@@ -63,12 +66,13 @@ class EpisodeRecorderNode(Node):
         # An episode's command is published first; the episode starts once the policy's newest
         # observation shows it, so no transition pairs one command's actions with another's reward.
         self.pending: tuple[float, float, float] | None = None
+        self.pending_steps = 0  # policy steps seen since the pending command was first sent
         self.auto_start, self.episode_limit = bool(p["auto_start"]), int(p["episodes"])
         # ROS parameters cannot declare an empty float list, so [0.0] alone also means "no schedule".
         schedule = [float(v) for v in p["command_vx_schedule"]]
         self.schedule = [] if schedule == [0.0] else schedule
         self.base_command = tuple(float(v) for v in p["command_velocity"])
-        self.cmd_pub = self.create_publisher(Twist, "cmd_vel", EVENTS)
+        self.cmd_pub = self.create_publisher(Twist, "cmd_vel", COMMAND)  # as teleop publishes: see policy_node
         # Episodes start only once this many readers (logger, learner) listen to `transitions`:
         # the stream is volatile, so a reader that joins late would miss the first transitions.
         self.wait_for_subscribers = int(p["wait_for_subscribers"])
@@ -193,10 +197,25 @@ class EpisodeRecorderNode(Node):
         self._arm(vx, vy, wz)
 
     def _arm(self, vx: float, vy: float, wz: float) -> None:
-        self.pending = (float(vx), float(vy), float(wz))
+        self.pending, self.pending_steps = (float(vx), float(vy), float(wz)), 0
+        self._send_pending()
+
+    def _send_pending(self) -> None:
         cmd = Twist()
         cmd.linear.x, cmd.linear.y, cmd.angular.z = self.pending
         self.cmd_pub.publish(cmd)
+
+    def _still_pending(self, observation: np.ndarray) -> None:
+        """The policy does not show the episode's command yet: send it again (cmd_vel is volatile, and the
+        policy's subscription may have matched after the first), and say why if it never shows."""
+        self._send_pending()
+        self.pending_steps += 1
+        if self.pending_steps % 100 == 0:  # 2 s at 50 Hz
+            shown = ", ".join(f"{x:.3g}" for x in newest_command(observation))
+            asked = ", ".join(f"{x:g}" for x in self.pending)
+            self.get_logger().warning(f"episode {self.core.episode_id + 1} waits: the policy follows ({shown}), "
+                                      f"not the episode's command ({asked}); outside the policy's command_min/"
+                                      "command_max, or another cmd_vel publisher overriding it?")
 
     def _begin(self, vx: float, vy: float, wz: float) -> int:
         eid = self.core.start()
@@ -208,8 +227,11 @@ class EpisodeRecorderNode(Node):
 
     def on_step(self, msg: Transition) -> None:
         self._maybe_start()
-        if self.pending is not None and shows_command(np.asarray(msg.observation, np.float32), *self.pending):
-            self._begin(*self.pending)
+        if self.pending is not None:
+            if shows_command(np.asarray(msg.observation, np.float32), *self.pending):
+                self._begin(*self.pending)
+            else:
+                self._still_pending(np.asarray(msg.observation, np.float32))
         if self.core.active:
             self.pairing.add_step(stamp_ns(msg.header.stamp), msg, time.monotonic())
             self._record_ready()
@@ -264,8 +286,9 @@ class EpisodeRecorderNode(Node):
         t = odom.twist.twist
         motion = RobotMotion(v_xy=np.array([t.linear.x, t.linear.y]), v_z=t.linear.z, yaw_rate=t.angular.z,
                              tau=np.asarray(state.tau_est), dq=dq, ddq=ddq)
-        step = PolicyStep(msg.step, np.asarray(msg.observation, np.float32), np.asarray(msg.action, np.float32),
-                          msg.log_prob, msg.policy_version)
+        observation = np.asarray(msg.observation, np.float32)
+        step = PolicyStep(msg.step, observation, np.asarray(msg.action, np.float32), msg.log_prob, msg.policy_version,
+                          command=tuple(float(x) for x in newest_command(observation)))
         skipped = self.core.skipped
         out = self.core.on_step(step, motion)
         if self.core.skipped > skipped and self.core.skipped % 250 == 0:

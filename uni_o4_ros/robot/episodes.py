@@ -30,6 +30,10 @@ class PolicyStep:
     action: np.ndarray
     log_prob: float
     policy_version: int
+    # The velocity command (vx, vy, yaw rate) the policy followed at this tick, as its observation shows
+    # it; None: the episode's command. The reward is for this one, so a joystick's change mid-episode
+    # is rewarded as the policy saw it.
+    command: tuple[float, float, float] | None = None
 
 
 @dataclass
@@ -211,7 +215,7 @@ class EpisodeRecorderCore:
         return out
 
     def _transition(self, prev: PolicyStep, next_obs: np.ndarray, motion: RobotMotion, terminal: bool) -> dict:
-        vx, vy, wz = self.command_velocity
+        vx, vy, wz = prev.command if prev.command is not None else self.command_velocity
         last = self._last_action if self._last_action is not None else np.zeros_like(prev.action)
         r, _ = reward(motion.v_xy, np.array([vx, vy]), motion.yaw_rate, wz, motion.v_z, motion.tau, motion.dq,
                       motion.ddq, prev.action, last)

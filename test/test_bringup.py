@@ -285,6 +285,31 @@ def test_bringup_standin_runs_on_through_falls_with_its_stand_in_operator(ros_en
     assert all(not e[0][:OBS_DIM].any() for e in episodes[1:])
 
 
+def test_bringup_standin_starts_the_controller_once_the_stand_in_go1_listens(ros_env, tmp_path):
+    """The controller latches its e-stop when no LowState comes within connect_timeout (robot.yaml: 2 s), for a
+    person to re-arm. Started beside the stand-in, it could ask before MuJoCo had loaded: on a loaded machine
+    the rehearsal then stood latched, recorded nothing and never ended (seen twice in test runs, with two
+    rehearsals on 2 cores). The nodes now start once the stand-in listens (on an idle machine the old order
+    mostly got away with it, so the order is asserted), and a 0.3 s connect_timeout is met."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from uni_o4_ros.field.pipeline import PRETRAINED
+
+    out = tmp_path / "rec"
+    params = tmp_path / "robot_quick.yaml"
+    params.write_text((ROOT / "config" / "robot.yaml").read_text()
+                      .replace("connect_timeout: 2.0", "connect_timeout: 0.3")
+                      .replace("max_steps: 1000", "max_steps: 50").replace("state_timeout: 0.1", "state_timeout: 0.5"))
+    proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "bringup", "--standin", "--policy", str(PRETRAINED),
+                           "--out", str(out), "--episodes", "1", "--params", str(params)],
+                          env=ros_env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "no LowState" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stdout.index("stand-in Go1 listening on") < proc.stdout.index("started pd_controller_node")
+    assert len(read_episodes(out)) == 50
+
+
 def test_bringup_standin_rehearses_the_low_battery_stop(ros_env, tmp_path):
     """robot.yaml's min_battery_soc (15 %) against a stand-in whose battery drains from 19 % at 30 % a minute:
     a warning, then the e-stop mid-episode; the episode is written at once as a truncation (not a fall

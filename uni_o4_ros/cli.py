@@ -810,8 +810,9 @@ def _start_standin(terrain: str, params: Path, env: dict[str, str], nodes: dict,
     robot_cmd, robot_overrides, camera_env = standin_bringup(
         terrain, env, odometry.get("mount_xyz", [0.25, 0.0, 0.05]), odometry.get("mount_rpy", [0.0] * 3), operator,
         battery)
-    robot = subprocess.Popen(robot_cmd, env=env)
+    robot = subprocess.Popen(robot_cmd, env=env, stdout=subprocess.PIPE, text=True)
     print(f"started the stand-in Go1 with a T265 ({terrain}; pid {robot.pid})")
+    _wait_until_listening(robot)
     if operator is not None:
         print(f"after a fall a stand-in operator stands it up {operator_delay:g} s later and "
               + (f"re-arms with {rearm} on the remote" if rearm else
@@ -819,6 +820,32 @@ def _start_standin(terrain: str, params: Path, env: dict[str, str], nodes: dict,
     nodes["pd_controller_node"] = (robot_overrides, env)
     nodes["odometry_node"] = ([], camera_env)
     return robot
+
+
+def _wait_until_listening(robot: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Return once the stand-in Go1 serves its low-level link; its later output is passed on. Started at
+    once, the controller could ask before MuJoCo had loaded (seen on a loaded 2-core machine): no LowState
+    within connect_timeout latched its e-stop, for a person to re-arm, and the rehearsal has none."""
+    deadline = threading.Timer(timeout, robot.kill)
+    deadline.start()
+    try:
+        for line in robot.stdout:  # ends if it exits
+            print(line, end="", flush=True)
+            if "listening on" in line:
+                break
+        else:
+            robot.wait()
+            from .field.node_graph import NodeGraphError
+
+            raise NodeGraphError(f"the stand-in Go1 never listened: it exited with code {robot.returncode} "
+                                 f"(it is stopped if not listening after {timeout:g} s)")
+    except BaseException:
+        robot.kill()
+        robot.wait()
+        raise
+    finally:
+        deadline.cancel()
+    threading.Thread(target=lambda: [print(line, end="", flush=True) for line in robot.stdout], daemon=True).start()
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

@@ -270,6 +270,41 @@ def test_nodes_refuse_meaningless_parameters_at_start_with_one_line(ros_env, sta
         assert run.returncode == 2 and needle in run.stderr and "Traceback" not in run.stderr, run.stderr
 
 
+def test_a_parameters_file_section_for_every_node_is_left_to_the_nodes_that_have_its_parameters(ros_env, tmp_path):
+    """ROS users keep values several nodes share in one `/**:` section of a parameters file, and each node takes
+    the ones it has. The controller refused the recorder's max_steps there as a misspelling of its own; now it
+    starts and applies max_tilt from the same section. Given to the controller alone (its own section, or -p),
+    a parameter it lacks is still refused."""
+    import subprocess
+
+    from rcl_interfaces.srv import GetParameters
+
+    from uni_o4_ros.nodes.processes import node_command
+
+    shared = tmp_path / "shared.yaml"
+    shared.write_text("/**:\n  ros__parameters:\n    max_tilt: 0.8\n    max_steps: 50\n")
+    own = tmp_path / "own.yaml"
+    own.write_text("/**:\n  ros__parameters:\n    max_tilt: 0.8\n/**/pd_controller:\n  ros__parameters:\n"
+                   "    max_steps: 50\n")
+    for params_file, extra in ((own, []), (shared, ["-p", "max_steps:=50"])):
+        run = subprocess.run(node_command("pd_controller_node", params_file=params_file) + extra, env=ros_env,
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and "error: unknown parameter(s) max_steps" in run.stderr, run.stderr
+    ctrl = subprocess.Popen(node_command("pd_controller_node", params_file=shared), env=ros_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    obs = Observer()
+    try:
+        client = obs.node.create_client(GetParameters, "/pd_controller/get_parameters")
+        assert client.wait_for_service(timeout_sec=60), ctrl.poll()
+        future = client.call_async(GetParameters.Request(names=["max_tilt"]))
+        obs.wait(future.done)
+        assert future.result().values[0].double_value == 0.8
+        obs.wait(lambda: len(obs.states) >= 10)  # it runs
+    finally:
+        obs.close()
+        stop(ctrl)
+
+
 def test_commands_from_another_suite_on_the_domain_latch_the_estop(ros_env, standing_policy):
     """Two suites on one ROS domain (two robots in a lab, a laptop's rehearsal beside the robot): the
     controller used to apply any JointCommand, so another policy drove this robot. Now a second policy

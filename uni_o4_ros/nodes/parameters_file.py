@@ -8,6 +8,7 @@ applied and the defaults ran.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -23,3 +24,36 @@ def node_parameters(sections: Any, node: str) -> dict[str, Any]:
         if isinstance(sections.get(key), dict):
             return dict(sections[key].get("ros__parameters") or {})
     return {}
+
+
+def _sections(tree: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], dict[str, Any]]]:
+    """(node path, flat parameters) of every section of a parameters file, in either of ROS's layouts
+    (`/**/name:` or nested `ns: name:`); nested parameter names are joined with dots, as ROS reads them."""
+    if not isinstance(tree, dict):
+        return []
+    if isinstance(tree.get("ros__parameters"), dict):
+        return [(path, _flat(tree["ros__parameters"]))]
+    return [s for key, sub in tree.items() for s in _sections(sub, (*path, *str(key).strip("/").split("/")))]
+
+
+def _flat(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        out.update(_flat(value, f"{name}.") if isinstance(value, dict) else {name: value})
+    return out
+
+
+def shared_only(files: Iterable[Any], node: str) -> set[str]:
+    """Parameters the parameters files give only in sections meant for many nodes (a key ending in `*`
+    or `**`, such as `/**:`), in none naming `node`: a node without them leaves them to the nodes that
+    have them, as ROS does, instead of refusing them as misspelt."""
+    shared: set[str] = set()
+    own: set[str] = set()
+    for path, params in (s for sections in files for s in _sections(sections)):
+        last = path[-1] if path else ""
+        if last in ("*", "**"):
+            shared |= set(params)
+        elif last == node:
+            own |= set(params)
+    return shared - own

@@ -9,9 +9,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import rclpy
+import yaml
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
@@ -19,6 +20,7 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
 from .dds_transport import without_shared_memory
+from .parameters_file import shared_only
 from .processes import stop_signals, stop_with_parent
 
 
@@ -63,7 +65,7 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
             rclpy.shutdown()
             return 2
         try:
-            check_started(node)
+            check_started(node, sys.argv if args is None else args)
         except NodeConfigError as exc:
             print(f"{name}: error: {exc}", file=sys.stderr)
             if (close := getattr(node, "close", None)) is not None:  # what the node opened (a device, a thread)
@@ -100,10 +102,11 @@ SIM_TIME_REFUSED = ("use_sim_time is not supported: the control loop, its watchd
                     "stopped ticking, holding the motors' last targets, with nothing said)")
 
 
-def check_started(node: Node) -> None:
+def check_started(node: Node, argv: Sequence[str] = ()) -> None:
     """What every node refuses once it has declared its parameters: a simulated clock (at start and when set
     at run time), and parameters given that it does not have (a misspelt `max_tlit:=0.5` was ignored,
-    unseen, and the default limit kept)."""
+    unseen, and the default limit kept). Parameters given only in a section for many nodes (`/**:` of a
+    file in `argv`'s --params-file) are left to the nodes that have them."""
     if node.get_parameter("use_sim_time").value:
         raise NodeConfigError(SIM_TIME_REFUSED)
 
@@ -117,9 +120,35 @@ def check_started(node: Node) -> None:
     given = getattr(node, "_parameter_overrides", {})
     unknown = sorted(name for name in given if not node.has_parameter(name))
     if unknown:
+        unknown = [u for u in unknown if u not in _left_to_other_nodes(node.get_name(), argv)]
+    if unknown:
         rclpys_own = ("use_sim_time", "start_type_description_service")
         declared = sorted(n for n in node._parameters if n not in rclpys_own)  # noqa: SLF001 - as above
         hints = [f"{u} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(u, declared, 1)) else u
                  for u in unknown]
         raise NodeConfigError(f"unknown parameter(s) {', '.join(hints)}: {node.get_name()} has "
                               f"{', '.join(declared)}")
+
+
+def _left_to_other_nodes(node: str, argv: Sequence[str]) -> set[str]:
+    """Parameters given in --params-file sections shared by many nodes and nowhere for `node` alone (not
+    with -p either): another node's, not a misspelling of this one's."""
+    given, files = [], []
+    ros_args, words = False, iter(argv)
+    for word in words:
+        if word == "--ros-args":
+            ros_args = True
+        elif word == "--":
+            ros_args = False
+        elif ros_args and word in ("-p", "--param"):
+            given.append(next(words, "").split(":=", 1)[0])
+        elif ros_args and word == "--params-file":
+            files.append(next(words, ""))
+    parsed = []
+    for path in files:
+        try:
+            with open(path) as f:
+                parsed.append(yaml.safe_load(f))
+        except (OSError, yaml.YAMLError):
+            continue  # rcl read it before the node started, or refused it there
+    return shared_only(parsed, node) - set(given)

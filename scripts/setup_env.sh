@@ -55,7 +55,7 @@ if [ "$(cat "$VENV/.msg-stamp" 2>/dev/null)" != "$MSG_HASH" ]; then
   # Libraries go to $VENV/lib, which the ROS wheels already put on the library path; Python
   # modules to $VENV/ros/python, which uni_o4_ros/__init__.py adds to the package's path.
   build_interfaces "$ROOT" msgs ros/python -DUNI_O4_MSGS_ONLY=ON
-  "$VENV/bin/python" -c "from uni_o4_ros.msg import JointCommand, PolicyUpdate; from uni_o4_ros.srv import EStop" \
+  "$VENV/bin/python" -c "from uni_o4_ros.msg import JointCommand, PolicyUpdate; from uni_o4_ros.srv import StartEpisode" \
     || { say "generated messages do not import"; exit 1; }
   echo "$MSG_HASH" > "$VENV/.msg-stamp"
 fi

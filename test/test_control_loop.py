@@ -16,19 +16,19 @@ WATCHDOG = 0.1
 class Observer:
     def __init__(self) -> None:
         import rclpy
+        from std_srvs.srv import SetBool
 
         from uni_o4_ros.msg import EpisodeEvent, RobotState
         from uni_o4_ros.nodes.qos import EVENTS, SENSOR
-        from uni_o4_ros.srv import EStop
 
         rclpy.init()
-        self.rclpy, self.EStop = rclpy, EStop
+        self.rclpy, self.SetBool = rclpy, SetBool
         self.node = rclpy.create_node("observer")
         self.states: list = []
         self.events: list = []
         self.node.create_subscription(RobotState, "robot_state", self.states.append, SENSOR)
         self.node.create_subscription(EpisodeEvent, "episode_events", self.events.append, EVENTS)
-        self.client = self.node.create_client(EStop, "estop")
+        self.client = self.node.create_client(SetBool, "estop")
 
     def wait(self, cond, timeout: float = 60.0) -> None:
         wait_until(self.rclpy, self.node, cond, timeout)
@@ -38,7 +38,7 @@ class Observer:
 
     def estop(self, engage: bool) -> str:
         assert self.client.wait_for_service(timeout_sec=30)
-        fut = self.client.call_async(self.EStop.Request(engage=engage))
+        fut = self.client.call_async(self.SetBool.Request(data=engage))
         self.wait(fut.done)
         return fut.result().message
 

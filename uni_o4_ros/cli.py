@@ -307,10 +307,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("estop", help="engage or re-arm the running controller's e-stop (no ros2cli needed)",
                        description="Calls the pd_controller's `estop` service, as `ros2 service call /estop "
-                       "uni_o4_ros/srv/EStop` would: `engage` damps the robot and latches; `rearm` releases a "
-                       "latched e-stop, fall or silent policy (stand the robot up first). A convenience for "
-                       "bringup on computers without ros2cli, not a safety device: on the Go1 the e-stop at hand "
-                       "is its own remote (L2+B).")
+                       "std_srvs/srv/SetBool` would (data true / false): `engage` damps the robot and latches; "
+                       "`rearm` releases a latched e-stop, fall or silent policy (stand the robot up first). A "
+                       "convenience for bringup on computers without ros2cli, not a safety device: on the Go1 the "
+                       "e-stop at hand is its own remote (L2+B).")
     p.add_argument("action", choices=["engage", "rearm"],
                    help="engage: damping, latched until re-armed; rearm: active again on the next command")
     p.add_argument("--timeout", type=_seconds, default=5.0, help="seconds to wait for the controller (default 5)")

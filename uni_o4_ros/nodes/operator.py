@@ -8,8 +8,7 @@ import os
 
 import rclpy
 from rclpy.signals import SignalHandlerOptions
-
-from uni_o4_ros.srv import EStop
+from std_srvs.srv import SetBool
 
 from .dds_transport import without_shared_memory
 
@@ -26,11 +25,11 @@ def call_estop(engage: bool, timeout: float = 5.0, service: str = "estop") -> tu
     rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("uni_o4_estop")
     try:
-        client = node.create_client(EStop, service)
+        client = node.create_client(SetBool, service)
         if not client.wait_for_service(timeout_sec=timeout):
             raise NoController(f"no pd_controller answered on /{service} within {timeout:g} s: is the suite "
                                "running, with this terminal's ROS_DOMAIN_ID?")
-        future = client.call_async(EStop.Request(engage=engage))
+        future = client.call_async(SetBool.Request(data=engage))
         rclpy.spin_until_future_complete(node, future, timeout_sec=timeout)
         if not future.done():
             raise NoController(f"the pd_controller did not answer the e-stop request within {timeout:g} s")

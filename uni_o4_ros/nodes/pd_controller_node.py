@@ -37,6 +37,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
+from std_srvs.srv import SetBool
 
 from uni_o4_ros.hardware.go1_lowlevel import SDK_MOTOR_NAMES, WireError, parse_buttons
 from uni_o4_ros.hardware.t265 import DeviceError
@@ -45,7 +46,6 @@ from uni_o4_ros.msg import EpisodeEvent, JointCommand, RobotState
 from uni_o4_ros.ranges import ConfigValueError
 from uni_o4_ros.robot.controller import CONTROLLER_SUMMARY, CommandLatency, ControllerCore, Mode, PublishedStates
 from uni_o4_ros.robot.safety import RemoteCombo, SafetyConfig, SingleSender
-from uni_o4_ros.srv import EStop
 
 from .episode_events import SIM_RESET_EVENTS
 from .go1_sim_node import odometry, robot_state
@@ -186,7 +186,9 @@ class PDControllerNode(Node):
         self.odom_pub = self.create_publisher(Odometry, "odom", SENSOR)
         self.tf = OdomTfBroadcaster(self) if self.backend.publishes_odometry else None
         self.create_subscription(JointCommand, "joint_command", self.on_command, COMMAND)
-        self.create_service(EStop, "estop", self.on_estop)
+        # std_srvs/SetBool (data true engages, false re-arms): any ROS install can call it, a lab laptop
+        # without this package included.
+        self.create_service(SetBool, "estop", self.on_estop)
         if p["reset_on_episode_end"]:
             # Unattended data collection in simulation: when the recorder ends an episode the
             # "operator" puts the robot back on its feet and re-arms it (on the real robot a person
@@ -229,9 +231,9 @@ class PDControllerNode(Node):
                                     "ROS_DOMAIN_ID, then re-arm")
         self.core.estop(True)
 
-    def on_estop(self, req: EStop.Request, res: EStop.Response) -> EStop.Response:
-        res.message = self.core.estop(True) if req.engage else f"{self.core.estop(False)} (estop service)"
-        res.success = req.engage or not self.core.held_by  # a backend fault refuses the re-arm
+    def on_estop(self, req: SetBool.Request, res: SetBool.Response) -> SetBool.Response:
+        res.message = self.core.estop(True) if req.data else f"{self.core.estop(False)} (estop service)"
+        res.success = req.data or not self.core.held_by  # a backend fault refuses the re-arm
         self.get_logger().warning(res.message)
         return res
 

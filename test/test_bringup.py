@@ -225,7 +225,8 @@ def test_bringup_mistakes_end_in_one_line_before_any_node_starts(standing_policy
 
 def test_uni_o4_bringup_standin_runs_the_robot_graph_against_a_stand_in_go1_and_t265(ros_env, tmp_path):
     """`--standin`: config/robot.yaml's graph (Unitree SDK backend, T265 odometry node) records from the
-    stand-in Go1; the state timeout is widened for a loaded CI machine, nothing else changes."""
+    stand-in Go1; the state timeout is widened for a loaded CI machine, nothing else changes. The controller
+    starts latched (start_latched) and the stand-in operator arms it with the remote's L2+A, as a person would."""
     import subprocess
     import sys
 
@@ -243,6 +244,8 @@ def test_uni_o4_bringup_standin_runs_the_robot_graph_against_a_stand_in_go1_and_
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "started the stand-in Go1 with a T265" in proc.stdout and "started odometry_node" in proc.stdout
     assert "2 episode(s) recorded" in proc.stdout
+    latched = proc.stderr.index("e-stop engaged: damping until re-armed (start_latched)")
+    assert proc.stderr.index("re-armed: active on the next fresh command (remote: A+L2)", latched) > latched
     ds = read_episodes(out)
     assert len(ds) == 20 and ds.timeouts.sum() == 2 and not ds.terminals.any()
 

@@ -53,6 +53,27 @@ def test_spawn_roll_is_reported_by_the_imu_quaternion(roll):
     assert roll_pitch(st.quaternion)[0] == pytest.approx(roll, abs=1e-9)
 
 
+def test_the_stand_in_operator_arms_a_robot_that_starts_latched_once_at_the_start():
+    """robot.yaml's start_latched waits for a person: with arm_at_start the stand-in operator stands the robot up
+    and presses the re-arm buttons once, start_ticks in, and never again while it stands."""
+    from uni_o4_ros.sim.go1_udp_robot import Go1UdpRobot
+    from uni_o4_ros.sim.standin_operator import StandInOperator
+
+    op = StandInOperator(delay=0.1, rearm=frozenset({"L2", "A"}), hold_ticks=3, arm_at_start=True, start_ticks=5)
+    robot = Go1UdpRobot(port=0, operator=op)
+    try:
+        damp = damping_command(SafetyConfig())
+        buttons = []
+        for _ in range(40):
+            robot.state = robot.sim.step(damp)  # latched: the controller damps, the robot sags
+            op.after_tick(robot)
+            buttons.append(robot.buttons)
+        assert buttons == [frozenset()] * 4 + [frozenset({"L2", "A"})] * 3 + [frozenset()] * 33
+        assert op.falls == 0
+    finally:
+        robot.close()
+
+
 def test_the_stand_in_operator_stands_a_fallen_robot_up_and_presses_the_rearm_buttons():
     """After a fall the stand-in operator waits `delay`, stands the Go1 up, then holds the re-arm buttons
     for hold_ticks ticks and lets go; a robot on its feet, or damped for any other reason, is left alone."""

@@ -160,9 +160,14 @@ def standin_bringup(terrain: str, env: dict[str, str], mount_xyz: list[float], m
     if operator is not None:
         delay, rearm, max_tilt = operator
         robot += ["--operator", str(float(delay)), "--operator-rearm", rearm, "--max-tilt", str(float(max_tilt))]
+    # robot.yaml's start_latched waits for a person to arm the robot: the stand-in operator does, with the remote's
+    # re-arm buttons. Without one (no operator, or no remote_rearm) the rehearsal starts armed: nobody could.
+    arms = operator is not None and bool(operator[1])
+    if arms:
+        robot.append("--operator-arms-at-start")
     robot += ["--battery", str(float(battery[0])), "--battery-drain", str(float(battery[1]))]
-    # A rehearsal starts armed: robot.yaml's start_latched waits for a person, whom the stand-in has no way to ask.
-    controller = ["robot_ip:=127.0.0.1", f"robot_port:={robot_port}", "local_port:=0", "start_latched:=false"]
+    controller = ["robot_ip:=127.0.0.1", f"robot_port:={robot_port}", "local_port:=0"]
+    controller += [] if arms else ["start_latched:=false"]
     path = os.pathsep.join(p for p in (str(STANDIN_MODULES), env.get("PYTHONPATH", "")) if p)
     return robot, controller, dict(env, PYTHONPATH=path, **{FEED_ENV: f"127.0.0.1:{feed_port}"})
 
@@ -191,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--operator-rearm", default="L2+A", metavar="BUTTONS",
                     help="the buttons they press, as the pd_controller's remote_rearm (\"\": they only stand it up)")
     ap.add_argument("--max-tilt", type=float, default=1.0, help="what they call a fall: the controller's max_tilt")
+    ap.add_argument("--operator-arms-at-start", action="store_true",
+                    help="they also arm it once, 0.5 s in: stand it up and press the re-arm buttons, for a controller "
+                    "that starts latched (start_latched)")
     ap.add_argument("--battery", type=float, default=100.0, metavar="PERCENT",
                     help="battery state of charge at the start (bms.SOC), to rehearse min_battery_soc")
     ap.add_argument("--battery-drain", type=float, default=0.0, metavar="PERCENT_PER_MIN",
@@ -204,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         rearm = wire.parse_buttons(a.operator_rearm)  # unknown buttons: a clear error now, not at the first fall
     except wire.WireError as exc:
         ap.error(f"--operator-rearm {exc}")
-    operator = StandInOperator(a.operator, rearm, a.max_tilt) if a.operator > 0 else None
+    operator = (StandInOperator(a.operator, rearm, a.max_tilt, arm_at_start=a.operator_arms_at_start) if a.operator > 0
+                else None)
     robot = Go1UdpRobot(a.host, a.port, sim, t265=t265, t265_mount=mount, operator=operator)
     robot.state = sim.reset(roll=a.spawn_roll)
     robot.battery_soc, robot.battery_drain = a.battery, a.battery_drain

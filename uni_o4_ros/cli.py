@@ -845,7 +845,12 @@ def _wait_until_listening(robot: subprocess.Popen, timeout: float = 120.0) -> No
         raise
     finally:
         deadline.cancel()
-    threading.Thread(target=lambda: [print(line, end="", flush=True) for line in robot.stdout], daemon=True).start()
+    threading.Thread(target=_pass_on, args=(robot.stdout,), daemon=True).start()
+
+
+def _pass_on(stream) -> None:
+    for line in stream:
+        print(line, end="", flush=True)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:

@@ -56,10 +56,10 @@ def inference_and_swap(n: int = 3000) -> dict:
         for v in range(2, 52):
             msg = encode_update(robot_policy(), norm, v, key=key)
             t0 = time.perf_counter()
-            ok, reason = runner.offer(msg["version"], msg["sha256"], msg["safetensors"], msg["spec_json"],
-                                      msg["signature"])
+            verdict = runner.offer(msg["version"], msg["sha256"], msg["safetensors"], msg["spec_json"],
+                                   msg["signature"])
             verify[suffix].append(time.perf_counter() - t0)
-            assert ok, reason
+            assert verdict.accepted, verdict.reason
             ticks = 0
             while True:
                 ticks += 1

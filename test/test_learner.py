@@ -417,7 +417,7 @@ def test_a_learner_with_another_key_than_the_robot_hears_why_and_does_not_go_bac
     It hears the reason (what to do about it) but does not act on a verdict it cannot trust."""
     from test_bringup import _wait_for_output
 
-    laptop_key = b"not the robot's key"
+    laptop_key = b"not the robot's key, but long enough to be one"
     (tmp_path / "laptop.key").write_bytes(laptop_key + b"\n")
     (tmp_path / "laptop.key").chmod(0o600)  # a key open to others is refused at start
     procs, learner = _learning_graph(ros_env, standing_policy, tmp_path / "learner",

@@ -242,3 +242,35 @@ def test_the_policy_follows_a_teleop_cmd_vel_held_inside_its_command_limits(node
     out, _ = node.communicate(timeout=30)
     assert "velocity command (50, 0, -0.2) is outside the command limits (vx 0..1, vy -0.3..0.3, yaw rate " \
            "-0.5..0.5): following (1, 0, -0.2)" in out, out[-2000:]
+
+
+def test_an_update_far_larger_than_the_policy_is_refused_unread_and_a_verdict_on_a_forgery_is_not_signed(node):
+    """Anyone on the domain can publish a PolicyUpdate. A 256 MB one, decoded on the tick thread, stopped the
+    answers for 2-3 s (the watchdog damps after 0.1 s): one over 4 times the running policy's size is now
+    refused unread. A forged one was refused, but in a verdict signed with the robot's key, which the learner
+    believes: it threw its newest version away. A verdict on an update that is not signed with the key is
+    not signed now, and names the bytes it judged."""
+    import hashlib
+    import os
+
+    d = Driver()
+    try:
+        d.tick()
+        n = len(d.status)
+        big = os.urandom(2**21)  # 2 MB; the running policy is ~20 KB
+        d.update_pub.publish(d.PolicyUpdate(version=9, sha256=hashlib.sha256(big).hexdigest(), safetensors=big,
+                                            spec_json="{}", signature=b"x" * 32))
+        d.wait(lambda: len(d.status) > n)
+        assert d.status[n].message.startswith("an update of 2.0 MB, more than 1.1 MB (4 times this policy's size)")
+        junk = b"junk"
+        n = len(d.status)
+        d.update_pub.publish(d.PolicyUpdate(version=1, sha256=hashlib.sha256(junk).hexdigest(), safetensors=junk,
+                                            spec_json="{}", signature=b"x" * 32))  # under the running version's number
+        d.wait(lambda: len(d.status) > n)
+        st = d.status[n]
+        values = {kv.key: kv.value for kv in st.values}
+        assert "signature does not match" in st.message and values["accepted"] == "False"
+        assert "signature" not in values and values["sha256"] == hashlib.sha256(junk).hexdigest()
+        assert d.tick().policy_version == 1  # still answering, with its own policy
+    finally:
+        d.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 
 import numpy as np
@@ -133,20 +134,36 @@ def _resign(msg, blob):
     return sign_update(dict(msg, safetensors=blob, sha256=hashlib.sha256(blob).hexdigest()), b"k")
 
 
-@pytest.mark.parametrize("corrupt, reason", [
-    (lambda m: dict(m, version=4), "not newer"),
-    (lambda m: dict(m, safetensors=m["safetensors"][:-10]), "sha256 mismatch"),
-    (lambda m: dict(m, signature=b"x" * 32), "signature does not match"),
-    (lambda m: dict(m, signature=b""), "it is not signed"),
+@pytest.mark.parametrize("corrupt, reason, authentic", [
+    (lambda m: sign_update(dict(m, version=4), b"k"), "not newer", True),
+    (lambda m: sign_update(dict(m, sha256="0" * 64), b"k"), "sha256 mismatch", True),
+    (lambda m: dict(m, signature=b"x" * 32), "signature does not match", False),
+    (lambda m: dict(m, signature=b""), "it is not signed", False),
     # a signed version 5 captured and offered again as version 6 (which would pass "newer")
-    (lambda m: dict(m, version=6), "signature does not match"),
-    (lambda m: _resign(m, m["safetensors"][: len(m["safetensors"]) // 2]), "not a valid safetensors"),
-    (lambda m: _resign(m, b"\x00" * 64), "not a valid safetensors"),
+    (lambda m: dict(m, version=6), "signature does not match", False),
+    # unsigned junk under a number that is not newer: judged by its signature first, so the verdict on it is
+    # not one the learner may act on (a forger could otherwise have it throw its newest version away)
+    (lambda m: dict(m, version=4, safetensors=b"junk", signature=b"x" * 32), "signature does not match", False),
+    (lambda m: _resign(m, m["safetensors"][: len(m["safetensors"]) // 2]), "not a valid safetensors", True),
+    (lambda m: _resign(m, b"\x00" * 64), "not a valid safetensors", True),
 ])
-def test_bad_updates_are_refused_with_a_reason(update, corrupt, reason):
+def test_bad_updates_are_refused_with_a_reason(update, corrupt, reason, authentic):
     _, _, msg = update
-    with pytest.raises(UpdateRejected, match=reason):
+    with pytest.raises(UpdateRejected, match=reason) as refused:
         _verify(corrupt(msg))
+    assert refused.value.authentic == authentic
+
+
+def test_an_update_that_changes_the_running_policys_architecture_is_refused(update):
+    """Signed, finite, right dims, but a wider log-std range: the shift check compares mean actions, so the
+    sampled actions of such an update moved the joint targets 13 rad a tick against 0.3 (the audit's run)."""
+    pol, _, msg = update
+    spec = dict(json.loads(msg["spec_json"]), log_std_max=4.0)
+    wider = _resign(dict(msg, spec_json=json.dumps(spec)), msg["safetensors"])
+    assert _verify(wider).version == 5  # nothing else compares specs
+    with pytest.raises(UpdateRejected, match="architecture differs from the running policy's: log_std_max 4.0"):
+        verify_update(wider["version"], wider["sha256"], wider["safetensors"], wider["spec_json"], wider["signature"],
+                      current_version=4, expected_obs_dim=290, expected_act_dim=12, key=b"k", expected_spec=pol.spec)
 
 
 def _tampered(pol, norm, edit):
@@ -190,10 +207,12 @@ def test_each_computer_makes_its_own_update_key_once_and_a_bad_key_file_is_a_cle
     assert load_update_key("") == (None, None)  # unsigned, on purpose
     with pytest.raises(UpdateKeyError, match="missing.key: No such file"):
         load_update_key(str(tmp_path / "missing.key"))  # a path is never made up: a typo must not pass
-    (tmp_path / "empty.key").write_text("\n")
-    (tmp_path / "empty.key").chmod(0o600)
-    with pytest.raises(UpdateKeyError, match="is empty"):
-        load_update_key(str(tmp_path / "empty.key"))
+    for name, text, says in (("empty.key", "\n", "holds 0 bytes, fewer than 32"),
+                             ("short.key", "k\n", "holds 1 bytes, fewer than 32: too short")):
+        (tmp_path / name).write_text(text)
+        (tmp_path / name).chmod(0o600)
+        with pytest.raises(UpdateKeyError, match=says):
+            load_update_key(str(tmp_path / name))
     # A copy left open to others (written by hand under umask 022, say): anyone could sign updates with it.
     copy = tmp_path / "copy.key"
     copy.write_bytes(path.read_bytes())
@@ -204,6 +223,10 @@ def test_each_computer_makes_its_own_update_key_once_and_a_bad_key_file_is_a_cle
             load_update_key(str(copy))
     copy.chmod(0o400)  # read-only for its user is fine
     assert load_update_key(str(copy)) == (keys[0][0], copy)
+    uid = os.geteuid()
+    monkeypatch.setattr(os, "geteuid", lambda: uid + 1)  # the node runs as another user than the file's owner,
+    with pytest.raises(UpdateKeyError, match="belongs to another user"):  # who could swap in their own key
+        load_update_key(str(copy))
 
 
 def test_a_policy_status_is_believed_only_when_signed_with_the_readers_key():
@@ -213,6 +236,8 @@ def test_a_policy_status_is_believed_only_when_signed_with_the_readers_key():
     values = {"version": "7", "accepted": "False", "running": "6"}
     signed = {**values, "signature": sign_status(values, "too far", b"k")}
     assert refusal_in(signed, "too far", b"k") == Refusal(7, 6, signed=True)
+    named = {**values, "sha256": "ab" * 32}
+    assert refusal_in({**named, "signature": sign_status(named, "too far", b"k")}, "too far", b"k").sha256 == "ab" * 32
     assert refusal_in(signed, "too far", None) == Refusal(7, 6, signed=True)  # a learner without a key believes all
     assert not refusal_in(signed, "other reason", b"k").signed  # the message is signed too
     assert not refusal_in({**signed, "running": "5"}, "too far", b"k").signed
@@ -251,7 +276,8 @@ def test_an_update_that_would_move_the_joints_far_is_refused_before_it_acts():
 
     def offer(runner, policy, version):
         m = encode_update(policy, norm, version=version)
-        return runner.offer(m["version"], m["sha256"], m["safetensors"], m["spec_json"], m["signature"])
+        verdict = runner.offer(m["version"], m["sha256"], m["safetensors"], m["spec_json"], m["signature"])
+        return verdict.accepted, verdict.reason
 
     def edited(edit):
         p = copy.deepcopy(pol)

@@ -27,14 +27,15 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist
 from rclpy.node import Node
+from rclpy.serialization import deserialize_message
 
 from uni_o4_ros.learning.offline import load_policy
 from uni_o4_ros.msg import JointCommand, PolicyUpdate, RobotState, Transition
 from uni_o4_ros.robot.command import CommandLimits, CommandLimitsError
 from uni_o4_ros.robot.go1 import KD, KP
 from uni_o4_ros.robot.observation import command_vector
-from uni_o4_ros.robot.policy_runner import PolicyRunner
-from uni_o4_ros.robot.policy_update import sign_status
+from uni_o4_ros.robot.policy_runner import PolicyRunner, Verdict
+from uni_o4_ros.robot.policy_update import encode_update, sign_status
 from uni_o4_ros.robot.safety import SingleSender
 
 from .params import declare_read_only, require_vector, update_key
@@ -84,7 +85,11 @@ class PolicyNode(Node):
         self.verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
         self.state_senders, self.crowded = SingleSender(), False
         self.create_subscription(RobotState, "robot_state", self.on_state, SENSOR)
-        self.create_subscription(PolicyUpdate, "policy_update", self.on_update, POLICY_UPDATE)
+        # Updates arrive serialised: one far larger than this policy's is refused unread, and the rest are
+        # decoded on the verifier thread. Decoded on the tick thread, a 256 MB update stalled it for 1.9 s
+        # (the watchdog damps after 0.1 s), with no key needed to send one.
+        self.max_update_bytes = 4 * len(encode_update(policy, normalizer, 0)["safetensors"]) + 2**20
+        self.create_subscription(PolicyUpdate, "policy_update", self.on_update, POLICY_UPDATE, raw=True)
         # Velocity commands: the recorder's per-episode command, or a joystick / teleop / Nav2. Reliable and
         # volatile as those publish (rclpy itself warns of a publisher whose QoS cannot match, e.g. best-effort).
         self.create_subscription(Twist, "cmd_vel", self.on_cmd_vel, COMMAND)
@@ -143,18 +148,27 @@ class PolicyNode(Node):
                 throttle_duration_sec=2.0)
         self.runner.command = command_vector(*command)
 
-    def on_update(self, msg: PolicyUpdate) -> None:
-        self.verifier.submit(self.verify, msg)
+    def on_update(self, raw: bytes) -> None:
+        if len(raw) > self.max_update_bytes:
+            reason = (f"an update of {len(raw) / 2**20:.1f} MB, more than {self.max_update_bytes / 2**20:.1f} MB "
+                      "(4 times this policy's size): not read")
+            self.get_logger().warning(f"policy update refused: {reason}")
+            self.status_pub.publish(DiagnosticStatus(level=DiagnosticStatus.WARN, name="policy_update", message=reason,
+                                                     values=[KeyValue(key="accepted", value="False")]))
+            return
+        self.verifier.submit(self.verify, raw)
 
     def close(self) -> None:
         self.verifier.shutdown(wait=False, cancel_futures=True)
 
-    def verify(self, msg: PolicyUpdate) -> None:
+    def verify(self, raw: bytes) -> None:
+        msg = deserialize_message(raw, PolicyUpdate)
         try:
-            ok, reason = self.runner.offer(msg.version, msg.sha256, bytes(msg.safetensors), msg.spec_json,
-                                           bytes(msg.signature))
+            verdict = self.runner.offer(msg.version, msg.sha256, bytes(msg.safetensors), msg.spec_json,
+                                        bytes(msg.signature))
         except Exception as exc:  # noqa: BLE001 - in this thread an error would vanish, and the update with it
-            ok, reason = False, f"checking it failed: {type(exc).__name__}: {exc}"
+            verdict = Verdict(False, f"checking it failed: {type(exc).__name__}: {exc}", False, "")
+        ok, reason = verdict.accepted, verdict.reason
         # Two call sites: rclpy raises when one call site logs at a second severity (and here that error
         # would have lost the refusal's status, in the verifier thread).
         if ok:
@@ -163,8 +177,11 @@ class PolicyNode(Node):
             self.get_logger().warning(f"policy update v{msg.version} refused: {reason}")
         st = DiagnosticStatus(level=DiagnosticStatus.OK if ok else DiagnosticStatus.WARN, name="policy_update",
                               message=reason)
-        values = {"version": str(msg.version), "accepted": str(ok), "running": str(self.runner.next_version)}
-        if self.runner.key is not None:  # the learner believes only its own robot's verdicts
+        values = {"version": str(msg.version), "accepted": str(ok), "running": str(self.runner.next_version),
+                  "sha256": verdict.sha256}
+        # The learner believes only its own robot's verdicts on its own updates: signed, and only for updates
+        # signed with this robot's key. (Signing a verdict on a forgery let anyone have the learner go back.)
+        if self.runner.key is not None and verdict.authentic:
             values["signature"] = sign_status(values, reason, self.runner.key)
         st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         self.status_pub.publish(st)

@@ -10,6 +10,7 @@ at most `max_update_shift` rad from the policy it would replace.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -24,6 +25,16 @@ from .observation import ObservationBuilder, command_vector
 from .policy_update import UpdateRejected, VerifiedPolicy, joint_target_shift, verify_update
 
 RECENT_STATES = 250  # 5 s at 50 Hz: the states an update's behaviour is compared on
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The policy node's answer to an update offered to it."""
+
+    accepted: bool
+    reason: str
+    authentic: bool  # signed with this robot's key (or none is used): a verdict the learner may act on
+    sha256: str  # of the bytes received, which a verdict names: a forgery cannot borrow the learner's update's
 
 
 @dataclass
@@ -70,17 +81,18 @@ class PolicyRunner:
     def obs_dim(self) -> int:
         return self._active.policy.spec.obs_dim
 
-    def offer(self, version: int, sha256: str, blob: bytes, spec_json: str, signature: bytes) -> tuple[bool, str]:
-        """Verify and stage an update; returns (accepted, reason)."""
+    def offer(self, version: int, sha256: str, blob: bytes, spec_json: str, signature: bytes) -> Verdict:
+        """Verify and stage an update."""
         with self._lock:
             replaced = self._pending or self._active  # what the robot will run if this is refused
             states = list(self.recent)
+        received = hashlib.sha256(bytes(blob)).hexdigest()
         try:
             verified = verify_update(version, sha256, blob, spec_json, signature, current_version=replaced.version,
-                                     expected_obs_dim=self.obs_dim,
-                                     expected_act_dim=self._active.policy.spec.act_dim, key=self.key)
+                                     expected_obs_dim=self.obs_dim, expected_act_dim=self._active.policy.spec.act_dim,
+                                     key=self.key, expected_spec=self._active.policy.spec)
         except UpdateRejected as exc:
-            return False, str(exc)
+            return Verdict(False, str(exc), exc.authentic, received)
         # The robot standing still is always among the states: an update that arrives before the first
         # state (a learner's latest version reaches a starting policy node at once) is checked too.
         states.append(self.standing_history())
@@ -88,12 +100,12 @@ class PolicyRunner:
         moved = (f"moves the joint targets {shift:.3f} rad from v{replaced.version}'s, on {len(states) - 1} recent "
                  "states and the robot standing")
         if self.max_update_shift and not shift <= self.max_update_shift:
-            return False, (f"it {moved} (per state the largest joint, averaged), more than max_update_shift "
+            return Verdict(False, f"it {moved} (per state the largest joint, averaged), more than max_update_shift "
                            f"{self.max_update_shift} rad: a learner that diverged, or another robot's policy? "
-                           "Raise max_update_shift only if so large a change is meant")
+                           "Raise max_update_shift only if so large a change is meant", True, received)
         with self._lock:
             self._pending = verified
-        return True, f"version {version} staged: it {moved}"
+        return Verdict(True, f"version {version} staged: it {moved}", True, received)
 
     def standing_history(self) -> np.ndarray:
         """The observation history of the robot standing still at its default pose, upright, under the

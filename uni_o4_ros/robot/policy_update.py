@@ -42,7 +42,13 @@ from .go1 import action_to_joint_targets
 
 
 class UpdateRejected(ValueError):
-    pass
+    """An update refused, and whether it was authentic: signed with this robot's key (or no key is used), so the
+    verdict may be signed for the learner. A verdict on a forgery, signed, would let anyone on the domain make
+    the learner throw away its newest version."""
+
+    def __init__(self, message: str, authentic: bool = False) -> None:
+        super().__init__(message)
+        self.authentic = authentic
 
 
 @dataclass
@@ -54,6 +60,7 @@ class VerifiedPolicy:
 
 
 AUTO_KEY = "auto"
+MIN_KEY_BYTES = 32  # HMAC-SHA256's own strength: shorter keys are easier to guess than its output
 
 
 class UpdateKeyError(ValueError):
@@ -85,8 +92,12 @@ def load_update_key(setting: str) -> tuple[bytes | None, Path | None]:
     if mode & 0o077:
         raise UpdateKeyError(f"hmac_key_file {path} can be {'written' if mode & 0o022 else 'read'} by other users "
                              f"(mode {mode:o}): anyone who has it can sign policy updates. Run: chmod 600 {path}")
-    if not key:
-        raise UpdateKeyError(f"hmac_key_file {path} is empty")
+    if path.stat().st_uid != os.geteuid():
+        raise UpdateKeyError(f"hmac_key_file {path} belongs to another user (uid {path.stat().st_uid}): whoever owns "
+                             "it can swap in their own key. Use a key file of this user's")
+    if len(key) < MIN_KEY_BYTES:
+        raise UpdateKeyError(f"hmac_key_file {path} holds {len(key)} bytes, fewer than {MIN_KEY_BYTES}: too short to "
+                             "keep anyone from guessing it. 'auto' makes a 64-character one")
     return key, path
 
 
@@ -138,6 +149,7 @@ class Refusal:
     version: int  # refused
     running: int  # what the robot runs instead
     signed: bool  # with the reader's key (or the reader has none): its own robot's verdict
+    sha256: str = ""  # of the bytes refused: the learner acts only on a verdict on the update it published
 
 
 def refusal_in(values: dict[str, str], message: str, key: bytes | None) -> Refusal | None:
@@ -153,7 +165,7 @@ def refusal_in(values: dict[str, str], message: str, key: bytes | None) -> Refus
     # As bytes: compare_digest raises on a str with non-ASCII characters, which anyone can publish.
     signed = key is None or hmac.compare_digest(sign_status(values, message, key).encode(),
                                                 values.get("signature", "").encode())
-    return Refusal(version, running, signed)
+    return Refusal(version, running, signed, values.get("sha256", ""))
 
 
 def encode_update(policy: GaussianPolicyEnsemble, normalizer: StateNormalizer, version: int,
@@ -179,13 +191,13 @@ def sign_update(fields: dict, key: bytes) -> dict:
 def verify_update(
     version: int, sha256: str, blob: bytes, spec_json: str, signature: bytes,
     *, current_version: int, expected_obs_dim: int, expected_act_dim: int, key: bytes | None = None,
+    expected_spec: PolicySpec | None = None,
 ) -> VerifiedPolicy:
+    """The update as a policy ready to run, or UpdateRejected. The signature is checked first: a refusal says
+    whether the update was authentic (UpdateRejected.authentic) before anything else is judged. `expected_spec`:
+    the running policy's architecture, which an update must keep (a wider log-std range or other layers would
+    act differently from what the shift check measures on mean actions)."""
     blob = bytes(blob)
-    if version <= current_version:
-        raise UpdateRejected(f"version {version} is not newer than the running version {current_version}")
-    actual = hashlib.sha256(blob).hexdigest()
-    if actual != sha256:
-        raise UpdateRejected(f"sha256 mismatch: announced {sha256[:12]}..., received bytes hash to {actual[:12]}...")
     if key is not None:
         if not bytes(signature):
             raise UpdateRejected("it is not signed, and this robot takes only updates signed with its key "
@@ -195,6 +207,21 @@ def verify_update(
             raise UpdateRejected("its signature does not match this robot's key (hmac_key_file): a learner on "
                                  "another computer, or another robot's, signs with its own key; give it a copy of "
                                  "this robot's key file")
+    try:
+        return _verify_authentic(version, sha256, blob, spec_json, current_version, expected_obs_dim,
+                                 expected_act_dim, expected_spec)
+    except UpdateRejected as exc:
+        exc.authentic = True
+        raise
+
+
+def _verify_authentic(version: int, sha256: str, blob: bytes, spec_json: str, current_version: int,
+                      expected_obs_dim: int, expected_act_dim: int, expected_spec: PolicySpec | None) -> VerifiedPolicy:
+    if version <= current_version:
+        raise UpdateRejected(f"version {version} is not newer than the running version {current_version}")
+    actual = hashlib.sha256(blob).hexdigest()
+    if actual != sha256:
+        raise UpdateRejected(f"sha256 mismatch: announced {sha256[:12]}..., received bytes hash to {actual[:12]}...")
     try:
         spec_d = json.loads(spec_json)
         n = int(spec_d.pop("n", 1))
@@ -206,6 +233,12 @@ def verify_update(
     if (spec.obs_dim, spec.act_dim) != (expected_obs_dim, expected_act_dim):
         raise UpdateRejected(f"policy dims {spec.obs_dim}/{spec.act_dim} do not match the robot's "
                              f"{expected_obs_dim}/{expected_act_dim}")
+    if expected_spec is not None and spec.to_dict() != expected_spec.to_dict():
+        theirs, ours = spec.to_dict(), expected_spec.to_dict()
+        differ = ", ".join(f"{k} {theirs.get(k)!r} (running: {ours.get(k)!r})" for k in sorted(set(theirs) | set(ours))
+                           if theirs.get(k) != ours.get(k))
+        raise UpdateRejected(f"its architecture differs from the running policy's: {differ}; deploy a new "
+                             "architecture by restarting the policy node with it")
     try:
         tensors = load_safetensors(blob)
     except Exception as exc:  # safetensors raises its own error types for malformed headers

@@ -25,7 +25,7 @@ from uni_o4_ros.robot.safety import MotorCommand
 
 from .episode_events import SIM_RESET_EVENTS
 from .params import declare_read_only
-from .qos import COMMAND, EVENTS, SENSOR
+from .qos import COMMAND, EVENTS, RELIABLE_STREAM
 from .run import NodeConfigError, run_node
 from .tf import OdomTfBroadcaster
 
@@ -44,7 +44,7 @@ class Go1SimNode(Node):
         self.state = self.sim.reset(roll=float(p["spawn_roll"]))
         self.steps = 0
         self.state_pub = self.create_publisher(RobotState, "low_state", COMMAND)
-        self.odom_pub = self.create_publisher(Odometry, "odom", SENSOR)
+        self.odom_pub = self.create_publisher(Odometry, "odom", RELIABLE_STREAM)
         self.tf = OdomTfBroadcaster(self)
         self.create_subscription(JointCommand, "low_cmd", self.on_command, COMMAND)
         if p["reset_on_episode_end"]:

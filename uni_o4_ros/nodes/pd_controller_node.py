@@ -50,7 +50,7 @@ from uni_o4_ros.srv import EStop
 from .episode_events import SIM_RESET_EVENTS
 from .go1_sim_node import odometry, robot_state
 from .params import declare_read_only, require
-from .qos import COMMAND, EVENTS, SENSOR
+from .qos import COMMAND, EVENTS, RELIABLE_STREAM, SENSOR
 from .run import NodeConfigError, run_node
 from .stamps import sender_id, stamp_ns
 from .tf import OdomTfBroadcaster
@@ -182,9 +182,12 @@ class PDControllerNode(Node):
         self.state_pub = self.create_publisher(RobotState, "robot_state", SENSOR)
         self.event_pub = self.create_publisher(EpisodeEvent, "episode_events", EVENTS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", EVENTS)
-        # With the sim backend the simulator also stands in for the T265 (REP-105 odom -> base_link).
-        self.odom_pub = self.create_publisher(Odometry, "odom", SENSOR)
-        self.tf = OdomTfBroadcaster(self) if self.backend.publishes_odometry else None
+        # With the sim backend the simulator also stands in for the T265 (REP-105 odom -> base_link); with the
+        # others the odometry node or the go1_sim node is odom's only publisher.
+        self.odom_pub = self.tf = None
+        if self.backend.publishes_odometry:
+            self.odom_pub = self.create_publisher(Odometry, "odom", RELIABLE_STREAM)
+            self.tf = OdomTfBroadcaster(self)
         self.create_subscription(JointCommand, "joint_command", self.on_command, COMMAND)
         self.create_service(EStop, "estop", self.on_estop)
         if p["reset_on_episode_end"]:

@@ -1,0 +1,80 @@
+"""The node suite as the standard ROS tools see it: each test subscribes as such a tool does (rviz's displays),
+in this process, to nodes running as their own processes over DDS."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import start_node, stop_nodes, wait_until
+
+
+class Tool:
+    """A subscriber in this process, asking for the QoS a standard tool asks for."""
+
+    def __init__(self) -> None:
+        import rclpy
+
+        rclpy.init()
+        self.rclpy = rclpy
+        self.node = rclpy.create_node("standard_tool")
+
+    def listen(self, msg_type, topic: str, qos) -> list:
+        got: list = []
+        self.node.create_subscription(msg_type, topic, got.append, qos)
+        return got
+
+    def wait(self, cond, timeout: float = 60.0) -> None:
+        wait_until(self.rclpy, self.node, cond, timeout)
+
+    def close(self) -> None:
+        self.node.destroy_node()
+        self.rclpy.shutdown()
+
+
+def tool_qos():
+    """What rviz's displays, robot_state_publisher and rclpy's default ask for: reliable, volatile, keep-last."""
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+
+def _odometry_bag(path) -> None:
+    """1 s of recorded odometry for the odometry node's bag source."""
+    from nav_msgs.msg import Odometry
+    from rclpy.serialization import serialize_message
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    w = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+    w.open()
+    conn = w.add_connection("/odom", "nav_msgs/msg/Odometry", typestore=get_typestore(Stores.ROS2_KILTED))
+    for i in range(50):
+        m = Odometry()
+        m.pose.pose.position.x, m.pose.pose.orientation.w = 0.01 * i, 1.0
+        w.write(conn, 10**9 + i * 20_000_000, serialize_message(m))
+    w.close()
+
+
+@pytest.mark.parametrize("publisher", ["pd_controller", "go1_sim", "odometry"])
+def test_odometry_reaches_a_reliable_subscriber_such_as_rviz(ros_env, tmp_path, publisher):
+    """Seen: rviz's Odometry display, which subscribes reliable by default, showed nothing: every node that
+    publishes `odom` (the T265's odometry node, the go1_sim node, the controller's sim backend) offered it
+    best-effort only, which a reliable reader does not match. Each of them, here, to a reliable reader."""
+    from nav_msgs.msg import Odometry
+
+    if publisher == "odometry":
+        _odometry_bag(tmp_path / "bag")
+        proc = start_node("uni_o4_ros.nodes.odometry_node", ros_env, "source:=bag", f"bag_path:={tmp_path / 'bag'}",
+                          "bag_loop:=true")
+    else:  # the controller's default backend is the in-process simulator; go1_sim announces its first state
+        proc = start_node(f"uni_o4_ros.nodes.{publisher}_node", ros_env)
+    tool = Tool()
+    odom = tool.listen(Odometry, "odom", tool_qos())
+    try:
+        tool.wait(lambda: len(odom) >= 3 or proc.poll() is not None)
+        assert proc.poll() is None, proc.stderr.read()
+        assert (odom[-1].header.frame_id, odom[-1].child_frame_id) == ("odom", "base_link")
+    finally:
+        tool.close()
+        stop_nodes(proc)
+

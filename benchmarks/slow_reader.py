@@ -4,7 +4,7 @@ RELIABLE_STREAM): a Fast DDS writer with keep-last history drops its oldest unac
 its history is full instead of waiting for the reader, so it should not.
 
 pd_controller (MuJoCo Go1 backend, no policy: it damps and still publishes every tick) runs as a process;
-a reader process subscribes reliable to odom (and joint_states) and is SIGSTOPped for `--stop` seconds,
+a reader process subscribes reliable to odom and joint_states and is SIGSTOPped for `--stop` seconds,
 then continued. Reported per phase (before, stopped, after): the largest and 99th-percentile gap between
 consecutive robot_state stamps (the controller's own clock at each tick; a blocked publish delays the
 next tick), and how many robot_state samples arrived.
@@ -51,7 +51,7 @@ for topic in sys.argv[1:]:
     node.create_subscription(types[topic], topic, first(topic), qos)
 rclpy.spin(node)
 """
-TOPICS = ("odom",)
+TOPICS = ("odom", "joint_states")
 
 
 def gaps(stamps: list[float]) -> dict:

@@ -1,5 +1,5 @@
-"""The node suite as the standard ROS tools see it: each test subscribes as such a tool does (rviz's displays),
-in this process, to nodes running as their own processes over DDS."""
+"""The node suite as the standard ROS tools see it: each test subscribes as such a tool does (rviz's displays,
+robot_state_publisher), in this process, to nodes running as their own processes over DDS."""
 
 from __future__ import annotations
 
@@ -99,3 +99,40 @@ def test_simulated_odometry_claims_the_t265s_uncertainty_not_perfect_knowledge()
     np.testing.assert_array_equal(pose, np.eye(6) * 0.01)  # 0.1 m, 0.1 rad standard deviation
     np.testing.assert_array_equal(twist, np.eye(6) * 1e-4)  # 0.01 m/s, 0.01 rad/s
 
+
+def test_the_controller_publishes_joint_states_as_robot_state_publisher_reads_them(ros_env):
+    """Seen: nothing published sensor_msgs/JointState, so robot_state_publisher, rviz's RobotModel and plotjuggler
+    could not show the legs. The controller publishes one per tick: the Go1 URDF's joint names, the positions,
+    velocities and torques of its RobotState, with that state's stamp."""
+    import numpy as np
+    from sensor_msgs.msg import JointState
+
+    from uni_o4_ros.msg import RobotState
+    from uni_o4_ros.nodes.qos import SENSOR
+
+    ctrl = start_node("uni_o4_ros.nodes.pd_controller_node", ros_env)
+    tool = Tool()
+    joints = tool.listen(JointState, "joint_states", tool_qos())
+    states = tool.listen(RobotState, "robot_state", SENSOR)
+    try:
+        def stamp(m) -> int:
+            return m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+
+        def matched() -> tuple | None:  # a JointState and the RobotState of the same tick
+            by_stamp = {stamp(s): s for s in states}
+            return next(((j, by_stamp[stamp(j)]) for j in reversed(joints) if stamp(j) in by_stamp), None)
+
+        tool.wait(lambda: matched() is not None or ctrl.poll() is not None)
+        assert ctrl.poll() is None, ctrl.stderr.read()
+        j, s = matched()
+        assert list(j.name) == [f"{leg}_{part}_joint" for leg in ("FL", "FR", "RL", "RR")
+                                for part in ("hip", "thigh", "calf")]
+        np.testing.assert_allclose(j.position, s.q, rtol=1e-6)  # RobotState carries float32
+        np.testing.assert_allclose(j.velocity, s.dq, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(j.effort, s.tau_est, rtol=1e-6, atol=1e-6)
+        assert 0.5 < j.position[2] * -1 < 2.8  # a calf angle of the Go1 (rad, negative), not degrees or zeros
+        tool.wait(lambda: len(joints) >= 50)  # one per tick: the controller's 50 Hz
+        assert np.median(np.diff([stamp(m) for m in joints])) == pytest.approx(20e6, rel=0.1)
+    finally:
+        tool.close()
+        stop_nodes(ctrl)

@@ -1,5 +1,6 @@
 """pd_controller node: 50 Hz; latest JointCommand -> ControllerCore (safety, watchdog, e-stop,
-fall) -> backend; publishes RobotState, EpisodeEvent on a fall, and diagnostics.
+fall) -> backend; publishes RobotState and sensor_msgs/JointState (joint_states, for robot_state_publisher
+and rviz) every tick, EpisodeEvent on a fall, and diagnostics.
 
 Backends: `sim` (an in-process MuJoCo Go1 stepped in lockstep with this loop), `go1_sim` (the
 go1_sim node in its own process, over `low_cmd` / `low_state`, one tick of latency as with real
@@ -49,6 +50,7 @@ from uni_o4_ros.srv import EStop
 
 from .episode_events import SIM_RESET_EVENTS
 from .go1_sim_node import odometry, robot_state
+from .joint_states import JointStatePublisher
 from .params import declare_read_only, require
 from .qos import COMMAND, EVENTS, RELIABLE_STREAM, SENSOR
 from .run import NodeConfigError, run_node
@@ -180,6 +182,7 @@ class PDControllerNode(Node):
                 raise NodeConfigError(str(exc)) from exc
         self.fault_ticks = 0
         self.state_pub = self.create_publisher(RobotState, "robot_state", SENSOR)
+        self.joint_states = JointStatePublisher(self)
         self.event_pub = self.create_publisher(EpisodeEvent, "episode_events", EVENTS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", EVENTS)
         # With the sim backend the simulator also stands in for the T265 (REP-105 odom -> base_link); with the
@@ -299,6 +302,7 @@ class PDControllerNode(Node):
     def _publish_state(self, s, mode: int) -> RobotState:
         msg = robot_state(s, self.get_clock().now().to_msg(), mode, self.backend.resets + self.core.rearms)
         self.state_pub.publish(msg)
+        self.joint_states.publish(s, msg.header.stamp)
         stamp = stamp_ns(msg.header.stamp)
         self.published.published(stamp)
         self.latency.on_state_published(stamp, time.monotonic())

@@ -1,5 +1,6 @@
 """The node suite as the standard ROS tools see it: each test subscribes as such a tool does (rviz's displays,
-robot_state_publisher), in this process, to nodes running as their own processes over DDS."""
+robot_state_publisher, diagnostic_aggregator, `ros2 topic echo`), in this process, to nodes running as their
+own processes over DDS."""
 
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ def tool_qos():
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
     return QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+
+def _stamp(m) -> int:
+    return m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
 
 
 def _odometry_bag(path) -> None:
@@ -115,12 +120,9 @@ def test_the_controller_publishes_joint_states_as_robot_state_publisher_reads_th
     joints = tool.listen(JointState, "joint_states", tool_qos())
     states = tool.listen(RobotState, "robot_state", SENSOR)
     try:
-        def stamp(m) -> int:
-            return m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
-
         def matched() -> tuple | None:  # a JointState and the RobotState of the same tick
-            by_stamp = {stamp(s): s for s in states}
-            return next(((j, by_stamp[stamp(j)]) for j in reversed(joints) if stamp(j) in by_stamp), None)
+            by_stamp = {_stamp(s): s for s in states}
+            return next(((j, by_stamp[_stamp(j)]) for j in reversed(joints) if _stamp(j) in by_stamp), None)
 
         tool.wait(lambda: matched() is not None or ctrl.poll() is not None)
         assert ctrl.poll() is None, ctrl.stderr.read()
@@ -132,7 +134,57 @@ def test_the_controller_publishes_joint_states_as_robot_state_publisher_reads_th
         np.testing.assert_allclose(j.effort, s.tau_est, rtol=1e-6, atol=1e-6)
         assert 0.5 < j.position[2] * -1 < 2.8  # a calf angle of the Go1 (rad, negative), not degrees or zeros
         tool.wait(lambda: len(joints) >= 50)  # one per tick: the controller's 50 Hz
-        assert np.median(np.diff([stamp(m) for m in joints])) == pytest.approx(20e6, rel=0.1)
+        assert np.median(np.diff([_stamp(m) for m in joints])) == pytest.approx(20e6, rel=0.1)
+    finally:
+        tool.close()
+        stop_nodes(ctrl)
+
+
+def test_diagnostics_reach_a_monitor_named_as_diagnostic_aggregator_groups_them_and_never_stale(ros_env):
+    """Seen: the controller's statuses were named plain "pd_controller" (diagnostic_aggregator's analyzers group by
+    the "<node>: " prefix diagnostic_updater gives), with an empty hardware_id, on a transient-local topic keeping
+    50: a monitor joining late that takes the publisher's durability (`ros2 topic echo`'s best available) was
+    handed up to 50 old statuses first, an error long cleared among them. Now volatile, as diagnostic_updater's."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import qos_profile_best_available
+
+    ctrl = start_node("uni_o4_ros.nodes.pd_controller_node", ros_env)  # no policy: it damps and says so at 5 Hz
+    tool = Tool()
+    aggregator = tool.listen(DiagnosticArray, "diagnostics", tool_qos())
+    try:
+        tool.wait(lambda: len(aggregator) >= 3 or ctrl.poll() is not None)
+        assert ctrl.poll() is None, ctrl.stderr.read()
+        statuses = [st for arr in aggregator for st in arr.status]
+        assert {st.name for st in statuses} == {"pd_controller: control loop"}
+        assert {st.hardware_id for st in statuses} == {"sim: MuJoCo Go1 in pd_controller (flat)"}
+        newest = max(_stamp(arr) for arr in aggregator)
+        echo = tool.listen(DiagnosticArray, "diagnostics", qos_profile_best_available)  # a monitor started now
+        tool.wait(lambda: len(echo) >= 1)
+        assert _stamp(echo[0]) > newest, "a late monitor was first handed statuses published before it started"
+    finally:
+        tool.close()
+        stop_nodes(ctrl)
+
+
+def test_the_robot_controllers_diagnostics_say_which_robot(ros_env):
+    """On the robot the hardware_id names the Go1 the controller talks to: here one that does not answer, whose
+    error (no LowState) the monitor shows against that address."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    from uni_o4_ros.sim.go1_udp_robot import free_udp_ports
+
+    [port] = free_udp_ports()  # nobody answers there
+    ctrl = start_node("uni_o4_ros.nodes.pd_controller_node", ros_env, "backend:=unitree_sdk", "robot_ip:=127.0.0.1",
+                      f"robot_port:={port}", "local_port:=0", "connect_timeout:=0.2")
+    tool = Tool()
+    aggregator = tool.listen(DiagnosticArray, "diagnostics", tool_qos())
+    try:
+        tool.wait(lambda: aggregator or ctrl.poll() is not None)
+        assert ctrl.poll() is None, ctrl.stderr.read()
+        [st] = aggregator[0].status
+        assert (st.name, st.level) == ("pd_controller: control loop", DiagnosticStatus.ERROR)
+        assert st.hardware_id == f"unitree_sdk: Go1 at 127.0.0.1:{port}"
+        assert st.message.startswith(f"no LowState from the Go1 at 127.0.0.1:{port}")
     finally:
         tool.close()
         stop_nodes(ctrl)

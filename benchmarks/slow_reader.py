@@ -69,7 +69,7 @@ def main() -> int:
     ap.add_argument("--control", action="store_true", help="leave the reader running (the machine's own jitter)")
     ap.add_argument("--out", help="write the result as JSON here")
     args = ap.parse_args()
-    os.environ.update(own_local_graph(os.environ, 77))
+    os.environ.update(own_local_graph(os.environ, int(os.environ.get("ROS_DOMAIN_ID", "77"))))
 
     import rclpy
 

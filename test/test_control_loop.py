@@ -156,7 +156,7 @@ def test_commands_answering_an_older_state_are_counted_late(ros_env):
 
     from uni_o4_ros.msg import JointCommand, RobotState
     from uni_o4_ros.nodes.processes import node_command
-    from uni_o4_ros.nodes.qos import COMMAND, EVENTS, SENSOR
+    from uni_o4_ros.nodes.qos import COMMAND, DIAGNOSTICS, SENSOR
 
     ctrl = subprocess.Popen(node_command("pd_controller_node", ["watchdog_timeout:=0.5"]), env=ros_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -173,10 +173,11 @@ def test_commands_answering_an_older_state_are_counted_late(ros_env):
         seen["previous"] = s.header.stamp
 
     def on_diagnostics(m: DiagnosticArray) -> None:
-        diagnostics.extend({kv.key: kv.value for kv in st.values} for st in m.status if st.name == "pd_controller")
+        diagnostics.extend({kv.key: kv.value for kv in st.values} for st in m.status
+                           if st.name == "pd_controller: control loop")
 
     obs.node.create_subscription(RobotState, "robot_state", answer_one_tick_late, SENSOR)
-    obs.node.create_subscription(DiagnosticArray, "diagnostics", on_diagnostics, EVENTS)
+    obs.node.create_subscription(DiagnosticArray, "diagnostics", on_diagnostics, DIAGNOSTICS)
     try:
         obs.wait(lambda: any(int(d.get("active_ticks", 0)) >= 50 for d in diagnostics))
         d = next(d for d in diagnostics if int(d["active_ticks"]) >= 50)

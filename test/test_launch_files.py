@@ -32,6 +32,8 @@ class Launched:
     name: str
     params_file: Path
     overrides: dict = field(default_factory=dict)
+    namespace: str = ""
+    ros_args: list = field(default_factory=list)  # after --ros-args on the node's command line
 
 
 class LaunchStandIn:
@@ -40,6 +42,7 @@ class LaunchStandIn:
     def __init__(self, args: dict[str, str]) -> None:
         self.args = args
         self.declared: dict[str, str | None] = {}
+        self.context = object()  # launch's LaunchContext, which the substitutions are performed in
 
     def modules(self) -> dict[str, types.ModuleType]:
         me = self
@@ -50,6 +53,10 @@ class LaunchStandIn:
 
             def value(self) -> str:
                 return me.args[self.name] if self.name in me.args else me.declared[self.name]
+
+            def perform(self, context) -> str:
+                assert context is me.context
+                return self.value()
 
         class PythonExpression:
             def __init__(self, parts: list) -> None:
@@ -75,25 +82,40 @@ class LaunchStandIn:
 
         class Node:
             def __init__(self, package: str, executable: str, name: str, parameters: list, output: str = "",
-                         condition: IfCondition | None = None) -> None:
+                         condition: IfCondition | None = None, namespace: str = "", arguments: list = ()) -> None:
                 assert package == "uni_o4_ros"
                 self.condition = condition
                 files = [Path(p) for p in parameters if isinstance(p, str)]
                 assert len(files) == 1, f"{name}: one parameters file, got {files}"
                 self.raw = {k: v for d in parameters if isinstance(d, dict) for k, v in d.items()}
-                self.launched = Launched(executable, name, files[0])
+                assert not arguments or arguments[0] == "--ros-args", arguments
+                self.launched = Launched(executable, name, files[0], namespace=namespace,
+                                         ros_args=[resolve(a) for a in arguments[1:]])
 
             def resolve(self) -> Launched:  # at launch time, as launch does
                 # launch_ros reads a substituted value as YAML ("false" -> False)
                 self.launched.overrides = {k: yaml.safe_load(resolve(v)) for k, v in self.raw.items()}
                 return self.launched
 
+        class OpaqueFunction:
+            def __init__(self, function) -> None:
+                self.function = function
+
+        def at_launch(entities: list) -> list:  # what launch does with each entity, in order
+            out = []
+            for e in entities:
+                if isinstance(e, OpaqueFunction):
+                    out += at_launch(e.function(me.context))
+                elif isinstance(e, Node) and (e.condition is None or e.condition.holds()):
+                    out.append(e.resolve())
+            return out
+
         class LaunchDescription:
             def __init__(self, entities: list) -> None:
                 for name in self.missing(entities):
                     raise AssertionError(f"launch argument {name} is required and was not given")
-                self.nodes = [e.resolve() for e in entities
-                              if isinstance(e, Node) and (e.condition is None or e.condition.holds())]
+                self.arguments = dict(me.declared)
+                self.nodes = at_launch(entities)
 
             @staticmethod
             def missing(entities) -> list[str]:
@@ -106,7 +128,8 @@ class LaunchStandIn:
 
         return {
             "launch": module("launch", LaunchDescription=LaunchDescription),
-            "launch.actions": module("launch.actions", DeclareLaunchArgument=DeclareLaunchArgument),
+            "launch.actions": module("launch.actions", DeclareLaunchArgument=DeclareLaunchArgument,
+                                     OpaqueFunction=OpaqueFunction),
             "launch.conditions": module("launch.conditions", IfCondition=IfCondition),
             "launch.substitutions": module("launch.substitutions", LaunchConfiguration=LaunchConfiguration,
                                            PythonExpression=PythonExpression),
@@ -119,14 +142,20 @@ class LaunchStandIn:
         }
 
 
-def launch(monkeypatch, file: str, **args: str) -> list[Launched]:
+def described(monkeypatch, file: str, **args: str):
+    """`ros2 launch uni_o4_ros FILE name:=value ...`: the description (its declared `arguments` with their
+    defaults, and the `nodes` it starts)."""
     stand_in = LaunchStandIn(args)
     for name, module in stand_in.modules().items():
         monkeypatch.setitem(sys.modules, name, module)
     spec = importlib.util.spec_from_file_location(file.replace(".", "_"), ROOT / "launch" / file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.generate_launch_description().nodes
+    return module.generate_launch_description()
+
+
+def launch(monkeypatch, file: str, **args: str) -> list[Launched]:
+    return described(monkeypatch, file, **args).nodes
 
 
 SUITE = {"pd_controller_node", "policy_node", "episode_recorder_node", "dataset_logger_node"}
@@ -138,7 +167,8 @@ def test_launch_files_start_the_documented_graphs(monkeypatch):
     assert {n.params_file.name for n in sim} == {"sim.yaml"}
     by_exe = {n.executable: n for n in sim}
     assert by_exe["pd_controller_node"].overrides == {"backend": "sim"}
-    assert by_exe["policy_node"].overrides == {"policy_dir": "/p", "deterministic": True}  # sim.yaml's value
+    assert by_exe["policy_node"].overrides == {"policy_dir": "/p"}  # deterministic: sim.yaml's value, not undone
+    assert node_parameters(yaml.safe_load((ROOT / "config" / "sim.yaml").read_text()), "policy")["deterministic"]
 
     split = launch(monkeypatch, "sim.launch.py", policy_dir="/p", sim_process="true")
     assert {n.executable for n in split} == SUITE | {"go1_sim_node"}
@@ -171,6 +201,34 @@ def test_launch_files_start_the_documented_graphs(monkeypatch):
         script = (ROOT / "scripts" / "nodes" / n.executable).read_text()
         assert f"from uni_o4_ros.nodes.{n.executable} import main" in script
         assert importlib.util.find_spec(f"uni_o4_ros.nodes.{n.executable}") is not None
+
+
+@pytest.mark.parametrize("file, config", [("sim.launch.py", "sim.yaml"), ("robot.launch.py", "robot.yaml"),
+                                          ("learning.launch.py", "robot.yaml")])
+def test_every_launch_file_takes_a_parameters_file_a_namespace_and_a_log_level(monkeypatch, tmp_path, file, config):
+    """The arguments a ROS user expects of a launch file: params_file (default the package's file for that graph:
+    learning.launch.py beside the robot used to load config/sim.yaml), namespace, log_level; for every node."""
+    shipped = launch(monkeypatch, file, policy_dir="/p")
+    assert {n.params_file for n in shipped} == {ROOT / "config" / config}
+    assert {n.namespace for n in shipped} == {""}
+    assert all(n.ros_args == ["--log-level", "info"] for n in shipped)
+    mine = tmp_path / "mine.yaml"  # a copy the user edited: their deterministic value is not overridden
+    mine.write_text(yaml.safe_dump({node_key("policy"): {"ros__parameters": {"deterministic": False}}}))
+    own = launch(monkeypatch, file, policy_dir="/p", params_file=str(mine), namespace="robot1", log_level="debug")
+    assert [n.executable for n in own] == [n.executable for n in shipped]
+    assert {n.params_file for n in own} == {mine}
+    assert {n.namespace for n in own} == {"robot1"}
+    assert all(n.ros_args == ["--log-level", "debug"] for n in own)
+    assert all("deterministic" not in n.overrides for n in own)
+
+
+def test_the_robot_launch_starts_nothing_of_the_simulator(monkeypatch):
+    """robot.launch.py used to be sim.launch.py with robot.yaml, sim_process argument and all: sim_process:=true
+    started a MuJoCo go1_sim node beside the Go1, with robot.yaml's values for nodes it has none for."""
+    robot = described(monkeypatch, "robot.launch.py", policy_dir="/p", sim_process="true")
+    assert set(robot.arguments) == {"params_file", "namespace", "log_level", "policy_dir", "deterministic"}
+    assert {n.executable for n in robot.nodes} == SUITE | {"odometry_node"}
+    assert all("backend" not in n.overrides for n in robot.nodes)  # robot.yaml's unitree_sdk
 
 
 def test_every_configured_parameter_is_declared_by_the_node_it_configures(monkeypatch, ros_env, tmp_path):

@@ -69,6 +69,7 @@ class UnitreeSdkBackend:
                  clock: Callable[[], float] = time.monotonic, sdk: ModuleType | None = None) -> None:
         sdk = sdk or load_robot_interface()
         self.address = f"{robot_ip}:{robot_port}"
+        self.hardware_id = f"unitree_sdk: Go1 at {self.address}"  # which robot, for the controller's diagnostics
         try:
             socket.inet_aton(robot_ip)  # the SDK takes any string and sends nowhere
         except OSError:

@@ -23,7 +23,7 @@ from rclpy.node import Node
 from uni_o4_ros.hardware.t265 import DeviceError, MountExtrinsic, T265Source, TrackingWatch, convert
 
 from .params import declare_read_only
-from .qos import SENSOR
+from .qos import RELIABLE_STREAM
 from .run import run_node
 from .tf import OdomTfBroadcaster, publish_static
 
@@ -41,7 +41,7 @@ class OdometryNode(Node):
         self.tracking = TrackingWatch(int(p["min_tracker_confidence"]))
         self.mount = MountExtrinsic.from_config(p["mount_xyz"], p["mount_rpy"])
         self.frames = (p["odom_frame"], p["base_frame"])
-        self.pub = self.create_publisher(Odometry, "odom", SENSOR)
+        self.pub = self.create_publisher(Odometry, "odom", RELIABLE_STREAM)
         self.tf = OdomTfBroadcaster(self)
         self.static_tf = publish_static(self, self.get_clock().now().to_msg(), p["base_frame"], p["camera_frame"],
                                         self.mount.translation, self.mount.quaternion)
@@ -68,7 +68,7 @@ class OdometryNode(Node):
 
     def poll_bag(self) -> None:
         if self.replay.start is None and self.pub.get_subscription_count() == 0:
-            return  # replay starts when someone listens: best-effort samples sent before are lost
+            return  # replay starts when someone listens: samples sent before reach nobody (volatile)
         for s in self.replay.due(time.monotonic()):
             self._publish(s)
 

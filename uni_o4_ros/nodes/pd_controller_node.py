@@ -1,5 +1,6 @@
 """pd_controller node: 50 Hz; latest JointCommand -> ControllerCore (safety, watchdog, e-stop,
-fall) -> backend; publishes RobotState, EpisodeEvent on a fall, and diagnostics.
+fall) -> backend; publishes RobotState and sensor_msgs/JointState (joint_states, for robot_state_publisher
+and rviz) every tick, EpisodeEvent on a fall, and diagnostics.
 
 Backends: `sim` (an in-process MuJoCo Go1 stepped in lockstep with this loop), `go1_sim` (the
 go1_sim node in its own process, over `low_cmd` / `low_state`, one tick of latency as with real
@@ -49,8 +50,9 @@ from uni_o4_ros.robot.safety import RemoteCombo, SafetyConfig, SingleSender
 
 from .episode_events import SIM_RESET_EVENTS
 from .go1_sim_node import odometry, robot_state
+from .joint_states import JointStatePublisher
 from .params import declare_read_only, require
-from .qos import COMMAND, EVENTS, SENSOR
+from .qos import COMMAND, DIAGNOSTICS, EVENTS, RELIABLE_STREAM, SENSOR
 from .run import NodeConfigError, run_node
 from .stamps import sender_id, stamp_ns
 from .tf import OdomTfBroadcaster
@@ -70,6 +72,7 @@ class SimBackend:
         self.sim = Go1Sim(TERRAINS[terrain])
         self.state = self.sim.reset(roll=spawn_roll)
         self.resets = 0
+        self.hardware_id = f"sim: MuJoCo Go1 in pd_controller ({terrain})"  # diagnostics' hardware_id
 
     def reset(self) -> None:
         self.state = self.sim.reset()
@@ -93,6 +96,8 @@ class TopicBackend:
     command, read returns the newest state received. It resets itself between episodes."""
 
     publishes_odometry = False
+
+    hardware_id = "go1_sim: the go1_sim node over low_cmd / low_state"
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -180,11 +185,15 @@ class PDControllerNode(Node):
                 raise NodeConfigError(str(exc)) from exc
         self.fault_ticks = 0
         self.state_pub = self.create_publisher(RobotState, "robot_state", SENSOR)
+        self.joint_states = JointStatePublisher(self)
         self.event_pub = self.create_publisher(EpisodeEvent, "episode_events", EVENTS)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", EVENTS)
-        # With the sim backend the simulator also stands in for the T265 (REP-105 odom -> base_link).
-        self.odom_pub = self.create_publisher(Odometry, "odom", SENSOR)
-        self.tf = OdomTfBroadcaster(self) if self.backend.publishes_odometry else None
+        self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", DIAGNOSTICS)
+        # With the sim backend the simulator also stands in for the T265 (REP-105 odom -> base_link); with the
+        # others the odometry node or the go1_sim node is odom's only publisher.
+        self.odom_pub = self.tf = None
+        if self.backend.publishes_odometry:
+            self.odom_pub = self.create_publisher(Odometry, "odom", RELIABLE_STREAM)
+            self.tf = OdomTfBroadcaster(self)
         self.create_subscription(JointCommand, "joint_command", self.on_command, COMMAND)
         # std_srvs/SetBool (data true engages, false re-arms): any ROS install can call it, a lab laptop
         # without this package included.
@@ -278,26 +287,21 @@ class PDControllerNode(Node):
             ev.header.stamp = msg.header.stamp
             self.event_pub.publish(ev)
         if self.ticks % 50 == 0 or out.mode != Mode.ACTIVE and self.ticks % 10 == 0:
-            st = DiagnosticStatus(name="pd_controller", message=out.reason,
-                                  level=DiagnosticStatus.OK if out.mode == Mode.ACTIVE else DiagnosticStatus.WARN)
-            st.values = [KeyValue(key="mode", value=out.mode.name),
-                         KeyValue(key="policy_version", value=str(self.core.policy_version)),
-                         KeyValue(key="late_commands", value=str(self.latency.late)),
-                         KeyValue(key="active_ticks", value=str(self.latency.active_ticks))]
+            values = {"mode": out.mode.name, "policy_version": str(self.core.policy_version),
+                      "late_commands": str(self.latency.late), "active_ticks": str(self.latency.active_ticks)}
             if soc is not None:
-                st.values.append(KeyValue(key="battery_soc", value=f"{soc:.0f}"))
+                values["battery_soc"] = f"{soc:.0f}"
             temperature = getattr(s, "motor_temperature", None)
             if temperature is not None:  # the hottest motor, where overheating starts
                 hottest = int(np.argmax(temperature))
-                st.values.append(KeyValue(key="motor_temperature_max",
-                                          value=f"{SDK_MOTOR_NAMES[hottest]} {int(temperature[hottest])} C"))
-            arr = DiagnosticArray(status=[st])
-            arr.header.stamp = msg.header.stamp
-            self.diag_pub.publish(arr)
+                values["motor_temperature_max"] = f"{SDK_MOTOR_NAMES[hottest]} {int(temperature[hottest])} C"
+            self._diagnose(DiagnosticStatus.OK if out.mode == Mode.ACTIVE else DiagnosticStatus.WARN, out.reason,
+                           values, msg.header.stamp)
 
     def _publish_state(self, s, mode: int) -> RobotState:
         msg = robot_state(s, self.get_clock().now().to_msg(), mode, self.backend.resets + self.core.rearms)
         self.state_pub.publish(msg)
+        self.joint_states.publish(s, msg.header.stamp)
         stamp = stamp_ns(msg.header.stamp)
         self.published.published(stamp)
         self.latency.on_state_published(stamp, time.monotonic())
@@ -317,12 +321,21 @@ class PDControllerNode(Node):
                 self.get_logger().error(f"{fault}; e-stop engaged: damping until re-armed")
             self.fault_ticks += 1
             if self.fault_ticks % 25 == 1:
-                st = DiagnosticStatus(name="pd_controller", message=fault, level=DiagnosticStatus.ERROR)
-                st.values = [KeyValue(key="mode", value=self.core.mode.name)]
-                self.diag_pub.publish(DiagnosticArray(status=[st]))
+                self._diagnose(DiagnosticStatus.ERROR, fault, {"mode": self.core.mode.name},
+                               self.get_clock().now().to_msg())
         elif before:
             self.get_logger().warning(f"fault cleared ({before}); still e-stopped: re-arm with the estop service "
                                       "or the remote")
+
+    def _diagnose(self, level: bytes, message: str, values: dict[str, str], stamp) -> None:
+        """One status on `diagnostics`, as diagnostic_updater words it: named "<node name>: control loop" (the
+        prefix diagnostic_aggregator's analyzers group by), with the backend's hardware_id (which robot)."""
+        st = DiagnosticStatus(level=level, name=f"{self.get_name()}: control loop", message=message,
+                              hardware_id=self.backend.hardware_id,
+                              values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        arr = DiagnosticArray(status=[st])
+        arr.header.stamp = stamp
+        self.diag_pub.publish(arr)
 
     def close(self) -> None:
         self.backend.close()  # the SDK backend damps the motors: a stopped controller leaves no stiffness

@@ -11,6 +11,9 @@ import numpy as np
 
 LEGS = ("FL", "FR", "RL", "RR")
 JOINTS = tuple(f"{leg}_{j}" for leg in LEGS for j in ("hip", "thigh", "calf"))
+# The joints' names in the Go1's URDF (unitree_ros go1_description) and in the MuJoCo model: FL_hip_joint, ...
+# in the package's order. sensor_msgs/JointState (joint_states) carries these names.
+JOINT_NAMES = tuple(f"{j}_joint" for j in JOINTS)
 SDK_LEGS = ("FR", "FL", "RR", "RL")
 
 # policy index i  <-  sdk index SDK_FROM_POLICY... : q_policy = q_sdk[POLICY_FROM_SDK]

@@ -14,7 +14,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from ..robot.go1 import DEFAULT_Q, JOINTS
+from ..robot.go1 import DEFAULT_Q, JOINT_NAMES
 from ..robot.safety import MotorCommand, pd_torque
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -47,11 +47,10 @@ class Go1Sim:
         self.model = mujoco.MjModel.from_xml_path(str(scene))
         self.data = mujoco.MjData(self.model)
         self.substeps = max(1, round(self.CONTROL_DT / self.model.opt.timestep))
-        names = [f"{j}_joint" for j in JOINTS]
-        jids = [self.model.joint(n).id for n in names]
+        jids = [self.model.joint(n).id for n in JOINT_NAMES]
         self.qpos_idx = np.array([self.model.jnt_qposadr[j] for j in jids])
         self.qvel_idx = np.array([self.model.jnt_dofadr[j] for j in jids])
-        self.act_idx = np.array([self.model.actuator(j.rsplit("_joint", 1)[0]).id for j in names])
+        self.act_idx = np.array([self.model.actuator(j.rsplit("_joint", 1)[0]).id for j in JOINT_NAMES])
         self.ctrl_lo, self.ctrl_hi = self.model.actuator_ctrlrange[self.act_idx].T
         self.foot_geoms = [self.model.geom(f).id for f in ("FL", "FR", "RL", "RR")]
         self.floor_geom = self.model.geom("floor").id

@@ -395,3 +395,64 @@ def test_the_dynamics_model_is_not_fit_on_the_next_episodes_start(tmp_path):
         _, meta = ckpt.load(tmp_path / name / "stages" / f"dynamics-{key}", "stage")
         fit_on = len(ds) - (int(ds.terminals.sum()) if name == "v0" else 0)
         assert ds.terminals.sum() >= 1 and meta["transitions"] == fit_on, name
+
+
+@pytest.mark.parametrize("how", ["external storage", "virtual dataset", "external link"])
+def test_a_dataset_whose_data_is_in_another_file_is_refused_not_read(tmp_path, how):
+    """Seen: a 90 KB .hdf5 whose 'observations' were HDF5 external storage pointing at the robot's
+    policy-update key (~/.config/uni_o4_ros/policy_update.key) was read as data; the key's bytes became the
+    normaliser's mean, saved with the trained policy and published with it. Data from outside the file
+    (external storage, a virtual dataset mapping another file) is refused, naming the key; a link to
+    another file is not followed (the key it stands for is missing)."""
+    n, obs = 8, 16
+    secret = tmp_path / "policy_update.key"
+    secret.write_bytes(bytes(range(65, 65 + obs)))
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["observations"] = np.ones((n, obs), np.float32)
+    path = tmp_path / "evil.hdf5"
+    with h5py.File(path, "w") as f:
+        if how == "external storage":
+            f.create_dataset("observations", shape=(n, obs), dtype="u1", external=[(str(secret), 0, obs)] * n)
+        elif how == "virtual dataset":
+            layout = h5py.VirtualLayout(shape=(n, obs), dtype="f4")
+            layout[:] = h5py.VirtualSource(str(other), "observations", shape=(n, obs))
+            f.create_virtual_dataset("observations", layout)
+        else:
+            f["observations"] = h5py.ExternalLink(str(other), "/observations")
+        f["actions"] = np.zeros((n, 2), np.float32)
+        f["rewards"] = np.zeros(n, np.float32)
+        f["terminals"] = np.zeros(n, bool)
+        f["timeouts"] = np.r_[np.zeros(n - 1, bool), True]
+        f["next_observations"] = np.zeros((n, obs), np.float32)
+    with pytest.raises(DatasetError) as info:
+        read_hdf5(path)
+    said = str(info.value)
+    assert said.startswith(f"{path}: ")
+    if how == "external link":
+        assert "missing required key(s) ['observations']" in said
+    else:
+        assert f"'observations' {'keeps its data outside the file' if how == 'external storage' else 'is a virtual'}" \
+            in said and "a dataset's data must be inside the file" in said
+        assert str(secret if how == "external storage" else other) in said
+
+
+def test_an_episode_files_metadata_is_read_from_the_file_alone(tmp_path):
+    """read_metadata (how a bringup matches episode files to episodes) followed links to other files and read
+    external storage: it now reads only what is inside the file."""
+    from uni_o4_ros.data import read_metadata
+
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["episode_id"] = 7
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"\x2a")
+    path = tmp_path / "episode_000001.hdf5"
+    with h5py.File(path, "w") as f:
+        f["metadata/episode_id"] = 1
+        f["metadata/linked"] = h5py.ExternalLink(str(other), "/episode_id")
+    assert read_metadata(path) == {"episode_id": 1}
+    with h5py.File(path, "a") as f:
+        f["metadata"].create_dataset("external", shape=(1,), dtype="u1", external=[(str(secret), 0, 1)])
+    with pytest.raises(DatasetError, match="'metadata/external' keeps its data outside the file"):
+        read_metadata(path)

@@ -106,6 +106,22 @@ def _fail(path: str | Path, msg: str) -> DatasetError:
     return DatasetError(f"{path}: {msg}")
 
 
+def _check_storage(path: str | Path, name: str, obj: h5py.Dataset) -> None:
+    """A dataset's numbers must be inside its file. HDF5 can also take them from other files: external raw
+    storage (any local file's bytes, e.g. a key in ~/.config) and virtual datasets (another HDF5 file's
+    data). Read as data, such bytes would end up in a trained policy's normaliser, saved and published."""
+    if obj.external:
+        files = sorted({str(e[0]) for e in obj.external})
+        raise _fail(path, f"'{name}' keeps its data outside the file (HDF5 external storage in "
+                    f"{', '.join(files[:3])}{' ...' if len(files) > 3 else ''}): refused, a dataset's data must be "
+                    "inside the file")
+    if obj.is_virtual:
+        files = sorted({str(s.file_name) for s in obj.virtual_sources()})
+        raise _fail(path, f"'{name}' is a virtual dataset (its data mapped from "
+                    f"{', '.join(files[:3])}{' ...' if len(files) > 3 else ''}): refused, a dataset's data must be "
+                    "inside the file")
+
+
 def write_hdf5(path: str | Path, ds: OfflineDataset, overwrite: bool = False, compression: str | None = None) -> Path:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
     path = Path(path)
@@ -140,13 +156,16 @@ def read_hdf5(path: str | Path, max_episode_steps: int | None = None) -> Offline
         raise DatasetError(f"{path}: no such file")
     try:
         with h5py.File(path, "r") as f:
-            flat: dict[str, np.ndarray] = {}
+            found: dict[str, h5py.Dataset] = {}
 
             def visit(name: str, obj: object) -> None:
-                if isinstance(obj, h5py.Dataset):
-                    flat[name] = obj[()]
+                if isinstance(obj, h5py.Dataset):  # reached by hard links only: external links are not followed
+                    found[name] = obj
 
             f.visititems(visit)
+            for name, obj in found.items():
+                _check_storage(path, name, obj)
+            flat = {name: obj[()] for name, obj in found.items()}
     except OSError as exc:
         if "checksum" in str(exc) or "filter returned failure" in str(exc):  # HDF5's words for a failed check
             raise _fail(path, "its data fails the checksum it was written with: the file was damaged after it "
@@ -280,7 +299,17 @@ def read_metadata(path: str | Path) -> dict[str, object]:
     try:
         with h5py.File(path, "r") as f:
             group = f.get("metadata")
-            return {k: _meta_value(v[()]) for k, v in group.items()} if isinstance(group, h5py.Group) else {}
+            if not isinstance(group, h5py.Group):
+                return {}
+            out = {}
+            for k in group:
+                if not isinstance(group.get(k, getlink=True), h5py.HardLink):
+                    continue  # links (to other files, too) are not followed, as read_hdf5 does not follow them
+                v = group[k]
+                if isinstance(v, h5py.Dataset):
+                    _check_storage(path, f"metadata/{k}", v)
+                    out[k] = _meta_value(v[()])
+            return out
     except OSError as exc:
         raise _fail(path, f"not a readable HDF5 file ({exc})") from exc
 

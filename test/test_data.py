@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -456,3 +458,54 @@ def test_an_episode_files_metadata_is_read_from_the_file_alone(tmp_path):
         f["metadata"].create_dataset("external", shape=(1,), dtype="u1", external=[(str(secret), 0, 1)])
     with pytest.raises(DatasetError, match="'metadata/external' keeps its data outside the file"):
         read_metadata(path)
+
+
+@contextmanager
+def address_space_limit(extra: int):
+    """This process may allocate only `extra` more bytes (RLIMIT_AS, as `ulimit -v` sets it): an allocation
+    beyond is a MemoryError at once, never pages the OOM killer would have to take back."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    size = int(re.search(r"VmSize:\s+(\d+) kB", Path("/proc/self/status").read_text())[1]) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (size + extra, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def declaring(path: Path, rows: int, obs: int = 290) -> Path:
+    """A few KB of HDF5 declaring `rows` rows (chunked and compressed, never written: they read as zeros)."""
+    with h5py.File(path, "w") as f:
+        for key, shape in (("observations", (rows, obs)), ("next_observations", (rows, obs)), ("actions", (rows, 12)),
+                           ("rewards", (rows,)), ("terminals", (rows,))):
+            f.create_dataset(key, shape=shape, dtype="f4", chunks=True, compression="gzip")
+    assert path.stat().st_size < 10_000
+    return path
+
+
+def test_a_small_file_declaring_more_than_the_memory_is_refused_before_reading(tmp_path):
+    """Seen: a 2.6 KB file declaring 8 GiB of observations ended the read in a raw MemoryError (on a robot
+    computer, in the OOM killer). The declared sizes are now compared with the memory available first."""
+    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    rows = 2 * ram // (290 * 4)
+    path = declaring(tmp_path / "huge.hdf5", rows)
+    with address_space_limit(2**30), pytest.raises(DatasetError) as info:
+        read_hdf5(path)
+    said = str(info.value)
+    assert said.startswith(f"{path}: its datasets declare ")
+    assert f"'observations' ({rows}, 290) float32 = {rows * 290 * 4 / 2**30:.1f} GiB" in said
+    assert "of memory available: not read" in said
+
+
+def test_running_out_of_memory_while_reading_is_a_dataset_error(tmp_path, monkeypatch):
+    """Memory the check cannot see (a `ulimit -v`, a container's limit) runs out while reading: one line
+    naming the file, not a MemoryError traceback."""
+    import uni_o4_ros.data.d4rl as d4rl
+
+    monkeypatch.setattr(d4rl, "available_memory", lambda: 2**40, raising=False)
+    path = declaring(tmp_path / "big.hdf5", 2**30 // (290 * 4))  # 1 GiB each of observations and next_observations
+    with address_space_limit(512 * 2**20), pytest.raises(DatasetError) as info:
+        read_hdf5(path)
+    assert str(info.value).startswith(f"{path}: ran out of memory reading it (its datasets declare 2.0 GiB")

@@ -7,6 +7,7 @@ groups infos/* and metadata/*. Only arrays and scalars are read: no pickle anywh
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,47 @@ def _fail(path: str | Path, msg: str) -> DatasetError:
     return DatasetError(f"{path}: {msg}")
 
 
+def available_memory() -> int | None:
+    """Bytes that can be allocated without swapping: MemAvailable of /proc/meminfo (Linux), else the free
+    physical pages; None where neither is known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _gib(n: int | None) -> str:
+    return "an unknown amount" if n is None else f"{n / 2**30:.1f} GiB"
+
+
+# Reading holds each array twice at its peak (the file's and the float32 copy from_arrays makes): measured 2.2x
+# the declared bytes for a 0.7 GB file.
+READ_MEMORY_FACTOR = 2
+
+
+def _check_size(path: str | Path, datasets: Mapping[str, h5py.Dataset]) -> int:
+    """The bytes the datasets declare (their shape times their type's size), refused before reading when reading
+    them needs more than the memory available: a few KB of HDF5 header can declare any size (chunks never
+    written read as the fill value), and reading would end in a MemoryError, or on a robot computer in the OOM
+    killer."""
+    sizes = {name: (obj.size or 0) * obj.dtype.itemsize for name, obj in datasets.items()}
+    total, free = sum(sizes.values()), available_memory()
+    if free is not None and total * READ_MEMORY_FACTOR > free:
+        largest = sorted(sizes, key=sizes.get, reverse=True)[:3]
+        said = ", ".join(f"'{k}' {datasets[k].shape} {datasets[k].dtype} = {_gib(sizes[k])}" for k in largest)
+        raise _fail(path, f"its datasets declare {_gib(total)} ({said}); reading takes about "
+                    f"{READ_MEMORY_FACTOR}x that, more than the {_gib(free)} of memory available: not read (a "
+                    "dataset too large for this computer, or a damaged header)")
+    return total
+
+
 def _check_storage(path: str | Path, name: str, obj: h5py.Dataset) -> None:
     """A dataset's numbers must be inside its file. HDF5 can also take them from other files: external raw
     storage (any local file's bytes, e.g. a key in ~/.config) and virtual datasets (another HDF5 file's
@@ -154,6 +196,8 @@ def read_hdf5(path: str | Path, max_episode_steps: int | None = None) -> Offline
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
+    flat: dict[str, np.ndarray] = {}
+    out_of_memory = False  # raised once the MemoryError (and the arrays its frames hold) is gone
     try:
         with h5py.File(path, "r") as f:
             found: dict[str, h5py.Dataset] = {}
@@ -165,13 +209,25 @@ def read_hdf5(path: str | Path, max_episode_steps: int | None = None) -> Offline
             f.visititems(visit)
             for name, obj in found.items():
                 _check_storage(path, name, obj)
-            flat = {name: obj[()] for name, obj in found.items()}
+            declared = _check_size(path, found)
+            try:
+                for name, obj in found.items():
+                    flat[name] = obj[()]
+            except MemoryError:
+                out_of_memory = True
     except OSError as exc:
         if "checksum" in str(exc) or "filter returned failure" in str(exc):  # HDF5's words for a failed check
             raise _fail(path, "its data fails the checksum it was written with: the file was damaged after it "
                         f"was written (disk, copy); use another copy ({exc})") from exc
         raise _fail(path, f"not a readable HDF5 file ({exc})") from exc
-    return from_arrays(flat, source=str(path), max_episode_steps=max_episode_steps)
+    if not out_of_memory:
+        try:
+            return from_arrays(flat, source=str(path), max_episode_steps=max_episode_steps)
+        except MemoryError:
+            pass
+    flat.clear()
+    raise _fail(path, f"ran out of memory reading it (its datasets declare {_gib(declared)}, "
+                f"{_gib(available_memory())} available now): too large for this computer")
 
 
 def from_arrays(arrays: Mapping[str, Any], source: str = "dataset",

@@ -368,3 +368,15 @@ def test_a_chunk_that_inflates_out_of_all_proportion_is_damage_said_not_decompre
         f"rec_0.mcap: chunk at byte {second}: its content decompresses to more than the {1 << 20} bytes it declares",
         f"rec_0.mcap: chunk at byte {third}: a record with opcode 0x00 at byte 0 of its content, which no chunk holds",
     ])
+
+
+def test_a_bag_whose_episodes_have_other_dimensions_is_one_clear_error(tmp_path):
+    """Episodes of two observation layouts on one topic (another robot's publisher on the domain): one line
+    naming both, where bag2h5 raised numpy's concatenation error."""
+    odd = [transition(2, s, "timeout" if s == 1 else "") for s in range(2)]
+    for m in odd:
+        m.observation, m.next_observation = [1.0] * 3, [2.0] * 3
+    write_bag(tmp_path / "mixed", [transition(1, 0), transition(1, 1, "timeout"), *odd])
+    with pytest.raises(DatasetError, match="episode 2 has observation/action dims 3/2, while episode 1 has 6/2: "
+                                           "one topic must hold one recording's transitions"):
+        bag_to_dataset(tmp_path / "mixed")

@@ -103,6 +103,20 @@ def finite_transition(t: dict) -> bool:
     return all(np.isfinite(np.asarray(a, np.float64)).all() for a in arrays)
 
 
+def transition_dims(t: dict) -> tuple[int, int] | None:
+    """(observation, action) lengths of one streamed transition; None when its arrays cannot be a row of a
+    dataset at all (not 1-D, or a next_observation of another length than its observation)."""
+    obs, nxt, act = (np.shape(t[k]) for k in ("observation", "next_observation", "action"))
+    if len(obs) != 1 or nxt != obs or len(act) != 1:
+        return None
+    return obs[0], act[0]
+
+
+def describe_dims(t: dict) -> str:
+    """A transition's observation/next_observation/action lengths, for a message."""
+    return "/".join("x".join(map(str, np.shape(t[k]))) for k in ("observation", "next_observation", "action"))
+
+
 def _fail(path: str | Path, msg: str) -> DatasetError:
     return DatasetError(f"{path}: {msg}")
 

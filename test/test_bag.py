@@ -318,3 +318,65 @@ def test_bag2h5_reads_a_closed_bag_around_its_damaged_chunk(tmp_path):
     by_key = {(m.episode_id, m.step): m for m in sent}
     for e, s, o in zip(ds.infos["episode_id"], ds.infos["step"], ds.observations):
         np.testing.assert_array_equal(o, np.asarray(by_key[(int(e), int(s))].observation, np.float32))
+
+
+def test_a_chunk_that_inflates_out_of_all_proportion_is_damage_said_not_decompressed(tmp_path):
+    """Seen: a 4 KB chunk of zstd zeros declaring 128 MiB took 21 s (the scan decompressed it whole, then walked
+    the zeros 9 bytes at a time as records of opcode 0), and one of 65 KB declaring 2 GiB never finished. Now a
+    chunk declaring implausibly more than it holds is not decompressed, one whose output would pass its declared
+    size is stopped there, and records no chunk holds (opcode 0) end the chunk's parse: each is damage, said,
+    and the bag's other chunks are read."""
+    import struct
+
+    from backports import zstd
+    from lz4.frame import compress as lz4_compress
+
+    from uni_o4_ros.data.mcap_salvage import CHUNK
+
+    def chunk(compression: str, declared: int, data: bytes) -> bytes:
+        content = (struct.pack("<QQQI", 0, 0, declared, 0) + struct.pack("<I", len(compression)) +
+                   compression.encode() + struct.pack("<Q", len(data)) + data)
+        return bytes([CHUNK]) + struct.pack("<Q", len(content)) + content
+
+    zeros = bytes(64 << 20)
+    packed = zstd.compress(zeros, level=1)
+    bombs = [chunk("zstd", len(zeros), packed),  # 64 MiB from ~2 KB: refused as declared
+             chunk("lz4", 1 << 20, lz4_compress(zeros)),  # declares 1 MiB, inflates to 64: stopped after 1 MiB
+             chunk("zstd", 16 << 20, zstd.compress(zeros[:16 << 20], level=1))]  # as declared, but zeros
+    unfinished, _, _, _ = _independent_mcap("zstd")
+    starts, at = [], 8
+    while at + 9 <= len(unfinished):  # the records the writer put out before it was killed
+        starts.append(at)
+        at += 9 + struct.unpack("<Q", unfinished[at + 1:at + 9])[0]
+    chunks = [s for s in starts if unfinished[s] == CHUNK]
+    middle = chunks[len(chunks) // 2]
+    (tmp_path / "clean").mkdir()
+    (tmp_path / "clean" / "rec_0.mcap").write_bytes(unfinished)
+    (tmp_path / "bombed").mkdir()
+    bombed = tmp_path / "bombed" / "rec_0.mcap"
+    bombed.write_bytes(unfinished[:middle] + b"".join(bombs) + unfinished[middle:])
+    assert bombed.stat().st_size < len(unfinished) + 400_000
+
+    clean, ds = bag_to_dataset(tmp_path / "clean"), bag_to_dataset(tmp_path / "bombed")
+    np.testing.assert_array_equal(ds.observations, clean.observations)  # every other chunk read
+    np.testing.assert_array_equal(ds.infos["episode_id"], clean.infos["episode_id"])
+    said = ds.metadata["salvage_damage"]
+    first, second, third = middle, middle + len(bombs[0]), middle + len(bombs[0]) + len(bombs[1])
+    assert said == "; ".join([
+        f"rec_0.mcap: chunk at byte {first}: it declares {64 << 20} bytes uncompressed from {len(packed)} compressed "
+        f"({(64 << 20) // len(packed)} times as many; no recording compresses more than 1000 times): not decompressed",
+        f"rec_0.mcap: chunk at byte {second}: its content decompresses to more than the {1 << 20} bytes it declares",
+        f"rec_0.mcap: chunk at byte {third}: a record with opcode 0x00 at byte 0 of its content, which no chunk holds",
+    ])
+
+
+def test_a_bag_whose_episodes_have_other_dimensions_is_one_clear_error(tmp_path):
+    """Episodes of two observation layouts on one topic (another robot's publisher on the domain): one line
+    naming both, where bag2h5 raised numpy's concatenation error."""
+    odd = [transition(2, s, "timeout" if s == 1 else "") for s in range(2)]
+    for m in odd:
+        m.observation, m.next_observation = [1.0] * 3, [2.0] * 3
+    write_bag(tmp_path / "mixed", [transition(1, 0), transition(1, 1, "timeout"), *odd])
+    with pytest.raises(DatasetError, match="episode 2 has observation/action dims 3/2, while episode 1 has 6/2: "
+                                           "one topic must hold one recording's transitions"):
+        bag_to_dataset(tmp_path / "mixed")

@@ -602,6 +602,32 @@ def test_a_transition_with_nan_costs_only_itself_not_the_episode_nor_the_logger(
     assert bag.metadata["left_out_non_finite"] == 3
 
 
+def test_a_transition_of_other_dimensions_costs_only_itself_not_the_episode_nor_the_logger(ros_env, tmp_path):
+    """Seen: one Transition with a 3-value observation in an episode of 4-value ones (another publisher on the
+    domain) failed the episode's stacking in the logger's callback: the episode was lost and the logger died.
+    Now that row is left out as it arrives, with a warning naming its episode and step, and counted."""
+    from uni_o4_ros.data.bag import bag_to_dataset
+
+    odd = _transition(1, 2)  # after the recorder's own step 2: it replaced that one, as the recorder's replays do
+    odd.observation = [9.0] * 3
+    sent = [_transition(1, 0), _transition(1, 1), _transition(1, 2), odd, _transition(1, 3, timeout=True),
+            _transition(2, 0), _transition(2, 1, timeout=True)]
+    with _logger_fed(ros_env, tmp_path, sent, until="episode_000002.hdf5") as (logger, out):
+        assert logger.poll() is None, "the logger died on a transition of other dimensions"
+        ds = read_episodes(out)
+        np.testing.assert_array_equal(ds.infos["step"], [0, 1, 2, 3, 0, 1])
+        np.testing.assert_array_equal(ds.observations[:4, 0], [0, 1, 2, 3])
+        assert ds.metadata["left_out_malformed"] == 1
+    assert logger.returncode == 0
+    log = logger.stderr.read()
+    assert ("episode 1 step 2: left out a transition of other dimensions (observation/next_observation/action "
+            "lengths 3/4/2, the episode's first row 4/4/2)") in log, log[-2000:]
+    assert "without 1 transition(s) of other dimensions than its first" in log, log[-2000:]
+    bag = bag_to_dataset(tmp_path / "bag")  # every message as received: its conversion leaves out the same one
+    np.testing.assert_array_equal(bag.observations, ds.observations)
+    assert bag.metadata["left_out_malformed"] == 1
+
+
 def test_transitions_that_never_reach_the_logger_are_named_not_silently_absent(ros_env, tmp_path):
     """What a logger stopped for 30 s receives (measured with SIGSTOP on the stand-in graph,
     benchmarks/freeze_peer.py: DDS dropped it as a reader and every transition of those 30 s was gone):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -395,3 +397,115 @@ def test_the_dynamics_model_is_not_fit_on_the_next_episodes_start(tmp_path):
         _, meta = ckpt.load(tmp_path / name / "stages" / f"dynamics-{key}", "stage")
         fit_on = len(ds) - (int(ds.terminals.sum()) if name == "v0" else 0)
         assert ds.terminals.sum() >= 1 and meta["transitions"] == fit_on, name
+
+
+@pytest.mark.parametrize("how", ["external storage", "virtual dataset", "external link"])
+def test_a_dataset_whose_data_is_in_another_file_is_refused_not_read(tmp_path, how):
+    """Seen: a 90 KB .hdf5 whose 'observations' were HDF5 external storage pointing at the robot's
+    policy-update key (~/.config/uni_o4_ros/policy_update.key) was read as data; the key's bytes became the
+    normaliser's mean, saved with the trained policy and published with it. Data from outside the file
+    (external storage, a virtual dataset mapping another file) is refused, naming the key; a link to
+    another file is not followed (the key it stands for is missing)."""
+    n, obs = 8, 16
+    secret = tmp_path / "policy_update.key"
+    secret.write_bytes(bytes(range(65, 65 + obs)))
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["observations"] = np.ones((n, obs), np.float32)
+    path = tmp_path / "evil.hdf5"
+    with h5py.File(path, "w") as f:
+        if how == "external storage":
+            f.create_dataset("observations", shape=(n, obs), dtype="u1", external=[(str(secret), 0, obs)] * n)
+        elif how == "virtual dataset":
+            layout = h5py.VirtualLayout(shape=(n, obs), dtype="f4")
+            layout[:] = h5py.VirtualSource(str(other), "observations", shape=(n, obs))
+            f.create_virtual_dataset("observations", layout)
+        else:
+            f["observations"] = h5py.ExternalLink(str(other), "/observations")
+        f["actions"] = np.zeros((n, 2), np.float32)
+        f["rewards"] = np.zeros(n, np.float32)
+        f["terminals"] = np.zeros(n, bool)
+        f["timeouts"] = np.r_[np.zeros(n - 1, bool), True]
+        f["next_observations"] = np.zeros((n, obs), np.float32)
+    with pytest.raises(DatasetError) as info:
+        read_hdf5(path)
+    said = str(info.value)
+    assert said.startswith(f"{path}: ")
+    if how == "external link":
+        assert "missing required key(s) ['observations']" in said
+    else:
+        assert f"'observations' {'keeps its data outside the file' if how == 'external storage' else 'is a virtual'}" \
+            in said and "a dataset's data must be inside the file" in said
+        assert str(secret if how == "external storage" else other) in said
+
+
+def test_an_episode_files_metadata_is_read_from_the_file_alone(tmp_path):
+    """read_metadata (how a bringup matches episode files to episodes) followed links to other files and read
+    external storage: it now reads only what is inside the file."""
+    from uni_o4_ros.data import read_metadata
+
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["episode_id"] = 7
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"\x2a")
+    path = tmp_path / "episode_000001.hdf5"
+    with h5py.File(path, "w") as f:
+        f["metadata/episode_id"] = 1
+        f["metadata/linked"] = h5py.ExternalLink(str(other), "/episode_id")
+    assert read_metadata(path) == {"episode_id": 1}
+    with h5py.File(path, "a") as f:
+        f["metadata"].create_dataset("external", shape=(1,), dtype="u1", external=[(str(secret), 0, 1)])
+    with pytest.raises(DatasetError, match="'metadata/external' keeps its data outside the file"):
+        read_metadata(path)
+
+
+@contextmanager
+def address_space_limit(extra: int):
+    """This process may allocate only `extra` more bytes (RLIMIT_AS, as `ulimit -v` sets it): an allocation
+    beyond is a MemoryError at once, never pages the OOM killer would have to take back."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    size = int(re.search(r"VmSize:\s+(\d+) kB", Path("/proc/self/status").read_text())[1]) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (size + extra, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def declaring(path: Path, rows: int, obs: int = 290) -> Path:
+    """A few KB of HDF5 declaring `rows` rows (chunked and compressed, never written: they read as zeros)."""
+    with h5py.File(path, "w") as f:
+        for key, shape in (("observations", (rows, obs)), ("next_observations", (rows, obs)), ("actions", (rows, 12)),
+                           ("rewards", (rows,)), ("terminals", (rows,))):
+            f.create_dataset(key, shape=shape, dtype="f4", chunks=True, compression="gzip")
+    assert path.stat().st_size < 10_000
+    return path
+
+
+def test_a_small_file_declaring_more_than_the_memory_is_refused_before_reading(tmp_path):
+    """Seen: a 2.6 KB file declaring 8 GiB of observations ended the read in a raw MemoryError (on a robot
+    computer, in the OOM killer). The declared sizes are now compared with the memory available first."""
+    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    rows = 2 * ram // (290 * 4)
+    path = declaring(tmp_path / "huge.hdf5", rows)
+    with address_space_limit(2**30), pytest.raises(DatasetError) as info:
+        read_hdf5(path)
+    said = str(info.value)
+    assert said.startswith(f"{path}: its datasets declare ")
+    assert f"'observations' ({rows}, 290) float32 = {rows * 290 * 4 / 2**30:.1f} GiB" in said
+    assert "of memory available: not read" in said
+
+
+def test_running_out_of_memory_while_reading_is_a_dataset_error(tmp_path, monkeypatch):
+    """Memory the check cannot see (a `ulimit -v`, a container's limit) runs out while reading: one line
+    naming the file, not a MemoryError traceback."""
+    import uni_o4_ros.data.d4rl as d4rl
+
+    monkeypatch.setattr(d4rl, "available_memory", lambda: 2**40, raising=False)
+    path = declaring(tmp_path / "big.hdf5", 2**30 // (290 * 4))  # 1 GiB each of observations and next_observations
+    with address_space_limit(512 * 2**20), pytest.raises(DatasetError) as info:
+        read_hdf5(path)
+    assert str(info.value).startswith(f"{path}: ran out of memory reading it (its datasets declare 2.0 GiB")

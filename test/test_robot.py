@@ -561,6 +561,41 @@ def test_an_episode_with_steps_that_never_arrived_is_written_saying_so(tmp_path)
     assert "1 episode(s) lack their last transitions" in said
 
 
+def test_a_transition_of_other_dimensions_costs_only_itself_not_the_episode(tmp_path):
+    """Seen: one Transition whose observation had 3 values in an episode of 290-value ones (another publisher
+    on the ROS domain) made the episode's np.stack fail after its rows were taken: the episode was gone and the
+    dataset_logger died. Such a row is now left out as it arrives, said, and counted; the episode is written
+    without it, and the replay of the episode's last step marked as its end still replaces that step."""
+    from uni_o4_ros.data import read_hdf5
+    from uni_o4_ros.robot.episodes import Arrival, EpisodeWriter, episode_dataset, read_episodes
+
+    writer = EpisodeWriter(tmp_path)
+
+    def row(k: int, obs: int = 4, nxt: int | None = None, act: int = 2, last: bool = False) -> dict:
+        return {"episode_id": 1, "step": k, "observation": np.full(obs, k, np.float32),
+                "next_observation": np.full(obs if nxt is None else nxt, k + 1, np.float32),
+                "action": np.zeros(act, np.float32), "log_prob": -1.0, "reward": 1.0, "terminal": False,
+                "timeout": last, "policy_version": 0}
+
+    assert writer.add(row(0)) == Arrival() and writer.add(row(1)) == Arrival()
+    for bad in (row(2, obs=3), row(2, nxt=5), row(2, act=12), row(3, obs=3, last=True)):
+        assert writer.add(bad).left_out.startswith("observation/next_observation/action lengths ")
+    assert writer.add(row(2, obs=3)).left_out == ("observation/next_observation/action lengths 3/3/2, the "
+                                                  "episode's first row 4/4/2")
+    assert writer.add(row(2)) == Arrival() and writer.add(row(3)) == Arrival()
+    assert writer.add(row(3, last=True)) == Arrival()  # the recorder's replay of its last step, marked as the end
+    path, left_out = writer.finish(1)
+    assert left_out == 0 and writer.last_malformed == 5 and writer.last_missing == []
+    ds = read_hdf5(path)
+    assert ds.infos["step"].tolist() == [0, 1, 2, 3] and ds.timeouts.tolist() == [0, 0, 0, 1] and ds.obs_dim == 4
+    assert ds.metadata["left_out_malformed"] == 5 and "missing_steps" not in ds.metadata
+    assert read_episodes(tmp_path).metadata["left_out_malformed"] == 5
+    # A bag keeps every message as received: its conversion leaves out the same rows.
+    ds, left_out = episode_dataset([row(0), row(1), row(2, obs=3), row(3), row(4, last=True)], 1)
+    assert ds.infos["step"].tolist() == [0, 1, 3, 4] and left_out == 0
+    assert ds.metadata["left_out_malformed"] == 1 and "missing_steps" not in ds.metadata
+
+
 def test_episodes_waiting_for_a_writable_folder_are_bounded_the_newest_dropped(tmp_path):
     """While the folder cannot be written, finished episodes wait in memory up to max_unwritten_bytes;
     past it the newest is dropped (counted), not kept until the logger is killed with all of them.

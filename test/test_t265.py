@@ -3,6 +3,8 @@ axis convention (X right, Y up, Z back): conversions to REP-103 odometry and the
 
 from __future__ import annotations
 
+import re
+from contextlib import contextmanager
 from types import SimpleNamespace as NS
 
 import numpy as np
@@ -264,11 +266,12 @@ def test_a_relocalisation_leaves_odom_continuous_unless_pose_jumping_is_asked_fo
     np.testing.assert_allclose(after.linear_velocity, 0.0, atol=1e-9)  # the velocity is the same either way
 
 
-def test_odometry_node_publishes_nothing_while_the_tracker_has_failed(ros_env, tmp_path):
-    """A T265 whose tracking failed (confidence 0) still sends poses, with a velocity that is not the
-    robot's; rewards computed from it would be noise recorded as truth. The odometry node leaves such
-    poses out (so the recorder's odom_timeout ends the episode), says so once, and resumes when the
-    confidence does. Through the stand-in pyrealsense2, fed as the stand-in Go1 feeds it."""
+@contextmanager
+def _odometry_node_fed(ros_env, tmp_path):
+    """The odometry node behind the stand-in pyrealsense2, fed as the stand-in Go1 feeds it. Yields
+    send(datagrams, until) (one datagram per spin, the same or the next of an iterable, until `until()`), the
+    forward velocity of every Odometry published, and the node's log file."""
+    import itertools
     import os
     import socket
     import subprocess
@@ -280,7 +283,7 @@ def test_odometry_node_publishes_nothing_while_the_tracker_has_failed(ros_env, t
     from uni_o4_ros.nodes.processes import node_command
     from uni_o4_ros.nodes.qos import SENSOR
     from uni_o4_ros.sim.go1_udp_robot import free_udp_ports
-    from uni_o4_ros.sim.t265_standin import FEED_ENV, STANDIN_MODULES, camera_truth
+    from uni_o4_ros.sim.t265_standin import FEED_ENV, STANDIN_MODULES
 
     [port] = free_udp_ports()
     env = ros_env | {FEED_ENV: f"127.0.0.1:{port}",
@@ -294,28 +297,96 @@ def test_odometry_node_publishes_nothing_while_the_tracker_has_failed(ros_env, t
     got: list[float] = []  # forward velocity of every Odometry published
     node.create_subscription(Odometry, "odom", lambda m: got.append(m.twist.twist.linear.x), SENSOR)
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    zero, mount = np.zeros(3), MountExtrinsic.from_config([0.25, 0.0, 0.05], [0.0, 0.0, 0.0])
 
-    def sending(vx: float, confidence: int, until) -> None:
+    def send(datagrams, until) -> None:
+        source = itertools.repeat(datagrams) if isinstance(datagrams, bytes) else iter(datagrams)
+
         def step() -> bool:  # one pose per spin, as a camera streams them
-            tx.sendto(camera_truth(zero, np.array([1.0, 0, 0, 0]), np.array([vx, 0, 0]), zero, mount.translation,
-                                   mount.quaternion, confidence), ("127.0.0.1", port))
+            assert proc.poll() is None, "the odometry node ended: " + log.read_text()[-2000:]
+            tx.sendto(next(source), ("127.0.0.1", port))
             return until()
         wait_until(rclpy, node, step, 60)
 
     try:
-        sending(0.5, 3, lambda: any(abs(v - 0.5) < 1e-6 for v in got))  # tracking: published
-        sending(5.0, 0, lambda: "T265: tracking confidence 0" in log.read_text())  # failed: read, left out
-        sending(1.0, 2, lambda: any(abs(v - 1.0) < 1e-6 for v in got))  # recovered
+        yield send, got, log
     finally:
         tx.close()
         stop_nodes(proc)
         node.destroy_node()
         rclpy.shutdown()
+
+
+def test_odometry_node_publishes_nothing_while_the_tracker_has_failed(ros_env, tmp_path):
+    """A T265 whose tracking failed (confidence 0) still sends poses, with a velocity that is not the
+    robot's; rewards computed from it would be noise recorded as truth. The odometry node leaves such
+    poses out (so the recorder's odom_timeout ends the episode), says so once, and resumes when the
+    confidence does. Through the stand-in pyrealsense2, fed as the stand-in Go1 feeds it."""
+    from uni_o4_ros.sim.t265_standin import camera_truth
+
+    zero, mount = np.zeros(3), MountExtrinsic.from_config([0.25, 0.0, 0.05], [0.0, 0.0, 0.0])
+
+    def pose(vx: float, confidence: int) -> bytes:
+        return camera_truth(zero, np.array([1.0, 0, 0, 0]), np.array([vx, 0, 0]), zero, mount.translation,
+                            mount.quaternion, confidence)
+
+    with _odometry_node_fed(ros_env, tmp_path) as (send, got, log):
+        send(pose(0.5, 3), lambda: any(abs(v - 0.5) < 1e-6 for v in got))  # tracking: published
+        send(pose(5.0, 0), lambda: "T265: tracking confidence 0" in log.read_text())  # failed: read, left out
+        send(pose(1.0, 2), lambda: any(abs(v - 1.0) < 1e-6 for v in got))  # recovered
     assert not any(abs(v - 5.0) < 1e-3 for v in got)  # no velocity of the failed tracker reached anyone
     text = log.read_text()
     assert text.count("below min_tracker_confidence 1): no odometry until it recovers") == 1
     assert "T265: tracking confidence 2 again: odometry resumes" in text
+
+
+def test_pose_samples_that_are_no_pose_are_ignored_not_the_end_of_the_odometry_node(ros_env, tmp_path):
+    """Seen through the stand-in T265's feed: a NaN tracker confidence ended the node (ValueError), one of
+    -400 too (OverflowError in the covariance), and a zero quaternion was published as NaN positions. Such
+    samples are now ignored like lost ones: counted, said in the log, not published; the node goes on."""
+    import itertools
+    import math
+
+    from uni_o4_ros.sim.t265_standin import camera_truth
+
+    zero, mount = np.zeros(3), MountExtrinsic.from_config([0.25, 0.0, 0.05], [0.0, 0.0, 0.0])
+
+    def pose(vx: float, confidence: float = 3, quaternion=(1.0, 0, 0, 0)) -> bytes:
+        return camera_truth(zero, np.array(quaternion), np.array([vx, 0, 0]), zero, mount.translation,
+                            mount.quaternion, confidence)
+
+    bad = [pose(5.0, math.nan), pose(6.0, -400), pose(7.0, quaternion=(0.0, 0, 0, 0)), pose(math.nan)]
+    with _odometry_node_fed(ros_env, tmp_path) as (send, got, log):
+        send(pose(0.5), lambda: any(abs(v - 0.5) < 1e-6 for v in got))
+        # each kind in turn, until the node has ignored 100 (it says the first and every 100th)
+        send(itertools.cycle(bad), lambda: "(100 so far)" in log.read_text())
+        send(pose(1.0), lambda: any(abs(v - 1.0) < 1e-6 for v in got))  # the node still runs, and publishes
+    assert all(math.isfinite(v) and v < 4.0 for v in got)  # none of the samples that are no pose
+    text = log.read_text()
+    assert re.search(r"T265: ignored a pose sample: (tracker confidence|NaN|its rotation).* \(1 so far\)", text), text
+
+
+def test_each_kind_of_sample_that_is_no_pose_is_judged_before_conversion():
+    """The decision lives in the ROS-free core: which samples are no pose, and what the log says of them."""
+    from uni_o4_ros.hardware.t265 import PoseCheck
+
+    def pose(conf=3, q=(1.0, 0.0, 0.0, 0.0), v=(0.5, 0.0, 0.0)):
+        vec = NS(x=0.0, y=0.0, z=0.0)
+        return NS(translation=vec, rotation=NS(w=q[0], x=q[1], y=q[2], z=q[3]), velocity=NS(x=v[0], y=v[1], z=v[2]),
+                  angular_velocity=vec, tracker_confidence=conf)
+
+    check, mount = PoseCheck(), MountExtrinsic.from_config([0.25, 0.0, 0.05], [0.0, 0.0, 0.0])
+    assert check.check(pose()) == (True, None) and np.isfinite(convert(pose(), mount).position).all()
+    assert check.check(pose(conf=float("nan"))) == (
+        False, "T265: ignored a pose sample: tracker confidence nan (0 failed .. 3 high) (1 so far)")
+    for bad in (pose(conf=-400), pose(conf=4), pose(conf=2.5), pose(conf=None), pose(q=(0.0, 0.0, 0.0, 0.0)),
+                pose(q=(float("nan"), 0.0, 0.0, 0.0)), pose(v=(float("inf"), 0.0, 0.0))):
+        assert check.check(bad) == (False, None)
+    assert check.ignored == 8
+    for _ in range(91):
+        check.check(pose(q=(0.0, 0.0, 0.0, 0.0)))
+    assert check.check(pose(q=(0.0, 0.0, 0.0, 0.0))) == (
+        False, "T265: ignored a pose sample: its rotation is no unit quaternion (norm 0) (100 so far)")
+    assert check.check(pose(conf=0)) == (True, None)  # a failed tracker's sample is a pose: TrackingWatch judges it
 
 
 def test_a_camera_mount_must_be_three_finite_numbers_each():

@@ -919,6 +919,8 @@ def cmd_bag2h5(args: argparse.Namespace) -> int:
     print(f"{path}: {len(ds)} transitions in {ds.metadata['episodes']} episode(s), "
           f"{int(ds.terminals.sum())} terminal, {int(ds.timeouts.sum())} timeouts"
           + (f"; {left_out} left out for NaN/inf values" if left_out else "")
+          + (f"; {ds.metadata['left_out_malformed']} left out for other dimensions than their episode's first"
+             if ds.metadata.get("left_out_malformed") else "")
           + (f"; {ds.metadata['missing_steps']} never recorded (steps missing inside episodes)"
              if ds.metadata.get("missing_steps") else ""))
     return 0

@@ -3,15 +3,17 @@
 from .d4rl import (
     DatasetError,
     OfflineDataset,
+    describe_dims,
     finite_transition,
     from_arrays,
     read_hdf5,
     read_metadata,
+    transition_dims,
     validate,
     write_hdf5,
 )
 from .score import REFERENCE_RETURNS, normalized_score, reference_returns, score_note
 
-__all__ = ["DatasetError", "OfflineDataset", "finite_transition", "from_arrays", "read_hdf5", "read_metadata",
-           "validate", "write_hdf5", "REFERENCE_RETURNS", "normalized_score", "reference_returns",
-           "score_note"]
+__all__ = ["DatasetError", "OfflineDataset", "describe_dims", "finite_transition", "from_arrays", "read_hdf5",
+           "read_metadata", "transition_dims", "validate", "write_hdf5", "REFERENCE_RETURNS", "normalized_score",
+           "reference_returns", "score_note"]

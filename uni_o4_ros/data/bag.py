@@ -172,10 +172,18 @@ def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDatas
     made = [episode_dataset(rows, eid) for eid, rows in sorted(episodes.items())]
     parts = [ds for ds, _ in made if ds is not None]
     if not parts:
-        raise DatasetError(f"{bag}: every transition on {topic} has NaN/inf values")
+        raise DatasetError(f"{bag}: every transition on {topic} has NaN/inf values or malformed arrays")
+    first = parts[0]
+    if other := [p for p in parts if (p.obs_dim, p.act_dim) != (first.obs_dim, first.act_dim)]:
+        raise DatasetError(f"{bag}: episode {other[0].metadata['episode_id']} has observation/action dims "
+                           f"{other[0].obs_dim}/{other[0].act_dim}, while episode {first.metadata['episode_id']} has "
+                           f"{first.obs_dim}/{first.act_dim}: one topic must hold one recording's transitions")
     ds = OfflineDataset.concatenate(parts)
     ds.infos["episode_id"] = np.concatenate([np.full(len(p), p.metadata["episode_id"], np.int64) for p in parts])
     ds.metadata = {"source": str(bag), "episodes": len(parts), "left_out_non_finite": sum(n for _, n in made)}
+    if malformed := sum(int(p.metadata.get("left_out_malformed", 0)) for p in parts):
+        # rows of another length than their episode's first (another publisher on the domain, a damaged message)
+        ds.metadata["left_out_malformed"] = malformed
     missing = sum(int(p.metadata.get("missing_steps", 0)) for p in parts)
     if missing:  # steps the recorder numbered that the bag never got (a recorder starved past DDS's lease)
         ds.metadata["missing_steps"] = missing

@@ -7,6 +7,7 @@ groups infos/* and metadata/*. Only arrays and scalars are read: no pickle anywh
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,8 +103,79 @@ def finite_transition(t: dict) -> bool:
     return all(np.isfinite(np.asarray(a, np.float64)).all() for a in arrays)
 
 
+def transition_dims(t: dict) -> tuple[int, int] | None:
+    """(observation, action) lengths of one streamed transition; None when its arrays cannot be a row of a
+    dataset at all (not 1-D, or a next_observation of another length than its observation)."""
+    obs, nxt, act = (np.shape(t[k]) for k in ("observation", "next_observation", "action"))
+    if len(obs) != 1 or nxt != obs or len(act) != 1:
+        return None
+    return obs[0], act[0]
+
+
+def describe_dims(t: dict) -> str:
+    """A transition's observation/next_observation/action lengths, for a message."""
+    return "/".join("x".join(map(str, np.shape(t[k]))) for k in ("observation", "next_observation", "action"))
+
+
 def _fail(path: str | Path, msg: str) -> DatasetError:
     return DatasetError(f"{path}: {msg}")
+
+
+def available_memory() -> int | None:
+    """Bytes that can be allocated without swapping: MemAvailable of /proc/meminfo (Linux), else the free
+    physical pages; None where neither is known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _gib(n: int | None) -> str:
+    return "an unknown amount" if n is None else f"{n / 2**30:.1f} GiB"
+
+
+# Reading holds each array twice at its peak (the file's and the float32 copy from_arrays makes): measured 2.2x
+# the declared bytes for a 0.7 GB file.
+READ_MEMORY_FACTOR = 2
+
+
+def _check_size(path: str | Path, datasets: Mapping[str, h5py.Dataset]) -> int:
+    """The bytes the datasets declare (their shape times their type's size), refused before reading when reading
+    them needs more than the memory available: a few KB of HDF5 header can declare any size (chunks never
+    written read as the fill value), and reading would end in a MemoryError, or on a robot computer in the OOM
+    killer."""
+    sizes = {name: (obj.size or 0) * obj.dtype.itemsize for name, obj in datasets.items()}
+    total, free = sum(sizes.values()), available_memory()
+    if free is not None and total * READ_MEMORY_FACTOR > free:
+        largest = sorted(sizes, key=sizes.get, reverse=True)[:3]
+        said = ", ".join(f"'{k}' {datasets[k].shape} {datasets[k].dtype} = {_gib(sizes[k])}" for k in largest)
+        raise _fail(path, f"its datasets declare {_gib(total)} ({said}); reading takes about "
+                    f"{READ_MEMORY_FACTOR}x that, more than the {_gib(free)} of memory available: not read (a "
+                    "dataset too large for this computer, or a damaged header)")
+    return total
+
+
+def _check_storage(path: str | Path, name: str, obj: h5py.Dataset) -> None:
+    """A dataset's numbers must be inside its file. HDF5 can also take them from other files: external raw
+    storage (any local file's bytes, e.g. a key in ~/.config) and virtual datasets (another HDF5 file's
+    data). Read as data, such bytes would end up in a trained policy's normaliser, saved and published."""
+    if obj.external:
+        files = sorted({str(e[0]) for e in obj.external})
+        raise _fail(path, f"'{name}' keeps its data outside the file (HDF5 external storage in "
+                    f"{', '.join(files[:3])}{' ...' if len(files) > 3 else ''}): refused, a dataset's data must be "
+                    "inside the file")
+    if obj.is_virtual:
+        files = sorted({str(s.file_name) for s in obj.virtual_sources()})
+        raise _fail(path, f"'{name}' is a virtual dataset (its data mapped from "
+                    f"{', '.join(files[:3])}{' ...' if len(files) > 3 else ''}): refused, a dataset's data must be "
+                    "inside the file")
 
 
 def write_hdf5(path: str | Path, ds: OfflineDataset, overwrite: bool = False, compression: str | None = None) -> Path:
@@ -138,21 +210,38 @@ def read_hdf5(path: str | Path, max_episode_steps: int | None = None) -> Offline
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
+    flat: dict[str, np.ndarray] = {}
+    out_of_memory = False  # raised once the MemoryError (and the arrays its frames hold) is gone
     try:
         with h5py.File(path, "r") as f:
-            flat: dict[str, np.ndarray] = {}
+            found: dict[str, h5py.Dataset] = {}
 
             def visit(name: str, obj: object) -> None:
-                if isinstance(obj, h5py.Dataset):
-                    flat[name] = obj[()]
+                if isinstance(obj, h5py.Dataset):  # reached by hard links only: external links are not followed
+                    found[name] = obj
 
             f.visititems(visit)
+            for name, obj in found.items():
+                _check_storage(path, name, obj)
+            declared = _check_size(path, found)
+            try:
+                for name, obj in found.items():
+                    flat[name] = obj[()]
+            except MemoryError:
+                out_of_memory = True
     except OSError as exc:
         if "checksum" in str(exc) or "filter returned failure" in str(exc):  # HDF5's words for a failed check
             raise _fail(path, "its data fails the checksum it was written with: the file was damaged after it "
                         f"was written (disk, copy); use another copy ({exc})") from exc
         raise _fail(path, f"not a readable HDF5 file ({exc})") from exc
-    return from_arrays(flat, source=str(path), max_episode_steps=max_episode_steps)
+    if not out_of_memory:
+        try:
+            return from_arrays(flat, source=str(path), max_episode_steps=max_episode_steps)
+        except MemoryError:
+            pass
+    flat.clear()
+    raise _fail(path, f"ran out of memory reading it (its datasets declare {_gib(declared)}, "
+                f"{_gib(available_memory())} available now): too large for this computer")
 
 
 def from_arrays(arrays: Mapping[str, Any], source: str = "dataset",
@@ -280,7 +369,17 @@ def read_metadata(path: str | Path) -> dict[str, object]:
     try:
         with h5py.File(path, "r") as f:
             group = f.get("metadata")
-            return {k: _meta_value(v[()]) for k, v in group.items()} if isinstance(group, h5py.Group) else {}
+            if not isinstance(group, h5py.Group):
+                return {}
+            out = {}
+            for k in group:
+                if not isinstance(group.get(k, getlink=True), h5py.HardLink):
+                    continue  # links (to other files, too) are not followed, as read_hdf5 does not follow them
+                v = group[k]
+                if isinstance(v, h5py.Dataset):
+                    _check_storage(path, f"metadata/{k}", v)
+                    out[k] = _meta_value(v[()])
+            return out
     except OSError as exc:
         raise _fail(path, f"not a readable HDF5 file ({exc})") from exc
 

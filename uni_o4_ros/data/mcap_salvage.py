@@ -7,7 +7,9 @@ cut is intact. This scans the data section front to back, record by record (MCAP
 mcap.dev/spec), and yields each message of every complete record; it stops at the first record that
 runs past the end of the file or has an impossible opcode (a power cut can leave zeros), and keeps
 count of what it could not read. A chunk whose content does not match its CRC or does not
-decompress is skipped as a whole: its length is still known, so the scan goes on behind it.
+decompress is skipped as a whole: its length is still known, so the scan goes on behind it. So is a
+chunk that would decompress out of all proportion to the file (its declared size is checked before
+decompressing, and decompression stops at it) or holds records no chunk holds (zeros: opcode 0).
 """
 
 from __future__ import annotations
@@ -79,20 +81,57 @@ class _Cursor:
         return bytes(self.take(len(self.data) - self.at))
 
 
-def _decompress(data: bytes, compression: str) -> bytes:
+# A chunk's declared uncompressed size is believed up to this many times its compressed size, or up to
+# PLAUSIBLE_ANY_RATIO whatever it compresses to: recorded messages (floats, images) compress a few times, while a
+# few KB of zstd can declare (and hold) gigabytes of zeros. Chunks are ~1 MiB (rosbags, rosbag2: 768 KiB), larger
+# only for a single large message, which compresses as such data does.
+PLAUSIBLE_RATIO = 1000
+PLAUSIBLE_ANY_RATIO = 16 << 20
+# Records a chunk may hold (MCAP spec: "a collection of Schemas, Channels, and Messages")
+IN_CHUNK = (SCHEMA, CHANNEL, MESSAGE)
+
+
+def _check_declared(size: int, compressed: int) -> None:
+    """Refuse a declared uncompressed size no recording has: decompressing it would take memory and time out of
+    all proportion to the file (a 65 KB file declaring 2 GiB), so it is damage, said, not something to try."""
+    if size > max(PLAUSIBLE_ANY_RATIO, PLAUSIBLE_RATIO * compressed):
+        raise ValueError(f"it declares {size} bytes uncompressed from {compressed} compressed "
+                         f"({size // max(1, compressed)} times as many; no recording compresses more than "
+                         f"{PLAUSIBLE_RATIO} times): not decompressed")
+    from .d4rl import available_memory
+
+    free = available_memory()
+    if free is not None and 2 * size > free:  # its records, and the messages parsed from them
+        raise ValueError(f"it declares {size} bytes uncompressed, more than the memory available ({free} bytes) "
+                         "can hold twice: not decompressed")
+
+
+def _decompress(data: bytes, compression: str, size: int) -> bytes:
+    """The chunk's records, decompressed to at most `size` (+1, to tell a chunk whose output would exceed it):
+    a frame that inflates past what the chunk declares is damage, found after `size` bytes, not after all of it."""
     if compression == "":
         return data
     if compression == "zstd":
         try:
-            from compression import zstd  # Python 3.14
+            from compression.zstd import ZstdDecompressor  # Python 3.14
         except ImportError:
-            from backports import zstd
-        return zstd.decompress(data)
-    if compression == "lz4":
-        from lz4.frame import decompress
-
-        return decompress(data)
-    raise ValueError(f"unknown chunk compression {compression!r}")
+            from backports.zstd import ZstdDecompressor
+        make = ZstdDecompressor
+    elif compression == "lz4":
+        from lz4.frame import LZ4FrameDecompressor as make
+    else:
+        raise ValueError(f"unknown chunk compression {compression!r}")
+    out = bytearray()
+    rest = data
+    while rest:  # one frame after another, as zstd.decompress and lz4.frame.decompress read them
+        d = make()
+        out += d.decompress(rest, max_length=size + 1 - len(out))
+        if len(out) > size:
+            raise ValueError(f"its content decompresses to more than the {size} bytes it declares")
+        if not d.eof:
+            raise ValueError("its compressed content ends mid-frame")
+        rest = d.unused_data
+    return bytes(out)
 
 
 class McapSalvage:
@@ -240,13 +279,19 @@ class McapSalvage:
             c.u64(), c.u64()  # message start and end time
             size, crc = c.u64(), c.u32()
             compression = c.string()
-            records = _decompress(bytes(c.take(c.u64())), compression)
+            compressed = c.take(c.u64())
+            if compression:
+                _check_declared(size, len(compressed))
+            records = _decompress(bytes(compressed), compression, size)
             if len(records) != size or (crc and zlib.crc32(records) != crc):
                 raise ValueError("its content does not match its size and CRC")
             found = []  # parsed in full before any is yielded, so a damaged chunk gives all or nothing
             inner = _Cursor(records)
             while inner.at < len(records):
-                op, length = inner.take(1)[0], inner.u64()
+                at, op, length = inner.at, inner.take(1)[0], inner.u64()
+                if op not in IN_CHUNK:  # e.g. zeros: not walked 9 bytes at a time to the end of a huge chunk
+                    raise ValueError(f"a record with opcode {op:#04x} at byte {at} of its content, which no chunk "
+                                     "holds")
                 found.extend(self._record(op, inner.take(length)))
         except Exception as exc:  # noqa: BLE001 - zstd and lz4 raise their own error types
             self.report.damaged_chunks.append(f"chunk at byte {offset}: {exc}")

@@ -69,6 +69,46 @@ class MountExtrinsic:
         return cls(np.asarray(xyz, np.float64), q)
 
 
+def pose_problem(pose: Any) -> str | None:
+    """Why a pose sample is no pose (None: it is one): a tracker confidence outside 0..3, a NaN/inf number,
+    a rotation that is no unit quaternion (zeros). A device or driver fault, or a stand-in fed garbage: used,
+    it would raise in `convert` (10^(3 - confidence) overflows) or become NaN positions."""
+    conf = pose.tracker_confidence
+    try:
+        known = float(conf) in (0.0, 1.0, 2.0, 3.0)
+    except (TypeError, ValueError):
+        known = False
+    if not known:
+        return f"tracker confidence {conf!r} (0 failed .. 3 high)"
+    r = pose.rotation
+    q = np.array([r.w, r.x, r.y, r.z], np.float64)
+    vectors = np.array([[v.x, v.y, v.z] for v in (pose.translation, pose.velocity, pose.angular_velocity)], np.float64)
+    if not (np.isfinite(q).all() and np.isfinite(vectors).all()):
+        return "NaN/inf in its position, rotation or velocities"
+    if not 0.9 < (norm := float(np.linalg.norm(q))) < 1.1:
+        return f"its rotation is no unit quaternion (norm {norm:.3g})"
+    return None
+
+
+@dataclass
+class PoseCheck:
+    """Pose samples that are no pose (`pose_problem`) are ignored as a lost sample is: not published (the
+    recorder's odom_timeout ends the episode if they go on), counted, and said in the log the first time and
+    every 100th, instead of ending the odometry node or publishing NaN."""
+
+    ignored: int = 0
+
+    def check(self, pose: Any) -> tuple[bool, str | None]:
+        """(usable, a line to log or None)."""
+        why = pose_problem(pose)
+        if why is None:
+            return True, None
+        self.ignored += 1
+        if self.ignored == 1 or self.ignored % 100 == 0:
+            return False, f"T265: ignored a pose sample: {why} ({self.ignored} so far)"
+        return False, None
+
+
 @dataclass
 class TrackingWatch:
     """Whether the T265's poses may be used: below `min_confidence` (0 failed, 1 low, 2 medium, 3 high)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import finite_transition
+from ..data import finite_transition, transition_dims
 from . import checkpoint as ckpt
 from .config import OnlineConfig, to_dict
 from .jsonlines import append_jsonl
@@ -111,8 +111,7 @@ class OnlineLearnerCore:
     def _usable(self, t: dict) -> bool:
         """Finite, and of this policy's dimensions."""
         spec = self.ppo.actor.spec
-        shapes = [np.shape(t[k]) for k in ("observation", "next_observation", "action")]
-        return shapes == [(spec.obs_dim,), (spec.obs_dim,), (spec.act_dim,)] and finite_transition(t)
+        return transition_dims(t) == (spec.obs_dim, spec.act_dim) and finite_transition(t)
 
     def _update(self) -> UpdateResult | None:
         rows, self.buffer = self.buffer, []

@@ -2,7 +2,8 @@
 atomically (a crash loses at most the episode in progress; finished files are always complete).
 An episode is finished by its terminal or timeout transition (the recorder ends every episode with
 one), never by an event on another topic, which could overtake the episode's last transition.
-Transitions with NaN/inf values (a sensor glitch) are left out of the file, with a warning, instead
+Transitions with NaN/inf values (a sensor glitch), or with arrays of other lengths than their episode's
+first transition (another publisher on the domain), are left out of the file, with a warning, instead
 of failing its validation and taking the episode and the logger with them. An episode whose file
 cannot be written (disk full, the folder gone) stays in memory, with an error, and is written with
 the next episode that can be (or at shutdown), up to max_unwritten_mb of them: past that the newest
@@ -74,6 +75,10 @@ class DatasetLoggerNode(Node):
                          "next_observation": np.asarray(m.next_observation), "action": np.asarray(m.action),
                          "log_prob": m.log_prob, "reward": m.reward, "terminal": m.terminal, "timeout": m.timeout,
                          "policy_version": m.policy_version})
+        if arrival.left_out:
+            self.get_logger().warning(f"episode {m.episode_id} step {m.step}: left out a transition of other "
+                                      f"dimensions ({arrival.left_out}): another publisher on this ROS domain, or a "
+                                      "damaged message? The episode is written without it")
         for episode_id in arrival.cut_off:
             self.get_logger().error(f"episode {episode_id}: its last transition never reached the logger; "
                                     "written with what did, ending as a truncation: " + STARVED)
@@ -108,11 +113,13 @@ class DatasetLoggerNode(Node):
             self.get_logger().error(f"episode {episode_id}: {gone} transition(s) never reached the logger (steps "
                                     f"{describe_runs(self.writer.last_missing)}); the file holds the rest and "
                                     "says so in metadata/missing_steps: " + STARVED)
+        without = [f"{n} transition(s) {why}" for n, why in ((left_out, "with NaN/inf values"),
+                   (self.writer.last_malformed, "of other dimensions than its first")) if n]
         if path is None:
-            self.get_logger().warning(f"episode {episode_id}: no transition without NaN/inf values, not written")
-        elif left_out:
-            self.get_logger().warning(f"episode {episode_id} written to {path}, without {left_out} transition(s) "
-                                      "with NaN/inf values")
+            said = f" ({', '.join(without)})" if without else ""
+            self.get_logger().warning(f"episode {episode_id}: no usable transition{said}, not written")
+        elif without:
+            self.get_logger().warning(f"episode {episode_id} written to {path}, without {' and '.join(without)}")
         else:
             self.get_logger().info(f"episode {episode_id} written to {path}")
         self._check_free_space(path)

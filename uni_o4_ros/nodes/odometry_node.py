@@ -10,7 +10,9 @@ bag_topic, bag_loop (replays a recorded nav_msgs/Odometry stream in real time).
 A missing device, a missing pyrealsense2 or a librealsense without T265 support ends the node with
 one clear line. Once running, the node outlives a camera that stops sending (a USB drop-out): it
 says so once, publishes nothing meanwhile (the recorder's odom_timeout ends the episode) and says
-again when poses come back; likewise while the tracker's confidence is below min_tracker_confidence."""
+again when poses come back; likewise while the tracker's confidence is below min_tracker_confidence.
+A sample that is no pose (NaN, a confidence outside 0..3, a zero quaternion) is ignored, counted and said
+in the log (t265.PoseCheck), as a lost one: it neither ends the node nor becomes a NaN pose."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import time
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
-from uni_o4_ros.hardware.t265 import DeviceError, MountExtrinsic, T265Source, TrackingWatch, convert
+from uni_o4_ros.hardware.t265 import DeviceError, MountExtrinsic, PoseCheck, T265Source, TrackingWatch, convert
 
 from .params import declare_read_only
 from .qos import RELIABLE_STREAM
@@ -39,6 +41,7 @@ class OdometryNode(Node):
             raise DeviceError(f"parameter min_tracker_confidence must be 0..3 (0 failed .. 3 high), "
                               f"got {p['min_tracker_confidence']}")
         self.tracking = TrackingWatch(int(p["min_tracker_confidence"]))
+        self.poses = PoseCheck()
         self.mount = MountExtrinsic.from_config(p["mount_xyz"], p["mount_rpy"])
         self.frames = (p["odom_frame"], p["base_frame"])
         self.pub = self.create_publisher(Odometry, "odom", RELIABLE_STREAM)
@@ -88,6 +91,11 @@ class OdometryNode(Node):
         if self.stalled_since is not None:
             self.get_logger().info(f"T265: poses again after {now - self.stalled_since:.2f} s")
             self.stalled_since = None
+        usable, said = self.poses.check(pose)
+        if said:
+            self.get_logger().warning(said)
+        if not usable:
+            return
         sample = convert(pose, self.mount)
         usable, change = self.tracking.check(sample.confidence)
         if change and usable:  # (rclpy refuses two severities from one call site)

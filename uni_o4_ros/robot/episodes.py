@@ -16,7 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import DatasetError, OfflineDataset, finite_transition, read_hdf5, write_hdf5
+from ..data import (
+    DatasetError,
+    OfflineDataset,
+    describe_dims,
+    finite_transition,
+    read_hdf5,
+    transition_dims,
+    write_hdf5,
+)
 from .observation import is_fresh
 from .reward import reward
 
@@ -234,6 +242,9 @@ class Arrival:
 
     skipped: list[int] = field(default_factory=list)  # episodes of which no row arrived
     cut_off: list[int] = field(default_factory=list)  # earlier episodes whose last row never arrived
+    # Why this row was left out ("" if kept): its observation, next_observation or action has another length
+    # than the episode's first row's (or next_observation than observation), so no file could hold both.
+    left_out: str = ""
 
 
 @dataclass
@@ -254,6 +265,8 @@ class EpisodeWriter:
     _newest_id: int | None = None  # the newest episode id a row arrived for
     # Steps of the episode finish() last wrote that never arrived: (first, last) runs, empty if none.
     last_missing: list[tuple[int, int]] = field(default_factory=list)
+    _malformed: dict[int, list[int]] = field(default_factory=dict)  # steps of the rows add() left out, by episode
+    last_malformed: int = 0  # rows add() left out of the episode finish() last wrote
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
@@ -263,7 +276,12 @@ class EpisodeWriter:
         """Keep a row. The recorder's stream is ordered (one publisher, reliable) and numbers episodes 1,
         2, ... (from 1 again when restarted), so the first row of an episode also tells what was lost:
         episodes skipped entirely, and earlier episodes whose last row never came (cut_off; finish()
-        them to write what did)."""
+        them to write what did).
+
+        A row whose dimensions differ from the episode's first row (another publisher on the domain, a
+        damaged message) is left out (`Arrival.left_out` says why) and counted in the file's
+        metadata/left_out_malformed: kept, it failed the episode's stacking after its rows were taken, and the
+        episode and the logger were lost."""
         eid = int(t["episode_id"])
         newest, arrival = self._newest_id, Arrival()
         if eid != newest:
@@ -271,7 +289,14 @@ class EpisodeWriter:
                 arrival.skipped = list(range(newest + 1, eid))
             arrival.cut_off = [k for k in self._rows if k != eid]
         self._newest_id = eid
-        self._rows.setdefault(eid, []).append(t)
+        rows = self._rows.setdefault(eid, [])
+        dims = transition_dims(t)
+        if dims is None or (rows and dims != transition_dims(rows[0])):
+            self._malformed.setdefault(eid, []).append(int(t["step"]))
+            first = f", the episode's first row {describe_dims(rows[0])}" if rows else ""
+            arrival.left_out = f"observation/next_observation/action lengths {describe_dims(t)}{first}"
+            return arrival
+        rows.append(t)
         return arrival
 
     def finish(self, episode_id: int, metadata: dict | None = None) -> tuple[Path | None, int]:
@@ -283,8 +308,10 @@ class EpisodeWriter:
         episodes waiting would then hold more than `max_unwritten_bytes`, this one is dropped
         (`dropped`) instead."""
         rows = self._rows.pop(episode_id, [])
-        self.last_missing = missing_steps(int(t["step"]) for t in rows)
-        ds, left_out = episode_dataset(rows, episode_id, metadata)
+        malformed = self._malformed.pop(episode_id, [])
+        self.last_missing = missing_steps([*(int(t["step"]) for t in rows), *malformed])
+        self.last_malformed = len(malformed)
+        ds, left_out = episode_dataset(rows, episode_id, metadata, left_out_steps=malformed)
         path = None
         if ds is not None:
             path = self._free_path(episode_id)
@@ -358,8 +385,8 @@ def describe_runs(runs: list[tuple[int, int]]) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
-def episode_dataset(rows: list[dict], episode_id: int,
-                    metadata: dict | None = None) -> tuple[OfflineDataset | None, int]:
+def episode_dataset(rows: list[dict], episode_id: int, metadata: dict | None = None,
+                    left_out_steps: Iterable[int] = ()) -> tuple[OfflineDataset | None, int]:
     """One episode's transitions (any order, duplicates of a step dropped) in the D4RL layout (None
     if none is usable), and how many were left out for NaN/inf values (also in
     metadata['left_out_non_finite']): one sensor glitch would otherwise fail the file's validation
@@ -367,11 +394,18 @@ def episode_dataset(rows: list[dict], episode_id: int,
     only itself; if it was the episode's end, the episode ends one row earlier, as a timeout.
     Steps that never arrived (a reader starved or stopped for longer than DDS keeps it matched) are
     counted in metadata['missing_steps'] and listed in metadata['missing_ranges']: the file says it
-    holds part of an episode instead of passing for a whole one."""
-    by_step = {int(t["step"]): t for t in rows}
-    gaps = missing_steps(by_step)
+    holds part of an episode instead of passing for a whole one. Rows of other dimensions than the first one
+    to arrive are left out before that (as EpisodeWriter.add does; a bag holds every message as received) and
+    counted, with those left out already (`left_out_steps`: they arrived, so they are not missing), in
+    metadata['left_out_malformed']."""
+    dims = next((d for t in rows if (d := transition_dims(t)) is not None), None)
+    left_out_steps = [*left_out_steps, *(int(t["step"]) for t in rows if dims is None or transition_dims(t) != dims)]
+    by_step = {int(t["step"]): t for t in rows if dims is not None and transition_dims(t) == dims}
+    gaps = missing_steps([*by_step, *left_out_steps])
     rows = [by_step[k] for k in sorted(by_step) if finite_transition(by_step[k])]
     left_out = len(by_step) - len(rows)
+    if left_out_steps:
+        metadata = {**(metadata or {}), "left_out_malformed": len(left_out_steps)}
     if gaps:
         metadata = {**(metadata or {}), "missing_steps": sum(b - a + 1 for a, b in gaps),
                     "missing_ranges": describe_runs(gaps)}
@@ -410,7 +444,7 @@ def read_episodes(directory: str | Path) -> OfflineDataset:
                                f"has {first[0]}/{first[1]}: one folder must hold one recording's episodes")
     ds = OfflineDataset.concatenate(parts)
     ds.metadata = {"source": str(directory), "episodes": len(parts)}
-    for key in ("missing_steps", "left_out_non_finite"):
+    for key in ("missing_steps", "left_out_non_finite", "left_out_malformed"):
         if total := sum(int(p.metadata.get(key, 0)) for p in parts):
             ds.metadata[key] = total
     for key, flag in (("partial_episodes", "missing_steps"), ("end_missing_episodes", "end_missing")):

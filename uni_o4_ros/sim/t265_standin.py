@@ -148,7 +148,9 @@ class StandInT265:
         if data is None or len(data) != _FEED.size:
             return None
         v = np.array(_FEED.unpack(data))
-        p, q, lin, ang, conf, drift, relocalizations = v[0:3], v[3:7], v[7:10], v[10:13], int(v[13]), v[14:17], v[17]
+        p, q, lin, ang, conf, drift, relocalizations = v[0:3], v[3:7], v[7:10], v[10:13], v[13], v[14:17], v[17]
+        # The device's confidence is an integer; a value that is none (NaN) is passed on for the node to judge.
+        conf = int(conf) if float(conf).is_integer() else float(conf)
         if relocalizations > self._relocalizations:
             self._relocalizations = relocalizations
             if self.pose_jumping:

@@ -23,8 +23,7 @@ EVENTS = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=Relia
                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # /diagnostics as diagnostic_updater publishes it: reliable, volatile. Transient-local (as EVENTS) handed a late
 # monitor that asks for the publisher's durability (`ros2 topic echo`'s best available) up to 50 stale statuses first.
-DIAGNOSTICS = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.VOLATILE)
+DIAGNOSTICS = RELIABLE_STREAM
 # Experience must not be lost to a momentarily slow subscriber (a keep-last-50 queue dropped 81 of
 # 24,000 transitions at 50 Hz x 8 robots on an overloaded machine): keep all, reliable.
 TRANSITIONS = QoSProfile(depth=1000, history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)

@@ -324,6 +324,10 @@ def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
      "policy.json holds a list, not the mapping of settings"),
     (["evaluate", "--policy", "WRONGSHAPE_POLICY", "--env", "Hopper-v5"],
      "has shape (1, 11, 64), its spec makes (1, 11, 32): weights and spec do not belong together"),
+    # a spec too large to build (layers of a million units): checked against the weights before anything is
+    # allocated; before, torch's allocation error was a traceback (or, under 24 GB, minutes of swapping)
+    (["evaluate", "--policy", "HUGESPEC_POLICY", "--env", "Hopper-v5"],
+     "its spec makes (1, 11, 1000000): weights and spec do not belong together"),
     (["evaluate", "--policy", "NONORM_POLICY", "--env", "Hopper-v5"], "has no state normaliser of its 11 inputs"),
     (["online", "--env", "Hopper-v5", "--run-dir", "X"], "--policy"),
     (["evaluate", "--policy", "/nonexistent", "--env", "Hopper-v5"], "nonexistent"),
@@ -382,7 +386,7 @@ def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h
     subst.update(DEMO_RUN=str(tmp_path / "demo_run"), DAMAGED_RUN=str(tmp_path / "damaged_run"))
     subst.update({"AFILE/X": str(tmp_path / "afile" / "X"), "AFILE": str(tmp_path / "afile")})
     for name, dims in (("HOPPER_POLICY", (11, 3)), ("CHEETAH_POLICY", (17, 6)), ("LISTJSON_POLICY", (11, 3)),
-                       ("WRONGSHAPE_POLICY", (11, 3)), ("NONORM_POLICY", (11, 3))):
+                       ("WRONGSHAPE_POLICY", (11, 3)), ("HUGESPEC_POLICY", (11, 3)), ("NONORM_POLICY", (11, 3))):
         if name in argv:
             actor, _, normalizer = scratch_agent(*dims)
             if name == "NONORM_POLICY":
@@ -392,9 +396,9 @@ def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h
             spec_file = tmp_path / name.lower() / "policy.json"
             if name == "LISTJSON_POLICY":  # damage from outside: valid JSON, not a policy's
                 spec_file.write_text("[1, 2]\n")
-            if name == "WRONGSHAPE_POLICY":  # a hand edit of the spec beside the weights it no longer fits
+            if name in ("WRONGSHAPE_POLICY", "HUGESPEC_POLICY"):  # a hand edit of the spec beside its weights
                 meta = json.loads(spec_file.read_text())
-                meta["spec"]["hidden"] = [32] * len(meta["spec"]["hidden"])
+                meta["spec"]["hidden"] = [32 if name == "WRONGSHAPE_POLICY" else 10**6] * len(meta["spec"]["hidden"])
                 spec_file.write_text(json.dumps(meta))
     argv = [subst.get(a, a) for a in argv]
     proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", *argv], capture_output=True, text=True,

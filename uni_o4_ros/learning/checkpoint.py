@@ -121,7 +121,9 @@ def prefixed(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
 
 
-def load_prefixed(prefix: str, module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+def load_prefixed(prefix: str, module: torch.nn.Module, tensors: dict[str, torch.Tensor], assign: bool = False) -> None:
+    """Load `prefix.*` of `tensors` into `module`, shapes checked first. assign: the module was built on the meta
+    device (shapes only) and takes copies of the tensors as its own."""
     sub = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
     missing = set(module.state_dict()) - set(sub)
     if missing:
@@ -132,7 +134,10 @@ def load_prefixed(prefix: str, module: torch.nn.Module, tensors: dict[str, torch
         if tuple(sub[key].shape) != tuple(own.shape):
             raise CheckpointError(f"checkpoint's {prefix}.{key} has shape {tuple(sub[key].shape)}, its spec makes "
                                   f"{tuple(own.shape)}: weights and spec do not belong together")
-    module.load_state_dict(sub)
+    if assign:
+        module.load_state_dict({k: v.clone() for k, v in sub.items()}, assign=True)
+    else:
+        module.load_state_dict(sub)
 
 
 def optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

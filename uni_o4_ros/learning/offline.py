@@ -432,11 +432,14 @@ def load_policy(directory: str | Path, name: str = "policy") -> tuple[GaussianPo
         raise ckpt.CheckpointError(f"policy {Path(directory) / name} is unusable: tensor {bad!r} has NaN/inf values")
     try:
         spec = PolicySpec.from_dict(meta["spec"])
-        policy = GaussianPolicyEnsemble(spec, int(meta.get("n", 1)))
-    except (KeyError, TypeError, ValueError) as exc:
+        # Shapes only until the weights are checked against them: a policy.json with hidden [60000, 60000]
+        # allocated (and randomly initialised) 14 GB per layer before the check said the weights are not its.
+        with torch.device("meta"):
+            policy = GaussianPolicyEnsemble(spec, int(meta.get("n", 1)))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: torch's, e.g. a negative width
         raise ckpt.CheckpointError(f"policy {Path(directory) / name}.json does not describe a policy "
                                    f"({type(exc).__name__}: {exc})") from None
-    ckpt.load_prefixed("policy", policy, tensors)
+    ckpt.load_prefixed("policy", policy, tensors, assign=True)
     if any(tuple(tensors.get(f"normalizer.{k}", torch.empty(0)).shape) != (spec.obs_dim,) for k in ("mean", "std")):
         raise ckpt.CheckpointError(f"policy {Path(directory) / name} has no state normaliser of its {spec.obs_dim} "
                                    "inputs (normalizer.mean, normalizer.std): it cannot read states without one")

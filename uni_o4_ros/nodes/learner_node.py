@@ -138,7 +138,12 @@ class LearnerNode(Node):
             return
         write_json(run_dir / "summary.json", {
             "am_q": res.am_q, "transitions": len(ds), "version": version + 1, "policy": str(run_dir / "final")})
-        self.publish(res.policy, res.normalizer, version + 1)
+        try:
+            self.publish(res.policy, res.normalizer, version + 1)
+        except Exception as exc:  # noqa: BLE001 - in this thread an error would vanish, and nothing be published
+            self.get_logger().error(f"publishing the offline policy failed: {type(exc).__name__}: {exc}; it is "
+                                    f"saved in {run_dir / 'final'}")
+            return
         self.get_logger().info(f"offline policy published as version {version + 1} (AM-Q {res.am_q:.3f})")
 
     # ------------------------------------------------------------------ online mode

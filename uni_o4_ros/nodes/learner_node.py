@@ -65,7 +65,7 @@ class LearnerNode(Node):
         torch.set_num_threads(int(p["torch_threads"]))
         self.key = update_key(self, p["hmac_key_file"])
         self.pub = self.create_publisher(PolicyUpdate, "policy_update", POLICY_UPDATE)
-        self.published_sha: dict[int, str] = {}  # version -> sha256 of the update this learner published
+        self.published: tuple[int, str] | None = None  # (version, sha256) of the update this learner published last
         if p["mode"] == "offline":
             self._start_offline(p)
             return
@@ -186,7 +186,7 @@ class LearnerNode(Node):
         # A resumed learner republishes the version the robot may already run: refused as not newer, and fine.
         if version != self.core.version or version == running:
             return
-        if refusal.signed and refusal.sha256 != self.published_sha.get(version):
+        if refusal.signed and (version, refusal.sha256) != self.published:
             return  # a verdict on other bytes under this version's number (a replay, another learner's): not ours
         if not refusal.signed:  # said, for its reason (a learner with another key than its robot's hears why
             # here), but not acted on
@@ -218,7 +218,7 @@ class LearnerNode(Node):
 
     def publish(self, actor, normalizer, version: int) -> None:
         fields = encode_update(actor, normalizer, version, self.key)
-        self.published_sha[version] = fields["sha256"]
+        self.published = (version, fields["sha256"])
         msg = PolicyUpdate(**fields)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pub.publish(msg)

@@ -10,7 +10,6 @@ at most `max_update_shift` rad from the policy it would replace.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -86,13 +85,12 @@ class PolicyRunner:
         with self._lock:
             replaced = self._pending or self._active  # what the robot will run if this is refused
             states = list(self.recent)
-        received = hashlib.sha256(bytes(blob)).hexdigest()
         try:
             verified = verify_update(version, sha256, blob, spec_json, signature, current_version=replaced.version,
                                      expected_obs_dim=self.obs_dim, expected_act_dim=self._active.policy.spec.act_dim,
                                      key=self.key, expected_spec=self._active.policy.spec)
         except UpdateRejected as exc:
-            return Verdict(False, str(exc), exc.authentic, received)
+            return Verdict(False, str(exc), exc.authentic, exc.sha256)
         # The robot standing still is always among the states: an update that arrives before the first
         # state (a learner's latest version reaches a starting policy node at once) is checked too.
         states.append(self.standing_history())
@@ -102,10 +100,10 @@ class PolicyRunner:
         if self.max_update_shift and not shift <= self.max_update_shift:
             return Verdict(False, f"it {moved} (per state the largest joint, averaged), more than max_update_shift "
                            f"{self.max_update_shift} rad: a learner that diverged, or another robot's policy? "
-                           "Raise max_update_shift only if so large a change is meant", True, received)
+                           "Raise max_update_shift only if so large a change is meant", True, verified.sha256)
         with self._lock:
             self._pending = verified
-        return Verdict(True, f"version {version} staged: it {moved}", True, received)
+        return Verdict(True, f"version {version} staged: it {moved}", True, verified.sha256)
 
     def standing_history(self) -> np.ndarray:
         """The observation history of the robot standing still at its default pose, upright, under the

@@ -46,9 +46,9 @@ class UpdateRejected(ValueError):
     verdict may be signed for the learner. A verdict on a forgery, signed, would let anyone on the domain make
     the learner throw away its newest version."""
 
-    def __init__(self, message: str, authentic: bool = False) -> None:
+    def __init__(self, message: str, authentic: bool = False, sha256: str = "") -> None:
         super().__init__(message)
-        self.authentic = authentic
+        self.authentic, self.sha256 = authentic, sha256  # sha256: of the bytes refused, which a verdict names
 
 
 @dataclass
@@ -198,6 +198,21 @@ def verify_update(
     the running policy's architecture, which an update must keep (a wider log-std range or other layers would
     act differently from what the shift check measures on mean actions)."""
     blob = bytes(blob)
+    actual = hashlib.sha256(blob).hexdigest()
+    try:
+        _check_signature(version, blob, spec_json, signature, key)
+    except UpdateRejected as exc:
+        exc.sha256 = actual
+        raise
+    try:  # the signature holds (or no key is used): what is refused from here on is authentic
+        return _judge(version, sha256, actual, blob, spec_json, current_version, expected_obs_dim, expected_act_dim,
+                      expected_spec)
+    except UpdateRejected as exc:
+        exc.authentic, exc.sha256 = True, actual
+        raise
+
+
+def _check_signature(version: int, blob: bytes, spec_json: str, signature: bytes, key: bytes | None) -> None:
     if key is not None:
         if not bytes(signature):
             raise UpdateRejected("it is not signed, and this robot takes only updates signed with its key "
@@ -207,19 +222,12 @@ def verify_update(
             raise UpdateRejected("its signature does not match this robot's key (hmac_key_file): a learner on "
                                  "another computer, or another robot's, signs with its own key; give it a copy of "
                                  "this robot's key file")
-    try:
-        return _verify_authentic(version, sha256, blob, spec_json, current_version, expected_obs_dim,
-                                 expected_act_dim, expected_spec)
-    except UpdateRejected as exc:
-        exc.authentic = True
-        raise
 
 
-def _verify_authentic(version: int, sha256: str, blob: bytes, spec_json: str, current_version: int,
-                      expected_obs_dim: int, expected_act_dim: int, expected_spec: PolicySpec | None) -> VerifiedPolicy:
+def _judge(version: int, sha256: str, actual: str, blob: bytes, spec_json: str, current_version: int,
+           expected_obs_dim: int, expected_act_dim: int, expected_spec: PolicySpec | None) -> VerifiedPolicy:
     if version <= current_version:
         raise UpdateRejected(f"version {version} is not newer than the running version {current_version}")
-    actual = hashlib.sha256(blob).hexdigest()
     if actual != sha256:
         raise UpdateRejected(f"sha256 mismatch: announced {sha256[:12]}..., received bytes hash to {actual[:12]}...")
     try:

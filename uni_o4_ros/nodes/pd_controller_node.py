@@ -10,7 +10,7 @@ Parameters: backend, rate_hz, watchdog_timeout, max_tilt, max_target_step, torqu
 silence_latch (s; > 0: a policy silent this long after the robot was active latches damping until
 re-armed; 0: the next fresh command re-activates; robot.yaml 1.0, sim.yaml 0); sim
 only: spawn_roll (to test fall handling), terrain (flat | mattress), reset_on_episode_end (put the
-robot back when the recorder ends an episode), wait_for_policy (step only once the policy answered
+robot back when the recorder starts an episode), wait_for_policy (step only once the policy answered
 the newest state: exact lockstep when the graph runs faster than real time); unitree_sdk only:
 robot_ip, robot_port, local_port, state_timeout, connect_timeout, contact_threshold, remote_estop (the
 buttons on the Go1's remote that engage the e-stop, "L2+B" by default; "" for none), remote_rearm (the

@@ -1,5 +1,5 @@
-"""ros2 launch uni_o4_ros learning.launch.py policy_dir:=/path/to/offline/final run_dir:=/data/learner
-    [params_file:=my.yaml] [namespace:=robot1] [log_level:=debug]
+"""ros2 launch uni_o4_ros learning.launch.py policy_dir:=/path/to/offline/final [run_dir:=/data/learner]
+    [hmac_key_file:=/path/to/policy_update.key] [params_file:=my.yaml] [namespace:=robot1] [log_level:=debug]
 
 The online stage on the robot: the learner node trains PPO on the streamed Transitions of the
 deployed policy and publishes every new version as a verified PolicyUpdate. Start it beside
@@ -9,6 +9,8 @@ learner uses no batch of mean actions, and says so. Its parameters: config/robot
 learns from.
 A restarted learner resumes from run_dir. On another computer than the robot's, give it a copy of the
 robot's update key: hmac_key_file:=/path/to/policy_update.key (the robot's ~/.config/uni_o4_ros/).
+run_dir and hmac_key_file, unset, are the parameters file's (robot.yaml: runs/learner, auto): a default here
+would override a params_file's own values. Unsigned updates ('') are set in the parameters file.
 The offline stage runs as `uni-o4 offline` on the logged episode folder (`--init-policy` for the
 online -> offline path of Eq. 25)."""
 
@@ -27,18 +29,22 @@ _spec.loader.exec_module(suite)
 
 
 def _learner(context) -> list:
-    return [suite.node(context, "learner_node", "learner", {
-        "policy_dir": LaunchConfiguration("policy_dir"), "run_dir": LaunchConfiguration("run_dir"),
-        "hmac_key_file": LaunchConfiguration("hmac_key_file")})]
+    overrides = {"policy_dir": LaunchConfiguration("policy_dir")}
+    for name in ("run_dir", "hmac_key_file"):
+        if suite.value(context, name):  # unset: the file's value, which a default here would silently undo
+            overrides[name] = LaunchConfiguration(name)
+    return [suite.node(context, "learner_node", "learner", overrides)]
 
 
 def generate_launch_description() -> LaunchDescription:
     return LaunchDescription([
         *suite.standard_arguments("robot.yaml"),
         DeclareLaunchArgument("policy_dir", description="initial policy folder (with V), e.g. an offline result"),
-        DeclareLaunchArgument("run_dir", default_value="runs/learner", description="checkpoints; resume point"),
-        DeclareLaunchArgument("hmac_key_file", default_value="auto",
+        DeclareLaunchArgument("run_dir", default_value="",
+                              description="checkpoints; resume point ('': the parameters file's value)"),
+        DeclareLaunchArgument("hmac_key_file", default_value="",
                               description="key that signs the updates: 'auto' (this computer's own; right when the "
-                                          "learner runs on the robot's computer) or a copy of the robot's key file"),
+                                          "learner runs on the robot's computer) or a copy of the robot's key file "
+                                          "('': the parameters file's value)"),
         OpaqueFunction(function=_learner),
     ])

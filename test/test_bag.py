@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,6 +77,56 @@ def test_wrong_bags_are_clear_errors(tmp_path):
     run = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "bag2h5", str(junk), "--out", str(tmp_path / "o.h5")],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "cannot read bag" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_file_that_is_no_mcap_bag_says_what_was_expected_and_what_it_is(tmp_path):
+    """A text file, a ROS 1 bag or a rosbag2's SQLite .db3 given to bag2h5 ended in the MCAP scan's "its first
+    bytes are not MCAP's magic" (wrapped as a damaged bag), and a folder whose metadata.yaml is no YAML in the
+    YAML parser's several lines. Each is one line: what bag2h5 reads, and what the file is where its first
+    bytes tell; exit 2, no traceback, no output file."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from uni_o4_ros.data.bag import typestore
+
+    sqlite_bag = tmp_path / "sqlite_bag"  # a real rosbag2 in SQLite, as `ros2 bag record -s sqlite3` writes it
+    w = Writer(sqlite_bag, version=9, storage_plugin=StoragePlugin.SQLITE3)
+    w.open()
+    conn = w.add_connection("/transitions", "uni_o4_ros/msg/Transition", typestore=typestore())
+    for step in range(3):
+        m = transition(1, step, "terminal" if step == 2 else "")
+        w.write(conn, m.header.stamp.sec * 10**9, serialize_message(m))
+    w.close()
+    [db3] = sqlite_bag.glob("*.db3")
+    text, ros1 = tmp_path / "notes.txt", tmp_path / "day1.bag"
+    text.write_text("hello, not a bag\n")
+    ros1.write_bytes(b"#ROSBAG V2.0\nE\x00\x00\x00" + bytes(64))  # a ROS 1 bag's header line and first record
+    broken = tmp_path / "broken_bag"
+    broken.mkdir()
+    (broken / "metadata.yaml").write_text("rosbag2_bagfile_information: [\n")
+
+    def bag2h5(bag: Path) -> str:
+        out = tmp_path / "out.hdf5"
+        run = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "bag2h5", str(bag), "--out", str(out)],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and "Traceback" not in run.stderr and not out.exists(), run.stderr
+        [line] = run.stderr.strip().splitlines()
+        assert line.startswith(f"uni-o4 bag2h5: error: {bag}: "), line
+        return line
+
+    expected = "expected a rosbag2: an MCAP file (.mcap) or a bag folder (MCAP, or SQLite with its metadata.yaml)"
+    said = bag2h5(text)
+    assert f"not an MCAP file (it begins with b'hello, not a bag'); {expected}" in said, said
+    said = bag2h5(ros1)
+    assert "not an MCAP file: a ROS 1 bag (#ROSBAG V2.0)" in said and expected in said and "rosbags-convert" in said
+    said = bag2h5(db3)
+    assert "not an MCAP file: an SQLite database (a rosbag2 .db3 file)" in said and expected in said, said
+    assert f"give its folder ({sqlite_bag}) instead" in said, said
+    said = bag2h5(broken)
+    assert "cannot read bag (ReaderError: Could not load YAML" in said, said
+    # the folder the message names is read
+    run = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "bag2h5", str(sqlite_bag), "--out",
+                          str(tmp_path / "sqlite.hdf5")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "3 transitions in 1 episode(s), 1 terminal" in run.stdout, run.stderr
 
 
 # --- bags their recorder never closed (killed, power cut) -------------------------------------------

@@ -405,7 +405,7 @@ def test_a_dataset_whose_data_is_in_another_file_is_refused_not_read(tmp_path, h
     policy-update key (~/.config/uni_o4_ros/policy_update.key) was read as data; the key's bytes became the
     normaliser's mean, saved with the trained policy and published with it. Data from outside the file
     (external storage, a virtual dataset mapping another file) is refused, naming the key; a link to
-    another file is not followed (the key it stands for is missing)."""
+    another file is not followed, and said to be one."""
     n, obs = 8, 16
     secret = tmp_path / "policy_update.key"
     secret.write_bytes(bytes(range(65, 65 + obs)))
@@ -432,7 +432,7 @@ def test_a_dataset_whose_data_is_in_another_file_is_refused_not_read(tmp_path, h
     said = str(info.value)
     assert said.startswith(f"{path}: ")
     if how == "external link":
-        assert "missing required key(s) ['observations']" in said
+        assert f"'observations' is a link to another file ({other}:/observations): not followed" in said
     else:
         assert f"'observations' {'keeps its data outside the file' if how == 'external storage' else 'is a virtual'}" \
             in said and "a dataset's data must be inside the file" in said
@@ -458,6 +458,70 @@ def test_an_episode_files_metadata_is_read_from_the_file_alone(tmp_path):
         f["metadata"].create_dataset("external", shape=(1,), dtype="u1", external=[(str(secret), 0, 1)])
     with pytest.raises(DatasetError, match="'metadata/external' keeps its data outside the file"):
         read_metadata(path)
+
+
+def test_a_key_that_is_a_soft_link_inside_the_file_is_read_as_its_target(tmp_path):
+    """A D4RL file whose 'rewards' was an HDF5 soft link (another name for a dataset of the same file) was
+    refused as missing 'rewards'. A soft link inside the file is read as its target, absolute or relative, in a
+    chain, in metadata too; every check applies to what it leads to. A link to another file stays refused."""
+    from uni_o4_ros.data import read_metadata
+
+    ds = make_ds()
+    path = write_hdf5(tmp_path / "linked.hdf5", ds)
+    with h5py.File(path, "a") as f:
+        f.move("rewards", "data/rewards_target")
+        f["data/rewards"] = h5py.SoftLink("rewards_target")  # relative to its group
+        f["rewards"] = h5py.SoftLink("/data/rewards")  # a chain of two
+        f.move("observations", "data/observations")
+        f["observations"] = h5py.SoftLink("/data/observations")
+        f["metadata/alias"] = h5py.SoftLink("/metadata/iteration")
+    got = read_hdf5(path)
+    np.testing.assert_array_equal(got.rewards, ds.rewards)
+    np.testing.assert_array_equal(got.observations, ds.observations)
+    assert read_metadata(path) == {"algorithm": "test", "iteration": 3, "alias": 3}
+
+
+@pytest.mark.parametrize("how, said", [
+    ("dangling", "'rewards' is a soft link to /nowhere, which is not in the file"),
+    ("loop", "'rewards' is a soft link to /rewards, which goes round a loop (more than 16 soft links followed)"),
+    ("to a group", "'rewards' is a soft link to /data, a group, not a dataset"),
+    ("through another file", "'rewards' is a soft link to /ext/rewards, which leads through a link to another "
+                             "file ({other}:/): not followed, a dataset's data must be inside the file"),
+    ("to external storage", "'data/secret' keeps its data outside the file"),
+])
+def test_a_soft_link_to_nothing_or_out_of_the_file_is_refused_saying_so(tmp_path, how, said):
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["rewards"] = np.full(10, 7.0, np.float32)
+    secret = tmp_path / "secret"
+    secret.write_bytes(bytes(range(10)))
+    path = write_hdf5(tmp_path / "linked.hdf5", make_ds())
+    with h5py.File(path, "a") as f:
+        del f["rewards"]
+        f["data/x"] = np.zeros(10, np.float32)
+        target = {"dangling": "/nowhere", "loop": "/rewards", "to a group": "/data", "through another file":
+                  "/ext/rewards", "to external storage": "/data/secret"}[how]
+        f["rewards"] = h5py.SoftLink(target)
+        f["ext"] = h5py.ExternalLink(str(other), "/")
+        if how == "to external storage":  # a dataset of this file whose bytes are another file's
+            f["data"].create_dataset("secret", shape=(10,), dtype="u1", external=[(str(secret), 0, 10)])
+    with pytest.raises(DatasetError) as info:
+        read_hdf5(path)
+    assert str(info.value).startswith(f"{path}: ") and said.format(other=other) in str(info.value), str(info.value)
+
+
+def test_a_metadata_group_in_another_file_is_not_read(tmp_path):
+    """read_metadata opened the file's 'metadata' with the links HDF5 follows: a 'metadata' that was a link to
+    another file gave that file's episode_id."""
+    from uni_o4_ros.data import read_metadata
+
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["metadata/episode_id"] = 7
+    path = tmp_path / "episode_000001.hdf5"
+    with h5py.File(path, "w") as f:
+        f["metadata"] = h5py.ExternalLink(str(other), "/metadata")
+    assert read_metadata(path) == {}
 
 
 @contextmanager

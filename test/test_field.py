@@ -357,3 +357,58 @@ def test_a_node_stage_goes_on_without_episodes_the_logger_never_got(tmp_path, ro
     named = [line.split("episode(s) ")[1].split(" ended")[0] for line in said if "ended, but no file" in line]
     assert sorted(int(e) for line in named for e in line.split(", ")) == lost  # each named once
     assert time.monotonic() - start < LOGGER_GRACE_S + 120  # not the stage's 600 s timeout
+
+
+def test_a_damaged_or_hostile_episode_file_stops_the_run_with_one_line_naming_it(tmp_path):
+    """The pipeline's progress count and the report read the episode files with h5py directly: a file whose
+    'rewards' lived in another file (HDF5 external storage) was counted and read as data, and a damaged one
+    ended in h5py's words without the file's name. Both go through the validated reader now."""
+    from uni_o4_ros.data import DatasetError, OfflineDataset, write_hdf5
+    from uni_o4_ros.field.pipeline import field_config, recorded_steps
+    from uni_o4_ros.field.report import write_field_report
+
+    def episode(path: Path, n: int, version: bool = True) -> None:
+        write_hdf5(path, OfflineDataset(
+            np.zeros((n, 3), np.float32), np.zeros((n, 2), np.float32), np.full(n, 0.01, np.float32),
+            np.zeros(n, bool), np.r_[np.zeros(n - 1, bool), True], np.zeros((n, 3), np.float32),
+            infos={"policy_version": np.full(n, 1, np.int64)} if version else {}, metadata={"episode_id": 1}))
+
+    def refused(read, path: Path) -> str:
+        with pytest.raises(DatasetError) as info:
+            read()
+        said = str(info.value)
+        assert said.startswith(f"{path}: ") and "\n" not in said, said
+        return said
+
+    out = tmp_path / "field"
+    record, online = out / "record" / "episodes", out / "online" / "episodes"
+    record.mkdir(parents=True)
+    online.mkdir(parents=True)
+    episode(record / "episode_000001.hdf5", 5)
+    assert recorded_steps(record) == 5
+    secret = tmp_path / "policy_update.key"
+    secret.write_bytes(bytes(range(4)))
+    hostile = record / "episode_000002.hdf5"
+    with h5py.File(hostile, "w") as f:  # its rewards are the key's bytes
+        f["observations"] = f["next_observations"] = np.zeros((4, 3), np.float32)
+        f["actions"] = np.zeros((4, 2), np.float32)
+        f.create_dataset("rewards", shape=(4,), dtype="u1", external=[(str(secret), 0, 4)])
+        f["terminals"] = f["timeouts"] = np.zeros(4, bool)
+    assert "keeps its data outside the file" in refused(lambda: recorded_steps(record), hostile)
+    hostile.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))  # a file cut short after its signature
+    assert "not a readable HDF5 file" in refused(lambda: recorded_steps(record), hostile)
+
+    (out / "stages").mkdir()
+    (out / "evaluation.json").write_text("[]")
+    for stage in ("record", "offline", "online"):
+        (out / "stages" / f"{stage}.json").write_text("{}")
+    episode(online / "episode_000001.hdf5", 5)
+    shutil.copy(hostile, online / "episode_000002.hdf5")
+
+    def report() -> None:
+        write_field_report(out, field_config("tiny"))
+
+    assert "not a readable HDF5 file" in refused(report, online / "episode_000002.hdf5")
+    (online / "episode_000002.hdf5").unlink()
+    episode(online / "episode_000002.hdf5", 4, version=False)
+    assert "no infos/policy_version" in refused(report, online / "episode_000002.hdf5")

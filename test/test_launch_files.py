@@ -184,9 +184,10 @@ def test_launch_files_start_the_documented_graphs(monkeypatch):
         "backend"] == "unitree_sdk"
 
     learning = launch(monkeypatch, "learning.launch.py", policy_dir="/p")
-    assert [(n.executable, n.overrides) for n in learning] == [("learner_node", {"policy_dir": "/p",
-                                                                                "run_dir": "runs/learner",
-                                                                                "hmac_key_file": "auto"})]
+    # run_dir and hmac_key_file: robot.yaml's values, not undone by a launch default
+    assert [(n.executable, n.overrides) for n in learning] == [("learner_node", {"policy_dir": "/p"})]
+    learner = node_parameters(yaml.safe_load((ROOT / "config" / "robot.yaml").read_text()), "learner")
+    assert (learner["run_dir"], learner["hmac_key_file"]) == ("runs/learner", "auto")
     # A learner on a laptop takes a copy of the robot's key from the launch line.
     laptop = launch(monkeypatch, "learning.launch.py", policy_dir="/p", hmac_key_file="/keys/go1.key")
     assert laptop[0].overrides["hmac_key_file"] == "/keys/go1.key"
@@ -220,6 +221,22 @@ def test_every_launch_file_takes_a_parameters_file_a_namespace_and_a_log_level(m
     assert {n.namespace for n in own} == {"robot1"}
     assert all(n.ros_args == ["--log-level", "debug"] for n in own)
     assert all("deterministic" not in n.overrides for n in own)
+
+
+def test_the_learners_run_dir_and_key_come_from_the_parameters_file_unless_given(monkeypatch, tmp_path):
+    """learning.launch.py's defaults for run_dir ('runs/learner') and hmac_key_file ('auto') were passed to the
+    learner after the parameters file, so a params_file's own run_dir and key were silently undone, as
+    deterministic's default once undid the policy's. Unset, they are not passed: the file's values hold."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump({node_key("learner"): {"ros__parameters": {
+        "run_dir": "/data/learner", "hmac_key_file": "/keys/go1.key"}}}))
+    desc = described(monkeypatch, "learning.launch.py", policy_dir="/p", params_file=str(mine))
+    assert desc.arguments["run_dir"] == desc.arguments["hmac_key_file"] == ""
+    [learner] = desc.nodes
+    assert learner.params_file == mine and learner.overrides == {"policy_dir": "/p"}
+    [given] = launch(monkeypatch, "learning.launch.py", policy_dir="/p", params_file=str(mine), run_dir="/tmp/r",
+                     hmac_key_file="/keys/copy.key")
+    assert given.overrides == {"policy_dir": "/p", "run_dir": "/tmp/r", "hmac_key_file": "/keys/copy.key"}
 
 
 def test_the_robot_launch_starts_nothing_of_the_simulator(monkeypatch):

@@ -365,6 +365,35 @@ def test_pose_samples_that_are_no_pose_are_ignored_not_the_end_of_the_odometry_n
     assert re.search(r"T265: ignored a pose sample: (tracker confidence|NaN|its rotation).* \(1 so far\)", text), text
 
 
+def test_a_device_read_that_raises_is_a_stall_said_with_its_type_not_the_end_of_the_odometry_node(ros_env, tmp_path):
+    """Seen in the code: poll() caught only RuntimeError, librealsense's word for a device gone, so an OSError
+    from USB (or any other exception of the read) ended the node. Through the stand-in T265, whose read raises
+    as told by its feed: each failure is a stall, said once with the exception's type and message (a bug in a
+    driver must show as one), said again when the cause changes, and odometry resumes when poses do."""
+    from uni_o4_ros.sim.t265_standin import camera_truth, read_failure
+
+    zero, mount = np.zeros(3), MountExtrinsic.from_config([0.25, 0.0, 0.05], [0.0, 0.0, 0.0])
+
+    def pose(vx: float) -> bytes:
+        return camera_truth(zero, np.array([1.0, 0, 0, 0]), np.array([vx, 0, 0]), zero, mount.translation,
+                            mount.quaternion)
+
+    usb = "OSError: [Errno 19] No such device"
+    with _odometry_node_fed(ros_env, tmp_path) as (send, got, log):
+        send(pose(0.5), lambda: any(abs(v - 0.5) < 1e-6 for v in got))
+        # the read raises on every spin until the log says so (send() checks the node is still running)
+        send(read_failure("OSError", "[Errno 19] No such device"), lambda: usb in log.read_text())
+        send(pose(1.0), lambda: any(abs(v - 1.0) < 1e-6 for v in got))  # back: published again
+        send(read_failure("OSError", "[Errno 19] No such device"), lambda: log.read_text().count(usb) == 2)
+        send(read_failure("ValueError", "frame of 0 bytes"), lambda: "ValueError: frame of 0 bytes" in log.read_text())
+        send(pose(1.5), lambda: any(abs(v - 1.5) < 1e-6 for v in got))
+    text = log.read_text()
+    # once per stall (each was read on many spins), with the type; the second stall's change of cause said too
+    assert text.count(f"T265: reading the device failed: {usb}; no odometry until poses come back") == 2, text
+    assert text.count("T265: reading the device failed: ValueError: frame of 0 bytes") == 1, text
+    assert text.count("T265: poses again after") == 2, text
+
+
 def test_each_kind_of_sample_that_is_no_pose_is_judged_before_conversion():
     """The decision lives in the ROS-free core: which samples are no pose, and what the log says of them."""
     from uni_o4_ros.hardware.t265 import PoseCheck

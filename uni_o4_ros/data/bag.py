@@ -69,6 +69,28 @@ def _closed(f: Path) -> bool:
         return fh.read(8) == MAGIC
 
 
+EXPECTED = "expected a rosbag2: an MCAP file (.mcap) or a bag folder (MCAP, or SQLite with its metadata.yaml)"
+_SQLITE_MAGIC, _ROS1_MAGIC = b"SQLite format 3\x00", b"#ROSBAG"
+
+
+def _not_mcap(f: Path) -> str | None:
+    """Why `f` is no MCAP file, in one line saying what it is where its first bytes tell (the bags given for one
+    most often: a rosbag2's SQLite .db3, a ROS 1 bag); None for an MCAP file, or one cut off inside its magic (a
+    recording killed as it began a file, which the scan reads as holding nothing)."""
+    with f.open("rb") as fh:
+        head = fh.read(16)
+    if head[:8] == MAGIC[:len(head[:8])]:
+        return None
+    if head.startswith(_SQLITE_MAGIC):
+        folder = f"; give its folder ({f.parent}) instead" if (f.parent / "metadata.yaml").is_file() else ""
+        return f"{f}: not an MCAP file: an SQLite database (a rosbag2 .db3 file); {EXPECTED}{folder}"
+    if head.startswith(_ROS1_MAGIC):
+        version = head.split(b"\n", 1)[0].decode("ascii", "replace")
+        return (f"{f}: not an MCAP file: a ROS 1 bag ({version}); {EXPECTED} (rosbags-convert --src {f} --dst "
+                "FOLDER makes one of a ROS 1 bag)")
+    return f"{f}: not an MCAP file (it begins with {head!r}); {EXPECTED}"
+
+
 def bag_was_closed(bag: str | Path) -> bool:
     """False for a bag its recorder never closed (killed, or the robot lost power): no metadata.yaml,
     or an MCAP file without its footer. `bag_to_dataset` salvages such a bag instead of refusing it."""
@@ -150,6 +172,9 @@ def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDatas
     if bag.is_dir() and not (bag / "metadata.yaml").is_file() and not _mcap_files(bag):
         raise DatasetError(f"{bag}: no metadata.yaml and no .mcap file (an SQLite bag that was not closed "
                            "needs `ros2 bag reindex` first)")
+    for f in _mcap_files(bag):  # before the scan, whose "no MCAP magic" would read as a damaged bag
+        if (why := _not_mcap(f)) is not None:
+            raise DatasetError(why)
     closed = bag_was_closed(bag)
     salvage = {"cut_bytes": 0, "damage": []}
     try:
@@ -161,7 +186,8 @@ def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDatas
     except DatasetError:
         raise
     except Exception as exc:  # noqa: BLE001 - rosbags and the decompressors raise many types for a damaged bag
-        raise DatasetError(f"{bag}: cannot read bag ({type(exc).__name__}: {exc})") from exc
+        # one line: rosbags passes on the YAML parser's several (a metadata.yaml that is no YAML)
+        raise DatasetError(f"{bag}: cannot read bag ({type(exc).__name__}: {' '.join(str(exc).split())})") from exc
     damaged = closed and bool(salvage["damage"])
     if not episodes:
         if damaged:

@@ -178,6 +178,81 @@ def _check_storage(path: str | Path, name: str, obj: h5py.Dataset) -> None:
                     "inside the file")
 
 
+# HDF5's own limit of nested soft links (H5L_NUM_LINKS): a path that needs more goes round a loop.
+_SOFT_LINK_LIMIT = 16
+
+
+def _external(link: h5py.ExternalLink) -> str:
+    return (f"a link to another file ({link.filename}:{link.path}): not followed, a dataset's data must be inside "
+            "the file")
+
+
+def _in_file(f: h5py.File, name: str) -> h5py.HLObject | str:
+    """The object at `name`, following hard and soft links inside the file; else why there is none, worded to
+    follow "a soft link to X, ". The path is walked a link at a time, so that a link to another file on the way
+    is refused without HDF5 opening that file (any file: a FIFO would hang the reader)."""
+    node, hops = f, 0
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    while parts:
+        part = parts.pop(0)
+        link = node.get(part, getlink=True) if isinstance(node, h5py.Group) else None
+        if isinstance(link, h5py.SoftLink):
+            hops += 1
+            if hops > _SOFT_LINK_LIMIT:
+                return f"which goes round a loop (more than {_SOFT_LINK_LIMIT} soft links followed)"
+            # an absolute target starts at the root; a relative one in the group that holds the link (node)
+            node = f if link.path.startswith("/") else node
+            parts = [p for p in link.path.split("/") if p not in ("", ".")] + parts
+        elif isinstance(link, h5py.HardLink):
+            node = node[part]
+        elif isinstance(link, h5py.ExternalLink):
+            return f"which leads through {_external(link)}"
+        else:  # no such name, a path on through a dataset, or a user-defined link kind
+            return "which is not in the file"
+    return node
+
+
+def _soft_link_target(f: h5py.File, name: str, link: h5py.SoftLink) -> h5py.Dataset | str:
+    """The dataset the soft link `name` leads to inside the file, or what it is instead (for a message)."""
+    target = _in_file(f, name)
+    if isinstance(target, h5py.Dataset):
+        return target
+    if isinstance(target, str):
+        return f"a soft link to {link.path}, {target}"
+    kind = "a group" if isinstance(target, h5py.Group) else "a named type"
+    return f"a soft link to {link.path}, {kind}, not a dataset"
+
+
+def _datasets(f: h5py.File) -> tuple[dict[str, h5py.Dataset], dict[str, str]]:
+    """Every dataset of the file by name, and (name -> what it is) for every link that is not read. A dataset is
+    reached by hard links, or by a soft link inside the file: another name for one of the file's datasets, so
+    every check applies to it as to that dataset. A link to another file is not followed."""
+    found: dict[str, h5py.Dataset] = {}
+    groups = [""]
+
+    def visit(name: str, obj: object) -> None:
+        if isinstance(obj, h5py.Dataset):  # reached by hard links only, each object once
+            found[name] = obj
+        elif isinstance(obj, h5py.Group):
+            groups.append(name)
+
+    f.visititems(visit)
+    unread: dict[str, str] = {}
+    for g in groups:
+        group = f[g] if g else f
+        for k in group:
+            name, link = f"{g}/{k}" if g else k, group.get(k, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                unread[name] = _external(link)
+            elif isinstance(link, h5py.SoftLink):
+                target = _soft_link_target(f, name, link)
+                if isinstance(target, h5py.Dataset):
+                    found[name] = target
+                else:
+                    unread[name] = target
+    return found, unread
+
+
 def write_hdf5(path: str | Path, ds: OfflineDataset, overwrite: bool = False, compression: str | None = None) -> Path:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
     path = Path(path)
@@ -206,7 +281,8 @@ def write_hdf5(path: str | Path, ds: OfflineDataset, overwrite: bool = False, co
 
 
 def read_hdf5(path: str | Path, max_episode_steps: int | None = None) -> OfflineDataset:
-    """Read a D4RL-layout file (see `from_arrays` for how rows and episode ends are read)."""
+    """Read a D4RL-layout file (see `from_arrays` for how rows and episode ends are read). A key may be a soft
+    link to a dataset of the same file; a link to another file, and data kept outside the file, are refused."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
@@ -214,13 +290,10 @@ def read_hdf5(path: str | Path, max_episode_steps: int | None = None) -> Offline
     out_of_memory = False  # raised once the MemoryError (and the arrays its frames hold) is gone
     try:
         with h5py.File(path, "r") as f:
-            found: dict[str, h5py.Dataset] = {}
-
-            def visit(name: str, obj: object) -> None:
-                if isinstance(obj, h5py.Dataset):  # reached by hard links only: external links are not followed
-                    found[name] = obj
-
-            f.visititems(visit)
+            found, unread = _datasets(f)
+            for key in (*REQUIRED, "next_observations", "timeouts"):
+                if key in unread:  # said for what it is, not as a missing key
+                    raise _fail(path, f"'{key}' is {unread[key]}")
             for name, obj in found.items():
                 _check_storage(path, name, obj)
             declared = _check_size(path, found)
@@ -368,14 +441,13 @@ def read_metadata(path: str | Path) -> dict[str, object]:
     """A dataset file's metadata/* alone (an episode file's episode_id, say), without its arrays."""
     try:
         with h5py.File(path, "r") as f:
-            group = f.get("metadata")
+            # links inside the file are followed, links to other files not, as read_hdf5 does
+            group = _in_file(f, "metadata")
             if not isinstance(group, h5py.Group):
                 return {}
             out = {}
             for k in group:
-                if not isinstance(group.get(k, getlink=True), h5py.HardLink):
-                    continue  # links (to other files, too) are not followed, as read_hdf5 does not follow them
-                v = group[k]
+                v = _in_file(f, f"metadata/{k}")
                 if isinstance(v, h5py.Dataset):
                     _check_storage(path, f"metadata/{k}", v)
                     out[k] = _meta_value(v[()])

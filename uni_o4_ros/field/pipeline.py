@@ -30,9 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 from tqdm.auto import tqdm
 
+from ..data import read_hdf5
 from ..data.atomic import write_json
 from ..learning.config import to_dict
 from ..learning.jsonlines import read_jsonl
@@ -136,12 +136,13 @@ def field_config(budget: str = "small", **overrides) -> FieldConfig:
 
 def recorded_steps(directory: Path, known: dict[str, int] | None = None) -> int:
     """Transitions in the finished episode files. The logger writes each file atomically and never
-    changes it again, so `known` (name -> length) lets a poller open every file only once."""
+    changes it again, so `known` (name -> length) lets a poller open every file only once. Each is read by the
+    validated reader, as the learner will read it: a damaged or hostile file (data kept in another file, a
+    header declaring gigabytes) stops the run with one line naming it (DatasetError)."""
     known = {} if known is None else known
     for f in directory.glob("episode_*.hdf5"):
         if f.name not in known:
-            with h5py.File(f, "r") as h:
-                known[f.name] = int(h["rewards"].shape[0])
+            known[f.name] = len(read_hdf5(f))
     return sum(known.values())
 
 

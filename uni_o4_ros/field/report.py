@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import h5py
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..data import DatasetError, read_hdf5  # noqa: E402
 from ..learning.jsonlines import read_jsonl  # noqa: E402
 
 STAGE_ORDER = ("simulator", "offline", "online")
@@ -42,13 +42,15 @@ def compare_stages(before: dict, after: dict) -> dict:
 
 
 def _online_versions(out: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(global step, policy version, reward) of every online transition, in recording order."""
+    """(global step, policy version, reward) of every online transition, in recording order. The files are read
+    by the validated reader: a damaged or hostile one is a DatasetError naming it, not a traceback."""
     steps, versions, rewards = [], [], []
     n = 0
     for f in sorted((out / "online" / "episodes").glob("episode_*.hdf5")):
-        with h5py.File(f, "r") as h:
-            v = np.asarray(h["infos/policy_version"])
-            r = np.asarray(h["rewards"])
+        ds = read_hdf5(f)
+        if "policy_version" not in ds.infos:
+            raise DatasetError(f"{f}: no infos/policy_version (not an episode file of the online stage)")
+        v, r = ds.infos["policy_version"], ds.rewards
         steps.append(np.arange(n, n + len(v)))
         versions.append(v)
         rewards.append(r)

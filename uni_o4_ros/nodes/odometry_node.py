@@ -8,9 +8,10 @@ pose stays continuous through a relocalisation, as REP-105 asks of odom; true: t
 the pose jumps back by the drift it learnt); for source bag: bag_path,
 bag_topic, bag_loop (replays a recorded nav_msgs/Odometry stream in real time).
 A missing device, a missing pyrealsense2 or a librealsense without T265 support ends the node with
-one clear line. Once running, the node outlives a camera that stops sending (a USB drop-out): it
-says so once, publishes nothing meanwhile (the recorder's odom_timeout ends the episode) and says
-again when poses come back; likewise while the tracker's confidence is below min_tracker_confidence.
+one clear line. Once running, the node outlives a camera that stops sending (a USB drop-out) or whose
+read raises (any exception, said with its type and message): it says so once (each cause once),
+publishes nothing meanwhile (the recorder's odom_timeout ends the episode) and says again
+when poses come back; likewise while the tracker's confidence is below min_tracker_confidence.
 A sample that is no pose (NaN, a confidence outside 0..3, a zero quaternion) is ignored, counted and said
 in the log (t265.PoseCheck), as a lost one: it neither ends the node nor becomes a NaN pose."""
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
@@ -64,6 +66,7 @@ class OdometryNode(Node):
                                         self.mount.translation, self.mount.quaternion)
         self.source = self.replay = None
         self.stalled_since: float | None = None  # monotonic time the camera stopped sending
+        self.stall_causes: set[str] = set()  # what the log said stops it ("" no frame in time, else a type)
         if p["source"] == "t265":
             self.source = T265Source(pose_jumping=bool(p["pose_jumping"]))
             if self.source.pose_jumping_error:
@@ -89,22 +92,30 @@ class OdometryNode(Node):
         for s in self.replay.due(time.monotonic()):
             self._publish(s)
 
-    def poll(self) -> None:
+    def _read(self) -> tuple[Any | None, str, str]:
+        """(pose or None, why none: the exception's type or "" for no frame in time, the line to say)."""
         try:
-            pose = self.source.read()
-        except RuntimeError as exc:  # librealsense reports a device gone mid-stream this way
-            pose, error = None, str(exc)
-        else:
-            error = "no pose frame within 100 ms"
+            return self.source.read(), "", "no pose frame within 100 ms"
+        except Exception as exc:  # noqa: BLE001 - see below
+            # librealsense says a device gone mid-stream with RuntimeError, but a USB error can come as OSError
+            # and a driver's odd frame as ValueError: each is a stall, not the node's end. Its type is said
+            # with its message, so that a bug (an AttributeError, say) shows as one and is not a silent stall.
+            return None, type(exc).__name__, f"reading the device failed: {type(exc).__name__}: {exc}"
+
+    def poll(self) -> None:
+        pose, cause, error = self._read()
         now = time.monotonic()
         if pose is None:
             if self.stalled_since is None:
                 self.stalled_since = now
+            if cause not in self.stall_causes:  # each cause once per stall: a read failing 200 times a second
+                self.stall_causes.add(cause)    # must not flood the log, nor a second cause go unsaid
                 self.get_logger().warning(f"T265: {error}; no odometry until poses come back")
             return
         if self.stalled_since is not None:
             self.get_logger().info(f"T265: poses again after {now - self.stalled_since:.2f} s")
             self.stalled_since = None
+            self.stall_causes.clear()
         usable, said = self.poses.check(pose)
         if said:
             self.get_logger().warning(said)

@@ -12,6 +12,8 @@ Two halves, joined by a local UDP feed:
 
 No feed for longer than the caller's timeout is what a stalled USB camera looks like:
 `try_wait_for_frames` returns (False, None) and `wait_for_frames` raises, as librealsense does.
+A `read_failure()` datagram makes that read raise instead (an OSError of a USB drop-out, say), as a driver
+may in the middle of a stream.
 
 Drift and relocalisation: the feed may carry the drift the camera's tracking has gathered (its poses
 are the truth plus that drift) and a count of relocalisations (the camera recognised a place it had
@@ -40,6 +42,9 @@ DEVICE_NAME = "Intel RealSense T265"
 # simulator's world frame (ROS axes), the tracker confidence, the tracking's drift (3, world frame)
 # and how many relocalisations happened so far.
 _FEED = struct.Struct("<18d")
+# A datagram that makes the read raise: this prefix, the exception's type name, ":", its message.
+_FAILURE = b"FAIL:"
+_FAILURES: dict[str, type[Exception]] = {"OSError": OSError, "RuntimeError": RuntimeError, "ValueError": ValueError}
 
 
 def camera_truth(position: np.ndarray, quaternion: np.ndarray, linear_velocity_world: np.ndarray,
@@ -55,6 +60,18 @@ def camera_truth(position: np.ndarray, quaternion: np.ndarray, linear_velocity_w
     drift = np.zeros(3) if drift is None else np.asarray(drift, np.float64)
     return _FEED.pack(*(np.asarray(position) + arm), *q_cam, *v_cam, *w_world, float(confidence), *drift,
                       float(relocalizations))
+
+
+def read_failure(kind: str, message: str) -> bytes:
+    """The feed datagram that makes the device's read raise `kind` (OSError, RuntimeError, ValueError)."""
+    if kind not in _FAILURES:
+        raise ValueError(f"stand-in T265: no failure {kind!r} (one of {', '.join(_FAILURES)})")
+    return _FAILURE + f"{kind}:{message}".encode()
+
+
+def _raise_failure(data: bytes) -> None:
+    kind, _, message = data[len(_FAILURE):].decode().partition(":")
+    raise _FAILURES[kind](message)
 
 
 def feed_address(value: str) -> tuple[str, int]:
@@ -145,6 +162,8 @@ class StandInT265:
 
     def frame(self, timeout_ms: int) -> Frameset | None:
         data = self._latest(timeout_ms / 1000.0)
+        if data is not None and data.startswith(_FAILURE):
+            _raise_failure(data)
         if data is None or len(data) != _FEED.size:
             return None
         v = np.array(_FEED.unpack(data))

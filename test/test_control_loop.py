@@ -265,7 +265,7 @@ def test_nodes_refuse_meaningless_parameters_at_start_with_one_line(ros_env, sta
             ("episode_recorder_node", ["command_source:=external", "command_vx_schedule:=[0.5, 1.0]"],
              "parameter command_vx_schedule needs command_source recorder"),
             ("policy_node", [f"policy_dir:={standing_policy}", "command_timeout:=-0.5"],
-             "parameter command_timeout: command timeout must be >= 0 s"),
+             "parameter command_timeout: must be >= 0, got -0.5"),
             ("policy_node", [f"policy_dir:={standing_policy}", "command_velocity:=[0.5]"],
              "parameter command_velocity: must be 3 finite numbers, got [0.5]"),
             ("policy_node", [f"policy_dir:={standing_policy}", "command_velocity:=[2.0, 0.0, 0.0]"],

@@ -233,9 +233,10 @@ def test_the_robot_launch_starts_nothing_of_the_simulator(monkeypatch):
 
 def test_every_configured_parameter_is_declared_by_the_node_it_configures(monkeypatch, ros_env, tmp_path):
     """... and refuses a change at run time: every node reads its parameters once, at start, so `ros2 param
-    set /pd_controller max_tilt 0.5` used to answer "successful" and change nothing."""
+    set /pd_controller max_tilt 0.5` used to answer "successful" and change nothing. And explains each one to
+    `ros2 param describe` (rqt_reconfigure asks the same service), which said only that it is read at start."""
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
-    from rcl_interfaces.srv import GetParameters, ListParameters, SetParameters
+    from rcl_interfaces.srv import DescribeParameters, GetParameters, ListParameters, SetParameters
     from test_control_loop import Observer
 
     graphs = [launch(monkeypatch, "sim.launch.py", policy_dir=str(PRETRAINED), sim_process="true"),
@@ -286,6 +287,9 @@ def test_every_configured_parameter_is_declared_by_the_node_it_configures(monkey
                 Parameter(name="use_sim_time", value=ParameterValue(type=ParameterType.PARAMETER_BOOL,
                                                                     bool_value=True))])).results
             assert not sim_time.successful and "use_sim_time is not supported" in sim_time.reason, name
+            described = call(obs, DescribeParameters, f"/{name}/describe_parameters",
+                             DescribeParameters.Request(names=declared)).descriptors
+            assert_explained(name, described, dict(zip(declared, values.values)))
     finally:
         obs.close()
         stop_nodes(*procs.values())
@@ -303,6 +307,36 @@ def test_a_controller_started_on_a_simulated_clock_or_with_a_misspelt_parameter_
     assert proc.returncode == 2, proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if "error" in ln]
     assert len(errors) == 1 and errors[0].startswith(f"pd_controller: error: {said}"), proc.stderr
+
+
+def assert_explained(name: str, descriptors: list, values: dict) -> None:
+    """What `ros2 param describe` shows of a running node's parameters (`values`: their ParameterValues): each has
+    a line of its own besides the read-at-start note, and each with a rule (its additional_constraints) reports
+    that rule's range. (That each node's table describes exactly what it declares: test_parameters.)"""
+    import math
+
+    from rclpy.parameter import parameter_value_to_python
+
+    from uni_o4_ros.nodes.params import READ_AT_START, Doc, describe
+    from uni_o4_ros.ranges import RANGES
+
+    rules = {f"must be {rng.what}": rule for rule, rng in RANGES.items()}
+    ours = {d.name: d for d in descriptors if d.name not in ("use_sim_time", "start_type_description_service")}
+    assert ours, name
+    for d in ours.values():
+        own_line, note = d.description.rsplit(" (", 1) if " (" in d.description else ("", d.description)
+        assert d.read_only and note == f"{READ_AT_START})" and len(own_line) > 10, (name, d.name, d.description)
+        rule = rules[d.additional_constraints] if d.additional_constraints else ""
+        wanted = describe(parameter_value_to_python(values[d.name]), Doc("", rule))
+        assert (list(d.floating_point_range), list(d.integer_range)) == (
+            list(wanted.floating_point_range), list(wanted.integer_range)), (name, d)
+    if name == "pd_controller":  # one in full, as a user reads it
+        tilt = ours["max_tilt"]
+        assert tilt.description.startswith("rad; |roll| or |pitch| beyond this is a fall")
+        assert (tilt.floating_point_range[0].from_value, tilt.floating_point_range[0].to_value) == (0.0, math.pi)
+        assert tilt.additional_constraints == "must be in (0, pi]"
+        soc = ours["min_battery_soc"].integer_range[0]
+        assert (soc.from_value, soc.to_value) == (0, 99)
 
 
 def call(obs, srv_type, service: str, request):

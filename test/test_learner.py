@@ -244,8 +244,8 @@ def test_learner_refuses_an_unknown_mode_a_missing_dataset_no_threads_or_a_bad_p
                                                                                           standing_policy):
     for params, needle in ((["mode:=offlin"], "mode must be"), (["mode:=offline", f"dataset:={tmp_path}/nope"],
                                                                 "needs parameter dataset"),
-                           (["torch_threads:=0"], "torch_threads must be >= 1"),
-                           (["target_kl:=-0.01"], "target_kl must be >= 0"),
+                           (["torch_threads:=0"], "parameter torch_threads: must be >= 1, got 0"),
+                           (["target_kl:=-0.01"], "parameter target_kl: must be >= 0, got -0.01"),
                            ([f"policy_dir:={standing_policy}", "clip:=0.0"], "clip: must be in (0, 1), got 0.0"),
                            ([f"policy_dir:={standing_policy}", "actor_lr:=-0.001"], "actor_lr: must be >= 0")):
         proc = start("uni_o4_ros.nodes.learner_node", ros_env, *params)

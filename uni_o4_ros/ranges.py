@@ -5,19 +5,32 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from numbers import Real
-from typing import Any
+from typing import Any, NamedTuple
+
+
+class Range(NamedTuple):
+    """A rule: its check, its words, and the closed interval around it, `low` to `high`. A ROS parameter
+    descriptor can only state closed ranges, so "> 0" is shown as [0, high] and `what` says the rest."""
+
+    ok: Callable[[float], bool]
+    what: str
+    low: float
+    high: float = math.inf
+
 
 # Ranges a setting must lie in to mean anything. Checked when a config is built (from defaults,
 # YAML, --set or ROS parameters), so a typo such as clip=-1 or gamma=1.5 stops with one line
 # naming the key before any training, instead of a silent no-op or a divergence hours later.
-RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
-    ">0": (lambda v: v > 0, "> 0"),
-    ">=0": (lambda v: v >= 0, ">= 0"),
-    ">=1": (lambda v: v >= 1, ">= 1"),
-    "(0,1)": (lambda v: 0 < v < 1, "in (0, 1)"),
-    "(0,1]": (lambda v: 0 < v <= 1, "in (0, 1]"),
-    "[0,1]": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "(0,pi]": (lambda v: 0 < v <= math.pi, "in (0, pi]"),
+RANGES: dict[str, Range] = {
+    ">0": Range(lambda v: v > 0, "> 0", 0),
+    ">=0": Range(lambda v: v >= 0, ">= 0", 0),
+    ">=1": Range(lambda v: v >= 1, ">= 1", 1),
+    "(0,1)": Range(lambda v: 0 < v < 1, "in (0, 1)", 0, 1),
+    "(0,1]": Range(lambda v: 0 < v <= 1, "in (0, 1]", 0, 1),
+    "[0,1]": Range(lambda v: 0 <= v <= 1, "in [0, 1]", 0, 1),
+    "(0,pi]": Range(lambda v: 0 < v <= math.pi, "in (0, pi]", 0, math.pi),
+    "[0,3]": Range(lambda v: 0 <= v <= 3, "in [0, 3]", 0, 3),  # the T265's tracker confidence
+    "[0,100)": Range(lambda v: 0 <= v < 100, "in [0, 100)", 0, 100),  # a battery charge to stop at, in %
 }
 
 
@@ -48,8 +61,8 @@ def check_ranges(cfg: Any, rules: dict[str, str]) -> None:
         value = getattr(cfg, name)
         if value is None:
             continue
-        ok, what = RANGES[rule]
+        rng = RANGES[rule]
         items = value if isinstance(value, tuple) else (value,)
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) and ok(v) for v in items):
-            raise ConfigValueError(name, f"must be {what}{' for every entry' if isinstance(value, tuple) else ''}, "
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) and rng.ok(v) for v in items):
+            raise ConfigValueError(name, f"must be {rng.what}{' for every entry' if isinstance(value, tuple) else ''}, "
                                    f"got {value!r}")

@@ -34,7 +34,7 @@ from rclpy.serialization import serialize_message
 from uni_o4_ros.msg import Transition
 from uni_o4_ros.robot.episodes import EpisodeWriter, describe_runs
 
-from .params import declare_read_only
+from .params import Doc, declare_read_only
 from .qos import TRANSITIONS
 from .run import NodeConfigError, run_node
 from .stamps import stamp_ns
@@ -45,16 +45,24 @@ STARVED = ("was this process stopped, starved of CPU or cut off from the recorde
            "a silent reader matched (Fast DDS: about 20 s)?")
 
 
+PARAMETERS = {
+    "directory": Doc("folder; one episode_NNNNNN.hdf5 (D4RL layout) per finished episode is written here"),
+    "bag_path": Doc("path; '' for none: also keep every Transition, as received, in an MCAP rosbag2 here (refused "
+                    "if it exists)"),
+    "min_free_mb": Doc("MB; warn at start and after every episode while less is free in directory", ">=0"),
+    "max_unwritten_mb": Doc("MB; episodes that could not be written wait in memory up to this size; past it the "
+                            "newest is dropped", ">=0"),
+}
+
+
 class DatasetLoggerNode(Node):
     def __init__(self) -> None:
         super().__init__("dataset_logger")
-        p = declare_read_only(self, {"directory": "data/robot", "bag_path": "", "min_free_mb": 1000,
+        p = declare_read_only(self, PARAMETERS, {"directory": "data/robot", "bag_path": "", "min_free_mb": 1000,
                                      "max_unwritten_mb": 1000})
         directory, bag_path = p["directory"], p["bag_path"]
         self.min_free = int(p["min_free_mb"]) * 10**6
         max_unwritten = int(p["max_unwritten_mb"])
-        if self.min_free < 0 or max_unwritten < 0:
-            raise NodeConfigError("parameters min_free_mb and max_unwritten_mb must be >= 0")
         self.writer = EpisodeWriter(directory, max_unwritten_bytes=max_unwritten * 10**6)
         self.bag = None
         if bag_path:

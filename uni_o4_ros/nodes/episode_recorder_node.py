@@ -47,21 +47,42 @@ from uni_o4_ros.robot.observation import newest_command, shows_command
 from uni_o4_ros.robot.odometry_watch import OdometryWatch, finite_sample
 from uni_o4_ros.srv import StartEpisode, StopEpisode
 
-from .params import declare_read_only, require, require_vector
+from .params import Doc, declare_read_only, require_vector
 from .qos import COMMAND, EVENTS, SENSOR, TRANSITIONS
 from .run import NodeConfigError, run_node
 from .stamps import stamp_ns
+
+PARAMETERS = {
+    "max_steps": Doc("transitions; an episode ends as a timeout after this many (1000: 20 s at 50 Hz)", ">=1"),
+    "command_velocity": Doc("[vx m/s, vy m/s, yaw rate rad/s]; each episode's velocity command, published on "
+                            "cmd_vel (vx taken from command_vx_schedule when one is set; command_source recorder)"),
+    "command_source": Doc("recorder: the recorder sends each episode's command on cmd_vel at every policy step; "
+                          "external: a joystick, teleop or Nav2 drives and the recorder sends nothing"),
+    "auto_start": Doc("start episodes by itself; false: only when the start_episode service is called"),
+    "episodes": Doc("episodes; auto_start starts no more after this many (one that ended before its first "
+                    "transition does not count); 0: no limit", ">=0"),
+    "command_vx_schedule": Doc("m/s; forward speeds cycled one per episode; [0.0] (ROS cannot declare an empty "
+                               "list): none, command_velocity throughout"),
+    "wait_for_subscribers": Doc("readers; start no episode before this many (logger, learner) subscribe to "
+                                "transitions", ">=0"),
+    "wait_for_reset": Doc("simulation: the controller stands the robot up at each episode's start (pd_controller "
+                          "reset_on_episode_end); record from the first state after that reset"),
+    "total_steps": Doc("transitions; after this many over all episodes the running one ends as a timeout and no "
+                       "other starts; 0: no limit", ">=0"),
+    "odom_timeout": Doc("s; > 0: odometry older than this ends the running episode as a timeout, and none starts "
+                        "until it is fresh again; 0: off", ">=0"),
+    "max_damped": Doc("s; > 0: the controller damping the robot this long mid-episode (the policy stopped "
+                      "answering) ends the episode at its last transition; 0: off", ">=0"),
+}
 
 
 class EpisodeRecorderNode(Node):
     def __init__(self) -> None:
         super().__init__("episode_recorder")
-        p = declare_read_only(self, {
+        p = declare_read_only(self, PARAMETERS, {
             "max_steps": 1000, "command_velocity": [0.5, 0.0, 0.0], "auto_start": True, "episodes": 0,
             "command_vx_schedule": [0.0], "wait_for_subscribers": 0, "wait_for_reset": False,
             "total_steps": 0, "odom_timeout": 0.0, "max_damped": 0.0, "command_source": "recorder"})
-        require(p, {"max_steps": ">=1", "episodes": ">=0", "total_steps": ">=0", "wait_for_subscribers": ">=0",
-                    "odom_timeout": ">=0", "max_damped": ">=0"})
         p["command_velocity"] = require_vector(p, "command_velocity", 3)
         require_vector(p, "command_vx_schedule", len(p["command_vx_schedule"]))
         if p["command_source"] not in ("recorder", "external"):

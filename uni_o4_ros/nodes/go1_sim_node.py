@@ -25,10 +25,18 @@ from uni_o4_ros.robot.go1 import rotation_matrix
 from uni_o4_ros.robot.safety import MotorCommand
 
 from .episode_events import SIM_RESET_EVENTS
-from .params import declare_read_only
+from .params import Doc, declare_read_only
 from .qos import COMMAND, EVENTS, RELIABLE_STREAM
 from .run import NodeConfigError, run_node
 from .tf import OdomTfBroadcaster
+
+PARAMETERS = {
+    "terrain": Doc("flat | mattress; the ground simulated"),
+    "spawn_roll": Doc("rad; the robot's roll when the node starts (later resets stand it upright), to test fall "
+                      "handling"),
+    "reset_on_episode_end": Doc("stand the robot up again each time the recorder starts an episode "
+                                "(recorder_events)"),
+}
 
 
 class Go1SimNode(Node):
@@ -37,7 +45,7 @@ class Go1SimNode(Node):
         from uni_o4_ros.sim.go1_env import TERRAINS
         from uni_o4_ros.sim.go1_sim import Go1Sim
 
-        p = declare_read_only(self, {
+        p = declare_read_only(self, PARAMETERS, {
             "terrain": "flat", "spawn_roll": 0.0, "reset_on_episode_end": False})
         if p["terrain"] not in TERRAINS:
             raise NodeConfigError(f"unknown terrain {p['terrain']!r}; choose from {sorted(TERRAINS)}")

@@ -39,9 +39,33 @@ from uni_o4_ros.learning.value import ValueNet
 from uni_o4_ros.msg import PolicyUpdate, Transition
 from uni_o4_ros.robot.policy_update import encode_update, refusal_in
 
-from .params import declare_read_only, update_key
+from .params import Doc, declare_read_only, update_key
 from .qos import EVENTS, POLICY_UPDATE, TRANSITIONS
 from .run import NodeConfigError, run_node
+
+PARAMETERS = {
+    "mode": Doc("online | offline; PPO on the robot's transitions, or Uni-O4 offline on a logged dataset"),
+    "policy_dir": Doc("folder; online: the deployed policy to fine-tune (required); offline: optional, the "
+                      "policy the ensemble starts from"),
+    "run_dir": Doc("folder; checkpoints and the newest policy (run_dir/policy), offline: run_dir/final and "
+                   "summary.json"),
+    "rollout_steps": Doc("transitions; online: one PPO update, and one PolicyUpdate, per this many", ">=1"),
+    "epochs": Doc("online: PPO passes over each rollout", ">=1"),
+    "minibatch_size": Doc("transitions; online: per PPO gradient step", ">=1"),
+    "actor_lr": Doc("online: the actor's learning rate (0 freezes it)", ">=0"),
+    "critic_lr": Doc("online: the value function's learning rate", ">=0"),
+    "clip": Doc("online: PPO's clip ratio", "(0,1)"),
+    "critic_warmup_steps": Doc("transitions; online: at first only V learns and nothing is published, for this "
+                               "many", ">=0"),
+    "target_kl": Doc("online: PPO's KL early stop of the actor per update; 0: off", ">=0"),
+    "hmac_key_file": Doc("'auto' | path | ''; the key updates are signed with: auto is this computer's own "
+                         "(~/.config/uni_o4_ros/), a path another's copy (a learner off the robot), '' unsigned"),
+    "dataset": Doc("path; offline only: an episode folder of the dataset_logger, or a D4RL-layout HDF5 file"),
+    "offline_overrides": Doc("offline only: config settings as key=value or section.key=value, as `uni-o4 offline "
+                             "--set` takes them"),
+    "torch_threads": Doc("threads; torch's for training: 1 by default, since the learner shares the robot "
+                         "computer with the control loop", ">=1"),
+}
 
 
 class LearnerNode(Node):
@@ -50,16 +74,12 @@ class LearnerNode(Node):
         import torch
 
         d = OnlineConfig()
-        p = declare_read_only(self, {
+        p = declare_read_only(self, PARAMETERS, {
             "mode": "online", "policy_dir": "", "run_dir": "runs/learner", "rollout_steps": d.rollout_steps,
             "epochs": d.epochs, "minibatch_size": d.minibatch_size, "actor_lr": d.actor_lr,
             "critic_lr": d.critic_lr, "clip": d.clip, "critic_warmup_steps": d.critic_warmup_steps,
             "target_kl": d.target_kl or 0.0, "hmac_key_file": "auto", "dataset": "",
             "offline_overrides": ["env=go1"], "torch_threads": 1})
-        if not float(p["target_kl"]) >= 0.0:
-            raise NodeConfigError(f"parameter target_kl must be >= 0 (0 = off), got {p['target_kl']}")
-        if int(p["torch_threads"]) < 1:
-            raise NodeConfigError(f"parameter torch_threads must be >= 1, got {p['torch_threads']}")
         # Default 1: the learner shares the robot computer with the control loop and must never spin
         # on every core. An offline run with nothing else on the machine may take more.
         torch.set_num_threads(int(p["torch_threads"]))

@@ -24,22 +24,36 @@ from rclpy.node import Node
 
 from uni_o4_ros.hardware.t265 import DeviceError, MountExtrinsic, PoseCheck, T265Source, TrackingWatch, convert
 
-from .params import declare_read_only
+from .params import Doc, declare_read_only
 from .qos import RELIABLE_STREAM
 from .run import run_node
 from .tf import OdomTfBroadcaster, publish_static
+
+PARAMETERS = {
+    "source": Doc("t265 | bag; where poses come from: the RealSense T265, or a recorded nav_msgs/Odometry bag "
+                  "replayed in real time"),
+    "mount_xyz": Doc("m, [x, y, z]; the T265's position in base_frame: measure it on your mount"),
+    "mount_rpy": Doc("rad, [roll, pitch, yaw]; the T265's orientation in base_frame"),
+    "odom_frame": Doc("frame id; the odometry's parent frame (REP-105 odom)"),
+    "base_frame": Doc("frame id; the robot body: the odometry's child frame and the camera mount's parent"),
+    "camera_frame": Doc("frame id; the T265, published as a static transform from base_frame"),
+    "bag_path": Doc("path; source bag only: the rosbag2 to replay"),
+    "bag_topic": Doc("topic; source bag only: the nav_msgs/Odometry topic in the bag"),
+    "bag_loop": Doc("source bag only: replay the bag again from its start when it ends"),
+    "min_tracker_confidence": Doc("0 failed .. 3 high; T265 poses tracked below this are not published, so a lost "
+                                  "tracker's velocities never become rewards; 0: all", "[0,3]"),
+    "pose_jumping": Doc("false: the pose stays continuous through a T265 relocalisation (REP-105 odom); true: the "
+                        "device's default, the pose jumps back by the drift it learnt"),
+}
 
 
 class OdometryNode(Node):
     def __init__(self) -> None:
         super().__init__("odometry")
-        p = declare_read_only(self, {
+        p = declare_read_only(self, PARAMETERS, {
             "source": "t265", "mount_xyz": [0.25, 0.0, 0.05], "mount_rpy": [0.0, 0.0, 0.0],
             "odom_frame": "odom", "base_frame": "base_link", "camera_frame": "t265_pose_frame", "bag_path": "",
             "bag_topic": "/odom", "bag_loop": False, "min_tracker_confidence": 1, "pose_jumping": False})
-        if not 0 <= p["min_tracker_confidence"] <= 3:
-            raise DeviceError(f"parameter min_tracker_confidence must be 0..3 (0 failed .. 3 high), "
-                              f"got {p['min_tracker_confidence']}")
         self.tracking = TrackingWatch(int(p["min_tracker_confidence"]))
         self.poses = PoseCheck()
         self.mount = MountExtrinsic.from_config(p["mount_xyz"], p["mount_rpy"])

@@ -10,7 +10,7 @@ Parameters: backend, rate_hz, watchdog_timeout, max_tilt, max_target_step, torqu
 silence_latch (s; > 0: a policy silent this long after the robot was active latches damping until
 re-armed; 0: the next fresh command re-activates; robot.yaml 1.0, sim.yaml 0); sim
 only: spawn_roll (to test fall handling), terrain (flat | mattress), reset_on_episode_end (put the
-robot back when the recorder ends an episode), wait_for_policy (step only once the policy answered
+robot back when the recorder starts an episode), wait_for_policy (step only once the policy answered
 the newest state: exact lockstep when the graph runs faster than real time); unitree_sdk only:
 robot_ip, robot_port, local_port, state_timeout, connect_timeout, contact_threshold, remote_estop (the
 buttons on the Go1's remote that engage the e-stop, "L2+B" by default; "" for none), remote_rearm (the
@@ -51,13 +51,54 @@ from uni_o4_ros.robot.safety import RemoteCombo, SafetyConfig, SingleSender
 from .episode_events import SIM_RESET_EVENTS
 from .go1_sim_node import odometry, robot_state
 from .joint_states import JointStatePublisher
-from .params import declare_read_only, require
+from .params import Doc, declare_read_only
 from .qos import COMMAND, DIAGNOSTICS, EVENTS, RELIABLE_STREAM, SENSOR
 from .run import NodeConfigError, run_node
 from .stamps import sender_id, stamp_ns
 from .tf import OdomTfBroadcaster
 
 BACKENDS = ("sim", "go1_sim", "unitree_sdk")
+
+PARAMETERS = {
+    "backend": Doc("sim | go1_sim | unitree_sdk; the robot driven: a MuJoCo Go1 in this process, the go1_sim node "
+                   "over low_cmd/low_state, or the Go1 through the Unitree SDK's low-level UDP"),
+    "rate_hz": Doc("Hz; control loop rate: one motor command and one robot_state per tick", ">0"),
+    "watchdog_timeout": Doc("s; no fresh joint_command for this long and the robot is damped (see silence_latch)",
+                            ">0"),
+    "max_tilt": Doc("rad; |roll| or |pitch| beyond this is a fall: damping until re-armed, and an ABORTED_FALL event",
+                    "(0,pi]"),
+    "max_target_step": Doc("rad per tick; the most a joint's position target may move from the one before", ">0"),
+    "torque_fraction": Doc("fraction of each motor's torque limit; targets are clamped so the PD torque stays "
+                           "within it", "(0,1]"),
+    "spawn_roll": Doc("rad; sim backend only: the robot's roll when the node starts (later resets stand it "
+                      "upright), to test fall handling"),
+    "terrain": Doc("flat | mattress; sim backend only: the ground simulated"),
+    "reset_on_episode_end": Doc("simulation: each time the recorder starts an episode, clear a fall or e-stop as a "
+                                "re-arm would, and stand the sim backend's robot up (the go1_sim node does so under "
+                                "its own parameter)"),
+    "wait_for_policy": Doc("sim backend only: step only once the policy has answered the newest state (exact "
+                           "lockstep when the graph runs faster than real time)"),
+    "robot_ip": Doc("IPv4 address; unitree_sdk only: the Go1's motion board"),
+    "robot_port": Doc("UDP port; unitree_sdk only: the Go1's low-level port"),
+    "local_port": Doc("UDP port; unitree_sdk only: this computer's end of the link, refused if in use"),
+    "state_timeout": Doc("s; unitree_sdk only: the newest LowState older than this is a lost link: e-stop", ">0"),
+    "connect_timeout": Doc("s; unitree_sdk only: no LowState at all this long after start is a fault: e-stop",
+                           ">0"),
+    "contact_threshold": Doc("footForce counts; unitree_sdk only: a foot reading above this is in contact", ">=0"),
+    "remote_estop": Doc("buttons joined by +, e.g. L2+B; unitree_sdk only: the Go1 remote's combination that "
+                        "engages the e-stop; '' for none"),
+    "remote_rearm": Doc("buttons joined by +, e.g. L2+A; unitree_sdk only: the Go1 remote's combination that "
+                        "re-arms after a fall, e-stop or silent policy (never while remote_estop is held); '' for "
+                        "none"),
+    "silence_latch": Doc("s; > 0: a policy silent this long after the robot was active latches damping until "
+                         "re-armed; 0: the next fresh command re-activates", ">=0"),
+    "min_battery_soc": Doc("%; unitree_sdk only: the Go1's charge (bms.SOC) below which the e-stop engages, held "
+                           "until 5 points above; 0: not checked", "[0,100)"),
+    "motor_dropout_ticks": Doc("reads; unitree_sdk only: a motor out of servo mode this many reads in a row engages "
+                               "the e-stop while it lasts; 0: off", ">=0"),
+    "start_latched": Doc("start with the e-stop engaged: nothing moves until re-armed (estop service, `uni-o4 estop "
+                         "rearm` or remote_rearm)"),
+}
 
 
 class SimBackend:
@@ -135,7 +176,7 @@ class TopicBackend:
 class PDControllerNode(Node):
     def __init__(self) -> None:
         super().__init__("pd_controller")
-        p = declare_read_only(self, {
+        p = declare_read_only(self, PARAMETERS, {
             "backend": "sim", "rate_hz": 50.0, "watchdog_timeout": 0.1, "max_tilt": 1.0,
             "max_target_step": 0.2, "torque_fraction": 0.9, "spawn_roll": 0.0, "terrain": "flat",
             "reset_on_episode_end": False, "wait_for_policy": False, "robot_ip": GO1_IP, "robot_port": GO1_PORT,
@@ -144,12 +185,6 @@ class PDControllerNode(Node):
             "min_battery_soc": 0, "motor_dropout_ticks": 3, "start_latched": False})
         if p["backend"] not in BACKENDS:
             raise NodeConfigError(f"unknown backend {p['backend']!r}: choose from {', '.join(BACKENDS)}")
-        if p["motor_dropout_ticks"] < 0:
-            raise NodeConfigError(f"parameter motor_dropout_ticks must be >= 0 (0: off), "
-                                  f"got {p['motor_dropout_ticks']}")
-        if not 0 <= p["min_battery_soc"] < 100:
-            raise NodeConfigError(f"parameter min_battery_soc must be a percentage in [0, 100), "
-                                  f"got {p['min_battery_soc']}")
         self.remote_estop = RemoteCombo(_combo("remote_estop", p["remote_estop"]))
         self.remote_rearm = RemoteCombo(_combo("remote_rearm", p["remote_rearm"]))
         stop, go = self.remote_estop.combo, self.remote_rearm.combo
@@ -157,7 +192,6 @@ class PDControllerNode(Node):
             # One hand would then press both: pressing the e-stop's buttons must never also re-arm.
             raise NodeConfigError(f"remote_rearm {p['remote_rearm']!r} and remote_estop {p['remote_estop']!r}: "
                                   "neither combination may contain the other")
-        require(p, {"rate_hz": ">0", "state_timeout": ">0", "connect_timeout": ">0", "contact_threshold": ">=0"})
         try:
             cfg = SafetyConfig(max_target_step=p["max_target_step"], torque_fraction=p["torque_fraction"],
                                watchdog_timeout=p["watchdog_timeout"], max_tilt=p["max_tilt"],

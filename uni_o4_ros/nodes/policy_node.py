@@ -41,16 +41,37 @@ from uni_o4_ros.robot.policy_runner import PolicyRunner, Verdict
 from uni_o4_ros.robot.policy_update import encode_update, sign_status
 from uni_o4_ros.robot.safety import SingleSender
 
-from .params import declare_read_only, require_vector, update_key
+from .params import Doc, declare_read_only, require_vector, update_key
 from .qos import COMMAND, EVENTS, POLICY_UPDATE, SENSOR, TRANSITIONS
 from .run import NodeConfigError, run_node
 from .stamps import sender_id
+
+PARAMETERS = {
+    "policy_dir": Doc("folder; the saved policy to run (policy.safetensors + policy.json), required"),
+    "deterministic": Doc("true: act with the policy's mean; false: sample actions, with log-probabilities, for "
+                         "online learning"),
+    "command_velocity": Doc("[vx m/s, vy m/s, yaw rate rad/s]; the standing velocity command: at start, and "
+                            "whenever a cmd_vel command lapsed; must lie within command_min/command_max"),
+    "command_timeout": Doc("s; a cmd_vel command lapses this long after it came, back to command_velocity (a "
+                           "teleop that died sends no stop); 0: a command holds until the next", ">=0"),
+    "hmac_key_file": Doc("'auto' | path | ''; the key policy updates must be signed with: auto is this computer's "
+                         "own (~/.config/uni_o4_ros/, made on first use), '' accepts unsigned updates"),
+    "seed": Doc("of the exploration noise when deterministic is false (each episode restarts it from seed and "
+                "episode)"),
+    "max_update_shift": Doc("rad (per state the largest joint, averaged); an update moving the joint targets "
+                            "further from the running policy's, on the last 5 s of states and standing, is "
+                            "refused; 0: unchecked", ">=0"),
+    "command_min": Doc("[vx m/s, vy m/s, yaw rate rad/s]; lowest velocity command: every cmd_vel is clamped into "
+                       "command_min..command_max, and the clamp is logged"),
+    "command_max": Doc("[vx m/s, vy m/s, yaw rate rad/s]; highest velocity command (vx 1.0: the range "
+                       "`uni-o4 pretrain` trains)"),
+}
 
 
 class PolicyNode(Node):
     def __init__(self) -> None:
         super().__init__("policy")
-        p = declare_read_only(self, {
+        p = declare_read_only(self, PARAMETERS, {
             "policy_dir": "", "deterministic": True, "command_velocity": [0.0, 0.0, 0.0], "hmac_key_file": "auto",
             "seed": 0,  # of the exploration noise (deterministic: false)
             "max_update_shift": 1.0, "command_timeout": 0.5,
@@ -61,8 +82,6 @@ class PolicyNode(Node):
         policy, normalizer, meta, _ = load_policy(policy_dir)
         key = update_key(self, p["hmac_key_file"])
         max_shift = float(p["max_update_shift"])
-        if not max_shift >= 0:
-            raise NodeConfigError(f"parameter max_update_shift must be >= 0 (0: unchecked), got {max_shift}")
         self.runner = PolicyRunner(policy, normalizer, version=int(meta.get("version", 0)),
                                    deterministic=bool(p["deterministic"]), key=key,
                                    seed=int(p["seed"]), max_update_shift=max_shift)

@@ -880,62 +880,125 @@ def test_lost_odometry_ends_the_episode_as_a_timeout_and_none_starts_until_it_re
         stop(recorder)
 
 
-def test_the_recorder_sends_its_command_until_the_policy_shows_it_and_rewards_the_command_followed(ros_env):
-    """The recorder alone; the test plays controller, T265 and a policy that follows `cmd_vel`. cmd_vel is
-    volatile, as teleop publishes it, so the recorder sends the episode's command again at every policy
-    step until the policy shows it (a policy that matched after the first send still gets it), and not
-    once the episode runs (it would fight a joystick). Mid-episode a joystick changes the command: each
-    transition's reward is Table 3's for the command its observation shows; the recorder used its own."""
-    from geometry_msgs.msg import Twist
-    from nav_msgs.msg import Odometry
+class _FollowingPolicy:
+    """The recorder's peers for the command tests: at 100 Hz the robot stands, odometry says 0.5 m/s forward,
+    and a policy steps whose observation shows the command it follows: what `joystick` says if set, else the
+    newest cmd_vel heard if `follows`, else the policy's standing command (0, 0, 0)."""
 
-    from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
-    from uni_o4_ros.nodes.qos import COMMAND
-    from uni_o4_ros.robot.observation import ObservationBuilder, command_vector, newest_command
-    from uni_o4_ros.robot.reward import reward
+    def __init__(self, w: TransitionWatcher) -> None:
+        from geometry_msgs.msg import Twist
 
-    w = TransitionWatcher()
-    events, pubs, _ = _recorder_peers(w)
-    sent: list = []
-    w.node.create_subscription(Twist, "cmd_vel", sent.append, COMMAND)
-    builder = ObservationBuilder()
-    policy = {"n": 0, "follows": False, "joystick": None}
+        from uni_o4_ros.nodes.qos import COMMAND
+        from uni_o4_ros.robot.observation import ObservationBuilder
 
-    def control_tick() -> None:  # one 100 Hz tick: the robot stands, odometry says 0.5 m/s forward
-        pubs["state"].publish(RobotState(mode=RobotState.MODE_ACTIVE))
+        self.w = w
+        self.events, self.pubs, _ = _recorder_peers(w)
+        self.sent: list = []
+        w.node.create_subscription(Twist, "cmd_vel", self.sent.append, COMMAND)
+        self.builder = ObservationBuilder()
+        self.n, self.follows, self.joystick = 0, False, None
+
+    def start(self) -> None:
+        self.w.node.create_timer(0.01, self.control_tick)
+
+    def control_tick(self) -> None:
+        from nav_msgs.msg import Odometry
+
+        from uni_o4_ros.msg import RobotState, Transition
+        from uni_o4_ros.robot.observation import command_vector
+
+        self.pubs["state"].publish(RobotState(mode=RobotState.MODE_ACTIVE))
         odom = Odometry()
         odom.twist.twist.linear.x = 0.5
-        pubs["odom"].publish(odom)
+        self.pubs["odom"].publish(odom)
         command = (0.0, 0.0, 0.0)
-        if policy["joystick"]:
-            command = policy["joystick"]
-        elif policy["follows"] and sent:
-            command = (sent[-1].linear.x, sent[-1].linear.y, sent[-1].angular.z)
-        obs = builder.push(builder.frame(np.array([1.0, 0, 0, 0]), command_vector(*command), np.zeros(12),
-                                         np.zeros(12), np.zeros(12)))
-        pubs["step"].publish(Transition(step=policy["n"], observation=obs.tolist(), action=[0.0] * 12, log_prob=-1.0))
-        policy["n"] += 1
+        if self.joystick:
+            command = self.joystick
+        elif self.follows and self.sent:
+            command = (self.sent[-1].linear.x, self.sent[-1].linear.y, self.sent[-1].angular.z)
+        obs = self.builder.push(self.builder.frame(np.array([1.0, 0, 0, 0]), command_vector(*command), np.zeros(12),
+                                                   np.zeros(12), np.zeros(12)))
+        self.pubs["step"].publish(Transition(step=self.n, observation=obs.tolist(), action=[0.0] * 12, log_prob=-1.0))
+        self.n += 1
 
-    recorder = start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "wait_for_subscribers:=1")
-    try:
-        w.node.create_timer(0.01, control_tick)
-        w.wait(lambda: len(sent) >= 3)  # the policy has not followed: the command went out again and again
-        assert events == [] and w.seen == []
-        assert {(c.linear.x, c.linear.y, c.angular.z) for c in sent} == {(0.5, 0.0, 0.0)}  # command_velocity
-        policy["follows"] = True
-        w.wait(lambda: len(w.seen) >= 20)
-        assert [e.event for e in events] == [EpisodeEvent.STARTED]
-        resent = len(sent)
-        policy["joystick"] = (1.0, 0.0, 0.2)
-        w.wait(lambda: sum(newest_command(np.asarray(t.observation))[0] > 0.9 for t in w.seen) >= 20)
-        assert len(sent) == resent  # nothing sent while the episode runs: the joystick's command stands
+    def assert_rewards_follow_the_shown_command(self) -> set[float]:
+        """Each transition's reward is Table 3's for the command its observation shows; the speeds shown."""
+        from uni_o4_ros.robot.observation import newest_command
+        from uni_o4_ros.robot.reward import reward
+
         kinds = set()
-        for t in w.seen:
+        for t in self.w.seen:
             vx, vy, wz = newest_command(np.asarray(t.observation, np.float32))
             kinds.add(round(float(vx), 3))
             expected, _ = reward(np.array([0.5, 0.0]), np.array([vx, vy]), 0.0, wz, 0.0, *[np.zeros(12)] * 5)
             assert t.reward == pytest.approx(expected, rel=1e-6), (vx, vy, wz)
-        assert kinds == {0.5, 1.0}
+        return kinds
+
+
+def test_the_recorder_sends_its_command_at_every_step_and_rewards_the_command_followed(ros_env):
+    """The recorder alone; the test plays controller, T265 and a policy that follows `cmd_vel`. cmd_vel is
+    volatile, as teleop publishes it, so the recorder sends the episode's command again at every policy
+    step until the policy shows it (a policy that matched after the first send still gets it), and goes on
+    sending it while the episode runs: the policy's command_timeout returns to its standing command when
+    the sends stop (a recorder that died). A joystick publishing too is overridden at every step: the
+    recorder says so. Each transition's reward is Table 3's for the command its observation shows."""
+    import threading
+
+    from geometry_msgs.msg import Twist
+
+    from uni_o4_ros.msg import EpisodeEvent
+    from uni_o4_ros.nodes.qos import COMMAND
+    from uni_o4_ros.robot.observation import newest_command
+
+    w = TransitionWatcher()
+    peers = _FollowingPolicy(w)
+    recorder = start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "wait_for_subscribers:=1")
+    log: list[str] = []
+    threading.Thread(target=lambda: log.extend(recorder.stderr), daemon=True).start()
+    overridden = ("1 other publisher(s) on cmd_vel (a joystick, teleop?): the recorder sends its episode's command "
+                  "at every step and overrides them; to drive by hand, give the recorder command_source: external")
+    try:
+        peers.start()
+        w.wait(lambda: len(peers.sent) >= 3)  # the policy has not followed: the command went out again and again
+        assert peers.events == [] and w.seen == []
+        assert {(c.linear.x, c.linear.y, c.angular.z) for c in peers.sent} == {(0.5, 0.0, 0.0)}  # command_velocity
+        peers.follows = True
+        w.wait(lambda: len(w.seen) >= 20)
+        assert [e.event for e in peers.events] == [EpisodeEvent.STARTED]
+        resent = len(peers.sent)
+        w.wait(lambda: len(peers.sent) >= resent + 20)  # sent on while the episode runs
+        joystick = w.node.create_publisher(Twist, "cmd_vel", COMMAND)
+        joystick.publish(Twist())
+        peers.joystick = (1.0, 0.0, 0.2)  # the policy follows the joystick for a while
+        w.wait(lambda: sum(newest_command(np.asarray(t.observation))[0] > 0.9 for t in w.seen) >= 20)
+        w.wait(lambda: any(overridden in line for line in log))  # said within a second of the joystick's start
+        assert {(c.linear.x, c.linear.y, c.angular.z) for c in peers.sent[resent:]} == {(0.5, 0.0, 0.0), (0, 0, 0)}
+        assert peers.assert_rewards_follow_the_shown_command() == {0.5, 1.0}
+    finally:
+        w.close()
+        stop(recorder)
+
+
+def test_with_an_external_command_source_the_recorder_sends_nothing_and_records_what_the_joystick_drives(ros_env):
+    """command_source external (a joystick, teleop or Nav2 drives): the recorder publishes nothing on cmd_vel,
+    an episode starts at once with whatever command the policy follows, and each reward is Table 3's for the
+    command its observation shows as the joystick changes it."""
+    from uni_o4_ros.msg import EpisodeEvent
+    from uni_o4_ros.robot.observation import newest_command
+
+    w = TransitionWatcher()
+    peers = _FollowingPolicy(w)
+    recorder = start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "wait_for_subscribers:=1",
+                     "command_source:=external")
+    try:
+        peers.joystick = (0.3, 0.0, 0.0)
+        peers.start()
+        w.wait(lambda: len(w.seen) >= 20)
+        assert [e.event for e in peers.events] == [EpisodeEvent.STARTED]
+        peers.joystick = (1.0, 0.0, 0.2)
+        w.wait(lambda: sum(newest_command(np.asarray(t.observation))[0] > 0.9 for t in w.seen) >= 20)
+        assert peers.sent == [] and w.node.count_publishers("cmd_vel") == 0  # the recorder has no publisher
+        assert peers.assert_rewards_follow_the_shown_command() == {0.3, 1.0}
     finally:
         w.close()
         stop(recorder)

@@ -197,11 +197,12 @@ def test_a_policy_hearing_two_controllers_answers_neither_until_one_is_left(node
     assert "answering, with a fresh history" in log
 
 
-def test_the_policy_follows_a_teleop_cmd_vel_held_inside_its_command_limits(node):
+def test_the_policy_follows_a_teleop_cmd_vel_held_inside_its_command_limits_until_the_teleop_falls_silent(node):
     """teleop_twist_keyboard, teleop_twist_joy and Nav2 publish cmd_vel reliable and volatile: the policy
     subscribed transient-local and matched none of them, so a joystick did nothing. It follows them now,
     and a command past its limits (vx 50 m/s, the defaults allow 0..1) is held to them: the clamped
-    command is the one the policy observes, and the log says so."""
+    command is the one the policy observes, and the log says so. A teleop that dies sends no stop: its last
+    command drove the robot on until the e-stop. It lapses now, after command_timeout."""
     from geometry_msgs.msg import Twist
 
     from uni_o4_ros.msg import Transition
@@ -236,12 +237,17 @@ def test_the_policy_follows_a_teleop_cmd_vel_held_inside_its_command_limits(node
                 break
         assert shown() == pytest.approx((0.3, -0.1, 0.2), abs=1e-6)  # inside the limits: followed as sent
         assert all(newest_command(np.asarray(s.observation, np.float32))[0] <= 1.0 + 1e-6 for s in steps)
+        # The teleop dies: no stop is sent. Its command lapses after command_timeout (0.5 s), not before.
+        silent_from = time.monotonic()  # its last command was sent before this
+        d.wait(lambda: shown() == (0.0, 0.0, 0.0))
+        assert time.monotonic() - silent_from > 0.5
     finally:
         d.close()
     node.terminate()
     out, _ = node.communicate(timeout=30)
     assert "velocity command (50, 0, -0.2) is outside the command limits (vx 0..1, vy -0.3..0.3, yaw rate " \
            "-0.5..0.5): following (1, 0, -0.2)" in out, out[-2000:]
+    assert "s (command_timeout 0.5 s): following the standing command (0, 0, 0; command_velocity)" in out
 
 
 def test_an_update_far_larger_than_the_policy_is_refused_unread_and_a_verdict_on_a_forgery_is_not_signed(node):

@@ -810,6 +810,34 @@ def test_command_limits_hold_a_velocity_command_inside_them_and_refuse_what_has_
     assert wider.clamp((1.5, 0.0, 0.0)) == ((1.5, 0.0, 0.0), False)
 
 
+def test_a_velocity_command_lapses_to_the_standing_one_after_its_sender_falls_silent():
+    """A teleop that dies mid-command sends no stop: its last command drove the robot until the e-stop. Now a
+    command holds `timeout` s after it came; a sender repeating it (a joystick at 10 Hz) keeps it in force."""
+    from uni_o4_ros.robot.command import CommandHold, CommandLimits, CommandLimitsError
+
+    hold = CommandHold(CommandLimits(), standing=(0.0, 0.0, 0.0), timeout=0.5)
+    assert hold.current(0.0) == ((0.0, 0.0, 0.0), None)
+    assert hold.offer((50.0, 0.0, 0.2), now=1.0) == ((1.0, 0.0, 0.2), True)  # clamped, as before
+    for k in range(1, 30):  # 10 Hz for 3 s: never lapses
+        assert hold.current(1.0 + 0.1 * k - 0.05) == ((1.0, 0.0, 0.2), None)
+        hold.offer((50.0, 0.0, 0.2), now=1.0 + 0.1 * k)
+    last = 1.0 + 2.9
+    assert hold.current(last + 0.5) == ((1.0, 0.0, 0.2), None)  # exactly the timeout: still in force
+    command, silence = hold.current(last + 0.6)
+    assert command == (0.0, 0.0, 0.0) and silence == pytest.approx(0.6)  # lapsed: said once
+    assert hold.current(last + 5.0) == ((0.0, 0.0, 0.0), None)
+    with pytest.raises(CommandLimitsError):
+        hold.offer((float("inf"), 0.0, 0.0), now=10.0)
+    assert hold.current(10.0) == ((0.0, 0.0, 0.0), None)  # a non-finite command changes nothing
+    forever = CommandHold(CommandLimits(), standing=(0.5, 0.0, 0.0), timeout=0.0)  # 0: holds until the next
+    forever.offer((0.2, 0.0, 0.0), now=0.0)
+    assert forever.current(1e6) == ((0.2, 0.0, 0.0), None)
+    with pytest.raises(CommandLimitsError, match="timeout must be >= 0"):
+        CommandHold(CommandLimits(), (0.0, 0.0, 0.0), timeout=float("nan"))
+    with pytest.raises(CommandLimitsError, match="standing command .* is outside"):
+        CommandHold(CommandLimits(), (2.0, 0.0, 0.0), timeout=0.5)
+
+
 def test_recorder_core_rewards_each_step_for_the_command_it_followed():
     """A joystick changes the command mid-episode: the transitions after it are rewarded for the new one."""
     from uni_o4_ros.robot.episodes import EpisodeRecorderCore, PolicyStep, RobotMotion

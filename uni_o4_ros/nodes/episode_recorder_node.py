@@ -18,12 +18,17 @@ the robot is re-armed, so no transition spans the time it lay damped.
 Services: start_episode (StartEpisode: command velocity; refused while one runs) and stop_episode
 (StopEpisode: the episode ends at the next step as a timeout, event ENDED with the reason).
 
-The recorder sets each episode's velocity command: it publishes it as geometry_msgs/Twist on `cmd_vel`
-(again at every policy step until the policy shows it), and the episode starts at the first policy
-step whose observation shows the command. Each transition's reward is for the command its
-observation shows, so a joystick that changes `cmd_vel` mid-episode is rewarded as the policy
-followed it. A command the policy clamps into its command limits never shows: the recorder says so
-every 2 s and waits.
+Who sets the velocity command is `command_source`:
+- `recorder` (default): the recorder sets each episode's command. It publishes it as
+  geometry_msgs/Twist on `cmd_vel` at every policy step, the episode starts at the first policy step
+  whose observation shows the command, and it goes on sending it each step until the episode ends
+  (the policy's command_timeout returns it to its standing command when the sends stop, e.g. when the
+  recorder dies). A command the policy clamps into its command limits never shows: the recorder says
+  so every 2 s and waits. Another publisher on `cmd_vel` (a joystick) would be overridden at every
+  step: the recorder says so.
+- `external`: a joystick, teleop or Nav2 drives. The recorder publishes nothing on `cmd_vel`; episodes
+  start at once, and command_velocity, command_vx_schedule and start_episode's command are not used.
+Either way, each transition's reward is for the command its observation shows.
 """
 
 from __future__ import annotations
@@ -44,13 +49,15 @@ from uni_o4_ros.srv import StartEpisode, StopEpisode
 
 from .params import Doc, declare_read_only, require_vector
 from .qos import COMMAND, EVENTS, SENSOR, TRANSITIONS
-from .run import run_node
+from .run import NodeConfigError, run_node
 from .stamps import stamp_ns
 
 PARAMETERS = {
     "max_steps": Doc("transitions; an episode ends as a timeout after this many (1000: 20 s at 50 Hz)", ">=1"),
     "command_velocity": Doc("[vx m/s, vy m/s, yaw rate rad/s]; each episode's velocity command, published on "
-                            "cmd_vel (vx taken from command_vx_schedule when one is set)"),
+                            "cmd_vel (vx taken from command_vx_schedule when one is set; command_source recorder)"),
+    "command_source": Doc("recorder: the recorder sends each episode's command on cmd_vel at every policy step; "
+                          "external: a joystick, teleop or Nav2 drives and the recorder sends nothing"),
     "auto_start": Doc("start episodes by itself; false: only when the start_episode service is called"),
     "episodes": Doc("episodes; auto_start starts no more after this many (one that ended before its first "
                     "transition does not count); 0: no limit", ">=0"),
@@ -75,9 +82,14 @@ class EpisodeRecorderNode(Node):
         p = declare_read_only(self, PARAMETERS, {
             "max_steps": 1000, "command_velocity": [0.5, 0.0, 0.0], "auto_start": True, "episodes": 0,
             "command_vx_schedule": [0.0], "wait_for_subscribers": 0, "wait_for_reset": False,
-            "total_steps": 0, "odom_timeout": 0.0, "max_damped": 0.0})
+            "total_steps": 0, "odom_timeout": 0.0, "max_damped": 0.0, "command_source": "recorder"})
         p["command_velocity"] = require_vector(p, "command_velocity", 3)
         require_vector(p, "command_vx_schedule", len(p["command_vx_schedule"]))
+        if p["command_source"] not in ("recorder", "external"):
+            raise NodeConfigError(f"parameter command_source must be recorder (the recorder sets each episode's "
+                                  f"command on cmd_vel) or external (a joystick, teleop or Nav2 does), got "
+                                  f"{p['command_source']!r}")
+        self.sends_command = p["command_source"] == "recorder"
         # wait_for_reset: the controller stands the (simulated) robot up when an episode starts
         # (pd_controller reset_on_episode_end); record from the first state after that reset.
         self.core = EpisodeRecorderCore(max_steps=int(p["max_steps"]), command_velocity=tuple(p["command_velocity"]),
@@ -90,8 +102,14 @@ class EpisodeRecorderNode(Node):
         # ROS parameters cannot declare an empty float list, so [0.0] alone also means "no schedule".
         schedule = [float(v) for v in p["command_vx_schedule"]]
         self.schedule = [] if schedule == [0.0] else schedule
+        if self.schedule and not self.sends_command:
+            raise NodeConfigError("parameter command_vx_schedule needs command_source recorder: with external, "
+                                  "the recorder sends no command")
+        self.other_senders = 0  # other cmd_vel publishers last seen, for saying when a joystick is overridden
+        self.sends = 0
         self.base_command = tuple(float(v) for v in p["command_velocity"])
-        self.cmd_pub = self.create_publisher(Twist, "cmd_vel", COMMAND)  # as teleop publishes: see policy_node
+        self.cmd_pub = (self.create_publisher(Twist, "cmd_vel", COMMAND)  # as teleop publishes: see policy_node
+                        if self.sends_command else None)
         # Episodes start only once this many readers (logger, learner) listen to `transitions`:
         # the stream is volatile, so a reader that joins late would miss the first transitions.
         self.wait_for_subscribers = int(p["wait_for_subscribers"])
@@ -128,12 +146,17 @@ class EpisodeRecorderNode(Node):
         if lost := self._odometry_lost():
             res.accepted, res.episode_id, res.message = False, self.core.episode_id, lost
             return res
+        res.accepted, res.episode_id = True, self.core.episode_id + 1
+        if not self.sends_command:
+            self._arm(*self.base_command)
+            res.message = (f"episode {res.episode_id} starts at the next policy step, with the command cmd_vel "
+                           "gives (command_source external: the request's command is not sent)")
+            return res
         v = [float(x) for x in req.command_velocity]
         if not np.all(np.isfinite(v)):
-            res.accepted, res.message = False, "command_velocity must be finite"
+            res.accepted, res.episode_id, res.message = False, self.core.episode_id, "command_velocity must be finite"
             return res
         self._arm(*v)
-        res.accepted, res.episode_id = True, self.core.episode_id + 1
         res.message = f"episode {res.episode_id} starts once the policy follows the command"
         return res
 
@@ -216,18 +239,20 @@ class EpisodeRecorderNode(Node):
         self._arm(vx, vy, wz)
 
     def _arm(self, vx: float, vy: float, wz: float) -> None:
+        """An episode is to start (with command_source external, at the next policy step, whatever it shows)."""
         self.pending, self.pending_steps = (float(vx), float(vy), float(wz)), 0
-        self._send_pending()
+        if self.sends_command:
+            self._send(self.pending)
 
-    def _send_pending(self) -> None:
+    def _send(self, command: tuple[float, float, float]) -> None:
         cmd = Twist()
-        cmd.linear.x, cmd.linear.y, cmd.angular.z = self.pending
+        cmd.linear.x, cmd.linear.y, cmd.angular.z = command
         self.cmd_pub.publish(cmd)
 
     def _still_pending(self, observation: np.ndarray) -> None:
         """The policy does not show the episode's command yet: send it again (cmd_vel is volatile, and the
         policy's subscription may have matched after the first), and say why if it never shows."""
-        self._send_pending()
+        self._send(self.pending)
         self.pending_steps += 1
         if self.pending_steps % 100 == 0:  # 2 s at 50 Hz
             shown = ", ".join(f"{x:.3g}" for x in newest_command(observation))
@@ -235,6 +260,20 @@ class EpisodeRecorderNode(Node):
             self.get_logger().warning(f"episode {self.core.episode_id + 1} waits: the policy follows ({shown}), "
                                       f"not the episode's command ({asked}); outside the policy's command_min/"
                                       "command_max, or another cmd_vel publisher overriding it?")
+
+    def _keep_sending(self) -> None:
+        """The running episode's command, again at this policy step: the policy's command_timeout lapses it
+        when the sends stop. Checked each second: another publisher, whose commands this one overrides."""
+        self._send(self.core.command_velocity)
+        self.sends += 1
+        if self.sends % 50 != 1:
+            return
+        others = self.count_publishers("cmd_vel") - 1
+        if others > self.other_senders:
+            self.get_logger().warning(f"{others} other publisher(s) on cmd_vel (a joystick, teleop?): the recorder "
+                                      "sends its episode's command at every step and overrides them; to drive by "
+                                      "hand, give the recorder command_source: external")
+        self.other_senders = others
 
     def _begin(self, vx: float, vy: float, wz: float) -> int:
         eid = self.core.start()
@@ -247,11 +286,16 @@ class EpisodeRecorderNode(Node):
     def on_step(self, msg: Transition) -> None:
         self._maybe_start()
         if self.pending is not None:
-            if shows_command(np.asarray(msg.observation, np.float32), *self.pending):
+            observation = np.asarray(msg.observation, np.float32)
+            if not self.sends_command:  # external: the episode's command is whatever cmd_vel gives
+                self._begin(*(float(x) for x in newest_command(observation)))
+            elif shows_command(observation, *self.pending):
                 self._begin(*self.pending)
             else:
-                self._still_pending(np.asarray(msg.observation, np.float32))
+                self._still_pending(observation)
         if self.core.active:
+            if self.sends_command:
+                self._keep_sending()
             self.pairing.add_step(stamp_ns(msg.header.stamp), msg, time.monotonic())
             self._record_ready()
 

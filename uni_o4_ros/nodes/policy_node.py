@@ -2,7 +2,10 @@
 
 Parameters: policy_dir (saved policy folder), deterministic (mean action; False samples with
 log-probabilities for online learning), seed (of that sampling noise), command_velocity [vx, vy,
-yaw_rate], command_min / command_max (the box every velocity command is clamped into: [vx, vy,
+yaw_rate] (the standing command: in force at start and whenever no `cmd_vel` command is), command_timeout
+(s, 0.5: a `cmd_vel` command lapses this long after it came, and the standing command is followed
+again, so a teleop that dies mid-command does not drive the robot on; 0: a command holds until the
+next), command_min / command_max (the box every velocity command is clamped into: [vx, vy,
 yaw_rate]; defaults: vx 0..1 m/s, the range `uni-o4 pretrain` trains, vy +-0.3 m/s, yaw rate +-0.5
 rad/s; a clamped command is what the policy observes and is said in the log), hmac_key_file
 (default 'auto': this computer's own key, made on first use in ~/.config/uni_o4_ros/; a path: that
@@ -31,7 +34,7 @@ from rclpy.serialization import deserialize_message
 
 from uni_o4_ros.learning.offline import load_policy
 from uni_o4_ros.msg import JointCommand, PolicyUpdate, RobotState, Transition
-from uni_o4_ros.robot.command import CommandLimits, CommandLimitsError
+from uni_o4_ros.robot.command import CommandHold, CommandLimits, CommandLimitsError
 from uni_o4_ros.robot.go1 import KD, KP
 from uni_o4_ros.robot.observation import command_vector
 from uni_o4_ros.robot.policy_runner import PolicyRunner, Verdict
@@ -47,8 +50,10 @@ PARAMETERS = {
     "policy_dir": Doc("folder; the saved policy to run (policy.safetensors + policy.json), required"),
     "deterministic": Doc("true: act with the policy's mean; false: sample actions, with log-probabilities, for "
                          "online learning"),
-    "command_velocity": Doc("[vx m/s, vy m/s, yaw rate rad/s]; the velocity command until one comes on cmd_vel; "
-                            "must lie within command_min/command_max"),
+    "command_velocity": Doc("[vx m/s, vy m/s, yaw rate rad/s]; the standing velocity command: at start, and "
+                            "whenever a cmd_vel command lapsed; must lie within command_min/command_max"),
+    "command_timeout": Doc("s; a cmd_vel command lapses this long after it came, back to command_velocity (a "
+                           "teleop that died sends no stop); 0: a command holds until the next", ">=0"),
     "hmac_key_file": Doc("'auto' | path | ''; the key policy updates must be signed with: auto is this computer's "
                          "own (~/.config/uni_o4_ros/, made on first use), '' accepts unsigned updates"),
     "seed": Doc("of the exploration noise when deterministic is false (each episode restarts it from seed and "
@@ -69,7 +74,7 @@ class PolicyNode(Node):
         p = declare_read_only(self, PARAMETERS, {
             "policy_dir": "", "deterministic": True, "command_velocity": [0.0, 0.0, 0.0], "hmac_key_file": "auto",
             "seed": 0,  # of the exploration noise (deterministic: false)
-            "max_update_shift": 1.0,
+            "max_update_shift": 1.0, "command_timeout": 0.5,
             "command_min": list(CommandLimits.low), "command_max": list(CommandLimits.high)})
         policy_dir = p["policy_dir"]
         if not policy_dir or not Path(policy_dir).is_dir():
@@ -88,6 +93,10 @@ class PolicyNode(Node):
         if self.limits.clamp(start_command)[1]:
             raise NodeConfigError(f"parameter command_velocity {list(start_command)} is outside the command limits "
                                   f"({self.limits.describe()}; command_min/command_max)")
+        try:
+            self.hold = CommandHold(self.limits, start_command, float(p["command_timeout"]))
+        except CommandLimitsError as exc:
+            raise NodeConfigError(f"parameter command_timeout: {exc}") from None
         self.runner.command = command_vector(*start_command)
         self.cmd_pub = self.create_publisher(JointCommand, "joint_command", COMMAND)
         self.status_pub = self.create_publisher(DiagnosticStatus, "policy_status", EVENTS)
@@ -127,6 +136,7 @@ class PolicyNode(Node):
             self.crowded = False
             self.runner.reset()
             self.get_logger().warning("robot states from one controller again: answering, with a fresh history")
+        self._follow_current_command()  # before a reset, whose fresh history shows the command
         if msg.resets != self.resets:
             # The robot was stood up again (simulation): the history restarts at this very state.
             self.resets = msg.resets
@@ -150,10 +160,18 @@ class PolicyNode(Node):
         step.action = res.action.tolist()
         self.step_pub.publish(step)
 
+    def _follow_current_command(self) -> None:
+        command, silence = self.hold.current(time.monotonic())
+        if silence is not None:
+            self.get_logger().warning(
+                f"no velocity command on cmd_vel for {silence:.2f} s (command_timeout {self.hold.timeout:g} s): "
+                f"following the standing command ({', '.join(f'{x:g}' for x in command)}; command_velocity)")
+        self.runner.command = command_vector(*command)
+
     def on_cmd_vel(self, msg: Twist) -> None:
         asked = (msg.linear.x, msg.linear.y, msg.angular.z)
         try:
-            command, clamped = self.limits.clamp(asked)
+            command, clamped = self.hold.offer(asked, time.monotonic())
         except CommandLimitsError:
             self.get_logger().warning("ignored a non-finite velocity command")
             return
@@ -163,7 +181,6 @@ class PolicyNode(Node):
                 f"velocity command ({', '.join(f'{x:g}' for x in asked)}) is outside the command limits "
                 f"({self.limits.describe()}): following ({', '.join(f'{x:g}' for x in command)})",
                 throttle_duration_sec=2.0)
-        self.runner.command = command_vector(*command)
 
     def on_update(self, raw: bytes) -> None:
         if len(raw) > self.max_update_bytes:

@@ -57,3 +57,42 @@ class CommandLimits:
     def describe(self) -> str:
         names = ("vx", "vy", "yaw rate")
         return ", ".join(f"{n} {lo:g}..{hi:g}" for n, lo, hi in zip(names, self.low, self.high))
+
+
+class CommandHold:
+    """The velocity command in force: the newest one received, for `timeout` seconds after it came, then
+    the standing command (the node's configured one) again.
+
+    A teleop that dies mid-command (a crashed laptop, a joystick out of radio range) sends no "stop": without a
+    timeout its last command would drive the robot until someone presses the e-stop. Publishers of `cmd_vel`
+    repeat their command (a joystick at 10-50 Hz, Nav2 at its controller rate, the recorder every policy
+    step), so silence longer than `timeout` means the sender is gone. timeout 0: a command holds until the next.
+    """
+
+    def __init__(self, limits: CommandLimits, standing: Command, timeout: float) -> None:
+        if not (math.isfinite(timeout) and timeout >= 0):
+            raise CommandLimitsError(f"command timeout must be >= 0 s (0: a command holds until the next), "
+                                     f"got {timeout}")
+        standing_clamped, outside = limits.clamp(standing)
+        if outside:
+            raise CommandLimitsError(f"standing command {list(standing)} is outside the command limits "
+                                     f"({limits.describe()})")
+        self.limits, self.standing, self.timeout = limits, standing_clamped, float(timeout)
+        self.command: Command = standing_clamped
+        self.received: float | None = None  # when the command in force came; None: the standing one is in force
+
+    def offer(self, asked: Command, now: float) -> tuple[Command, bool]:
+        """Take a received command (clamped into the limits) as the one in force from `now`; returns it and
+        whether clamping changed it. Non-finite: CommandLimitsError, and the command in force stays."""
+        command, clamped = self.limits.clamp(asked)
+        self.command, self.received = command, now
+        return command, clamped
+
+    def current(self, now: float) -> tuple[Command, float | None]:
+        """The command in force at `now`, and the silence in seconds if the received command lapsed just now
+        (the moment to say so), else None."""
+        if self.received is not None and self.timeout > 0 and now - self.received > self.timeout:
+            silence = now - self.received
+            self.command, self.received = self.standing, None
+            return self.command, silence
+        return self.command, None

@@ -1004,6 +1004,65 @@ def test_with_an_external_command_source_the_recorder_sends_nothing_and_records_
         stop(recorder)
 
 
+def test_a_recorder_stalled_for_a_while_rewards_each_step_from_the_odometry_of_the_state_it_answered(ros_env):
+    """The recorder alone; the test plays controller, T265 and policy at 100 Hz, stamping each tick. The recorder
+    is stopped for 15 ticks (SIGSTOP: a process starved on a loaded computer). Its readers of robot_state and
+    odom kept 5 samples, so after the stall its steps took the newest odometry instead of their own: two
+    recordings of one seed differed in their rewards. The odometry cycles 0.2, 0.5, 0.8 m/s and each policy
+    step shows as its command the speed of the state after it, so every reward computed from the right
+    odometry is Table 3's for perfect tracking, and one from another is not."""
+    import os
+    import signal
+
+    from builtin_interfaces.msg import Time
+    from nav_msgs.msg import Odometry
+
+    from uni_o4_ros.msg import RobotState, Transition
+    from uni_o4_ros.robot.observation import ObservationBuilder, command_vector, newest_command
+    from uni_o4_ros.robot.reward import reward
+
+    w = TransitionWatcher()
+    _, pubs, _ = _recorder_peers(w)
+    speeds, builder, ticks = (0.2, 0.5, 0.8), ObservationBuilder(), [0]
+
+    def control_tick() -> None:
+        k = ticks[0]
+        ticks[0] += 1
+        stamp = Time(sec=1000 + k)
+        state = RobotState(mode=RobotState.MODE_ACTIVE)
+        state.header.stamp = stamp
+        odom = Odometry()
+        odom.header.stamp, odom.twist.twist.linear.x = stamp, speeds[k % 3]
+        obs = builder.push(builder.frame(np.array([1.0, 0, 0, 0]), command_vector(speeds[(k + 1) % 3]),
+                                         np.zeros(12), np.zeros(12), np.zeros(12)))
+        step = Transition(step=k, observation=obs.tolist(), action=[0.0] * 12, log_prob=-1.0)
+        step.header.stamp = stamp
+        pubs["state"].publish(state)
+        pubs["odom"].publish(odom)
+        pubs["step"].publish(step)
+
+    recorder = start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "wait_for_subscribers:=1",
+                     "command_source:=external", "max_steps:=100000")
+    try:
+        w.wait(lambda: all(p.get_subscription_count() >= 1 for p in pubs.values()))  # no sample before it listens
+        w.node.create_timer(0.01, control_tick)
+        w.wait(lambda: len(w.seen) >= 20)  # past the start, where a sample may beat the reader's match
+        os.kill(recorder.pid, signal.SIGSTOP)
+        try:
+            stalled_at, recorded = ticks[0], len(w.seen)
+            w.wait(lambda: ticks[0] >= stalled_at + 15)
+        finally:
+            os.kill(recorder.pid, signal.SIGCONT)
+        w.wait(lambda: len(w.seen) >= recorded + 60)
+        for t in w.seen[recorded:]:  # every step the recorder took during and after the stall
+            vx, vy, wz = newest_command(np.asarray(t.observation, np.float32))
+            tracked, _ = reward(np.array([vx, vy]), np.array([vx, vy]), wz, wz, 0.0, *[np.zeros(12)] * 5)
+            assert t.reward == pytest.approx(tracked, rel=1e-6), (t.step, stalled_at, vx)
+    finally:
+        w.close()
+        stop(recorder)
+
+
 def test_an_episode_e_stopped_before_its_first_transition_gives_its_number_to_the_next(ros_env):
     """The recorder alone; the test plays controller, policy and T265. An e-stop as an episode begins ends
     it with nothing recorded. Its number used to be spent: the logger then read the gap in the ids as an

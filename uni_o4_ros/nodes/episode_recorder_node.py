@@ -48,7 +48,7 @@ from uni_o4_ros.robot.odometry_watch import OdometryWatch, finite_sample
 from uni_o4_ros.srv import StartEpisode, StopEpisode
 
 from .params import Doc, declare_read_only, require_vector
-from .qos import COMMAND, EVENTS, SENSOR, TRANSITIONS
+from .qos import COMMAND, EVENTS, SENSOR_BACKLOG, TRANSITIONS
 from .run import NodeConfigError, run_node
 from .stamps import stamp_ns
 
@@ -126,8 +126,8 @@ class EpisodeRecorderNode(Node):
         # when odometry is that late.
         self.odom_watch = OdometryWatch(float(p["odom_timeout"]))
         self.ignored_samples = 0
-        self.create_subscription(Odometry, "odom", self.on_odom, SENSOR)
-        self.create_subscription(RobotState, "robot_state", self.on_state, SENSOR)
+        self.create_subscription(Odometry, "odom", self.on_odom, SENSOR_BACKLOG)
+        self.create_subscription(RobotState, "robot_state", self.on_state, SENSOR_BACKLOG)
         self.create_subscription(Transition, "policy_step", self.on_step, TRANSITIONS)
         self.create_subscription(EpisodeEvent, "episode_events", self.on_controller_event, EVENTS)
         # Manual episodes (auto_start false, e.g. an operator with a joystick on the robot).

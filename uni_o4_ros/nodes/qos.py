@@ -14,6 +14,13 @@ SENSOR = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=Reliab
 # oldest sample, never a wait (benchmarks/slow_reader.py); volatile, as tools expect of a stream.
 RELIABLE_STREAM = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.VOLATILE)
+# A reader that pairs samples across topics (the recorder: each policy step with the state it answered and that
+# moment's odometry) must find them queued after a stall, not overwritten: with depth 5, a stall of 25 ms in the
+# 200 Hz lockstep simulation cost the recorder the odometry its steps answered, and it took newer samples
+# (rewards that differed between two recordings of one seed, seen on a loaded machine; a 150 ms SIGSTOP does it
+# every time, test_bringup). 200 samples: 1 s there, 4 s at 50 Hz. Longer stalls overflow the kernel's UDP
+# receive buffer first (a 400 ms one did, at rmem_default 208 KB). Best-effort: it matches writers of both kinds.
+SENSOR_BACKLOG = QoSProfile(depth=200, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
 COMMAND = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 POLICY_UPDATE = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                            durability=DurabilityPolicy.TRANSIENT_LOCAL)

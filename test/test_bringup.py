@@ -1010,9 +1010,12 @@ def test_a_recorder_stalled_for_a_while_rewards_each_step_from_the_odometry_of_t
     odom kept 5 samples, so after the stall its steps took the newest odometry instead of their own: two
     recordings of one seed differed in their rewards. The odometry cycles 0.2, 0.5, 0.8 m/s and each policy
     step shows as its command the speed of the state after it, so every reward computed from the right
-    odometry is Table 3's for perfect tracking, and one from another is not."""
+    odometry is Table 3's for perfect tracking, and one from another is not. States that never arrive (the
+    test leaves out three) are said at the episode's end: those steps' rewards come from another state."""
     import os
+    import re
     import signal
+    import threading
 
     from builtin_interfaces.msg import Time
     from nav_msgs.msg import Odometry
@@ -1022,8 +1025,8 @@ def test_a_recorder_stalled_for_a_while_rewards_each_step_from_the_odometry_of_t
     from uni_o4_ros.robot.reward import reward
 
     w = TransitionWatcher()
-    _, pubs, _ = _recorder_peers(w)
-    speeds, builder, ticks = (0.2, 0.5, 0.8), ObservationBuilder(), [0]
+    events, pubs, _ = _recorder_peers(w)
+    speeds, builder, ticks, dropped, drop = (0.2, 0.5, 0.8), ObservationBuilder(), [0], [], [0]
 
     def control_tick() -> None:
         k = ticks[0]
@@ -1037,12 +1040,17 @@ def test_a_recorder_stalled_for_a_while_rewards_each_step_from_the_odometry_of_t
                                          np.zeros(12), np.zeros(12), np.zeros(12)))
         step = Transition(step=k, observation=obs.tolist(), action=[0.0] * 12, log_prob=-1.0)
         step.header.stamp = stamp
-        pubs["state"].publish(state)
+        if len(dropped) < drop[0]:
+            dropped.append(k)  # lost on the way
+        else:
+            pubs["state"].publish(state)
         pubs["odom"].publish(odom)
         pubs["step"].publish(step)
 
     recorder = start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "wait_for_subscribers:=1",
-                     "command_source:=external", "max_steps:=100000")
+                     "command_source:=external", "max_steps:=200")
+    log: list[str] = []
+    threading.Thread(target=lambda: log.extend(recorder.stderr), daemon=True).start()
     try:
         w.wait(lambda: all(p.get_subscription_count() >= 1 for p in pubs.values()))  # no sample before it listens
         w.node.create_timer(0.01, control_tick)
@@ -1058,6 +1066,10 @@ def test_a_recorder_stalled_for_a_while_rewards_each_step_from_the_odometry_of_t
             vx, vy, wz = newest_command(np.asarray(t.observation, np.float32))
             tracked, _ = reward(np.array([vx, vy]), np.array([vx, vy]), wz, wz, 0.0, *[np.zeros(12)] * 5)
             assert t.reward == pytest.approx(tracked, rel=1e-6), (t.step, stalled_at, vx)
+        drop[0] = 3
+        w.wait(lambda: any("were paired with another robot state" in line for line in log))  # at its end
+        lost = re.search(r"episode 1: (\d+) policy step\(s\) were paired with another robot state", "".join(log))
+        assert lost and 3 <= int(lost.group(1)) < 10 and len(events) == 2, log[-5:]  # ours, and any of the stall's
     finally:
         w.close()
         stop(recorder)

@@ -723,6 +723,7 @@ def test_step_pairing_uses_the_answered_state_whatever_the_arrival_order():
     pair.add_step(20, "step20", now=2.0)  # its state was lost
     assert pair.ready(now=2.05) == []
     assert pair.ready(now=2.2) == [("step20", "s10", "o13")] and pair.unpaired == 2
+    assert pair.lost_states == 1  # step20's; step10 only took another odometry, as on the robot at every step
 
 
 def test_a_robot_put_back_is_rate_limited_from_its_new_pose_not_the_old_target():

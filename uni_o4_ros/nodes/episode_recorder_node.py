@@ -29,6 +29,10 @@ Who sets the velocity command is `command_source`:
 - `external`: a joystick, teleop or Nav2 drives. The recorder publishes nothing on `cmd_vel`; episodes
   start at once, and command_velocity, command_vx_schedule and start_episode's command are not used.
 Either way, each transition's reward is for the command its observation shows.
+
+Each policy step's reward comes from the robot state it answered (by stamp) and that moment's odometry.
+A step whose own state never reached the recorder takes the newest one instead: at the episode's end the
+log says how many did (a recorder short of CPU, or a lossy link).
 """
 
 from __future__ import annotations
@@ -116,6 +120,7 @@ class EpisodeRecorderNode(Node):
         self.stop_reason = ""
         self.fall: tuple[int, str, float] | None = None  # (stamp, reason, when heard) of a fall to end at
         self.pairing = StepPairing()  # each policy step with the state it answered and that moment's odometry
+        self.lost_before = 0  # pairing.lost_states when the running episode began
         self.damping = DampingWatch(float(p["max_damped"]))
         self.last_sent: dict | None = None  # the running episode's newest published transition
         self.prev_dq: tuple[int, np.ndarray] | None = None  # (robot resets, dq) of the last step: for ddq
@@ -280,6 +285,7 @@ class EpisodeRecorderNode(Node):
         self.fall, self.damping.since = None, None
         self.core.command_velocity = (vx, vy, wz)
         self.pending = None
+        self.lost_before = self.pairing.lost_states
         self._event(eid, EpisodeEvent.STARTED, 0, 0.0, f"started, command vx {vx:.2f} m/s")
         return eid
 
@@ -389,6 +395,13 @@ class EpisodeRecorderNode(Node):
         ev.header.stamp = self.get_clock().now().to_msg()
         self.event_pub.publish(ev)
         self.get_logger().info(f"episode {eid}: {reason} after {steps} steps, return {ret:.3f}")
+        if event != EpisodeEvent.STARTED and (lost := self.pairing.lost_states - self.lost_before):
+            self.lost_before = self.pairing.lost_states
+            # Such a step's reward took its torques and joint velocities from another tick: worth knowing of a
+            # dataset, and a sign of a recorder short of CPU or a lossy link.
+            self.get_logger().warning(f"episode {eid}: {lost} policy step(s) were paired with another robot state "
+                                      "than the one they answered, which never reached the recorder (a recorder "
+                                      "short of CPU, or a lossy link); their rewards use that state")
         if event != EpisodeEvent.STARTED and self.core.give_back_if_empty():
             self.get_logger().warning(f"episode {eid} ended before its first transition: nothing recorded; "
                                       "the next episode takes its number")

@@ -76,6 +76,9 @@ class StepPairing:
         self.newest_odom: object | None = None
         self._newest_state_stamp = self._newest_odom_stamp = -1
         self.unpaired = 0  # steps that took the newest samples instead of their own
+        # Steps whose own state never came (the controller stamps both, so on the robot too this is a loss:
+        # a starved recorder, a lossy link), while odometry pairs by stamp only in simulation.
+        self.lost_states = 0
 
     def add_state(self, stamp: int, state: object) -> None:
         self.newest_state, self._newest_state_stamp = state, max(self._newest_state_stamp, stamp)
@@ -100,6 +103,7 @@ class StepPairing:
                 break
             if state is None or odom is None:
                 self.unpaired += 1
+            self.lost_states += state is None
             out.append((step, state if state is not None else self.newest_state,
                         odom if odom is not None else self.newest_odom))
             self._pending.popleft()

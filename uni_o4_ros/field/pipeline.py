@@ -324,8 +324,11 @@ class FieldPipeline:
         nodes = {
             "pd_controller_node": [f"terrain:={c.terrain}", "reset_on_episode_end:=true",
                                    f"rate_hz:={c.realtime_factor / CONTROL_DT}", "wait_for_policy:=true"],
+            # command_timeout 0: the recorder is the only command source here, and in lockstep a recorder starved
+            # past the timeout would lapse the command and make the recording depend on the machine's load.
             "policy_node": [f"policy_dir:={policy_dir.resolve()}", f"deterministic:={'false' if explore else 'true'}",
-                            f"seed:={c.seed}", f"command_min:={list(limits.low)}", f"command_max:={list(limits.high)}"],
+                            f"seed:={c.seed}", f"command_min:={list(limits.low)}", f"command_max:={list(limits.high)}",
+                            "command_timeout:=0.0"],
             "episode_recorder_node": [f"max_steps:={c.episode_steps}", f"command_vx_schedule:=[{schedule}]",
                                       f"wait_for_subscribers:={2 if learner else 1}", "wait_for_reset:=true",
                                       f"total_steps:={steps}"],

@@ -563,9 +563,62 @@ def test_a_small_file_declaring_more_than_the_memory_is_refused_before_reading(t
     assert "of memory available: not read" in said
 
 
+def _cgroups(tmp_path: Path, v2: bool, levels: dict[str, tuple[str, int, int]]) -> tuple[Path, Path]:
+    """A stand-in of /proc/self/cgroup and /sys/fs/cgroup in the kernel's formats: `levels` maps each cgroup
+    from the process's own up to its ancestors to (limit, usage, inactive file bytes)."""
+    root = tmp_path / "sys_fs_cgroup"
+    own = max(levels, key=len)
+    for path, (limit, usage, inactive) in levels.items():
+        d = root / ("" if v2 else "memory") / path.lstrip("/")
+        d.mkdir(parents=True, exist_ok=True)
+        files = ("memory.max", "memory.current", "inactive_file") if v2 else \
+            ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+        (d / files[0]).write_text(f"{limit}\n")
+        (d / files[1]).write_text(f"{usage}\n")
+        (d / "memory.stat").write_text(f"anon 1000\n{files[2]} {inactive}\nfile_dirty 0\n")
+    proc = tmp_path / "proc_self_cgroup"
+    proc.write_text(f"0::{own}\n" if v2 else f"12:pids:/\n4:memory:{own}\n1:cpu,cpuacct:/\n0::/\n")
+    return proc, root
+
+
+def test_the_memory_a_cgroup_leaves_is_the_tightest_limit_less_what_cannot_be_dropped(tmp_path):
+    from uni_o4_ros.data.memory import cgroup_available
+
+    mib = 2**20
+    for v2, unlimited in ((True, "max"), (False, "9223372036854771712")):
+        base = tmp_path / ("v2" if v2 else "v1")
+        # A container limited to 1 GiB holding 512 MiB, 100 MiB of it page cache the kernel can drop.
+        proc, root = _cgroups(base / "a", v2, {"/docker/abc": (str(1024 * mib), 512 * mib, 100 * mib),
+                                               "/docker": (unlimited, 4000 * mib, 0)})
+        assert cgroup_available(proc, root) == (1024 - 412) * mib
+        # The parent's limit is tighter (a systemd slice around several containers).
+        proc, root = _cgroups(base / "b", v2, {"/slice/app": (str(4096 * mib), 100 * mib, 0),
+                                               "/slice": (str(1024 * mib), 900 * mib, 0)})
+        assert cgroup_available(proc, root) == 124 * mib
+        proc, root = _cgroups(base / "c", v2, {"/user": (unlimited, 100 * mib, 0)})
+        assert cgroup_available(proc, root) is None  # no limit: the computer's free memory decides
+    assert cgroup_available(tmp_path / "no_such_file", tmp_path) is None  # no cgroups (not Linux)
+
+
+def test_a_file_too_large_for_the_containers_memory_limit_is_refused_before_reading(tmp_path, monkeypatch):
+    """Seen here in a real cgroup limited to 600 MB (the computer had 24 GB free): a file declaring 1 GiB was
+    read, and the kernel's OOM killer ended the process (exit 137, no message). The cgroup's room is now the
+    memory available when it is tighter than the computer's."""
+    import uni_o4_ros.data.memory as memory
+
+    proc, root = _cgroups(tmp_path, True, {"/docker/abc": (str(600 * 2**20), 10 * 2**20, 0)})
+    monkeypatch.setattr(memory, "PROC_CGROUP", proc)
+    monkeypatch.setattr(memory, "CGROUP_ROOT", root)
+    path = declaring(tmp_path / "big.hdf5", 2**29 // (290 * 4))  # 0.5 GiB each of observations, next_observations
+    with pytest.raises(DatasetError) as info:
+        read_hdf5(path)
+    assert str(info.value).startswith(f"{path}: its datasets declare 1.0 GiB")
+    assert "more than the 0.6 GiB of memory available: not read" in str(info.value)
+
+
 def test_running_out_of_memory_while_reading_is_a_dataset_error(tmp_path, monkeypatch):
-    """Memory the check cannot see (a `ulimit -v`, a container's limit) runs out while reading: one line
-    naming the file, not a MemoryError traceback."""
+    """Memory the check cannot see (a `ulimit -v`) runs out while reading: one line naming the file, not a
+    MemoryError traceback."""
     import uni_o4_ros.data.d4rl as d4rl
 
     monkeypatch.setattr(d4rl, "available_memory", lambda: 2**40, raising=False)

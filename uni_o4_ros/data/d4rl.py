@@ -7,7 +7,6 @@ groups infos/* and metadata/*. Only arrays and scalars are read: no pickle anywh
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import h5py
 import numpy as np
 
 from .atomic import atomic_write
+from .memory import available_memory
 
 REQUIRED = ("observations", "actions", "rewards", "terminals")
 FLOAT_KEYS = ("observations", "actions", "rewards", "next_observations")
@@ -119,22 +119,6 @@ def describe_dims(t: dict) -> str:
 
 def _fail(path: str | Path, msg: str) -> DatasetError:
     return DatasetError(f"{path}: {msg}")
-
-
-def available_memory() -> int | None:
-    """Bytes that can be allocated without swapping: MemAvailable of /proc/meminfo (Linux), else the free
-    physical pages; None where neither is known."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def _gib(n: int | None) -> str:

@@ -98,7 +98,7 @@ def _check_declared(size: int, compressed: int) -> None:
         raise ValueError(f"it declares {size} bytes uncompressed from {compressed} compressed "
                          f"({size // max(1, compressed)} times as many; no recording compresses more than "
                          f"{PLAUSIBLE_RATIO} times): not decompressed")
-    from .d4rl import available_memory
+    from .memory import available_memory
 
     free = available_memory()
     if free is not None and 2 * size > free:  # its records, and the messages parsed from them

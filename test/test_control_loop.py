@@ -255,6 +255,8 @@ def test_nodes_refuse_meaningless_parameters_at_start_with_one_line(ros_env, sta
     for node, params, needle in (
             (controller, ["backend:=go1_sim", "wait_for_policy:=true"], "a real robot cannot wait"),
             (controller, ["rate_hz:=0.0"], "parameter rate_hz: must be > 0, got 0.0"),
+            (controller, ["backend:=unitree_sdk", "reset_on_episode_end:=true"],
+             "reset_on_episode_end puts a simulated robot back on its feet; on the Go1 it would re-activate"),
             (controller, ["remote_estop:=L2+Q"], "unknown button(s) ['Q']"),
             (controller, ["max_tilt:=1"], "a DOUBLE parameter needs a decimal point"),
             (controller, ["min_battery_soc:=15.0"], "an INTEGER parameter takes a whole number"),

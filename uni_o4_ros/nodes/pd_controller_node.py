@@ -73,9 +73,9 @@ PARAMETERS = {
     "spawn_roll": Doc("rad; sim backend only: the robot's roll when the node starts (later resets stand it "
                       "upright), to test fall handling"),
     "terrain": Doc("flat | mattress; sim backend only: the ground simulated"),
-    "reset_on_episode_end": Doc("simulation: each time the recorder starts an episode, clear a fall or e-stop as a "
-                                "re-arm would, and stand the sim backend's robot up (the go1_sim node does so under "
-                                "its own parameter)"),
+    "reset_on_episode_end": Doc("simulation only (refused with unitree_sdk): each time the recorder starts an "
+                                "episode, clear a fall or e-stop as a re-arm would, and stand the sim backend's robot "
+                                "up (the go1_sim node does so under its own parameter)"),
     "wait_for_policy": Doc("sim backend only: step only once the policy has answered the newest state (exact "
                            "lockstep when the graph runs faster than real time)"),
     "robot_ip": Doc("IPv4 address; unitree_sdk only: the Go1's motion board"),
@@ -192,6 +192,12 @@ class PDControllerNode(Node):
             # One hand would then press both: pressing the e-stop's buttons must never also re-arm.
             raise NodeConfigError(f"remote_rearm {p['remote_rearm']!r} and remote_estop {p['remote_estop']!r}: "
                                   "neither combination may contain the other")
+        if p["reset_on_episode_end"] and p["backend"] == "unitree_sdk":
+            # Software cannot stand a Go1 up: each recorder episode start (a start_episode call after a fall, say)
+            # would re-activate a robot lying where it fell, or clear the operator's e-stop, with nobody deciding.
+            raise NodeConfigError("reset_on_episode_end puts a simulated robot back on its feet; on the Go1 it would "
+                                  "re-activate a fallen or e-stopped robot at the next episode's start. Stand it up "
+                                  "and re-arm it yourself (`uni-o4 estop rearm`, or the remote's remote_rearm)")
         try:
             cfg = SafetyConfig(max_target_step=p["max_target_step"], torque_fraction=p["torque_fraction"],
                                watchdog_timeout=p["watchdog_timeout"], max_tilt=p["max_tilt"],

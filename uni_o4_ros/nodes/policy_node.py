@@ -136,7 +136,7 @@ class PolicyNode(Node):
             self.crowded = False
             self.runner.reset()
             self.get_logger().warning("robot states from one controller again: answering, with a fresh history")
-        self._follow_current_command()  # before a reset, whose fresh history shows the command
+        self._lapse_silent_command()  # before a reset, whose fresh history shows the command
         if msg.resets != self.resets:
             # The robot was stood up again (simulation): the history restarts at this very state.
             self.resets = msg.resets
@@ -160,13 +160,16 @@ class PolicyNode(Node):
         step.action = res.action.tolist()
         self.step_pub.publish(step)
 
-    def _follow_current_command(self) -> None:
+    def _lapse_silent_command(self) -> None:
+        """The standing command again once cmd_vel fell silent; the runner's command changes only then and on a
+        received command, not at every tick."""
         command, silence = self.hold.current(time.monotonic())
-        if silence is not None:
-            self.get_logger().warning(
-                f"no velocity command on cmd_vel for {silence:.2f} s (command_timeout {self.hold.timeout:g} s): "
-                f"following the standing command ({', '.join(f'{x:g}' for x in command)}; command_velocity)")
+        if silence is None:
+            return
         self.runner.command = command_vector(*command)
+        self.get_logger().warning(
+            f"no velocity command on cmd_vel for {silence:.2f} s (command_timeout {self.hold.timeout:g} s): "
+            f"following the standing command ({', '.join(f'{x:g}' for x in command)}; command_velocity)")
 
     def on_cmd_vel(self, msg: Twist) -> None:
         asked = (msg.linear.x, msg.linear.y, msg.angular.z)
@@ -175,6 +178,7 @@ class PolicyNode(Node):
         except CommandLimitsError:
             self.get_logger().warning("ignored a non-finite velocity command")
             return
+        self.runner.command = command_vector(*command)
         if clamped:
             # A joystick held at its end repeats the same command at 10-50 Hz: say it every 2 s, not each time.
             self.get_logger().warning(

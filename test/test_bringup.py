@@ -519,6 +519,66 @@ def test_operator_starts_and_stops_an_episode_through_the_services(ros_env, stan
         stop(*procs)
 
 
+def test_stop_episode_pauses_auto_start_until_the_operator_starts_one(ros_env, standing_policy):
+    """With auto_start, an operator's stop_episode stops the robot: the episode ends, no other starts by
+    itself and the recorder stops sending its command, until start_episode, after whose episode auto_start
+    goes on. Before, the next episode began at once and drove the robot on."""
+    from geometry_msgs.msg import Twist
+
+    from uni_o4_ros.msg import EpisodeEvent, Transition
+    from uni_o4_ros.nodes.qos import COMMAND, EVENTS, TRANSITIONS
+    from uni_o4_ros.srv import StartEpisode, StopEpisode
+
+    w = TransitionWatcher()
+    cmds: list = []
+    events: list = []
+    steps: list = []
+    w.node.create_subscription(Twist, "cmd_vel", cmds.append, COMMAND)
+    w.node.create_subscription(EpisodeEvent, "recorder_events", events.append, EVENTS)
+    w.node.create_subscription(Transition, "policy_step", steps.append, TRANSITIONS)
+    start_cli = w.node.create_client(StartEpisode, "start_episode")
+    stop_cli = w.node.create_client(StopEpisode, "stop_episode")
+    procs = [
+        start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "max_steps:=40", "wait_for_subscribers:=1",
+              "command_velocity:=[0.4, 0.0, 0.0]"),
+        start("uni_o4_ros.nodes.pd_controller_node", ros_env),
+        start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}"),
+    ]
+
+    def call(client, request):
+        assert client.wait_for_service(timeout_sec=60)
+        fut = client.call_async(request)
+        w.wait(fut.done)
+        return fut.result()
+
+    def started(eid: int) -> bool:
+        return any(e.event == EpisodeEvent.STARTED and e.episode_id == eid for e in events)
+
+    try:
+        w.wait(lambda: sum(t.episode_id == 1 for t in w.seen) >= 10)
+        stopped = call(stop_cli, StopEpisode.Request(reason="operator"))
+        assert stopped.accepted, stopped.message
+        w.wait(lambda: any(e.event == EpisodeEvent.ENDED and e.episode_id == 1 for e in events))
+        ep1 = [t for t in w.seen if t.episode_id == 1]
+        assert ep1[-1].timeout and len(ep1) < 40  # ended by the stop, not by max_steps
+        # The robot goes on stepping (standing): 150 policy steps, three episodes' worth at max_steps 40.
+        w.wait(lambda: len(steps) >= 20)  # the stop's own step and the sends before it have arrived
+        sent, seen_steps = len(cmds), len(steps)
+        w.wait(lambda: len(steps) >= seen_steps + 150)
+        assert not started(2) and all(t.episode_id == 1 for t in w.seen)
+        assert len(cmds) == sent  # nothing drives the robot: the policy's command_timeout lapses to standing
+        assert "auto_start is paused until start_episode" in stopped.message, stopped.message
+        res = call(start_cli, StartEpisode.Request(command_velocity=[0.3, 0.0, 0.0]))
+        assert res.accepted and res.episode_id == 2, res.message
+        w.wait(lambda: started(3))  # after episode 2's 40 steps, auto_start again
+        ep2 = [t for t in w.seen if t.episode_id == 2]
+        assert len(ep2) == 40 and ep2[-1].timeout
+        assert cmds[-1].linear.x == pytest.approx(0.4)  # episode 3: the configured command again
+    finally:
+        w.close()
+        stop(*procs)
+
+
 def test_stop_processes_kills_and_reaps_a_process_that_ignores_sigterm_and_names_it():
     import subprocess
     import sys

@@ -16,7 +16,11 @@ default, where the controller waits for the policy). Without wait_for_reset (the
 episode starts only while the controller is ACTIVE: after a fall or an e-stop the next one waits until
 the robot is re-armed, so no transition spans the time it lay damped.
 Services: start_episode (StartEpisode: command velocity; refused while one runs) and stop_episode
-(StopEpisode: the episode ends at the next step as a timeout, event ENDED with the reason).
+(StopEpisode: the episode ends at the next step as a timeout, event ENDED with the reason). With
+auto_start, stop_episode also pauses it: no episode starts by itself (and one about to start is
+called off) until start_episode is called, whose episode resumes it. An operator's stop stops the
+robot: with command_source recorder the sends end, and the policy's command_timeout returns it to
+its standing command.
 
 Who sets the velocity command is `command_source`:
 - `recorder` (default): the recorder sets each episode's command. It publishes it as
@@ -62,7 +66,8 @@ PARAMETERS = {
                             "cmd_vel (vx taken from command_vx_schedule when one is set; command_source recorder)"),
     "command_source": Doc("recorder: the recorder sends each episode's command on cmd_vel at every policy step; "
                           "external: a joystick, teleop or Nav2 drives and the recorder sends nothing"),
-    "auto_start": Doc("start episodes by itself; false: only when the start_episode service is called"),
+    "auto_start": Doc("start episodes by itself (stop_episode pauses it until start_episode); false: only when "
+                      "the start_episode service is called"),
     "episodes": Doc("episodes; auto_start starts no more after this many (one that ended before its first "
                     "transition does not count); 0: no limit", ">=0"),
     "command_vx_schedule": Doc("m/s; forward speeds cycled one per episode; [0.0] (ROS cannot declare an empty "
@@ -103,6 +108,7 @@ class EpisodeRecorderNode(Node):
         self.pending: tuple[float, float, float] | None = None
         self.pending_steps = 0  # policy steps seen since the pending command was first sent
         self.auto_start, self.episode_limit = bool(p["auto_start"]), int(p["episodes"])
+        self.auto_paused = False  # by stop_episode, until start_episode: an operator's stop must not restart
         # ROS parameters cannot declare an empty float list, so [0.0] alone also means "no schedule".
         schedule = [float(v) for v in p["command_vx_schedule"]]
         self.schedule = [] if schedule == [0.0] else schedule
@@ -152,6 +158,9 @@ class EpisodeRecorderNode(Node):
             res.accepted, res.episode_id, res.message = False, self.core.episode_id, lost
             return res
         res.accepted, res.episode_id = True, self.core.episode_id + 1
+        if self.auto_paused:
+            self.auto_paused = False
+            self.get_logger().info("start_episode: auto_start resumes after this episode")
         if not self.sends_command:
             self._arm(*self.base_command)
             res.message = (f"episode {res.episode_id} starts at the next policy step, with the command cmd_vel "
@@ -170,6 +179,17 @@ class EpisodeRecorderNode(Node):
         self.stop_reason = req.reason or "stopped on request"
         res.message = (f"episode {self.core.episode_id} ends at the next step" if res.accepted
                        else "no episode is running")
+        if not self.auto_start:
+            return res
+        # Before, auto_start began the next episode at once, and the recorder drove the robot on at that
+        # episode's command: the operator's stop did not stop it.
+        if self.pending is not None:  # armed, waiting for the policy to show its command
+            self.pending = None
+            res.accepted = True
+            res.message = f"episode {self.core.episode_id + 1}, about to start, is called off"
+        self.auto_paused = True
+        res.message += "; auto_start is paused until start_episode is called"
+        self.get_logger().info(f"stop_episode ({self.stop_reason}): {res.message}")
         return res
 
     def on_odom(self, msg: Odometry) -> None:
@@ -226,7 +246,7 @@ class EpisodeRecorderNode(Node):
         return (answered is not None and answered >= stamp) or time.monotonic() - heard > 0.5
 
     def _maybe_start(self) -> None:
-        if self.core.active or self.pending is not None or not self.auto_start:
+        if self.core.active or self.pending is not None or not self.auto_start or self.auto_paused:
             return
         if self.episode_limit and self.core.episode_id >= self.episode_limit:
             return

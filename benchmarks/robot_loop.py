@@ -54,10 +54,10 @@ def inference_and_swap(n: int = 3000) -> dict:
         for _ in range(300):  # a full history of recent states, which the update's shift is measured on
             runner.tick(quat, q, dq)
         for v in range(2, 52):
-            msg = encode_update(robot_policy(), norm, v, key=key)
+            msg = encode_update(robot_policy(), norm, v, key=key, session=runner.session)
             t0 = time.perf_counter()
             verdict = runner.offer(msg["version"], msg["sha256"], msg["safetensors"], msg["spec_json"],
-                                   msg["signature"])
+                                   msg["signature"], msg["session"])
             verify[suffix].append(time.perf_counter() - t0)
             assert verdict.accepted, verdict.reason
             ticks = 0
@@ -78,9 +78,10 @@ def realtime_loop(seconds: float, swaps: int = 10) -> dict:
     the run `swaps` PolicyUpdates are published over DDS; the hot-swap latency is the time from
     publishing one to the first JointCommand that carries its version."""
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticStatus
 
     from uni_o4_ros.msg import JointCommand, PolicyUpdate, RobotState
-    from uni_o4_ros.nodes.qos import COMMAND, POLICY_UPDATE, SENSOR
+    from uni_o4_ros.nodes.qos import COMMAND, POLICY_SESSION, POLICY_UPDATE, SENSOR
 
     tmp = Path(tempfile.mkdtemp())
     torch.manual_seed(0)
@@ -109,10 +110,13 @@ def realtime_loop(seconds: float, swaps: int = 10) -> dict:
 
     node.create_subscription(JointCommand, "joint_command", on_command, COMMAND)
     upd_pub = node.create_publisher(PolicyUpdate, "policy_update", POLICY_UPDATE)
+    sessions: list = []  # the policy node run's, which updates are signed for (as a learner does)
+    node.create_subscription(DiagnosticStatus, "policy_session", sessions.append, POLICY_SESSION)
     published: dict[int, float] = {}
     try:
-        while not modes or modes[-1] != 1:
+        while not modes or modes[-1] != 1 or not sessions:
             rclpy.spin_once(node, timeout_sec=0.1)
+        session = next(kv.value for kv in sessions[-1].values if kv.key == "session")
         start = len(stamps)
         t_start = time.monotonic()
         end = t_start + seconds
@@ -120,7 +124,7 @@ def realtime_loop(seconds: float, swaps: int = 10) -> dict:
         while time.monotonic() < end:
             if next_swap <= swaps and time.monotonic() - t_start > next_swap * seconds / (swaps + 1):
                 fields = encode_update(pol, StateNormalizer(np.zeros(290), np.ones(290)), next_swap,
-                                       key=load_update_key("auto")[0])  # the policy node's own (default) key
+                                       key=load_update_key("auto")[0], session=session)  # the node's own key
                 published[next_swap] = time.monotonic()
                 upd_pub.publish(PolicyUpdate(**fields))
                 next_swap += 1

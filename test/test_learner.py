@@ -94,9 +94,10 @@ class Watch:
         self.node.create_subscription(RobotState, "robot_state", self.states.append, SENSOR)
         self.node.create_subscription(Transition, "transitions", self.transitions.append, TRANSITIONS)
 
-    def accepted_versions(self) -> list[int]:
+    def accepted_versions(self, since: int = 0) -> list[int]:
+        """Versions the policy node accepted, in the statuses from index `since` on."""
         out = []
-        for s in self.status:
+        for s in self.status[since:]:
             kv = {v.key: v.value for v in s.values}
             if kv.get("accepted") == "True":
                 out.append(int(kv["version"]))
@@ -144,6 +145,15 @@ def test_online_learning_hot_swaps_and_survives_a_learner_crash(ros_env, standin
         learner = start("uni_o4_ros.nodes.learner_node", ros_env, *learner_args)
         w.wait(lambda: saved["version"] + 1 in w.accepted_versions())  # resumed, not restarted at 1
         assert json.loads((run / "learner.json").read_text())["updates"] > saved["updates"]
+        # The policy node restarted, from its folder's version 0: a new run, with a new session. The learner
+        # signs its newest version again for it, the new run takes it, and learning goes on from there.
+        stop(procs[3])
+        newest, since = json.loads((run / "learner.json").read_text())["version"], len(w.status)
+        procs[3] = start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}",
+                         "deterministic:=false")
+        w.wait(lambda: any(v >= newest for v in w.accepted_versions(since)))
+        first = w.accepted_versions(since)[0]
+        w.wait(lambda: first + 1 in w.accepted_versions(since))
     finally:
         w.close()
         stop(learner, *procs)
@@ -206,17 +216,26 @@ def test_offline_learner_stopped_mid_training_exits_cleanly_and_keeps_its_progre
 
 def test_offline_mode_learns_from_logged_episodes_and_publishes_a_verifiable_policy(ros_env, standing_policy,
                                                                                     tmp_path):
+    """...and holds the policy back until a policy node announces its session, then signs it for that run."""
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
     from uni_o4_ros.msg import PolicyUpdate
-    from uni_o4_ros.nodes.qos import POLICY_UPDATE
-    from uni_o4_ros.robot.policy_update import load_update_key, verify_update
+    from uni_o4_ros.nodes.qos import POLICY_SESSION, POLICY_UPDATE
+    from uni_o4_ros.robot.policy_update import (
+        SESSION_STATUS,
+        load_update_key,
+        new_session,
+        session_status,
+        verify_update,
+    )
 
     _log_two_mattress_episodes(tmp_path / "ep")
     rclpy.init()
     node = rclpy.create_node("update_watcher")
     got: list = []
     node.create_subscription(PolicyUpdate, "policy_update", got.append, POLICY_UPDATE)
+    key = load_update_key("auto")[0]  # the learner signs with this computer's key by default
     overrides = "['env=go1','value.steps=50','value.q_hidden=[32,32]','value.v_hidden=[32,32]'," \
                 "'dynamics.hidden=[32,32]','dynamics.max_steps=50','dynamics.max_epochs=1','improvement.steps=20'," \
                 "'improvement.eval_every=10','ope.horizon=5','ope.n_start_states=8']"
@@ -224,20 +243,31 @@ def test_offline_mode_learns_from_logged_episodes_and_publishes_a_verifiable_pol
     proc = start("uni_o4_ros.nodes.learner_node", ros_env, "mode:=offline", f"dataset:={tmp_path / 'ep'}",
                  f"policy_dir:={standing_policy}", f"run_dir:={run}", f"offline_overrides:={overrides}")
     try:
-        wait_until(rclpy, node, lambda: got or proc.poll() is not None, timeout=300)
+        wait_until(rclpy, node, lambda: (run / "summary.json").exists() or proc.poll() is not None, timeout=300)
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert not got  # no policy node has said which run to sign for
+        # A policy node starts (its announcement, as policy_node publishes it): the learner signs for its run.
+        session = new_session()
+        values, message = session_status(session, 0, key)
+        announce = node.create_publisher(DiagnosticStatus, "policy_session", POLICY_SESSION)
+        announce.publish(DiagnosticStatus(name=SESSION_STATUS, message=message,
+                                          values=[KeyValue(key=k, value=v) for k, v in values.items()]))
+        wait_until(rclpy, node, lambda: got or proc.poll() is not None, timeout=60)
         assert got, proc.stderr.read()[-2000:]
         m = got[0]
+        assert m.session == session
         verified = verify_update(m.version, m.sha256, bytes(m.safetensors), m.spec_json, bytes(m.signature),
-                                 current_version=0, expected_obs_dim=290, expected_act_dim=12,
-                                 key=load_update_key("auto")[0])  # signed with this computer's key by default
+                                 current_version=0, expected_obs_dim=290, expected_act_dim=12, key=key,
+                                 session=m.session, expected_session=session)
         assert verified.version == 1
         summary = json.loads((run / "summary.json").read_text())
         assert summary["transitions"] == 120 and np.isfinite(summary["am_q"]) and (run / "final").is_dir()
-        assert proc.poll() is None  # the node stays up (transient-local: late policy nodes still get it)
+        assert proc.poll() is None  # the node stays up: a later policy node run gets it, signed for that run
     finally:
         stop(proc)
         node.destroy_node()
         rclpy.shutdown()
+    assert "version 1 waits for a policy node: none has announced its session" in proc.stderr.read()
 
 
 def test_learner_refuses_an_unknown_mode_a_missing_dataset_no_threads_or_a_bad_ppo_setting(ros_env, tmp_path,
@@ -426,6 +456,8 @@ def test_a_learner_with_another_key_than_the_robot_hears_why_and_does_not_go_bac
         said = _wait_for_output(learner, "transitions came from policy version 0", 120,
                                 "a policy node refused version 1: its signature does not match this robot's key")
         assert "give it a copy of this robot's key file" in said and "not signed with this learner's key" in said
+        # The robot's session announcement, which it cannot check, is what it signs for: so it hears the refusal.
+        assert "is announced in a status not signed with this learner's key (another key than the robot's" in said
         # Its log names the key it signs with by a fingerprint, to compare with the policy node's.
         from uni_o4_ros.robot.policy_update import key_fingerprint
 

@@ -33,20 +33,28 @@ def constant_policy(value: float):
     return pol, StateNormalizer(np.zeros(290), np.ones(290))
 
 
+def start_policy_node(folder, ros_env) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "uni_o4_ros.nodes.policy_node", "--ros-args", "-p", f"policy_dir:={folder}"],
+        env=ros_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def end(proc: subprocess.Popen) -> str:
+    proc.terminate()
+    try:
+        return proc.communicate(timeout=10)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()[0]
+
+
 @pytest.fixture
 def node(tmp_path, ros_env):
     pol, norm = constant_policy(-0.4)
     save_policy(tmp_path / "initial", "policy", pol, norm, extra={"version": 1})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uni_o4_ros.nodes.policy_node", "--ros-args", "-p",
-         f"policy_dir:={tmp_path / 'initial'}"], env=ros_env, cwd=ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
+    proc = start_policy_node(tmp_path / "initial", ros_env)
     yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    end(proc)
 
 
 class Driver:
@@ -55,7 +63,7 @@ class Driver:
         from diagnostic_msgs.msg import DiagnosticStatus
 
         from uni_o4_ros.msg import JointCommand, PolicyUpdate, RobotState
-        from uni_o4_ros.nodes.qos import COMMAND, EVENTS, POLICY_UPDATE, SENSOR
+        from uni_o4_ros.nodes.qos import COMMAND, EVENTS, POLICY_SESSION, POLICY_UPDATE, SENSOR
 
         rclpy.init()
         self.rclpy, self.RobotState, self.PolicyUpdate = rclpy, RobotState, PolicyUpdate
@@ -65,7 +73,15 @@ class Driver:
         self.cmds, self.status = [], []
         self.n.create_subscription(JointCommand, "joint_command", self.cmds.append, COMMAND)
         self.n.create_subscription(DiagnosticStatus, "policy_status", self.status.append, EVENTS)
+        self.sessions: list = []
+        self.n.create_subscription(DiagnosticStatus, "policy_session", self.sessions.append, POLICY_SESSION)
         self.seq = 0
+
+    @property
+    def session(self) -> str:
+        """The policy node run's session, which updates are signed for (as a learner hears it)."""
+        self.wait(lambda: self.sessions)
+        return next(kv.value for kv in self.sessions[-1].values if kv.key == "session")
 
     def wait(self, cond, timeout: float = 30.0, poke=None) -> None:
         end = time.monotonic() + timeout
@@ -114,9 +130,9 @@ def test_hot_swap_takes_effect_on_the_next_tick_and_bad_updates_are_refused(node
         # The node made this computer's key at start (hmac_key_file: auto); the learner signs with it.
         key = load_update_key("auto")[0]
         pol2, norm2 = constant_policy(0.3)
-        v2 = encode_update(pol2, norm2, version=2, key=key)
-        for fields, why in ((encode_update(pol2, norm2, version=2), "it is not signed"),
-                            (encode_update(pol2, norm2, version=2, key=b"another robot's"),
+        v2 = encode_update(pol2, norm2, version=2, key=key, session=d.session)
+        for fields, why in ((encode_update(pol2, norm2, version=2, session=d.session), "it is not signed"),
+                            (encode_update(pol2, norm2, version=2, key=b"another robot's", session=d.session),
                              "its signature does not match this robot's key")):
             ok, reason = d.update(fields)
             assert not ok and why in reason, reason
@@ -127,7 +143,7 @@ def test_hot_swap_takes_effect_on_the_next_tick_and_bad_updates_are_refused(node
         assert after.policy_version == 2
         np.testing.assert_allclose(after.q, new_q, atol=1e-6)
 
-        good = encode_update(constant_policy(0.9)[0], norm2, version=3, key=key)
+        good = encode_update(constant_policy(0.9)[0], norm2, version=3, key=key, session=d.session)
         tensors = load(good["safetensors"])
         nan = dict(tensors)
         nan["policy.body.net.2.bias"] = nan["policy.body.net.2.bias"] * float("nan")
@@ -143,11 +159,11 @@ def test_hot_swap_takes_effect_on_the_next_tick_and_bad_updates_are_refused(node
             "truncated": with_blob(good["safetensors"][:100]),
             "wrong-shape": with_blob(save(wrong_shape)),
             "nan": with_blob(save(nan)),
-            "older": encode_update(constant_policy(0.9)[0], norm2, version=1, key=key),
+            "older": encode_update(constant_policy(0.9)[0], norm2, version=1, key=key, session=d.session),
             # version 2, signed, captured and offered again as version 3: the signature covers the version
             "replayed": dict(v2, version=3),
             # well-formed, but its actions 40 units off (a learner that diverged): 10 rad at the knees
-            "blown-up": encode_update(constant_policy(40.0)[0], norm2, version=3, key=key),
+            "blown-up": encode_update(constant_policy(40.0)[0], norm2, version=3, key=key, session=d.session),
         }
         for name, fields in cases.items():
             ok, reason = d.update(fields)
@@ -164,6 +180,41 @@ def test_hot_swap_takes_effect_on_the_next_tick_and_bad_updates_are_refused(node
         assert sorted(set(seqs)) == list(range(1, d.seq + 1))  # every tick was answered
     finally:
         d.close()
+
+
+def test_an_update_of_an_earlier_run_of_the_policy_node_is_refused_by_the_next_run(tmp_path, ros_env):
+    """`ros2 bag play` of an earlier session's bag beside the robot replays its policy_update: signed with this
+    computer's key, numbered above the version a restarted policy node runs, it used to be hot-swapped in.
+    Each run now announces its own session, and an update signed for another is refused (in a verdict the
+    learner does not act on); the same weights signed for the new run are taken."""
+    pol, norm = constant_policy(-0.4)
+    save_policy(tmp_path / "initial", "policy", pol, norm, extra={"version": 1})
+    proc = start_policy_node(tmp_path / "initial", ros_env)
+    d = Driver()
+    try:
+        assert d.tick().policy_version == 1
+        key = load_update_key("auto")[0]
+        yesterday = d.session
+        captured = encode_update(constant_policy(0.3)[0], norm, version=2, key=key, session=yesterday)
+        ok, reason = d.update(captured)
+        assert ok, reason
+        assert d.tick().policy_version == 2
+        end(proc)
+        proc = start_policy_node(tmp_path / "initial", ros_env)  # the next run, from its folder: version 1
+        d.wait(lambda: d.session != yesterday)
+        ok, reason = d.update(captured)  # played back (it also reached the new run as policy_update's newest)
+        assert not ok and f"signed for session {yesterday[:8]}..., not this run of the policy node" in reason, reason
+        values = {kv.key: kv.value for kv in d.status[-1].values}
+        assert values["stale_session"] == "True" and "signature" not in values  # nothing for a learner to act on
+        assert d.tick().policy_version == 1  # the new run keeps its own policy
+        ok, reason = d.update(dict(encode_update(constant_policy(0.3)[0], norm, version=2, key=key,
+                                                 session=d.session)))
+        assert ok, reason
+        assert d.tick().policy_version == 2
+    finally:
+        d.close()
+        out = end(proc)
+    assert "refused: it is signed for session" in out, out[-2000:]
 
 
 def test_a_policy_hearing_two_controllers_answers_neither_until_one_is_left(node):

@@ -247,6 +247,53 @@ def test_a_policy_status_is_believed_only_when_signed_with_the_readers_key():
     assert not refusal_in({**values, "signature": "é"}, "too far", b"k").signed  # not an error in the learner
 
 
+def test_an_update_signed_for_another_run_of_the_policy_node_is_refused_and_its_verdict_is_not_acted_on():
+    """Each policy node run draws a session; updates are signed for it. An update of an earlier run (a bag of
+    yesterday's played beside the robot), signed with the same key and numbered above the running version,
+    used to pass. Refused now, with a verdict the learner does not act on (it signs its newest version again
+    for the new run by itself)."""
+    from uni_o4_ros.msg import PolicyUpdate
+    from uni_o4_ros.robot.policy_runner import PolicyRunner
+    from uni_o4_ros.robot.policy_update import StaleSession, refusal_in, session_in, session_status, sign_status
+
+    torch.manual_seed(0)
+    pol = make_policy(290, 12, hidden=(32, 32), mean_activation="none")
+    norm = StateNormalizer(np.zeros(290), np.ones(290))
+    yesterday, today = PolicyRunner(pol, norm, version=1, key=b"k"), PolicyRunner(pol, norm, version=1, key=b"k")
+    assert yesterday.session != today.session and len(today.session) == 32
+    old = encode_update(pol, norm, version=9, key=b"k", session=yesterday.session)
+    assert yesterday.offer(*(old[k] for k in ("version", "sha256", "safetensors", "spec_json", "signature",
+                                              "session"))).accepted
+    verdict = today.offer(*(old[k] for k in ("version", "sha256", "safetensors", "spec_json", "signature", "session")))
+    assert not verdict.accepted and verdict.stale_session and not verdict.authentic
+    assert "signed for session " + yesterday.session[:8] in verdict.reason
+    assert today.version == 1 and today.next_version == 1
+    # The session is signed: renaming it in a captured update breaks the signature.
+    renamed = dict(old, session=today.session)
+    verdict = today.offer(*(renamed[k] for k in ("version", "sha256", "safetensors", "spec_json", "signature",
+                                                 "session")))
+    assert not verdict.accepted and "signature does not match" in verdict.reason and not verdict.stale_session
+    with pytest.raises(StaleSession, match="signed for no session"):  # a learner that never heard one
+        unnamed = encode_update(pol, norm, version=9, key=b"k")
+        verify_update(9, unnamed["sha256"], unnamed["safetensors"], unnamed["spec_json"], unnamed["signature"],
+                      current_version=1, expected_obs_dim=290, expected_act_dim=12, key=b"k",
+                      session=unnamed["session"], expected_session=today.session)
+    fresh = encode_update(pol, norm, version=9, key=b"k", session=today.session)
+    assert today.offer(*(fresh[k] for k in ("version", "sha256", "safetensors", "spec_json", "signature",
+                                            "session"))).accepted
+    assert "session" in PolicyUpdate.get_fields_and_field_types()  # the message carries it
+
+    # The announcement a learner believes: its own robot's, signed; and a stale-session verdict is no refusal.
+    values, message = session_status(today.session, 1, b"k")
+    assert session_in(values, message, b"k") == (today.session, True)
+    assert session_in(values, message, None) == (today.session, True)  # a learner without a key believes all
+    assert session_in(values, message, b"other") == (today.session, False)
+    assert session_in({**values, "session": yesterday.session}, message, b"k") == (yesterday.session, False)
+    assert session_in({"version": "1"}, "", None) is None
+    stale = {"version": "9", "accepted": "False", "running": "1", "stale_session": "True"}
+    assert refusal_in({**stale, "signature": sign_status(stale, "x", b"k")}, "x", b"k") is None
+
+
 def test_wrong_dims_in_spec_are_refused(update):
     pol, norm, msg = update
     spec = json.loads(msg["spec_json"])
@@ -275,8 +322,9 @@ def test_an_update_that_would_move_the_joints_far_is_refused_before_it_acts():
     norm = StateNormalizer(np.zeros(290), np.ones(290))
 
     def offer(runner, policy, version):
-        m = encode_update(policy, norm, version=version)
-        verdict = runner.offer(m["version"], m["sha256"], m["safetensors"], m["spec_json"], m["signature"])
+        m = encode_update(policy, norm, version=version, session=runner.session)
+        verdict = runner.offer(m["version"], m["sha256"], m["safetensors"], m["spec_json"], m["signature"],
+                               m["session"])
         return verdict.accepted, verdict.reason
 
     def edited(edit):

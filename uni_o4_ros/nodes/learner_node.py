@@ -12,6 +12,10 @@ offline - Uni-O4 offline on a logged `dataset` (an episode folder from the datas
           and written to run_dir/final (+ summary.json). Training runs on a worker thread so the
           node keeps answering; cached stages make a restarted offline run resume.
 
+Every update is signed for the policy node run that announced its session on `policy_session`: until
+one has, the learner holds its update back (and says so), and when a new run announces itself (a
+restarted policy node) the learner signs its newest version again for it.
+
 A crash of this process never stops the controller: the policy node keeps running the last
 verified version. Parameters: mode, policy_dir, run_dir, rollout_steps, epochs, minibatch_size,
 actor_lr, critic_lr, clip, critic_warmup_steps (transitions during which only V learns and nothing is
@@ -37,10 +41,10 @@ from uni_o4_ros.learning.offline import load_policy
 from uni_o4_ros.learning.online_learner import OnlineLearnerCore
 from uni_o4_ros.learning.value import ValueNet
 from uni_o4_ros.msg import PolicyUpdate, Transition
-from uni_o4_ros.robot.policy_update import encode_update, refusal_in
+from uni_o4_ros.robot.policy_update import SESSION_STATUS, encode_update, refusal_in, session_in
 
 from .params import Doc, declare_read_only, update_key
-from .qos import EVENTS, POLICY_UPDATE, TRANSITIONS
+from .qos import EVENTS, POLICY_SESSION, POLICY_UPDATE, TRANSITIONS
 from .run import NodeConfigError, run_node
 
 PARAMETERS = {
@@ -86,6 +90,14 @@ class LearnerNode(Node):
         self.key = update_key(self, p["hmac_key_file"])
         self.pub = self.create_publisher(PolicyUpdate, "policy_update", POLICY_UPDATE)
         self.published: tuple[int, str] | None = None  # (version, sha256) of the update this learner published last
+        # The policy node run updates are signed for, and the newest update (policy, normalizer, version): signed
+        # again for each new run. Guarded, since the offline result is published from its worker thread.
+        self.session: str | None = None
+        self.session_signed = False  # announced with this learner's key: its own robot's run
+        self.newest: tuple | None = None
+        self.publish_lock = threading.Lock()
+        self.held_back: int | None = None  # the version said to wait for a session, so it is said once
+        self.create_subscription(DiagnosticStatus, "policy_session", self.on_session, POLICY_SESSION)
         if p["mode"] == "offline":
             self._start_offline(p)
             return
@@ -112,8 +124,10 @@ class LearnerNode(Node):
         self.refused: set[int] = set()
         self.unsigned_refusals: set[int] = set()
         if self.core.updates:
-            self.get_logger().info(f"resumed at version {self.core.version} ({self.core.updates} updates)")
-            self.publish(self.core.ppo.actor, self.core.ppo.normalizer, self.core.version)
+            # Published when the policy node's session arrives (at once if one runs: it is kept for late joiners).
+            self.newest = (self.core.ppo.actor, self.core.ppo.normalizer, self.core.version)
+            self.get_logger().info(f"resumed at version {self.core.version} ({self.core.updates} updates): published "
+                                   "for the policy node run that announces itself on policy_session")
 
     # ------------------------------------------------------------------ offline mode
     def _start_offline(self, p: dict) -> None:
@@ -219,6 +233,8 @@ class LearnerNode(Node):
         if version not in self.refused:
             self.refused.add(version)
             if self.core.refused(version, running, st.message):
+                with self.publish_lock:  # what a restarted policy node is offered: the version gone back to
+                    self.newest = (self.core.ppo.actor, self.core.ppo.normalizer, self.core.version)
                 self.get_logger().error(
                     f"the policy node refused version {version}: {st.message}. Went back to version {running}, "
                     f"which the robot runs and version {version} was made from: learning goes on from its "
@@ -227,6 +243,33 @@ class LearnerNode(Node):
             self.get_logger().error(f"the policy node refused version {version}: {st.message}. The robot keeps "
                                     f"version {running}, not the one version {version} was made from; this learner "
                                     "learns only from transitions of its newest version, so it waits")
+
+    def on_session(self, st: DiagnosticStatus) -> None:
+        """A policy node run announced its session: updates are signed for it from now on, and the newest one
+        again at once (the run may be a restarted policy node, which took none of this learner's updates yet)."""
+        if st.name != SESSION_STATUS:
+            return
+        heard = session_in({kv.key: kv.value for kv in st.values}, st.message, self.key)
+        if heard is None:
+            return
+        session, signed = heard
+        with self.publish_lock:
+            # An announcement this learner cannot check is used only until its own robot's is heard: a learner
+            # whose key differs from the robot's then publishes, and hears from the policy node's refusal what
+            # to do; a forged one cannot take it away from its robot's run afterwards.
+            if session == self.session or (not signed and self.session_signed):
+                return
+            self.session, self.session_signed, newest = session, signed, self.newest
+        if not signed:
+            self.get_logger().warning(f"policy node session {session[:8]}... is announced in a status not signed with "
+                                      "this learner's key (another key than the robot's, or another suite's policy "
+                                      "node on this ROS domain): updates are signed for it until the robot's own is "
+                                      "heard")
+        if newest is None:
+            self.get_logger().info(f"policy node session {session[:8]}...: updates are signed for it")
+            return
+        self.get_logger().info(f"policy node session {session[:8]}...: publishing version {newest[2]} for it")
+        self._send(*newest, session)
 
     def close(self) -> None:
         """Called by run_node on Ctrl-C/SIGTERM: an offline run checkpoints and its thread ends
@@ -237,7 +280,20 @@ class LearnerNode(Node):
             worker.join(timeout=120.0)  # the longest uninterruptible piece is the final AM-Q choice
 
     def publish(self, actor, normalizer, version: int) -> None:
-        fields = encode_update(actor, normalizer, version, self.key)
+        """Publish `version` for the policy node run heard last, or hold it back until one is heard. `actor` is
+        signed again for each later run: online, the PPO actor, which holds `version` until the next publish."""
+        with self.publish_lock:
+            self.newest, session = (actor, normalizer, version), self.session
+        if session is None:
+            if self.held_back != version:
+                self.held_back = version
+                self.get_logger().warning(f"version {version} waits for a policy node: none has announced its session "
+                                          "on policy_session yet, and updates are signed for one")
+            return
+        self._send(actor, normalizer, version, session)
+
+    def _send(self, actor, normalizer, version: int, session: str) -> None:
+        fields = encode_update(actor, normalizer, version, self.key, session)
         self.published = (version, fields["sha256"])
         msg = PolicyUpdate(**fields)
         msg.header.stamp = self.get_clock().now().to_msg()

@@ -13,9 +13,11 @@ key; '': unsigned updates accepted), max_update_shift (rad,
 1.0; 0 = unchecked: an update that moves the joint targets further from the running policy's, on
 the states of the last 5 s and on the robot standing, is refused). Every accepted or refused update is
 reported on `policy_status` (diagnostic_msgs/DiagnosticStatus) and in the log, with the reason and
-how far it moves the joint targets. While robot states come from two controllers (another suite on
-the ROS domain) it answers none, so its controller's watchdog damps; once one is left it starts a
-fresh history.
+how far it moves the joint targets. Each run draws a session, announced (signed) on `policy_session`:
+updates must be signed for it, so one of an earlier run (a bag played back beside the robot) is refused,
+and the learner signs its newest version again for a restarted policy node. While robot states come
+from two controllers (another suite on the ROS domain) it answers none, so its controller's watchdog
+damps; once one is left it starts a fresh history.
 """
 
 from __future__ import annotations
@@ -38,11 +40,11 @@ from uni_o4_ros.robot.command import CommandHold, CommandLimits, CommandLimitsEr
 from uni_o4_ros.robot.go1 import KD, KP
 from uni_o4_ros.robot.observation import command_vector
 from uni_o4_ros.robot.policy_runner import PolicyRunner, Verdict
-from uni_o4_ros.robot.policy_update import encode_update, sign_status
+from uni_o4_ros.robot.policy_update import SESSION_STATUS, encode_update, session_status, sign_status
 from uni_o4_ros.robot.safety import SingleSender
 
 from .params import Doc, declare_read_only, require_vector, update_key
-from .qos import COMMAND, EVENTS, POLICY_UPDATE, SENSOR, TRANSITIONS
+from .qos import COMMAND, EVENTS, POLICY_SESSION, POLICY_UPDATE, SENSOR, TRANSITIONS
 from .run import NodeConfigError, run_node
 from .stamps import sender_id
 
@@ -100,6 +102,11 @@ class PolicyNode(Node):
         self.runner.command = command_vector(*start_command)
         self.cmd_pub = self.create_publisher(JointCommand, "joint_command", COMMAND)
         self.status_pub = self.create_publisher(DiagnosticStatus, "policy_status", EVENTS)
+        # This run's session, for learners: kept for late joiners, as the newest weights are on policy_update.
+        self.session_pub = self.create_publisher(DiagnosticStatus, "policy_session", POLICY_SESSION)
+        values, message = session_status(self.runner.session, self.runner.version, key)
+        self.session_pub.publish(DiagnosticStatus(level=DiagnosticStatus.OK, name=SESSION_STATUS, message=message,
+                                                  values=[KeyValue(key=k, value=v) for k, v in values.items()]))
         # What the policy saw and did each tick, for the episode recorder (and online learning).
         self.step_pub = self.create_publisher(Transition, "policy_step", TRANSITIONS)
         self.seq = 0
@@ -203,7 +210,7 @@ class PolicyNode(Node):
         msg = deserialize_message(raw, PolicyUpdate)
         try:
             verdict = self.runner.offer(msg.version, msg.sha256, bytes(msg.safetensors), msg.spec_json,
-                                        bytes(msg.signature))
+                                        bytes(msg.signature), msg.session)
         except Exception as exc:  # noqa: BLE001 - in this thread an error would vanish, and the update with it
             verdict = Verdict(False, f"checking it failed: {type(exc).__name__}: {exc}", False, "")
         ok, reason = verdict.accepted, verdict.reason
@@ -217,6 +224,8 @@ class PolicyNode(Node):
                               message=reason)
         values = {"version": str(msg.version), "accepted": str(ok), "running": str(self.runner.next_version),
                   "sha256": verdict.sha256}
+        if verdict.stale_session:  # the learner re-signs for this run on its own; nothing for it to act on
+            values["stale_session"] = "True"
         # The learner believes only its own robot's verdicts on its own updates: signed, and only for updates
         # signed with this robot's key. (Signing a verdict on a forgery let anyone have the learner go back.)
         if self.runner.key is not None and verdict.authentic:

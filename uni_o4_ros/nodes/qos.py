@@ -24,6 +24,8 @@ SENSOR_BACKLOG = QoSProfile(depth=200, history=HistoryPolicy.KEEP_LAST, reliabil
 COMMAND = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 POLICY_UPDATE = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                            durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# A policy node run's session (policy_update.py): as the newest weights, a learner that joins late must get it.
+POLICY_SESSION = POLICY_UPDATE
 # Events (falls, episode boundaries, update verdicts) are rare and must reach late joiners: a fall
 # detected on the very first tick happened before a just-started recorder had matched.
 EVENTS = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,

@@ -21,7 +21,7 @@ from ..learning.normalizer import StateNormalizer
 from ..learning.policy import GaussianPolicyEnsemble
 from .go1 import DEFAULT_Q, action_to_joint_targets
 from .observation import ObservationBuilder, command_vector
-from .policy_update import UpdateRejected, VerifiedPolicy, joint_target_shift, verify_update
+from .policy_update import StaleSession, UpdateRejected, VerifiedPolicy, joint_target_shift, new_session, verify_update
 
 RECENT_STATES = 250  # 5 s at 50 Hz: the states an update's behaviour is compared on
 
@@ -34,6 +34,7 @@ class Verdict:
     reason: str
     authentic: bool  # signed with this robot's key (or none is used): a verdict the learner may act on
     sha256: str  # of the bytes received, which a verdict names: a forgery cannot borrow the learner's update's
+    stale_session: bool = False  # signed for another run of the policy node (policy_update.StaleSession)
 
 
 @dataclass
@@ -59,6 +60,7 @@ class PolicyRunner:
         self._pending: VerifiedPolicy | None = None
         self._lock = threading.Lock()
         self.deterministic, self.key = deterministic, key
+        self.session = new_session()  # this run's: updates signed for another run are refused (policy_update.py)
         self.obs = ObservationBuilder()
         self.last_action = np.zeros(policy.spec.act_dim, np.float32)
         self.command = command_vector(0.0)
@@ -80,17 +82,19 @@ class PolicyRunner:
     def obs_dim(self) -> int:
         return self._active.policy.spec.obs_dim
 
-    def offer(self, version: int, sha256: str, blob: bytes, spec_json: str, signature: bytes) -> Verdict:
-        """Verify and stage an update."""
+    def offer(self, version: int, sha256: str, blob: bytes, spec_json: str, signature: bytes,
+              session: str = "") -> Verdict:
+        """Verify and stage an update, signed for `session`, which must be this runner's."""
         with self._lock:
             replaced = self._pending or self._active  # what the robot will run if this is refused
             states = list(self.recent)
         try:
             verified = verify_update(version, sha256, blob, spec_json, signature, current_version=replaced.version,
                                      expected_obs_dim=self.obs_dim, expected_act_dim=self._active.policy.spec.act_dim,
-                                     key=self.key, expected_spec=self._active.policy.spec)
+                                     key=self.key, expected_spec=self._active.policy.spec, session=session,
+                                     expected_session=self.session)
         except UpdateRejected as exc:
-            return Verdict(False, str(exc), exc.authentic, exc.sha256)
+            return Verdict(False, str(exc), exc.authentic, exc.sha256, isinstance(exc, StaleSession))
         # The robot standing still is always among the states: an update that arrives before the first
         # state (a learner's latest version reaches a starting policy node at once) is checked too.
         states.append(self.standing_history())

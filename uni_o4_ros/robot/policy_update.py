@@ -1,11 +1,18 @@
 """Verification of a PolicyUpdate before any of its weights can reach a motor.
 
-A received update is accepted only if: its version is newer than the running one; the sha256 of
-the safetensors bytes matches the announced digest; the bytes parse as safetensors (never
-pickle); the spec matches the running policy's observation and action sizes; every tensor the
-architecture needs is present with the exact shape and nothing else is; all values are finite;
-and the HMAC-SHA256 signature, over the version, the bytes and the spec, matches the robot's key.
-Anything else is refused with a reason and the running policy keeps running.
+A received update is accepted only if: it is made for this run of the policy node (its session);
+its version is newer than the running one; the sha256 of the safetensors bytes matches the
+announced digest; the bytes parse as safetensors (never pickle); the spec matches the running
+policy's observation and action sizes; every tensor the architecture needs is present with the
+exact shape and nothing else is; all values are finite; and the HMAC-SHA256 signature, over the
+session, the version, the bytes and the spec, matches the robot's key. Anything else is refused
+with a reason and the running policy keeps running.
+
+The session: each policy node run draws a random one and announces it, signed, on `policy_session`;
+a learner signs each update for the session it heard, and signs its newest again for a new one (a
+restarted policy node). Without it, an update of an earlier run, signed with the same key, passed
+under a version higher than the running one: a `ros2 bag play` of yesterday's bag beside the robot
+hot-swapped yesterday's policy in.
 
 The key is on by default (`hmac_key_file: auto`): each computer makes its own on first use, in
 ~/.config/uni_o4_ros/policy_update.key, so a learner on the robot's computer signs with the key the
@@ -127,11 +134,13 @@ def _make_key(path: Path) -> None:
                              "to a key file, or to '' for unsigned updates)") from exc
 
 
-def _signed_bytes(version: int, blob: bytes, spec_json: str) -> bytes:
+def _signed_bytes(version: int, blob: bytes, spec_json: str, session: str) -> bytes:
     """What the signature covers. The version too: an update captured from the network and offered again under
-    a higher number would otherwise pass. Lengths first, so no two messages give the same bytes."""
-    spec = spec_json.encode()
-    return struct.pack("<QQQ", version, len(blob), len(spec)) + blob + spec  # version: the message's uint64
+    a higher number would otherwise pass; the session, or it would pass in the policy node's next run. Lengths
+    first, so no two messages give the same bytes."""
+    spec, sess = spec_json.encode(), session.encode()
+    # version: the message's uint64
+    return struct.pack("<QQQQ", version, len(blob), len(spec), len(sess)) + blob + spec + sess
 
 
 def _status_bytes(values: dict[str, str], message: str) -> bytes:
@@ -142,6 +151,34 @@ def _status_bytes(values: dict[str, str], message: str) -> bytes:
 def sign_status(values: dict[str, str], message: str, key: bytes) -> str:
     """The signature of a policy node's verdict on an update (policy_status), as hex for a KeyValue."""
     return hmac.new(key, _status_bytes(values, message), hashlib.sha256).hexdigest()
+
+
+SESSION_STATUS = "policy_session"  # the DiagnosticStatus name of a policy node's session announcement
+
+
+def new_session() -> str:
+    """A policy node run's session: 128 random bits, so no earlier run's updates can name it."""
+    return secrets.token_hex(16)
+
+
+def session_status(session: str, version: int, key: bytes | None) -> tuple[dict[str, str], str]:
+    """The values and message of a policy node's announcement of its session, signed with its key."""
+    message = f"updates must be signed for session {session} (this run of the policy node, at version {version})"
+    values = {"session": session, "version": str(version)}
+    if key is not None:
+        values["signature"] = sign_status(values, message, key)
+    return values, message
+
+
+def session_in(values: dict[str, str], message: str, key: bytes | None) -> tuple[str, bool] | None:
+    """The session a policy_session status announces, and whether it is signed with `key` (or no key is used):
+    its own robot's. None: not an announcement."""
+    session = values.get("session", "")
+    if not session:
+        return None
+    signed = key is None or hmac.compare_digest(sign_status(values, message, key).encode(),
+                                                values.get("signature", "").encode())
+    return session, signed
 
 
 @dataclass(frozen=True)
@@ -156,8 +193,8 @@ def refusal_in(values: dict[str, str], message: str, key: bytes | None) -> Refus
     """The refusal a policy_status reports, or None (an acceptance, or not a policy node's status). The learner
     goes back to an older version on a refusal, so it acts only on its own robot's (`signed`): a status from
     another suite on the domain, or a forgery, would have it throw away what it learned."""
-    if values.get("accepted") != "False":
-        return None
+    if values.get("accepted") != "False" or values.get("stale_session") == "True":
+        return None  # stale_session: an update for an earlier run of the policy node, which the learner re-signs
     try:
         version, running = int(values.get("version", "")), int(values.get("running", ""))
     except ValueError:
@@ -169,41 +206,56 @@ def refusal_in(values: dict[str, str], message: str, key: bytes | None) -> Refus
 
 
 def encode_update(policy: GaussianPolicyEnsemble, normalizer: StateNormalizer, version: int,
-                  key: bytes | None = None) -> dict:
-    """Fields of a PolicyUpdate message for `policy` (member 0 of its ensemble)."""
+                  key: bytes | None = None, session: str = "") -> dict:
+    """Fields of a PolicyUpdate message for `policy` (member 0 of its ensemble), for the policy node run that
+    announced `session`."""
     tensors = {f"policy.{k}": v.contiguous() for k, v in policy.state_dict().items()}
     tensors.update({f"normalizer.{k}": v.contiguous() for k, v in normalizer.state_dict().items()
                     if k in ("mean", "std")})
     blob = save_safetensors(tensors)
     digest = hashlib.sha256(blob).hexdigest()
     spec = json.dumps({**policy.spec.to_dict(), "n": policy.n})
-    fields = {"version": version, "sha256": digest, "safetensors": blob, "spec_json": spec, "signature": b""}
+    fields = {"version": version, "sha256": digest, "safetensors": blob, "spec_json": spec, "session": session,
+              "signature": b""}
     return sign_update(fields, key) if key else fields
 
 
 def sign_update(fields: dict, key: bytes) -> dict:
-    """`fields` (a PolicyUpdate's) signed with `key`: over its version, safetensors bytes and spec."""
+    """`fields` (a PolicyUpdate's) signed with `key`: over its version, safetensors bytes, spec and session."""
     blob = bytes(fields["safetensors"])
-    sig = hmac.new(key, _signed_bytes(int(fields["version"]), blob, fields["spec_json"]), hashlib.sha256).digest()
-    return {**fields, "signature": sig}
+    signed = _signed_bytes(int(fields["version"]), blob, fields["spec_json"], fields.get("session", ""))
+    return {**fields, "signature": hmac.new(key, signed, hashlib.sha256).digest()}
+
+
+class StaleSession(UpdateRejected):
+    """An update signed with this robot's key for another run of the policy node: an old one played again, or
+    one its learner signed before it heard this run's session (and signs again once it does). Not `authentic`:
+    a signed verdict would have the learner throw its newest version away."""
 
 
 def verify_update(
     version: int, sha256: str, blob: bytes, spec_json: str, signature: bytes,
     *, current_version: int, expected_obs_dim: int, expected_act_dim: int, key: bytes | None = None,
-    expected_spec: PolicySpec | None = None,
+    expected_spec: PolicySpec | None = None, session: str = "", expected_session: str | None = None,
 ) -> VerifiedPolicy:
     """The update as a policy ready to run, or UpdateRejected. The signature is checked first: a refusal says
     whether the update was authentic (UpdateRejected.authentic) before anything else is judged. `expected_spec`:
     the running policy's architecture, which an update must keep (a wider log-std range or other layers would
-    act differently from what the shift check measures on mean actions)."""
+    act differently from what the shift check measures on mean actions). `expected_session`: this policy node
+    run's, which the update's `session` must name (StaleSession otherwise); None: not checked."""
     blob = bytes(blob)
     actual = hashlib.sha256(blob).hexdigest()
     try:
-        _check_signature(version, blob, spec_json, signature, key)
+        _check_signature(version, blob, spec_json, session, signature, key)
     except UpdateRejected as exc:
         exc.sha256 = actual
         raise
+    if expected_session is not None and session != expected_session:
+        named = f"session {session[:8]}..." if session else "no session"
+        raise StaleSession(f"it is signed for {named}, not this run of the policy node ({expected_session[:8]}..., "
+                           "policy_session): an update of an earlier run played again, or one its learner made "
+                           "before it heard this run; a learner signs its newest version again for this run",
+                           sha256=actual)
     try:  # the signature holds (or no key is used): what is refused from here on is authentic
         return _judge(version, sha256, actual, blob, spec_json, current_version, expected_obs_dim, expected_act_dim,
                       expected_spec)
@@ -212,12 +264,13 @@ def verify_update(
         raise
 
 
-def _check_signature(version: int, blob: bytes, spec_json: str, signature: bytes, key: bytes | None) -> None:
+def _check_signature(version: int, blob: bytes, spec_json: str, session: str, signature: bytes,
+                     key: bytes | None) -> None:
     if key is not None:
         if not bytes(signature):
             raise UpdateRejected("it is not signed, and this robot takes only updates signed with its key "
                                  "(hmac_key_file): is the learner's hmac_key_file ''?")
-        expect = hmac.new(key, _signed_bytes(version, blob, spec_json), hashlib.sha256).digest()
+        expect = hmac.new(key, _signed_bytes(version, blob, spec_json, session), hashlib.sha256).digest()
         if not hmac.compare_digest(expect, bytes(signature)):
             raise UpdateRejected("its signature does not match this robot's key (hmac_key_file): a learner on "
                                  "another computer, or another robot's, signs with its own key; give it a copy of "

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import start_node, stop_nodes, wait_until
+from conftest import ROOT, start_node, stop_nodes, wait_until
 
 
 class Tool:
@@ -161,6 +161,32 @@ def test_diagnostics_reach_a_monitor_named_as_diagnostic_aggregator_groups_them_
         echo = tool.listen(DiagnosticArray, "diagnostics", qos_profile_best_available)  # a monitor started now
         tool.wait(lambda: len(echo) >= 1)
         assert _stamp(echo[0]) > newest, "a late monitor was first handed statuses published before it started"
+    finally:
+        tool.close()
+        stop_nodes(ctrl)
+
+
+def test_a_controller_in_a_namespace_reports_on_the_one_diagnostics_topic(ros_env):
+    """`ros2 launch uni_o4_ros robot.launch.py namespace:=robot1`: its controller published on
+    /robot1/diagnostics, where no diagnostic_aggregator or rqt_robot_monitor listens (they read /diagnostics,
+    which diagnostic_updater publishes on whatever the namespace). Its other topics stay in the namespace."""
+    import subprocess
+
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import JointState
+
+    from uni_o4_ros.nodes.processes import node_command
+
+    ctrl = subprocess.Popen([*node_command("pd_controller_node"), "-r", "__ns:=/robot1"], env=ros_env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    tool = Tool()
+    aggregator = tool.listen(DiagnosticArray, "/diagnostics", tool_qos())
+    joints = tool.listen(JointState, "/robot1/joint_states", tool_qos())
+    try:
+        tool.wait(lambda: (aggregator and joints) or ctrl.poll() is not None)
+        assert ctrl.poll() is None, ctrl.stderr.read()
+        assert {st.name for arr in aggregator for st in arr.status} == {"pd_controller: control loop"}
+        assert "/robot1/diagnostics" not in dict(tool.node.get_topic_names_and_types())
     finally:
         tool.close()
         stop_nodes(ctrl)

@@ -227,7 +227,9 @@ class PDControllerNode(Node):
         self.state_pub = self.create_publisher(RobotState, "robot_state", SENSOR)
         self.joint_states = JointStatePublisher(self)
         self.event_pub = self.create_publisher(EpisodeEvent, "episode_events", EVENTS)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "diagnostics", DIAGNOSTICS)
+        # Absolute, as diagnostic_updater's: a suite launched in a namespace (namespace:=robot1) still reaches the
+        # one diagnostic_aggregator / rqt_robot_monitor, which listen on /diagnostics.
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS)
         # With the sim backend the simulator also stands in for the T265 (REP-105 odom -> base_link); with the
         # others the odometry node or the go1_sim node is odom's only publisher.
         self.odom_pub = self.tf = None

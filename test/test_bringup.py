@@ -32,6 +32,13 @@ class TransitionWatcher:
     def wait(self, cond, timeout: float = 120.0) -> None:
         wait_until(self.rclpy, self.node, cond, timeout)
 
+    def call(self, client, request):
+        """A service call's response (the recorder's start_episode / stop_episode), spinning while it comes."""
+        assert client.wait_for_service(timeout_sec=60)
+        fut = client.call_async(request)
+        self.wait(fut.done)
+        return fut.result()
+
     def publisher(self):
         """A stand-in recorder: publishes on `transitions` once the logger and this watcher listen."""
         from uni_o4_ros.msg import Transition
@@ -491,23 +498,17 @@ def test_operator_starts_and_stops_an_episode_through_the_services(ros_env, stan
         start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}"),
     ]
 
-    def call(client, request):
-        assert client.wait_for_service(timeout_sec=60)
-        fut = client.call_async(request)
-        w.wait(fut.done)
-        return fut.result()
-
     try:
-        res = call(stop_cli, StopEpisode.Request(reason="nothing yet"))
+        res = w.call(stop_cli, StopEpisode.Request(reason="nothing yet"))
         assert not res.accepted and "no episode" in res.message
         assert w.seen == []  # no episode, no transitions
-        res = call(start_cli, StartEpisode.Request(command_velocity=[0.3, 0.0, 0.1]))
+        res = w.call(start_cli, StartEpisode.Request(command_velocity=[0.3, 0.0, 0.1]))
         assert res.accepted and res.episode_id == 1
         w.wait(lambda: len(w.seen) >= 15 and cmds)
         assert (cmds[-1].linear.x, cmds[-1].angular.z) == pytest.approx((0.3, 0.1))
-        again = call(start_cli, StartEpisode.Request(command_velocity=[0.5, 0.0, 0.0]))
+        again = w.call(start_cli, StartEpisode.Request(command_velocity=[0.5, 0.0, 0.0]))
         assert not again.accepted and "still running" in again.message
-        assert call(stop_cli, StopEpisode.Request(reason="operator")).accepted
+        assert w.call(stop_cli, StopEpisode.Request(reason="operator")).accepted
         w.wait(lambda: any(t.timeout for t in w.seen))
         end = time.monotonic() + 30
         while not (out / "episode_000001.hdf5").exists() and time.monotonic() < end:
@@ -545,18 +546,12 @@ def test_stop_episode_pauses_auto_start_until_the_operator_starts_one(ros_env, s
         start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}"),
     ]
 
-    def call(client, request):
-        assert client.wait_for_service(timeout_sec=60)
-        fut = client.call_async(request)
-        w.wait(fut.done)
-        return fut.result()
-
     def started(eid: int) -> bool:
         return any(e.event == EpisodeEvent.STARTED and e.episode_id == eid for e in events)
 
     try:
         w.wait(lambda: sum(t.episode_id == 1 for t in w.seen) >= 10)
-        stopped = call(stop_cli, StopEpisode.Request(reason="operator"))
+        stopped = w.call(stop_cli, StopEpisode.Request(reason="operator"))
         assert stopped.accepted, stopped.message
         w.wait(lambda: any(e.event == EpisodeEvent.ENDED and e.episode_id == 1 for e in events))
         ep1 = [t for t in w.seen if t.episode_id == 1]
@@ -568,7 +563,7 @@ def test_stop_episode_pauses_auto_start_until_the_operator_starts_one(ros_env, s
         assert not started(2) and all(t.episode_id == 1 for t in w.seen)
         assert len(cmds) == sent  # nothing drives the robot: the policy's command_timeout lapses to standing
         assert "auto_start is paused until start_episode" in stopped.message, stopped.message
-        res = call(start_cli, StartEpisode.Request(command_velocity=[0.3, 0.0, 0.0]))
+        res = w.call(start_cli, StartEpisode.Request(command_velocity=[0.3, 0.0, 0.0]))
         assert res.accepted and res.episode_id == 2, res.message
         w.wait(lambda: started(3))  # after episode 2's 40 steps, auto_start again
         ep2 = [t for t in w.seen if t.episode_id == 2]

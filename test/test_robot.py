@@ -294,6 +294,25 @@ def test_an_update_signed_for_another_run_of_the_policy_node_is_refused_and_its_
     assert refusal_in({**stale, "signature": sign_status(stale, "x", b"k")}, "x", b"k") is None
 
 
+def test_a_hot_motor_is_a_fault_until_it_has_cooled_and_is_warned_of_before_each_heating():
+    from uni_o4_ros.robot.safety import MotorHeatGuard
+
+    names = tuple(f"m{i}" for i in range(12))
+    off = MotorHeatGuard(0.0, names)
+    assert off.fault(np.full(12, 120)) is None and off.warning(np.full(12, 120)) is None  # 0: not checked
+    guard, t = MotorHeatGuard(80.0, names), np.full(12, 30.0)
+    said = []
+    for hot in (60, 70, 72, 75, 76, 79, 80, 78, 76, 75, 74, 60, 71, 77):
+        t[3] = hot
+        said.append((hot, guard.warning(t), guard.fault(t)))
+    warned = [h for h, w, _ in said if w]
+    assert warned == [70, 75, 71, 77]  # 10 and 5 degrees before, once each, and again after a cool-down
+    assert "motor m3 at 70 C: the e-stop engages at 80 C" in said[1][1]
+    faulted = [h for h, _, f in said if f]
+    assert faulted == [80, 78, 76]  # from the limit until 5 degrees below it
+    assert "motor m3 at 78 C (max_motor_temperature 80 C, re-arming at 75 C or cooler)" in said[7][2]
+
+
 def test_wrong_dims_in_spec_are_refused(update):
     pol, norm, msg = update
     spec = json.loads(msg["spec_json"])

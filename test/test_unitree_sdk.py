@@ -378,6 +378,48 @@ def test_a_motor_whose_driver_cuts_out_damps_the_robot_until_it_is_back(ros_env,
     assert "motor(s) RL_calf (mode 0x08) left servo mode 0x0A" in err
 
 
+def test_a_hot_motor_damps_the_robot_and_no_rearm_is_accepted_until_it_has_cooled(ros_env, standing_policy):
+    """Before, a motor's temperature was only reported (diagnostics): a Go1 walked on until a driver's own
+    over-temperature protection cut one leg out mid-stride. With max_motor_temperature set, a motor that hot
+    (LowState temperature, read through the SDK binary) engages the e-stop on all four legs, with a warning
+    10 and 5 degrees before, and no re-arm is accepted until every motor is 5 degrees below the limit."""
+    temperature = np.full(12, 40)
+    with stand_in_under_control(ros_env, standing_policy, "remote_rearm:=L2+A", "max_motor_temperature:=80.0") as (
+            served, obs, ctrl):
+        temperature[11] = 72  # the RL calf (SDK slot 11), 8 degrees below the limit: walking, warned
+        served.robot.motor_temperature = temperature.copy()
+        obs.wait(lambda: obs.modes_since(0).count(1) >= 50)
+        n = len(obs.states)
+        temperature[11] = 80
+        served.robot.motor_temperature = temperature.copy()
+        obs.wait(lambda: 2 in obs.modes_since(n))
+        served.robot.commands.clear()
+        obs.wait(lambda: len(served.robot.commands) >= 25)
+        assert all(np.all(c["kp"] == 0) for c in served.robot.commands)  # damped, though the policy answers
+        for hot in (80, 77):  # at the limit, then cooler but within the 5 degrees
+            temperature[11] = hot
+            served.robot.motor_temperature = temperature.copy()
+            n = len(obs.states)
+            obs.wait(lambda n=n: len(obs.states) >= n + 5)
+            answer = obs.estop(False)
+            assert answer.startswith("not re-armed") and f"motor RL_calf at {hot} C" in answer, answer
+            served.robot.buttons = frozenset({"L2", "A"})
+            n = len(obs.states)
+            obs.wait(lambda n=n: len(obs.states) >= n + 25)
+            served.robot.buttons = frozenset()
+            assert set(obs.modes_since(n)) == {2}
+        temperature[11] = 75  # cooled to 5 degrees below
+        served.robot.motor_temperature = temperature.copy()
+        n = len(obs.states)
+        obs.wait(lambda: len(obs.states) >= n + 5)
+        assert "re-armed" in obs.estop(False)
+        obs.wait(lambda: np.allclose(served.robot.commands[-1]["kp"], 20.0))  # active again
+    err = ctrl.stderr.read()
+    assert ctrl.returncode == 0, err
+    assert "motor RL_calf at 72 C: the e-stop engages at 80 C (max_motor_temperature)" in err
+    assert "motor RL_calf at 80 C (max_motor_temperature 80 C, re-arming at 75 C or cooler)" in err
+
+
 def test_a_hangup_stops_the_controller_with_the_motors_damped(ros_env, standing_policy):
     """SIGHUP (the SSH session the nodes ran in dropped) to a controller holding the robot up. Before, its
     default action ended the process on the spot: the last command, stiff at the standing pose, was the

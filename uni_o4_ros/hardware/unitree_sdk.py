@@ -8,7 +8,8 @@ Faults it reports (the controller latches damping on any of them; a person re-ar
 - no LowState within `connect_timeout` of starting (robot off, not in low-level mode, wrong network);
 - the newest state older than `state_timeout` (link lost, robot rebooted);
 - the battery below `min_battery_soc` percent (bms.SOC; 0: not checked), until it is 5 points above;
-- a motor out of servo mode for `motor_dropout_ticks` reads in a row (its driver cut out), while it is.
+- a motor out of servo mode for `motor_dropout_ticks` reads in a row (its driver cut out), while it is;
+- a motor at or above `max_motor_temperature` deg C (0: not checked), until every one is 5 degrees below.
 A command the SDK's fixed-point wire cannot carry, or one that is not finite, never reaches the
 motors: damping goes out instead and `last_error` says why (the SDK would wrap it silently).
 
@@ -28,7 +29,7 @@ from types import ModuleType, SimpleNamespace
 import numpy as np
 
 from ..robot.go1 import FEET_POLICY_FROM_SDK, POLICY_FROM_SDK, SDK_FROM_POLICY
-from ..robot.safety import BatteryGuard, MotorCommand, MotorDropout
+from ..robot.safety import BatteryGuard, MotorCommand, MotorDropout, MotorHeatGuard
 from . import go1_lowlevel as wire
 from .t265 import DeviceError
 
@@ -66,7 +67,8 @@ class UnitreeSdkBackend:
     def __init__(self, robot_ip: str = GO1_IP, robot_port: int = GO1_PORT, local_port: int = LOCAL_PORT,
                  state_timeout: float = 0.1, connect_timeout: float = 2.0, contact_threshold: float = 20.0,
                  damping_kd: float = 2.0, min_battery_soc: float = 0.0, motor_dropout_ticks: int = 3,
-                 clock: Callable[[], float] = time.monotonic, sdk: ModuleType | None = None) -> None:
+                 max_motor_temperature: float = 0.0, clock: Callable[[], float] = time.monotonic,
+                 sdk: ModuleType | None = None) -> None:
         sdk = sdk or load_robot_interface()
         self.address = f"{robot_ip}:{robot_port}"
         self.hardware_id = f"unitree_sdk: Go1 at {self.address}"  # which robot, for the controller's diagnostics
@@ -83,6 +85,7 @@ class UnitreeSdkBackend:
         self.contact_threshold, self.damping_kd = float(contact_threshold), float(damping_kd)
         self.battery = BatteryGuard(float(min_battery_soc))
         self.motors = MotorDropout(wire.MODE_SERVO, wire.SDK_MOTOR_NAMES, int(motor_dropout_ticks))
+        self.heat = MotorHeatGuard(float(max_motor_temperature), wire.SDK_MOTOR_NAMES)
         self._clock = clock
         self._started = clock()
         self._last_rx: float | None = None
@@ -134,7 +137,8 @@ class UnitreeSdkBackend:
                     f"link to {self.address} lost")
         # Both rules see every read (each keeps its own count), and both reasons are told.
         s = self.state
-        faults = [f for f in (self.motors.fault(s.motor_mode), self.battery.fault(s.battery_soc)) if f]
+        faults = [f for f in (self.motors.fault(s.motor_mode), self.battery.fault(s.battery_soc),
+                              self.heat.fault(s.motor_temperature)) if f]
         return "; ".join(faults) or None
 
     def write(self, cmd: MotorCommand) -> None:

@@ -18,7 +18,10 @@ buttons that re-arm after a fall, an e-stop or a silent policy, once the operato
 stood it up; "" by default, "L2+A" in robot.yaml; never while the e-stop's buttons are held),
 min_battery_soc (%, the Go1's bms.SOC: below it the e-stop engages and holds until the charge is 5
 points above; 0 by default, 15 in robot.yaml), motor_dropout_ticks (a motor reporting another mode
-than servo this many ticks in a row, its driver cut out, engages the e-stop while it lasts; 3; 0: off).
+than servo this many ticks in a row, its driver cut out, engages the e-stop while it lasts; 3; 0: off),
+max_motor_temperature (deg C: a motor this hot engages the e-stop, held until every motor is 5 degrees
+cooler, so all four legs are damped before a driver's own cut-out leaves one limp; 0, off, by default:
+Unitree publishes no Go1 threshold, so set it from your motors' documentation).
 No re-arm, from the service or the remote, is accepted while a backend fault holds.
 Every active tick also counts whether its command answered the newest state (diagnostics
 `late_commands`, and one summary line at exit). A command is applied only if it answers one of this
@@ -96,6 +99,8 @@ PARAMETERS = {
                            "until 5 points above; 0: not checked", "[0,100)"),
     "motor_dropout_ticks": Doc("reads; unitree_sdk only: a motor out of servo mode this many reads in a row engages "
                                "the e-stop while it lasts; 0: off", ">=0"),
+    "max_motor_temperature": Doc("deg C; unitree_sdk only: a motor this hot engages the e-stop, held until every motor "
+                                 "is 5 degrees cooler; 0: not checked (Unitree publishes no Go1 threshold)", "[0,127]"),
     "start_latched": Doc("start with the e-stop engaged: nothing moves until re-armed (estop service, `uni-o4 estop "
                          "rearm` or remote_rearm)"),
 }
@@ -182,7 +187,7 @@ class PDControllerNode(Node):
             "reset_on_episode_end": False, "wait_for_policy": False, "robot_ip": GO1_IP, "robot_port": GO1_PORT,
             "local_port": LOCAL_PORT, "state_timeout": 0.1, "connect_timeout": 2.0,
             "contact_threshold": 20.0, "remote_estop": "L2+B", "remote_rearm": "", "silence_latch": 0.0,
-            "min_battery_soc": 0, "motor_dropout_ticks": 3, "start_latched": False})
+            "min_battery_soc": 0, "motor_dropout_ticks": 3, "max_motor_temperature": 0.0, "start_latched": False})
         if p["backend"] not in BACKENDS:
             raise NodeConfigError(f"unknown backend {p['backend']!r}: choose from {', '.join(BACKENDS)}")
         self.remote_estop = RemoteCombo(_combo("remote_estop", p["remote_estop"]))
@@ -220,7 +225,8 @@ class PDControllerNode(Node):
                     p["robot_ip"], p["robot_port"], p["local_port"], state_timeout=p["state_timeout"],
                     connect_timeout=p["connect_timeout"], contact_threshold=p["contact_threshold"],
                     damping_kd=cfg.damping_kd, min_battery_soc=float(p["min_battery_soc"]),
-                    motor_dropout_ticks=p["motor_dropout_ticks"])
+                    motor_dropout_ticks=p["motor_dropout_ticks"],
+                    max_motor_temperature=float(p["max_motor_temperature"]))
             except DeviceError as exc:
                 raise NodeConfigError(str(exc)) from exc
         self.fault_ticks = 0
@@ -313,6 +319,9 @@ class PDControllerNode(Node):
         soc = getattr(s, "battery_soc", None)  # only the Go1 reports one
         warning = self.backend.battery.warning(soc) if soc is not None else None
         if warning:
+            self.get_logger().warning(warning)
+        temperature = getattr(s, "motor_temperature", None)  # likewise
+        if temperature is not None and (warning := self.backend.heat.warning(temperature)):
             self.get_logger().warning(warning)
         now = time.monotonic()
         if self.latency.must_wait(now, estop=self.core.mode == Mode.ESTOP):

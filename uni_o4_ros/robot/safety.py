@@ -167,6 +167,55 @@ class BatteryGuard:
 
 
 @dataclass
+class MotorHeatGuard:
+    """A motor running hot (deg C, each motor's LowState temperature): at or above `limit` it is a fault, so the
+    robot is laid down damped on all four legs before a motor driver's own over-temperature protection cuts
+    one leg out mid-stride (MotorDropout: a limp leg, and a fall). The fault holds until the hottest motor is
+    `hysteresis` degrees below the limit, so a motor cooling by a degree does not let the robot be re-armed
+    into heating it again. Unitree publishes no Go1 threshold (its G1 warns at 90 deg C), so `limit` 0 (off)
+    is the default: set it from your motors' documentation or your own logs (diagnostics
+    motor_temperature_max). Warned once within 10 degrees of the limit and once within 5, again after each
+    cool-down."""
+
+    limit: float = 0.0
+    names: tuple[str, ...] = ()
+    hysteresis: float = 5.0
+    hot: bool = False
+    _warned: set[int] = field(default_factory=set)
+
+    def _hottest(self, temperature: np.ndarray) -> tuple[str, float]:
+        t = np.asarray(temperature, float)
+        i = int(np.argmax(t))
+        return (self.names[i] if i < len(self.names) else f"motor {i}"), float(t[i])
+
+    def fault(self, temperature: np.ndarray) -> str | None:
+        if self.limit <= 0:
+            return None
+        name, peak = self._hottest(temperature)
+        if peak >= self.limit:
+            self.hot = True
+        elif peak <= self.limit - self.hysteresis:
+            self.hot = False
+        if not self.hot:
+            return None
+        return (f"motor {name} at {peak:.0f} C (max_motor_temperature {self.limit:g} C, re-arming at "
+                f"{self.limit - self.hysteresis:g} C or cooler): lay the robot down and let the motors cool")
+
+    def warning(self, temperature: np.ndarray) -> str | None:
+        if self.limit <= 0:
+            return None
+        name, peak = self._hottest(temperature)
+        if peak < self.limit - 10:
+            self._warned.clear()  # cooled down: the next heating is warned of again
+            return None
+        step = 5 if peak >= self.limit - 5 else 10
+        if step in self._warned or peak >= self.limit:
+            return None
+        self._warned.add(step)
+        return f"motor {name} at {peak:.0f} C: the e-stop engages at {self.limit:g} C (max_motor_temperature)"
+
+
+@dataclass
 class MotorDropout:
     """A motor that left servo mode: its driver cut out and no longer obeys (on Unitree's A1 / Go1 its
     protection for over-temperature, over-current or a lost connection reports mode 0x08 and leaves the

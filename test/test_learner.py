@@ -84,13 +84,14 @@ class Watch:
         from diagnostic_msgs.msg import DiagnosticStatus
 
         from uni_o4_ros.msg import RobotState, Transition
-        from uni_o4_ros.nodes.qos import EVENTS, SENSOR, TRANSITIONS
+        from uni_o4_ros.nodes.qos import EVENTS, POLICY_SESSION, SENSOR, TRANSITIONS
 
         rclpy.init()
         self.rclpy = rclpy
         self.node = rclpy.create_node("watch")
-        self.status, self.states, self.transitions = [], [], []
+        self.status, self.states, self.transitions, self.sessions = [], [], [], []
         self.node.create_subscription(DiagnosticStatus, "policy_status", self.status.append, EVENTS)
+        self.node.create_subscription(DiagnosticStatus, "policy_session", self.sessions.append, POLICY_SESSION)
         self.node.create_subscription(RobotState, "robot_state", self.states.append, SENSOR)
         self.node.create_subscription(Transition, "transitions", self.transitions.append, TRANSITIONS)
 
@@ -147,6 +148,8 @@ def test_online_learning_hot_swaps_and_survives_a_learner_crash(ros_env, standin
         assert json.loads((run / "learner.json").read_text())["updates"] > saved["updates"]
         # The policy node restarted, from its folder's version 0: a new run, with a new session. The learner
         # signs its newest version again for it, the new run takes it, and learning goes on from there.
+        w.wait(lambda: w.sessions)
+        yesterday = w.sessions[-1]  # the first run's announcement, as `ros2 bag record -a` keeps it
         stop(procs[3])
         newest, since = json.loads((run / "learner.json").read_text())["version"], len(w.status)
         procs[3] = start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}",
@@ -154,6 +157,14 @@ def test_online_learning_hot_swaps_and_survives_a_learner_crash(ros_env, standin
         w.wait(lambda: any(v >= newest for v in w.accepted_versions(since)))
         first = w.accepted_versions(since)[0]
         w.wait(lambda: first + 1 in w.accepted_versions(since))
+        # `ros2 bag play` of that bag: the first run's announcement again, signed with the same key. The learner
+        # stays with the running run, whose policy node goes on taking its updates.
+        from diagnostic_msgs.msg import DiagnosticStatus
+
+        from uni_o4_ros.nodes.qos import POLICY_SESSION
+
+        w.node.create_publisher(DiagnosticStatus, "policy_session", POLICY_SESSION).publish(yesterday)
+        w.wait(lambda: first + 3 in w.accepted_versions(since))
     finally:
         w.close()
         stop(learner, *procs)
@@ -219,16 +230,12 @@ def test_offline_mode_learns_from_logged_episodes_and_publishes_a_verifiable_pol
     """...and holds the policy back until a policy node announces its session, then signs it for that run."""
     import rclpy
     from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+    from test_bringup import _wait_for_output
 
     from uni_o4_ros.msg import PolicyUpdate
     from uni_o4_ros.nodes.qos import POLICY_SESSION, POLICY_UPDATE
-    from uni_o4_ros.robot.policy_update import (
-        SESSION_STATUS,
-        load_update_key,
-        new_session,
-        session_status,
-        verify_update,
-    )
+    from uni_o4_ros.robot.policy_update import load_update_key, verify_update
+    from uni_o4_ros.robot.update_session import SESSION_STATUS, new_session, session_status
 
     _log_two_mattress_episodes(tmp_path / "ep")
     rclpy.init()
@@ -243,9 +250,10 @@ def test_offline_mode_learns_from_logged_episodes_and_publishes_a_verifiable_pol
     proc = start("uni_o4_ros.nodes.learner_node", ros_env, "mode:=offline", f"dataset:={tmp_path / 'ep'}",
                  f"policy_dir:={standing_policy}", f"run_dir:={run}", f"offline_overrides:={overrides}")
     try:
-        wait_until(rclpy, node, lambda: (run / "summary.json").exists() or proc.poll() is not None, timeout=300)
-        assert proc.poll() is None, proc.stderr.read()[-2000:]
-        assert not got  # no policy node has said which run to sign for
+        said = _wait_for_output(proc, "version 1 waits for a policy node: none has announced its session", 300,
+                                "offline policy made as version 1")
+        rclpy.spin_once(node, timeout_sec=0.5)
+        assert not got and (run / "summary.json").exists(), said[-2000:]  # held back: no run to sign for yet
         # A policy node starts (its announcement, as policy_node publishes it): the learner signs for its run.
         session = new_session()
         values, message = session_status(session, 0, key)
@@ -267,7 +275,6 @@ def test_offline_mode_learns_from_logged_episodes_and_publishes_a_verifiable_pol
         stop(proc)
         node.destroy_node()
         rclpy.shutdown()
-    assert "version 1 waits for a policy node: none has announced its session" in proc.stderr.read()
 
 
 def test_learner_refuses_an_unknown_mode_a_missing_dataset_no_threads_or_a_bad_ppo_setting(ros_env, tmp_path,

@@ -254,7 +254,8 @@ def test_an_update_signed_for_another_run_of_the_policy_node_is_refused_and_its_
     for the new run by itself)."""
     from uni_o4_ros.msg import PolicyUpdate
     from uni_o4_ros.robot.policy_runner import PolicyRunner
-    from uni_o4_ros.robot.policy_update import StaleSession, refusal_in, session_in, session_status, sign_status
+    from uni_o4_ros.robot.policy_update import StaleSession, refusal_in, sign_status
+    from uni_o4_ros.robot.update_session import Announcement, session_in, session_status
 
     torch.manual_seed(0)
     pol = make_policy(290, 12, hidden=(32, 32), mean_activation="none")
@@ -284,11 +285,12 @@ def test_an_update_signed_for_another_run_of_the_policy_node_is_refused_and_its_
     assert "session" in PolicyUpdate.get_fields_and_field_types()  # the message carries it
 
     # The announcement a learner believes: its own robot's, signed; and a stale-session verdict is no refusal.
-    values, message = session_status(today.session, 1, b"k")
-    assert session_in(values, message, b"k") == (today.session, True)
-    assert session_in(values, message, None) == (today.session, True)  # a learner without a key believes all
-    assert session_in(values, message, b"other") == (today.session, False)
-    assert session_in({**values, "session": yesterday.session}, message, b"k") == (yesterday.session, False)
+    values, message = session_status(today.session, 1, b"k", started_ns=7)
+    assert session_in(values, message, b"k") == Announcement(today.session, 7, True)
+    assert session_in(values, message, None) == Announcement(today.session, 7, True)  # a learner without a key
+    assert not session_in(values, message, b"other").signed
+    assert not session_in({**values, "session": yesterday.session}, message, b"k").signed
+    assert not session_in({**values, "started_ns": "9"}, message, b"k").signed  # the start time is signed too
     assert session_in({"version": "1"}, "", None) is None
     stale = {"version": "9", "accepted": "False", "running": "1", "stale_session": "True"}
     assert refusal_in({**stale, "signature": sign_status(stale, "x", b"k")}, "x", b"k") is None
@@ -311,6 +313,28 @@ def test_a_hot_motor_is_a_fault_until_it_has_cooled_and_is_warned_of_before_each
     faulted = [h for h, _, f in said if f]
     assert faulted == [80, 78, 76]  # from the limit until 5 degrees below it
     assert "motor m3 at 78 C (max_motor_temperature 80 C, re-arming at 75 C or cooler)" in said[7][2]
+
+
+def test_a_learner_signs_for_the_newest_run_it_can_check_and_a_replayed_announcement_does_not_move_it():
+    """`ros2 bag play` of an old bag replays its policy_session announcement too, signed with the same key: a
+    learner that took it signed every later update for a run that is gone, and the robot refused them all."""
+    from uni_o4_ros.robot.update_session import Announcement, SessionChoice
+
+    choice = SessionChoice()
+    other_key = Announcement("a" * 32, 100, signed=False)  # the robot's, heard by a learner with another key
+    assert choice.hear(other_key) == "switch"  # taken until a checkable one comes: the robot tells it why it refuses
+    today = Announcement("b" * 32, 200, signed=True)
+    assert choice.hear(today) == "switch" and choice.current == today
+    assert choice.hear(Announcement("c" * 32, 150, signed=True)) == "earlier"  # yesterday's, played back
+    assert choice.hear(Announcement("d" * 32, 300, signed=False)) == "unchecked"  # a forgery, or another suite
+    assert choice.hear(today) == "same" and choice.current == today
+    restarted = Announcement("e" * 32, 400, signed=True)
+    assert choice.hear(restarted) == "switch" and choice.current == restarted
+    # The same run heard first unchecked, then checked: from then on a forged one cannot displace it.
+    choice = SessionChoice()
+    assert choice.hear(Announcement("f" * 32, 500, signed=False)) == "switch"
+    assert choice.hear(Announcement("f" * 32, 500, signed=True)) == "same" and choice.current.signed
+    assert choice.hear(Announcement("g" * 32, 600, signed=False)) == "unchecked"
 
 
 def test_wrong_dims_in_spec_are_refused(update):

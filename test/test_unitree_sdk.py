@@ -314,6 +314,34 @@ def test_controller_drives_the_stand_in_through_the_sdk_and_latches_damping_when
     assert ctrl.returncode == 0, ctrl.stderr.read()
 
 
+def _damped_and_held(served, obs, reading, held: tuple, says, cleared) -> None:
+    """A robot reading a guard watches (the battery, a motor's heat), from a walking robot: `reading(held[0])`
+    engages the e-stop (damped, though the policy answers); at each of `held` a re-arm from the service (whose
+    answer names `says(value)`) and from the remote (L2+A) is refused; at `cleared` a re-arm goes through."""
+    n = len(obs.states)
+    reading(held[0])
+    obs.wait(lambda: 2 in obs.modes_since(n))
+    served.robot.commands.clear()
+    obs.wait(lambda: len(served.robot.commands) >= 25)
+    assert all(np.all(c["kp"] == 0) for c in served.robot.commands)
+    for value in held:
+        reading(value)
+        n = len(obs.states)
+        obs.wait(lambda n=n: len(obs.states) >= n + 5)
+        answer = obs.estop(False)
+        assert answer.startswith("not re-armed") and says(value) in answer, answer
+        served.robot.buttons = frozenset({"L2", "A"})
+        n = len(obs.states)
+        obs.wait(lambda n=n: len(obs.states) >= n + 25)
+        served.robot.buttons = frozenset()
+        assert set(obs.modes_since(n)) == {2}
+    reading(cleared)
+    n = len(obs.states)
+    obs.wait(lambda: len(obs.states) >= n + 5)
+    assert "re-armed" in obs.estop(False)
+    obs.wait(lambda: np.allclose(served.robot.commands[-1]["kp"], 20.0))  # active again
+
+
 def test_a_low_battery_damps_the_robot_and_no_rearm_is_accepted_until_it_is_charged(ros_env, standing_policy):
     """A draining Go1 sags and falls, and that fall would be recorded as the policy's. Below
     min_battery_soc (bms.SOC, read through the SDK binary) the e-stop engages; re-arming from the service
@@ -323,28 +351,11 @@ def test_a_low_battery_damps_the_robot_and_no_rearm_is_accepted_until_it_is_char
             served, obs, ctrl):
         served.robot.battery_soc = 24
         obs.wait(lambda: obs.modes_since(0).count(1) >= 50)  # 24%: walking, with a warning
-        n = len(obs.states)
-        served.robot.battery_soc = 14
-        obs.wait(lambda: 2 in obs.modes_since(n))
-        served.robot.commands.clear()
-        obs.wait(lambda: len(served.robot.commands) >= 25)
-        assert all(np.all(c["kp"] == 0) for c in served.robot.commands)  # damped, though the policy still answers
-        for soc in (14, 17):  # below the limit, then back above it but within the hysteresis
+        def charge(soc: int) -> None:
             served.robot.battery_soc = soc
-            n = len(obs.states)
-            obs.wait(lambda n=n: len(obs.states) >= n + 5)
-            answer = obs.estop(False)
-            assert answer.startswith("not re-armed") and f"battery at {soc}%" in answer, answer
-            served.robot.buttons = frozenset({"L2", "A"})
-            n = len(obs.states)
-            obs.wait(lambda n=n: len(obs.states) >= n + 25)
-            served.robot.buttons = frozenset()
-            assert set(obs.modes_since(n)) == {2}
-        served.robot.battery_soc = 60  # a fresh battery
-        n = len(obs.states)
-        obs.wait(lambda: len(obs.states) >= n + 5)
-        assert "re-armed" in obs.estop(False)
-        obs.wait(lambda: np.allclose(served.robot.commands[-1]["kp"], 20.0))  # active again
+
+        # below the limit, then back above it but within the hysteresis; then a fresh battery
+        _damped_and_held(served, obs, charge, (14, 17), lambda soc: f"battery at {soc}%", 60)
     err = ctrl.stderr.read()
     assert ctrl.returncode == 0, err
     assert "battery at 24%: the e-stop engages below 15%" in err
@@ -389,31 +400,12 @@ def test_a_hot_motor_damps_the_robot_and_no_rearm_is_accepted_until_it_has_coole
         temperature[11] = 72  # the RL calf (SDK slot 11), 8 degrees below the limit: walking, warned
         served.robot.motor_temperature = temperature.copy()
         obs.wait(lambda: obs.modes_since(0).count(1) >= 50)
-        n = len(obs.states)
-        temperature[11] = 80
-        served.robot.motor_temperature = temperature.copy()
-        obs.wait(lambda: 2 in obs.modes_since(n))
-        served.robot.commands.clear()
-        obs.wait(lambda: len(served.robot.commands) >= 25)
-        assert all(np.all(c["kp"] == 0) for c in served.robot.commands)  # damped, though the policy answers
-        for hot in (80, 77):  # at the limit, then cooler but within the 5 degrees
+        def heat(hot: int) -> None:
             temperature[11] = hot
             served.robot.motor_temperature = temperature.copy()
-            n = len(obs.states)
-            obs.wait(lambda n=n: len(obs.states) >= n + 5)
-            answer = obs.estop(False)
-            assert answer.startswith("not re-armed") and f"motor RL_calf at {hot} C" in answer, answer
-            served.robot.buttons = frozenset({"L2", "A"})
-            n = len(obs.states)
-            obs.wait(lambda n=n: len(obs.states) >= n + 25)
-            served.robot.buttons = frozenset()
-            assert set(obs.modes_since(n)) == {2}
-        temperature[11] = 75  # cooled to 5 degrees below
-        served.robot.motor_temperature = temperature.copy()
-        n = len(obs.states)
-        obs.wait(lambda: len(obs.states) >= n + 5)
-        assert "re-armed" in obs.estop(False)
-        obs.wait(lambda: np.allclose(served.robot.commands[-1]["kp"], 20.0))  # active again
+
+        # at the limit, then cooler but within the 5 degrees; then cooled to 5 degrees below
+        _damped_and_held(served, obs, heat, (80, 77), lambda hot: f"motor RL_calf at {hot} C", 75)
     err = ctrl.stderr.read()
     assert ctrl.returncode == 0, err
     assert "motor RL_calf at 72 C: the e-stop engages at 80 C (max_motor_temperature)" in err

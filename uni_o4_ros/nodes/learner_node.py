@@ -12,9 +12,10 @@ offline - Uni-O4 offline on a logged `dataset` (an episode folder from the datas
           and written to run_dir/final (+ summary.json). Training runs on a worker thread so the
           node keeps answering; cached stages make a restarted offline run resume.
 
-Every update is signed for the policy node run that announced its session on `policy_session`: until
-one has, the learner holds its update back (and says so), and when a new run announces itself (a
-restarted policy node) the learner signs its newest version again for it.
+Every update is signed for the policy node run that announced its session on `policy_session`
+(update_session.SessionChoice: the newest by its signed start time): until one has, the learner holds
+its update back (and says so), and when a newer run announces itself (a restarted policy node) the
+learner signs its newest version again for it. A replayed announcement of an earlier run is ignored.
 
 A crash of this process never stops the controller: the policy node keeps running the last
 verified version. Parameters: mode, policy_dir, run_dir, rollout_steps, epochs, minibatch_size,
@@ -41,7 +42,8 @@ from uni_o4_ros.learning.offline import load_policy
 from uni_o4_ros.learning.online_learner import OnlineLearnerCore
 from uni_o4_ros.learning.value import ValueNet
 from uni_o4_ros.msg import PolicyUpdate, Transition
-from uni_o4_ros.robot.policy_update import SESSION_STATUS, encode_update, refusal_in, session_in
+from uni_o4_ros.robot.policy_update import encode_update, refusal_in
+from uni_o4_ros.robot.update_session import SESSION_STATUS, SessionChoice, session_in
 
 from .params import Doc, declare_read_only, update_key
 from .qos import EVENTS, POLICY_SESSION, POLICY_UPDATE, TRANSITIONS
@@ -91,12 +93,15 @@ class LearnerNode(Node):
         self.pub = self.create_publisher(PolicyUpdate, "policy_update", POLICY_UPDATE)
         self.published: tuple[int, str] | None = None  # (version, sha256) of the update this learner published last
         # The policy node run updates are signed for, and the newest update (policy, normalizer, version): signed
-        # again for each new run. Guarded, since the offline result is published from its worker thread.
-        self.session: str | None = None
-        self.session_signed = False  # announced with this learner's key: its own robot's run
+        # again for each new run. Guarded, and held while an update is signed and sent: the offline result is
+        # published from its worker thread, and an update signed for an older run must never be sent after
+        # (and so kept, transient-local, in place of) one for the newer run.
+        self.sessions = SessionChoice()
         self.newest: tuple | None = None
         self.publish_lock = threading.Lock()
         self.held_back: int | None = None  # the version said to wait for a session, so it is said once
+        self.ignored_sessions: set[str] = set()  # announcements said to be ignored, so each is said once
+        self.stale_refusals: set[str] = set()  # versions whose stale-session refusal was said
         self.create_subscription(DiagnosticStatus, "policy_session", self.on_session, POLICY_SESSION)
         if p["mode"] == "offline":
             self._start_offline(p)
@@ -173,12 +178,13 @@ class LearnerNode(Node):
         write_json(run_dir / "summary.json", {
             "am_q": res.am_q, "transitions": len(ds), "version": version + 1, "policy": str(run_dir / "final")})
         try:
-            self.publish(res.policy, res.normalizer, version + 1)
+            sent = self.publish(res.policy, res.normalizer, version + 1)
         except Exception as exc:  # noqa: BLE001 - in this thread an error would vanish, and nothing be published
             self.get_logger().error(f"publishing the offline policy failed: {type(exc).__name__}: {exc}; it is "
                                     f"saved in {run_dir / 'final'}")
             return
-        self.get_logger().info(f"offline policy published as version {version + 1} (AM-Q {res.am_q:.3f})")
+        self.get_logger().info(f"offline policy {'published' if sent else 'made'} as version {version + 1} (AM-Q "
+                               f"{res.am_q:.3f})" + ("" if sent else ": published once a policy node announces itself"))
 
     # ------------------------------------------------------------------ online mode
     def on_transition(self, m: Transition) -> None:
@@ -213,7 +219,13 @@ class LearnerNode(Node):
         (the robot keeps the version before, whose transitions this learner no longer learns from)."""
         if st.name != "policy_update":
             return
-        refusal = refusal_in({kv.key: kv.value for kv in st.values}, st.message, self.key)
+        values = {kv.key: kv.value for kv in st.values}
+        if values.get("stale_session") == "True" and values.get("version", "") not in self.stale_refusals:
+            self.stale_refusals.add(values.get("version", ""))
+            # Seen when a policy node restarts: the update kept for late joiners was signed for its previous run.
+            self.get_logger().info(f"a policy node refused version {values.get('version')} as signed for another run "
+                                   f"of it ({st.message}); this learner signs for the run it heard on policy_session")
+        refusal = refusal_in(values, st.message, self.key)
         if refusal is None:  # an acceptance, or not a policy node's verdict
             return
         version, running = refusal.version, refusal.running
@@ -252,24 +264,30 @@ class LearnerNode(Node):
         heard = session_in({kv.key: kv.value for kv in st.values}, st.message, self.key)
         if heard is None:
             return
-        session, signed = heard
         with self.publish_lock:
-            # An announcement this learner cannot check is used only until its own robot's is heard: a learner
-            # whose key differs from the robot's then publishes, and hears from the policy node's refusal what
-            # to do; a forged one cannot take it away from its robot's run afterwards.
-            if session == self.session or (not signed and self.session_signed):
-                return
-            self.session, self.session_signed, newest = session, signed, self.newest
-        if not signed:
-            self.get_logger().warning(f"policy node session {session[:8]}... is announced in a status not signed with "
-                                      "this learner's key (another key than the robot's, or another suite's policy "
-                                      "node on this ROS domain): updates are signed for it until the robot's own is "
-                                      "heard")
-        if newest is None:
-            self.get_logger().info(f"policy node session {session[:8]}...: updates are signed for it")
+            held = self.sessions.current
+            choice = self.sessions.hear(heard)
+            newest = self.newest if choice == "switch" else None
+            if newest is not None:
+                self._send(*newest, heard.session)
+        name = f"policy node session {heard.session[:8]}..."
+        if choice in ("earlier", "unchecked"):
+            if heard.session not in self.ignored_sessions:
+                self.ignored_sessions.add(heard.session)
+                why = ("announced by a run that started before the one updates are signed for: an old announcement "
+                       "played back (ros2 bag play?). If the policy node was restarted with its clock set back, "
+                       "restart this learner" if choice == "earlier" else
+                       "announced in a status not signed with this learner's key, while its own robot's run is known")
+                self.get_logger().warning(f"ignored {name}: {why} (signing for {held.session[:8]}...)")
             return
-        self.get_logger().info(f"policy node session {session[:8]}...: publishing version {newest[2]} for it")
-        self._send(*newest, session)
+        if choice != "switch":
+            return
+        if not heard.signed:
+            self.get_logger().warning(f"{name} is announced in a status not signed with this learner's key (another "
+                                      "key than the robot's, or another suite's policy node on this ROS domain): "
+                                      "updates are signed for it until the robot's own is heard")
+        self.get_logger().info(f"{name}: " + (f"version {newest[2]} published for it" if newest is not None
+                                               else "updates are signed for it"))
 
     def close(self) -> None:
         """Called by run_node on Ctrl-C/SIGTERM: an offline run checkpoints and its thread ends
@@ -279,20 +297,23 @@ class LearnerNode(Node):
             self.stopping.set()
             worker.join(timeout=120.0)  # the longest uninterruptible piece is the final AM-Q choice
 
-    def publish(self, actor, normalizer, version: int) -> None:
-        """Publish `version` for the policy node run heard last, or hold it back until one is heard. `actor` is
-        signed again for each later run: online, the PPO actor, which holds `version` until the next publish."""
+    def publish(self, actor, normalizer, version: int) -> bool:
+        """Publish `version` for the policy node run chosen, or hold it back until one announces itself (False).
+        `actor` is signed again for each later run: online, the PPO actor, which holds `version` until the next
+        publish."""
         with self.publish_lock:
-            self.newest, session = (actor, normalizer, version), self.session
-        if session is None:
-            if self.held_back != version:
-                self.held_back = version
-                self.get_logger().warning(f"version {version} waits for a policy node: none has announced its session "
-                                          "on policy_session yet, and updates are signed for one")
-            return
-        self._send(actor, normalizer, version, session)
+            self.newest, current = (actor, normalizer, version), self.sessions.current
+            if current is not None:
+                self._send(actor, normalizer, version, current.session)
+                return True
+        if self.held_back != version:
+            self.held_back = version
+            self.get_logger().warning(f"version {version} waits for a policy node: none has announced its session on "
+                                      "policy_session yet, and updates are signed for one")
+        return False
 
     def _send(self, actor, normalizer, version: int, session: str) -> None:
+        """Sign and publish; the caller holds publish_lock."""
         fields = encode_update(actor, normalizer, version, self.key, session)
         self.published = (version, fields["sha256"])
         msg = PolicyUpdate(**fields)

@@ -40,8 +40,9 @@ from uni_o4_ros.robot.command import CommandHold, CommandLimits, CommandLimitsEr
 from uni_o4_ros.robot.go1 import KD, KP
 from uni_o4_ros.robot.observation import command_vector
 from uni_o4_ros.robot.policy_runner import PolicyRunner, Verdict
-from uni_o4_ros.robot.policy_update import SESSION_STATUS, encode_update, session_status, sign_status
+from uni_o4_ros.robot.policy_update import encode_update, sign_status
 from uni_o4_ros.robot.safety import SingleSender
+from uni_o4_ros.robot.update_session import SESSION_STATUS, session_status
 
 from .params import Doc, declare_read_only, require_vector, update_key
 from .qos import COMMAND, EVENTS, POLICY_SESSION, POLICY_UPDATE, SENSOR, TRANSITIONS

@@ -21,7 +21,8 @@ from ..learning.normalizer import StateNormalizer
 from ..learning.policy import GaussianPolicyEnsemble
 from .go1 import DEFAULT_Q, action_to_joint_targets
 from .observation import ObservationBuilder, command_vector
-from .policy_update import StaleSession, UpdateRejected, VerifiedPolicy, joint_target_shift, new_session, verify_update
+from .policy_update import StaleSession, UpdateRejected, VerifiedPolicy, joint_target_shift, verify_update
+from .update_session import new_session
 
 RECENT_STATES = 250  # 5 s at 50 Hz: the states an update's behaviour is compared on
 
@@ -60,7 +61,7 @@ class PolicyRunner:
         self._pending: VerifiedPolicy | None = None
         self._lock = threading.Lock()
         self.deterministic, self.key = deterministic, key
-        self.session = new_session()  # this run's: updates signed for another run are refused (policy_update.py)
+        self.session = new_session()  # this run's: updates signed for another run are refused (update_session.py)
         self.obs = ObservationBuilder()
         self.last_action = np.zeros(policy.spec.act_dim, np.float32)
         self.command = command_vector(0.0)

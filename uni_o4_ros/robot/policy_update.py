@@ -153,34 +153,6 @@ def sign_status(values: dict[str, str], message: str, key: bytes) -> str:
     return hmac.new(key, _status_bytes(values, message), hashlib.sha256).hexdigest()
 
 
-SESSION_STATUS = "policy_session"  # the DiagnosticStatus name of a policy node's session announcement
-
-
-def new_session() -> str:
-    """A policy node run's session: 128 random bits, so no earlier run's updates can name it."""
-    return secrets.token_hex(16)
-
-
-def session_status(session: str, version: int, key: bytes | None) -> tuple[dict[str, str], str]:
-    """The values and message of a policy node's announcement of its session, signed with its key."""
-    message = f"updates must be signed for session {session} (this run of the policy node, at version {version})"
-    values = {"session": session, "version": str(version)}
-    if key is not None:
-        values["signature"] = sign_status(values, message, key)
-    return values, message
-
-
-def session_in(values: dict[str, str], message: str, key: bytes | None) -> tuple[str, bool] | None:
-    """The session a policy_session status announces, and whether it is signed with `key` (or no key is used):
-    its own robot's. None: not an announcement."""
-    session = values.get("session", "")
-    if not session:
-        return None
-    signed = key is None or hmac.compare_digest(sign_status(values, message, key).encode(),
-                                                values.get("signature", "").encode())
-    return session, signed
-
-
 @dataclass(frozen=True)
 class Refusal:
     version: int  # refused

@@ -262,6 +262,11 @@ def test_nodes_refuse_meaningless_parameters_at_start_with_one_line(ros_env, sta
             (controller, ["min_battery_soc:=15.0"], "an INTEGER parameter takes a whole number"),
             (controller, ["watchdog_timeout:=-0.1"], "parameter watchdog_timeout: must be > 0, got -0.1"),
             (controller, ["torque_fraction:=9.0"], "parameter torque_fraction: must be in (0, 1], got 9.0"),
+            # a traceback from the socket's bind before (OverflowError: port must be 0-65535)
+            (controller, ["backend:=unitree_sdk", "local_port:=70000"],
+             "parameter local_port: must be in [0, 65535], got 70000"),
+            (controller, ["backend:=unitree_sdk", "robot_port:=0"],
+             "parameter robot_port: must be in [1, 65535], got 0"),
             ("episode_recorder_node", ["max_steps:=0"], "parameter max_steps: must be >= 1, got 0"),
             ("episode_recorder_node", ["command_source:=joystick"], "parameter command_source must be recorder"),
             ("episode_recorder_node", ["command_source:=external", "command_vx_schedule:=[0.5, 1.0]"],

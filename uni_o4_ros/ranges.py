@@ -32,6 +32,8 @@ RANGES: dict[str, Range] = {
     "[0,3]": Range(lambda v: 0 <= v <= 3, "in [0, 3]", 0, 3),  # the T265's tracker confidence
     "[0,100)": Range(lambda v: 0 <= v < 100, "in [0, 100)", 0, 100),  # a battery charge to stop at, in %
     "[0,127]": Range(lambda v: 0 <= v <= 127, "in [0, 127]", 0, 127),  # deg C: the Go1's motors report int8
+    "[0,65535]": Range(lambda v: 0 <= v <= 65535, "in [0, 65535]", 0, 65535),  # a UDP port; 0: any free one
+    "[1,65535]": Range(lambda v: 1 <= v <= 65535, "in [1, 65535]", 1, 65535),  # a UDP port to send to
 }
 
 

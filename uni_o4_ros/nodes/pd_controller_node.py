@@ -82,8 +82,9 @@ PARAMETERS = {
     "wait_for_policy": Doc("sim backend only: step only once the policy has answered the newest state (exact "
                            "lockstep when the graph runs faster than real time)"),
     "robot_ip": Doc("IPv4 address; unitree_sdk only: the Go1's motion board"),
-    "robot_port": Doc("UDP port; unitree_sdk only: the Go1's low-level port"),
-    "local_port": Doc("UDP port; unitree_sdk only: this computer's end of the link, refused if in use"),
+    "robot_port": Doc("UDP port; unitree_sdk only: the Go1's low-level port", "[1,65535]"),
+    "local_port": Doc("UDP port; unitree_sdk only: this computer's end of the link, refused if in use; 0: any "
+                      "free one", "[0,65535]"),
     "state_timeout": Doc("s; unitree_sdk only: the newest LowState older than this is a lost link: e-stop", ">0"),
     "connect_timeout": Doc("s; unitree_sdk only: no LowState at all this long after start is a fault: e-stop",
                            ">0"),

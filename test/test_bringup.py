@@ -601,12 +601,13 @@ def test_stop_processes_kills_and_reaps_a_process_that_ignores_sigterm_and_names
 
 
 def _transition(episode: int, step: int, *, reward: float = 1.0, terminal: bool = False, timeout: bool = False,
-                next_obs_value: float = 0.0):
+                next_obs_value: float = 0.0, run: tuple[str, int] = ("", 0)):
     from uni_o4_ros.msg import Transition
 
     return Transition(episode_id=episode, step=step, observation=[float(step)] * 4,
                       next_observation=[next_obs_value or float(step + 1)] * 4, action=[0.1, -0.1], log_prob=-1.0,
-                      reward=reward, terminal=terminal, timeout=timeout, policy_version=0)
+                      reward=reward, terminal=terminal, timeout=timeout, policy_version=0,
+                      recorder_session=run[0], recorder_started_ns=run[1])
 
 
 @contextmanager
@@ -681,6 +682,42 @@ def test_a_transition_of_other_dimensions_costs_only_itself_not_the_episode_nor_
     bag = bag_to_dataset(tmp_path / "bag")  # every message as received: its conversion leaves out the same one
     np.testing.assert_array_equal(bag.observations, ds.observations)
     assert bag.metadata["left_out_malformed"] == 1
+
+
+def test_the_logger_keeps_a_restarted_recorders_episodes_apart_and_leaves_out_an_old_bag_played_back(ros_env,
+                                                                                                     tmp_path):
+    """Two accidents of a field day, over DDS. `ros2 bag play` of Monday's bag beside the robot: before, its
+    transitions cut today's episode into pieces (each said to have lost its end) and were written in with them.
+    The recorder restarted during episode 2: before, its new episode 1 was taken for today's episode 1."""
+    from uni_o4_ros.data import read_hdf5
+    from uni_o4_ros.data.bag import bag_to_dataset
+
+    today = ("1" * 32, 1_800_000_000 * 10**9)  # (recorder_session, recorder_started_ns)
+    monday, restarted = ("2" * 32, today[1] - 3 * 86_400 * 10**9), ("3" * 32, today[1] + 3_600 * 10**9)
+    sent = [_transition(1, 0, run=today), _transition(1, 1, run=today),
+            _transition(1, 0, reward=7.0, run=monday), _transition(1, 1, reward=7.0, timeout=True, run=monday),
+            _transition(1, 2, timeout=True, run=today), _transition(2, 0, run=today), _transition(2, 1, run=today),
+            _transition(1, 0, reward=3.0, run=restarted), _transition(1, 1, reward=3.0, timeout=True, run=restarted)]
+    with _logger_fed(ros_env, tmp_path, sent, until="episode_000003.hdf5") as (logger, out):
+        assert logger.poll() is None
+    assert logger.returncode == 0
+    files = sorted(out.glob("episode_*.hdf5"))
+    assert [f.name for f in files] == ["episode_000001.hdf5", "episode_000002.hdf5", "episode_000003.hdf5"]
+    first, cut, new = (read_hdf5(f) for f in files)
+    assert first.infos["step"].tolist() == [0, 1, 2] and first.rewards.tolist() == [1, 1, 1]  # whole, Monday's out
+    assert cut.infos["step"].tolist() == [0, 1] and cut.metadata["end_missing"]
+    assert new.infos["step"].tolist() == [0, 1] and new.rewards.tolist() == [3, 3]
+    assert [f.metadata["recorder_session"] for f in (first, cut, new)] == [today[0], today[0], restarted[0]]
+    log = logger.stderr.read()
+    said = ("left out transitions of recorder run 22222222... (started 2027-01-12 08:00:00 UTC): it started before the "
+            "run being recorded (11111111..., started 2027-01-15 08:00:00 UTC)")
+    assert log.count(said) == 1, log[-3000:]
+    assert "never reached the logger" not in log, log[-3000:]  # nothing of today's was lost
+    assert ("episode 2 of recorder run 11111111...: cut off by a new run of the recorder (33333333..., restarted?); "
+            "written with what arrived, ending as a truncation") in log, log[-3000:]
+    bag = bag_to_dataset(tmp_path / "bag")  # the bag keeps every message; its conversion leaves out the same
+    np.testing.assert_array_equal(bag.rewards, np.concatenate([first.rewards, cut.rewards, new.rewards]))
+    assert bag.metadata["left_out_earlier_run"] == 2 and bag.metadata["recorder_runs"] == 2
 
 
 def test_transitions_that_never_reach_the_logger_are_named_not_silently_absent(ros_env, tmp_path):

@@ -636,7 +636,7 @@ def test_an_episode_with_steps_that_never_arrived_is_written_saying_so(tmp_path)
     assert ds.infos["step"].tolist() == [5, 6, 9, 10, 11] and ds.timeouts.tolist() == [0, 0, 0, 0, 1]
     # Episode 4 whose end never came: the next episode's first row says so; its rows are written as a truncation.
     assert writer.add(row(4, 0)) == Arrival() and writer.add(row(4, 1)) == Arrival()
-    assert writer.add(row(5, 0)) == Arrival(cut_off=[4])
+    assert writer.add(row(5, 0)) == Arrival(cut_off=[("", 4)])  # (recorder run: none named, episode)
     path, _ = writer.finish(4, {"end_missing": True})
     cut = read_hdf5(path)
     assert cut.infos["step"].tolist() == [0, 1] and cut.timeouts.tolist() == [0, 1] and cut.metadata["end_missing"]
@@ -753,6 +753,46 @@ def test_a_second_session_or_a_restarted_recorder_adds_files_and_replaces_none(t
     files = sorted(folder.glob("episode_*.hdf5"))
     assert [float(read_hdf5(f).rewards[0]) for f in files] == [1.0, 2.0, 11.0, 12.0, 20.0]
     assert [int(read_hdf5(f).metadata["episode_id"]) for f in files] == [1, 2, 1, 2, 1]  # the recorder's own ids
+
+
+def test_a_restarted_recorder_and_an_old_recording_played_back_never_mix_into_an_episode(tmp_path):
+    """Rows name their recorder run. Before, a recorder restarted during its episode 1 numbered its new episode 1
+    too, and the logger merged both into one file step by step (the new run's steps over the old's); an old bag
+    played back beside the robot (ros2 bag play) cut the live episodes into pieces and was written with them."""
+    from uni_o4_ros.data import read_hdf5
+    from uni_o4_ros.robot.episodes import Arrival, EpisodeWriter
+
+    writer = EpisodeWriter(tmp_path)
+
+    def row(run: str, started: int, eid: int, k: int, last: bool = False) -> dict:
+        value = {"monday": 100.0, "today": 200.0, "restarted": 300.0}[run] + k
+        return {"episode_id": eid, "step": k, "observation": np.full(3, value, np.float32),
+                "next_observation": np.full(3, value + 1, np.float32), "action": np.zeros(2, np.float32),
+                "log_prob": -1.0, "reward": 1.0, "terminal": False, "timeout": last, "policy_version": 0,
+                "recorder_session": run, "recorder_started_ns": started}
+
+    today, monday, restarted = ("today", 2000), ("monday", 1000), ("restarted", 3000)
+    assert writer.add(row(*today, 1, 0)) == Arrival() and writer.add(row(*today, 1, 1)) == Arrival()
+    # Monday's bag played back: its episode 1 arrives between today's rows and is left out, said per row.
+    assert [writer.add(row(*monday, 1, k, k == 2)).earlier_run for k in range(3)] == ["monday"] * 3
+    assert writer.add(row(*today, 1, 2, True)) == Arrival()  # today's episode 1 goes on, not cut off
+    first, _ = writer.finish(1, None, "today")
+    assert writer.earlier_rows == {"monday": 3}
+    assert writer.add(row(*today, 2, 0)) == Arrival() and writer.add(row(*today, 2, 1)) == Arrival()
+    # The recorder restarts during episode 2: its episode 1 cuts off today's episode 2, and merges with nothing.
+    assert writer.add(row(*restarted, 1, 0)) == Arrival(cut_off=[("today", 2)])
+    cut, _ = writer.finish(2, {"end_missing": True}, "today")
+    for k in (1, 2):
+        assert writer.add(row(*restarted, 1, k, k == 2)) == Arrival()
+    new, _ = writer.finish(1, None, "restarted")
+    assert writer.add(row(*today, 3, 0)).earlier_run == "today"  # the run before a restart is over too
+    assert sorted(tmp_path.glob("episode_*.hdf5")) == [first, cut, new]
+    files = {name: read_hdf5(path) for name, path in (("first", first), ("cut", cut), ("new", new))}
+    assert files["first"].observations[:, 0].tolist() == [200, 201, 202]  # today's episode 1, whole
+    assert files["cut"].observations[:, 0].tolist() == [200, 201] and files["cut"].metadata["end_missing"]
+    assert files["new"].observations[:, 0].tolist() == [300, 301, 302]
+    assert [f.metadata["recorder_session"] for f in files.values()] == ["today", "today", "restarted"]
+    assert [int(f.metadata["episode_id"]) for f in files.values()] == [1, 2, 1]  # the recorders' own ids
 
 
 def test_remote_estop_fires_once_per_press_of_the_whole_combination():

@@ -15,6 +15,10 @@ episode written without some of its steps says which (error in the log, metadata
 missing_ranges in its file), one whose last transition never came is written when the next episode
 begins, ending as a truncation (metadata/end_missing), and an episode of which nothing arrived is
 named in the log.
+Each transition names its recorder run: a restarted recorder's episodes (numbered from 1 again) are kept apart
+from the run before's, whose unfinished episode is written as a truncation, and transitions of a run that
+started before the one being recorded (an old bag played back beside the robot) are left out, said once per run.
+Each file's metadata/recorder_session names its run.
 Parameters: directory, bag_path (optional: also keep every Transition, CDR as received, in an
 MCAP rosbag2 at this path, put on disk at every episode's end; `uni-o4 bag2h5` converts it, as it
 does bags from `ros2 bag record`, and salvages it up to the last finished episode if the logger was
@@ -27,12 +31,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 from rclpy.node import Node
 from rclpy.serialization import serialize_message
 
 from uni_o4_ros.msg import Transition
-from uni_o4_ros.robot.episodes import EpisodeWriter, describe_runs
+from uni_o4_ros.robot.episodes import EpisodeWriter, describe_runs, transition_row, wall_time
 
 from .params import Doc, declare_read_only
 from .qos import TRANSITIONS
@@ -79,29 +82,41 @@ class DatasetLoggerNode(Node):
     def on_transition(self, m: Transition) -> None:
         if self.bag is not None:
             self._write_bag(m)
-        arrival = self.writer.add({"episode_id": m.episode_id, "step": m.step, "observation": np.asarray(m.observation),
-                         "next_observation": np.asarray(m.next_observation), "action": np.asarray(m.action),
-                         "log_prob": m.log_prob, "reward": m.reward, "terminal": m.terminal, "timeout": m.timeout,
-                         "policy_version": m.policy_version})
+        arrival = self.writer.add(transition_row(m))
+        if arrival.earlier_run:
+            if self.writer.earlier_rows[arrival.earlier_run] == 1:
+                held = self.writer.runs.current
+                self.get_logger().warning(
+                    f"left out transitions of recorder run {arrival.earlier_run[:8]}... (started "
+                    f"{wall_time(m.recorder_started_ns)}): it started before the run being recorded "
+                    f"({held.session[:8]}..., started {wall_time(held.started_ns)}), so they are an old "
+                    "recording played back (ros2 bag play?) and go into no episode file. If the recorder was "
+                    "restarted with its clock set back, restart this logger")
+            return
         if arrival.left_out:
             self.get_logger().warning(f"episode {m.episode_id} step {m.step}: left out a transition of other "
                                       f"dimensions ({arrival.left_out}): another publisher on this ROS domain, or a "
                                       "damaged message? The episode is written without it")
-        for episode_id in arrival.cut_off:
-            self.get_logger().error(f"episode {episode_id}: its last transition never reached the logger; "
-                                    "written with what did, ending as a truncation: " + STARVED)
-            self._finish(episode_id, {"end_missing": True})
+        for session, episode_id in arrival.cut_off:
+            if session == m.recorder_session:
+                self.get_logger().error(f"episode {episode_id}: its last transition never reached the logger; "
+                                        "written with what did, ending as a truncation: " + STARVED)
+            else:
+                self.get_logger().error(f"episode {episode_id} of recorder run {session[:8]}...: cut off by a new "
+                                        f"run of the recorder ({m.recorder_session[:8]}..., restarted?); written "
+                                        "with what arrived, ending as a truncation")
+            self._finish(episode_id, {"end_missing": True}, session)
         if arrival.skipped:
             self.get_logger().error(
                 f"episode(s) {describe_runs([(arrival.skipped[0], arrival.skipped[-1])])}: no transition ever "
                 "reached the logger, no file: " + STARVED)
         if m.terminal or m.timeout:
-            self._finish(m.episode_id)
+            self._finish(m.episode_id, None, m.recorder_session)
 
-    def _finish(self, episode_id: int, metadata: dict | None = None) -> None:
+    def _finish(self, episode_id: int, metadata: dict | None = None, session: str | None = None) -> None:
         kept, dropped = self.writer.unwritten, len(self.writer.dropped)
         try:
-            path, left_out = self.writer.finish(episode_id, metadata)
+            path, left_out = self.writer.finish(episode_id, metadata, session)
         except OSError as exc:
             if len(self.writer.dropped) > dropped:
                 self.get_logger().error(

@@ -34,6 +34,10 @@ Who sets the velocity command is `command_source`:
   start at once, and command_velocity, command_vx_schedule and start_episode's command are not used.
 Either way, each transition's reward is for the command its observation shows.
 
+Every transition names this run of the recorder (`recorder_session`, random, and `recorder_started_ns`): the
+logger and the learner keep a restarted recorder's episodes apart from the run before (both number episodes
+from 1), and leave out an earlier run's transitions played back beside the robot (`ros2 bag play`).
+
 Each policy step's reward comes from the robot state it answered (by stamp) and that moment's odometry.
 A step whose own state never reached the recorder takes the newest one instead: at the episode's end the
 log says how many did (a recorder short of CPU, or a lossy link).
@@ -53,6 +57,7 @@ from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
 from uni_o4_ros.robot.episodes import DampingWatch, EpisodeRecorderCore, PolicyStep, RobotMotion, StepPairing
 from uni_o4_ros.robot.observation import newest_command, shows_command
 from uni_o4_ros.robot.odometry_watch import OdometryWatch, finite_sample
+from uni_o4_ros.robot.runs import new_session
 from uni_o4_ros.srv import StartEpisode, StopEpisode
 
 from .params import Doc, declare_read_only, require_vector
@@ -123,6 +128,7 @@ class EpisodeRecorderNode(Node):
         # Episodes start only once this many readers (logger, learner) listen to `transitions`:
         # the stream is volatile, so a reader that joins late would miss the first transitions.
         self.wait_for_subscribers = int(p["wait_for_subscribers"])
+        self.session, self.started_ns = new_session(), time.time_ns()
         self.stop_reason = ""
         self.fall: tuple[int, str, float] | None = None  # (stamp, reason, when heard) of a fall to end at
         self.pairing = StepPairing()  # each policy step with the state it answered and that moment's odometry
@@ -399,7 +405,8 @@ class EpisodeRecorderNode(Node):
         self.last_sent = t
         m = Transition(episode_id=t["episode_id"], step=t["step"], log_prob=float(t["log_prob"]),
                        reward=float(t["reward"]), terminal=bool(t["terminal"]), timeout=bool(t["timeout"]),
-                       policy_version=int(t["policy_version"]))
+                       policy_version=int(t["policy_version"]), recorder_session=self.session,
+                       recorder_started_ns=self.started_ns)
         m.header.stamp = self.get_clock().now().to_msg()
         m.observation, m.next_observation = t["observation"].tolist(), np.asarray(t["next_observation"]).tolist()
         m.action = t["action"].tolist()

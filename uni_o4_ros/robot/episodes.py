@@ -12,6 +12,7 @@ import shutil
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from ..data import (
 )
 from .observation import is_fresh
 from .reward import reward
+from .runs import Announcement, SessionChoice
 
 
 @dataclass
@@ -249,13 +251,20 @@ class Arrival:
     # Why this row was left out ("" if kept): its observation, next_observation or action has another length
     # than the episode's first row's (or next_observation than observation), so no file could hold both.
     left_out: str = ""
+    # Left out as well: a row of a recorder run that started before the one being recorded (an old bag played
+    # back beside the robot); its run's session then, "" otherwise.
+    earlier_run: str = ""
 
 
 @dataclass
 class EpisodeWriter:
     """One `episode_NNNNNN.hdf5` per finished episode, numbered by the recorder's episode ids moved
     past every file already in the folder: a second session into the same folder (or a restarted
-    recorder, whose ids begin at 1 again) adds files and never replaces one."""
+    recorder, whose ids begin at 1 again) adds files and never replaces one.
+
+    Rows are kept by recorder run (`recorder_session`) and episode: a restarted recorder's episode 1 is
+    never merged into the previous run's episode 1. The newest run by start time is the one recorded
+    (`runs`); rows of a run that started before it are left out (`Arrival.earlier_run`)."""
 
     directory: Path
     # Memory for finished episodes waiting for a folder that can take them (disk full, folder gone).
@@ -263,14 +272,16 @@ class EpisodeWriter:
     # kills it and every waiting episode with it.
     max_unwritten_bytes: int = 10**9
     dropped: list[int] = field(default_factory=list)  # recorder ids of the episodes dropped so far
-    _rows: dict[int, list[dict]] = field(default_factory=dict)
+    _rows: dict[tuple[str, int], list[dict]] = field(default_factory=dict)  # by (recorder session, episode id)
     _unwritten: dict[Path, OfflineDataset] = field(default_factory=dict)  # by destination, oldest first
     _offset: int = 0  # file number - recorder episode id
     _newest_id: int | None = None  # the newest episode id a row arrived for
     # Steps of the episode finish() last wrote that never arrived: (first, last) runs, empty if none.
     last_missing: list[tuple[int, int]] = field(default_factory=list)
-    _malformed: dict[int, list[int]] = field(default_factory=dict)  # steps of the rows add() left out, by episode
+    _malformed: dict[tuple[str, int], list[int]] = field(default_factory=dict)  # steps of rows add() left out
     last_malformed: int = 0  # rows add() left out of the episode finish() last wrote
+    runs: SessionChoice = field(default_factory=SessionChoice)  # the recorder run being recorded
+    earlier_rows: dict[str, int] = field(default_factory=dict)  # rows left out by earlier_run, by session
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
@@ -279,42 +290,55 @@ class EpisodeWriter:
     def add(self, t: dict) -> Arrival:
         """Keep a row. The recorder's stream is ordered (one publisher, reliable) and numbers episodes 1,
         2, ... (from 1 again when restarted), so the first row of an episode also tells what was lost:
-        episodes skipped entirely, and earlier episodes whose last row never came (cut_off; finish()
-        them to write what did).
+        episodes skipped entirely, and earlier episodes whose last row never came (cut_off, as
+        (recorder session, episode id); finish() them to write what did). A row of a newer recorder run
+        (a restarted recorder) cuts off every episode of the run before.
 
         A row whose dimensions differ from the episode's first row (another publisher on the domain, a
         damaged message) is left out (`Arrival.left_out` says why) and counted in the file's
         metadata/left_out_malformed: kept, it failed the episode's stacking after its rows were taken, and the
         episode and the logger were lost."""
-        eid = int(t["episode_id"])
-        newest, arrival = self._newest_id, Arrival()
-        if eid != newest:
+        session, eid = recorder_run(t)
+        arrival = Arrival()
+        choice = self.runs.hear(Announcement(session, int(t.get("recorder_started_ns", 0)), True))
+        if choice == "earlier":
+            self.earlier_rows[session] = self.earlier_rows.get(session, 0) + 1
+            arrival.earlier_run = session
+            return arrival
+        newest = self._newest_id if choice == "same" else None
+        if (session, eid) != (self.runs.current.session, newest):
             if newest is not None and eid > newest + 1:
                 arrival.skipped = list(range(newest + 1, eid))
-            arrival.cut_off = [k for k in self._rows if k != eid]
+            arrival.cut_off = [k for k in self._rows if k != (session, eid)]
         self._newest_id = eid
-        rows = self._rows.setdefault(eid, [])
+        rows = self._rows.setdefault((session, eid), [])
         dims = transition_dims(t)
         if dims is None or (rows and dims != transition_dims(rows[0])):
-            self._malformed.setdefault(eid, []).append(int(t["step"]))
+            self._malformed.setdefault((session, eid), []).append(int(t["step"]))
             first = f", the episode's first row {describe_dims(rows[0])}" if rows else ""
             arrival.left_out = f"observation/next_observation/action lengths {describe_dims(t)}{first}"
             return arrival
         rows.append(t)
         return arrival
 
-    def finish(self, episode_id: int, metadata: dict | None = None) -> tuple[Path | None, int]:
-        """Write the episode: its file (None when no transition was usable) and how many
-        transitions were left out for NaN/inf values.
+    def finish(self, episode_id: int, metadata: dict | None = None,
+               session: str | None = None) -> tuple[Path | None, int]:
+        """Write the episode of recorder run `session` (None: the run being recorded): its file (None when no
+        transition was usable) and how many transitions were left out for NaN/inf values. The file's
+        metadata/recorder_session names the run.
 
         If a file cannot be written (OSError: disk full, the folder gone or replaced), the episode
         stays in memory and the error is raised; the next finish() or flush() writes it first. If the
         episodes waiting would then hold more than `max_unwritten_bytes`, this one is dropped
         (`dropped`) instead."""
-        rows = self._rows.pop(episode_id, [])
-        malformed = self._malformed.pop(episode_id, [])
+        if session is None:
+            session = self.runs.current.session if self.runs.current is not None else ""
+        rows = self._rows.pop((session, episode_id), [])
+        malformed = self._malformed.pop((session, episode_id), [])
         self.last_missing = missing_steps([*(int(t["step"]) for t in rows), *malformed])
         self.last_malformed = len(malformed)
+        if session:
+            metadata = {**(metadata or {}), "recorder_session": session}
         ds, left_out = episode_dataset(rows, episode_id, metadata, left_out_steps=malformed)
         path = None
         if ds is not None:
@@ -373,6 +397,29 @@ class EpisodeWriter:
 
 
 _EPISODE_FILE = re.compile(r"episode_(\d+)\.hdf5")
+
+
+def transition_row(m: object) -> dict:
+    """A Transition message (rclpy's, or rosbags' from a bag) as the row EpisodeWriter and the learner take. A
+    bag recorded before transitions named their recorder run has no recorder_session: "" (one run)."""
+    return {"episode_id": int(m.episode_id), "step": int(m.step), "observation": np.asarray(m.observation),
+            "next_observation": np.asarray(m.next_observation), "action": np.asarray(m.action),
+            "log_prob": float(m.log_prob), "reward": float(m.reward), "terminal": bool(m.terminal),
+            "timeout": bool(m.timeout), "policy_version": int(m.policy_version),
+            "recorder_session": str(getattr(m, "recorder_session", "")),
+            "recorder_started_ns": int(getattr(m, "recorder_started_ns", 0))}
+
+
+def wall_time(ns: int) -> str:
+    """A wall-clock time in ns as the log shows it (UTC, to the second)."""
+    return datetime.fromtimestamp(ns / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def recorder_run(t: dict) -> tuple[str, int]:
+    """(recorder session, episode id) of a transition: the episode it belongs to. A row without a session (a
+    bag recorded before transitions named their recorder run) is of the run "", one run for the whole
+    stream, as before."""
+    return str(t.get("recorder_session", "")), int(t["episode_id"])
 
 
 def missing_steps(steps: Iterable[int]) -> list[tuple[int, int]]:

@@ -16,6 +16,7 @@ import torch
 from conftest import start_node as start
 from conftest import stop_nodes as stop
 from conftest import wait_until
+from uni_o4_ros.data import read_hdf5
 from uni_o4_ros.learning.config import OnlineConfig
 from uni_o4_ros.learning.normalizer import StateNormalizer
 from uni_o4_ros.learning.online_learner import OnlineLearnerCore
@@ -143,6 +144,11 @@ def test_online_learning_hot_swaps_and_survives_a_learner_crash(ros_env, standin
         assert max(gaps) < 0.5, f"the 50 Hz loop stalled {max(gaps):.3f} s at tick {gaps.index(max(gaps))}"
         saved = json.loads((run / "learner.json").read_text())
         assert saved["version"] >= 2
+        # every transition names the recorder's run, and so does every episode file the logger wrote
+        runs = {(t.recorder_session, t.recorder_started_ns) for t in w.transitions}
+        assert len(runs) == 1 and len(next(iter(runs))[0]) == 32, runs
+        files = sorted(out.glob("episode_*.hdf5"))
+        assert {read_hdf5(f).metadata["recorder_session"] for f in files} == {next(iter(runs))[0]}
         learner = start("uni_o4_ros.nodes.learner_node", ros_env, *learner_args)
         w.wait(lambda: saved["version"] + 1 in w.accepted_versions())  # resumed, not restarted at 1
         assert json.loads((run / "learner.json").read_text())["updates"] > saved["updates"]
@@ -343,6 +349,30 @@ def test_learner_core_takes_a_resent_last_transition_as_the_episode_end(tmp_path
         core.add(_t(0, i))
     assert core.add(dict(_t(0, 4), timeout=True)) is None
     assert len(core.buffer) == 5 and core.buffer[-1]["timeout"] and not any(r["timeout"] for r in core.buffer[:-1])
+
+
+def test_learner_core_learns_from_the_newest_recorder_run_not_an_old_recording_played_back(tmp_path):
+    """An old bag played back beside the robot (ros2 bag play) repeats transitions of policy versions that
+    may bear today's numbers: before, they filled today's batches. A restarted recorder numbers episodes from
+    1 again: its first step is not taken for a resend of the run before's."""
+    cfg = OnlineConfig(rollout_steps=8, minibatch_size=4, epochs=1)
+    core = OnlineLearnerCore(make_policy(6, 2, hidden=(8,), mean_activation="none"), ValueNet(6, (8,)),
+                             StateNormalizer.identity(6), cfg, tmp_path)
+
+    def run(session: str, started: int, t: dict) -> dict:
+        return {**t, "recorder_session": session, "recorder_started_ns": started}
+
+    assert core.add(run("today", 2000, _t(0, 0))) is None
+    # today's episode 1 ends in a single step; the recorder restarts and begins its own episode 1
+    assert core.add(run("today", 2000, dict(_t(0, 1), timeout=True))) is None
+    assert core.add(run("restarted", 3000, dict(_t(0, 1), timeout=False))) is None
+    assert len(core.buffer) == 3 and core.buffer[1]["timeout"]  # both kept: the restart replaced nothing
+    replayed = [core.add(run("monday", 1000, _t(0, k, episode=7))) for k in range(10)]  # version 0 too
+    assert replayed == [None] * 10 and core.dropped_earlier_run == 10 and core.earlier_run == "monday"
+    assert len(core.buffer) == 3
+    results = [core.add(run("restarted", 3000, _t(0, k))) for k in range(2, 7)]
+    assert results[:-1] == [None] * 4 and results[-1] is not None  # the 8th of the runs learned from
+    assert core.dropped_stale == 0 and core.dropped_invalid == 0
 
 
 def test_uni_o4_plot_draws_a_learners_updates_and_a_recordings_episodes(tmp_path, capsys):

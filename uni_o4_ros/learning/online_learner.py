@@ -8,6 +8,9 @@ checkpoint and continues from that version. The version it stands on (its newest
 also kept as a deployable policy folder, `run_dir/policy` (actor, normaliser and V, with its version):
 the policy to deploy next time, or to start offline learning from (the paper's online -> offline step).
 
+Transitions of a recorder run that started before the newest one heard (an old bag played back beside the
+robot, whose policy versions may bear the same numbers as today's) are left out too (`dropped_earlier_run`).
+
 A version the policy node refuses (`max_update_shift`, a wrong HMAC key) never runs, so nothing of it
 can be learned from. When the robot runs the version it was made from, the learner goes back to that
 one (`refused`) and learns on from its transitions, numbering its next version above the refused one.
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 
 from ..data import finite_transition, transition_dims
+from ..robot.runs import Announcement, SessionChoice
 from . import checkpoint as ckpt
 from .config import OnlineConfig, to_dict
 from .jsonlines import append_jsonl
@@ -31,6 +35,12 @@ from .normalizer import StateNormalizer
 from .policy import GaussianPolicyEnsemble, PolicySpec
 from .ppo import PPO, Rollout
 from .value import ValueNet
+
+
+def _place(t: dict) -> tuple[str, int, int]:
+    """Where a transition stands: (recorder run, episode, step). A restarted recorder numbers episodes from 1
+    again, so the episode id alone does not tell its transitions from the run before's."""
+    return str(t.get("recorder_session", "")), int(t["episode_id"]), int(t["step"])
 
 
 @dataclass
@@ -67,6 +77,9 @@ class OnlineLearnerCore:
         self.stale_streak = 0
         self.stale_version: int | None = None
         self.dropped_invalid = 0
+        self.recorder_runs = SessionChoice()  # the recorder run learned from: the newest by its start
+        self.dropped_earlier_run = 0
+        self.earlier_run: str = ""  # the session of the last transition left out as of an earlier run
         self.not_exploring = 0  # batches left unused: their actions were the policy's mean
         self.updates = 0
         # What this learner fine-tunes (the policy and its input statistics; V may start untrained,
@@ -79,6 +92,11 @@ class OnlineLearnerCore:
 
     def add(self, t: dict) -> UpdateResult | None:
         """Add one transition; returns an update when a full on-policy batch was used."""
+        run = Announcement(str(t.get("recorder_session", "")), int(t.get("recorder_started_ns", 0)), True)
+        if self.recorder_runs.hear(run) == "earlier":
+            self.dropped_earlier_run += 1
+            self.earlier_run = run.session
+            return None
         if int(t["policy_version"]) != self.version:
             self.dropped_stale += 1  # collected by an older policy: not on-policy any more
             self.stale_streak += 1
@@ -91,7 +109,7 @@ class OnlineLearnerCore:
             # gap it leaves cuts GAE there, as an episode boundary does.
             self.dropped_invalid += 1
             return None
-        if self.buffer and (self.buffer[-1]["episode_id"], self.buffer[-1]["step"]) == (t["episode_id"], t["step"]):
+        if self.buffer and _place(self.buffer[-1]) == _place(t):
             # The recorder sends an episode's last transition again to mark it as the end (the robot stopped
             # acting on the policy): it replaces the first one.
             self.buffer[-1] = t
@@ -131,8 +149,8 @@ class OnlineLearnerCore:
         # A transition whose successor is not the next row (episode end, or a gap) bootstraps from
         # its own s' (timeouts) or not at all (terminals); GAE is cut there.
         cut = term | tout
-        cut[:-1] |= torch.tensor([rows[i + 1]["step"] != rows[i]["step"] + 1 or
-                                  rows[i + 1]["episode_id"] != rows[i]["episode_id"] for i in range(len(rows) - 1)])
+        cut[:-1] |= torch.tensor([_place(rows[i + 1]) != (*_place(rows[i])[:2], rows[i]["step"] + 1)
+                                  for i in range(len(rows) - 1)])
         boot = torch.where(cut & ~term, self.cfg.gamma * next_values, torch.zeros_like(next_values))
         last_value = next_values[-1:] * (~term[-1:]).float()
         rollout = Rollout(

@@ -31,7 +31,6 @@ import sys
 import threading
 from pathlib import Path
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
 
@@ -42,6 +41,7 @@ from uni_o4_ros.learning.offline import load_policy
 from uni_o4_ros.learning.online_learner import OnlineLearnerCore
 from uni_o4_ros.learning.value import ValueNet
 from uni_o4_ros.msg import PolicyUpdate, Transition
+from uni_o4_ros.robot.episodes import transition_row, wall_time
 from uni_o4_ros.robot.policy_update import encode_update, refusal_in
 from uni_o4_ros.robot.update_session import SESSION_STATUS, SessionChoice, session_in
 
@@ -127,6 +127,7 @@ class LearnerNode(Node):
         self.create_subscription(Transition, "transitions", self.on_transition, TRANSITIONS)
         self.create_subscription(DiagnosticStatus, "policy_status", self.on_policy_status, EVENTS)
         self.refused: set[int] = set()
+        self.earlier_runs: set[str] = set()  # recorder runs said to be left out, so each is said once
         self.unsigned_refusals: set[int] = set()
         if self.core.updates:
             # Published when the policy node's session arrives (at once if one runs: it is kept for late joiners).
@@ -189,11 +190,16 @@ class LearnerNode(Node):
     # ------------------------------------------------------------------ online mode
     def on_transition(self, m: Transition) -> None:
         invalid, unexplored = self.core.dropped_invalid, self.core.not_exploring
-        res = self.core.add({"observation": np.asarray(m.observation),
-                             "next_observation": np.asarray(m.next_observation),
-                             "action": np.asarray(m.action), "log_prob": m.log_prob, "reward": m.reward,
-                             "terminal": m.terminal, "timeout": m.timeout, "policy_version": m.policy_version,
-                             "step": m.step, "episode_id": m.episode_id})
+        earlier = self.core.dropped_earlier_run
+        res = self.core.add(transition_row(m))
+        if self.core.dropped_earlier_run > earlier and self.core.earlier_run not in self.earlier_runs:
+            self.earlier_runs.add(self.core.earlier_run)
+            held = self.core.recorder_runs.current
+            self.get_logger().warning(
+                f"left out transitions of recorder run {self.core.earlier_run[:8]}... (started "
+                f"{wall_time(m.recorder_started_ns)}): it started before the run learned from ({held.session[:8]}..., "
+                f"started {wall_time(held.started_ns)}), so they are an old recording played back (ros2 bag play?). "
+                "If the recorder was restarted with its clock set back, restart this learner")
         n = self.core.dropped_invalid
         if n > invalid and (n == 1 or n % 100 == 0):
             self.get_logger().warning(f"left out {n} transition(s) so far with NaN/inf values or wrong dimensions "

@@ -431,3 +431,78 @@ def test_a_bag_whose_episodes_have_other_dimensions_is_one_clear_error(tmp_path)
     with pytest.raises(DatasetError, match="episode 2 has observation/action dims 3/2, while episode 1 has 6/2: "
                                            "one topic must hold one recording's transitions"):
         bag_to_dataset(tmp_path / "mixed")
+
+
+def _run(m: Transition, session: str, started_ns: int) -> Transition:
+    m.recorder_session, m.recorder_started_ns = session, started_ns
+    return m
+
+
+def test_bag2h5_keeps_a_restarted_recorders_episodes_apart_and_leaves_out_an_old_recording_played_back(tmp_path):
+    """`ros2 bag record /transitions` through a recorder restart (its episode ids begin at 1 again) and beside
+    `ros2 bag play` of Monday's bag. Before, bag2h5 merged both runs' episode 1 step by step into one episode,
+    and wrote Monday's transitions in with today's."""
+    today, restarted, monday = ("a" * 32, 2 * 10**18), ("b" * 32, 3 * 10**18), ("c" * 32, 10**18)
+    msgs = [_run(transition(1, 0), *today), _run(transition(1, 1), *today),
+            _run(transition(1, 0), *monday), _run(transition(1, 1, "timeout"), *monday),  # played back
+            _run(transition(1, 2, "timeout"), *today), _run(transition(2, 0), *today),
+            _run(transition(1, 0), *restarted), _run(transition(1, 1), *restarted),
+            _run(transition(1, 2), *restarted), _run(transition(1, 3, "terminal"), *restarted)]
+    for m in msgs[6:]:
+        m.reward = 5.0  # the restarted run's: told apart from today's by value
+    bag = tmp_path / "restart_bag"
+    write_bag(bag, msgs)
+    out = tmp_path / "restart.hdf5"
+    run = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "bag2h5", str(bag), "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert ("8 transitions in 3 episode(s) of 2 recorder runs (infos/recorder_run), 1 terminal, 2 timeouts; 2 left "
+            "out as a recorder run's that started before one already recorded") in run.stdout, run.stdout
+    ds = read_hdf5(out)
+    np.testing.assert_array_equal(ds.infos["recorder_run"], [0, 0, 0, 0, 1, 1, 1, 1])
+    np.testing.assert_array_equal(ds.infos["episode_id"], [1, 1, 1, 2, 1, 1, 1, 1])
+    np.testing.assert_array_equal(ds.infos["step"], [0, 1, 2, 0, 0, 1, 2, 3])
+    np.testing.assert_allclose(ds.rewards, [0, 0.01, 0.02, 0, 5, 5, 5, 5])
+    assert ds.timeouts.tolist() == [0, 0, 1, 1, 0, 0, 0, 0] and ds.terminals.tolist() == [0] * 7 + [1]
+    assert ds.metadata["recorder_runs"] == 2 and ds.metadata["left_out_earlier_run"] == 2
+
+
+# Transition as it was before it named its recorder run (bags recorded then hold this definition).
+TRANSITION_BEFORE_RECORDER_RUN = """std_msgs/Header header
+uint64 episode_id
+uint32 step
+float32[] observation
+float32[] next_observation
+float32[] action
+float32 log_prob
+float32 reward
+bool terminal
+bool timeout
+uint64 policy_version
+"""
+
+
+def test_a_bag_recorded_before_transitions_named_their_recorder_run_is_read_by_its_own_definition(tmp_path):
+    """A robot's bags from before the message grew two fields: read with today's definition, every message
+    failed to deserialise (the bytes end where the new fields would begin). The bag's own definition reads them."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    store.register(get_types_from_msg(TRANSITION_BEFORE_RECORDER_RUN, "uni_o4_ros/msg/Transition"))
+    Old = store.types["uni_o4_ros/msg/Transition"]
+    Header, Time = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
+    bag = tmp_path / "old_bag"
+    with Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP) as w:
+        conn = w.add_connection("/transitions", "uni_o4_ros/msg/Transition", typestore=store)
+        for k in range(3):
+            m = Old(header=Header(stamp=Time(sec=k, nanosec=0), frame_id=""), episode_id=4, step=k,
+                    observation=np.full(6, k, np.float32), next_observation=np.full(6, k + 1, np.float32),
+                    action=np.zeros(2, np.float32), log_prob=-1.0, reward=0.5, terminal=k == 2, timeout=False,
+                    policy_version=3)
+            w.write(conn, k * 10**9, store.serialize_cdr(m, "uni_o4_ros/msg/Transition"))
+    ds = bag_to_dataset(bag)
+    assert len(ds) == 3 and ds.terminals.tolist() == [0, 0, 1] and ds.metadata["recorder_runs"] == 1
+    np.testing.assert_array_equal(ds.observations[:, 0], [0, 1, 2])
+    np.testing.assert_array_equal(ds.infos["episode_id"], [4, 4, 4])
+    np.testing.assert_array_equal(ds.infos["policy_version"], [3, 3, 3])

@@ -916,13 +916,18 @@ def cmd_bag2h5(args: argparse.Namespace) -> int:
     validate(ds)
     path = write_hdf5(args.out, ds)
     left_out = int(ds.metadata.get("left_out_non_finite", 0))
-    print(f"{path}: {len(ds)} transitions in {ds.metadata['episodes']} episode(s), "
+    runs = int(ds.metadata.get("recorder_runs", 1))
+    print(f"{path}: {len(ds)} transitions in {ds.metadata['episodes']} episode(s)"
+          + (f" of {runs} recorder runs (infos/recorder_run)" if runs > 1 else "") + ", "
           f"{int(ds.terminals.sum())} terminal, {int(ds.timeouts.sum())} timeouts"
           + (f"; {left_out} left out for NaN/inf values" if left_out else "")
           + (f"; {ds.metadata['left_out_malformed']} left out for other dimensions than their episode's first"
              if ds.metadata.get("left_out_malformed") else "")
           + (f"; {ds.metadata['missing_steps']} never recorded (steps missing inside episodes)"
-             if ds.metadata.get("missing_steps") else ""))
+             if ds.metadata.get("missing_steps") else "")
+          + (f"; {ds.metadata['left_out_earlier_run']} left out as a recorder run's that started before one "
+             "already recorded (an old bag played back while this one recorded)"
+             if ds.metadata.get("left_out_earlier_run") else ""))
     return 0
 
 

@@ -3,7 +3,11 @@ nothing is unpickled).
 
 `bag_to_dataset` turns the Transition stream of a bag recorded on the robot with
 `ros2 bag record -s mcap /transitions` into the D4RL layout the learning core reads; episodes are
-rebuilt from (episode_id, step), so messages may arrive in any order and duplicates are dropped.
+rebuilt from (recorder run, episode_id, step), so messages may arrive in any order and duplicates are
+dropped, and a recorder restarted during the recording (its episode ids begin at 1 again) gives episodes of
+their own. Messages of a recorder run that started before one already heard (an old bag played back while this
+one recorded) are left out and counted, as the dataset_logger does. A bag recorded before Transition named its
+recorder run is read by the definition it holds.
 A bag its recorder never closed (killed, or the robot's power cut) is salvaged (mcap_salvage.py)
 rather than refused, and so is a closed bag damaged since (a bad copy, a failing disk): the chunks
 that fail their CRC are left out, said, and the rest is read. `TransitionBagWriter` is what the
@@ -41,11 +45,13 @@ def _msg_dir() -> Path:
         raise DatasetError("uni_o4_ros message definitions (msg/Transition.msg) not found") from exc
 
 
-def typestore():
-    """ROS 2 Kilted's standard types plus this package's messages, from their .msg files."""
+def typestore(own: bool = True):
+    """ROS 2 Kilted's standard types plus (`own`) this package's messages, from their .msg files."""
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
     store = get_typestore(Stores.ROS2_KILTED)
+    if not own:
+        return store
     types = {}
     for f in sorted(_msg_dir().glob("*.msg")):
         types.update(get_types_from_msg(f.read_text(), f"uni_o4_ros/msg/{f.stem}"))
@@ -100,20 +106,20 @@ def bag_was_closed(bag: str | Path) -> bool:
     return all(_closed(f) for f in _mcap_files(bag))
 
 
-def _read_closed(bag: Path, topic: str) -> Iterator[bytes]:
+def _read_closed(bag: Path, topic: str) -> Iterator[tuple[str, bytes]]:
     from rosbags.rosbag2 import Reader
 
     with Reader(bag) as reader:
         conns = [c for c in reader.connections if c.topic == topic]
         _check_topic(bag, topic, {c.topic for c in reader.connections}, {c.msgtype for c in conns})
-        for _, _, raw in reader.messages(connections=conns):
-            yield raw
+        for conn, _, raw in reader.messages(connections=conns):
+            yield conn.msgdef.data, raw
 
 
-def _read_mcap(bag: Path, topic: str, report: dict, closed: bool) -> Iterator[bytes]:
-    """Every message on `topic` in the bag's MCAP files, by the salvage scan (front to back; a closed file's
-    index only helps it past damage): it reads a bag its recorder never closed, and in any bag leaves out
-    only the chunks that fail their CRC."""
+def _read_mcap(bag: Path, topic: str, report: dict, closed: bool) -> Iterator[tuple[str, bytes]]:
+    """Every message on `topic` in the bag's MCAP files, with the definition it was written with, by the salvage
+    scan (front to back; a closed file's index only helps it past damage): it reads a bag its recorder never
+    closed, and in any bag leaves out only the chunks that fail their CRC."""
     topics = set()
     for f in _mcap_files(bag):
         scan = McapSalvage(f)
@@ -121,7 +127,7 @@ def _read_mcap(bag: Path, topic: str, report: dict, closed: bool) -> Iterator[by
             if channel.topic == topic:
                 if channel.schema != TRANSITION_TYPE:  # raises, naming the type found
                     _check_topic(bag, topic, {topic}, {channel.schema})
-                yield raw
+                yield channel.definition, raw
         topics |= {c.topic for c in scan.channels.values()}
         report["damage"] += [f"{f.name}: {d}" for d in scan.report.damaged_chunks]
         if scan.report.orphans:
@@ -141,20 +147,48 @@ def _check_topic(bag: Path, topic: str, topics: set[str], types: set[str], where
         raise DatasetError(f"{bag}: {topic} carries {sorted(types)[0]}, expected {TRANSITION_TYPE}")
 
 
-def _episodes(raws: Iterator[bytes], store) -> dict[int, list[dict]]:
-    """Transition messages grouped by episode. Deserialised one by one (not collected first): a day's bag
-    can be gigabytes."""
-    episodes: dict[int, list[dict]] = {}
-    for raw in raws:
-        m = store.deserialize_cdr(raw, TRANSITION_TYPE)
+def _definition_store(definition: str, stores: dict):
+    """The typestore that reads messages written with `definition` (a bag's own Transition: one recorded before
+    the message gained recorder_session reads by its own layout), this package's for a bag that kept none."""
+    if definition not in stores:
+        from rosbags.typesys import get_types_from_msg
+
+        if not definition.strip():
+            stores[definition] = typestore()
+            return stores[definition]
+        store = typestore(own=False)
+        try:
+            store.register({TRANSITION_TYPE: get_types_from_msg(definition, TRANSITION_TYPE)[TRANSITION_TYPE]})
+        except Exception as exc:  # noqa: BLE001 - rosbags' parser raises several types for a damaged text
+            raise DatasetError(f"the bag's definition of {TRANSITION_TYPE} cannot be read "
+                               f"({type(exc).__name__}: {' '.join(str(exc).split())})") from exc
+        stores[definition] = store
+    return stores[definition]
+
+
+def _episodes(raws: Iterator[tuple[str, bytes]]) -> tuple[dict[tuple[str, int], list[dict]], int]:
+    """Transition messages grouped by recorder run and episode (a recorder restarted while the bag recorded
+    numbers its episodes from 1 again), runs in the order they started, and how many messages were left out as
+    of a run that started before one heard earlier in the bag: an old recording played back while this one
+    was made (as the dataset_logger leaves them out). Deserialised one by one (not collected first): a day's
+    bag can be gigabytes."""
+    from ..robot.episodes import recorder_run, transition_row
+    from ..robot.runs import Announcement, SessionChoice
+
+    episodes: dict[tuple[str, int], list[dict]] = {}
+    runs, earlier, stores = SessionChoice(), 0, {}
+    for definition, raw in raws:
+        m = _definition_store(definition, stores).deserialize_cdr(raw, TRANSITION_TYPE)
         if m.episode_id >= 2**63:  # no recorder counts that far: a bag written without CRCs, damaged since
             raise ValueError(f"episode id {m.episode_id} is no recorder's (a damaged byte?)")
-        episodes.setdefault(int(m.episode_id), []).append({
-            "step": int(m.step), "observation": np.asarray(m.observation),
-            "next_observation": np.asarray(m.next_observation), "action": np.asarray(m.action),
-            "log_prob": float(m.log_prob), "reward": float(m.reward), "terminal": bool(m.terminal),
-            "timeout": bool(m.timeout), "policy_version": int(m.policy_version)})
-    return episodes
+        row = transition_row(m)
+        if runs.hear(Announcement(row["recorder_session"], row["recorder_started_ns"], True)) == "earlier":
+            earlier += 1
+            continue
+        episodes.setdefault(recorder_run(row), []).append(row)
+    # Each run heard after the first started later than it (or was left out): first heard, first started.
+    order = {session: k for k, session in enumerate(dict.fromkeys(session for session, _ in episodes))}
+    return {key: episodes[key] for key in sorted(episodes, key=lambda key: (order[key[0]], key[1]))}, earlier
 
 
 def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDataset:
@@ -167,8 +201,7 @@ def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDatas
     bag = Path(bag)
     if not bag.exists():
         raise FileNotFoundError(f"bag {bag} not found")
-    store = typestore()
-    episodes: dict[int, list[dict]] = {}
+    episodes: dict[tuple[str, int], list[dict]] = {}
     if bag.is_dir() and not (bag / "metadata.yaml").is_file() and not _mcap_files(bag):
         raise DatasetError(f"{bag}: no metadata.yaml and no .mcap file (an SQLite bag that was not closed "
                            "needs `ros2 bag reindex` first)")
@@ -182,7 +215,7 @@ def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDatas
         # not: it checks each chunk's CRC and needs no index, so damage loses the damaged chunk only, and says so
         # (rosbags refused the whole bag at a failed CRC, and read a damaged index as fewer messages, unsaid).
         raws = _read_mcap(bag, topic, salvage, closed) if _mcap_files(bag) else _read_closed(bag, topic)
-        episodes = _episodes(raws, store)
+        episodes, earlier = _episodes(raws)
     except DatasetError:
         raise
     except Exception as exc:  # noqa: BLE001 - rosbags and the decompressors raise many types for a damaged bag
@@ -195,7 +228,9 @@ def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDatas
         else:
             where = "" if closed else " that were written out before the recording was cut off"
         raise DatasetError(f"{bag}: {topic} holds no messages{where}")
-    made = [episode_dataset(rows, eid) for eid, rows in sorted(episodes.items())]
+    runs = list(dict.fromkeys(session for session, _ in episodes))
+    made = [episode_dataset(rows, eid, {"recorder_session": session} if session else None)
+            for (session, eid), rows in episodes.items()]
     parts = [ds for ds, _ in made if ds is not None]
     if not parts:
         raise DatasetError(f"{bag}: every transition on {topic} has NaN/inf values or malformed arrays")
@@ -206,7 +241,14 @@ def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDatas
                            f"{first.obs_dim}/{first.act_dim}: one topic must hold one recording's transitions")
     ds = OfflineDataset.concatenate(parts)
     ds.infos["episode_id"] = np.concatenate([np.full(len(p), p.metadata["episode_id"], np.int64) for p in parts])
-    ds.metadata = {"source": str(bag), "episodes": len(parts), "left_out_non_finite": sum(n for _, n in made)}
+    # Which recorder run each transition is of (0, 1, ... by their starts): a restarted recorder's episode ids
+    # begin at 1 again, so episode_id alone does not tell its episodes from the run before's.
+    ds.infos["recorder_run"] = np.concatenate([
+        np.full(len(p), runs.index(p.metadata.get("recorder_session", "")), np.int64) for p in parts])
+    ds.metadata = {"source": str(bag), "episodes": len(parts), "recorder_runs": len(runs),
+                   "left_out_non_finite": sum(n for _, n in made)}
+    if earlier:  # an old recording played back while this bag recorded (ros2 bag play beside the robot)
+        ds.metadata["left_out_earlier_run"] = earlier
     if malformed := sum(int(p.metadata.get("left_out_malformed", 0)) for p in parts):
         # rows of another length than their episode's first (another publisher on the domain, a damaged message)
         ds.metadata["left_out_malformed"] = malformed

@@ -35,6 +35,7 @@ class Channel:
     topic: str
     schema: str  # the message type, e.g. uni_o4_ros/msg/Transition ("" without a schema)
     encoding: str  # "cdr" for ROS 2
+    definition: str = ""  # the schema's text (ros2msg: the .msg the bag was written with, then its dependencies)
 
 
 @dataclass
@@ -140,7 +141,7 @@ class McapSalvage:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.report = SalvageReport()
-        self.schemas: dict[int, str] = {}
+        self.schemas: dict[int, tuple[str, str]] = {}  # id -> (name, definition)
         self.channels: dict[int, Channel] = {}
         # From a closed file's chunk index: where each chunk starts and how long its record is, so that damage
         # to a record's opcode or length costs nothing, and the scan reads on past any other damage.
@@ -256,12 +257,14 @@ class McapSalvage:
     def _record(self, op: int, content: bytes) -> Iterator[tuple[Channel, int, bytes]]:
         c = _Cursor(content)
         if op == SCHEMA:
-            sid = c.u16()
-            self.schemas[sid] = c.string()
+            sid, name = c.u16(), c.string()
+            c.string()  # the schema's encoding: ros2msg
+            self.schemas[sid] = (name, bytes(c.take(c.u32())).decode("utf-8", "replace"))
         elif op == CHANNEL:
             cid, sid = c.u16(), c.u16()
             topic, encoding = c.string(), c.string()
-            self.channels[cid] = Channel(topic, self.schemas.get(sid, ""), encoding)
+            name, definition = self.schemas.get(sid, ("", ""))
+            self.channels[cid] = Channel(topic, name, encoding, definition)
         elif op == MESSAGE:
             cid = c.u16()
             c.u32()  # sequence

@@ -713,8 +713,8 @@ def test_the_logger_keeps_a_restarted_recorders_episodes_apart_and_leaves_out_an
             "run being recorded (11111111..., started 2027-01-15 08:00:00 UTC)")
     assert log.count(said) == 1, log[-3000:]
     assert "never reached the logger" not in log, log[-3000:]  # nothing of today's was lost
-    assert ("episode 2 of recorder run 11111111...: cut off by a new run of the recorder (33333333..., restarted?); "
-            "written with what arrived, ending as a truncation") in log, log[-3000:]
+    assert ("episode 2 of recorder run 11111111...: cut off by another run of the recorder (33333333..., "
+            "restarted?); written with what arrived, ending as a truncation") in log, log[-3000:]
     bag = bag_to_dataset(tmp_path / "bag")  # the bag keeps every message; its conversion leaves out the same
     np.testing.assert_array_equal(bag.rewards, np.concatenate([first.rewards, cut.rewards, new.rewards]))
     assert bag.metadata["left_out_earlier_run"] == 2 and bag.metadata["recorder_runs"] == 2

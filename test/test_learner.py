@@ -359,19 +359,22 @@ def test_learner_core_learns_from_the_newest_recorder_run_not_an_old_recording_p
     core = OnlineLearnerCore(make_policy(6, 2, hidden=(8,), mean_activation="none"), ValueNet(6, (8,)),
                              StateNormalizer.identity(6), cfg, tmp_path)
 
-    def run(session: str, started: int, t: dict) -> dict:
-        return {**t, "recorder_session": session, "recorder_started_ns": started}
+    today, monday, restarted = "a" * 32, "b" * 32, "c" * 32
+    clock = iter(np.arange(0.0, 10.0, 0.02))  # one transition every 20 ms
 
-    assert core.add(run("today", 2000, _t(0, 0))) is None
+    def add(session: str, started: int, t: dict):
+        return core.add({**t, "recorder_session": session, "recorder_started_ns": started}, now=next(clock))
+
+    assert add(today, 2000, _t(0, 0)) is None
     # today's episode 1 ends in a single step; the recorder restarts and begins its own episode 1
-    assert core.add(run("today", 2000, dict(_t(0, 1), timeout=True))) is None
-    assert core.add(run("restarted", 3000, dict(_t(0, 1), timeout=False))) is None
+    assert add(today, 2000, dict(_t(0, 1), timeout=True)) is None
+    assert add(restarted, 3000, dict(_t(0, 1), timeout=False)) is None
     assert len(core.buffer) == 3 and core.buffer[1]["timeout"]  # both kept: the restart replaced nothing
-    replayed = [core.add(run("monday", 1000, _t(0, k, episode=7))) for k in range(10)]  # version 0 too
-    assert replayed == [None] * 10 and core.dropped_earlier_run == 10 and core.earlier_run == "monday"
-    assert len(core.buffer) == 3
-    results = [core.add(run("restarted", 3000, _t(0, k))) for k in range(2, 7)]
-    assert results[:-1] == [None] * 4 and results[-1] is not None  # the 8th of the runs learned from
+    replayed = [add(monday, 1000, _t(0, k, episode=7)) if k % 2 else add(restarted, 3000, _t(0, k + 2))
+                for k in range(8)]  # interleaved with the live run, and of version 0 too
+    assert replayed == [None] * 8 and core.dropped_earlier_run == 4 and core.earlier_run == monday
+    assert len(core.buffer) == 8 - 1 and all(r["recorder_session"] in (today, restarted) for r in core.buffer)
+    assert add(restarted, 3000, _t(0, 12)) is not None  # the 8th of the runs learned from: an update
     assert core.dropped_stale == 0 and core.dropped_invalid == 0
 
 

@@ -763,36 +763,66 @@ def test_a_restarted_recorder_and_an_old_recording_played_back_never_mix_into_an
     from uni_o4_ros.robot.episodes import Arrival, EpisodeWriter
 
     writer = EpisodeWriter(tmp_path)
+    today, monday, restarted = ("a" * 32, 2000), ("b" * 32, 1000), ("c" * 32, 3000)  # (session, started_ns)
+    value = {today[0]: 200.0, monday[0]: 100.0, restarted[0]: 300.0}
+    clock = iter(np.arange(0.0, 100.0, 0.02))  # the logger's clock (s): one row every 20 ms
 
-    def row(run: str, started: int, eid: int, k: int, last: bool = False) -> dict:
-        value = {"monday": 100.0, "today": 200.0, "restarted": 300.0}[run] + k
-        return {"episode_id": eid, "step": k, "observation": np.full(3, value, np.float32),
-                "next_observation": np.full(3, value + 1, np.float32), "action": np.zeros(2, np.float32),
-                "log_prob": -1.0, "reward": 1.0, "terminal": False, "timeout": last, "policy_version": 0,
-                "recorder_session": run, "recorder_started_ns": started}
+    def add(run: tuple[str, int], eid: int, k: int, last: bool = False) -> Arrival:
+        v = value.get(run[0], 0.0) + k
+        return writer.add({"episode_id": eid, "step": k, "observation": np.full(3, v, np.float32),
+                           "next_observation": np.full(3, v + 1, np.float32), "action": np.zeros(2, np.float32),
+                           "log_prob": -1.0, "reward": 1.0, "terminal": False, "timeout": last, "policy_version": 0,
+                           "recorder_session": run[0], "recorder_started_ns": run[1]}, now=next(clock))
 
-    today, monday, restarted = ("today", 2000), ("monday", 1000), ("restarted", 3000)
-    assert writer.add(row(*today, 1, 0)) == Arrival() and writer.add(row(*today, 1, 1)) == Arrival()
+    assert add(today, 1, 0) == Arrival() and add(today, 1, 1) == Arrival()
     # Monday's bag played back: its episode 1 arrives between today's rows and is left out, said per row.
-    assert [writer.add(row(*monday, 1, k, k == 2)).earlier_run for k in range(3)] == ["monday"] * 3
-    assert writer.add(row(*today, 1, 2, True)) == Arrival()  # today's episode 1 goes on, not cut off
-    first, _ = writer.finish(1, None, "today")
-    assert writer.earlier_rows == {"monday": 3}
-    assert writer.add(row(*today, 2, 0)) == Arrival() and writer.add(row(*today, 2, 1)) == Arrival()
+    assert [add(monday, 1, k, k == 2).earlier_run for k in range(3)] == [monday[0]] * 3
+    assert add(today, 1, 2, True) == Arrival()  # today's episode 1 goes on, not cut off
+    first, _ = writer.finish(1, None, today[0])
+    assert writer.earlier_rows == {monday[0]: 3}
+    assert add(today, 2, 0) == Arrival() and add(today, 2, 1) == Arrival()
     # The recorder restarts during episode 2: its episode 1 cuts off today's episode 2, and merges with nothing.
-    assert writer.add(row(*restarted, 1, 0)) == Arrival(cut_off=[("today", 2)])
-    cut, _ = writer.finish(2, {"end_missing": True}, "today")
+    assert add(restarted, 1, 0) == Arrival(cut_off=[(today[0], 2)])
+    cut, _ = writer.finish(2, {"end_missing": True}, today[0])
     for k in (1, 2):
-        assert writer.add(row(*restarted, 1, k, k == 2)) == Arrival()
-    new, _ = writer.finish(1, None, "restarted")
-    assert writer.add(row(*today, 3, 0)).earlier_run == "today"  # the run before a restart is over too
+        assert add(restarted, 1, k, k == 2) == Arrival()
+    new, _ = writer.finish(1, None, restarted[0])
+    assert add(today, 3, 0).earlier_run == today[0]  # the run before a restart is over too
     assert sorted(tmp_path.glob("episode_*.hdf5")) == [first, cut, new]
     files = {name: read_hdf5(path) for name, path in (("first", first), ("cut", cut), ("new", new))}
     assert files["first"].observations[:, 0].tolist() == [200, 201, 202]  # today's episode 1, whole
     assert files["cut"].observations[:, 0].tolist() == [200, 201] and files["cut"].metadata["end_missing"]
     assert files["new"].observations[:, 0].tolist() == [300, 301, 302]
-    assert [f.metadata["recorder_session"] for f in files.values()] == ["today", "today", "restarted"]
+    assert [f.metadata["recorder_session"] for f in files.values()] == [today[0], today[0], restarted[0]]
     assert [int(f.metadata["episode_id"]) for f in files.values()] == [1, 2, 1]  # the recorders' own ids
+    # A row naming no recorder's run (it would go into the file's metadata) is left out; nothing else changes.
+    assert add(("é" * 32, 9000), 1, 0) == Arrival(bad_session="é" * 32) and writer.runs.current.session == restarted[0]
+
+
+def test_a_recorder_restarted_with_its_clock_set_back_is_recorded_once_the_run_before_is_silent(tmp_path):
+    """Runs are told apart by their start on the recorder's clock. A recorder restarted after that clock was set
+    back (or a stray message dated in the future) looks like an old recording: its rows are left out only while
+    the run recorded so far is heard, then recorded (runs.QUIET_S of silence), with the episodes the new run
+    lost meanwhile named."""
+    from uni_o4_ros.robot.episodes import Arrival, EpisodeWriter
+    from uni_o4_ros.robot.runs import QUIET_S
+
+    writer = EpisodeWriter(tmp_path)
+    before, after = ("d" * 32, 5000), ("e" * 32, 4000)  # `after` restarted later, on a clock set back
+
+    def add(run: tuple[str, int], eid: int, k: int, now: float) -> Arrival:
+        return writer.add({"episode_id": eid, "step": k, "observation": np.zeros(3, np.float32),
+                           "next_observation": np.zeros(3, np.float32), "action": np.zeros(2, np.float32),
+                           "log_prob": -1.0, "reward": 1.0, "terminal": False, "timeout": False, "policy_version": 0,
+                           "recorder_session": run[0], "recorder_started_ns": run[1]}, now=now)
+
+    assert add(before, 1, 0, now=10.0) == Arrival()
+    assert add(after, 1, 0, now=11.0).earlier_run == after[0]  # 1 s of silence: could be a playback
+    assert add(after, 1, 1, now=10.0 + QUIET_S - 0.01).earlier_run == after[0]
+    assert add(after, 1, 2, now=10.0 + QUIET_S) == Arrival(cut_off=[(before[0], 1)], gave_up=before[0])
+    assert add(after, 1, 3, now=10.0 + QUIET_S + 0.02) == Arrival()
+    path, _ = writer.finish(1, None, after[0])
+    assert writer.last_missing == [(0, 1)]  # the two rows left out while it looked like a playback: said
 
 
 def test_remote_estop_fires_once_per_press_of_the_whole_combination():

@@ -3,11 +3,12 @@ nothing is unpickled).
 
 `bag_to_dataset` turns the Transition stream of a bag recorded on the robot with
 `ros2 bag record -s mcap /transitions` into the D4RL layout the learning core reads; episodes are
-rebuilt from (recorder run, episode_id, step), so messages may arrive in any order and duplicates are
+rebuilt from (recorder run, episode_id, step), so a run's messages may arrive in any order and duplicates are
 dropped, and a recorder restarted during the recording (its episode ids begin at 1 again) gives episodes of
-their own. Messages of a recorder run that started before one already heard (an old bag played back while this
-one recorded) are left out and counted, as the dataset_logger does. A bag recorded before Transition named its
-recorder run is read by the definition it holds.
+their own. Messages of a recorder run that started before the one being recorded (an old bag played back while
+this one recorded) are left out and counted while that one is heard, as the dataset_logger does. A bag
+recorded before Transition named its recorder run is read by the definition it holds (or, if it holds none,
+by the layout of then).
 A bag its recorder never closed (killed, or the robot's power cut) is salvaged (mcap_salvage.py)
 rather than refused, and so is a closed bag damaged since (a bad copy, a failing disk): the chunks
 that fail their CRC are left out, said, and the rest is read. `TransitionBagWriter` is what the
@@ -106,28 +107,29 @@ def bag_was_closed(bag: str | Path) -> bool:
     return all(_closed(f) for f in _mcap_files(bag))
 
 
-def _read_closed(bag: Path, topic: str) -> Iterator[tuple[str, bytes]]:
+def _read_closed(bag: Path, topic: str) -> Iterator[tuple[str, int, bytes]]:
     from rosbags.rosbag2 import Reader
 
     with Reader(bag) as reader:
         conns = [c for c in reader.connections if c.topic == topic]
         _check_topic(bag, topic, {c.topic for c in reader.connections}, {c.msgtype for c in conns})
-        for conn, _, raw in reader.messages(connections=conns):
-            yield conn.msgdef.data, raw
+        for conn, log_time, raw in reader.messages(connections=conns):
+            yield conn.msgdef.data, log_time, raw
 
 
-def _read_mcap(bag: Path, topic: str, report: dict, closed: bool) -> Iterator[tuple[str, bytes]]:
-    """Every message on `topic` in the bag's MCAP files, with the definition it was written with, by the salvage
+def _read_mcap(bag: Path, topic: str, report: dict, closed: bool) -> Iterator[tuple[str, int, bytes]]:
+    """Every message on `topic` in the bag's MCAP files, with the definition it was written with and when it was
+    recorded (ns), by the salvage
     scan (front to back; a closed file's index only helps it past damage): it reads a bag its recorder never
     closed, and in any bag leaves out only the chunks that fail their CRC."""
     topics = set()
     for f in _mcap_files(bag):
         scan = McapSalvage(f)
-        for channel, _, raw in scan.messages():
+        for channel, log_time, raw in scan.messages():
             if channel.topic == topic:
                 if channel.schema != TRANSITION_TYPE:  # raises, naming the type found
                     _check_topic(bag, topic, {topic}, {channel.schema})
-                yield channel.definition, raw
+                yield channel.definition, log_time, raw
         topics |= {c.topic for c in scan.channels.values()}
         report["damage"] += [f"{f.name}: {d}" for d in scan.report.damaged_chunks]
         if scan.report.orphans:
@@ -147,15 +149,28 @@ def _check_topic(bag: Path, topic: str, topics: set[str], types: set[str], where
         raise DatasetError(f"{bag}: {topic} carries {sorted(types)[0]}, expected {TRANSITION_TYPE}")
 
 
+# Transition before it named its recorder run: what a bag that kept no definition (an SQLite bag of an older
+# rosbag2, an MCAP with an empty schema) may hold, tried when today's layout does not read a message.
+TRANSITION_BEFORE_RECORDER_RUN = """std_msgs/Header header
+uint64 episode_id
+uint32 step
+float32[] observation
+float32[] next_observation
+float32[] action
+float32 log_prob
+float32 reward
+bool terminal
+bool timeout
+uint64 policy_version
+"""
+
+
 def _definition_store(definition: str, stores: dict):
-    """The typestore that reads messages written with `definition` (a bag's own Transition: one recorded before
-    the message gained recorder_session reads by its own layout), this package's for a bag that kept none."""
+    """The typestore that reads messages written with `definition`: a bag's own Transition (one recorded before
+    the message gained recorder_session reads by its own layout)."""
     if definition not in stores:
         from rosbags.typesys import get_types_from_msg
 
-        if not definition.strip():
-            stores[definition] = typestore()
-            return stores[definition]
         store = typestore(own=False)
         try:
             store.register({TRANSITION_TYPE: get_types_from_msg(definition, TRANSITION_TYPE)[TRANSITION_TYPE]})
@@ -166,29 +181,44 @@ def _definition_store(definition: str, stores: dict):
     return stores[definition]
 
 
-def _episodes(raws: Iterator[tuple[str, bytes]]) -> tuple[dict[tuple[str, int], list[dict]], int]:
+def _deserialize(definition: str, raw: bytes, stores: dict):
+    if definition.strip():
+        return _definition_store(definition, stores).deserialize_cdr(raw, TRANSITION_TYPE)
+    try:  # no definition kept: today's layout, else the one before it
+        return _definition_store(_own_definition(), stores).deserialize_cdr(raw, TRANSITION_TYPE)
+    except Exception:  # noqa: BLE001 - rosbags raises its SerdeError, or struct's, for bytes of another layout
+        return _definition_store(TRANSITION_BEFORE_RECORDER_RUN, stores).deserialize_cdr(raw, TRANSITION_TYPE)
+
+
+def _own_definition() -> str:
+    return (_msg_dir() / "Transition.msg").read_text()
+
+
+def _episodes(raws: Iterator[tuple[str, int, bytes]]) -> tuple[dict[tuple[str, int], list[dict]], int, int]:
     """Transition messages grouped by recorder run and episode (a recorder restarted while the bag recorded
-    numbers its episodes from 1 again), runs in the order they started, and how many messages were left out as
-    of a run that started before one heard earlier in the bag: an old recording played back while this one
-    was made (as the dataset_logger leaves them out). Deserialised one by one (not collected first): a day's
-    bag can be gigabytes."""
+    numbers its episodes from 1 again), runs in the order the bag recorded them; and how many messages were left
+    out as of a run that started before the one recorded (an old recording played back while this one was made,
+    runs.StreamRuns, timed by the bag's own clock: as the dataset_logger leaves them out), and as naming no
+    recorder run. Deserialised one by one (not collected first): a day's bag can be gigabytes."""
     from ..robot.episodes import recorder_run, transition_row
-    from ..robot.runs import Announcement, SessionChoice
+    from ..robot.runs import StreamRuns, is_session
 
     episodes: dict[tuple[str, int], list[dict]] = {}
-    runs, earlier, stores = SessionChoice(), 0, {}
-    for definition, raw in raws:
-        m = _definition_store(definition, stores).deserialize_cdr(raw, TRANSITION_TYPE)
+    runs, earlier, bad, stores = StreamRuns(), 0, 0, {}
+    for definition, log_time, raw in raws:
+        m = _deserialize(definition, raw, stores)
         if m.episode_id >= 2**63:  # no recorder counts that far: a bag written without CRCs, damaged since
             raise ValueError(f"episode id {m.episode_id} is no recorder's (a damaged byte?)")
         row = transition_row(m)
-        if runs.hear(Announcement(row["recorder_session"], row["recorder_started_ns"], True)) == "earlier":
+        if not is_session(row["recorder_session"]):
+            bad += 1
+            continue
+        if runs.hear(row["recorder_session"], row["recorder_started_ns"], log_time / 1e9) == "earlier":
             earlier += 1
             continue
         episodes.setdefault(recorder_run(row), []).append(row)
-    # Each run heard after the first started later than it (or was left out): first heard, first started.
     order = {session: k for k, session in enumerate(dict.fromkeys(session for session, _ in episodes))}
-    return {key: episodes[key] for key in sorted(episodes, key=lambda key: (order[key[0]], key[1]))}, earlier
+    return {key: episodes[key] for key in sorted(episodes, key=lambda key: (order[key[0]], key[1]))}, earlier, bad
 
 
 def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDataset:
@@ -215,7 +245,7 @@ def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDatas
         # not: it checks each chunk's CRC and needs no index, so damage loses the damaged chunk only, and says so
         # (rosbags refused the whole bag at a failed CRC, and read a damaged index as fewer messages, unsaid).
         raws = _read_mcap(bag, topic, salvage, closed) if _mcap_files(bag) else _read_closed(bag, topic)
-        episodes, earlier = _episodes(raws)
+        episodes, earlier, bad = _episodes(raws)
     except DatasetError:
         raise
     except Exception as exc:  # noqa: BLE001 - rosbags and the decompressors raise many types for a damaged bag
@@ -228,10 +258,10 @@ def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDatas
         else:
             where = "" if closed else " that were written out before the recording was cut off"
         raise DatasetError(f"{bag}: {topic} holds no messages{where}")
-    runs = list(dict.fromkeys(session for session, _ in episodes))
     made = [episode_dataset(rows, eid, {"recorder_session": session} if session else None)
             for (session, eid), rows in episodes.items()]
     parts = [ds for ds, _ in made if ds is not None]
+    runs = list(dict.fromkeys(p.metadata.get("recorder_session", "") for p in parts))
     if not parts:
         raise DatasetError(f"{bag}: every transition on {topic} has NaN/inf values or malformed arrays")
     first = parts[0]
@@ -241,7 +271,7 @@ def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDatas
                            f"{first.obs_dim}/{first.act_dim}: one topic must hold one recording's transitions")
     ds = OfflineDataset.concatenate(parts)
     ds.infos["episode_id"] = np.concatenate([np.full(len(p), p.metadata["episode_id"], np.int64) for p in parts])
-    # Which recorder run each transition is of (0, 1, ... by their starts): a restarted recorder's episode ids
+    # Which recorder run each transition is of (0, 1, ... as the bag recorded them): a restarted recorder's ids
     # begin at 1 again, so episode_id alone does not tell its episodes from the run before's.
     ds.infos["recorder_run"] = np.concatenate([
         np.full(len(p), runs.index(p.metadata.get("recorder_session", "")), np.int64) for p in parts])
@@ -249,7 +279,7 @@ def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDatas
                    "left_out_non_finite": sum(n for _, n in made)}
     if earlier:  # an old recording played back while this bag recorded (ros2 bag play beside the robot)
         ds.metadata["left_out_earlier_run"] = earlier
-    if malformed := sum(int(p.metadata.get("left_out_malformed", 0)) for p in parts):
+    if malformed := bad + sum(int(p.metadata.get("left_out_malformed", 0)) for p in parts):
         # rows of another length than their episode's first (another publisher on the domain, a damaged message)
         ds.metadata["left_out_malformed"] = malformed
     missing = sum(int(p.metadata.get("missing_steps", 0)) for p in parts)

@@ -8,8 +8,9 @@ checkpoint and continues from that version. The version it stands on (its newest
 also kept as a deployable policy folder, `run_dir/policy` (actor, normaliser and V, with its version):
 the policy to deploy next time, or to start offline learning from (the paper's online -> offline step).
 
-Transitions of a recorder run that started before the newest one heard (an old bag played back beside the
-robot, whose policy versions may bear the same numbers as today's) are left out too (`dropped_earlier_run`).
+Transitions of a recorder run that started before the one learned from (an old bag played back beside the
+robot, whose policy versions may bear the same numbers as today's) are left out too while that run is heard
+(`dropped_earlier_run`; runs.StreamRuns).
 
 A version the policy node refuses (`max_update_shift`, a wrong HMAC key) never runs, so nothing of it
 can be learned from. When the robot runs the version it was made from, the learner goes back to that
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from ..data import finite_transition, transition_dims
-from ..robot.runs import Announcement, SessionChoice
+from ..robot.runs import StreamRuns, is_session
 from . import checkpoint as ckpt
 from .config import OnlineConfig, to_dict
 from .jsonlines import append_jsonl
@@ -77,9 +78,10 @@ class OnlineLearnerCore:
         self.stale_streak = 0
         self.stale_version: int | None = None
         self.dropped_invalid = 0
-        self.recorder_runs = SessionChoice()  # the recorder run learned from: the newest by its start
+        self.recorder_runs = StreamRuns()  # the recorder run learned from: the newest by its start
         self.dropped_earlier_run = 0
         self.earlier_run: str = ""  # the session of the last transition left out as of an earlier run
+        self.gave_up: str | None = None  # the run add() last gave up for an earlier one, silent for QUIET_S
         self.not_exploring = 0  # batches left unused: their actions were the policy's mean
         self.updates = 0
         # What this learner fine-tunes (the policy and its input statistics; V may start untrained,
@@ -90,13 +92,21 @@ class OnlineLearnerCore:
         if ckpt.exists(self.run_dir, "learner"):
             self._load()
 
-    def add(self, t: dict) -> UpdateResult | None:
-        """Add one transition; returns an update when a full on-policy batch was used."""
-        run = Announcement(str(t.get("recorder_session", "")), int(t.get("recorder_started_ns", 0)), True)
-        if self.recorder_runs.hear(run) == "earlier":
-            self.dropped_earlier_run += 1
-            self.earlier_run = run.session
+    def add(self, t: dict, now: float | None = None) -> UpdateResult | None:
+        """Add one transition; returns an update when a full on-policy batch was used. `now` (s, monotonic; the
+        clock by default) times a recorder run's silence (runs.StreamRuns)."""
+        session = str(t.get("recorder_session", ""))
+        if not is_session(session):
+            self.dropped_invalid += 1
             return None
+        held = self.recorder_runs.current
+        run = self.recorder_runs.hear(session, int(t.get("recorder_started_ns", 0)),
+                                      time.monotonic() if now is None else now)
+        if run == "earlier":
+            self.dropped_earlier_run += 1
+            self.earlier_run = session
+            return None
+        self.gave_up = held.session if run == "switch_earlier" else None
         if int(t["policy_version"]) != self.version:
             self.dropped_stale += 1  # collected by an older policy: not on-policy any more
             self.stale_streak += 1

@@ -17,8 +17,9 @@ begins, ending as a truncation (metadata/end_missing), and an episode of which n
 named in the log.
 Each transition names its recorder run: a restarted recorder's episodes (numbered from 1 again) are kept apart
 from the run before's, whose unfinished episode is written as a truncation, and transitions of a run that
-started before the one being recorded (an old bag played back beside the robot) are left out, said once per run.
-Each file's metadata/recorder_session names its run.
+started before the one being recorded (an old bag played back beside the robot) are left out, said once per run,
+while that one is heard: silent for runs.QUIET_S (10 s), it gives way, with a warning (a recorder restarted with
+its clock set back). Each file's metadata/recorder_session names its run.
 Parameters: directory, bag_path (optional: also keep every Transition, CDR as received, in an
 MCAP rosbag2 at this path, put on disk at every episode's end; `uni-o4 bag2h5` converts it, as it
 does bags from `ros2 bag record`, and salvages it up to the last finished episode if the logger was
@@ -35,7 +36,8 @@ from rclpy.node import Node
 from rclpy.serialization import serialize_message
 
 from uni_o4_ros.msg import Transition
-from uni_o4_ros.robot.episodes import EpisodeWriter, describe_runs, transition_row, wall_time
+from uni_o4_ros.robot.episodes import EpisodeWriter, describe_runs, run_name, transition_row, wall_time
+from uni_o4_ros.robot.runs import QUIET_S
 
 from .params import Doc, declare_read_only
 from .qos import TRANSITIONS
@@ -83,16 +85,26 @@ class DatasetLoggerNode(Node):
         if self.bag is not None:
             self._write_bag(m)
         arrival = self.writer.add(transition_row(m))
-        if arrival.earlier_run:
-            if self.writer.earlier_rows[arrival.earlier_run] == 1:
-                held = self.writer.runs.current
-                self.get_logger().warning(
-                    f"left out transitions of recorder run {arrival.earlier_run[:8]}... (started "
-                    f"{wall_time(m.recorder_started_ns)}): it started before the run being recorded "
-                    f"({held.session[:8]}..., started {wall_time(held.started_ns)}), so they are an old "
-                    "recording played back (ros2 bag play?) and go into no episode file. If the recorder was "
-                    "restarted with its clock set back, restart this logger")
+        held = self.writer.runs.current
+        if arrival.bad_session:
+            self.get_logger().warning(f"episode {m.episode_id} step {m.step}: left out a transition whose "
+                                      f"recorder_session {arrival.bad_session!r} is no recorder's (32 hex digits): "
+                                      "another publisher on this ROS domain, or a damaged message?")
             return
+        if arrival.earlier_run is not None:
+            if self.writer.earlier_rows[arrival.earlier_run] == 1:
+                self.get_logger().warning(
+                    f"left out transitions of recorder run {run_name(arrival.earlier_run)} (started "
+                    f"{wall_time(m.recorder_started_ns)}): it started before the run being recorded "
+                    f"({run_name(held.session)}, started {wall_time(held.started_ns)}), so they are an old "
+                    "recording played back (ros2 bag play?) and go into no episode file while that run is heard")
+            return
+        if arrival.gave_up is not None:
+            self.get_logger().warning(
+                f"recording recorder run {run_name(held.session)} (started {wall_time(held.started_ns)}) from now on, "
+                f"though it started before run {run_name(arrival.gave_up)}, silent for {QUIET_S:.0f} s: a recorder "
+                "restarted with its clock set back, or an old recording played back while the robot's recorder is "
+                "paused (ros2 bag play?). Its episode files name it in metadata/recorder_session")
         if arrival.left_out:
             self.get_logger().warning(f"episode {m.episode_id} step {m.step}: left out a transition of other "
                                       f"dimensions ({arrival.left_out}): another publisher on this ROS domain, or a "
@@ -102,9 +114,9 @@ class DatasetLoggerNode(Node):
                 self.get_logger().error(f"episode {episode_id}: its last transition never reached the logger; "
                                         "written with what did, ending as a truncation: " + STARVED)
             else:
-                self.get_logger().error(f"episode {episode_id} of recorder run {session[:8]}...: cut off by a new "
-                                        f"run of the recorder ({m.recorder_session[:8]}..., restarted?); written "
-                                        "with what arrived, ending as a truncation")
+                self.get_logger().error(f"episode {episode_id} of recorder run {run_name(session)}: cut off by "
+                                        f"another run of the recorder ({run_name(m.recorder_session)}, restarted?); "
+                                        "written with what arrived, ending as a truncation")
             self._finish(episode_id, {"end_missing": True}, session)
         if arrival.skipped:
             self.get_logger().error(

@@ -41,8 +41,9 @@ from uni_o4_ros.learning.offline import load_policy
 from uni_o4_ros.learning.online_learner import OnlineLearnerCore
 from uni_o4_ros.learning.value import ValueNet
 from uni_o4_ros.msg import PolicyUpdate, Transition
-from uni_o4_ros.robot.episodes import transition_row, wall_time
+from uni_o4_ros.robot.episodes import run_name, transition_row, wall_time
 from uni_o4_ros.robot.policy_update import encode_update, refusal_in
+from uni_o4_ros.robot.runs import QUIET_S
 from uni_o4_ros.robot.update_session import SESSION_STATUS, SessionChoice, session_in
 
 from .params import Doc, declare_read_only, update_key
@@ -192,14 +193,19 @@ class LearnerNode(Node):
         invalid, unexplored = self.core.dropped_invalid, self.core.not_exploring
         earlier = self.core.dropped_earlier_run
         res = self.core.add(transition_row(m))
+        held = self.core.recorder_runs.current
         if self.core.dropped_earlier_run > earlier and self.core.earlier_run not in self.earlier_runs:
             self.earlier_runs.add(self.core.earlier_run)
-            held = self.core.recorder_runs.current
             self.get_logger().warning(
-                f"left out transitions of recorder run {self.core.earlier_run[:8]}... (started "
-                f"{wall_time(m.recorder_started_ns)}): it started before the run learned from ({held.session[:8]}..., "
-                f"started {wall_time(held.started_ns)}), so they are an old recording played back (ros2 bag play?). "
-                "If the recorder was restarted with its clock set back, restart this learner")
+                f"left out transitions of recorder run {run_name(self.core.earlier_run)} (started "
+                f"{wall_time(m.recorder_started_ns)}): it started before the run learned from "
+                f"({run_name(held.session)}, started {wall_time(held.started_ns)}), so they are an old recording "
+                "played back (ros2 bag play?), left out while that run is heard")
+        elif self.core.gave_up is not None and held.session == m.recorder_session:
+            self.get_logger().warning(
+                f"learning from recorder run {run_name(held.session)} from now on, though it started before run "
+                f"{run_name(self.core.gave_up)}, silent for {QUIET_S:.0f} s: a recorder restarted with its clock set "
+                "back, or an old recording played back while the robot's recorder is paused (ros2 bag play?)")
         n = self.core.dropped_invalid
         if n > invalid and (n == 1 or n % 100 == 0):
             self.get_logger().warning(f"left out {n} transition(s) so far with NaN/inf values or wrong dimensions "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from ..data import (
 )
 from .observation import is_fresh
 from .reward import reward
-from .runs import Announcement, SessionChoice
+from .runs import StreamRuns, is_session
 
 
 @dataclass
@@ -252,8 +253,14 @@ class Arrival:
     # than the episode's first row's (or next_observation than observation), so no file could hold both.
     left_out: str = ""
     # Left out as well: a row of a recorder run that started before the one being recorded (an old bag played
-    # back beside the robot); its run's session then, "" otherwise.
-    earlier_run: str = ""
+    # back beside the robot): its run's session ("" for a publisher naming none), None otherwise.
+    earlier_run: str | None = None
+    # Left out: a row whose recorder_session is no recorder's (not 32 hex digits): the text, "" otherwise.
+    bad_session: str = ""
+    # This row's run, which started before the run recorded so far, is recorded from now on: that one was silent
+    # for runs.QUIET_S (a recorder restarted with its clock set back, or a playback while it is paused). The
+    # session given up, None otherwise.
+    gave_up: str | None = None
 
 
 @dataclass
@@ -264,7 +271,8 @@ class EpisodeWriter:
 
     Rows are kept by recorder run (`recorder_session`) and episode: a restarted recorder's episode 1 is
     never merged into the previous run's episode 1. The newest run by start time is the one recorded
-    (`runs`); rows of a run that started before it are left out (`Arrival.earlier_run`)."""
+    (`runs`, runs.StreamRuns); rows of a run that started before it are left out (`Arrival.earlier_run`) while
+    the run recorded is heard; `add`'s `now` (s, monotonic; the clock by default) times its silence."""
 
     directory: Path
     # Memory for finished episodes waiting for a folder that can take them (disk full, folder gone).
@@ -280,14 +288,14 @@ class EpisodeWriter:
     last_missing: list[tuple[int, int]] = field(default_factory=list)
     _malformed: dict[tuple[str, int], list[int]] = field(default_factory=dict)  # steps of rows add() left out
     last_malformed: int = 0  # rows add() left out of the episode finish() last wrote
-    runs: SessionChoice = field(default_factory=SessionChoice)  # the recorder run being recorded
+    runs: StreamRuns = field(default_factory=StreamRuns)  # the recorder run being recorded
     earlier_rows: dict[str, int] = field(default_factory=dict)  # rows left out by earlier_run, by session
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def add(self, t: dict) -> Arrival:
+    def add(self, t: dict, now: float | None = None) -> Arrival:
         """Keep a row. The recorder's stream is ordered (one publisher, reliable) and numbers episodes 1,
         2, ... (from 1 again when restarted), so the first row of an episode also tells what was lost:
         episodes skipped entirely, and earlier episodes whose last row never came (cut_off, as
@@ -300,13 +308,19 @@ class EpisodeWriter:
         episode and the logger were lost."""
         session, eid = recorder_run(t)
         arrival = Arrival()
-        choice = self.runs.hear(Announcement(session, int(t.get("recorder_started_ns", 0)), True))
+        if not is_session(session):  # written into each file's metadata: only what a recorder draws
+            arrival.bad_session = session[:40]
+            return arrival
+        held = self.runs.current
+        choice = self.runs.hear(session, int(t.get("recorder_started_ns", 0)), time.monotonic() if now is None else now)
         if choice == "earlier":
             self.earlier_rows[session] = self.earlier_rows.get(session, 0) + 1
             arrival.earlier_run = session
             return arrival
+        if choice == "switch_earlier":
+            arrival.gave_up = held.session
         newest = self._newest_id if choice == "same" else None
-        if (session, eid) != (self.runs.current.session, newest):
+        if eid != newest:
             if newest is not None and eid > newest + 1:
                 arrival.skipped = list(range(newest + 1, eid))
             arrival.cut_off = [k for k in self._rows if k != (session, eid)]
@@ -413,6 +427,11 @@ def transition_row(m: object) -> dict:
 def wall_time(ns: int) -> str:
     """A wall-clock time in ns as the log shows it (UTC, to the second)."""
     return datetime.fromtimestamp(ns / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def run_name(session: str) -> str:
+    """A recorder run as the log names it: its session's first 8 hex digits."""
+    return f"{session[:8]}..." if session else "(unnamed)"
 
 
 def recorder_run(t: dict) -> tuple[str, int]:

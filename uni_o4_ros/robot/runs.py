@@ -2,19 +2,32 @@
 
 A node that restarts draws a new session, and a bag played back beside the robot (`ros2 bag play`) repeats an
 earlier run's: a reader that hears several runs keeps to the newest by its start time and leaves out the ones
-that started before it. Used for the policy node's runs (the learner signs its updates for one,
-update_session.py) and the episode recorder's (the logger and the learner record and learn from one).
+that started before it. `SessionChoice`: the policy node's runs, announced once and signed (the learner signs
+its updates for one, update_session.py). `StreamRuns`: the episode recorder's, named in every transition (the
+logger, the learner and bag2h5 record and learn from one), where a held run's silence also counts.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
+
+# A recorder run held but silent for this long (s, by the reader's clock) gives way to a run that started
+# before it: a played-back bag interleaves with a live run, while a restarted recorder (with its clock set
+# back) or a stray message dated in the future leaves the held run silent. Loses at most this much of a run.
+QUIET_S = 10.0
+_SESSION = re.compile(r"[0-9a-f]{32}")
 
 
 def new_session() -> str:
     """A run's session: 128 random bits, so nothing of an earlier run can name it."""
     return secrets.token_hex(16)
+
+
+def is_session(text: str) -> bool:
+    """What new_session() draws (32 lowercase hex digits), or "" (a publisher that names no run)."""
+    return text == "" or _SESSION.fullmatch(text) is not None
 
 
 @dataclass(frozen=True)
@@ -25,7 +38,7 @@ class Announcement:
 
 
 class SessionChoice:
-    """The run a reader keeps to: the one a learner signs its updates for, the recorder run a logger records.
+    """The policy node run a learner signs its updates for.
 
     - A signed announcement of a run that started after the one held is the new run (a restarted policy
       node or recorder); one that started before it is an old announcement played back, and is ignored.
@@ -38,7 +51,7 @@ class SessionChoice:
         self.current: Announcement | None = None
 
     def hear(self, a: Announcement) -> str:
-        """'switch' (keep to `a` from now on), 'same', 'earlier' (ignored: a signed announcement of a run that
+        """'switch' (sign for `a` from now on), 'same', 'earlier' (ignored: a signed announcement of a run that
         started before the held one) or 'unchecked' (ignored: not signed, and a signed one is held)."""
         cur = self.current
         if cur is not None and a.session == cur.session:
@@ -52,3 +65,36 @@ class SessionChoice:
                 return "earlier"
         self.current = a
         return "switch"
+
+
+class StreamRuns:
+    """The recorder run a reader of its stream (the logger, the learner, bag2h5) keeps to.
+
+    - A run that started after the one held is the new run (a restarted recorder): taken ('switch').
+    - One that started before it is an old recording played back beside the robot (`ros2 bag play`): left out
+      ('earlier') while the held run is heard, since a playback interleaves with the live run...
+    - ...but taken once the held run has been silent for `quiet` seconds ('switch_earlier'): a recorder
+      restarted with its clock set back, or a lone message dated in the future, must not cost the live run
+      more than that. An old recording played back while the robot's recorder is paused is taken then too:
+      the reader says so, and its episodes name their run.
+    """
+
+    def __init__(self, quiet: float = QUIET_S) -> None:
+        self.current: Announcement | None = None
+        self.quiet = quiet
+        self._heard = float("-inf")  # when the held run was last heard (the reader's monotonic clock, s)
+
+    def hear(self, session: str, started_ns: int, now: float) -> str:
+        """'same', 'switch', 'switch_earlier' (keep to this run from now on) or 'earlier' (leave its row out)."""
+        cur = self.current
+        if cur is not None and session == cur.session:
+            self._heard = now
+            return "same"
+        if cur is None or started_ns > cur.started_ns:
+            verdict = "switch"
+        elif now - self._heard >= self.quiet:
+            verdict = "switch_earlier"
+        else:
+            return "earlier"
+        self.current, self._heard = Announcement(session, started_ns, True), now
+        return verdict

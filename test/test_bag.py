@@ -447,8 +447,9 @@ def test_bag2h5_keeps_a_restarted_recorders_episodes_apart_and_leaves_out_an_old
             _run(transition(1, 0), *monday), _run(transition(1, 1, "timeout"), *monday),  # played back
             _run(transition(1, 2, "timeout"), *today), _run(transition(2, 0), *today),
             _run(transition(1, 0), *restarted), _run(transition(1, 1), *restarted),
-            _run(transition(1, 2), *restarted), _run(transition(1, 3, "terminal"), *restarted)]
-    for m in msgs[6:]:
+            _run(transition(1, 2), *restarted), _run(transition(1, 3, "terminal"), *restarted),
+            _run(transition(1, 4), "not a recorder's", 4 * 10**18)]  # another publisher on the domain
+    for m in msgs[6:10]:
         m.reward = 5.0  # the restarted run's: told apart from today's by value
     bag = tmp_path / "restart_bag"
     write_bag(bag, msgs)
@@ -456,8 +457,9 @@ def test_bag2h5_keeps_a_restarted_recorders_episodes_apart_and_leaves_out_an_old
     run = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "bag2h5", str(bag), "--out", str(out)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert ("8 transitions in 3 episode(s) of 2 recorder runs (infos/recorder_run), 1 terminal, 2 timeouts; 2 left "
-            "out as a recorder run's that started before one already recorded") in run.stdout, run.stdout
+    assert ("8 transitions in 3 episode(s) of 2 recorder runs (infos/recorder_run), 1 terminal, 2 timeouts; 1 left "
+            "out for a recorder_session that is no recorder's; 2 left out as a recorder run's that started before "
+            "one already recorded") in run.stdout, run.stdout
     ds = read_hdf5(out)
     np.testing.assert_array_equal(ds.infos["recorder_run"], [0, 0, 0, 0, 1, 1, 1, 1])
     np.testing.assert_array_equal(ds.infos["episode_id"], [1, 1, 1, 2, 1, 1, 1, 1])
@@ -465,6 +467,7 @@ def test_bag2h5_keeps_a_restarted_recorders_episodes_apart_and_leaves_out_an_old
     np.testing.assert_allclose(ds.rewards, [0, 0.01, 0.02, 0, 5, 5, 5, 5])
     assert ds.timeouts.tolist() == [0, 0, 1, 1, 0, 0, 0, 0] and ds.terminals.tolist() == [0] * 7 + [1]
     assert ds.metadata["recorder_runs"] == 2 and ds.metadata["left_out_earlier_run"] == 2
+    assert ds.metadata["left_out_bad_session"] == 1
 
 
 # Transition as it was before it named its recorder run (bags recorded then hold this definition); written out

@@ -925,6 +925,8 @@ def cmd_bag2h5(args: argparse.Namespace) -> int:
              if ds.metadata.get("left_out_malformed") else "")
           + (f"; {ds.metadata['missing_steps']} never recorded (steps missing inside episodes)"
              if ds.metadata.get("missing_steps") else "")
+          + (f"; {ds.metadata['left_out_bad_session']} left out for a recorder_session that is no recorder's"
+             if ds.metadata.get("left_out_bad_session") else "")
           + (f"; {ds.metadata['left_out_earlier_run']} left out as a recorder run's that started before one "
              "already recorded (an old bag played back while this one recorded)"
              if ds.metadata.get("left_out_earlier_run") else ""))

@@ -119,9 +119,8 @@ def _read_closed(bag: Path, topic: str) -> Iterator[tuple[str, int, bytes]]:
 
 def _read_mcap(bag: Path, topic: str, report: dict, closed: bool) -> Iterator[tuple[str, int, bytes]]:
     """Every message on `topic` in the bag's MCAP files, with the definition it was written with and when it was
-    recorded (ns), by the salvage
-    scan (front to back; a closed file's index only helps it past damage): it reads a bag its recorder never
-    closed, and in any bag leaves out only the chunks that fail their CRC."""
+    recorded (ns), by the salvage scan (front to back; a closed file's index only helps it past damage): it
+    reads a bag its recorder never closed, and in any bag leaves out only the chunks that fail their CRC."""
     topics = set()
     for f in _mcap_files(bag):
         scan = McapSalvage(f)
@@ -279,7 +278,9 @@ def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDatas
                    "left_out_non_finite": sum(n for _, n in made)}
     if earlier:  # an old recording played back while this bag recorded (ros2 bag play beside the robot)
         ds.metadata["left_out_earlier_run"] = earlier
-    if malformed := bad + sum(int(p.metadata.get("left_out_malformed", 0)) for p in parts):
+    if bad:  # a recorder_session that is no recorder's (another publisher on the domain, a damaged message)
+        ds.metadata["left_out_bad_session"] = bad
+    if malformed := sum(int(p.metadata.get("left_out_malformed", 0)) for p in parts):
         # rows of another length than their episode's first (another publisher on the domain, a damaged message)
         ds.metadata["left_out_malformed"] = malformed
     missing = sum(int(p.metadata.get("missing_steps", 0)) for p in parts)

@@ -208,7 +208,8 @@ class LearnerNode(Node):
                 "back, or an old recording played back while the robot's recorder is paused (ros2 bag play?)")
         n = self.core.dropped_invalid
         if n > invalid and (n == 1 or n % 100 == 0):
-            self.get_logger().warning(f"left out {n} transition(s) so far with NaN/inf values or wrong dimensions "
+            self.get_logger().warning(f"left out {n} transition(s) so far with NaN/inf values, wrong dimensions or "
+                                      "a recorder_session that is no recorder's "
                                       f"(latest: episode {m.episode_id}, step {m.step})")
         if self.core.stalled:
             self.get_logger().error(

@@ -298,7 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bag2h5", help="turn a rosbag2 (MCAP or SQLite) of Transition messages into a D4RL-layout "
                        "HDF5 dataset", description="Reads the Transition topic of a bag recorded on the robot "
                        "(`ros2 bag record -s mcap /transitions`, or the dataset_logger's bag_path), rebuilds the "
-                       "episodes from (episode_id, step) and writes one HDF5 file the learner reads.")
+                       "episodes from (recorder run, episode_id, step) and writes one HDF5 file the learner reads. "
+                       "A recorder restarted while the bag recorded gives episodes of its own (infos/recorder_run); "
+                       "an earlier run's transitions played back beside the robot (ros2 bag play) are left out "
+                       "while the run recorded is heard, and counted. Bags recorded before transitions named their "
+                       "recorder run read as one run.")
     p.add_argument("bag", help="bag folder or .mcap file; one its recorder never closed (killed, power cut: "
                    "no metadata.yaml, no MCAP footer) or damaged since (chunks failing their CRC) is salvaged, "
                    "with a warning saying what was lost")

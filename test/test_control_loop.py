@@ -278,7 +278,10 @@ def test_nodes_refuse_meaningless_parameters_at_start_with_one_line(ros_env, sta
             ("policy_node", [f"policy_dir:={standing_policy}", "command_velocity:=[2.0, 0.0, 0.0]"],
              "parameter command_velocity [2.0, 0.0, 0.0] is outside the command limits (vx 0..1, vy -0.3..0.3"),
             ("policy_node", [f"policy_dir:={standing_policy}", "command_min:=[1.5, 0.0, 0.0]"],
-             "command limits: low [1.5, 0.0, 0.0] is above high [1.0, 0.3, 0.5]")):
+             "command limits: low [1.5, 0.0, 0.0] is above high [1.0, 0.3, 0.5]"),
+            # before: taken, and the first reset of a simulated robot ended the node (torch's seed overflowed)
+            ("policy_node", [f"policy_dir:={standing_policy}", "seed:=4611686018427387904"],
+             "parameter seed: must be in [0, 4294967295], got 4611686018427387904")):
         run = subprocess.run(node_command(node, params), env=ros_env, capture_output=True, text=True, timeout=120)
         assert run.returncode == 2 and needle in run.stderr and "Traceback" not in run.stderr, run.stderr
 

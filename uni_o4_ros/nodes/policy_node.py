@@ -60,7 +60,7 @@ PARAMETERS = {
     "hmac_key_file": Doc("'auto' | path | ''; the key policy updates must be signed with: auto is this computer's "
                          "own (~/.config/uni_o4_ros/, made on first use), '' accepts unsigned updates"),
     "seed": Doc("of the exploration noise when deterministic is false (each episode restarts it from seed and "
-                "episode)"),
+                "episode)", "[0,4294967295]"),
     "max_update_shift": Doc("rad (per state the largest joint, averaged); an update moving the joint targets "
                             "further from the running policy's, on the last 5 s of states and standing, is "
                             "refused; 0: unchecked", ">=0"),

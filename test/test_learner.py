@@ -171,6 +171,19 @@ def test_online_learning_hot_swaps_and_survives_a_learner_crash(ros_env, standin
 
         w.node.create_publisher(DiagnosticStatus, "policy_session", POLICY_SESSION).publish(yesterday)
         w.wait(lambda: first + 3 in w.accepted_versions(since))
+        # The recorder restarted: a new run, numbering episodes from 1 again. The logger writes its episodes apart
+        # from the first run's (whose unfinished one ends as a truncation), and the learner learns on from it.
+        stop(procs[1])
+        procs[1] = start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "max_steps:=25",
+                         "wait_for_subscribers:=3")  # the logger, the learner and this test hear its episode 1
+        w.wait(lambda: len({t.recorder_session for t in w.transitions}) == 2)
+        second = w.transitions[-1].recorder_session
+        w.wait(lambda: sum(read_hdf5(f).metadata.get("recorder_session") == second
+                           for f in out.glob("episode_*.hdf5")) >= 2)
+        w.wait(lambda: first + 4 in w.accepted_versions(since))
+        ids = sorted(int(read_hdf5(f).metadata["episode_id"]) for f in out.glob("episode_*.hdf5")
+                     if read_hdf5(f).metadata.get("recorder_session") == second)
+        assert ids[:2] == [1, 2], ids  # the new run's own episodes 1 and 2, each a file of its own
     finally:
         w.close()
         stop(learner, *procs)

@@ -782,7 +782,7 @@ def test_a_restarted_recorder_and_an_old_recording_played_back_never_mix_into_an
     assert writer.earlier_rows == {monday[0]: 3}
     assert add(today, 2, 0) == Arrival() and add(today, 2, 1) == Arrival()
     # The recorder restarts during episode 2: its episode 1 cuts off today's episode 2, and merges with nothing.
-    assert add(restarted, 1, 0) == Arrival(cut_off=[(today[0], 2)])
+    assert add(restarted, 1, 0) == Arrival(cut_off=[(today[0], 2)], new_run=True)
     cut, _ = writer.finish(2, {"end_missing": True}, today[0])
     for k in (1, 2):
         assert add(restarted, 1, k, k == 2) == Arrival()
@@ -795,8 +795,10 @@ def test_a_restarted_recorder_and_an_old_recording_played_back_never_mix_into_an
     assert files["new"].observations[:, 0].tolist() == [300, 301, 302]
     assert [f.metadata["recorder_session"] for f in files.values()] == [today[0], today[0], restarted[0]]
     assert [int(f.metadata["episode_id"]) for f in files.values()] == [1, 2, 1]  # the recorders' own ids
+    # Restarted again, and heard first at its episode 3: its episodes 1 and 2 never reached the logger, and are named.
+    assert add(("f" * 32, 4000), 3, 0) == Arrival(skipped=[1, 2], new_run=True)
     # A row naming no recorder's run (it would go into the file's metadata) is left out; nothing else changes.
-    assert add(("é" * 32, 9000), 1, 0) == Arrival(bad_session="é" * 32) and writer.runs.current.session == restarted[0]
+    assert add(("é" * 32, 9000), 1, 0) == Arrival(bad_session="é" * 32) and writer.runs.current.session == "f" * 32
 
 
 def test_a_recorder_restarted_with_its_clock_set_back_is_recorded_once_the_run_before_is_silent(tmp_path):
@@ -819,10 +821,14 @@ def test_a_recorder_restarted_with_its_clock_set_back_is_recorded_once_the_run_b
     assert add(before, 1, 0, now=10.0) == Arrival()
     assert add(after, 1, 0, now=11.0).earlier_run == after[0]  # 1 s of silence: could be a playback
     assert add(after, 1, 1, now=10.0 + QUIET_S - 0.01).earlier_run == after[0]
-    assert add(after, 1, 2, now=10.0 + QUIET_S) == Arrival(cut_off=[(before[0], 1)], gave_up=before[0])
+    assert add(after, 1, 2, now=10.0 + QUIET_S) == Arrival(cut_off=[(before[0], 1)], new_run=True, gave_up=before[0])
+    writer.finish(1, {"end_missing": True}, before[0])  # as the logger does with what is cut off
     assert add(after, 1, 3, now=10.0 + QUIET_S + 0.02) == Arrival()
     path, _ = writer.finish(1, None, after[0])
     assert writer.last_missing == [(0, 1)]  # the two rows left out while it looked like a playback: said
+    # `before` heard again (it started later, so it is taken back at once): a run heard before is not new, and
+    # its episodes 1 .. 4 are not said to be lost
+    assert add(before, 5, 0, now=30.0) == Arrival()
 
 
 def test_remote_estop_fires_once_per_press_of_the_whole_combination():

@@ -34,6 +34,8 @@ RANGES: dict[str, Range] = {
     "[0,127]": Range(lambda v: 0 <= v <= 127, "in [0, 127]", 0, 127),  # deg C: the Go1's motors report int8
     "[0,65535]": Range(lambda v: 0 <= v <= 65535, "in [0, 65535]", 0, 65535),  # a UDP port; 0: any free one
     "[1,65535]": Range(lambda v: 1 <= v <= 65535, "in [1, 65535]", 1, 65535),  # a UDP port to send to
+    # a seed of 32 bits: the policy's per-episode noise seed (seed * 1000003 + episode) stays within torch's int64
+    "[0,4294967295]": Range(lambda v: 0 <= v <= 2**32 - 1, "in [0, 4294967295]", 0, 2**32 - 1),
 }
 
 

@@ -119,9 +119,13 @@ class DatasetLoggerNode(Node):
                                         "written with what arrived, ending as a truncation")
             self._finish(episode_id, {"end_missing": True}, session)
         if arrival.skipped:
+            episodes = describe_runs([(arrival.skipped[0], arrival.skipped[-1])])
             self.get_logger().error(
-                f"episode(s) {describe_runs([(arrival.skipped[0], arrival.skipped[-1])])}: no transition ever "
-                "reached the logger, no file: " + STARVED)
+                f"episode(s) {episodes}: no transition ever reached the logger, no file: " + STARVED
+                if not arrival.new_run else
+                f"episode(s) {episodes} of recorder run {run_name(m.recorder_session)}: no transition ever reached the "
+                "logger, no file: the recorder (restarted?) sent them before this logger heard it (its "
+                "wait_for_subscribers: 1 waits for the logger)")
         if m.terminal or m.timeout:
             self._finish(m.episode_id, None, m.recorder_session)
 

@@ -257,6 +257,9 @@ class Arrival:
     earlier_run: str | None = None
     # Left out: a row whose recorder_session is no recorder's (not 32 hex digits): the text, "" otherwise.
     bad_session: str = ""
+    # This row is the first of a recorder run never heard before, after another (a restarted recorder): `skipped`
+    # then names its episodes before this one.
+    new_run: bool = False
     # This row's run, which started before the run recorded so far, is recorded from now on: that one was silent
     # for runs.QUIET_S (a recorder restarted with its clock set back, or a playback while it is paused). The
     # session given up, None otherwise.
@@ -290,6 +293,7 @@ class EpisodeWriter:
     last_malformed: int = 0  # rows add() left out of the episode finish() last wrote
     runs: StreamRuns = field(default_factory=StreamRuns)  # the recorder run being recorded
     earlier_rows: dict[str, int] = field(default_factory=dict)  # rows left out by earlier_run, by session
+    _heard_runs: set[str] = field(default_factory=set)  # recorder runs a row was kept of
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
@@ -320,6 +324,11 @@ class EpisodeWriter:
         if choice == "switch_earlier":
             arrival.gave_up = held.session
         newest = self._newest_id if choice == "same" else None
+        if choice != "same" and held is not None and session not in self._heard_runs:
+            # A recorder restarted while this writer listened numbers from 1: episodes of it before this row
+            # never arrived (it began before the logger heard it). A run heard before (taken back) is not new.
+            newest, arrival.new_run = 0, True
+        self._heard_runs.add(session)
         if eid != newest:
             if newest is not None and eid > newest + 1:
                 arrival.skipped = list(range(newest + 1, eid))

@@ -470,6 +470,23 @@ def test_bag2h5_keeps_a_restarted_recorders_episodes_apart_and_leaves_out_an_old
     assert ds.metadata["left_out_bad_session"] == 1
 
 
+def test_bag2h5_takes_a_recorder_restarted_with_its_clock_set_back_after_ten_seconds_of_the_bags_own_time(tmp_path):
+    """The robot's clock set back 60 s, then the recorder restarted: its run seems to start before the one it
+    follows, and its messages are stamped before that one's. bag2h5 counts the jump back as no time passing, so the
+    new run is left out for 10 s of the bag's time (runs.QUIET_S), as the logger did, then read."""
+    before, after = ("d" * 32, 2000 * 10**9), ("e" * 32, 1950 * 10**9)
+    msgs = [_run(transition(1, k, "timeout" if k == 4 else ""), *before) for k in range(5)]  # stamped 110-114 s
+    later = [_run(transition(1, k, "timeout" if k == 19 else ""), *after) for k in range(20)]
+    for k, m in enumerate(later):
+        m.header.stamp.sec = 54 + k  # one a second from 54 s: 60 s before the first run's last, plus the restart
+    write_bag(tmp_path / "set_back", msgs + later)
+    ds = bag_to_dataset(tmp_path / "set_back")
+    assert ds.metadata["recorder_runs"] == 2 and ds.metadata["left_out_earlier_run"] == 10  # 54 .. 63 s
+    np.testing.assert_array_equal(ds.infos["recorder_run"], [0] * 5 + [1] * 10)
+    np.testing.assert_array_equal(ds.infos["step"], [*range(5), *range(10, 20)])
+    assert ds.metadata["missing_steps"] == 10  # and the file says which steps of the new run it lacks
+
+
 # Transition as it was before it named its recorder run (bags recorded then hold this definition); written out
 # here, not taken from bag.py, so the test stands for the bags of then whatever the reader assumes.
 TRANSITION_BEFORE_RECORDER_RUN = """std_msgs/Header header

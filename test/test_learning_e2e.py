@@ -294,6 +294,8 @@ def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
     (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--set", "bc.alpah=1"], "alpah"),
     (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--budget", "huge"], "budget"),
     (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--seed", "-1"], "--seed: must be at least 0"),
+    # the policy node's seed range: `field` took it and was refused only once its node graph had started
+    (["field", "--sim", "--seed", "4294967296"], "--seed: must be at most 4294967295, got 4294967296"),
     (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--set", "value.q_hidden=256"],
      "value.q_hidden: expected a list such as [256, 256], got 256"),
     (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--set", "online=5"], "online: is a section of settings"),

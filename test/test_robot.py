@@ -821,7 +821,7 @@ def test_a_recorder_restarted_with_its_clock_set_back_is_recorded_once_the_run_b
     assert add(before, 1, 0, now=10.0) == Arrival()
     assert add(after, 1, 0, now=11.0).earlier_run == after[0]  # 1 s of silence: could be a playback
     assert add(after, 1, 1, now=10.0 + QUIET_S - 0.01).earlier_run == after[0]
-    assert add(after, 1, 2, now=10.0 + QUIET_S) == Arrival(cut_off=[(before[0], 1)], new_run=True, gave_up=before[0])
+    assert add(after, 1, 2, now=10.0 + QUIET_S) == Arrival(cut_off=[(before[0], 1)], gave_up=before[0])
     writer.finish(1, {"end_missing": True}, before[0])  # as the logger does with what is cut off
     assert add(after, 1, 3, now=10.0 + QUIET_S + 0.02) == Arrival()
     path, _ = writer.finish(1, None, after[0])
@@ -829,6 +829,23 @@ def test_a_recorder_restarted_with_its_clock_set_back_is_recorded_once_the_run_b
     # `before` heard again (it started later, so it is taken back at once): a run heard before is not new, and
     # its episodes 1 .. 4 are not said to be lost
     assert add(before, 5, 0, now=30.0) == Arrival()
+
+
+def test_a_playback_heard_between_the_live_runs_transitions_is_never_taken_one_begun_in_a_pause_is():
+    """runs.StreamRuns, on the reader's clock (s). A playback interleaves with the live run: it stays out even when
+    the robot's recorder then pauses for long (a fall waiting to be re-armed), where the learner would have taken
+    Monday's transitions as today's. One begun during such a pause is taken, and given up when the live run sends
+    again."""
+    from uni_o4_ros.robot.runs import QUIET_S, StreamRuns
+
+    runs, live, monday, tuesday = StreamRuns(), ("a" * 32, 2000), ("b" * 32, 1000), ("c" * 32, 1500)
+    assert runs.hear(*live, now=0.0) == "switch"
+    assert runs.hear(*monday, now=0.01) == "earlier"
+    assert runs.hear(*live, now=0.02) == "same"  # Monday's was heard between two of the live run's rows
+    assert [runs.hear(*monday, now=t) for t in (5.0, QUIET_S + 1, 100.0)] == ["earlier"] * 3  # the pause: still out
+    assert runs.hear(*tuesday, now=100.01) == "switch_earlier"  # begun in the pause: taken, and said
+    assert runs.hear(*live, now=130.0) == "switch"  # the robot's recorder sends again: its run is the newer
+    assert runs.hear(*tuesday, now=130.01) == "earlier" and runs.current.session == live[0]
 
 
 def test_remote_estop_fires_once_per_press_of_the_whole_combination():

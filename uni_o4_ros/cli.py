@@ -60,6 +60,15 @@ _positive_int = _whole_number(1)
 _count = _whole_number(0)  # 0 switches the feature off
 
 
+def _seed(text: str) -> int:
+    """argparse type: a seed of 32 bits, what the policy node's `seed` parameter takes (and numpy, torch and
+    Gymnasium all do); a larger one was refused only once `uni-o4 field` had started its node graph."""
+    value = _count(text)
+    if value > 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"must be at most 4294967295, got {value}")
+    return value
+
+
 def _speed(text: str) -> float:
     try:
         value = float(text)
@@ -148,7 +157,7 @@ def _add_config_args(p: argparse.ArgumentParser, example: str = "bc.alpha=0.0") 
     p.add_argument("--config", help="YAML file overriding config values (over the budget's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help=f"override one config value, repeatable, over --config (e.g. --set {example})")
-    p.add_argument("--seed", type=_count, help="seed of every stage: networks, minibatches, environments "
+    p.add_argument("--seed", type=_seed, help="seed of every stage: networks, minibatches, environments "
                    "(default: the --config file's, else 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -169,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PPO steps between snapshots; each is evaluated and a candidate for the medium policy")
     p.add_argument("--medium-fraction", type=_fraction, default=0.45,
                    help="medium = snapshot whose return is closest to this fraction of the best")
-    p.add_argument("--seed", type=_count, default=0, help="seed of the PPO agent and the environments")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the PPO agent and the environments")
     p.add_argument("--threads", type=_positive_int,
                    help="torch threads (default: every core). The same seed and thread count reproduce a "
                    "dataset bit for bit; another thread count sums in another order, and over a long "
@@ -201,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", required=True, help="folder with policy.safetensors/json (e.g. RUN/final)")
     p.add_argument("--env", required=True, help="Gymnasium MuJoCo task, e.g. Hopper-v5")
     p.add_argument("--episodes", type=_positive_int, default=10, help="episodes (default 10, as D4RL)")
-    p.add_argument("--seed", type=_count, default=0, help="episode k starts from reset seed SEED + k, so two "
+    p.add_argument("--seed", type=_seed, default=0, help="episode k starts from reset seed SEED + k, so two "
                    "policies evaluated with one seed meet the same initial states")
 
     p = sub.add_parser("demo", help="D4RL-style job (make demo-d4rl): small Hopper dataset -> offline Uni-O4 -> "
@@ -260,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file overriding PretrainConfig values (env.*, ppo.*, hidden, ...)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one value, e.g. --set ppo.actor_lr=1e-4 (repeatable)")
-    p.add_argument("--seed", type=_count, default=0, help="seed of the policy and the simulated robots")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the policy and the simulated robots")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     p = sub.add_parser("field", help="main job: the paper's robot pipeline (simulator policy -> mattress data -> "
@@ -291,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-episodes", type=_positive_int,
                    help="evaluation episodes per policy and speed (small budget: 5; changing it on a "
                    "finished run redoes only the evaluation and the report)")
-    p.add_argument("--seed", type=_count, default=0, help="seed of every stage (recording, offline, online, "
+    p.add_argument("--seed", type=_seed, default=0, help="seed of every stage (recording, offline, online, "
                    "evaluation)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 

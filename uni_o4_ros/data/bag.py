@@ -181,12 +181,17 @@ def _definition_store(definition: str, stores: dict):
 
 
 def _deserialize(definition: str, raw: bytes, stores: dict):
+    from rosbags.serde import SerdeError
+
     if definition.strip():
         return _definition_store(definition, stores).deserialize_cdr(raw, TRANSITION_TYPE)
-    try:  # no definition kept: today's layout, else the one before it
+    try:  # no definition kept: today's layout, else the one before it (rosbags refuses bytes left over or short)
         return _definition_store(_own_definition(), stores).deserialize_cdr(raw, TRANSITION_TYPE)
-    except Exception:  # noqa: BLE001 - rosbags raises its SerdeError, or struct's, for bytes of another layout
-        return _definition_store(TRANSITION_BEFORE_RECORDER_RUN, stores).deserialize_cdr(raw, TRANSITION_TYPE)
+    except SerdeError as today:
+        try:
+            return _definition_store(TRANSITION_BEFORE_RECORDER_RUN, stores).deserialize_cdr(raw, TRANSITION_TYPE)
+        except SerdeError:
+            raise today from None  # neither layout: today's error says more
 
 
 def _own_definition() -> str:
@@ -204,7 +209,11 @@ def _episodes(raws: Iterator[tuple[str, int, bytes]]) -> tuple[dict[tuple[str, i
 
     episodes: dict[tuple[str, int], list[dict]] = {}
     runs, earlier, bad, stores = StreamRuns(), 0, 0, {}
+    # The silence StreamRuns times, on the bag's clock (when each message arrived): a clock set back while it
+    # recorded counts as no time passing, not as time running backwards.
+    clock, last = 0.0, None
     for definition, log_time, raw in raws:
+        clock, last = clock + (max(0, log_time - last) / 1e9 if last is not None else 0.0), log_time
         m = _deserialize(definition, raw, stores)
         if m.episode_id >= 2**63:  # no recorder counts that far: a bag written without CRCs, damaged since
             raise ValueError(f"episode id {m.episode_id} is no recorder's (a damaged byte?)")
@@ -212,7 +221,7 @@ def _episodes(raws: Iterator[tuple[str, int, bytes]]) -> tuple[dict[tuple[str, i
         if not is_session(row["recorder_session"]):
             bad += 1
             continue
-        if runs.hear(row["recorder_session"], row["recorder_started_ns"], log_time / 1e9) == "earlier":
+        if runs.hear(row["recorder_session"], row["recorder_started_ns"], clock) == "earlier":
             earlier += 1
             continue
         episodes.setdefault(recorder_run(row), []).append(row)

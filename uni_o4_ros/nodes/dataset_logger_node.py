@@ -30,6 +30,7 @@ min_free_mb (1000), max_unwritten_mb (1000).
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from rclpy.node import Node
@@ -42,7 +43,6 @@ from uni_o4_ros.robot.runs import QUIET_S
 from .params import Doc, declare_read_only
 from .qos import TRANSITIONS
 from .run import NodeConfigError, run_node
-from .stamps import stamp_ns
 
 # Measured with the stand-in graph: a logger stopped (SIGSTOP) for 10 s loses nothing (DDS resends),
 # for 30 s it lost every transition of those 30 s without a word, and came back as if nothing happened.
@@ -77,6 +77,7 @@ class DatasetLoggerNode(Node):
                 self.bag = TransitionBagWriter(bag_path)
             except Exception as exc:  # noqa: BLE001 - e.g. the bag exists already: refuse to start
                 raise NodeConfigError(f"cannot open bag {bag_path}: {exc}") from exc
+        self.bad_sessions = 0  # transitions left out for a recorder_session that is no recorder's
         self.create_subscription(Transition, "transitions", self.on_transition, TRANSITIONS)
         self.get_logger().info(f"logging episodes to {self.writer.directory}")
         self._check_free_space(None)
@@ -87,9 +88,12 @@ class DatasetLoggerNode(Node):
         arrival = self.writer.add(transition_row(m))
         held = self.writer.runs.current
         if arrival.bad_session:
-            self.get_logger().warning(f"episode {m.episode_id} step {m.step}: left out a transition whose "
-                                      f"recorder_session {arrival.bad_session!r} is no recorder's (32 hex digits): "
-                                      "another publisher on this ROS domain, or a damaged message?")
+            self.bad_sessions += 1
+            if self.bad_sessions == 1 or self.bad_sessions % 100 == 0:  # a broken publisher must not flood the log
+                self.get_logger().warning(f"left out {self.bad_sessions} transition(s) so far whose recorder_session "
+                                          "is no recorder's (32 hex digits), latest "
+                                          f"{arrival.bad_session!r} (episode {m.episode_id}, step {m.step}): another "
+                                          "publisher on this ROS domain, or a damaged message?")
             return
         if arrival.earlier_run is not None:
             if self.writer.earlier_rows[arrival.earlier_run] == 1:
@@ -176,7 +180,9 @@ class DatasetLoggerNode(Node):
 
     def _write_bag(self, m: Transition) -> None:
         try:
-            self.bag.write(serialize_message(m), stamp_ns(m.header.stamp))
+            # When it arrived, as `ros2 bag record` stamps messages: bag2h5 times a recorder run's silence by it, and
+            # a playback's messages carry the header stamps of the day they were recorded.
+            self.bag.write(serialize_message(m), time.time_ns())
             if m.terminal or m.timeout:  # on disk with the episode's file: a kill loses no more of the bag
                 self.bag.flush()
         except OSError as exc:

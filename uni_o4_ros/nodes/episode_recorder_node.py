@@ -258,7 +258,11 @@ class EpisodeRecorderNode(Node):
             return
         if self.core.budget_spent:
             return
-        if self.trans_pub.get_subscription_count() < self.wait_for_subscribers:
+        if (readers := self.trans_pub.get_subscription_count()) < self.wait_for_subscribers:
+            # Said: a logger that died at start, or listens in another namespace, would leave the robot standing.
+            self.get_logger().info(f"no episode starts before {self.wait_for_subscribers} reader(s) of transitions "
+                                   f"listen (wait_for_subscribers); {readers} do: the dataset_logger, the learner, "
+                                   "ros2 bag record each count", throttle_duration_sec=5.0)
             return
         if self._odometry_lost():
             return  # an episode would end at its first step

@@ -43,7 +43,7 @@ from uni_o4_ros.learning.value import ValueNet
 from uni_o4_ros.msg import PolicyUpdate, Transition
 from uni_o4_ros.robot.episodes import run_name, transition_row, wall_time
 from uni_o4_ros.robot.policy_update import encode_update, refusal_in
-from uni_o4_ros.robot.runs import QUIET_S
+from uni_o4_ros.robot.runs import QUIET_S, remember
 from uni_o4_ros.robot.update_session import SESSION_STATUS, SessionChoice, session_in
 
 from .params import Doc, declare_read_only, update_key
@@ -128,7 +128,7 @@ class LearnerNode(Node):
         self.create_subscription(Transition, "transitions", self.on_transition, TRANSITIONS)
         self.create_subscription(DiagnosticStatus, "policy_status", self.on_policy_status, EVENTS)
         self.refused: set[int] = set()
-        self.earlier_runs: set[str] = set()  # recorder runs said to be left out, so each is said once
+        self.earlier_runs: dict[str, None] = {}  # recorder runs said to be left out, so each is said once (bounded)
         self.unsigned_refusals: set[int] = set()
         if self.core.updates:
             # Published when the policy node's session arrives (at once if one runs: it is kept for late joiners).
@@ -195,7 +195,7 @@ class LearnerNode(Node):
         res = self.core.add(transition_row(m))
         held = self.core.recorder_runs.current
         if self.core.dropped_earlier_run > earlier and self.core.earlier_run not in self.earlier_runs:
-            self.earlier_runs.add(self.core.earlier_run)
+            remember(self.earlier_runs, self.core.earlier_run)
             self.get_logger().warning(
                 f"left out transitions of recorder run {run_name(self.core.earlier_run)} (started "
                 f"{wall_time(m.recorder_started_ns)}): it started before the run learned from "

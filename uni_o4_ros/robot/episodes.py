@@ -29,7 +29,7 @@ from ..data import (
 )
 from .observation import is_fresh
 from .reward import reward
-from .runs import StreamRuns, is_session
+from .runs import StreamRuns, is_session, remember
 
 
 @dataclass
@@ -292,8 +292,8 @@ class EpisodeWriter:
     _malformed: dict[tuple[str, int], list[int]] = field(default_factory=dict)  # steps of rows add() left out
     last_malformed: int = 0  # rows add() left out of the episode finish() last wrote
     runs: StreamRuns = field(default_factory=StreamRuns)  # the recorder run being recorded
-    earlier_rows: dict[str, int] = field(default_factory=dict)  # rows left out by earlier_run, by session
-    _heard_runs: set[str] = field(default_factory=set)  # recorder runs a row was kept of
+    earlier_rows: dict[str, int] = field(default_factory=dict)  # rows left out by earlier_run, by session (bounded)
+    _heard_runs: dict[str, None] = field(default_factory=dict)  # recorder runs a row was kept of (runs.remember)
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
@@ -318,17 +318,18 @@ class EpisodeWriter:
         held = self.runs.current
         choice = self.runs.hear(session, int(t.get("recorder_started_ns", 0)), time.monotonic() if now is None else now)
         if choice == "earlier":
-            self.earlier_rows[session] = self.earlier_rows.get(session, 0) + 1
+            remember(self.earlier_rows, session, self.earlier_rows.get(session, 0) + 1)
             arrival.earlier_run = session
             return arrival
         if choice == "switch_earlier":
             arrival.gave_up = held.session
         newest = self._newest_id if choice == "same" else None
-        if choice != "same" and held is not None and session not in self._heard_runs:
+        if choice == "switch" and held is not None and session not in self._heard_runs:
             # A recorder restarted while this writer listened numbers from 1: episodes of it before this row
-            # never arrived (it began before the logger heard it). A run heard before (taken back) is not new.
+            # never arrived (it began before the logger heard it). Not said of a run heard before (taken back), nor
+            # of one taken after the held run's silence, whose earlier rows were left out on purpose.
             newest, arrival.new_run = 0, True
-        self._heard_runs.add(session)
+        remember(self._heard_runs, session)
         if eid != newest:
             if newest is not None and eid > newest + 1:
                 arrival.skipped = list(range(newest + 1, eid))

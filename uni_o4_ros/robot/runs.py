@@ -72,29 +72,46 @@ class StreamRuns:
 
     - A run that started after the one held is the new run (a restarted recorder): taken ('switch').
     - One that started before it is an old recording played back beside the robot (`ros2 bag play`): left out
-      ('earlier') while the held run is heard, since a playback interleaves with the live run...
-    - ...but taken once the held run has been silent for `quiet` seconds ('switch_earlier'): a recorder
-      restarted with its clock set back, or a lone message dated in the future, must not cost the live run
-      more than that. An old recording played back while the robot's recorder is paused is taken then too:
-      the reader says so, and its episodes name their run.
+      ('earlier'). A playback interleaves with the live run: a run heard between two of the held run's rows is
+      never taken while another is held.
+    - A run that started before the held one and was never heard between its rows is taken once the held run has
+      been silent for `quiet` seconds ('switch_earlier'): a recorder restarted with its clock set back, or a lone
+      message dated in the future, must not cost the live run more than that. A playback begun during a longer
+      pause of the robot's recorder is taken then too: the reader says so, and its episodes name their run.
     """
 
     def __init__(self, quiet: float = QUIET_S) -> None:
         self.current: Announcement | None = None
         self.quiet = quiet
         self._heard = float("-inf")  # when the held run was last heard (the reader's monotonic clock, s)
+        self._waiting: dict[str, None] = {}  # runs left out since the held run's last row
+        self._interleaved: dict[str, None] = {}  # runs heard between two of the held run's rows: playbacks
 
     def hear(self, session: str, started_ns: int, now: float) -> str:
         """'same', 'switch', 'switch_earlier' (keep to this run from now on) or 'earlier' (leave its row out)."""
         cur = self.current
         if cur is not None and session == cur.session:
             self._heard = now
+            for s in self._waiting:
+                remember(self._interleaved, s)
+            self._waiting.clear()
             return "same"
         if cur is None or started_ns > cur.started_ns:
             verdict = "switch"
-        elif now - self._heard >= self.quiet:
+        elif now - self._heard >= self.quiet and session not in self._interleaved:
             verdict = "switch_earlier"
         else:
+            remember(self._waiting, session)
             return "earlier"
         self.current, self._heard = Announcement(session, started_ns, True), now
+        self._waiting.clear()
         return verdict
+
+
+def remember(seen: dict, key: object, value: object = None, limit: int = 1024) -> None:
+    """Keep `key` in an insertion-ordered dict of at most `limit` entries, the oldest dropped first: what a reader
+    remembers of runs stays bounded whatever a broken or hostile publisher sends."""
+    seen.pop(key, None)
+    seen[key] = value
+    while len(seen) > limit:
+        del seen[next(iter(seen))]

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .learning.budgets import BUDGETS
+from .robot.recording_tally import LOGGER_GRACE_S
 
 if TYPE_CHECKING:  # torch is imported lazily so that `--help` stays fast
     from .learning.policy import GaussianPolicyEnsemble
@@ -241,7 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="data/robot", help="folder for the recorded episodes")
     p.add_argument("--episodes", type=_count, default=0,
                    help="stop after this many episodes (0: until Ctrl-C); one that never reaches the logger is "
-                   "named 30 s after it ended, and bringup then exits 1")
+                   "named --logger-grace seconds after it ended, and bringup then exits 1")
+    p.add_argument("--logger-grace", type=_seconds, default=LOGGER_GRACE_S, metavar="SECONDS",
+                   help=f"how long after the recorder ends an episode its file may take to appear before it is "
+                   f"named lost (default {LOGGER_GRACE_S:g}: Fast DDS resends to a reader silent for up to its "
+                   "~20 s lease, so a later file will not come)")
     p.add_argument("--params", help="parameters file (default config/sim.yaml, with --standin config/robot.yaml)")
     p.add_argument("--terrain", default="flat", help="--standin: what the stand-in Go1 walks on (flat | mattress)")
     p.add_argument("--operator-delay", type=float, default=3.0, metavar="SECONDS",
@@ -683,7 +688,7 @@ def cmd_bringup(args: argparse.Namespace) -> int:
                                   f"run_dir:={Path(args.learn).resolve()}"], env)
 
     procs, robot = [], []  # the stand-in robot stops last: the controller's parting damping reaches it
-    dead, watch, tally = [], None, RecordingTally(args.episodes)
+    dead, watch, tally = [], None, RecordingTally(args.episodes, grace=args.logger_grace)
     # `kill` or a closed terminal stops the nodes as Ctrl-C does (exit 143 / 129), instead of leaving them
     # running on their own, the simulated robot still walking and recording.
     before = set(out.glob("episode_*.hdf5"))

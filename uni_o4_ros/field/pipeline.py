@@ -40,6 +40,7 @@ from ..nodes.processes import stop_signals_raise_exit
 from ..robot.command import CommandLimits
 from ..robot.controller import CONTROLLER_SUMMARY
 from ..robot.go1 import CONTROL_DT
+from ..robot.recording_tally import LOGGER_GRACE_S
 from .node_graph import NodeGraphError, ros_environment, run_until
 
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -225,6 +226,8 @@ class FieldPipeline:
     def __init__(self, cfg: FieldConfig, out: str | Path, progress: bool = True,
                  echo: Callable[[str], None] = print) -> None:
         self.cfg, self.out, self.progress, self.echo = cfg, Path(out), progress, echo
+        # s: a node stage names an episode lost when its file has not come this long after the recorder ended it
+        self.logger_grace = LOGGER_GRACE_S
         if not (Path(cfg.policy) / "policy.safetensors").is_file():
             raise FileNotFoundError(f"no pretrained policy in {cfg.policy} (make one with `uni-o4 pretrain`)")
         check_go1_policy(cfg.policy)
@@ -351,7 +354,7 @@ class FieldPipeline:
         # got (stopped or starved past DDS's lease, BENCHMARKS §4e): the recorder had spent its total_steps.
         # Its episode ends say what there is to wait for; an episode still without a file past the logger's
         # grace is named and left out, as `bringup --episodes` does.
-        tally, watch = RecordingTally(0, wanted_steps=steps), RecorderWatch(env=self.env)
+        tally, watch = RecordingTally(0, wanted_steps=steps, grace=self.logger_grace), RecorderWatch(env=self.env)
 
         def finished() -> bool:
             state["steps"] = recorded_steps(episodes, lengths)

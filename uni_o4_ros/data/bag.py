@@ -19,6 +19,7 @@ leaves it empty), so damage shows.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import zlib
@@ -194,6 +195,7 @@ def _deserialize(definition: str, raw: bytes, stores: dict):
             raise today from None  # neither layout: today's error says more
 
 
+@functools.cache  # asked once per message of a bag that kept no definition: read from disk once
 def _own_definition() -> str:
     return (_msg_dir() / "Transition.msg").read_text()
 

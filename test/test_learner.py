@@ -8,6 +8,7 @@ import dataclasses
 import json
 import shutil
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -252,7 +253,7 @@ def test_offline_mode_learns_from_logged_episodes_and_publishes_a_verifiable_pol
     from test_bringup import _wait_for_output
 
     from uni_o4_ros.msg import PolicyUpdate
-    from uni_o4_ros.nodes.qos import POLICY_SESSION, POLICY_UPDATE
+    from uni_o4_ros.nodes.qos import EVENTS, POLICY_SESSION, POLICY_UPDATE
     from uni_o4_ros.robot.policy_update import load_update_key, verify_update
     from uni_o4_ros.robot.update_session import SESSION_STATUS, new_session, session_status
 
@@ -265,7 +266,7 @@ def test_offline_mode_learns_from_logged_episodes_and_publishes_a_verifiable_pol
     overrides = "['env=go1','value.steps=50','value.q_hidden=[32,32]','value.v_hidden=[32,32]'," \
                 "'dynamics.hidden=[32,32]','dynamics.max_steps=50','dynamics.max_epochs=1','improvement.steps=20'," \
                 "'improvement.eval_every=10','ope.horizon=5','ope.n_start_states=8']"
-    run = tmp_path / "offline"
+    run, policy = tmp_path / "offline", None
     proc = start("uni_o4_ros.nodes.learner_node", ros_env, "mode:=offline", f"dataset:={tmp_path / 'ep'}",
                  f"policy_dir:={standing_policy}", f"run_dir:={run}", f"offline_overrides:={overrides}")
     try:
@@ -273,9 +274,10 @@ def test_offline_mode_learns_from_logged_episodes_and_publishes_a_verifiable_pol
                                 "offline policy made as version 1")
         rclpy.spin_once(node, timeout_sec=0.5)
         assert not got and (run / "summary.json").exists(), said[-2000:]  # held back: no run to sign for yet
-        # A policy node starts (its announcement, as policy_node publishes it): the learner signs for its run.
+        # A policy node starts (its announcement, as policy_node publishes it): the learner signs for its run. Its
+        # robot computer's clock runs a day ahead (no RTC, no NTP in the field: it kept the time it was last set to).
         session = new_session()
-        values, message = session_status(session, 0, key)
+        values, message = session_status(session, 0, key, started_ns=time.time_ns() + 86_400 * 10**9)
         announce = node.create_publisher(DiagnosticStatus, "policy_session", POLICY_SESSION)
         announce.publish(DiagnosticStatus(name=SESSION_STATUS, message=message,
                                           values=[KeyValue(key=k, value=v) for k, v in values.items()]))
@@ -290,8 +292,27 @@ def test_offline_mode_learns_from_logged_episodes_and_publishes_a_verifiable_pol
         summary = json.loads((run / "summary.json").read_text())
         assert summary["transitions"] == 120 and np.isfinite(summary["am_q"]) and (run / "final").is_dir()
         assert proc.poll() is None  # the node stays up: a later policy node run gets it, signed for that run
+        # The policy node restarts, its clock set back to the true time: it announces a start a day before the
+        # run the learner signs for, which reads as that run's announcement played back. It refuses the update
+        # kept for it (signed for the run before) and names itself in the refusal, signed: the learner signs
+        # version 1 again for it, and it takes it. Before, the learner signed for the dead run until restarted.
+        statuses: list = []
+        node.create_subscription(DiagnosticStatus, "policy_status", statuses.append, EVENTS)
+        policy = start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}",
+                       "max_update_shift:=0.0")  # what is tested is whose run it is, not how far v1 moves the legs
+        wait_until(rclpy, node, lambda: any(m.session != session for m in got) or policy.poll() is not None,
+                   timeout=60)
+        resent = [m for m in got if m.session != session]
+        assert resent and resent[0].version == 1, \
+            policy.stderr.read()[-2000:] if policy.poll() is not None else "no update signed for the new run"
+        wait_until(rclpy, node, lambda: any({kv.key: kv.value for kv in st.values}.get("accepted") == "True"
+                                            for st in statuses), timeout=30)
+        verdicts = [{kv.key: kv.value for kv in st.values} for st in statuses]
+        assert [v["version"] for v in verdicts if v["accepted"] == "True"] == ["1"]
+        assert any(v.get("stale_session") == "True" and v.get("session") == resent[0].session for v in verdicts)
+        _wait_for_output(proc, "restarted with its clock set back?", 30)
     finally:
-        stop(proc)
+        stop(proc, *([policy] if policy else []))
         node.destroy_node()
         rclpy.shutdown()
 

@@ -20,7 +20,8 @@ from uni_o4_ros.learning.normalizer import StateNormalizer
 from uni_o4_ros.learning.offline import save_policy
 from uni_o4_ros.learning.policy import make_policy
 from uni_o4_ros.robot.go1 import DEFAULT_Q, action_to_joint_targets
-from uni_o4_ros.robot.policy_update import encode_update, load_update_key, sign_update
+from uni_o4_ros.robot.policy_update import encode_update, load_update_key, refusal_in, sign_update
+from uni_o4_ros.robot.update_session import stale_answer_in
 
 
 def constant_policy(value: float):
@@ -205,7 +206,11 @@ def test_an_update_of_an_earlier_run_of_the_policy_node_is_refused_by_the_next_r
         ok, reason = d.update(captured)  # played back (it also reached the new run as policy_update's newest)
         assert not ok and f"signed for session {yesterday[:8]}..., not this run of the policy node" in reason, reason
         values = {kv.key: kv.value for kv in d.status[-1].values}
-        assert values["stale_session"] == "True" and "signature" not in values  # nothing for a learner to act on
+        # Nothing for a learner to go back on; it names this run, signed, so a learner signs for it.
+        assert refusal_in(values, d.status[-1].message, key) is None
+        answer = stale_answer_in(values, d.status[-1].message, key)
+        assert answer.run.session == d.session and answer.run.signed and answer.version == 2
+        assert answer.refused_session == yesterday
         assert d.tick().policy_version == 1  # the new run keeps its own policy
         ok, reason = d.update(dict(encode_update(constant_policy(0.3)[0], norm, version=2, key=key,
                                                  session=d.session)))

@@ -337,6 +337,57 @@ def test_a_learner_signs_for_the_newest_run_it_can_check_and_a_replayed_announce
     assert choice.hear(Announcement("g" * 32, 600, signed=False)) == "unchecked"
 
 
+def test_a_policy_node_restarted_with_its_clock_set_back_is_signed_for_once_it_refuses_the_learners_update():
+    """A robot computer with no RTC and no NTP (in the field) restarts its policy node with the clock set back:
+    the run announces a start before the held run's, which reads as that run's announcement played back. The
+    learner signed for the dead run until restarted. The new run's refusal of an update signed for the held run
+    names both runs (signed): the refusing run is alive, and is signed for from then on."""
+    from uni_o4_ros.robot.policy_runner import PolicyRunner
+    from uni_o4_ros.robot.policy_update import refusal_in, sign_status
+    from uni_o4_ros.robot.update_session import Announcement, SessionChoice, stale_answer_in
+
+    torch.manual_seed(0)
+    pol = make_policy(290, 12, hidden=(8,), mean_activation="none")
+    norm = StateNormalizer(np.zeros(290), np.ones(290))
+    ahead = Announcement("a" * 32, 4 * 10**18, signed=True)  # the run before, whose clock was ahead (year 2096)
+    choice = SessionChoice()
+    assert choice.hear(ahead) == "switch"
+    runner = PolicyRunner(pol, norm, version=1, key=b"k")  # restarted: started now, before `ahead` by its clock
+    assert choice.hear(Announcement(runner.session, runner.started_ns, True)) == "earlier"
+    sent = encode_update(pol, norm, version=2, key=b"k", session=ahead.session)
+    verdict = runner.offer(*(sent[k] for k in ("version", "sha256", "safetensors", "spec_json", "signature",
+                                               "session")))
+    assert verdict.stale_session and not verdict.accepted
+    # policy_status as the policy node sends it: both runs named, signed with the robot's key
+    values = {"version": "2", "accepted": "False", "running": "1", "sha256": verdict.sha256, "stale_session": "True",
+              "session": runner.session, "started_ns": str(runner.started_ns), "refused_session": ahead.session}
+    values["signature"] = sign_status(values, verdict.reason, b"k")
+    answer = stale_answer_in(values, verdict.reason, b"k")
+    assert answer.run == Announcement(runner.session, runner.started_ns, True)
+    assert (answer.refused_session, answer.version, answer.sha256) == (ahead.session, 2, sent["sha256"])
+    assert refusal_in(values, verdict.reason, b"k") is None  # a stale answer never has the learner go back
+    assert choice.answered(answer.run, answer.refused_session) == "switch" and choice.current == answer.run
+    assert choice.answered(answer.run, answer.refused_session) == "same"  # heard again: no second send
+    resigned = encode_update(pol, norm, version=2, key=b"k", session=choice.current.session)
+    assert runner.offer(*(resigned[k] for k in ("version", "sha256", "safetensors", "spec_json", "signature",
+                                                "session"))).accepted
+    # Once taken, announcements are still judged against the latest start held: one played back from between
+    # the two runs' starts is ignored, not taken (the run held now started before it, by its set-back clock).
+    assert choice.hear(Announcement("c" * 32, runner.started_ns + 10**9, True)) == "earlier"
+    # A refusal played back, of an update for a run not held, moves nothing; nor one not signed with the
+    # learner's key, nor one whose signature does not cover the runs it names, nor one that names no run.
+    assert choice.answered(Announcement("d" * 32, 5, True), ahead.session) == "other"
+    assert not stale_answer_in(values, verdict.reason, b"other").run.signed
+    for field, forged in (("session", "b" * 32), ("started_ns", "5"), ("refused_session", "e" * 32)):
+        assert not stale_answer_in({**values, field: forged}, verdict.reason, b"k").run.signed
+    assert stale_answer_in({k: v for k, v in values.items() if k != "session"}, verdict.reason, b"k") is None
+    assert stale_answer_in({**values, "stale_session": "False"}, verdict.reason, b"k") is None
+    assert choice.answered(Announcement("f" * 32, 1, signed=False), runner.session) == "unchecked"
+    # Two policy nodes with this key on the domain: the run left answers too. The learner stays, rather than
+    # send its weights to and fro for ever.
+    assert choice.answered(ahead, runner.session) == "both" and choice.current == answer.run
+
+
 def test_wrong_dims_in_spec_are_refused(update):
     pol, norm, msg = update
     spec = json.loads(msg["spec_json"])

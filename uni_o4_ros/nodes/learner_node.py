@@ -15,7 +15,10 @@ offline - Uni-O4 offline on a logged `dataset` (an episode folder from the datas
 Every update is signed for the policy node run that announced its session on `policy_session`
 (update_session.SessionChoice: the newest by its signed start time): until one has, the learner holds
 its update back (and says so), and when a newer run announces itself (a restarted policy node) the
-learner signs its newest version again for it. A replayed announcement of an earlier run is ignored.
+learner signs its newest version again for it. A replayed announcement of an earlier run is ignored; a run
+that refuses this learner's newest update, made for the run held, as signed for another run names itself and is
+signed for from then on (a policy node restarted with its clock set back announces a start before the run it
+replaces).
 
 A crash of this process never stops the controller: the policy node keeps running the last
 verified version. Parameters: mode, policy_dir, run_dir, rollout_steps, epochs, minibatch_size,
@@ -44,7 +47,7 @@ from uni_o4_ros.msg import PolicyUpdate, Transition
 from uni_o4_ros.robot.episodes import run_name, transition_row, wall_time
 from uni_o4_ros.robot.policy_update import encode_update, refusal_in
 from uni_o4_ros.robot.runs import QUIET_S, remember
-from uni_o4_ros.robot.update_session import SESSION_STATUS, SessionChoice, session_in
+from uni_o4_ros.robot.update_session import SESSION_STATUS, SessionChoice, session_in, stale_answer_in
 
 from .params import Doc, declare_read_only, update_key
 from .qos import EVENTS, POLICY_SESSION, POLICY_UPDATE, TRANSITIONS
@@ -101,9 +104,12 @@ class LearnerNode(Node):
         self.newest: tuple | None = None
         self.publish_lock = threading.Lock()
         self.held_back: int | None = None  # the version said to wait for a session, so it is said once
-        self.ignored_sessions: set[str] = set()  # announcements said to be ignored, so each is said once
-        self.stale_refusals: set[str] = set()  # versions whose stale-session refusal was said
+        # What was said once, so each is said once (bounded: anyone on the domain can publish statuses)
+        self.ignored_sessions: dict[str, None] = {}  # announcements ignored
+        self.stale_refusals: dict[str, None] = {}  # versions whose stale-session refusal was said
+        self.both_answered: dict[str, None] = {}  # runs answering beside the one held
         self.create_subscription(DiagnosticStatus, "policy_session", self.on_session, POLICY_SESSION)
+        self.create_subscription(DiagnosticStatus, "policy_status", self.on_policy_status, EVENTS)
         if p["mode"] == "offline":
             self._start_offline(p)
             return
@@ -126,7 +132,6 @@ class LearnerNode(Node):
         self.core = OnlineLearnerCore(actor, critic, normalizer, cfg, p["run_dir"],
                                       version=int(meta.get("version", 0)))
         self.create_subscription(Transition, "transitions", self.on_transition, TRANSITIONS)
-        self.create_subscription(DiagnosticStatus, "policy_status", self.on_policy_status, EVENTS)
         self.refused: set[int] = set()
         self.earlier_runs: dict[str, None] = {}  # recorder runs said to be left out, so each is said once (bounded)
         self.unsigned_refusals: set[int] = set()
@@ -233,11 +238,11 @@ class LearnerNode(Node):
         if st.name != "policy_update":
             return
         values = {kv.key: kv.value for kv in st.values}
-        if values.get("stale_session") == "True" and values.get("version", "") not in self.stale_refusals:
-            self.stale_refusals.add(values.get("version", ""))
-            # Seen when a policy node restarts: the update kept for late joiners was signed for its previous run.
-            self.get_logger().info(f"a policy node refused version {values.get('version')} as signed for another run "
-                                   f"of it ({st.message}); this learner signs for the run it heard on policy_session")
+        if values.get("stale_session") == "True":
+            self.on_stale_answer(values, st.message)
+            return
+        if not hasattr(self, "core"):  # offline: nothing to go back to
+            return
         refusal = refusal_in(values, st.message, self.key)
         if refusal is None:  # an acceptance, or not a policy node's verdict
             return
@@ -269,6 +274,45 @@ class LearnerNode(Node):
                                     f"version {running}, not the one version {version} was made from; this learner "
                                     "learns only from transitions of its newest version, so it waits")
 
+    def on_stale_answer(self, values: dict[str, str], message: str) -> None:
+        """A policy node run refused an update as signed for another run. Seen when a policy node restarts: the
+        update kept for late joiners was signed for its previous run, and its announcement has the learner sign
+        again. A signed refusal of the update this learner published last, for the run it holds, is taken as that
+        run's end (SessionChoice.answered), even if the refusing run's announcement was dated before the held
+        run's and so ignored as played back: a policy node restarted with its clock set back (a robot computer
+        with no RTC or NTP)."""
+        answer = stale_answer_in(values, message, self.key)
+        with self.publish_lock:
+            held = self.sessions.current
+            ours = answer is not None and answer.run.signed and self.published is not None \
+                and (answer.version, answer.sha256) == self.published
+            choice = self.sessions.answered(answer.run, answer.refused_session) if ours else "other"
+            if choice == "switch" and self.newest is not None:
+                self._send(*self.newest, answer.run.session)
+        if choice == "switch":
+            name, then = f"policy node session {answer.run.session[:8]}...", (
+                f"version {self.newest[2]} is signed for it again" if self.newest else "updates are signed for it")
+            if answer.run.started_ns <= held.started_ns:
+                self.get_logger().warning(
+                    f"{name} refused version {answer.version} as signed for session {held.session[:8]}...: it runs, "
+                    f"though it started ({wall_time(answer.run.started_ns)}) before that run did, by its clock "
+                    f"(restarted with its clock set back?): {then}")
+            else:  # a new run whose announcement has not arrived yet
+                self.get_logger().info(f"{name} (a new run of the policy node) refused version {answer.version} as "
+                                       f"signed for the run before: {then}")
+        elif choice == "both":
+            if answer.run.session in self.both_answered:
+                return
+            remember(self.both_answered, answer.run.session)
+            self.get_logger().error(
+                f"policy node sessions {answer.run.session[:8]}... and {held.session[:8]}... both answer this "
+                "learner's updates: two policy nodes with this key run on this ROS domain (two suites, or one "
+                f"started twice). Updates stay signed for {held.session[:8]}...; stop the other one")
+        elif values.get("version", "") not in self.stale_refusals:
+            remember(self.stale_refusals, values.get("version", ""))
+            self.get_logger().info(f"a policy node refused version {values.get('version')} as signed for another run "
+                                   f"of it ({message}); this learner signs for the run it heard on policy_session")
+
     def on_session(self, st: DiagnosticStatus) -> None:
         """A policy node run announced its session: updates are signed for it from now on, and the newest one
         again at once (the run may be a restarted policy node, which took none of this learner's updates yet)."""
@@ -286,10 +330,10 @@ class LearnerNode(Node):
         name = f"policy node session {heard.session[:8]}..."
         if choice in ("earlier", "unchecked"):
             if heard.session not in self.ignored_sessions:
-                self.ignored_sessions.add(heard.session)
+                remember(self.ignored_sessions, heard.session)
                 why = ("announced by a run that started before the one updates are signed for: an old announcement "
-                       "played back (ros2 bag play?). If the policy node was restarted with its clock set back, "
-                       "restart this learner" if choice == "earlier" else
+                       "played back (ros2 bag play?). A policy node restarted with its clock set back is taken once it "
+                       "refuses the update kept for it" if choice == "earlier" else
                        "announced in a status not signed with this learner's key, while its own robot's run is known")
                 self.get_logger().warning(f"ignored {name}: {why} (signing for {held.session[:8]}...)")
             return

@@ -105,7 +105,7 @@ class PolicyNode(Node):
         self.status_pub = self.create_publisher(DiagnosticStatus, "policy_status", EVENTS)
         # This run's session, for learners: kept for late joiners, as the newest weights are on policy_update.
         self.session_pub = self.create_publisher(DiagnosticStatus, "policy_session", POLICY_SESSION)
-        values, message = session_status(self.runner.session, self.runner.version, key)
+        values, message = session_status(self.runner.session, self.runner.version, key, self.runner.started_ns)
         self.session_pub.publish(DiagnosticStatus(level=DiagnosticStatus.OK, name=SESSION_STATUS, message=message,
                                                   values=[KeyValue(key=k, value=v) for k, v in values.items()]))
         # What the policy saw and did each tick, for the episode recorder (and online learning).
@@ -225,11 +225,14 @@ class PolicyNode(Node):
                               message=reason)
         values = {"version": str(msg.version), "accepted": str(ok), "running": str(self.runner.next_version),
                   "sha256": verdict.sha256}
-        if verdict.stale_session:  # the learner re-signs for this run on its own; nothing for it to act on
-            values["stale_session"] = "True"
+        if verdict.stale_session:
+            # Not a refusal the learner goes back on: it names this run, which the learner then signs for, though
+            # its announcement is dated before the run the learner holds (restarted with the clock set back).
+            values.update(stale_session="True", session=self.runner.session, started_ns=str(self.runner.started_ns),
+                          refused_session=msg.session)
         # The learner believes only its own robot's verdicts on its own updates: signed, and only for updates
         # signed with this robot's key. (Signing a verdict on a forgery let anyone have the learner go back.)
-        if self.runner.key is not None and verdict.authentic:
+        if self.runner.key is not None and (verdict.authentic or verdict.stale_session):
             values["signature"] = sign_status(values, reason, self.runner.key)
         st.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         self.status_pub.publish(st)

@@ -435,8 +435,11 @@ def transition_row(m: object) -> dict:
 
 
 def wall_time(ns: int) -> str:
-    """A wall-clock time in ns as the log shows it (UTC, to the second)."""
-    return datetime.fromtimestamp(ns / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    """A wall-clock time in ns as the log shows it (UTC, to the second); one no calendar holds as the number."""
+    try:
+        return datetime.fromtimestamp(ns / 1e9, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, ValueError, OSError):  # a status's started_ns is any integer its sender wrote
+        return f"{ns} ns"
 
 
 def run_name(session: str) -> str:

@@ -11,6 +11,7 @@ at most `max_update_shift` rad from the policy it would replace.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -62,6 +63,7 @@ class PolicyRunner:
         self._lock = threading.Lock()
         self.deterministic, self.key = deterministic, key
         self.session = new_session()  # this run's: updates signed for another run are refused (update_session.py)
+        self.started_ns = time.time_ns()  # this run's start (wall clock), announced with the session
         self.obs = ObservationBuilder()
         self.last_action = np.zeros(policy.spec.act_dim, np.float32)
         self.command = command_vector(0.0)

@@ -40,31 +40,61 @@ class Announcement:
 class SessionChoice:
     """The policy node run a learner signs its updates for.
 
-    - A signed announcement of a run that started after the one held is the new run (a restarted policy
-      node or recorder); one that started before it is an old announcement played back, and is ignored.
+    - A signed announcement of a run that started after every run held is the new run (a restarted policy
+      node); one that started before is an old announcement played back, and is ignored.
     - An announcement the learner cannot check (another key than the robot's) is taken only while no signed
       one is held: a learner without the robot's key then still publishes, and hears from the policy node's
       refusal what to do; a forged one cannot take a learner away from its robot's run.
+    - A run that refuses an update signed for the held run (`answered`: a signed refusal names both runs) is
+      taken whatever its start: a policy node restarted with its clock set back announces a start before the
+      held run's, as a played-back announcement does, and only its answer tells it apart. The run it replaces
+      is not taken back that way: if it answers too, two policy nodes with this key run at once (two suites on
+      one ROS domain), and the learner stays where it is rather than send its weights to and fro.
     """
 
     def __init__(self) -> None:
         self.current: Announcement | None = None
+        self._latest = float("-inf")  # the latest start of a signed run held: what an announcement must pass
+        self._left: dict[str, None] = {}  # runs left for one that answered (bounded)
 
     def hear(self, a: Announcement) -> str:
         """'switch' (sign for `a` from now on), 'same', 'earlier' (ignored: a signed announcement of a run that
-        started before the held one) or 'unchecked' (ignored: not signed, and a signed one is held)."""
+        started before a run held) or 'unchecked' (ignored: not signed, and a signed one is held)."""
         cur = self.current
         if cur is not None and a.session == cur.session:
             if a.signed and not cur.signed:
-                self.current = a  # the same run, now checked: a forged one can no longer displace it
+                self._hold(a)  # the same run, now checked: a forged one can no longer displace it
             return "same"
         if cur is not None and cur.signed:
             if not a.signed:
                 return "unchecked"
-            if a.started_ns <= cur.started_ns:
+            if a.started_ns <= self._latest:
                 return "earlier"
-        self.current = a
+        self._hold(a)
         return "switch"
+
+    def answered(self, a: Announcement, refused_session: str) -> str:
+        """`a`'s run refused an update signed for `refused_session`, as signed for another run. 'switch' (sign for
+        `a` from now on: it runs, and the update was for the held run), 'same', 'other' (ignored: the update
+        refused was not for the held run, e.g. a refusal played back), 'unchecked' (ignored: not signed, and a
+        signed one is held) or 'both' (ignored: a run left for another that answered answers too)."""
+        cur = self.current
+        if cur is not None and a.session == cur.session:
+            return "same"
+        if cur is None or refused_session != cur.session:
+            return "other"
+        if cur.signed and not a.signed:
+            return "unchecked"
+        if a.session in self._left:
+            return "both"
+        remember(self._left, cur.session)
+        self._hold(a)
+        return "switch"
+
+    def _hold(self, a: Announcement) -> None:
+        self.current = a
+        if a.signed:
+            self._latest = max(self._latest, a.started_ns)
 
 
 class StreamRuns:

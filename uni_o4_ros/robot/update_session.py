@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hmac
 import time
+from dataclasses import dataclass
 
 from .policy_update import sign_status
 from .runs import Announcement, SessionChoice, new_session
 
-__all__ = ["SESSION_STATUS", "Announcement", "SessionChoice", "new_session", "session_in", "session_status"]
+__all__ = ["SESSION_STATUS", "Announcement", "SessionChoice", "StaleAnswer", "new_session", "session_in",
+           "session_status", "stale_answer_in"]
 
 SESSION_STATUS = "policy_session"  # the DiagnosticStatus name of a policy node's session announcement
 
@@ -46,3 +48,30 @@ def session_in(values: dict[str, str], message: str, key: bytes | None) -> Annou
     signed = key is None or hmac.compare_digest(sign_status(values, message, key).encode(),
                                                 values.get("signature", "").encode())
     return Announcement(session, started, signed)
+
+
+@dataclass(frozen=True)
+class StaleAnswer:
+    """A policy node run's refusal of an update as signed for another run (policy_status, `stale_session`), which
+    names the refusing run: `run.signed` says the status is signed with the reader's key."""
+    run: Announcement
+    refused_session: str  # the run the refused update was signed for
+    version: int  # refused
+    sha256: str  # of the bytes refused: a learner acts only on an answer to the update it published last
+
+
+def stale_answer_in(values: dict[str, str], message: str, key: bytes | None) -> StaleAnswer | None:
+    """The StaleAnswer a policy_status reports, None if it is none (or names no run: a policy node of before)."""
+    if values.get("accepted") != "False" or values.get("stale_session") != "True":
+        return None
+    session = values.get("session", "")
+    try:
+        version, started = int(values.get("version", "")), int(values.get("started_ns", ""))
+    except ValueError:
+        return None
+    if not session:
+        return None
+    signed = key is None or hmac.compare_digest(sign_status(values, message, key).encode(),
+                                                values.get("signature", "").encode())
+    return StaleAnswer(Announcement(session, started, signed), values.get("refused_session", ""), version,
+                       values.get("sha256", ""))

@@ -89,6 +89,20 @@ def start_node(module: str, env: dict[str, str], *params: str) -> subprocess.Pop
 stop_nodes = stop_processes
 
 
+def wall_clock_set_back_by_hand(env: dict[str, str], folder: Path) -> tuple[dict[str, str], Path]:
+    """An environment whose processes read a wall clock the test can set back (libfaketime, LD_PRELOAD: as
+    NTP or an operator's `date` steps a robot computer's clock; the monotonic clock is left alone), and the
+    file that sets it: write "-60s" into it and the clock reads a minute earlier from then on."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("libfaketime")  # its .so only: the Python module is not needed
+    lib = Path(spec.submodule_search_locations[0]) / "vendor" / "libfaketime" / "src" / "libfaketime.so.1"
+    offset = folder / "faketime_offset"
+    offset.write_text("+0\n")
+    return env | {"LD_PRELOAD": str(lib), "FAKETIME_TIMESTAMP_FILE": str(offset), "FAKETIME_NO_CACHE": "1",
+                  "DONT_FAKE_MONOTONIC": "1"}, offset
+
+
 @pytest.fixture
 def standing_policy(tmp_path) -> Path:
     """A saved policy whose mean action is 0 everywhere: it holds the default pose."""

@@ -116,6 +116,32 @@ def test_loop_estop_and_watchdog(ros_env, standing_policy):
         stop(pol, ctrl)
 
 
+def test_the_control_loop_keeps_its_rate_and_its_estop_when_the_wall_clock_is_set_back(ros_env, standing_policy,
+                                                                                      tmp_path):
+    """NTP stepping a robot computer's clock back (it booted with a stale time, no RTC), or an operator's `date`:
+    the 50 Hz timer ran on the wall clock and stopped for as long as the clock went back, so the Go1 held its
+    last stiff command with no watchdog, fall check or e-stop acting. The timer now runs on the steady clock."""
+    from conftest import wall_clock_set_back_by_hand
+
+    env, offset = wall_clock_set_back_by_hand(ros_env, tmp_path)
+    ctrl = start("uni_o4_ros.nodes.pd_controller_node", env)
+    pol = start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}")
+    obs = Observer()
+    try:
+        obs.wait(lambda: obs.modes_since(0).count(1) >= 25)
+        n = len(obs.states)
+        offset.write_text("-60s\n")  # the controller's wall clock goes a minute back
+        obs.wait(lambda: stamp(obs.states[-1]) < stamp(obs.states[n - 1]) - 30, timeout=30)  # it has
+        n = len(obs.states)
+        obs.wait(lambda: len(obs.states) >= n + 100, timeout=30)  # 2 s of ticks, not a minute's stall
+        assert "engaged" in operator(ros_env, "engage")  # and the e-stop acts at once
+        n = len(obs.states)
+        obs.wait(lambda: obs.modes_since(n).count(2) >= 10, timeout=30)
+    finally:
+        obs.close()
+        stop(pol, ctrl)
+
+
 def test_a_controller_started_latched_moves_no_motor_until_the_operator_rearms(ros_env, standing_policy):
     """Seen: `ros2 launch robot.launch.py` stood the Go1 up and walked it on the policy's first command, seconds
     after start, with nobody having said go. robot.yaml's start_latched keeps the e-stop engaged until re-armed."""

@@ -29,6 +29,7 @@ from .params import Doc, declare_read_only
 from .qos import COMMAND, EVENTS, RELIABLE_STREAM
 from .run import NodeConfigError, run_node
 from .tf import OdomTfBroadcaster
+from .timers import steady_timer
 
 PARAMETERS = {
     "terrain": Doc("flat | mattress; the ground simulated"),
@@ -58,7 +59,7 @@ class Go1SimNode(Node):
         self.create_subscription(JointCommand, "low_cmd", self.on_command, COMMAND)
         if p["reset_on_episode_end"]:
             self.create_subscription(EpisodeEvent, "recorder_events", self.on_recorder_event, EVENTS)
-        self.announce = self.create_timer(0.5, self.publish)
+        self.announce = steady_timer(self, 0.5, self.publish)
 
     def on_command(self, m: JointCommand) -> None:
         cmd = MotorCommand(q=np.asarray(m.q, np.float32), dq=np.asarray(m.dq, np.float32),

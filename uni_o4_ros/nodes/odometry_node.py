@@ -30,6 +30,7 @@ from .params import Doc, declare_read_only
 from .qos import RELIABLE_STREAM
 from .run import run_node
 from .tf import OdomTfBroadcaster, publish_static
+from .timers import steady_timer
 
 PARAMETERS = {
     "source": Doc("t265 | bag; where poses come from: the RealSense T265, or a recorded nav_msgs/Odometry bag "
@@ -72,13 +73,13 @@ class OdometryNode(Node):
             if self.source.pose_jumping_error:
                 self.get_logger().warning(f"T265: could not set pose jumping {'on' if p['pose_jumping'] else 'off'} "
                                           f"({self.source.pose_jumping_error}): the device's own setting holds")
-            self.create_timer(0.005, self.poll)
+            steady_timer(self, 0.005, self.poll)
         elif p["source"] == "bag":
             from uni_o4_ros.hardware.odometry_bag import BagReplay, read_odometry_bag
 
             # Poses in the bag are already in odom / base_link: no mount transform again.
             self.replay = BagReplay(read_odometry_bag(p["bag_path"], p["bag_topic"]), loop=bool(p["bag_loop"]))
-            self.create_timer(0.005, self.poll_bag)
+            steady_timer(self, 0.005, self.poll_bag)
         else:
             raise DeviceError(f"unknown source {p['source']!r} (t265 | bag; the simulator publishes odom itself)")
 

@@ -59,6 +59,7 @@ from .qos import COMMAND, DIAGNOSTICS, EVENTS, RELIABLE_STREAM, SENSOR
 from .run import NodeConfigError, run_node
 from .stamps import sender_id, stamp_ns
 from .tf import OdomTfBroadcaster
+from .timers import steady_timer
 
 BACKENDS = ("sim", "go1_sim", "unitree_sdk")
 
@@ -260,7 +261,7 @@ class PDControllerNode(Node):
         self.latency = CommandLatency(bool(p["wait_for_policy"]), float(p["watchdog_timeout"]))
         # Another suite on this ROS domain must never drive this robot (see _another_suite).
         self.published, self.command_senders = PublishedStates(), SingleSender()
-        self.create_timer(1.0 / p["rate_hz"], self.on_tick)
+        steady_timer(self, 1.0 / p["rate_hz"], self.on_tick)
 
     def on_command(self, msg: JointCommand, info: dict) -> None:
         stamp, now = stamp_ns(msg.header.stamp), time.monotonic()

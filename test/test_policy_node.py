@@ -222,6 +222,28 @@ def test_an_update_of_an_earlier_run_of_the_policy_node_is_refused_by_the_next_r
     assert "refused: it is signed for session" in out, out[-2000:]
 
 
+def test_a_bad_robot_state_is_not_answered_and_the_policy_node_stays_up(node):
+    """One state with a NaN in it (a sensor or link fault) raised in the observation and ended the policy node;
+    now it is left unanswered (the controller damps on it too) and the next good state is answered."""
+    d = Driver()
+    try:
+        d.tick()
+        for quaternion, q in (([np.nan, 0.0, 0.0, 0.0], DEFAULT_Q), ([0.0] * 4, DEFAULT_Q),
+                              ([1.0, 0.0, 0.0, 0.0], np.where(np.arange(12) == 4, np.nan, DEFAULT_Q))):
+            d.seq += 1
+            msg = d.RobotState(mode=d.RobotState.MODE_ACTIVE)
+            msg.header.stamp.sec, msg.quaternion, msg.q = d.seq, quaternion, np.asarray(q, np.float32).tolist()
+            d.state_pub.publish(msg)
+            bad = d.seq
+            good = d.tick()  # answered: the node is up, with a fresh history
+            assert np.isfinite(good.q).all()
+            assert not any(c.header.stamp.sec == bad for c in d.cmds)  # the bad one was not
+    finally:
+        d.close()
+    assert node.poll() is None
+    assert "not answering a bad robot state: NaN/inf in its orientation" in end(node)
+
+
 def test_a_policy_hearing_two_controllers_answers_neither_until_one_is_left(node):
     """Robot states from two controllers (another suite on this ROS domain): the policy used to answer
     both from one interleaved history, driving two robots. Now it answers neither, so each controller's

@@ -479,6 +479,59 @@ def test_controller_core_modes():
     assert c.tick(up, q, dq, 2.09).mode == Mode.DAMPING  # latched until re-armed
 
 
+def test_a_state_that_is_no_state_latches_damping_until_re_armed_and_never_reaches_the_filter():
+    """A NaN orientation turned fall detection off (NaN roll compares False), an IMU reporting zeros read as
+    upright for ever, and one NaN joint reading put NaN into the rate limit for good, the robot reported
+    ACTIVE meanwhile. Each is now a fault: damping, said once, until re-armed."""
+    from uni_o4_ros.robot.controller import ControllerCore, Mode
+    from uni_o4_ros.robot.safety import state_problem
+
+    up, q, dq = np.array([1.0, 0, 0, 0]), go1.DEFAULT_Q.copy(), np.zeros(12)
+    assert state_problem(up, q, dq) is None
+    assert state_problem(up, q, np.full(12, 25.0)) is None  # fast, but within the URDF's limits (a swing leg)
+    bad = {"NaN orientation": (np.array([np.nan, 0, 0, 0]), q, dq),
+           "a zero quaternion (the IMU)": (np.zeros(4), q, dq),
+           "a NaN joint position": (up, np.where(np.arange(12) == 2, np.nan, q), dq),
+           "an inf joint velocity": (up, q, np.where(np.arange(12) == 5, np.inf, dq)),
+           "an impossible joint speed": (up, q, np.where(np.arange(12) == 2, -1000.0, dq)),
+           "a short message": (up, q[:11], dq)}
+    said = {name: state_problem(*state) for name, state in bad.items()}
+    assert all(said.values()), said
+    assert "FL_calf at -1e+03 rad/s" in said["an impossible joint speed"]
+    assert "no unit quaternion" in said["a zero quaternion (the IMU)"]
+    for name, state in bad.items():
+        c = ControllerCore(SafetyConfig(watchdog_timeout=0.1))
+        c.on_command(q, 1, now=1.0)
+        assert c.tick(up, q, dq, 1.01).mode == Mode.ACTIVE
+        c.on_command(q, 1, now=1.02)
+        out = c.tick(*state, 1.03)
+        assert out.command.damping and out.mode == Mode.DAMPING and out.bad_state, name
+        c.on_command(q, 1, now=1.04)
+        again = c.tick(up, q, dq, 1.05)  # good again, with a fresh command: still damped, not said again
+        assert again.command.damping and not again.bad_state and "re-arm" in again.reason, name
+        assert "re-armed" in c.estop(False)
+        c.on_command(q, 1, now=1.06)
+        out = c.tick(up, q, dq, 1.07)
+        assert out.mode == Mode.ACTIVE and np.isfinite(out.command.q).all(), name  # the filter kept no NaN
+        np.testing.assert_allclose(out.command.q, q, atol=1e-6)
+
+
+def test_the_safety_filter_keeps_joint_and_rate_limits_whatever_the_velocity_reading():
+    """The torque bound, clamped last, is computed from the measured dq: one odd reading (-1000 rad/s on a
+    calf) put its target 22 rad past the joint limit, and the rate limit then walked it back from there over
+    7 ticks. The joint limits and the rate limit now hold first."""
+    f = SafetyFilter(SafetyConfig())
+    q = go1.DEFAULT_Q.copy()
+    f.reset(q)
+    for dq_calf in (-1000.0, 1000.0, 60.0, -60.0):
+        dq = np.where(np.arange(12) % 3 == 2, dq_calf, 0.0)
+        cmd = f.apply(q, q, dq)
+        assert np.all(cmd.q >= go1.Q_MIN - 1e-6) and np.all(cmd.q <= go1.Q_MAX + 1e-6), dq_calf
+        assert np.all(np.abs(cmd.q - q) <= SafetyConfig().max_target_step + 1e-6), dq_calf
+        cmd = f.apply(q, q, np.zeros(12))  # the next reading is sane: the target is back at once
+        np.testing.assert_allclose(cmd.q, q, atol=1e-6)
+
+
 def test_a_policy_silent_past_silence_latch_needs_a_re_arm():
     """On the robot (silence_latch 1 s): a short gap in the policy's commands recovers by itself, a dead
     policy does not: the robot has folded up meanwhile and must not spring up when a policy returns."""
@@ -917,6 +970,11 @@ def test_battery_guard_faults_below_the_limit_until_charged_past_it_and_warns_on
     assert "e-stop engages below 15%" in said[1]
     # A Go1 that reports no charge (0 while it answers) is not stopped for it, and the log says it is unchecked.
     assert guard.fault(0) is None and "not checked" in BatteryGuard(min_soc=15).warning(0)
+    # ...but a reading of 0 does not clear a low battery already held: re-armed on it, the robot walked until the
+    # next real reading stopped it again.
+    low = BatteryGuard(min_soc=15)
+    assert low.fault(10) is not None and low.fault(0) is not None and low.fault(12) is not None
+    assert low.fault(21) is None and low.fault(0) is None
     assert BatteryGuard(min_soc=0).fault(3) is None  # 0: off
 
 

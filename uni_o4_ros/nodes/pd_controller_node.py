@@ -329,6 +329,9 @@ class PDControllerNode(Node):
         if self.latency.must_wait(now, estop=self.core.mode == Mode.ESTOP):
             return  # simulated time stands still until the policy has answered
         out = self.core.tick(s.quaternion, s.q, s.dq, now)
+        if out.bad_state:
+            self.get_logger().error(f"{out.reason}: a sensor or link fault; check the robot, then re-arm (estop "
+                                    "service or the remote)")
         if out.mode == Mode.ACTIVE:
             self.latency.on_active_tick()
         self.backend.write(out.command)

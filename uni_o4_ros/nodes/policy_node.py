@@ -41,7 +41,7 @@ from uni_o4_ros.robot.go1 import KD, KP
 from uni_o4_ros.robot.observation import command_vector
 from uni_o4_ros.robot.policy_runner import PolicyRunner, Verdict
 from uni_o4_ros.robot.policy_update import encode_update, sign_status
-from uni_o4_ros.robot.safety import SingleSender
+from uni_o4_ros.robot.safety import SingleSender, state_problem
 from uni_o4_ros.robot.update_session import SESSION_STATUS, session_status
 
 from .params import Doc, declare_read_only, require_vector, update_key
@@ -151,6 +151,12 @@ class PolicyNode(Node):
             self.runner.reset(episode=msg.resets)
         if msg.mode == RobotState.MODE_ESTOP:
             self.runner.reset()  # a fresh history once the robot is re-armed
+            return
+        if problem := state_problem(msg.quaternion, msg.q, msg.dq):
+            # Not answered, and not in the history (its NaN raised in the observation and ended this node): the
+            # controller damps on it too, and the next good state starts a fresh history.
+            self.runner.reset()
+            self.get_logger().error(f"not answering a bad robot state: {problem}", throttle_duration_sec=2.0)
             return
         # In DAMPING the controller waits for a fresh command to become active, so answer it too.
         res = self.runner.tick(np.asarray(msg.quaternion), np.asarray(msg.q), np.asarray(msg.dq))

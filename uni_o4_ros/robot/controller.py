@@ -5,8 +5,10 @@
     ESTOP   -> damping until explicitly re-armed (re-arming leads to DAMPING, then ACTIVE on the
                next fresh command); a fault held from outside (`hold`) refuses the re-arm while it lasts
 A fall (|roll| or |pitch| over the threshold) latches damping and reports an episode abort until
-the robot is upright again and re-armed. So does a policy that stays silent for `silence_latch`
-seconds after the robot was ACTIVE (if set): a short gap recovers by itself, a dead policy does not.
+the robot is upright again and re-armed. So does a robot state that is no state (safety.state_problem:
+NaN, a zero quaternion, an impossible joint speed): a sensor or link fault the robot must not walk on.
+So does a policy that stays silent for `silence_latch` seconds after the robot was ACTIVE (if set):
+a short gap recovers by itself, a dead policy does not.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from enum import IntEnum
 import numpy as np
 
 from .go1 import roll_pitch
-from .safety import MotorCommand, SafetyConfig, SafetyFilter, Watchdog, damping_command, fallen
+from .safety import MotorCommand, SafetyConfig, SafetyFilter, Watchdog, damping_command, fallen, state_problem
 
 
 class Mode(IntEnum):  # same values as RobotState.MODE_*
@@ -32,6 +34,7 @@ class TickOutcome:
     mode: Mode
     reason: str
     fell: bool = False
+    bad_state: bool = False  # the first tick of a bad-state latch: said once
 
 
 @dataclass
@@ -42,6 +45,7 @@ class ControllerCore:
     _policy_version: int = 0
     _fall_latched: bool = False
     _silent_latched: bool = False
+    _state_latched: bool = False
     _silent_since: float | None = None  # when the watchdog damped an ACTIVE robot
     # Re-arms so far: each is a new start (a person stood the robot up, or it was stopped), so the
     # policy begins a fresh observation history instead of one ending in frames of a folded-up robot.
@@ -65,9 +69,9 @@ class ControllerCore:
             return "e-stop engaged: damping until re-armed"
         if self.held_by:
             return f"not re-armed: {self.held_by}"
-        if self.mode == Mode.ESTOP or self._fall_latched or self._silent_latched:
+        if self.mode == Mode.ESTOP or self._fall_latched or self._silent_latched or self._state_latched:
             self.mode = Mode.DAMPING
-            self._fall_latched = self._silent_latched = False
+            self._fall_latched = self._silent_latched = self._state_latched = False
             self._silent_since = None
             self._q_des = None  # a command from before the stop is never replayed
             self.rearms += 1
@@ -85,13 +89,20 @@ class ControllerCore:
         would, and forget the old command. The next fresh command activates the robot with the rate limit
         starting from the new pose, not from the last target before the reset."""
         self.mode = Mode.DAMPING
-        self._fall_latched = self._silent_latched = False
+        self._fall_latched = self._silent_latched = self._state_latched = False
         self._silent_since = None
         self._q_des = None
 
     def tick(self, quat_wxyz: np.ndarray, q: np.ndarray, dq: np.ndarray, now: float) -> TickOutcome:
         if self.mode == Mode.ESTOP:
             return TickOutcome(damping_command(self.cfg), Mode.ESTOP, "e-stop")
+        if problem := state_problem(quat_wxyz, q, dq):
+            first = not self._state_latched
+            self._state_latched, self.mode = True, Mode.DAMPING
+            return TickOutcome(damping_command(self.cfg), Mode.DAMPING,
+                               f"bad robot state: {problem}: damping until re-armed", bad_state=first)
+        if self._state_latched:
+            return TickOutcome(damping_command(self.cfg), Mode.DAMPING, "the robot's state was bad: re-arm required")
         roll, pitch = roll_pitch(quat_wxyz)
         if fallen(roll, pitch, self.cfg.max_tilt):
             first = not self._fall_latched

@@ -26,6 +26,8 @@ DEFAULT_Q = np.array([0.1, 0.8, -1.5, -0.1, 0.8, -1.5, 0.1, 1.0, -1.5, -0.1, 1.0
 Q_MIN = np.tile(np.array([-1.047, -0.663, -2.721], np.float32), 4)
 Q_MAX = np.tile(np.array([1.047, 2.966, -0.837], np.float32), 4)
 TAU_MAX = np.tile(np.array([23.7, 23.7, 35.55], np.float32), 4)
+# Joint speed limits (rad/s) of the Go1's URDF (unitree_ros go1_description), per joint type.
+DQ_MAX = np.tile(np.array([30.1, 30.1, 20.06], np.float32), 4)
 
 KP, KD = 20.0, 0.5
 ACTION_SCALE, HIP_SCALE_REDUCTION = 0.25, 0.5

@@ -1,7 +1,7 @@
 """Safety rules between a joint command and a motor (numpy, no ROS): joint limits, a torque bound
 on the PD law's torque, a rate limit on targets, a command watchdog and fall detection; the robot's
-own health (battery charge, motors that cut out) and who may command it. Any fault means damping:
-zero stiffness, positive damping, zero torque."""
+own health (a state that is no state, battery charge, motors that cut out) and who may command it.
+Any fault means damping: zero stiffness, positive damping, zero torque."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..ranges import check_ranges
-from .go1 import KD, KP, Q_MAX, Q_MIN, TAU_MAX
+from .go1 import DQ_MAX, JOINTS, KD, KP, Q_MAX, Q_MIN, TAU_MAX
 
 
 @dataclass(frozen=True)
@@ -57,20 +57,23 @@ class SafetyFilter:
         self._last_target = np.asarray(q_now, np.float32).copy()
 
     def apply(self, q_des: np.ndarray, q: np.ndarray, dq: np.ndarray, kp: float = KP, kd: float = KD) -> MotorCommand:
-        """Clamp a position target so that limits, rate and PD torque all hold."""
+        """Clamp a position target so that joint limits, rate and PD torque hold, in that order of precedence:
+        where they conflict (a velocity reading far off, the leg pushed), the joint limits and the rate limit
+        win, and the torque bound gives way (the motor's driver bounds its torque itself)."""
         q_des = np.asarray(q_des, np.float32)
         if not np.all(np.isfinite(q_des)):
             return damping_command(self.cfg)
         if self._last_target is None:
             self.reset(q)
-        step = self.cfg.max_target_step
-        target = np.clip(q_des, self._last_target - step, self._last_target + step)
-        target = np.clip(target, Q_MIN, Q_MAX)
-        # tau = kp (target - q) - kd dq must stay within the bound: clamp the target accordingly.
+        # tau = kp (target - q) - kd dq must stay within the bound: clamp the target accordingly. Applied last,
+        # one odd dq reading (-1000 rad/s) put a calf's target 22 rad past its joint limit.
         tau_max = self.cfg.torque_fraction * TAU_MAX
         lo = q + (-tau_max + kd * np.asarray(dq)) / kp
         hi = q + (tau_max + kd * np.asarray(dq)) / kp
-        target = np.clip(target, lo, hi).astype(np.float32)
+        target = np.clip(q_des, lo, hi)
+        step = self.cfg.max_target_step
+        target = np.clip(target, self._last_target - step, self._last_target + step)
+        target = np.clip(target, Q_MIN, Q_MAX).astype(np.float32)
         self._last_target = target
         return MotorCommand(q=target, dq=np.zeros(12, np.float32), kp=np.full(12, kp, np.float32),
                             kd=np.full(12, kd, np.float32), tau=np.zeros(12, np.float32))
@@ -139,9 +142,13 @@ class BatteryGuard:
     _warned: set[int] = field(default_factory=set)
 
     def fault(self, soc: float) -> str | None:
-        # 0 with the robot answering is a charge not reported (an empty battery powers nothing): not checked.
-        if self.min_soc <= 0 or soc <= 0:
+        # 0 with the robot answering is a charge not reported (an empty battery powers nothing): not checked,
+        # and a fault already held stays (one reading of 0 must not let a low battery be re-armed).
+        if self.min_soc <= 0:
             return None
+        if soc <= 0:
+            return (f"battery low (below min_battery_soc {self.min_soc:g}%, now reported as 0): lay the robot down "
+                    "and swap or charge the battery") if self.low else None
         if soc < self.min_soc:
             self.low = True
         elif soc >= self.min_soc + self.hysteresis:
@@ -250,6 +257,30 @@ class MotorDropout:
 
 def fallen(roll: float, pitch: float, max_tilt: float) -> bool:
     return abs(roll) > max_tilt or abs(pitch) > max_tilt
+
+
+# A joint speed this many times the URDF's limit is no reading of a leg: a corrupt state.
+DQ_IMPLAUSIBLE = 3.0
+
+
+def state_problem(quat_wxyz: np.ndarray, q: np.ndarray, dq: np.ndarray) -> str | None:
+    """Why a robot state is no state (None: it is one): a NaN/inf, an orientation that is no unit quaternion
+    (an IMU that reports zeros reads as upright for ever), a joint speed no Go1 leg reaches. Used, it turned
+    off fall detection (NaN roll compares False), or put NaN into the safety filter's rate limit for good."""
+    quat, q, dq = (np.asarray(x, np.float64) for x in (quat_wxyz, q, dq))
+    if quat.shape != (4,) or q.shape != (12,) or dq.shape != (12,):
+        return f"sizes {quat.size}/{q.size}/{dq.size} (quaternion 4, joint positions 12, velocities 12)"
+    for name, x in (("orientation", quat), ("joint positions", q), ("joint velocities", dq)):
+        if not np.isfinite(x).all():
+            return f"NaN/inf in its {name}"
+    if not 0.9 < (norm := float(np.linalg.norm(quat))) < 1.1:
+        return f"its orientation is no unit quaternion (norm {norm:.3g}): the IMU"
+    fast = np.flatnonzero(np.abs(dq) > DQ_IMPLAUSIBLE * DQ_MAX)
+    if fast.size:
+        i = int(fast[0])
+        return (f"joint {JOINTS[i]} at {dq[i]:.3g} rad/s, over {DQ_IMPLAUSIBLE:g} times its "
+                f"{float(DQ_MAX[i]):g} rad/s limit")
+    return None
 
 
 def pd_torque(cmd: MotorCommand, q: np.ndarray, dq: np.ndarray) -> np.ndarray:

@@ -134,6 +134,7 @@ def test_the_control_loop_keeps_its_rate_and_its_estop_when_the_wall_clock_is_se
         obs.wait(lambda: stamp(obs.states[-1]) < stamp(obs.states[n - 1]) - 30, timeout=30)  # it has
         n = len(obs.states)
         obs.wait(lambda: len(obs.states) >= n + 100, timeout=30)  # 2 s of ticks, not a minute's stall
+        assert set(obs.modes_since(n)) == {1}  # and the policy's commands kept the robot active throughout
         assert "engaged" in operator(ros_env, "engage")  # and the e-stop acts at once
         n = len(obs.states)
         obs.wait(lambda: obs.modes_since(n).count(2) >= 10, timeout=30)

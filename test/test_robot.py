@@ -479,41 +479,61 @@ def test_controller_core_modes():
     assert c.tick(up, q, dq, 2.09).mode == Mode.DAMPING  # latched until re-armed
 
 
-def test_a_state_that_is_no_state_latches_damping_until_re_armed_and_never_reaches_the_filter():
+def test_a_state_that_is_no_state_engages_the_estop_until_re_armed_and_never_reaches_the_filter():
     """A NaN orientation turned fall detection off (NaN roll compares False), an IMU reporting zeros read as
     upright for ever, and one NaN joint reading put NaN into the rate limit for good, the robot reported
-    ACTIVE meanwhile. Each is now a fault: damping, said once, until re-armed."""
+    ACTIVE meanwhile. Each now engages the e-stop (the recorder ends the episode as a truncation), said with
+    its reason, until re-armed. A joint speed no leg reaches does so only FAST_TICKS ticks in a row: one odd
+    reading is read as 0."""
     from uni_o4_ros.robot.controller import ControllerCore, Mode
-    from uni_o4_ros.robot.safety import state_problem
+    from uni_o4_ros.robot.safety import FAST_TICKS, speed_problem, state_problem
 
     up, q, dq = np.array([1.0, 0, 0, 0]), go1.DEFAULT_Q.copy(), np.zeros(12)
-    assert state_problem(up, q, dq) is None
-    assert state_problem(up, q, np.full(12, 25.0)) is None  # fast, but within the URDF's limits (a swing leg)
+    assert state_problem(up, q, dq) is None and speed_problem(np.full(12, 25.0)) is None  # a fast swing leg
+    calf_glitch = np.where(np.arange(12) == 2, -1000.0, dq)
+    assert "FL_calf at -1e+03 rad/s" in speed_problem(calf_glitch)
     bad = {"NaN orientation": (np.array([np.nan, 0, 0, 0]), q, dq),
            "a zero quaternion (the IMU)": (np.zeros(4), q, dq),
            "a NaN joint position": (up, np.where(np.arange(12) == 2, np.nan, q), dq),
            "an inf joint velocity": (up, q, np.where(np.arange(12) == 5, np.inf, dq)),
-           "an impossible joint speed": (up, q, np.where(np.arange(12) == 2, -1000.0, dq)),
            "a short message": (up, q[:11], dq)}
     said = {name: state_problem(*state) for name, state in bad.items()}
     assert all(said.values()), said
-    assert "FL_calf at -1e+03 rad/s" in said["an impossible joint speed"]
     assert "no unit quaternion" in said["a zero quaternion (the IMU)"]
-    for name, state in bad.items():
+    bad["an impossible joint speed, 3 ticks in a row"] = (up, q, calf_glitch)
+
+    def armed() -> ControllerCore:
         c = ControllerCore(SafetyConfig(watchdog_timeout=0.1))
         c.on_command(q, 1, now=1.0)
         assert c.tick(up, q, dq, 1.01).mode == Mode.ACTIVE
-        c.on_command(q, 1, now=1.02)
-        out = c.tick(*state, 1.03)
-        assert out.command.damping and out.mode == Mode.DAMPING and out.bad_state, name
-        c.on_command(q, 1, now=1.04)
-        again = c.tick(up, q, dq, 1.05)  # good again, with a fresh command: still damped, not said again
-        assert again.command.damping and not again.bad_state and "re-arm" in again.reason, name
+        return c
+
+    for name, state in bad.items():
+        c = armed()
+        for k in range(FAST_TICKS if "3 ticks" in name else 1):
+            c.on_command(q, 1, now=1.02 + 0.01 * k)
+            out = c.tick(*state, 1.025 + 0.01 * k)
+        assert out.command.damping and out.mode == Mode.ESTOP and out.bad_state, name
+        assert "bad robot state" in out.reason, name
+        c.on_command(q, 1, now=1.1)
+        again = c.tick(up, q, dq, 1.105)  # good again, with a fresh command: still stopped, the reason kept
+        assert again.command.damping and not again.bad_state and "e-stop (bad robot state" in again.reason, name
         assert "re-armed" in c.estop(False)
-        c.on_command(q, 1, now=1.06)
-        out = c.tick(up, q, dq, 1.07)
+        c.on_command(q, 1, now=1.2)
+        out = c.tick(up, q, dq, 1.205)
         assert out.mode == Mode.ACTIVE and np.isfinite(out.command.q).all(), name  # the filter kept no NaN
         np.testing.assert_allclose(out.command.q, q, atol=1e-6)
+    # One odd speed reading: the robot walks on, its targets unmoved by it.
+    c = armed()
+    c.on_command(q, 1, now=1.02)
+    out = c.tick(up, q, calf_glitch, 1.025)
+    assert out.mode == Mode.ACTIVE and not out.bad_state
+    np.testing.assert_allclose(out.command.q, q, atol=1e-6)
+    # A fall with a bad joint reading at that moment is told as the fall it is.
+    c = armed()
+    tilted = np.array([np.cos(0.6), np.sin(0.6), 0, 0])  # roll 1.2 rad
+    out = c.tick(tilted, np.where(np.arange(12) == 2, np.nan, q), dq, 1.05)
+    assert out.fell and out.command.damping
 
 
 def test_the_safety_filter_keeps_joint_and_rate_limits_whatever_the_velocity_reading():

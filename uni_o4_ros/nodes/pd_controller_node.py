@@ -73,7 +73,7 @@ PARAMETERS = {
                     "(0,pi]"),
     "max_target_step": Doc("rad per tick; the most a joint's position target may move from the one before", ">0"),
     "torque_fraction": Doc("fraction of each motor's torque limit; targets are clamped so the PD torque stays "
-                           "within it", "(0,1]"),
+                           "within it, where the joint and rate limits allow (they come first)", "(0,1]"),
     "spawn_roll": Doc("rad; sim backend only: the robot's roll when the node starts (later resets stand it "
                       "upright), to test fall handling"),
     "terrain": Doc("flat | mattress; sim backend only: the ground simulated"),
@@ -351,8 +351,10 @@ class PDControllerNode(Node):
             if temperature is not None:  # the hottest motor, where overheating starts
                 hottest = int(np.argmax(temperature))
                 values["motor_temperature_max"] = f"{SDK_MOTOR_NAMES[hottest]} {int(temperature[hottest])} C"
-            self._diagnose(DiagnosticStatus.OK if out.mode == Mode.ACTIVE else DiagnosticStatus.WARN, out.reason,
-                           values, msg.header.stamp)
+            level = DiagnosticStatus.OK if out.mode == Mode.ACTIVE else DiagnosticStatus.WARN
+            if "bad robot state" in out.reason:  # a sensor or link fault, not an operator's stop
+                level = DiagnosticStatus.ERROR
+            self._diagnose(level, out.reason, values, msg.header.stamp)
 
     def _publish_state(self, s, mode: int) -> RobotState:
         msg = robot_state(s, self.get_clock().now().to_msg(), mode, self.backend.resets + self.core.rearms)

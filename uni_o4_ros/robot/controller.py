@@ -5,10 +5,12 @@
     ESTOP   -> damping until explicitly re-armed (re-arming leads to DAMPING, then ACTIVE on the
                next fresh command); a fault held from outside (`hold`) refuses the re-arm while it lasts
 A fall (|roll| or |pitch| over the threshold) latches damping and reports an episode abort until
-the robot is upright again and re-armed. So does a robot state that is no state (safety.state_problem:
-NaN, a zero quaternion, an impossible joint speed): a sensor or link fault the robot must not walk on.
-So does a policy that stays silent for `silence_latch` seconds after the robot was ACTIVE (if set):
-a short gap recovers by itself, a dead policy does not.
+the robot is upright again and re-armed. A robot state that is no state (safety.state_problem: NaN, a
+zero quaternion; or a joint speed no leg reaches, FAST_TICKS ticks in a row) engages the e-stop, a sensor
+or link fault the robot must not walk on, and the recorder ends the episode as a truncation, as for any
+e-stop (one odd speed reading is read as 0 by the safety filter). A policy that stays silent for
+`silence_latch` seconds after the robot was ACTIVE (if set) latches damping too: a short gap recovers by
+itself, a dead policy does not.
 """
 
 from __future__ import annotations
@@ -19,7 +21,19 @@ from enum import IntEnum
 import numpy as np
 
 from .go1 import roll_pitch
-from .safety import MotorCommand, SafetyConfig, SafetyFilter, Watchdog, damping_command, fallen, state_problem
+from .safety import (
+    FAST_TICKS,
+    MotorCommand,
+    SafetyConfig,
+    SafetyFilter,
+    Watchdog,
+    damping_command,
+    fallen,
+    orientation_problem,
+    plausible_dq,
+    speed_problem,
+    state_problem,
+)
 
 
 class Mode(IntEnum):  # same values as RobotState.MODE_*
@@ -34,7 +48,7 @@ class TickOutcome:
     mode: Mode
     reason: str
     fell: bool = False
-    bad_state: bool = False  # the first tick of a bad-state latch: said once
+    bad_state: bool = False  # this tick's state engaged the e-stop (said once, with the reason)
 
 
 @dataclass
@@ -45,7 +59,8 @@ class ControllerCore:
     _policy_version: int = 0
     _fall_latched: bool = False
     _silent_latched: bool = False
-    _state_latched: bool = False
+    _fast_ticks: int = 0  # ticks in a row with a joint speed no leg reaches
+    _estop_why: str = ""  # what engaged the e-stop, when it was not the operator
     _silent_since: float | None = None  # when the watchdog damped an ACTIVE robot
     # Re-arms so far: each is a new start (a person stood the robot up, or it was stopped), so the
     # policy begins a fresh observation history instead of one ending in frames of a folded-up robot.
@@ -65,13 +80,14 @@ class ControllerCore:
 
     def estop(self, engage: bool) -> str:
         if engage:
-            self.mode = Mode.ESTOP
+            self.mode, self._estop_why = Mode.ESTOP, ""
             return "e-stop engaged: damping until re-armed"
         if self.held_by:
             return f"not re-armed: {self.held_by}"
-        if self.mode == Mode.ESTOP or self._fall_latched or self._silent_latched or self._state_latched:
+        if self.mode == Mode.ESTOP or self._fall_latched or self._silent_latched:
             self.mode = Mode.DAMPING
-            self._fall_latched = self._silent_latched = self._state_latched = False
+            self._fall_latched = self._silent_latched = False
+            self._estop_why, self._fast_ticks = "", 0
             self._silent_since = None
             self._q_des = None  # a command from before the stop is never replayed
             self.rearms += 1
@@ -89,27 +105,33 @@ class ControllerCore:
         would, and forget the old command. The next fresh command activates the robot with the rate limit
         starting from the new pose, not from the last target before the reset."""
         self.mode = Mode.DAMPING
-        self._fall_latched = self._silent_latched = self._state_latched = False
+        self._fall_latched = self._silent_latched = False
         self._silent_since = None
         self._q_des = None
 
     def tick(self, quat_wxyz: np.ndarray, q: np.ndarray, dq: np.ndarray, now: float) -> TickOutcome:
         if self.mode == Mode.ESTOP:
-            return TickOutcome(damping_command(self.cfg), Mode.ESTOP, "e-stop")
-        if problem := state_problem(quat_wxyz, q, dq):
-            first = not self._state_latched
-            self._state_latched, self.mode = True, Mode.DAMPING
-            return TickOutcome(damping_command(self.cfg), Mode.DAMPING,
-                               f"bad robot state: {problem}: damping until re-armed", bad_state=first)
-        if self._state_latched:
-            return TickOutcome(damping_command(self.cfg), Mode.DAMPING, "the robot's state was bad: re-arm required")
-        roll, pitch = roll_pitch(quat_wxyz)
-        if fallen(roll, pitch, self.cfg.max_tilt):
-            first = not self._fall_latched
-            self._fall_latched = True
-            self.mode = Mode.DAMPING
-            return TickOutcome(damping_command(self.cfg), Mode.DAMPING, f"fall: roll {roll:.2f}, pitch {pitch:.2f}",
-                               fell=first)
+            return TickOutcome(damping_command(self.cfg), Mode.ESTOP,
+                               f"e-stop ({self._estop_why})" if self._estop_why else "e-stop")
+        problem = state_problem(quat_wxyz, q, dq)
+        # A fall is told whenever the orientation can be read, so a bad joint reading at the moment of a fall
+        # does not record the fall as something else.
+        if problem is None or orientation_problem(quat_wxyz) is None:
+            roll, pitch = roll_pitch(quat_wxyz)
+            if fallen(roll, pitch, self.cfg.max_tilt):
+                first = not self._fall_latched
+                self._fall_latched = True
+                self.mode = Mode.DAMPING
+                return TickOutcome(damping_command(self.cfg), Mode.DAMPING,
+                                   f"fall: roll {roll:.2f}, pitch {pitch:.2f}", fell=first)
+        fast = speed_problem(dq) if problem is None else None
+        self._fast_ticks = self._fast_ticks + 1 if fast else 0
+        if problem is None and self._fast_ticks >= FAST_TICKS:
+            problem = f"{fast} for {self._fast_ticks} ticks"
+        if problem:
+            self.mode, self._estop_why = Mode.ESTOP, f"bad robot state: {problem}"
+            return TickOutcome(damping_command(self.cfg), Mode.ESTOP,
+                               f"{self._estop_why}: e-stop engaged until re-armed", bad_state=True)
         if self._fall_latched:
             return TickOutcome(damping_command(self.cfg), Mode.DAMPING, "fallen: re-arm required")
         if self._silent_latched:
@@ -129,7 +151,7 @@ class ControllerCore:
         if self.mode != Mode.ACTIVE:
             self.filter.reset(q)  # rate limit starts from where the joints are now
             self.mode = Mode.ACTIVE
-        return TickOutcome(self.filter.apply(self._q_des, q, dq), Mode.ACTIVE, "ok")
+        return TickOutcome(self.filter.apply(self._q_des, q, plausible_dq(dq)), Mode.ACTIVE, "ok")
 
     @property
     def policy_version(self) -> int:

@@ -259,28 +259,53 @@ def fallen(roll: float, pitch: float, max_tilt: float) -> bool:
     return abs(roll) > max_tilt or abs(pitch) > max_tilt
 
 
-# A joint speed this many times the URDF's limit is no reading of a leg: a corrupt state.
+# A joint speed this many times the URDF's limit is no reading of a leg; for this many ticks in a row, a fault.
 DQ_IMPLAUSIBLE = 3.0
+FAST_TICKS = 3
+
+
+def orientation_problem(quat_wxyz: np.ndarray) -> str | None:
+    """Why an orientation is none (None: it is a unit quaternion): an IMU that reports zeros read as upright for
+    ever, and a NaN one turned fall detection off (a NaN roll compares False)."""
+    quat = np.asarray(quat_wxyz, np.float64)
+    if quat.shape != (4,):
+        return f"an orientation of {quat.size} numbers (a quaternion has 4)"
+    if not np.isfinite(quat).all():
+        return "NaN/inf in its orientation"
+    if not 0.9 < (norm := float(np.linalg.norm(quat))) < 1.1:
+        return f"its orientation is no unit quaternion (norm {norm:.3g}): the IMU"
+    return None
 
 
 def state_problem(quat_wxyz: np.ndarray, q: np.ndarray, dq: np.ndarray) -> str | None:
-    """Why a robot state is no state (None: it is one): a NaN/inf, an orientation that is no unit quaternion
-    (an IMU that reports zeros reads as upright for ever), a joint speed no Go1 leg reaches. Used, it turned
-    off fall detection (NaN roll compares False), or put NaN into the safety filter's rate limit for good."""
-    quat, q, dq = (np.asarray(x, np.float64) for x in (quat_wxyz, q, dq))
-    if quat.shape != (4,) or q.shape != (12,) or dq.shape != (12,):
-        return f"sizes {quat.size}/{q.size}/{dq.size} (quaternion 4, joint positions 12, velocities 12)"
-    for name, x in (("orientation", quat), ("joint positions", q), ("joint velocities", dq)):
+    """Why a robot state is no state (None: it is one): orientation_problem, or a NaN/inf joint reading (it put
+    NaN into the safety filter's rate limit for good)."""
+    if problem := orientation_problem(quat_wxyz):
+        return problem
+    q, dq = np.asarray(q, np.float64), np.asarray(dq, np.float64)
+    if q.shape != (12,) or dq.shape != (12,):
+        return f"joint readings of {q.size}/{dq.size} numbers (positions 12, velocities 12)"
+    for name, x in (("joint positions", q), ("joint velocities", dq)):
         if not np.isfinite(x).all():
             return f"NaN/inf in its {name}"
-    if not 0.9 < (norm := float(np.linalg.norm(quat))) < 1.1:
-        return f"its orientation is no unit quaternion (norm {norm:.3g}): the IMU"
-    fast = np.flatnonzero(np.abs(dq) > DQ_IMPLAUSIBLE * DQ_MAX)
-    if fast.size:
-        i = int(fast[0])
-        return (f"joint {JOINTS[i]} at {dq[i]:.3g} rad/s, over {DQ_IMPLAUSIBLE:g} times its "
-                f"{float(DQ_MAX[i]):g} rad/s limit")
     return None
+
+
+def speed_problem(dq: np.ndarray) -> str | None:
+    """A joint speed no Go1 leg reaches (DQ_IMPLAUSIBLE times the URDF's limit), None if there is none."""
+    dq = np.asarray(dq, np.float64)
+    fast = np.flatnonzero(np.abs(dq) > DQ_IMPLAUSIBLE * DQ_MAX)
+    if not fast.size:
+        return None
+    i = int(fast[0])
+    return f"joint {JOINTS[i]} at {dq[i]:.3g} rad/s, over {DQ_IMPLAUSIBLE:g} times its {float(DQ_MAX[i]):g} rad/s limit"
+
+
+def plausible_dq(dq: np.ndarray) -> np.ndarray:
+    """`dq` with the speeds no leg reaches read as 0: the torque bound is computed from it, and one odd reading
+    must not move a target."""
+    dq = np.asarray(dq, np.float32)
+    return np.where(np.abs(dq) > DQ_IMPLAUSIBLE * DQ_MAX, np.float32(0.0), dq)
 
 
 def pd_torque(cmd: MotorCommand, q: np.ndarray, dq: np.ndarray) -> np.ndarray:

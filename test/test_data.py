@@ -348,6 +348,15 @@ def test_columns_as_other_writers_store_them_are_read_and_strange_ones_refused(t
         from_arrays(dict(base, terminals=base["terminals"] * 0.5 + 0.25))
     with pytest.raises(DatasetError, match=re.escape("'terminals' holds |S5 values, not numbers")):
         from_arrays(dict(base, terminals=np.array([b"False"] * len(base["rewards"]))))
+    # infos are one entry per row: a scalar (or h5py.Empty) ended in len()'s TypeError, step numbers of text in
+    # int()'s "invalid literal", step numbers of shape (N, 2) in numpy's broadcast error
+    n = len(base["rewards"])
+    for step, said in ((np.int64(3), "'infos/step' must hold one entry per row"),
+                       (np.arange(n - 1), f"'infos/step' must hold one entry per row ({n}), got shape ({n - 1},)"),
+                       (np.array([b"x"] * n), "'infos/step' must hold one whole number per row"),
+                       (np.zeros((n, 2), np.int64), "'infos/step' must hold one whole number per row")):
+        with pytest.raises(DatasetError, match=re.escape(said)):
+            from_arrays(dict(base, **{"infos/step": step}))
     # a NaN is named at the file's row, also where rows are dropped (no next_observations)
     path = tmp_path / "v0.hdf5"
     with h5py.File(path, "w") as f:

@@ -309,12 +309,25 @@ def test_config_defaults_are_table5_and_overrides_are_typed(tmp_path):
                               ("value.q_hidden=256", "value.q_hidden: expected a list such as [256, 256], got 256"),
                               ("value.q_hidden=[64,abc]", "value.q_hidden: expected a whole number, got 'abc'"),
                               ("bc=3", "bc: is a section of settings, not one value"),
-                              ("seed=-1", "seed: must be >= 0"),
+                              ("seed=-1", "seed: must be in [0, 4294967295]"),
+                              # a seed past 64 bits overflowed inside a stage, after the stages before it
+                              ("seed=99999999999999999999999", "seed: must be in [0, 4294967295]"),
+                              # a misspelt name was refused only by the stage that reads it, after the ones
+                              # before it had trained
+                              ("selection.rule=bogus", "selection.rule: must be one of am_q, closest_certified"),
+                              ("bc.disagreement=eq7", "bc.disagreement: must be one of eq6, envelope, kl"),
+                              ("policy.activation=relu6", "policy.activation: must be one of relu, tanh"),
+                              ("policy.mean_activation=sigmoid", "policy.mean_activation: must be one of tanh"),
+                              ("dynamics.termination=hoper", "dynamics.termination: must be one of auto"),
+                              ("ope.q_head=max", "ope.q_head: must be one of min, independent"),
                               ("device=cuda", "device: only 'cpu' is supported"),
                               # every evaluation is a point of the online curve: none printed NaN returns
                               ("online.eval_episodes=0", "online.eval_episodes: must be >= 1")):
         with pytest.raises(ValueError, match=re.escape(message)):
             load_config(None, [override])
+    y.write_text("1: a\nfoo: b\n")  # a number key beside a misspelt one: sorting them raised a TypeError
+    with pytest.raises(ValueError, match=re.escape("unknown config key(s) for UniO4Config: ['1', 'foo']")):
+        load_config(y)
     y.write_text("online: 5\n")  # a section given one value in a file, too
     with pytest.raises(ValueError, match="online: is a section of settings"):
         load_config(y)
@@ -332,6 +345,21 @@ def test_config_defaults_are_table5_and_overrides_are_typed(tmp_path):
         with pytest.raises(ValueError, match=re.escape(message)):
             apply_overrides(PretrainConfig(), None, [override])
     assert apply_overrides(PretrainConfig(), None, ["env.command_vx=[0.5,1.5]"]).env.command_vx == (0.5, 1.5)
+
+
+def test_the_names_a_config_checks_are_the_ones_its_stages_take():
+    """config.py checks names when a config is made; the stages hold the implementations. They must agree, or a
+    valid name would be refused (or a wrong one pass to fail hours later)."""
+    from uni_o4_ros.learning import config, networks, selection, termination
+
+    assert set(config.ACTIVATIONS) == set(networks.ACTIVATIONS)
+    assert set(config.TERMINATIONS) == set(termination.RULES) | {"auto"}
+    assert set(config.SELECTION_RULES) == set(selection.RULES)
+    for name in config.MEAN_ACTIVATIONS:  # each builds a policy, and BC takes every disagreement form
+        make_policy(3, 2, hidden=(4,), mean_activation=name)
+    policy, obs, act = make_policy(3, 2, hidden=(4,), n=2), torch.zeros(5, 3), torch.zeros(5, 2)
+    for form in config.DISAGREEMENTS:
+        assert torch.isfinite(ensemble_bc_loss(policy, obs, act, alpha=0.1, form=form)[0])
 
 
 def test_config_hash_changes_with_any_setting():

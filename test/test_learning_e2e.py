@@ -358,6 +358,16 @@ def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
      "the initial policy expects obs/act dims 17/6, the dataset has 11/3"),
     (["offline", "--dataset", "UNSCALED", "--run-dir", "X", "--env", "Hopper-v5"],
      "unscaled.hdf5: 'actions' exceed the action bound 1.0 (max |a| = 50.000)"),
+    # a misspelt name is refused before any stage trains (selection.rule was refused after all four)
+    (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--set", "selection.rule=bogus"],
+     "selection.rule: must be one of am_q, closest_certified, got 'bogus'"),
+    # an unset shell variable: Gymnasium's traceback, or the default task taken without a word
+    (["evaluate", "--policy", "HOPPER_POLICY", "--env", ""], "--env: is empty (an unset shell variable?)"),
+    (["offline", "--dataset", "HOPPER", "--run-dir", "X", "--env", " "], "--env: is empty"),
+    # weights another program saved: torch's dtype error at the first forward pass, a traceback
+    (["evaluate", "--policy", "F64_POLICY", "--env", "Hopper-v5"], "is float64, this network's is float32"),
+    (["online", "--policy", "VHIDDEN_POLICY", "--env", "Hopper-v5", "--run-dir", "X"],
+     "v_hidden 5 in policy.json is not a list of layer widths"),
 ])
 def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h5, tmp_path):
     bad_yaml = tmp_path / "bad.yaml"
@@ -388,12 +398,16 @@ def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h
     subst.update(DEMO_RUN=str(tmp_path / "demo_run"), DAMAGED_RUN=str(tmp_path / "damaged_run"))
     subst.update({"AFILE/X": str(tmp_path / "afile" / "X"), "AFILE": str(tmp_path / "afile")})
     for name, dims in (("HOPPER_POLICY", (11, 3)), ("CHEETAH_POLICY", (17, 6)), ("LISTJSON_POLICY", (11, 3)),
-                       ("WRONGSHAPE_POLICY", (11, 3)), ("HUGESPEC_POLICY", (11, 3)), ("NONORM_POLICY", (11, 3))):
+                       ("WRONGSHAPE_POLICY", (11, 3)), ("HUGESPEC_POLICY", (11, 3)), ("NONORM_POLICY", (11, 3)),
+                       ("F64_POLICY", (11, 3)), ("VHIDDEN_POLICY", (11, 3))):
         if name in argv:
-            actor, _, normalizer = scratch_agent(*dims)
+            actor, critic, normalizer = scratch_agent(*dims)
             if name == "NONORM_POLICY":
                 normalizer.mean = torch.zeros(5)  # saved with a normaliser of another task's states
-            save_policy(tmp_path / name.lower(), "policy", actor, normalizer)
+            if name == "F64_POLICY":
+                actor.double()
+            save_policy(tmp_path / name.lower(), "policy", actor, normalizer,
+                        critic=critic if name == "VHIDDEN_POLICY" else None)
             subst[name] = str(tmp_path / name.lower())
             spec_file = tmp_path / name.lower() / "policy.json"
             if name == "LISTJSON_POLICY":  # damage from outside: valid JSON, not a policy's
@@ -402,6 +416,8 @@ def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h
                 meta = json.loads(spec_file.read_text())
                 meta["spec"]["hidden"] = [32 if name == "WRONGSHAPE_POLICY" else 10**6] * len(meta["spec"]["hidden"])
                 spec_file.write_text(json.dumps(meta))
+            if name == "VHIDDEN_POLICY":
+                spec_file.write_text(json.dumps({**json.loads(spec_file.read_text()), "v_hidden": 5}))
     argv = [subst.get(a, a) for a in argv]
     proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", *argv], capture_output=True, text=True,
                           timeout=300)
@@ -428,6 +444,47 @@ def test_online_refuses_a_run_dir_that_holds_the_policy_it_starts_from(tmp_path,
         in capsys.readouterr().err
     assert {f.name: f.read_bytes() for f in (tmp_path / "run" / "final").iterdir()} == before
     assert sorted(f.name for f in (tmp_path / "run").iterdir()) == ["final"]
+
+
+def test_no_command_writes_into_another_commands_run_folder_or_the_policy_it_starts_from(tmp_path, capsys):
+    """`offline --init-policy runs/x/final --run-dir runs/x` overwrote the online policy it started from; `online
+    --run-dir` of an offline run's folder replaced its AM-Q pick and config.json; `collect --out` of a run folder
+    appended behaviour PPO's rows to its scalars.csv; `online --run-dir` of the very policy folder wrote into it.
+    All exit 0, nothing said. Each is refused before anything is written, and the folders are left as they were."""
+    from uni_o4_ros.learning.offline import save_policy
+
+    def snapshot() -> dict:
+        return {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()}
+
+    actor, critic, normalizer = scratch_agent(11, 3)
+    save_policy(tmp_path / "online_run" / "final", "policy", actor, normalizer, critic=critic)
+    (tmp_path / "online_run" / "config.json").write_text(json.dumps({"seed": 0, "policy": None, "scratch": True}))
+    save_policy(tmp_path / "offline_run" / "final", "policy", actor, normalizer, critic=critic, extra={"am_q": 1.0})
+    (tmp_path / "offline_run" / "selection.json").write_text("{}\n")
+    (tmp_path / "offline_run" / "scalars.csv").write_text("stage,step,name,value\nbc,1,loss,0.5\n")
+    ds = tmp_path / "d.hdf5"
+    rng = np.random.default_rng(0)
+    write_hdf5(ds, OfflineDataset(observations=rng.normal(size=(50, 11)).astype(np.float32),
+                                  actions=rng.uniform(-1, 1, (50, 3)).astype(np.float32),
+                                  rewards=np.ones(50, np.float32),
+                                  terminals=np.zeros(50, bool), timeouts=np.eye(50, dtype=bool)[-1],
+                                  next_observations=rng.normal(size=(50, 11)).astype(np.float32)))
+    before = snapshot()
+    tiny = ["--budget", "tiny", "--no-progress"]
+    for argv, said in (
+            (["offline", "--dataset", str(ds), "--init-policy", str(tmp_path / "online_run" / "final"), "--run-dir",
+              str(tmp_path / "online_run"), *tiny], "give the offline run its own folder"),
+            (["offline", "--dataset", str(ds), "--run-dir", str(tmp_path / "online_run"), *tiny],
+             "holds an online run: this offline run would write its own files into it"),
+            (["online", "--policy", str(tmp_path / "online_run" / "final"), "--env", "Hopper-v5", "--run-dir",
+              str(tmp_path / "offline_run"), *tiny], "holds an offline Uni-O4 run: this online run would write"),
+            (["online", "--policy", str(tmp_path / "offline_run" / "final"), "--env", "Hopper-v5", "--run-dir",
+              str(tmp_path / "offline_run" / "final"), *tiny], "holds the policy it would start from"),
+            (["collect", "--env", "Hopper-v5", "--out", str(tmp_path / "offline_run"), "--no-progress"],
+             "holds an offline Uni-O4 run: this collect run would write")):
+        assert main(argv) == 2, argv
+        assert said in capsys.readouterr().err, argv
+        assert snapshot() == before, argv  # nothing written, nothing replaced
 
 
 def test_a_config_file_refines_the_budget_and_set_and_seed_refine_the_file(tmp_path):
@@ -532,7 +589,7 @@ def test_clipped_linear_mean_executes_clipped_actions_and_learns_from_what_it_sa
     assert np.abs(ds.actions).max() <= 1.0 and (ds.actions == 1.0).mean() > 0.9  # the executed actions
 
 
-def test_collect_writes_three_datasets_from_its_own_ppo_snapshots(tmp_path):
+def test_collect_writes_three_datasets_from_its_own_ppo_snapshots(tmp_path, capsys):
     """`uni-o4 collect` end to end on a fast task: PPO from scratch with snapshots, then the medium,
     medium-replay and medium-expert datasets in D4RL layout, every action one the task executed."""
     out = tmp_path / "pendulum"
@@ -554,6 +611,16 @@ def test_collect_writes_three_datasets_from_its_own_ppo_snapshots(tmp_path):
                  "--dataset-steps", "300", "--eval-every", "2048", "--no-progress"]) == 0
     assert json.loads((out / "collect.json").read_text())["expert_step"] == meta["expert_step"]
     assert (out / "scalars.csv").read_text() == logged
+    # A replay chunk damaged (written atomically now, so not by a crash; by a disk or a copy): a rerun that needs
+    # the whole history says which, instead of zipfile's traceback, and writes nothing.
+    (out / "invertedpendulum-medium.hdf5").unlink()
+    chunk = sorted((out / "replay").glob("chunk_*.npz"))[0]
+    chunk.write_bytes(chunk.read_bytes()[:100])
+    before = {f: f.read_bytes() for f in out.rglob("*") if f.is_file()}
+    assert main(["collect", "--env", "InvertedPendulum-v5", "--out", str(out), "--train-steps", "6144",
+                 "--dataset-steps", "300", "--eval-every", "2048", "--no-progress"]) == 2
+    assert f"{chunk.name} is damaged" in capsys.readouterr().err
+    assert {f: f.read_bytes() for f in out.rglob("*") if f.is_file()} == before
 
 
 def test_collect_into_a_folder_of_datasets_made_otherwise_is_refused_and_keeps_them(tmp_path, capsys):

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .learning.budgets import BUDGETS
+from .learning.run_folder import check_not_inside, check_run_folder
 from .robot.recording_tally import LOGGER_GRACE_S
 
 if TYPE_CHECKING:  # torch is imported lazily so that `--help` stays fast
@@ -110,6 +111,14 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _env_name(text: str) -> str:
+    """argparse type: an environment's name. An empty one (`--env "$ENV"` with ENV unset) ended in Gymnasium's
+    traceback, or was taken for the default task."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty (an unset shell variable?): name a task such as Hopper-v5")
+    return text.strip()
+
+
 def _check_env(env: str, mujoco: bool = False) -> None:
     """Fail before any work when a Gymnasium task name is wrong (gymnasium's own error is a traceback), or,
     with `mujoco`, is no MuJoCo task: collect records each state's qpos and qvel (D4RL's infos)."""
@@ -170,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("collect", help="train a PPO behaviour agent and write medium / medium-replay / "
                        "medium-expert datasets (D4RL layout)")
-    p.add_argument("--env", default="Hopper-v5", help="Gymnasium MuJoCo task (default Hopper-v5)")
+    p.add_argument("--env", type=_env_name, default="Hopper-v5", help="Gymnasium MuJoCo task (default Hopper-v5)")
     p.add_argument("--out", default="data/hopper", help="output folder (resumable; datasets it holds are never "
                    "replaced by ones made with other settings)")
     p.add_argument("--train-steps", type=_positive_int, default=1_000_000, help="PPO environment steps")
@@ -189,8 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("offline", help="offline Uni-O4 on a dataset; selects the policy by AM-Q only",
                        epilog=EPILOG)
     p.add_argument("--dataset", required=True, help="HDF5 file in D4RL layout, or a folder of recorded episodes")
-    p.add_argument("--env", help="environment the dataset came from (checks dims; picks the termination rule); "
-                   "'go1' for robot data (default: go1 for a recording folder, else the config's, Hopper-v5)")
+    p.add_argument("--env", type=_env_name,
+                   help="environment the dataset came from (checks dims; picks the termination rule); 'go1' for "
+                   "robot data (default: go1 for a recording folder, else the config's, Hopper-v5)")
     p.add_argument("--run-dir", required=True, help="output folder; rerunning resumes and reuses cached stages")
     p.add_argument("--init-policy", help="folder of a saved policy: online -> offline path (no BC, Eq. 25)")
     p.add_argument("--eval-episodes", type=_count, default=0,
@@ -201,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EPILOG)
     p.add_argument("--policy", help="folder with policy.safetensors/json (e.g. RUN/final); omit with --scratch")
     p.add_argument("--scratch", action="store_true", help="PPO from scratch instead of fine-tuning")
-    p.add_argument("--env", required=True, help="Gymnasium MuJoCo task to fine-tune in, e.g. Hopper-v5")
+    p.add_argument("--env", type=_env_name, required=True, help="Gymnasium MuJoCo task to fine-tune in, e.g. Hopper-v5")
     p.add_argument("--run-dir", required=True, help="output folder (checkpoints, scalars.csv, PNG); "
                    "rerunning resumes")
     p.add_argument("--steps", type=_positive_int, help="environment steps (default from the budget)")
@@ -209,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="evaluate a saved policy (deterministic mean actions)")
     p.add_argument("--policy", required=True, help="folder with policy.safetensors/json (e.g. RUN/final)")
-    p.add_argument("--env", required=True, help="Gymnasium MuJoCo task, e.g. Hopper-v5")
+    p.add_argument("--env", type=_env_name, required=True, help="Gymnasium MuJoCo task, e.g. Hopper-v5")
     p.add_argument("--episodes", type=_positive_int, default=10, help="episodes (default 10, as D4RL)")
     p.add_argument("--seed", type=_seed, default=0, help="episode k starts from reset seed SEED + k, so two "
                    "policies evaluated with one seed meet the same initial states")
@@ -217,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="D4RL-style job (make demo-d4rl): small Hopper dataset -> offline Uni-O4 -> "
                        "online PPO -> report",
                        epilog=EPILOG)
-    p.add_argument("--env", default="Hopper-v5", help="Gymnasium MuJoCo task (default Hopper-v5)")
+    p.add_argument("--env", type=_env_name, default="Hopper-v5", help="Gymnasium MuJoCo task (default Hopper-v5)")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo); rerunning resumes")
     p.add_argument("--train-steps", type=_positive_int, default=200_000, help="behaviour PPO steps for the dataset")
     p.add_argument("--dataset-steps", type=_positive_int, default=50_000, help="transitions per dataset")
@@ -441,6 +451,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    check_run_folder(args.out, "collect", "--out")
+    _check_env(args.env, mujoco=True)
     cfg = CollectConfig(env=args.env, seed=args.seed, train_steps=args.train_steps, eval_every=args.eval_every,
                         dataset_steps=args.dataset_steps, medium_fraction=args.medium_fraction)
     paths = collect(cfg, args.out, progress=not args.no_progress)
@@ -468,6 +480,9 @@ def run_offline(args: argparse.Namespace, dataset_path: str, env: str | None, ru
         # by the default env's (Hopper's) termination rule, silently.
         env = "go1"
         print(f"{dataset_path} is a robot recording: env go1 (its termination rule and dimensions)", file=sys.stderr)
+    if init_policy:
+        check_not_inside(run_dir, init_policy, "--init-policy", "offline")
+    check_run_folder(run_dir, "offline", "--run-dir")
     cfg = _config(args, env)
     robot = cfg.env.lower().startswith("go1")
     if not robot:
@@ -551,20 +566,18 @@ def run_online(args: argparse.Namespace, policy_dir: str | None, env: str, run_d
                steps: int | None = None, scratch: bool = False) -> dict:
     import torch
 
-    from .learning import checkpoint as ckpt
-    from .learning.offline import load_policy
+    from .learning.offline import load_policy, load_value
     from .learning.online import SCRATCH_SETTINGS, OnlineTrainer, make_gym_env, scratch_agent
     from .learning.scalars import plot_log
-    from .learning.value import ValueNet
 
     if scratch and policy_dir:
         raise ValueError("--scratch starts from nothing: drop --policy, or drop --scratch to fine-tune that policy")
-    if policy_dir and Path(run_dir).resolve() in Path(policy_dir).resolve().parents:
+    if policy_dir:
         # `--policy runs/x/final --run-dir runs/x`: the online run would write its own final over the offline
         # pick it starts from (and the V fine-tuning needs), with nothing said.
-        raise ValueError(f"--run-dir {run_dir} holds the policy it would start from ({policy_dir}) and would "
-                         "overwrite it: give the online run its own folder, e.g. "
-                         f"--run-dir {run_dir.rstrip('/')}-online")
+        check_not_inside(run_dir, policy_dir, "--policy", "online")
+    check_run_folder(run_dir, "online", "--run-dir")
+    _check_env(env)
     cfg = _config(args, env)
     if steps:
         cfg.online.total_steps = steps
@@ -580,10 +593,9 @@ def run_online(args: argparse.Namespace, policy_dir: str | None, env: str, run_d
             raise ValueError("online needs --policy DIR (a saved policy) or --scratch")
         actor, normalizer, meta, tensors = load_policy(_saved_policy(policy_dir))
         _check_policy_fits(actor, env, (obs_dim, act_dim))
-        if "v_hidden" not in meta:
+        critic = load_value(policy_dir, meta, tensors, obs_dim)
+        if critic is None:
             raise ValueError(f"{policy_dir} has no value function; fine-tuning needs the offline V")
-        critic = ValueNet(obs_dim, tuple(meta["v_hidden"]))
-        ckpt.load_prefixed("value", critic, tensors)
     run = Path(run_dir)
     trainer = OnlineTrainer(online, make_gym_env(env, cfg.seed), actor, critic, normalizer, run, seed=cfg.seed,
                             progress=not args.no_progress, score_fn=lambda r: _score(env, r))
@@ -613,6 +625,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .learning.online import make_gym_env
     from .learning.ppo import evaluate_policy
 
+    _check_env(args.env)
     actor, normalizer, _, _ = load_policy(_saved_policy(args.policy))
     _check_policy_fits(actor, args.env, _env_dims(args.env))
     rets = evaluate_policy(actor, normalizer, make_gym_env(args.env), args.episodes, args.seed)

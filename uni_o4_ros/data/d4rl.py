@@ -345,6 +345,12 @@ def from_arrays(arrays: Mapping[str, Any], source: str = "dataset",
     timeouts = flat["timeouts"].astype(bool) if "timeouts" in flat else np.zeros(n, bool)
     obs = flat["observations"].astype(np.float32)
     infos = {k.split("/", 1)[1]: v for k, v in flat.items() if k.startswith("infos/")}
+    for key, value in infos.items():  # D4RL's infos are one entry per row (qpos, qvel, a recording's step)
+        if value.ndim == 0 or len(value) != n:
+            raise _fail(source, f"'infos/{key}' must hold one entry per row ({n}), got shape {value.shape}")
+    if "step" in infos and not (np.issubdtype(infos["step"].dtype, np.integer) and infos["step"].ndim == 1):
+        raise _fail(source, f"'infos/step' must hold one whole number per row (a recording's step numbers), got "
+                    f"{infos['step'].dtype} of shape {infos['step'].shape}")
     metadata = {k.split("/", 1)[1]: _meta_value(v) for k, v in flat.items() if k.startswith("metadata/")}
     cols = {
         "observations": obs,

@@ -468,12 +468,12 @@ def export_learner_policy(learner_dir: Path, initial_policy: Path, out: Path) ->
     """The learner's newest checkpoint as a deployable policy folder (the initial one if no update ran)."""
     from ..learning import checkpoint as ckpt
     from ..learning.normalizer import StateNormalizer
-    from ..learning.offline import load_policy, save_policy
-    from ..learning.value import ValueNet
+    from ..learning.offline import load_policy, load_value, save_policy
 
     actor, normalizer, meta, tensors = load_policy(initial_policy)
-    critic = ValueNet(actor.spec.obs_dim, tuple(meta["v_hidden"]))
-    ckpt.load_prefixed("value", critic, tensors)
+    critic = load_value(initial_policy, meta, tensors, actor.spec.obs_dim)
+    if critic is None:
+        raise ckpt.CheckpointError(f"{initial_policy} has no value function; fine-tuning needs the offline V")
     version = int(meta.get("version", 0))
     if ckpt.exists(learner_dir, "learner"):
         lt, lm = ckpt.load(learner_dir, "learner")

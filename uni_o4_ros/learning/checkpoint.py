@@ -134,6 +134,11 @@ def load_prefixed(prefix: str, module: torch.nn.Module, tensors: dict[str, torch
         if tuple(sub[key].shape) != tuple(own.shape):
             raise CheckpointError(f"checkpoint's {prefix}.{key} has shape {tuple(sub[key].shape)}, its spec makes "
                                   f"{tuple(own.shape)}: weights and spec do not belong together")
+        # Assigned, a float64 tensor made a float64 layer that torch refused at the first forward pass.
+        if sub[key].dtype != own.dtype:
+            raise CheckpointError(f"checkpoint's {prefix}.{key} is {str(sub[key].dtype).removeprefix('torch.')}, "
+                                  f"this network's is {str(own.dtype).removeprefix('torch.')}: weights saved by "
+                                  "another program (convert them, e.g. tensor.float())")
     if assign:
         module.load_state_dict({k: v.clone() for k, v in sub.items()}, assign=True)
     else:

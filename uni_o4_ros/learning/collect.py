@@ -11,6 +11,7 @@ then roll out its snapshots.
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.atomic import write_json
+from ..data.atomic import atomic_write, write_json
 from . import checkpoint as ckpt
 from .normalizer import RunningNormalizer
 from .online import OnlineTrainer, make_gym_env, scratch_agent, scratch_config
@@ -176,15 +177,19 @@ def collect(cfg: CollectConfig, out_dir: str | Path, progress: bool = True) -> d
         # checkpoint; replay chunks are append-only so a resumed run keeps the whole history.
         step = trainer.env_steps
         replay.add(rollout, step)
-        np.savez(replay_dir / f"chunk_{step:08d}.npz", **replay.parts[-1])
+        atomic_write(replay_dir / f"chunk_{step:08d}.npz", lambda tmp, part=replay.parts[-1]: _savez(tmp, part))
         if step // cfg.eval_every > (step - len(rollout.raw_obs)) // cfg.eval_every or step >= cfg.train_steps:
             ckpt.save(snaps, f"step_{step:08d}", {**ckpt.prefixed("actor", actor),
                                                   **ckpt.prefixed("normalizer", normalizer)},
                       {"env_steps": step, "spec": actor.spec.to_dict()})
 
     for chunk in sorted(replay_dir.glob("chunk_*.npz")):
-        with np.load(chunk, allow_pickle=False) as z:
-            replay.parts.append({k: z[k] for k in z.files})
+        try:
+            with np.load(chunk, allow_pickle=False) as z:
+                replay.parts.append({k: z[k] for k in z.files})
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise ValueError(f"{chunk} is damaged ({type(exc).__name__}: {exc}), so this collect run cannot resume "
+                             f"with its whole history: collect again into a new --out") from None
     history = trainer.run(on_iteration)
     plot_log(out / "scalars.csv", out / "behavior_ppo.png", title=f"behaviour PPO on {cfg.env}")
 
@@ -234,3 +239,8 @@ def dataset_summary(ds: OfflineDataset) -> dict[str, float | int]:
     rets = ds.episode_returns()
     return {"transitions": len(ds), "episodes": len(rets), "mean_return": float(rets.mean()),
             "std_return": float(rets.std()), "max_return": float(rets.max())}
+
+
+def _savez(path: str, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez appends ".npz" to a name that lacks it
+        np.savez(f, **arrays)

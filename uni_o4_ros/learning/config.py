@@ -20,6 +20,22 @@ import yaml
 
 from ..ranges import ConfigValueError, check_ranges
 
+# The names each setting takes (the implementations' own lists, kept equal by a test): checked when the config
+# is made, since a misspelt one used to be refused only by the stage that reads it, after those before it
+# trained (hours at the paper's budget).
+ACTIVATIONS = ("relu", "tanh", "elu", "swish")  # networks.ACTIVATIONS
+MEAN_ACTIVATIONS = ("tanh", "clip", "none")  # policy.GaussianPolicyEnsemble
+DISAGREEMENTS = ("eq6", "envelope", "kl")  # behavior_cloning
+TERMINATIONS = ("auto", "hopper", "walker2d", "halfcheetah", "robot", "never")  # termination.RULES, and auto
+SELECTION_RULES = ("am_q", "closest_certified")  # selection.RULES
+Q_HEADS = ("min", "independent")
+
+
+def _one_of(cfg: Any, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(cfg, name)
+    if value not in choices:
+        raise ConfigValueError(name, f"must be one of {', '.join(choices)}, got {value!r}")
+
 
 @dataclass
 class PolicyConfig:
@@ -31,6 +47,8 @@ class PolicyConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self, {"hidden": ">=1"})
+        _one_of(self, "activation", ACTIVATIONS)
+        _one_of(self, "mean_activation", MEAN_ACTIVATIONS)
         if not (math.isfinite(self.log_std_min) and math.isfinite(self.log_std_max)
                 and self.log_std_min < self.log_std_max):
             raise ConfigValueError("log_std_min", f"must be below log_std_max, got {self.log_std_min} and "
@@ -48,6 +66,7 @@ class BCConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self, {"n_policies": ">=1", "alpha": ">=0", "steps": ">=0", "lr": ">=0", "batch_size": ">=1"})
+        _one_of(self, "disagreement", DISAGREEMENTS)
 
 
 @dataclass
@@ -100,6 +119,7 @@ class DynamicsConfig:
                              "patience": ">=1", "max_epochs": ">=1", "max_steps": ">=1"})
         if self.n_elites > self.n_members:
             raise ConfigValueError("n_elites", f"cannot exceed n_members ({self.n_members}), got {self.n_elites}")
+        _one_of(self, "termination", TERMINATIONS)
 
 
 @dataclass
@@ -117,8 +137,7 @@ class OPEConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self, {"horizon": ">=1", "n_start_states": ">=1", "gamma": "(0,1]"})
-        if self.q_head not in ("min", "independent"):
-            raise ValueError(f"ope.q_head: expected 'min' or 'independent', got {self.q_head!r}")
+        _one_of(self, "q_head", Q_HEADS)
 
     def heads(self) -> tuple[int | None, int | None]:
         """(Q head of the improvement's advantage, Q head of AM-Q); None means the min of both."""
@@ -141,6 +160,7 @@ class SelectionConfig:
 
     def __post_init__(self) -> None:
         check_ranges(self, {"start_states": ">=1", "z": ">=0"})
+        _one_of(self, "rule", SELECTION_RULES)
 
 
 @dataclass
@@ -218,7 +238,9 @@ class UniO4Config:
     online: OnlineConfig = field(default_factory=OnlineConfig)
 
     def __post_init__(self) -> None:
-        check_ranges(self, {"seed": ">=0"})  # numpy and Gymnasium refuse negative seeds, deep in a stage
+        # numpy and Gymnasium refuse negative seeds, deep in a stage, and a seed past 64 bits overflowed there; 32
+        # bits, as every --seed and the policy node take
+        check_ranges(self, {"seed": "[0,4294967295]"})
         if self.device != "cpu":  # said at once, not ignored: nothing here moves a tensor to another device
             raise ConfigValueError("device", f"only 'cpu' is supported (every stage runs on the CPU), got "
                                    f"{self.device!r}")
@@ -234,7 +256,8 @@ def from_dict(cls: type, data: dict) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise ValueError(f"unknown config key(s) for {cls.__name__}: {sorted(unknown)}; known: {sorted(names)}")
+        unknown_keys = sorted(map(str, unknown))  # str: a YAML file's keys may be numbers (1: a)
+        raise ValueError(f"unknown config key(s) for {cls.__name__}: {unknown_keys}; known: {sorted(names)}")
     kwargs = {}
     for k, v in data.items():
         t = hints[k]

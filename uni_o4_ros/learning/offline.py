@@ -102,6 +102,7 @@ class OfflineTrainer:
 
         validate(dataset)  # a NaN reward would surface as "training diverged", a (N, 1) column as a shape error
         self.cfg, self.ds = cfg, dataset
+        self.termination()  # an env with no termination rule is said now, not after the value and dynamics stages
         # Polled between steps, e.g. a node's shutdown flag: the stage saves and training ends
         # cleanly instead of dying in the middle of a torch call at interpreter exit.
         self.should_stop = should_stop or (lambda: False)
@@ -445,3 +446,21 @@ def load_policy(directory: str | Path, name: str = "policy") -> tuple[GaussianPo
                                    "inputs (normalizer.mean, normalizer.std): it cannot read states without one")
     normalizer = StateNormalizer(tensors["normalizer.mean"], tensors["normalizer.std"])
     return policy, normalizer, meta, tensors
+
+
+def load_value(directory: str | Path, meta: dict, tensors: dict[str, torch.Tensor], obs_dim: int,
+               default_hidden: tuple[int, ...] | None = None) -> ValueNet | None:
+    """The V saved beside a policy (load_policy's `meta` and `tensors`), None if there is none. Its widths come from
+    policy.json's `v_hidden` (`default_hidden` for a folder that names none); a hand-edited one (5, "ab", [-3])
+    is a CheckpointError, not a TypeError from inside torch."""
+    if not any(k.startswith("value.") for k in tensors):
+        return None
+    hidden = meta.get("v_hidden", default_hidden)
+    if not (isinstance(hidden, (list, tuple)) and hidden
+            and all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden)):
+        raise ckpt.CheckpointError(f"policy {Path(directory)}: v_hidden {hidden!r} in policy.json is not a list of "
+                                   "layer widths (e.g. [256, 256, 256])")
+    with torch.device("meta"):  # shapes only until the weights are checked against them, as load_policy
+        critic = ValueNet(obs_dim, tuple(hidden))
+    ckpt.load_prefixed("value", critic, tensors, assign=True)
+    return critic

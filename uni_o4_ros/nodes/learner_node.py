@@ -40,7 +40,7 @@ from rclpy.node import Node
 from uni_o4_ros.data.atomic import write_json, write_text
 from uni_o4_ros.learning import checkpoint as ckpt
 from uni_o4_ros.learning.config import OnlineConfig
-from uni_o4_ros.learning.offline import load_policy
+from uni_o4_ros.learning.offline import load_policy, load_value
 from uni_o4_ros.learning.online_learner import OnlineLearnerCore
 from uni_o4_ros.learning.value import ValueNet
 from uni_o4_ros.msg import PolicyUpdate, Transition
@@ -118,10 +118,9 @@ class LearnerNode(Node):
         if not p["policy_dir"] or not Path(p["policy_dir"]).is_dir():
             raise NodeConfigError(f"parameter policy_dir must name a saved policy folder, got {p['policy_dir']!r}")
         actor, normalizer, meta, tensors = load_policy(p["policy_dir"])
-        critic = ValueNet(actor.spec.obs_dim, tuple(meta.get("v_hidden", (256, 256, 256))))
-        if any(k.startswith("value.") for k in tensors):
-            ckpt.load_prefixed("value", critic, tensors)
-        else:
+        critic = load_value(p["policy_dir"], meta, tensors, actor.spec.obs_dim, default_hidden=(256, 256, 256))
+        if critic is None:
+            critic = ValueNet(actor.spec.obs_dim, (256, 256, 256))  # Table 5's widths
             self.get_logger().warning("initial policy has no value function: V starts untrained "
                                       "(consider critic_warmup_steps)")
         cfg = OnlineConfig(rollout_steps=int(p["rollout_steps"]), epochs=int(p["epochs"]),

@@ -1,0 +1,55 @@
+"""What a run folder holds, so that one command never writes into another's (no torch).
+
+`uni-o4 online --run-dir` of an offline run's folder replaced its AM-Q pick (final/) and config.json, `offline
+--init-policy runs/x/final --run-dir runs/x` overwrote the online policy it started from, and `collect --out`
+of a run folder appended behaviour PPO's rows to its scalars.csv, all without a word. A folder is told by the
+files its command leaves: a rerun into a folder of its own kind resumes, any other is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HOLDS = {"offline": "an offline Uni-O4 run", "online": "an online run", "collect": "a collect run (behaviour PPO "
+         "and its datasets)", "policy": "a saved policy"}
+
+
+def held_run(folder: str | Path) -> str | None:
+    """The kind of run `folder` holds (a key of HOLDS), None if none (missing, empty, or other files only)."""
+    folder = Path(folder)
+    if (folder / "policy.json").is_file() or (folder / "policy.safetensors").is_file():
+        return "policy"
+    if (folder / "collect.json").is_file() or (folder / "stages" / "behavior_ppo").is_dir():
+        return "collect"  # finished, or interrupted (its behaviour PPO resumes)
+    if (folder / "stages" / "online").is_dir():
+        return "online"
+    config = folder / "config.json"
+    if config.is_file():
+        try:
+            written = json.loads(config.read_text())
+        except (OSError, ValueError):
+            written = None
+        # online's config.json adds what it started from to the settings
+        return "online" if isinstance(written, dict) and "scratch" in written else "offline"
+    stages = folder / "stages"
+    if (folder / "selection.json").is_file() or (stages.is_dir() and any(stages.glob("value-*"))):
+        return "offline"
+    return None
+
+
+def check_run_folder(folder: str | Path, kind: str, flag: str) -> None:
+    """ValueError if `folder` holds another kind of run than `kind` (or a saved policy)."""
+    held = held_run(folder)
+    if held is not None and held != kind:
+        raise ValueError(f"{flag} {folder} holds {HOLDS[held]}: this {kind} run would write its own files into it "
+                         "(final/, config.json, scalars.csv), over that one's; give it a folder of its own")
+
+
+def check_not_inside(run_dir: str | Path, policy_dir: str | Path, flag: str, kind: str) -> None:
+    """ValueError if the run folder is, or holds, the policy folder the run starts from: it would overwrite it."""
+    run, policy = Path(run_dir).resolve(), Path(policy_dir).resolve()
+    if run == policy or run in policy.parents:
+        raise ValueError(f"--run-dir {run_dir} holds the policy it would start from ({flag} {policy_dir}) and would "
+                         f"overwrite it: give the {kind} run its own folder, e.g. --run-dir "
+                         f"{str(run_dir).rstrip('/')}-{kind}")

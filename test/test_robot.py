@@ -518,6 +518,8 @@ def test_a_state_that_is_no_state_engages_the_estop_until_re_armed_and_never_rea
         c.on_command(q, 1, now=1.1)
         again = c.tick(up, q, dq, 1.105)  # good again, with a fresh command: still stopped, the reason kept
         assert again.command.damping and not again.bad_state and "e-stop (bad robot state" in again.reason, name
+        c.estop(True)  # the operator's press on the engaged stop keeps what engaged it
+        assert "e-stop (bad robot state" in c.tick(up, q, dq, 1.106).reason, name
         assert "re-armed" in c.estop(False)
         c.on_command(q, 1, now=1.2)
         out = c.tick(up, q, dq, 1.205)
@@ -529,6 +531,18 @@ def test_a_state_that_is_no_state_engages_the_estop_until_re_armed_and_never_rea
     out = c.tick(up, q, calf_glitch, 1.025)
     assert out.mode == Mode.ACTIVE and not out.bad_state
     np.testing.assert_allclose(out.command.q, q, atol=1e-6)
+    # Odd speeds count in a row: one sane tick between them (a fall's, here) starts the count again.
+    c = armed()
+    for k, state in enumerate(((up, q, calf_glitch), (up, q, calf_glitch), (np.array([np.cos(0.6), np.sin(0.6), 0, 0]),
+                                                                           q, dq), (up, q, calf_glitch))):
+        out = c.tick(*state, 1.03 + 0.01 * k)
+    assert not out.bad_state and c.mode != Mode.ESTOP
+    # A simulated robot put back clears a bad state's stop, and its reason with it.
+    c = armed()
+    c.tick(np.zeros(4), q, dq, 1.05)
+    c.robot_put_back()
+    c.hold("link lost")
+    assert c.tick(up, q, dq, 1.06).reason == "e-stop"
     # A fall with a bad joint reading at that moment is told as the fall it is.
     c = armed()
     tilted = np.array([np.cos(0.6), np.sin(0.6), 0, 0])  # roll 1.2 rad

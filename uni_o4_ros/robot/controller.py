@@ -80,7 +80,8 @@ class ControllerCore:
 
     def estop(self, engage: bool) -> str:
         if engage:
-            self.mode, self._estop_why = Mode.ESTOP, ""
+            if self.mode != Mode.ESTOP:  # a press on an engaged stop keeps its reason (a bad state's, say)
+                self.mode, self._estop_why = Mode.ESTOP, ""
             return "e-stop engaged: damping until re-armed"
         if self.held_by:
             return f"not re-armed: {self.held_by}"
@@ -108,12 +109,15 @@ class ControllerCore:
         self._fall_latched = self._silent_latched = False
         self._silent_since = None
         self._q_des = None
+        self._estop_why, self._fast_ticks = "", 0
 
     def tick(self, quat_wxyz: np.ndarray, q: np.ndarray, dq: np.ndarray, now: float) -> TickOutcome:
         if self.mode == Mode.ESTOP:
             return TickOutcome(damping_command(self.cfg), Mode.ESTOP,
                                f"e-stop ({self._estop_why})" if self._estop_why else "e-stop")
         problem = state_problem(quat_wxyz, q, dq)
+        fast = speed_problem(dq) if problem is None else None
+        self._fast_ticks = self._fast_ticks + 1 if fast else 0  # in a row: every tick counts, a fall's too
         # A fall is told whenever the orientation can be read, so a bad joint reading at the moment of a fall
         # does not record the fall as something else.
         if problem is None or orientation_problem(quat_wxyz) is None:
@@ -124,8 +128,6 @@ class ControllerCore:
                 self.mode = Mode.DAMPING
                 return TickOutcome(damping_command(self.cfg), Mode.DAMPING,
                                    f"fall: roll {roll:.2f}, pitch {pitch:.2f}", fell=first)
-        fast = speed_problem(dq) if problem is None else None
-        self._fast_ticks = self._fast_ticks + 1 if fast else 0
         if problem is None and self._fast_ticks >= FAST_TICKS:
             problem = f"{fast} for {self._fast_ticks} ticks"
         if problem:

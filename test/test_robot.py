@@ -986,6 +986,22 @@ def test_a_playback_heard_between_the_live_runs_transitions_is_never_taken_one_b
     assert runs.hear(*tuesday, now=130.01) == "earlier" and runs.current.session == live[0]
 
 
+def test_the_damping_limit_of_an_episode_holds_when_the_wall_clock_is_set_back():
+    """The recorder times how long the robot was damped by the stamps of its states, which the controller takes
+    from the wall clock: NTP setting it back 60 s mid-stretch delayed the episode's end (max_damped 0.1 s) by a
+    minute, a transition across it joining states the policy did not act between."""
+    from uni_o4_ros.robot.episodes import DampingWatch
+
+    s = 10**9
+    watch = DampingWatch(limit=0.1)
+    assert watch.exceeded(True, 1000 * s) == 0.0
+    assert watch.exceeded(True, 1000 * s + 50_000_000) == 0.0
+    back = 940 * s  # the clock went a minute back
+    assert watch.exceeded(True, back) == 0.0 and watch.exceeded(True, back + 60_000_000) == 0.0
+    assert watch.exceeded(True, back + 120_000_000) == pytest.approx(0.12)  # 0.1 s after the step, not 60 s
+    assert watch.exceeded(False, back + 140_000_000) == 0.0 and DampingWatch(limit=0.0).exceeded(True, 5 * s) == 0.0
+
+
 def test_remote_estop_fires_once_per_press_of_the_whole_combination():
     rule = RemoteCombo(frozenset({"L2", "B"}))
     held = [set(), {"L2"}, {"L2", "B"}, {"L2", "B", "A"}, {"B"}, {"L2", "B"}, set()]

@@ -128,7 +128,9 @@ class DampingWatch:
         if not damped:
             self.since = None
             return 0.0
-        if self.since is None:
+        if self.since is None or stamp < self.since:
+            # A stamp before the stretch began: the controller's wall clock was set back (NTP). Counted from here,
+            # the stretch ends at most `limit` late, not as long as the clock went back.
             self.since = stamp
         seconds = (stamp - self.since) * 1e-9
         return seconds if self.limit > 0 and seconds > self.limit else 0.0

@@ -462,6 +462,10 @@ def test_no_command_writes_into_another_commands_run_folder_or_the_policy_it_sta
     save_policy(tmp_path / "offline_run" / "final", "policy", actor, normalizer, critic=critic, extra={"am_q": 1.0})
     (tmp_path / "offline_run" / "selection.json").write_text("{}\n")
     (tmp_path / "offline_run" / "scalars.csv").write_text("stage,step,name,value\nbc,1,loss,0.5\n")
+    for folder, marker in (("pretrained", "stages/pretrain/stage.json"), ("field_run", "stages/record.json")):
+        (tmp_path / folder / marker).parent.mkdir(parents=True)  # what `uni-o4 pretrain` and `field` leave
+        (tmp_path / folder / marker).write_text("{}\n")
+        (tmp_path / folder / "config.json").write_text("{}\n")
     ds = tmp_path / "d.hdf5"
     rng = np.random.default_rng(0)
     write_hdf5(ds, OfflineDataset(observations=rng.normal(size=(50, 11)).astype(np.float32),
@@ -481,7 +485,11 @@ def test_no_command_writes_into_another_commands_run_folder_or_the_policy_it_sta
             (["online", "--policy", str(tmp_path / "offline_run" / "final"), "--env", "Hopper-v5", "--run-dir",
               str(tmp_path / "offline_run" / "final"), *tiny], "holds the policy it would start from"),
             (["collect", "--env", "Hopper-v5", "--out", str(tmp_path / "offline_run"), "--no-progress"],
-             "holds an offline Uni-O4 run: this collect run would write")):
+             "holds an offline Uni-O4 run: this collect run would write"),
+            (["offline", "--dataset", str(ds), "--run-dir", str(tmp_path / "pretrained"), *tiny],
+             "holds a Go1 pretraining run (uni-o4 pretrain)"),
+            (["online", "--policy", str(tmp_path / "offline_run" / "final"), "--env", "Hopper-v5", "--run-dir",
+              str(tmp_path / "field_run"), *tiny], "holds a field pipeline run (uni-o4 field)")):
         assert main(argv) == 2, argv
         assert said in capsys.readouterr().err, argv
         assert snapshot() == before, argv  # nothing written, nothing replaced

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 
 HOLDS = {"offline": "an offline Uni-O4 run", "online": "an online run", "collect": "a collect run (behaviour PPO "
-         "and its datasets)", "policy": "a saved policy"}
+         "and its datasets)", "policy": "a saved policy", "pretrain": "a Go1 pretraining run (uni-o4 pretrain)",
+         "field": "a field pipeline run (uni-o4 field)"}
 
 
 def held_run(folder: str | Path) -> str | None:
@@ -22,8 +23,13 @@ def held_run(folder: str | Path) -> str | None:
         return "policy"
     if (folder / "collect.json").is_file() or (folder / "stages" / "behavior_ppo").is_dir():
         return "collect"  # finished, or interrupted (its behaviour PPO resumes)
-    if (folder / "stages" / "online").is_dir():
+    stages = folder / "stages"
+    if (stages / "online").is_dir():
         return "online"
+    if (stages / "pretrain").is_dir():
+        return "pretrain"
+    if stages.is_dir() and any(stages.glob("*.json")):  # the field pipeline's finished-stage markers
+        return "field"
     config = folder / "config.json"
     if config.is_file():
         try:
@@ -32,7 +38,6 @@ def held_run(folder: str | Path) -> str | None:
             written = None
         # online's config.json adds what it started from to the settings
         return "online" if isinstance(written, dict) and "scratch" in written else "offline"
-    stages = folder / "stages"
     if (folder / "selection.json").is_file() or (stages.is_dir() and any(stages.glob("value-*"))):
         return "offline"
     return None

@@ -64,14 +64,11 @@ def stale_answer_in(values: dict[str, str], message: str, key: bytes | None) -> 
     """The StaleAnswer a policy_status reports, None if it is none (or names no run: a policy node of before)."""
     if values.get("accepted") != "False" or values.get("stale_session") != "True":
         return None
-    session = values.get("session", "")
+    run = session_in(values, message, key)  # the refusing run, as its announcement names it (signed alike)
     try:
-        version, started = int(values.get("version", "")), int(values.get("started_ns", ""))
+        version = int(values.get("version", ""))
     except ValueError:
         return None
-    if not session:
+    if run is None:
         return None
-    signed = key is None or hmac.compare_digest(sign_status(values, message, key).encode(),
-                                                values.get("signature", "").encode())
-    return StaleAnswer(Announcement(session, started, signed), values.get("refused_session", ""), version,
-                       values.get("sha256", ""))
+    return StaleAnswer(run, values.get("refused_session", ""), version, values.get("sha256", ""))

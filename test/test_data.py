@@ -346,8 +346,10 @@ def test_columns_as_other_writers_store_them_are_read_and_strange_ones_refused(t
     assert ds.terminals.dtype == bool and len(ds.episode_slices()) == 3
     with pytest.raises(DatasetError, match=r"'terminals' must be 0/1 \(or bool\)"):
         from_arrays(dict(base, terminals=base["terminals"] * 0.5 + 0.25))
-    with pytest.raises(DatasetError, match=re.escape("'terminals' holds |S5 values, not numbers")):
+    with pytest.raises(DatasetError, match=re.escape("'terminals' holds |S5 values, not real numbers")):
         from_arrays(dict(base, terminals=np.array([b"False"] * len(base["rewards"]))))
+    with pytest.raises(DatasetError, match=re.escape("'observations' holds complex64 values, not real numbers")):
+        from_arrays(dict(base, observations=base["observations"] + 1j))  # the imaginary part was dropped unsaid
     # infos are one entry per row: a scalar (or h5py.Empty) ended in len()'s TypeError, step numbers of text in
     # int()'s "invalid literal", step numbers of shape (N, 2) in numpy's broadcast error
     n = len(base["rewards"])

@@ -330,8 +330,9 @@ def from_arrays(arrays: Mapping[str, Any], source: str = "dataset",
             flat[key] = arr = arr[:, 0]  # D4RL's get_dataset squeezes these too
         if arr.ndim != rank:
             raise _fail(source, f"'{key}' must have rank {rank}, got shape {arr.shape}")
-        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            raise _fail(source, f"'{key}' holds {arr.dtype} values, not numbers")
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
+            # complex: numpy's cast to float32 drops the imaginary part, with a warning at most
+            raise _fail(source, f"'{key}' holds {arr.dtype} values, not real numbers")
     _check_lengths(source, {k: flat[k] for k in (*REQUIRED, "next_observations", "timeouts") if k in flat})
     for key in ("terminals", "timeouts"):
         if key in flat and not np.isin(flat[key], (0, 1)).all():

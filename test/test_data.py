@@ -386,7 +386,16 @@ def test_a_dataset_built_in_python_is_checked_before_training(tmp_path):
     ds.rewards[7] = np.nan
     with pytest.raises(DatasetError, match=r"'rewards' has NaN/inf values \(first at row 7\)"):
         OfflineTrainer(cfg, ds, tmp_path / "b", progress=False)
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # too few rows for the dynamics model's holdout: said now, not "training diverged" a stage later
+    ds.rewards[7] = 0.0
+    few = from_arrays({k: getattr(ds, k)[:4] for k in ("observations", "actions", "rewards", "terminals",
+                                                        "next_observations")})
+    with pytest.raises(ValueError, match=r"4 transition\(s\) are too few: .* it needs at least 5"):
+        OfflineTrainer(cfg, few, tmp_path / "c", progress=False)
+    OfflineTrainer(cfg, from_arrays({k: getattr(ds, k)[:5] for k in ("observations", "actions", "rewards",
+                                                                      "terminals", "next_observations")}),
+                   tmp_path / "d", progress=False)  # 5 are enough: one held out, four fit
+    assert not any((tmp_path / x).exists() for x in "abc")
 
 
 def test_the_dynamics_model_is_not_fit_on_the_next_episodes_start(tmp_path):

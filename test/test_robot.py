@@ -1200,3 +1200,25 @@ def test_recorder_core_rewards_each_step_for_the_command_it_followed():
     rewards = [o["reward"] for o in outs[1:]]
     assert rewards == pytest.approx([expected(0.5, 0.0), expected(0.5, 0.0), expected(1.0, 0.2)])
     assert expected(1.0, 0.2) < 0.6 * expected(0.5, 0.0)  # the difference is not a rounding one
+
+
+def test_episode_files_with_odd_loss_counts_or_versions_are_named_or_left_out_not_a_traceback(tmp_path):
+    """An episode file another program wrote (or edited): metadata/missing_steps as an array ended `offline` on
+    the folder in int()'s TypeError, and policy versions stored as text ended `uni-o4 plot` in numpy's ufunc
+    error."""
+    from uni_o4_ros.data import DatasetError, OfflineDataset, write_hdf5
+    from uni_o4_ros.robot.episodes import episode_series, read_episodes
+
+    def episode(path, **extra) -> None:
+        n = 4
+        write_hdf5(path, OfflineDataset(
+            observations=np.zeros((n, 3), np.float32), actions=np.zeros((n, 2), np.float32),
+            rewards=np.ones(n, np.float32), terminals=np.zeros(n, bool), timeouts=np.eye(n, dtype=bool)[-1],
+            next_observations=np.zeros((n, 3), np.float32), **extra))
+
+    episode(tmp_path / "a" / "episode_000001.hdf5", metadata={"missing_steps": np.array([1, 2])})
+    with pytest.raises(DatasetError, match=r"episode_000001.hdf5: metadata/missing_steps is .*not a count"):
+        read_episodes(tmp_path / "a")
+    episode(tmp_path / "b" / "episode_000001.hdf5", infos={"policy_version": np.array([b"v1"] * 4)})
+    series = episode_series(tmp_path / "b")
+    assert series[("episodes", "return")] == [(1, 4.0)] and ("episodes", "policy version") not in series

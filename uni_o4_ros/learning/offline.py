@@ -103,6 +103,7 @@ class OfflineTrainer:
         validate(dataset)  # a NaN reward would surface as "training diverged", a (N, 1) column as a shape error
         self.cfg, self.ds = cfg, dataset
         self.termination()  # an env with no termination rule is said now, not after the value and dynamics stages
+        self._check_enough_rows(len(dataset))
         # Polled between steps, e.g. a node's shutdown flag: the stage saves and training ends
         # cleanly instead of dying in the middle of a torch call at interpreter exit.
         self.should_stop = should_stop or (lambda: False)
@@ -132,6 +133,19 @@ class OfflineTrainer:
             log_std_min=cfg.policy.log_std_min, log_std_max=cfg.policy.log_std_max,
         )
         self.norm_key = hashlib.sha256(self.normalizer.mean.numpy().tobytes()).hexdigest()[:8]
+
+    def _check_enough_rows(self, n: int) -> None:
+        """The dynamics model holds out a share of the rows to pick its elites, and fits the rest: a dataset too
+        small to leave one row out and two to fit (their spread normalises its inputs) ended, a stage later, in
+        "training diverged ... try a lower learning rate"."""
+        d = self.cfg.dynamics
+        held = lambda rows: int(min(d.max_holdout, d.holdout_ratio * rows))  # noqa: E731 - dynamics.py's split
+        if held(n) >= 1 and n - held(n) >= 2:
+            return
+        least = next(rows for rows in range(3, 10**6) if held(rows) >= 1 and rows - held(rows) >= 2)
+        raise ValueError(f"{n} transition(s) are too few: the dynamics model holds out "
+                         f"{d.holdout_ratio:g} of them (dynamics.holdout_ratio) and fits the rest; it needs at "
+                         f"least {least}")
 
     # ------------------------------------------------------------------ helpers
     def state_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -530,12 +530,21 @@ def read_episodes(directory: str | Path) -> OfflineDataset:
     ds = OfflineDataset.concatenate(parts)
     ds.metadata = {"source": str(directory), "episodes": len(parts)}
     for key in ("missing_steps", "left_out_non_finite", "left_out_malformed"):
-        if total := sum(int(p.metadata.get(key, 0)) for p in parts):
+        if total := sum(_count(f, p.metadata, key) for f, p in zip(files, parts)):
             ds.metadata[key] = total
     for key, flag in (("partial_episodes", "missing_steps"), ("end_missing_episodes", "end_missing")):
         if count := sum(1 for p in parts if p.metadata.get(flag)):
             ds.metadata[key] = count
     return ds
+
+
+def _count(path: Path, metadata: dict, key: str) -> int:
+    """metadata[key] of an episode file as the count the logger writes (0 if absent); a file edited or made by
+    another program holding something else is named, not a TypeError from int()."""
+    value = metadata.get(key, 0)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise DatasetError(f"{path}: metadata/{key} is {value!r}, not a count of transitions")
+    return int(value)
 
 
 def episode_series(directory: str | Path) -> dict[tuple[str, str], list[tuple[int, float]]]:
@@ -548,6 +557,8 @@ def episode_series(directory: str | Path) -> dict[tuple[str, str], list[tuple[in
     for f in files:
         ds, number = read_hdf5(f), int(_EPISODE_FILE.fullmatch(f.name).group(1))
         versions = ds.infos.get("policy_version")
+        if versions is not None and not np.issubdtype(np.asarray(versions).dtype, np.number):
+            versions = None  # not numbers (a file another program wrote): the curve leaves them out
         for name, value in (("return", float(ds.rewards.sum())), ("steps", len(ds)),
                             ("fell (ended as a terminal)", float(ds.terminals[-1])),
                             ("policy version", float(versions.max()) if versions is not None else None)):

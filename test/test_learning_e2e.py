@@ -699,7 +699,7 @@ def test_a_refused_online_rerun_leaves_the_run_folder_as_it_was(tmp_path, capsys
     assert main([*base, "--steps", "2048"]) == 0
     capsys.readouterr()
     kept = {f: f.read_bytes() for f in run.rglob("*") if f.is_file()}
-    for extra, named in ((["--steps", "2048", "--seed", "1"], "started from another policy"),
+    for extra, named in ((["--steps", "2048", "--seed", "1"], "holds another run: seed 0, not 1"),
                          (["--steps", "1024"], "has trained 2048 environment steps already, more than the 1024 "
                                                "asked: it is kept as it is; ask for 2048 or more steps")):
         assert main([*base, *extra]) == 2

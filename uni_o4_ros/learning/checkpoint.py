@@ -104,11 +104,13 @@ def check_same_run(where: str | Path, meta: dict[str, Any], start: str, settings
     experiments into one, or deploy weights the user did not ask for. Checkpoints written before
     these were recorded carry no such keys and pass."""
     head = f"{where} holds another run"
+    # The seed first: a run from scratch draws its initial weights from it, so another seed is also another
+    # start, and "started from another policy" hid what the user changed.
+    if seed is not None and "seed" in meta and meta["seed"] != seed:
+        raise ValueError(f"{head}: seed {meta['seed']}, not {seed}; use another run directory")
     if "start" in meta and meta["start"] != start:
         raise ValueError(f"{head}: it started from another policy (weights or state statistics); use another "
                          "run directory, or the same initial policy to resume it")
-    if seed is not None and "seed" in meta and meta["seed"] != seed:
-        raise ValueError(f"{head}: seed {meta['seed']}, not {seed}; use another run directory")
     old = meta.get("config", {})
     changed = [f"{k} {old[k]!r} -> {settings[k]!r}" for k in sorted(settings)
                if k in old and k not in may_change and old[k] != settings[k]]

@@ -318,6 +318,7 @@ def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
      "episode_000002.hdf5: observation/action dims 17/6, while episode_000001.hdf5 has 11/3"),
     # an existing --out is refused before the bag (here not even one) is read, not after
     (["bag2h5", "AFILE", "--out", "AFILE"], "afile exists: not replaced"),
+    (["bag2h5", "AFILE", "--out", "AFILE/X"], "afile is a file, not a folder"),  # said before the bag is read
     (["plot", "DAMAGED_RUN"], "scalars.csv: none of its 2 rows could be read (damaged?)"),
     (["collect", "--env", "Hopper-v5", "--out", "X", "--budget", "tiny"], "unrecognized arguments: --budget"),
     (["offline", "--dataset", "HOPPER", "--run-dir", "AFILE/X"], "afile/X: Not a directory"),

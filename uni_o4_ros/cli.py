@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -935,6 +936,13 @@ def cmd_bag2h5(args: argparse.Namespace) -> int:
 
     if Path(args.out).exists():  # before reading what may be gigabytes of bag, not after
         raise FileExistsError(f"{args.out} exists: not replaced (choose another path, or remove it first)")
+    # Likewise a folder it cannot be written into: said after the whole bag was read, as the OS's "File exists"
+    # for a file on its path, or naming the temporary file it was written to first.
+    folder = next(p for p in Path(args.out).absolute().parents if p.exists())
+    if not folder.is_dir():
+        raise NotADirectoryError(f"--out {args.out}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {args.out}: cannot write into {folder}")
     ds = bag_to_dataset(args.bag, args.topic)
     if ds.metadata.get("salvaged_from_unclosed_bag"):
         damage = ds.metadata.get("salvage_damage")

@@ -383,6 +383,9 @@ def test_a_dataset_built_in_python_is_checked_before_training(tmp_path):
     with pytest.raises(DatasetError, match=r"'rewards' must have rank 1, got shape \(\d+, 1\)"):
         OfflineTrainer(cfg, ds, tmp_path / "a", progress=False)
     ds.rewards = ds.rewards[:, 0].copy()
+    with pytest.raises(DatasetError, match=re.escape("'observations' have no columns (dim 0)")):
+        from_arrays({k: getattr(ds, k)[:, :0] if k.endswith("observations") else getattr(ds, k)
+                     for k in ("observations", "actions", "rewards", "terminals", "next_observations")})
     ds.rewards[7] = np.nan
     with pytest.raises(DatasetError, match=r"'rewards' has NaN/inf values \(first at row 7\)"):
         OfflineTrainer(cfg, ds, tmp_path / "b", progress=False)

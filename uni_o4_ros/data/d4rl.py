@@ -490,6 +490,9 @@ def validate(
     if ds.next_observations.shape[1:] != ds.observations.shape[1:]:
         raise _fail(source, f"'next_observations' dim {ds.next_observations.shape[1:]} != observations "
                             f"{ds.observations.shape[1:]}")
+    for key in ("observations", "actions"):  # e.g. a bag whose messages carried none: nothing to learn from
+        if np.shape(arrays[key])[1] == 0:
+            raise _fail(source, f"'{key}' have no columns (dim 0)")
     if obs_dim is not None and ds.obs_dim != obs_dim:
         raise _fail(source, f"observation dim mismatch: environment expects {obs_dim}, dataset has {ds.obs_dim}")
     if act_dim is not None and ds.act_dim != act_dim:

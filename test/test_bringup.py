@@ -935,7 +935,7 @@ def test_lost_odometry_ends_the_episode_as_a_timeout_and_none_starts_until_it_re
 
     w = TransitionWatcher()
     events, pubs, obs = _recorder_peers(w)
-    tick = {"n": 0, "odom": True, "off_ticks": 0}
+    tick = {"n": 0, "odom": True, "off_ticks": 0, "odd": 0}
 
     def control_tick() -> None:  # one 100 Hz tick of the stand-in robot and policy
         pubs["state"].publish(RobotState(mode=RobotState.MODE_ACTIVE))
@@ -946,6 +946,9 @@ def test_lost_odometry_ends_the_episode_as_a_timeout_and_none_starts_until_it_re
         else:
             tick["off_ticks"] += 1
         pubs["step"].publish(Transition(step=tick["n"], observation=obs.tolist(), action=[0.0] * 12, log_prob=-1.0))
+        if tick["odd"]:  # another publisher's odd step: one such ended the recorder (a reshape error)
+            tick["odd"] -= 1
+            pubs["step"].publish(Transition(step=tick["n"], observation=[0.0] * 10, action=[0.0] * 5))
         tick["n"] += 1
 
     # 0.5 s rather than the robot's 0.1 s: a loaded CI machine can stall a process for 0.1 s
@@ -955,6 +958,7 @@ def test_lost_odometry_ends_the_episode_as_a_timeout_and_none_starts_until_it_re
         w.node.create_timer(0.01, control_tick)
         w.wait(lambda: len(w.seen) >= 20)
         assert [e.event for e in events] == [EpisodeEvent.STARTED] and not any(t.timeout for t in w.seen)
+        tick["odd"] = 2  # the recorder hears the test's steps by now
         tick["odom"] = False  # the T265 stops
         w.wait(lambda: any(e.event == EpisodeEvent.ENDED for e in events))
         ended = next(e for e in events if e.event == EpisodeEvent.ENDED)
@@ -967,9 +971,12 @@ def test_lost_odometry_ends_the_episode_as_a_timeout_and_none_starts_until_it_re
         tick["odom"] = True  # back: the next episode starts
         w.wait(lambda: sum(e.event == EpisodeEvent.STARTED for e in events) == 2 and len(w.seen) > len(first))
         assert all(t.episode_id == 2 for t in w.seen[len(first):])
+        assert all(len(t.observation) == 290 and len(t.action) == 12 for t in w.seen)
+        assert recorder.poll() is None
     finally:
         w.close()
         stop(recorder)
+    assert "ignored a policy step sample of 10/5 observation/action values (290/12 expected)" in recorder.stderr.read()
 
 
 class _FollowingPolicy:

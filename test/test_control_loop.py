@@ -268,18 +268,37 @@ def test_waiting_for_the_policy_keeps_a_fast_simulation_in_exact_lockstep(ros_en
     assert waiting["active_ticks"] >= 100 and waiting["late_commands"] == 0
 
 
-def test_nodes_refuse_meaningless_parameters_at_start_with_one_line(ros_env, standing_policy):
+def test_nodes_refuse_meaningless_parameters_at_start_with_one_line(ros_env, standing_policy, tmp_path):
     """Waiting for the policy only makes sense when the controller owns simulated time; a hardware
     backend (here the go1_sim node's motor-board protocol) refuses it, as does a zero rate. Safety limits
     that mean nothing were taken as given: a negative watchdog_timeout never damped, torque_fraction 9
     let torques past the motors' limits, a recorder with max_steps 0 or a 1-number velocity ran on, and a
     policy started on a velocity its command limits do not allow would have been asked for it."""
+    import shutil
     import subprocess
 
+    from uni_o4_ros.learning.normalizer import StateNormalizer
+    from uni_o4_ros.learning.offline import save_policy
+    from uni_o4_ros.learning.policy import make_policy
     from uni_o4_ros.nodes.processes import node_command
 
+    afile, hopper, damaged = tmp_path / "afile", tmp_path / "hopper_policy", tmp_path / "damaged_policy"
+    afile.write_text("a file where a folder is expected\n")
+    save_policy(hopper, "policy", make_policy(11, 3, hidden=(8,)), StateNormalizer.identity(11))
+    shutil.copytree(standing_policy, damaged)
+    (damaged / "policy.safetensors").write_bytes((damaged / "policy.safetensors").read_bytes()[:100])
+    broken_yaml = tmp_path / "broken.yaml"
+    broken_yaml.write_text("a: [\n")
     controller = "pd_controller_node"
     for node, params, needle in (
+            # before: each a traceback, at start or (the learner) at its first update, the logger's episodes
+            # kept in memory until shutdown and lost there
+            ("dataset_logger_node", [f"directory:={afile}"], f"parameter directory {str(afile)!r} is a file"),
+            ("learner_node", [f"policy_dir:={standing_policy}", f"run_dir:={afile}/run"],
+             "parameter run_dir"),
+            ("policy_node", [f"policy_dir:={hopper}"], "holds a policy of 11 observations and 3 actions; the Go1's"),
+            ("policy_node", [f"policy_dir:={damaged}"], "damaged_policy/policy is unreadable"),
+            ("policy_node", ["--params-file", str(broken_yaml)], "Couldn't parse params file"),
             (controller, ["backend:=go1_sim", "wait_for_policy:=true"], "a real robot cannot wait"),
             (controller, ["rate_hz:=0.0"], "parameter rate_hz: must be > 0, got 0.0"),
             (controller, ["backend:=unitree_sdk", "reset_on_episode_end:=true"],
@@ -309,7 +328,8 @@ def test_nodes_refuse_meaningless_parameters_at_start_with_one_line(ros_env, sta
             # before: taken, and the first reset of a simulated robot ended the node (torch's seed overflowed)
             ("policy_node", [f"policy_dir:={standing_policy}", "seed:=4611686018427387904"],
              "parameter seed: must be in [0, 4294967295], got 4611686018427387904")):
-        run = subprocess.run(node_command(node, params), env=ros_env, capture_output=True, text=True, timeout=120)
+        cmd = node_command(node, params_file=params[1]) if params[0] == "--params-file" else node_command(node, params)
+        run = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=120)
         assert run.returncode == 2 and needle in run.stderr and "Traceback" not in run.stderr, run.stderr
 
 

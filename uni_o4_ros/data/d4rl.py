@@ -105,9 +105,9 @@ def finite_transition(t: dict) -> bool:
 
 def transition_dims(t: dict) -> tuple[int, int] | None:
     """(observation, action) lengths of one streamed transition; None when its arrays cannot be a row of a
-    dataset at all (not 1-D, or a next_observation of another length than its observation)."""
+    dataset at all (not 1-D, empty, or a next_observation of another length than its observation)."""
     obs, nxt, act = (np.shape(t[k]) for k in ("observation", "next_observation", "action"))
-    if len(obs) != 1 or nxt != obs or len(act) != 1:
+    if len(obs) != 1 or nxt != obs or len(act) != 1 or 0 in (obs[0], act[0]):
         return None
     return obs[0], act[0]
 

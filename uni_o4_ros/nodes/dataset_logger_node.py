@@ -40,7 +40,7 @@ from uni_o4_ros.msg import Transition
 from uni_o4_ros.robot.episodes import EpisodeWriter, describe_runs, run_name, transition_row, wall_time
 from uni_o4_ros.robot.runs import QUIET_S
 
-from .params import Doc, declare_read_only
+from .params import Doc, declare_read_only, writable_folder
 from .qos import TRANSITIONS
 from .run import NodeConfigError, run_node
 
@@ -65,7 +65,7 @@ class DatasetLoggerNode(Node):
         super().__init__("dataset_logger")
         p = declare_read_only(self, PARAMETERS, {"directory": "data/robot", "bag_path": "", "min_free_mb": 1000,
                                      "max_unwritten_mb": 1000})
-        directory, bag_path = p["directory"], p["bag_path"]
+        directory, bag_path = writable_folder(p["directory"], "directory"), p["bag_path"]
         self.min_free = int(p["min_free_mb"]) * 10**6
         max_unwritten = int(p["max_unwritten_mb"])
         self.writer = EpisodeWriter(directory, max_unwritten_bytes=max_unwritten * 10**6)

@@ -55,7 +55,7 @@ from rclpy.node import Node
 
 from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
 from uni_o4_ros.robot.episodes import DampingWatch, EpisodeRecorderCore, PolicyStep, RobotMotion, StepPairing
-from uni_o4_ros.robot.observation import newest_command, shows_command
+from uni_o4_ros.robot.observation import POLICY_DIMS, newest_command, shows_command
 from uni_o4_ros.robot.odometry_watch import OdometryWatch, finite_sample
 from uni_o4_ros.robot.runs import new_session
 from uni_o4_ros.srv import StartEpisode, StopEpisode
@@ -223,10 +223,10 @@ class EpisodeRecorderNode(Node):
         else:
             self._ignored("robot state")
 
-    def _ignored(self, what: str) -> None:
+    def _ignored(self, what: str, why: str = "with NaN/inf values") -> None:
         self.ignored_samples += 1
         if self.ignored_samples == 1 or self.ignored_samples % 100 == 0:
-            self.get_logger().warning(f"ignored a {what} sample with NaN/inf values ({self.ignored_samples} so far)")
+            self.get_logger().warning(f"ignored a {what} sample {why} ({self.ignored_samples} so far)")
 
     def _odometry_lost(self) -> str:
         return self.odom_watch.lost(time.monotonic())
@@ -320,6 +320,13 @@ class EpisodeRecorderNode(Node):
         return eid
 
     def on_step(self, msg: Transition) -> None:
+        if (len(msg.observation), len(msg.action)) != POLICY_DIMS or not finite_sample((*msg.observation,
+                                                                                        *msg.action)):
+            # Another publisher's, or a broken policy's: one such step ended this node (a reshape or broadcast
+            # error), and the recording with it.
+            self._ignored("policy step", f"of {len(msg.observation)}/{len(msg.action)} observation/action values "
+                          f"({POLICY_DIMS[0]}/{POLICY_DIMS[1]} expected) or with NaN/inf values")
+            return
         self._maybe_start()
         if self.pending is not None:
             observation = np.asarray(msg.observation, np.float32)

@@ -49,7 +49,7 @@ from uni_o4_ros.robot.policy_update import encode_update, refusal_in
 from uni_o4_ros.robot.runs import QUIET_S, remember
 from uni_o4_ros.robot.update_session import SESSION_STATUS, SessionChoice, session_in, stale_answer_in
 
-from .params import Doc, declare_read_only, update_key
+from .params import Doc, declare_read_only, update_key, writable_folder
 from .qos import EVENTS, POLICY_SESSION, POLICY_UPDATE, TRANSITIONS
 from .run import NodeConfigError, run_node
 
@@ -93,6 +93,7 @@ class LearnerNode(Node):
         # Default 1: the learner shares the robot computer with the control loop and must never spin
         # on every core. An offline run with nothing else on the machine may take more.
         torch.set_num_threads(int(p["torch_threads"]))
+        writable_folder(p["run_dir"], "run_dir")  # checkpoints go here: an update the learner cannot save is lost
         self.key = update_key(self, p["hmac_key_file"])
         self.pub = self.create_publisher(PolicyUpdate, "policy_update", POLICY_UPDATE)
         self.published: tuple[int, str] | None = None  # (version, sha256) of the update this learner published last

@@ -13,8 +13,10 @@ Each node module keeps a table `PARAMETERS` of `Doc`s: one line per parameter, i
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, NamedTuple
 
@@ -111,3 +113,22 @@ def update_key(node: Node, setting: str) -> bytes | None:
         node.get_logger().info(f"policy updates are signed with the key in {path} (hmac_key_file, fingerprint "
                                f"{key_fingerprint(key)}); a learner on another computer needs a copy of that file")
     return key
+
+
+def writable_folder(path: str, name: str) -> Path:
+    """The folder a node writes into (parameter `name`), made if missing. A file in its place, a folder that cannot
+    be made or written into, or no path at all is a NodeConfigError at start: before, the first write failed
+    (a traceback that ended the learner at its first update; a logger that kept every episode in memory until
+    shutdown, then lost them)."""
+    if not path.strip():
+        raise NodeConfigError(f"parameter {name} is empty: name a folder")
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise NodeConfigError(f"parameter {name} {path!r} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise NodeConfigError(f"parameter {name} {path!r}: cannot make that folder ({exc.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise NodeConfigError(f"parameter {name} {path!r}: cannot write into that folder")
+    return folder

@@ -34,11 +34,12 @@ from geometry_msgs.msg import Twist
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message
 
+from uni_o4_ros.learning.checkpoint import CheckpointError
 from uni_o4_ros.learning.offline import load_policy
 from uni_o4_ros.msg import JointCommand, PolicyUpdate, RobotState, Transition
 from uni_o4_ros.robot.command import CommandHold, CommandLimits, CommandLimitsError
 from uni_o4_ros.robot.go1 import KD, KP
-from uni_o4_ros.robot.observation import command_vector
+from uni_o4_ros.robot.observation import POLICY_DIMS, command_vector
 from uni_o4_ros.robot.policy_runner import PolicyRunner, Verdict
 from uni_o4_ros.robot.policy_update import encode_update, sign_status
 from uni_o4_ros.robot.safety import SingleSender, state_problem
@@ -83,6 +84,10 @@ class PolicyNode(Node):
         if not policy_dir or not Path(policy_dir).is_dir():
             raise NodeConfigError(f"parameter policy_dir must name a saved policy folder, got {policy_dir!r}")
         policy, normalizer, meta, _ = load_policy(policy_dir)
+        if (policy.spec.obs_dim, policy.spec.act_dim) != POLICY_DIMS:
+            # A policy of another task (Hopper's 11/3) was taken, and the node ended at the robot's first state.
+            raise NodeConfigError(f"{policy_dir} holds a policy of {policy.spec.obs_dim} observations and "
+                                  f"{policy.spec.act_dim} actions; the Go1's are {POLICY_DIMS[0]} and {POLICY_DIMS[1]}")
         key = update_key(self, p["hmac_key_file"])
         max_shift = float(p["max_update_shift"])
         self.runner = PolicyRunner(policy, normalizer, version=int(meta.get("version", 0)),
@@ -245,7 +250,7 @@ class PolicyNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(PolicyNode, "policy", args)
+    return run_node(PolicyNode, "policy", args, errors=(CheckpointError,))  # a damaged policy folder: one line
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import rclpy
 import yaml
 from rcl_interfaces.msg import SetParametersResult
+from rclpy._rclpy_pybind11 import RCLError  # rclpy raises it, and exports it nowhere else
 from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
@@ -43,7 +44,11 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
     # Before rclpy starts: the middleware reads its transport settings when the participant is made.
     transport = without_shared_memory(os.environ)
     os.environ.update(transport.settings)
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except RCLError as exc:  # a --params-file that is missing or no YAML, `-p name` without `:=value`
+        print(f"{name}: error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
     # A hangup counts: an SSH session to the robot that drops while the nodes run in its foreground
     # sends them SIGHUP, whose default ends the controller without its parting damping command.
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, *stop_signals())}

@@ -809,9 +809,10 @@ def test_a_transition_of_other_dimensions_costs_only_itself_not_the_episode(tmp_
     assert writer.add(row(0)) == Arrival() and writer.add(row(1)) == Arrival()
     for bad in (row(2, obs=3), row(2, nxt=5), row(2, act=12), row(3, obs=3, last=True)):
         assert writer.add(bad).left_out.startswith("observation/next_observation/action lengths ")
-    assert writer.add(row(2, obs=3)).left_out == ("observation/next_observation/action lengths 3/3/2, the "
-                                                  "episode's first row 4/4/2")
-    assert writer.add(row(2)) == Arrival() and writer.add(row(3)) == Arrival()
+    assert writer.add(row(2)) == Arrival()
+    assert writer.add(row(2, obs=3)).left_out == ("observation/next_observation/action lengths 3/3/2, most of the "
+                                                  "episode's rows so far 4/4/2")
+    assert writer.add(row(3)) == Arrival()
     assert writer.add(row(3, last=True)) == Arrival()  # the recorder's replay of its last step, marked as the end
     path, left_out = writer.finish(1)
     assert left_out == 0 and writer.last_malformed == 5 and writer.last_missing == []
@@ -823,6 +824,16 @@ def test_a_transition_of_other_dimensions_costs_only_itself_not_the_episode(tmp_
     ds, left_out = episode_dataset([row(0), row(1), row(2, obs=3), row(3), row(4, last=True)], 1)
     assert ds.infos["step"].tolist() == [0, 1, 3, 4] and left_out == 0
     assert ds.metadata["left_out_malformed"] == 1 and "missing_steps" not in ds.metadata
+    # An odd first row costs only itself. Judged by the first row, it cost every good row after it, and the
+    # folder could no longer be read as one recording (its file had the odd row's dimensions).
+    first = EpisodeWriter(tmp_path / "odd_first")
+    assert first.add(row(0, obs=3)) == Arrival()  # nothing to compare it with yet
+    assert first.add(row(1)).left_out and first.add(row(2)).left_out  # said while the odd row ties them
+    assert first.add(row(3, last=True)) == Arrival()  # and no more once most rows are the episode's
+    path, _ = first.finish(1)
+    ds = read_hdf5(path)
+    assert ds.infos["step"].tolist() == [1, 2, 3] and ds.obs_dim == 4 and ds.metadata["left_out_malformed"] == 1
+    assert first.last_malformed == 1
 
 
 def test_episodes_waiting_for_a_writable_folder_are_bounded_the_newest_dropped(tmp_path):

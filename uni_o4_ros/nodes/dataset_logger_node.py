@@ -110,9 +110,9 @@ class DatasetLoggerNode(Node):
                 "restarted with its clock set back, or an old recording played back while the robot's recorder is "
                 "paused (ros2 bag play?). Its episode files name it in metadata/recorder_session")
         if arrival.left_out:
-            self.get_logger().warning(f"episode {m.episode_id} step {m.step}: left out a transition of other "
-                                      f"dimensions ({arrival.left_out}): another publisher on this ROS domain, or a "
-                                      "damaged message? The episode is written without it")
+            self.get_logger().warning(f"episode {m.episode_id} step {m.step}: a transition of other dimensions "
+                                      f"({arrival.left_out}): another publisher on this ROS domain, or a damaged "
+                                      "message? The episode's file keeps the dimensions most of its rows have")
         for session, episode_id in arrival.cut_off:
             if session == m.recorder_session:
                 self.get_logger().error(f"episode {episode_id}: its last transition never reached the logger; "
@@ -157,7 +157,7 @@ class DatasetLoggerNode(Node):
                                     f"{describe_runs(self.writer.last_missing)}); the file holds the rest and "
                                     "says so in metadata/missing_steps: " + STARVED)
         without = [f"{n} transition(s) {why}" for n, why in ((left_out, "with NaN/inf values"),
-                   (self.writer.last_malformed, "of other dimensions than its first")) if n]
+                   (self.writer.last_malformed, "of other dimensions than most of its rows")) if n]
         if path is None:
             said = f" ({', '.join(without)})" if without else ""
             self.get_logger().warning(f"episode {episode_id}: no usable transition{said}, not written")

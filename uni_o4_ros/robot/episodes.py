@@ -292,7 +292,10 @@ class EpisodeWriter:
     # Steps of the episode finish() last wrote that never arrived: (first, last) runs, empty if none.
     last_missing: list[tuple[int, int]] = field(default_factory=list)
     _malformed: dict[tuple[str, int], list[int]] = field(default_factory=dict)  # steps of rows add() left out
-    last_malformed: int = 0  # rows add() left out of the episode finish() last wrote
+    # per episode, how many of its rows have each (observation, action) dimension (insertion-ordered: ties go to
+    # the first to arrive)
+    _dims: dict[tuple[str, int], dict[tuple[int, int], int]] = field(default_factory=dict)
+    last_malformed: int = 0  # rows left out of the episode finish() last wrote for their dimensions
     runs: StreamRuns = field(default_factory=StreamRuns)  # the recorder run being recorded
     earlier_rows: dict[str, int] = field(default_factory=dict)  # rows left out by earlier_run, by session (bounded)
     _heard_runs: dict[str, None] = field(default_factory=dict)  # recorder runs a row was kept of (runs.remember)
@@ -308,10 +311,12 @@ class EpisodeWriter:
         (recorder session, episode id); finish() them to write what did). A row of a newer recorder run
         (a restarted recorder) cuts off every episode of the run before.
 
-        A row whose dimensions differ from the episode's first row (another publisher on the domain, a
-        damaged message) is left out (`Arrival.left_out` says why) and counted in the file's
-        metadata/left_out_malformed: kept, it failed the episode's stacking after its rows were taken, and the
-        episode and the logger were lost."""
+        A row that cannot be one (not 1-D, empty, s' of another length) is left out at once; one whose
+        dimensions differ from those most of the episode's rows have so far (another publisher on the domain, a
+        damaged message) is said (`Arrival.left_out`). The file keeps the dimensions most of the episode's rows
+        have, and counts the others in metadata/left_out_malformed: stacked, they failed the episode after its
+        rows were taken (the episode and the logger were lost), and judged by the first row alone, one odd first
+        row cost every good row after it."""
         session, eid = recorder_run(t)
         arrival = Arrival()
         if not is_session(session):  # written into each file's metadata: only what a recorder draws
@@ -339,12 +344,17 @@ class EpisodeWriter:
         self._newest_id = eid
         rows = self._rows.setdefault((session, eid), [])
         dims = transition_dims(t)
-        if dims is None or (rows and dims != transition_dims(rows[0])):
+        if dims is None:
             self._malformed.setdefault((session, eid), []).append(int(t["step"]))
-            first = f", the episode's first row {describe_dims(rows[0])}" if rows else ""
-            arrival.left_out = f"observation/next_observation/action lengths {describe_dims(t)}{first}"
+            arrival.left_out = f"observation/next_observation/action lengths {describe_dims(t)}"
             return arrival
+        counts = self._dims.setdefault((session, eid), {})
+        ahead = max(counts, key=counts.__getitem__) if counts else None  # the episode's dimensions so far
+        counts[dims] = counts.get(dims, 0) + 1
         rows.append(t)
+        if ahead is not None and dims != ahead:
+            arrival.left_out = (f"observation/next_observation/action lengths {describe_dims(t)}, most of the "
+                                f"episode's rows so far {ahead[0]}/{ahead[0]}/{ahead[1]}")
         return arrival
 
     def finish(self, episode_id: int, metadata: dict | None = None,
@@ -361,8 +371,10 @@ class EpisodeWriter:
             session = self.runs.current.session if self.runs.current is not None else ""
         rows = self._rows.pop((session, episode_id), [])
         malformed = self._malformed.pop((session, episode_id), [])
+        self._dims.pop((session, episode_id), None)
         self.last_missing = missing_steps([*(int(t["step"]) for t in rows), *malformed])
-        self.last_malformed = len(malformed)
+        dims = episode_dims(rows)
+        self.last_malformed = len(malformed) + sum(transition_dims(t) != dims for t in rows)
         if session:
             metadata = {**(metadata or {}), "recorder_session": session}
         ds, left_out = episode_dataset(rows, episode_id, metadata, left_out_steps=malformed)
@@ -470,6 +482,16 @@ def describe_runs(runs: list[tuple[int, int]]) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
+def episode_dims(rows: Iterable[dict]) -> tuple[int, int] | None:
+    """The (observation, action) dimensions most of an episode's rows have (a tie: the first to arrive), None if
+    no row can be one: one odd row, the first included, costs only itself."""
+    counts: dict[tuple[int, int], int] = {}
+    for t in rows:
+        if (d := transition_dims(t)) is not None:
+            counts[d] = counts.get(d, 0) + 1
+    return max(counts, key=counts.__getitem__) if counts else None
+
+
 def episode_dataset(rows: list[dict], episode_id: int, metadata: dict | None = None,
                     left_out_steps: Iterable[int] = ()) -> tuple[OfflineDataset | None, int]:
     """One episode's transitions (any order, duplicates of a step dropped) in the D4RL layout (None
@@ -479,11 +501,10 @@ def episode_dataset(rows: list[dict], episode_id: int, metadata: dict | None = N
     only itself; if it was the episode's end, the episode ends one row earlier, as a timeout.
     Steps that never arrived (a reader starved or stopped for longer than DDS keeps it matched) are
     counted in metadata['missing_steps'] and listed in metadata['missing_ranges']: the file says it
-    holds part of an episode instead of passing for a whole one. Rows of other dimensions than the first one
-    to arrive are left out before that (as EpisodeWriter.add does; a bag holds every message as received) and
-    counted, with those left out already (`left_out_steps`: they arrived, so they are not missing), in
-    metadata['left_out_malformed']."""
-    dims = next((d for t in rows if (d := transition_dims(t)) is not None), None)
+    holds part of an episode instead of passing for a whole one. Rows of other dimensions than most of the
+    episode's (`episode_dims`) are left out before that and counted, with those left out already
+    (`left_out_steps`: they arrived, so they are not missing), in metadata['left_out_malformed']."""
+    dims = episode_dims(rows)
     left_out_steps = [*left_out_steps, *(int(t["step"]) for t in rows if dims is None or transition_dims(t) != dims)]
     by_step = {int(t["step"]): t for t in rows if dims is not None and transition_dims(t) == dims}
     gaps = missing_steps([*by_step, *left_out_steps])

@@ -351,9 +351,9 @@ class PDControllerNode(Node):
             if temperature is not None:  # the hottest motor, where overheating starts
                 hottest = int(np.argmax(temperature))
                 values["motor_temperature_max"] = f"{SDK_MOTOR_NAMES[hottest]} {int(temperature[hottest])} C"
-            level = DiagnosticStatus.OK if out.mode == Mode.ACTIVE else DiagnosticStatus.WARN
-            if "bad robot state" in out.reason:  # a sensor or link fault, not an operator's stop
-                level = DiagnosticStatus.ERROR
+            level = (DiagnosticStatus.OK if out.mode == Mode.ACTIVE
+                     else DiagnosticStatus.ERROR if self.core.faulted  # a sensor or link fault, not an operator
+                     else DiagnosticStatus.WARN)
             self._diagnose(level, out.reason, values, msg.header.stamp)
 
     def _publish_state(self, s, mode: int) -> RobotState:

@@ -153,7 +153,12 @@ class ControllerCore:
         if self.mode != Mode.ACTIVE:
             self.filter.reset(q)  # rate limit starts from where the joints are now
             self.mode = Mode.ACTIVE
-        return TickOutcome(self.filter.apply(self._q_des, q, plausible_dq(dq)), Mode.ACTIVE, "ok")
+        return TickOutcome(self.filter.apply(self._q_des, q, plausible_dq(dq) if fast else dq), Mode.ACTIVE, "ok")
+
+    @property
+    def faulted(self) -> bool:
+        """The e-stop is engaged by a fault the controller found (a bad robot state), not by an operator."""
+        return self.mode == Mode.ESTOP and bool(self._estop_why)
 
     @property
     def policy_version(self) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -294,7 +294,7 @@ class EpisodeWriter:
     _malformed: dict[tuple[str, int], list[int]] = field(default_factory=dict)  # steps of rows add() left out
     # per episode, how many of its rows have each (observation, action) dimension (insertion-ordered: ties go to
     # the first to arrive)
-    _dims: dict[tuple[str, int], dict[tuple[int, int], int]] = field(default_factory=dict)
+    _dims: dict[tuple[str, int], Counter[tuple[int, int]]] = field(default_factory=dict)
     last_malformed: int = 0  # rows left out of the episode finish() last wrote for their dimensions
     runs: StreamRuns = field(default_factory=StreamRuns)  # the recorder run being recorded
     earlier_rows: dict[str, int] = field(default_factory=dict)  # rows left out by earlier_run, by session (bounded)
@@ -348,9 +348,9 @@ class EpisodeWriter:
             self._malformed.setdefault((session, eid), []).append(int(t["step"]))
             arrival.left_out = f"observation/next_observation/action lengths {describe_dims(t)}"
             return arrival
-        counts = self._dims.setdefault((session, eid), {})
-        ahead = max(counts, key=counts.__getitem__) if counts else None  # the episode's dimensions so far
-        counts[dims] = counts.get(dims, 0) + 1
+        counts = self._dims.setdefault((session, eid), Counter())
+        ahead = _most(counts)  # the episode's dimensions so far
+        counts[dims] += 1
         rows.append(t)
         if ahead is not None and dims != ahead:
             arrival.left_out = (f"observation/next_observation/action lengths {describe_dims(t)}, most of the "
@@ -485,11 +485,12 @@ def describe_runs(runs: list[tuple[int, int]]) -> str:
 def episode_dims(rows: Iterable[dict]) -> tuple[int, int] | None:
     """The (observation, action) dimensions most of an episode's rows have (a tie: the first to arrive), None if
     no row can be one: one odd row, the first included, costs only itself."""
-    counts: dict[tuple[int, int], int] = {}
-    for t in rows:
-        if (d := transition_dims(t)) is not None:
-            counts[d] = counts.get(d, 0) + 1
-    return max(counts, key=counts.__getitem__) if counts else None
+    return _most(Counter(d for t in rows if (d := transition_dims(t)) is not None))
+
+
+def _most(counts: Counter) -> tuple[int, int] | None:
+    """The most counted, ties to the first counted (Counter keeps that order), None if none."""
+    return counts.most_common(1)[0][0] if counts else None
 
 
 def episode_dataset(rows: list[dict], episode_id: int, metadata: dict | None = None,

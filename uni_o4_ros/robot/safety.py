@@ -262,6 +262,7 @@ def fallen(roll: float, pitch: float, max_tilt: float) -> bool:
 # A joint speed this many times the URDF's limit is no reading of a leg; for this many ticks in a row, a fault.
 DQ_IMPLAUSIBLE = 3.0
 FAST_TICKS = 3
+_DQ_LIMIT = DQ_IMPLAUSIBLE * DQ_MAX  # per joint, rad/s
 
 
 def orientation_problem(quat_wxyz: np.ndarray) -> str | None:
@@ -294,7 +295,7 @@ def state_problem(quat_wxyz: np.ndarray, q: np.ndarray, dq: np.ndarray) -> str |
 def speed_problem(dq: np.ndarray) -> str | None:
     """A joint speed no Go1 leg reaches (DQ_IMPLAUSIBLE times the URDF's limit), None if there is none."""
     dq = np.asarray(dq, np.float64)
-    fast = np.flatnonzero(np.abs(dq) > DQ_IMPLAUSIBLE * DQ_MAX)
+    fast = np.flatnonzero(np.abs(dq) > _DQ_LIMIT)
     if not fast.size:
         return None
     i = int(fast[0])
@@ -305,7 +306,7 @@ def plausible_dq(dq: np.ndarray) -> np.ndarray:
     """`dq` with the speeds no leg reaches read as 0: the torque bound is computed from it, and one odd reading
     must not move a target."""
     dq = np.asarray(dq, np.float32)
-    return np.where(np.abs(dq) > DQ_IMPLAUSIBLE * DQ_MAX, np.float32(0.0), dq)
+    return np.where(np.abs(dq) > _DQ_LIMIT, np.float32(0.0), dq)
 
 
 def pd_torque(cmd: MotorCommand, q: np.ndarray, dq: np.ndarray) -> np.ndarray:

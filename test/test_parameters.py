@@ -103,3 +103,30 @@ def test_a_value_outside_its_range_stops_the_node_with_the_projects_one_line(ros
     run = subprocess.run(cmd, env=ros_env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2, run.stderr
     assert run.stderr.strip().splitlines() == [f"pd_controller: error: {said}"], run.stderr
+
+
+def test_an_empty_list_on_the_command_line_or_in_a_file_is_an_empty_list(ros_env, tmp_path):
+    """rcl reads `-p command_vx_schedule:=[]`, and `[]` in a parameters file, as a parameter with no value: the
+    recorder and the learner ended in a TypeError (len of None) when told "none". It is the empty list written,
+    and a vector parameter given none says how many numbers it needs."""
+    import rclpy
+    from rclpy.node import Node
+
+    from uni_o4_ros.nodes.params import declare_read_only
+
+    params = tmp_path / "params.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    offline_overrides: []\n")
+    rclpy.init(args=["--ros-args", "-p", "command_vx_schedule:=[]", "--params-file", str(params)])
+    try:
+        node = Node("lists")
+        values = declare_read_only(node, {}, {"command_vx_schedule": [0.0], "offline_overrides": ["env=go1"],
+                                              "command_velocity": [0.5, 0.0, 0.0], "source": "t265"})
+        node.destroy_node()
+    finally:
+        rclpy.shutdown()
+    assert values == {"command_vx_schedule": [], "offline_overrides": [], "command_velocity": [0.5, 0.0, 0.0],
+                      "source": "t265"}
+    run = subprocess.run(node_command("odometry_node", ["mount_rpy:=[]"]), env=ros_env, cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "parameter mount_rpy: must be 3 finite numbers, got []" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr

@@ -75,8 +75,8 @@ PARAMETERS = {
                       "the start_episode service is called"),
     "episodes": Doc("episodes; auto_start starts no more after this many (one that ended before its first "
                     "transition does not count); 0: no limit", ">=0"),
-    "command_vx_schedule": Doc("m/s; forward speeds cycled one per episode; [0.0] (ROS cannot declare an empty "
-                               "list): none, command_velocity throughout"),
+    "command_vx_schedule": Doc("m/s; forward speeds cycled one per episode; [] or [0.0] (the default: ROS cannot "
+                               "declare an empty list): none, command_velocity throughout"),
     "wait_for_subscribers": Doc("readers; start no episode before this many (logger, learner) subscribe to "
                                 "transitions", ">=0"),
     "wait_for_reset": Doc("simulation: the controller stands the robot up at each episode's start (pd_controller "

@@ -72,7 +72,7 @@ PARAMETERS = {
                          "(~/.config/uni_o4_ros/), a path another's copy (a learner off the robot), '' unsigned"),
     "dataset": Doc("path; offline only: an episode folder of the dataset_logger, or a D4RL-layout HDF5 file"),
     "offline_overrides": Doc("offline only: config settings as key=value or section.key=value, as `uni-o4 offline "
-                             "--set` takes them"),
+                             "--set` takes them, over env=go1's defaults ([]: none)"),
     "torch_threads": Doc("threads; torch's for training: 1 by default, since the learner shares the robot "
                          "computer with the control loop", ">=1"),
 }
@@ -151,7 +151,9 @@ class LearnerNode(Node):
                 f"offline mode needs parameter dataset (episode folder or HDF5), got {p['dataset']!r}")
         if p["policy_dir"] and not Path(p["policy_dir"]).is_dir():
             raise NodeConfigError(f"policy_dir {p['policy_dir']!r} is not a saved policy folder")
-        self.cfg = load_config(None, [str(o) for o in p["offline_overrides"] if str(o)])
+        # env=go1 underneath: the learner trains the robot's policy, and `offline_overrides:=[]` (no settings) took
+        # Hopper's config for the robot's data.
+        self.cfg = load_config(None, [str(o) for o in p["offline_overrides"] if str(o)], base=["env=go1"])
         self.offline_args = (dataset, p["policy_dir"], Path(p["run_dir"]))
         self.stopping = threading.Event()
         self.worker = threading.Thread(target=self._run_offline, name="offline", daemon=True)

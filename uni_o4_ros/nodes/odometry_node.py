@@ -26,7 +26,7 @@ from rclpy.node import Node
 
 from uni_o4_ros.hardware.t265 import DeviceError, MountExtrinsic, PoseCheck, T265Source, TrackingWatch, convert
 
-from .params import Doc, declare_read_only
+from .params import Doc, declare_read_only, require_vector
 from .qos import RELIABLE_STREAM
 from .run import run_node
 from .tf import OdomTfBroadcaster, publish_static
@@ -59,7 +59,7 @@ class OdometryNode(Node):
             "bag_topic": "/odom", "bag_loop": False, "min_tracker_confidence": 1, "pose_jumping": False})
         self.tracking = TrackingWatch(int(p["min_tracker_confidence"]))
         self.poses = PoseCheck()
-        self.mount = MountExtrinsic.from_config(p["mount_xyz"], p["mount_rpy"])
+        self.mount = MountExtrinsic.from_config(require_vector(p, "mount_xyz", 3), require_vector(p, "mount_rpy", 3))
         self.frames = (p["odom_frame"], p["base_frame"])
         self.pub = self.create_publisher(Odometry, "odom", RELIABLE_STREAM)
         self.tf = OdomTfBroadcaster(self)

@@ -71,7 +71,7 @@ def declare_read_only(node: Node, docs: Mapping[str, Doc], defaults: dict[str, A
 
 def _declare(node: Node, name: str, default: Any, doc: Doc | None) -> Any:
     try:
-        return node.declare_parameter(name, default, describe(default, doc)).value
+        value = node.declare_parameter(name, default, describe(default, doc)).value
     except InvalidParameterValueException as exc:
         # rclpy checks the descriptor's range as it declares, and its exception is no ValueError: run_node ended
         # in a traceback. Said here as every other start-up error is, in one line naming the rule.
@@ -79,6 +79,9 @@ def _declare(node: Node, name: str, default: Any, doc: Doc | None) -> Any:
         if doc is not None and doc.rule:
             require({name: default if given is None else given.value}, {name: doc.rule})
         raise NodeConfigError(f"parameter {name}: {exc}") from None
+    # rcl reads `name:=[]` (and `name: []` in a YAML file) as a parameter with no value, not as an empty list of
+    # the declared type: the nodes ended in a TypeError on len(None). An empty list is what was written.
+    return [] if value is None and isinstance(default, list) else value
 
 
 def require(values: dict[str, Any], rules: dict[str, str]) -> None:

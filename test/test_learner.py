@@ -18,6 +18,7 @@ from conftest import start_node as start
 from conftest import stop_nodes as stop
 from conftest import wait_until
 from uni_o4_ros.data import read_hdf5
+from uni_o4_ros.learning import checkpoint as ckpt
 from uni_o4_ros.learning.config import OnlineConfig
 from uni_o4_ros.learning.normalizer import StateNormalizer
 from uni_o4_ros.learning.online_learner import OnlineLearnerCore
@@ -61,6 +62,14 @@ def test_learner_core_uses_only_transitions_of_the_deployed_version_and_resumes(
     with pytest.raises(ValueError, match=r"other settings \(clip 0.1 -> 0.2\)"):
         make(cfg=dataclasses.replace(cfg, clip=0.2))
     assert make().version == 1  # and the checkpoint is intact
+    # a learner.json edited by hand (or another program's): one line naming what it lacks, not a KeyError
+    saved = (tmp_path / "learner.json").read_text()
+    (tmp_path / "learner.json").write_text(json.dumps({k: v for k, v in json.loads(saved).items()
+                                                       if k not in ("spec", "updates")}))
+    with pytest.raises(ckpt.CheckpointError, match=r"learner.json lacks spec, updates \(edited, or not written"):
+        make()
+    (tmp_path / "learner.json").write_text(saved)
+    assert make().version == 1
 
 
 def test_learner_core_critic_warmup_publishes_nothing_until_the_actor_trains(tmp_path):

@@ -476,7 +476,7 @@ def export_learner_policy(learner_dir: Path, initial_policy: Path, out: Path) ->
         raise ckpt.CheckpointError(f"{initial_policy} has no value function; fine-tuning needs the offline V")
     version = int(meta.get("version", 0))
     if ckpt.exists(learner_dir, "learner"):
-        lt, lm = ckpt.load(learner_dir, "learner")
+        lt, lm = ckpt.load(learner_dir, "learner", needs=("version",))
         ckpt.load_prefixed("actor", actor, lt)
         ckpt.load_prefixed("critic", critic, lt)
         normalizer = StateNormalizer(lt["normalizer.mean"], lt["normalizer.std"])

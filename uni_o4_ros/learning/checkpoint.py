@@ -58,7 +58,10 @@ def exists(directory: str | Path, name: str) -> bool:
     return (d / f"{name}.json").is_file() and (d / f"{name}.safetensors").is_file()
 
 
-def load(directory: str | Path, name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load(directory: str | Path, name: str,
+         needs: tuple[str, ...] = ()) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A checkpoint's tensors and settings; `needs`: the settings its reader goes on with, each present, or a
+    CheckpointError (a hand-edited or foreign json ended its reader in a KeyError)."""
     d = Path(directory)
     try:
         meta = json.loads((d / f"{name}.json").read_text())
@@ -73,6 +76,10 @@ def load(directory: str | Path, name: str) -> tuple[dict[str, torch.Tensor], dic
     if not isinstance(meta, dict):  # valid JSON, but not what this project writes
         raise CheckpointError(f"checkpoint {d / name}: {name}.json holds a {type(meta).__name__}, not the mapping "
                               "of settings it is written with")
+    if missing := [k for k in needs if k not in meta]:
+        raise CheckpointError(f"checkpoint {d / name}: {name}.json lacks {', '.join(missing)} (edited, or not written "
+                              f"by uni-o4); if {d} is a stage of a run (not a policy you were given), deleting it "
+                              "makes a rerun redo that stage")
     return tensors, meta
 
 

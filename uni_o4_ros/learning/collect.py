@@ -203,7 +203,7 @@ def collect(cfg: CollectConfig, out_dir: str | Path, progress: bool = True) -> d
     medium_step, medium_ret = min(scored, key=lambda x: abs(x[1] - target))
 
     def load_snap(step: int) -> tuple[GaussianPolicyEnsemble, torch.nn.Module]:
-        tensors, meta = ckpt.load(snaps, f"step_{step:08d}")
+        tensors, meta = ckpt.load(snaps, f"step_{step:08d}", needs=("spec",))
         a = GaussianPolicyEnsemble(PolicySpec.from_dict(meta["spec"]), 1)  # the snapshot's own architecture
         n = RunningNormalizer(obs_dim)
         ckpt.load_prefixed("actor", a, tensors)

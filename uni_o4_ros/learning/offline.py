@@ -319,7 +319,7 @@ class OfflineTrainer:
                                 advantage_head=adv_head)
         start = 0
         if ckpt.exists(d, "stage"):
-            tensors, meta = ckpt.load(d, "stage")
+            tensors, meta = ckpt.load(d, "stage", needs=("opt", "step", "iteration"))
             ckpt.load_prefixed("target", imp.target, tensors)
             ckpt.load_prefixed("behavior", imp.behavior, tensors)
             ckpt.load_optimizer("opt", imp.opt, tensors, meta["opt"])
@@ -418,7 +418,7 @@ class OfflineTrainer:
                 prefix: str = "model") -> int:
         if not ckpt.exists(d, "stage"):
             return 0
-        tensors, meta = ckpt.load(d, "stage")
+        tensors, meta = ckpt.load(d, "stage", needs=("opts", "step"))
         ckpt.load_prefixed(prefix, module, tensors)
         for name, opt in opts.items():
             ckpt.load_optimizer(name, opt, tensors, meta["opts"][name])

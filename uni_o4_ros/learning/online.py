@@ -109,7 +109,7 @@ class OnlineTrainer:
         stop at once and be labelled with fewer steps than it has). run() checks it too."""
         if self._checkpoint is not None or not ckpt.exists(self.ckpt_dir, "stage"):
             return
-        tensors, meta = ckpt.load(self.ckpt_dir, "stage")
+        tensors, meta = ckpt.load(self.ckpt_dir, "stage", needs=("env_steps", "actor_opt", "critic_opt", "history"))
         p = self.ppo
         if "spec" in meta and meta["spec"] != p.actor.spec.to_dict():
             # e.g. a run of an older version (tanh mean): its weights would mean another policy here

@@ -257,7 +257,8 @@ class OnlineLearnerCore:
                     extra={"version": self.version, "source": "online learner", "run_dir": str(self.run_dir)})
 
     def _load(self) -> None:
-        tensors, meta = ckpt.load(self.run_dir, "learner")
+        tensors, meta = ckpt.load(self.run_dir, "learner",
+                                  needs=("spec", "actor_opt", "critic_opt", "version", "updates"))
         p = self.ppo
         if PolicySpec.from_dict(meta["spec"]) != p.actor.spec:
             raise ckpt.CheckpointError(f"{self.run_dir}: checkpoint is for a different policy architecture")

@@ -358,5 +358,12 @@ def test_an_update_far_larger_than_the_policy_is_refused_unread_and_a_verdict_on
         assert "signature does not match" in st.message and values["accepted"] == "False"
         assert "signature" not in values and values["sha256"] == hashlib.sha256(junk).hexdigest()
         assert d.tick().policy_version == 1  # still answering, with its own policy
+        # bytes that are no PolicyUpdate (a damaged sender, another type on the topic): before, no verdict at all
+        n = len(d.status)
+        d.update_pub.publish(b"\x00\x01\x00\x00" + b"\xff" * 12)
+        d.wait(lambda: len(d.status) > n)
+        assert d.status[n].message.startswith("an update of 16 bytes that is no PolicyUpdate message (")
+        assert [(kv.key, kv.value) for kv in d.status[n].values] == [("accepted", "False")]
+        assert d.tick().policy_version == 1
     finally:
         d.close()

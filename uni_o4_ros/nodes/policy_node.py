@@ -207,19 +207,27 @@ class PolicyNode(Node):
 
     def on_update(self, raw: bytes) -> None:
         if len(raw) > self.max_update_bytes:
-            reason = (f"an update of {len(raw) / 2**20:.1f} MB, more than {self.max_update_bytes / 2**20:.1f} MB "
-                      "(4 times this policy's size): not read")
-            self.get_logger().warning(f"policy update refused: {reason}")
-            self.status_pub.publish(DiagnosticStatus(level=DiagnosticStatus.WARN, name="policy_update", message=reason,
-                                                     values=[KeyValue(key="accepted", value="False")]))
+            self._refuse_unread(f"an update of {len(raw) / 2**20:.1f} MB, more than "
+                                f"{self.max_update_bytes / 2**20:.1f} MB (4 times this policy's size): not read")
             return
         self.verifier.submit(self.verify, raw)
+
+    def _refuse_unread(self, reason: str) -> None:
+        """An update refused before its contents were read: an unsigned verdict with no version to name."""
+        self.get_logger().warning(f"policy update refused: {reason}")
+        self.status_pub.publish(DiagnosticStatus(level=DiagnosticStatus.WARN, name="policy_update", message=reason,
+                                                 values=[KeyValue(key="accepted", value="False")]))
 
     def close(self) -> None:
         self.verifier.shutdown(wait=False, cancel_futures=True)
 
     def verify(self, raw: bytes) -> None:
-        msg = deserialize_message(raw, PolicyUpdate)
+        try:
+            msg = deserialize_message(raw, PolicyUpdate)
+        except Exception as exc:  # noqa: BLE001 - rclpy's own types; in this thread an error vanished unanswered
+            self._refuse_unread(f"an update of {len(raw)} bytes that is no PolicyUpdate message "
+                                f"({type(exc).__name__}): not read")
+            return
         try:
             verdict = self.runner.offer(msg.version, msg.sha256, bytes(msg.safetensors), msg.spec_json,
                                         bytes(msg.signature), msg.session)

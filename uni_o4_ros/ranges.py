@@ -29,6 +29,7 @@ RANGES: dict[str, Range] = {
     "(0,1]": Range(lambda v: 0 < v <= 1, "in (0, 1]", 0, 1),
     "[0,1]": Range(lambda v: 0 <= v <= 1, "in [0, 1]", 0, 1),
     "(0,pi]": Range(lambda v: 0 < v <= math.pi, "in (0, pi]", 0, math.pi),
+    "[-pi,pi]": Range(lambda v: -math.pi <= v <= math.pi, "in [-pi, pi]", -math.pi, math.pi),  # an angle
     "[0,3]": Range(lambda v: 0 <= v <= 3, "in [0, 3]", 0, 3),  # the T265's tracker confidence
     "[0,100)": Range(lambda v: 0 <= v < 100, "in [0, 100)", 0, 100),  # a battery charge to stop at, in %
     "[0,127]": Range(lambda v: 0 <= v <= 127, "in [0, 127]", 0, 127),  # deg C: the Go1's motors report int8

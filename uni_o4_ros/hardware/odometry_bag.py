@@ -24,6 +24,8 @@ def read_odometry_bag(bag: str | Path, topic: str = "/odom") -> list[TimedPose]:
     from rosbags.rosbag2 import Reader
     from rosbags.typesys import Stores, get_typestore
 
+    if not str(bag).strip():  # Path("") is ".", and "odometry bag . has no ..." named no mistake
+        raise DeviceError("no odometry bag named: set bag_path to a rosbag2 folder")
     bag = Path(bag)
     if not bag.exists():
         raise DeviceError(f"odometry bag {bag} not found")

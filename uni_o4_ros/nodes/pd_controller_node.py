@@ -75,7 +75,7 @@ PARAMETERS = {
     "torque_fraction": Doc("fraction of each motor's torque limit; targets are clamped so the PD torque stays "
                            "within it, where the joint and rate limits allow (they come first)", "(0,1]"),
     "spawn_roll": Doc("rad; sim backend only: the robot's roll when the node starts (later resets stand it "
-                      "upright), to test fall handling"),
+                      "upright), to test fall handling", "[-pi,pi]"),
     "terrain": Doc("flat | mattress; sim backend only: the ground simulated"),
     "reset_on_episode_end": Doc("simulation only (refused with unitree_sdk): each time the recorder starts an "
                                 "episode, clear a fall or e-stop as a re-arm would, and stand the sim backend's robot "

@@ -103,6 +103,9 @@ def test_next_observations_are_rebuilt_when_missing(tmp_path):
      "length mismatch"),
     (lambda f: f["observations"].__setitem__((5, 1), np.nan), "'observations' has NaN/inf values (first at row 5)"),
     (lambda f: f["rewards"].__setitem__(2, np.inf), "'rewards' has NaN/inf"),
+    # float64 values float32 cannot hold: they were called NaN/inf, as the cast made them
+    (lambda f: (f.__delitem__("rewards"), f.create_dataset("rewards", data=np.r_[np.zeros(3), -1e39, np.zeros(6)])),
+     "'rewards' has values past float32's range (+-3.4e38), in which it is trained (first at row 3: -1e+39)"),
     (lambda f: (f.__delitem__("actions"), f.create_dataset("actions", data=np.zeros(10, np.float32))),
      "'actions' must have rank 2"),
 ])

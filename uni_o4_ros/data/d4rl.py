@@ -20,6 +20,7 @@ from .memory import available_memory
 
 REQUIRED = ("observations", "actions", "rewards", "terminals")
 FLOAT_KEYS = ("observations", "actions", "rewards", "next_observations")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class DatasetError(ValueError):
@@ -341,6 +342,15 @@ def from_arrays(arrays: Mapping[str, Any], source: str = "dataset",
     for key in FLOAT_KEYS:
         if key in flat and not (finite := np.isfinite(flat[key])).all():
             raise _fail(source, f"'{key}' has NaN/inf values (first at row {int(np.argwhere(~finite)[0][0])})")
+        # float64 (or int64) values past float32's range become inf in the cast below, and were then called NaN/inf
+        # (max and min first: no copy of a large array on the path every good file takes)
+        arr = flat.get(key)
+        if arr is not None and arr.dtype.itemsize > 4 and arr.size and \
+                (arr.max() > _FLOAT32_MAX or arr.min() < -_FLOAT32_MAX):
+            fits = np.abs(arr) <= _FLOAT32_MAX
+            row = int(np.argwhere(~fits)[0][0])
+            raise _fail(source, f"'{key}' has values past float32's range (+-3.4e38), in which it is trained (first "
+                                f"at row {row}: {np.ravel(arr[row])[np.argmin(np.ravel(fits[row]))]:g})")
     n = len(flat["observations"])
     terminals = flat["terminals"].astype(bool)
     timeouts = flat["timeouts"].astype(bool) if "timeouts" in flat else np.zeros(n, bool)

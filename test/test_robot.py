@@ -515,6 +515,9 @@ def test_a_state_that_is_no_state_engages_the_estop_until_re_armed_and_never_rea
             out = c.tick(*state, 1.025 + 0.01 * k)
         assert out.command.damping and out.mode == Mode.ESTOP and out.bad_state, name
         assert "bad robot state" in out.reason, name
+        if "3 ticks" not in name:  # re-armed while the state is still no state: refused, and said why
+            c.tick(*state, 1.09)
+            assert c.estop(False) == f"not re-armed: bad robot state: {said[name]}" and c.mode == Mode.ESTOP, name
         c.on_command(q, 1, now=1.1)
         again = c.tick(up, q, dq, 1.105)  # good again, with a fresh command: still stopped, the reason kept
         assert again.command.damping and not again.bad_state and "e-stop (bad robot state" in again.reason, name

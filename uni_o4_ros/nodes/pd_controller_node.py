@@ -292,7 +292,7 @@ class PDControllerNode(Node):
 
     def on_estop(self, req: SetBool.Request, res: SetBool.Response) -> SetBool.Response:
         res.message = self.core.estop(True) if req.data else f"{self.core.estop(False)} (estop service)"
-        res.success = req.data or not self.core.held_by  # a backend fault refuses the re-arm
+        res.success = req.data or not self.core.rearm_blocker  # a backend fault or a bad state refuses the re-arm
         self.get_logger().warning(res.message)
         return res
 

@@ -61,6 +61,7 @@ class ControllerCore:
     _silent_latched: bool = False
     _fast_ticks: int = 0  # ticks in a row with a joint speed no leg reaches
     _estop_why: str = ""  # what engaged the e-stop, when it was not the operator
+    _bad_now: str | None = None  # the newest state's problem (safety.state_problem), read in the e-stop too
     _silent_since: float | None = None  # when the watchdog damped an ACTIVE robot
     # Re-arms so far: each is a new start (a person stood the robot up, or it was stopped), so the
     # policy begins a fresh observation history instead of one ending in frames of a folded-up robot.
@@ -83,8 +84,8 @@ class ControllerCore:
             if self.mode != Mode.ESTOP:  # a press on an engaged stop keeps its reason (a bad state's, say)
                 self.mode, self._estop_why = Mode.ESTOP, ""
             return "e-stop engaged: damping until re-armed"
-        if self.held_by:
-            return f"not re-armed: {self.held_by}"
+        if blocker := self.rearm_blocker:
+            return f"not re-armed: {blocker}"
         if self.mode == Mode.ESTOP or self._fall_latched or self._silent_latched:
             self.mode = Mode.DAMPING
             self._fall_latched = self._silent_latched = False
@@ -94,6 +95,12 @@ class ControllerCore:
             self.rearms += 1
             return "re-armed: active on the next fresh command"
         return "nothing to re-arm"
+
+    @property
+    def rearm_blocker(self) -> str:
+        """Why a re-arm is refused now ("" if it is not): an outside fault held, or a robot state that is no state
+        (re-armed on one, the robot was said "re-armed" and stopped again on the next tick)."""
+        return self.held_by or (f"bad robot state: {self._bad_now}" if self._bad_now else "")
 
     def hold(self, fault: str) -> None:
         """The outside fault now ("" once it has cleared); while there is one the e-stop is engaged."""
@@ -113,9 +120,10 @@ class ControllerCore:
 
     def tick(self, quat_wxyz: np.ndarray, q: np.ndarray, dq: np.ndarray, now: float) -> TickOutcome:
         if self.mode == Mode.ESTOP:
+            self._bad_now = state_problem(quat_wxyz, q, dq)
             return TickOutcome(damping_command(self.cfg), Mode.ESTOP,
                                f"e-stop ({self._estop_why})" if self._estop_why else "e-stop")
-        problem = state_problem(quat_wxyz, q, dq)
+        problem = self._bad_now = state_problem(quat_wxyz, q, dq)
         fast = speed_problem(dq) if problem is None else None
         self._fast_ticks = self._fast_ticks + 1 if fast else 0  # in a row: every tick counts, a fall's too
         # A fall is told whenever the orientation can be read, so a bad joint reading at the moment of a fall

@@ -389,6 +389,26 @@ def test_a_motor_whose_driver_cuts_out_damps_the_robot_until_it_is_back(ros_env,
     assert "motor(s) RL_calf (mode 0x08) left servo mode 0x0A" in err
 
 
+def test_an_odd_joint_speed_reading_reaches_no_reader_and_the_robot_walks_on(ros_env, standing_policy):
+    """An encoder's odd reading (-1000 rad/s on a calf, read through the SDK binary) for two states went out on
+    robot_state as read: the policy answered it (a wild action) and the recorder wrote it into the dataset. The
+    safety filter reads it as 0, and so does every reader now; the robot walks on (three in a row are a fault)."""
+    from uni_o4_ros.robot.safety import DQ_MAX
+
+    with stand_in_under_control(ros_env, standing_policy) as (served, obs, ctrl):
+        obs.wait(lambda: obs.modes_since(0).count(1) >= 50)
+        n = len(obs.states)
+        served.robot.dq_glitch, served.robot.dq_glitch_reads = {2: -1000.0}, 2  # SDK slot 2: FR_calf
+        obs.wait(lambda: served.robot.dq_glitch_reads == 0 and obs.modes_since(n).count(1) >= 50)
+        assert set(obs.modes_since(n)) == {1}  # walked on, active throughout
+        fastest = max(float(np.max(np.abs(np.asarray(st.dq)) / DQ_MAX)) for st in obs.states[n:])
+        assert fastest < 1.0, fastest
+    err = ctrl.stderr.read()
+    assert ctrl.returncode == 0, err
+    assert "joint FR_calf at -1e+03 rad/s, over 3 times its 20.06 rad/s limit: a reading no leg makes, " \
+           "published as 0 rad/s" in err
+
+
 def test_a_hot_motor_damps_the_robot_and_no_rearm_is_accepted_until_it_has_cooled(ros_env, standing_policy):
     """Before, a motor's temperature was only reported (diagnostics): a Go1 walked on until a driver's own
     over-temperature protection cut one leg out mid-stride. With max_motor_temperature set, a motor that hot

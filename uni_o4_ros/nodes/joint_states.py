@@ -23,9 +23,11 @@ class JointStatePublisher:
         # One message, its names set once: each tick only fills the three arrays (publish serializes it at once).
         self.msg = JointState(name=list(JOINT_NAMES))
 
-    def publish(self, s, stamp) -> None:
-        """`s`: a robot state with q, dq, tau (numpy arrays of 12, package order)."""
+    def publish(self, s, stamp, velocity: list[float] | None = None) -> None:
+        """`s`: a robot state with q, dq, tau (numpy arrays of 12, package order); `velocity`: the speeds the
+        RobotState of the tick carries, where they are not s.dq's."""
         m = self.msg
         m.header.stamp = stamp
-        m.position, m.velocity, m.effort = s.q.tolist(), s.dq.tolist(), s.tau.tolist()  # ~2 us the three
+        m.position, m.effort = s.q.tolist(), s.tau.tolist()  # ~2 us the three
+        m.velocity = s.dq.tolist() if velocity is None else velocity
         self.pub.publish(m)

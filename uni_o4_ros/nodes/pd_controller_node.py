@@ -49,7 +49,7 @@ from uni_o4_ros.hardware.unitree_sdk import GO1_IP, GO1_PORT, LOCAL_PORT, Unitre
 from uni_o4_ros.msg import EpisodeEvent, JointCommand, RobotState
 from uni_o4_ros.ranges import ConfigValueError
 from uni_o4_ros.robot.controller import CONTROLLER_SUMMARY, CommandLatency, ControllerCore, Mode, PublishedStates
-from uni_o4_ros.robot.safety import RemoteCombo, SafetyConfig, SingleSender
+from uni_o4_ros.robot.safety import RemoteCombo, SafetyConfig, SingleSender, plausible_dq, speed_problem
 
 from .episode_events import SIM_RESET_EVENTS
 from .go1_sim_node import odometry, robot_state
@@ -358,8 +358,15 @@ class PDControllerNode(Node):
 
     def _publish_state(self, s, mode: int) -> RobotState:
         msg = robot_state(s, self.get_clock().now().to_msg(), mode, self.backend.resets + self.core.rearms)
+        velocity = None
+        if odd := speed_problem(s.dq):
+            # One odd reading went on to the policy (a wild action) and into the recorded data; the safety filter
+            # reads it as 0 (several in a row are a fault: ControllerCore), and so does every reader now.
+            msg.dq = velocity = plausible_dq(s.dq).tolist()
+            self.get_logger().warning(f"{odd}: a reading no leg makes, published as 0 rad/s",
+                                      throttle_duration_sec=1.0)
         self.state_pub.publish(msg)
-        self.joint_states.publish(s, msg.header.stamp)
+        self.joint_states.publish(s, msg.header.stamp, velocity)
         stamp = stamp_ns(msg.header.stamp)
         self.published.published(stamp)
         self.latency.on_state_published(stamp, time.monotonic())

@@ -72,6 +72,9 @@ class Go1UdpRobot:
         # they are told, as a Go1 motor after its protection tripped. The others report the mode commanded.
         self.cut_out: dict[int, int] = {}
         self.motor_temperature = 35  # deg C, every motor
+        # An encoder's odd reading (SDK slot -> rad/s) in the next `dq_glitch_reads` states: a speed no leg makes.
+        self.dq_glitch: dict[int, float] = {}
+        self.dq_glitch_reads = 0
         self._modes = np.full(12, wire.MODE_SERVO, np.uint8)
         self.t265 = t265  # where the stand-in camera listens for its pose; None: no camera
         # Its own socket: an ICMP "unreachable" for a camera not yet listening must not touch the link.
@@ -118,8 +121,14 @@ class Go1UdpRobot:
     def low_state(self) -> bytes:
         s = self.state
         roll, pitch = roll_pitch(s.quaternion)
+        dq = s.dq[SDK_FROM_POLICY]
+        if self.dq_glitch_reads > 0:
+            self.dq_glitch_reads -= 1
+            dq = dq.copy()
+            for slot, value in self.dq_glitch.items():
+                dq[slot] = value
         return wire.encode_low_state(
-            q=s.q[SDK_FROM_POLICY], dq=s.dq[SDK_FROM_POLICY], tau_est=s.tau[SDK_FROM_POLICY],
+            q=s.q[SDK_FROM_POLICY], dq=dq, tau_est=s.tau[SDK_FROM_POLICY],
             quaternion=s.quaternion, gyroscope=s.gyroscope, accelerometer=s.accelerometer,
             rpy=[roll, pitch, yaw(s.quaternion)],
             foot_force=s.foot_force[FEET_POLICY_FROM_SDK], tick_us=int(s.time * 1e6),

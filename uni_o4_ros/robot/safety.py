@@ -5,6 +5,7 @@ Any fault means damping: zero stiffness, positive damping, zero torque."""
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -259,9 +260,11 @@ def fallen(roll: float, pitch: float, max_tilt: float) -> bool:
     return abs(roll) > max_tilt or abs(pitch) > max_tilt
 
 
-# A joint speed this many times the URDF's limit is no reading of a leg; for this many ticks in a row, a fault.
+# A joint speed this many times the URDF's limit is no reading of a leg; on FAST_TICKS of FAST_WINDOW ticks (0.5 s
+# at 50 Hz), a fault.
 DQ_IMPLAUSIBLE = 3.0
 FAST_TICKS = 3
+FAST_WINDOW = 25
 _DQ_LIMIT = DQ_IMPLAUSIBLE * DQ_MAX  # per joint, rad/s
 
 
@@ -300,6 +303,27 @@ def speed_problem(dq: np.ndarray) -> str | None:
         return None
     i = int(fast[0])
     return f"joint {JOINTS[i]} at {dq[i]:.3g} rad/s, over {DQ_IMPLAUSIBLE:g} times its {float(DQ_MAX[i]):g} rad/s limit"
+
+
+class OddSpeeds:
+    """Readings with a joint speed no leg makes (speed_problem) among the last FAST_WINDOW ticks; FAST_TICKS of
+    them are a fault. Counted over a window, not in a row: an encoder odd on two ticks of every three never
+    made three in a row, and every reader was given 0 for its speed (pd_controller) with no fault said."""
+
+    def __init__(self) -> None:
+        self.recent: deque[bool] = deque(maxlen=FAST_WINDOW)
+        self.newest = ""  # the newest odd reading, said with the fault
+
+    def see(self, problem: str | None) -> str | None:
+        """Count this tick's reading (`problem`: speed_problem's, None if sane); the fault, if it is one now."""
+        self.recent.append(problem is not None)
+        self.newest = problem or self.newest
+        odd = sum(self.recent)
+        return f"{self.newest}; {odd} such readings in {len(self.recent)} ticks" if odd >= FAST_TICKS else None
+
+    def clear(self) -> None:
+        self.recent.clear()
+        self.newest = ""
 
 
 def plausible_dq(dq: np.ndarray) -> np.ndarray:

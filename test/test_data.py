@@ -401,7 +401,11 @@ def test_a_dataset_built_in_python_is_checked_before_training(tmp_path):
     OfflineTrainer(cfg, from_arrays({k: getattr(ds, k)[:5] for k in ("observations", "actions", "rewards",
                                                                       "terminals", "next_observations")}),
                    tmp_path / "d", progress=False)  # 5 are enough: one held out, four fit
-    assert not any((tmp_path / x).exists() for x in "abc")
+    # values float32 holds but whose spread it cannot: every state was normalised to 0 or NaN, with no error
+    ds.observations[3, 2] = 3e19
+    with pytest.raises(ValueError, match=r"mean or spread overflows float32 \(column 2, values up to 3e\+19\)"):
+        OfflineTrainer(cfg, ds, tmp_path / "e", progress=False)
+    assert not any((tmp_path / x).exists() for x in "abce")
 
 
 def test_the_dynamics_model_is_not_fit_on_the_next_episodes_start(tmp_path):

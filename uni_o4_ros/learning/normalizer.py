@@ -19,7 +19,15 @@ class StateNormalizer(nn.Module):
 
     @classmethod
     def from_data(cls, observations: np.ndarray, eps: float = 1e-3) -> StateNormalizer:
-        return cls(observations.mean(0), observations.std(0) + eps)
+        with np.errstate(over="ignore", invalid="ignore"):  # said below, in one line
+            mean, std = observations.mean(0), observations.std(0) + eps
+        # float32's std overflows for values past ~1.8e19 (their squares): every state then normalised to 0 or NaN,
+        # and training went on with no error. (In float64 it would not, at twice the dataset's size in memory.)
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+            column = int(np.argmax(~(np.isfinite(mean) & np.isfinite(std))))
+            raise ValueError(f"the observations' mean or spread overflows float32 (column {column}, values up to "
+                             f"{float(np.abs(observations[:, column]).max()):.3g}): rescale that column of the dataset")
+        return cls(mean, std)
 
     @classmethod
     def identity(cls, dim: int) -> StateNormalizer:

@@ -104,6 +104,10 @@ class OfflineTrainer:
         self.cfg, self.ds = cfg, dataset
         self.termination()  # an env with no termination rule is said now, not after the value and dynamics stages
         self._check_enough_rows(len(dataset))
+        # Online -> offline: keep the online policy's input statistics so its weights stay valid. From the data:
+        # made before the run folder, so a dataset whose statistics overflow leaves none.
+        normalizer = (init_policy[1] if init_policy is not None
+                      else StateNormalizer.from_data(np.asarray(dataset.observations)))
         # Polled between steps, e.g. a node's shutdown flag: the stage saves and training ends
         # cleanly instead of dying in the middle of a torch call at interpreter exit.
         self.should_stop = should_stop or (lambda: False)
@@ -119,11 +123,7 @@ class OfflineTrainer:
         # Only true terminations stop the bootstrap; timeouts are artefacts of episode length
         # (the authors' code treats them as terminal too).
         self.terminal = t(dataset.terminals)
-        if init_policy is not None:
-            # Online -> offline: keep the online policy's input statistics so its weights stay valid.
-            self.normalizer = init_policy[1]
-        else:
-            self.normalizer = StateNormalizer.from_data(np.asarray(dataset.observations))
+        self.normalizer = normalizer
         self.obs_n = self.normalizer(self.obs)
         self.next_obs_n = self.normalizer(self.next_obs)
         self.digest = dataset_digest(dataset)
@@ -322,7 +322,8 @@ class OfflineTrainer:
             tensors, meta = ckpt.load(d, "stage", needs=("opt", "step", "iteration"))
             ckpt.load_prefixed("target", imp.target, tensors)
             ckpt.load_prefixed("behavior", imp.behavior, tensors)
-            ckpt.load_optimizer("opt", imp.opt, tensors, meta["opt"])
+            with ckpt.reading(d / "stage"):
+                ckpt.load_optimizer("opt", imp.opt, tensors, meta["opt"])
             imp.sched.last_epoch = meta["step"]
             imp.state.step = start = meta["step"]
             imp.state.iteration = meta["iteration"]
@@ -420,9 +421,10 @@ class OfflineTrainer:
             return 0
         tensors, meta = ckpt.load(d, "stage", needs=("opts", "step"))
         ckpt.load_prefixed(prefix, module, tensors)
-        for name, opt in opts.items():
-            ckpt.load_optimizer(name, opt, tensors, meta["opts"][name])
-        return int(meta["step"])
+        with ckpt.reading(d / "stage"):
+            for name, opt in opts.items():
+                ckpt.load_optimizer(name, opt, tensors, meta["opts"][name])
+            return int(meta["step"])
 
 
 def save_policy(

@@ -68,6 +68,9 @@ def test_learner_core_uses_only_transitions_of_the_deployed_version_and_resumes(
                                                        if k not in ("spec", "updates")}))
     with pytest.raises(ckpt.CheckpointError, match=r"learner.json lacks spec, updates \(edited, or not written"):
         make()
+    (tmp_path / "learner.json").write_text(json.dumps({**json.loads(saved), "actor_opt": {}}))  # a group lost
+    with pytest.raises(ckpt.CheckpointError, match=r"learner is damaged \(KeyError: 'param_groups'\)"):
+        make()
     (tmp_path / "learner.json").write_text(saved)
     assert make().version == 1
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,17 @@ def load(directory: str | Path, name: str,
                               f"by uni-o4); if {d} is a stage of a run (not a policy you were given), deleting it "
                               "makes a rerun redo that stage")
     return tensors, meta
+
+
+@contextmanager
+def reading(where: str | Path) -> Iterator[None]:
+    """Around a reader of a checkpoint's settings past the keys `load(needs=...)` checks (an optimizer's groups, a
+    history's lists): what a hand edit or another program's file lacks is one CheckpointError, not a KeyError."""
+    try:
+        yield
+    except (KeyError, TypeError, IndexError, ValueError) as exc:  # ValueError: int("x"), torch's group sizes
+        raise CheckpointError(f"checkpoint {where} is damaged ({type(exc).__name__}: {exc}); if it is a stage of a "
+                              "run (not a policy you were given), deleting it makes a rerun redo that stage") from None
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:

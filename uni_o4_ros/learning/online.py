@@ -136,11 +136,12 @@ class OnlineTrainer:
         ckpt.load_prefixed("normalizer", p.normalizer, tensors)
         if p.return_rms is not None:
             ckpt.load_prefixed("return_rms", p.return_rms, tensors)
-        ckpt.load_optimizer("actor_opt", p.actor_opt, tensors, meta["actor_opt"])
-        ckpt.load_optimizer("critic_opt", p.critic_opt, tensors, meta["critic_opt"])
-        self.env_steps = int(meta["env_steps"])
-        h = meta["history"]
-        self.history = OnlineHistory(h["eval_steps"], h["eval_returns"], [tuple(x) for x in h["train_returns"]])
+        with ckpt.reading(self.ckpt_dir / "stage"):
+            ckpt.load_optimizer("actor_opt", p.actor_opt, tensors, meta["actor_opt"])
+            ckpt.load_optimizer("critic_opt", p.critic_opt, tensors, meta["critic_opt"])
+            self.env_steps = int(meta["env_steps"])
+            h = meta["history"]
+            self.history = OnlineHistory(h["eval_steps"], h["eval_returns"], [tuple(x) for x in h["train_returns"]])
 
     # ------------------------------------------------------------------ loop
     def evaluate(self) -> float:

@@ -266,12 +266,13 @@ class OnlineLearnerCore:
         ckpt.load_prefixed("actor", p.actor, tensors)
         ckpt.load_prefixed("critic", p.critic, tensors)
         ckpt.load_prefixed("normalizer", p.normalizer, tensors)
-        ckpt.load_optimizer("actor_opt", p.actor_opt, tensors, meta["actor_opt"])
-        ckpt.load_optimizer("critic_opt", p.critic_opt, tensors, meta["critic_opt"])
-        self.version, self.updates = int(meta["version"]), int(meta["updates"])
-        self.published = int(meta.get("published", self.version))
-        if meta.get("parent"):
-            self.parent = Parent(int(meta["parent"]["version"]),
-                                 {k[len("parent."):]: v for k, v in tensors.items() if k.startswith("parent.")},
-                                 meta["parent"]["actor_opt"])
+        with ckpt.reading(self.run_dir / "learner"):
+            ckpt.load_optimizer("actor_opt", p.actor_opt, tensors, meta["actor_opt"])
+            ckpt.load_optimizer("critic_opt", p.critic_opt, tensors, meta["critic_opt"])
+            self.version, self.updates = int(meta["version"]), int(meta["updates"])
+            self.published = int(meta.get("published", self.version))
+            if meta.get("parent"):
+                self.parent = Parent(int(meta["parent"]["version"]),
+                                     {k[len("parent."):]: v for k, v in tensors.items() if k.startswith("parent.")},
+                                     meta["parent"]["actor_opt"])
         self._export()

@@ -309,6 +309,7 @@ def test_nodes_refuse_meaningless_parameters_at_start_with_one_line(ros_env, sta
             (controller, ["watchdog_timeout:=-0.1"], "parameter watchdog_timeout: must be > 0, got -0.1"),
             (controller, ["torque_fraction:=9.0"], "parameter torque_fraction: must be in (0, 1], got 9.0"),
             (controller, ["spawn_roll:=.nan"], "parameter spawn_roll: must be in [-pi, pi], got nan"),  # was taken
+            ("go1_sim_node", ["spawn_roll:=.nan"], "parameter spawn_roll: must be in [-pi, pi], got nan"),
             ("odometry_node", ["source:=bag"], "no odometry bag named: set bag_path"),  # was "bag . not found"
             # a traceback from the socket's bind before (OverflowError: port must be 0-65535)
             (controller, ["backend:=unitree_sdk", "local_port:=70000"],

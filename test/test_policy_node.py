@@ -303,18 +303,20 @@ def test_the_policy_follows_a_teleop_cmd_vel_held_inside_its_command_limits_unti
         d.wait(lambda: teleop.get_subscription_count() >= 1)
         assert shown() == (0.0, 0.0, 0.0)  # the policy's command_velocity default
         joystick.linear.x, joystick.angular.z = 50.0, -0.2
+        # The command a step shows is checked on the step that first shows it: one more step after the loop
+        # lapsed it on a host stalled for command_timeout in between.
         for _ in range(500):  # a teleop repeats its command (10 Hz for teleop_twist_joy); here every tick
             teleop.publish(joystick)
-            if shown() != (0.0, 0.0, 0.0):
+            if (seen := shown()) != (0.0, 0.0, 0.0):
                 break
-        assert shown() == pytest.approx((1.0, 0.0, -0.2), abs=1e-6)  # vx held to command_max's 1.0
+        assert seen == pytest.approx((1.0, 0.0, -0.2), abs=1e-6)  # vx held to command_max's 1.0
         joystick.linear.x, joystick.linear.y, joystick.angular.z = 0.3, -0.1, 0.2
         for _ in range(500):
             last_sent = time.monotonic()  # the node can receive a command no earlier than it was sent
             teleop.publish(joystick)
-            if shown()[0] != pytest.approx(1.0):
+            if (seen := shown())[0] != pytest.approx(1.0):
                 break
-        assert shown() == pytest.approx((0.3, -0.1, 0.2), abs=1e-6)  # inside the limits: followed as sent
+        assert seen == pytest.approx((0.3, -0.1, 0.2), abs=1e-6)  # inside the limits: followed as sent
         assert all(newest_command(np.asarray(s.observation, np.float32))[0] <= 1.0 + 1e-6 for s in steps)
         # The teleop dies: no stop is sent. Its command lapses after command_timeout (0.5 s), not before. The
         # lapse counts from the last command's arrival, which on a loaded host can be well before this line:

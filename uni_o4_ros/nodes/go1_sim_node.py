@@ -34,7 +34,7 @@ from .timers import steady_timer
 PARAMETERS = {
     "terrain": Doc("flat | mattress; the ground simulated"),
     "spawn_roll": Doc("rad; the robot's roll when the node starts (later resets stand it upright), to test fall "
-                      "handling"),
+                      "handling", "[-pi,pi]"),
     "reset_on_episode_end": Doc("stand the robot up again each time the recorder starts an episode "
                                 "(recorder_events)"),
 }

@@ -21,6 +21,7 @@ after every tick it sends the camera's pose to the stand-in pyrealsense2 the odo
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import socket
 import sys
@@ -181,6 +182,14 @@ def standin_bringup(terrain: str, env: dict[str, str], mount_xyz: list[float], m
     return robot, controller, dict(env, PYTHONPATH=path, **{FEED_ENV: f"127.0.0.1:{feed_port}"})
 
 
+def _angle(text: str) -> float:
+    """An angle in [-pi, pi] (argparse type): NaN started the simulator from a NaN pose."""
+    value = float(text)
+    if not -math.pi <= value <= math.pi:
+        raise argparse.ArgumentTypeError(f"must be in [-pi, pi], got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..nodes.processes import stop_with_parent
     from .go1_env import TERRAINS
@@ -192,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (the Go1's is 192.168.123.10)")
     ap.add_argument("--port", type=int, default=8007, help="UDP port (the Go1's low-level port is 8007)")
     ap.add_argument("--terrain", default="flat", choices=sorted(TERRAINS))
-    ap.add_argument("--spawn-roll", type=float, default=0.0, help="initial roll (rad), to try fall handling")
+    ap.add_argument("--spawn-roll", type=_angle, default=0.0, help="initial roll (rad, -pi..pi), to try fall handling")
     ap.add_argument("--t265", metavar="HOST:PORT", help="also carry a T265: send its pose there (the odometry "
                     "node with the stand-in pyrealsense2 and UNI_O4_T265_FEED=HOST:PORT listens)")
     ap.add_argument("--t265-mount", type=float, nargs=3, default=[0.25, 0.0, 0.05], metavar=("X", "Y", "Z"),

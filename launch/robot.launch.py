@@ -4,7 +4,8 @@
 The graph of sim.launch.py with config/robot.yaml (params_file) and nothing of the simulator: the pd_controller
 drives the Go1 through the Unitree SDK (backend unitree_sdk, low-level UDP to 192.168.123.10:8007), and the
 odometry node reads the T265. Put the robot in low-level mode first (remote: L2+A, L2+A, L2+B, L1+L2+start)
-and hang it or lay it down: the controller damps until a fresh policy command arrives. For online learning
+and hang it or lay it down: the controller starts e-stopped (start_latched) and damps until you re-arm it
+(estop service or the remote), then follows the policy. For online learning
 (learning.launch.py beside it) the policy must explore: deterministic:=false."""
 
 import importlib.util

@@ -8,7 +8,8 @@ motor boards), `unitree_sdk` (the Go1 itself through the Unitree SDK's low-level
 fault, such as a lost link, latches the e-stop: damping until a person re-arms).
 Parameters: backend, rate_hz, watchdog_timeout, max_tilt, max_target_step, torque_fraction,
 silence_latch (s; > 0: a policy silent this long after the robot was active latches damping until
-re-armed; 0: the next fresh command re-activates; robot.yaml 1.0, sim.yaml 0); sim
+re-armed; 0: the next fresh command re-activates; robot.yaml 1.0, sim.yaml 0), start_latched (start
+with the e-stop engaged, nothing moves until re-armed; false by default, true in robot.yaml); sim
 only: spawn_roll (to test fall handling), terrain (flat | mattress), reset_on_episode_end (put the
 robot back when the recorder starts an episode), wait_for_policy (step only once the policy answered
 the newest state: exact lockstep when the graph runs faster than real time); unitree_sdk only:

@@ -214,7 +214,8 @@ class PolicyNode(Node):
 
     def _refuse_unread(self, reason: str) -> None:
         """An update refused before its contents were read: an unsigned verdict with no version to name."""
-        self.get_logger().warning(f"policy update refused: {reason}")
+        # Throttled: anyone on the domain can send junk, and each is answered on policy_status anyway.
+        self.get_logger().warning(f"policy update refused: {reason}", throttle_duration_sec=1.0)
         self.status_pub.publish(DiagnosticStatus(level=DiagnosticStatus.WARN, name="policy_update", message=reason,
                                                  values=[KeyValue(key="accepted", value="False")]))
 

@@ -601,11 +601,11 @@ def test_stop_processes_kills_and_reaps_a_process_that_ignores_sigterm_and_names
 
 
 def _transition(episode: int, step: int, *, reward: float = 1.0, terminal: bool = False, timeout: bool = False,
-                next_obs_value: float = 0.0, run: tuple[str, int] = ("", 0)):
+                next_obs_value: float = 0.0, run: tuple[str, int] = ("", 0), dim: int = 4):
     from uni_o4_ros.msg import Transition
 
-    return Transition(episode_id=episode, step=step, observation=[float(step)] * 4,
-                      next_observation=[next_obs_value or float(step + 1)] * 4, action=[0.1, -0.1], log_prob=-1.0,
+    return Transition(episode_id=episode, step=step, observation=[float(step)] * dim,
+                      next_observation=[next_obs_value or float(step + 1)] * dim, action=[0.1, -0.1], log_prob=-1.0,
                       reward=reward, terminal=terminal, timeout=timeout, policy_version=0,
                       recorder_session=run[0], recorder_started_ns=run[1])
 
@@ -835,6 +835,52 @@ def test_an_episode_the_logger_cannot_write_is_kept_until_it_can(ros_env, tmp_pa
         ds = read_episodes(out)
         assert ds.infos["step"].tolist() == [0, 1, 0, 1, 2, 0, 1]
         assert ds.terminals.tolist() == [False, False, False, False, True, False, False]
+    finally:
+        w.close()
+        killed = stop(logger)
+    assert killed == [] and logger.returncode == 0
+
+
+def test_a_disk_that_fills_up_while_an_episode_is_written_costs_the_logger_nothing(ros_env, tmp_path):
+    """A robot's disk that filled up while the logger wrote an episode: HDF5 raised, and h5py then ended the logger
+    with a segmentation fault as the file closed, losing every episode it held. The kernel's file-size limit
+    (RLIMIT_FSIZE, 64 KB: a write past it fails as one on a full disk does) stands in for the full disk; lifted,
+    as when space is freed, the kept episode is written with the next, and no temporary file is left behind."""
+    import resource
+    import signal
+    import subprocess
+
+    from conftest import ROOT
+    from uni_o4_ros.nodes.processes import node_command
+
+    def full_past_64_kb() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG), as past a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+
+    out = tmp_path / "episodes"
+    logger = subprocess.Popen(node_command("dataset_logger_node", [f"directory:={out}"]), env=ros_env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=full_past_64_kb)
+    w = TransitionWatcher()
+
+    def episode(number: int, steps: int) -> list:  # 64 numbers per state: 200 steps are a ~110 KB file
+        return [_transition(number, i, timeout=i == steps - 1, dim=64) for i in range(steps)]
+
+    try:
+        pub = w.publisher()
+        for m in episode(1, 2):
+            pub.publish(m)
+        w.wait(lambda: (out / "episode_000001.hdf5").exists() or logger.poll() is not None, timeout=60)
+        for m in episode(2, 200):
+            pub.publish(m)
+        _wait_for_output(logger, "episode 2 not written")
+        resource.prlimit(logger.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        for m in episode(3, 2):
+            pub.publish(m)
+        w.wait(lambda: (out / "episode_000003.hdf5").exists() or logger.poll() is not None, timeout=60)
+        assert logger.poll() is None, "the logger died on a write to a full disk"
+        assert sorted(f.name for f in out.iterdir()) == [f"episode_00000{i}.hdf5" for i in (1, 2, 3)]
+        assert read_episodes(out).infos["step"].tolist() == [0, 1, *range(200), 0, 1]
     finally:
         w.close()
         killed = stop(logger)

@@ -21,6 +21,8 @@ from .memory import available_memory
 REQUIRED = ("observations", "actions", "rewards", "terminals")
 FLOAT_KEYS = ("observations", "actions", "rewards", "next_observations")
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Datasets up to this size are built in memory and written in one go (write_hdf5): a logger's episodes, a few MB.
+IN_MEMORY_MAX_BYTES = 256 * 2**20
 
 
 class DatasetError(ValueError):
@@ -250,18 +252,31 @@ def write_hdf5(path: str | Path, ds: OfflineDataset, overwrite: bool = False, co
         # different dataset to learn from. HDF5 cannot chunk an empty array, which has nothing to check.
         f.create_dataset(key, data=data, compression=compression, fletcher32=data.size > 0)
 
-    def write(tmp: str) -> None:
-        with h5py.File(tmp, "w") as f:
-            for key in ("observations", "actions", "rewards", "next_observations"):
-                array(f, key, np.asarray(getattr(ds, key), np.float32))
-            for key in ("terminals", "timeouts"):
-                array(f, key, np.asarray(getattr(ds, key), bool))
-            for key, arr in ds.infos.items():
-                array(f, f"infos/{key}", np.asarray(arr))
-            for key, val in ds.metadata.items():
-                f[f"metadata/{key}"] = val if not isinstance(val, str) else np.bytes_(val)
+    def fill(f: h5py.File) -> None:
+        for key in ("observations", "actions", "rewards", "next_observations"):
+            array(f, key, np.asarray(getattr(ds, key), np.float32))
+        for key in ("terminals", "timeouts"):
+            array(f, key, np.asarray(getattr(ds, key), bool))
+        for key, arr in ds.infos.items():
+            array(f, f"infos/{key}", np.asarray(arr))
+        for key, val in ds.metadata.items():
+            f[f"metadata/{key}"] = val if not isinstance(val, str) else np.bytes_(val)
 
-    atomic_write(path, write)
+    if ds.nbytes > IN_MEMORY_MAX_BYTES:  # a dataset of the command line's: written as it is built
+        def write(tmp: str) -> None:
+            with h5py.File(tmp, "w") as f:
+                fill(f)
+
+        atomic_write(path, write)
+        return path
+    # A disk that filled up while HDF5 wrote its chunks: h5py raised, then ended the process with a segmentation
+    # fault as the file closed (h5py 3.16, HDF5 2.0; a full tmpfs), and a dataset logger lost every episode it
+    # held for a retry. Built in memory, the file goes to disk as bytes, whose failure is a plain OSError.
+    with h5py.File(f"{path.name}-in-memory", "w", driver="core", backing_store=False) as f:
+        fill(f)
+        f.flush()
+        image = f.id.get_file_image()
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(image))
     return path
 
 

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -760,6 +761,9 @@ def test_an_episode_that_cannot_be_written_is_kept_and_written_with_the_next(tmp
     assert sorted(p.name for p in folder.iterdir()) == [f"episode_00000{i}.hdf5" for i in (1, 2, 3)]
     ds = read_episodes(folder)
     assert ds.infos["step"].tolist() == [0, 1, 2, 0, 1, 2, 3, 0, 1, 2, 3, 4] and ds.timeouts.sum() == 3
+    # a file manager's copy beside them is no episode of the recording: it was read as one, its data twice
+    shutil.copy(folder / "episode_000002.hdf5", folder / "episode_000002 (copy).hdf5")
+    assert read_episodes(folder).infos["step"].tolist() == ds.infos["step"].tolist()
 
 
 def test_an_episode_with_steps_that_never_arrived_is_written_saying_so(tmp_path):

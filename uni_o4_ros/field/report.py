@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 
 from ..data import DatasetError, read_hdf5  # noqa: E402
 from ..learning.jsonlines import read_jsonl  # noqa: E402
+from ..robot.episodes import episode_files  # noqa: E402
 
 STAGE_ORDER = ("simulator", "offline", "online")
 
@@ -46,7 +47,7 @@ def _online_versions(out: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     by the validated reader: a damaged or hostile one is a DatasetError naming it, not a traceback."""
     steps, versions, rewards = [], [], []
     n = 0
-    for f in sorted((out / "online" / "episodes").glob("episode_*.hdf5")):
+    for f in episode_files(out / "online" / "episodes"):
         ds = read_hdf5(f)
         if "policy_version" not in ds.infos:
             raise DatasetError(f"{f}: no infos/policy_version (not an episode file of the online stage)")

@@ -535,10 +535,16 @@ def episode_dataset(rows: list[dict], episode_id: int, metadata: dict | None = N
     ), left_out
 
 
+def episode_files(directory: str | Path) -> list[Path]:
+    """The logger's episode files of a folder, in order: `episode_<number>.hdf5` only. A file manager's copy
+    ("episode_000001 (copy).hdf5") matched the glob and was read as one more episode, its data twice."""
+    return sorted(f for f in Path(directory).glob("episode_*.hdf5") if _EPISODE_FILE.fullmatch(f.name))
+
+
 def read_episodes(directory: str | Path) -> OfflineDataset:
     """Every episode file of a folder as one dataset; its metadata counts the episodes and totals
     what their files say was lost (missing_steps, left_out_non_finite)."""
-    files = sorted(Path(directory).glob("episode_*.hdf5"))
+    files = episode_files(directory)
     if not files:
         raise FileNotFoundError(f"no episode_*.hdf5 files in {directory}")
     parts = [read_hdf5(f) for f in files]
@@ -573,7 +579,7 @@ def episode_series(directory: str | Path) -> dict[tuple[str, str], list[tuple[in
     """Per recorded episode (x: its file's number): return, steps, whether it ended in a fall (a
     terminal) and the newest policy version that acted in it; for `uni-o4 plot` of a recording."""
     series: dict[tuple[str, str], list[tuple[int, float]]] = {}
-    files = sorted(f for f in Path(directory).glob("episode_*.hdf5") if _EPISODE_FILE.fullmatch(f.name))
+    files = episode_files(directory)
     if not files:
         raise FileNotFoundError(f"no episode_*.hdf5 files in {directory}")
     for f in files:

@@ -229,6 +229,41 @@ def test_datasets_and_checkpoints_reach_the_disk_before_their_name_does(tmp_path
     assert ckpt.exists(tmp_path / "run", "policy")
 
 
+def test_a_checkpoint_cut_between_its_two_files_is_read_as_the_newer_save(tmp_path, monkeypatch):
+    """A checkpoint is two files, each replaced whole, one after the other: a process that ended between the
+    renames (a robot's battery) left new weights beside the settings of the save before, and they were read
+    together: a policy folder labelled one version behind its weights, a learner resuming version N+1's weights
+    with N's counters. The weights' header carries their settings: the pair is read as the newer save. A json
+    edited by hand (the save's id kept) is still what is read."""
+    import json
+    import os
+
+    import torch
+
+    from uni_o4_ros.learning import checkpoint as ckpt
+
+    run = tmp_path / "run"
+    ckpt.save(run, "learner", {"w": torch.ones(2)}, {"version": 1, "updates": 10})
+    real_replace = os.replace
+
+    def power_cut_before_the_json(src, dst) -> None:
+        if str(dst).endswith(".json"):
+            raise KeyboardInterrupt  # the process ends here, its json not yet renamed
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", power_cut_before_the_json)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save(run, "learner", {"w": torch.full((2,), 2.0)}, {"version": 2, "updates": 20})
+    monkeypatch.setattr(os, "replace", real_replace)
+    tensors, meta = ckpt.load(run, "learner")
+    assert json.loads((run / "learner.json").read_text())["version"] == 1  # the json the cut left
+    assert tensors["w"].tolist() == [2.0, 2.0] and meta == {"version": 2, "updates": 20}
+    ckpt.save(run, "learner", {"w": torch.full((2,), 3.0)}, {"version": 3, "updates": 30})
+    edited = json.loads((run / "learner.json").read_text())
+    (run / "learner.json").write_text(json.dumps({**edited, "updates": 31}))
+    assert ckpt.load(run, "learner")[1] == {"version": 3, "updates": 31}
+
+
 def test_normalized_score_reference_points_and_names():
     for env, (lo, hi) in {"hopper": (-20.272305, 3234.3), "halfcheetah": (-280.178953, 12135.0),
                           "walker2d": (1.629008, 4592.3)}.items():

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
@@ -49,10 +51,28 @@ def save(directory: str | Path, name: str, tensors: dict[str, torch.Tensor], met
     if bad is not None:
         raise CheckpointError(f"not saving {d / name}: tensor {bad!r} has NaN/inf values (training diverged; "
                               f"the previous checkpoint is kept, {diverged_advice})")
+    # The two files are replaced one after the other: a crash (a robot's battery) between the renames left new
+    # weights beside the settings of the save before (a version label one behind, a learner resuming N+1's weights
+    # with N's counters). The weights' header carries the settings too, and both files one save's id: the json
+    # of another save is passed over for the header's, and the json stays what a person reads and may edit.
+    meta = {**meta, _SAVE_ID: secrets.token_hex(8)}
+    header = {_HEADER_KEY: json.dumps(meta, sort_keys=True)}
     # Serialised here and written by us: safetensors' save_file leaves its file 0600 whatever the umask.
-    atomic_write(d / f"{name}.safetensors", lambda tmp: Path(tmp).write_bytes(safetensors_bytes(flat)))
+    atomic_write(d / f"{name}.safetensors", lambda tmp: Path(tmp).write_bytes(safetensors_bytes(flat, header)))
     # The JSON goes last: its presence marks the checkpoint complete.
     atomic_write(d / f"{name}.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2, sort_keys=True)))
+
+
+_SAVE_ID, _HEADER_KEY = "save_id", "uni_o4_meta"
+
+
+def _header_meta(path: Path) -> dict[str, Any] | None:
+    """The settings a checkpoint's weights carry in their header (None: saved before they did, or by another
+    program)."""
+    with safe_open(str(path), framework="pt") as f:
+        text = (f.metadata() or {}).get(_HEADER_KEY)
+    meta = json.loads(text) if text is not None else None
+    return meta if isinstance(meta, dict) else None
 
 
 def exists(directory: str | Path, name: str) -> bool:
@@ -68,6 +88,7 @@ def load(directory: str | Path, name: str,
     try:
         meta = json.loads((d / f"{name}.json").read_text())
         tensors = load_file(str(d / f"{name}.safetensors"))
+        header = _header_meta(d / f"{name}.safetensors")
     except FileNotFoundError as exc:
         raise CheckpointError(f"checkpoint {d / name} is missing: {exc.filename}") from exc
     except (json.JSONDecodeError, OSError, Exception) as exc:  # safetensors raises its own types
@@ -78,6 +99,9 @@ def load(directory: str | Path, name: str,
     if not isinstance(meta, dict):  # valid JSON, but not what this project writes
         raise CheckpointError(f"checkpoint {d / name}: {name}.json holds a {type(meta).__name__}, not the mapping "
                               "of settings it is written with")
+    if header is not None and _SAVE_ID in meta and header.get(_SAVE_ID) != meta[_SAVE_ID]:
+        meta = header  # the json is an earlier save's: the process ended between the two files' renames
+    meta.pop(_SAVE_ID, None)
     if missing := [k for k in needs if k not in meta]:
         raise CheckpointError(f"checkpoint {d / name}: {name}.json lacks {', '.join(missing)} (edited, or not written "
                               f"by uni-o4); if {d} is a stage of a run (not a policy you were given), deleting it "

@@ -845,7 +845,7 @@ def test_a_disk_that_fills_up_while_an_episode_is_written_costs_the_logger_nothi
     """A robot's disk that filled up while the logger wrote an episode: HDF5 raised, and h5py then ended the logger
     with a segmentation fault as the file closed, losing every episode it held. The kernel's file-size limit
     (RLIMIT_FSIZE, 64 KB: a write past it fails as one on a full disk does) stands in for the full disk; lifted,
-    as when space is freed, the kept episode is written with the next, and no temporary file is left behind."""
+    as when space is freed, the kept episode is written at the logger's next try, and no temporary file is left."""
     import resource
     import signal
     import subprocess
@@ -875,6 +875,9 @@ def test_a_disk_that_fills_up_while_an_episode_is_written_costs_the_logger_nothi
             pub.publish(m)
         _wait_for_output(logger, "episode 2 not written")
         resource.prlimit(logger.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        # written at the logger's next try, with no episode after it (the recording may be over)
+        _wait_for_output(logger, "episodes [2], kept in memory, are now written")
+        assert (out / "episode_000002.hdf5").exists()
         for m in episode(3, 2):
             pub.publish(m)
         w.wait(lambda: (out / "episode_000003.hdf5").exists() or logger.poll() is not None, timeout=60)

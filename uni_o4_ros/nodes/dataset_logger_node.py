@@ -1,20 +1,19 @@
-"""dataset_logger node: Transition -> one D4RL-layout HDF5 file per finished episode, written
-atomically (a crash loses at most the episode in progress; finished files are always complete).
-An episode is finished by its terminal or timeout transition (the recorder ends every episode with
-one), never by an event on another topic, which could overtake the episode's last transition.
-Transitions with NaN/inf values (a sensor glitch), or with arrays of other lengths than their episode's
-first transition (another publisher on the domain), are left out of the file, with a warning, instead
-of failing its validation and taking the episode and the logger with them. An episode whose file
-cannot be written (disk full, the folder gone) stays in memory, with an error, and is written with
-the next episode that can be (or at shutdown), up to max_unwritten_mb of them: past that the newest
-is dropped, with an error, rather than the logger growing until it is killed with all of them. A
-failing bag stops the bag, not the episode files. Below min_free_mb of free space the logger warns
-at start and after every episode, with how many more episodes fit. Transitions that never arrive (the
-logger stopped or starved for longer than DDS keeps a silent reader matched) are not silent: an
-episode written without some of its steps says which (error in the log, metadata/missing_steps and
-missing_ranges in its file), one whose last transition never came is written when the next episode
-begins, ending as a truncation (metadata/end_missing), and an episode of which nothing arrived is
-named in the log.
+"""dataset_logger node: Transition -> one D4RL-layout HDF5 file per finished episode, written atomically (a
+crash loses at most the episode in progress; finished files are always complete). An episode is finished
+by its terminal or timeout transition (the recorder ends every episode with one), never by an event on
+another topic, which could overtake the episode's last transition. Transitions with NaN/inf values (a
+sensor glitch), or with arrays of other lengths than most of their episode's rows (another publisher
+on the domain), are left out of the file, with a warning, instead of failing its validation and taking
+the episode and the logger with them. An episode whose file cannot be written (disk full, the folder
+gone) stays in memory, with an error, and is written with the next episode that can be, at the next try
+(every RETRY_S, 5 s) or at shutdown, up to max_unwritten_mb of them: past that the newest is dropped,
+with an error, rather than the logger growing until it is killed with all of them. A failing bag stops
+the bag, not the episode files. Below min_free_mb of free space the logger warns at start and after
+every episode, with how many more episodes fit. Transitions that never arrive (the logger stopped or
+starved for longer than DDS keeps a silent reader matched) are not silent: an episode written without
+some of its steps says which (error in the log, metadata/missing_steps and missing_ranges in its file),
+one whose last transition never came is written when the next episode begins, ending as a truncation
+(metadata/end_missing), and an episode of which nothing arrived is named in the log.
 Each transition names its recorder run: a restarted recorder's episodes (numbered from 1 again) are kept apart
 from the run before's, whose unfinished episode is written as a truncation, and transitions of a run that
 started before the one being recorded (an old bag played back beside the robot) are left out, said once per run,
@@ -43,9 +42,13 @@ from uni_o4_ros.robot.runs import QUIET_S
 from .params import Doc, declare_read_only, writable_folder
 from .qos import TRANSITIONS
 from .run import NodeConfigError, run_node
+from .timers import steady_timer
 
 # Measured with the stand-in graph: a logger stopped (SIGSTOP) for 10 s loses nothing (DDS resends),
 # for 30 s it lost every transition of those 30 s without a word, and came back as if nothing happened.
+# Episodes kept in memory after a failed write are tried again this often: before, only the next episode's end
+# (or a clean shutdown) wrote them, so with the recording over they sat in memory until a kill lost them.
+RETRY_S = 5.0
 STARVED = ("was this process stopped, starved of CPU or cut off from the recorder for longer than DDS keeps "
            "a silent reader matched (Fast DDS: about 20 s)?")
 
@@ -79,6 +82,7 @@ class DatasetLoggerNode(Node):
                 raise NodeConfigError(f"cannot open bag {bag_path}: {exc}") from exc
         self.bad_sessions = 0  # transitions left out for a recorder_session that is no recorder's
         self.create_subscription(Transition, "transitions", self.on_transition, TRANSITIONS)
+        steady_timer(self, RETRY_S, self._retry_unwritten)
         self.get_logger().info(f"logging episodes to {self.writer.directory}")
         self._check_free_space(None)
 
@@ -195,6 +199,15 @@ class DatasetLoggerNode(Node):
             bag.close()
         except OSError as exc:
             self.get_logger().error(f"closing the bag failed: {exc}")
+
+    def _retry_unwritten(self) -> None:
+        if not (kept := self.writer.unwritten):
+            return
+        try:
+            self.writer.flush()
+        except OSError:
+            return  # said when it failed; tried again in RETRY_S
+        self.get_logger().info(f"episodes {kept}, kept in memory, are now written to {self.writer.directory}")
 
     def close(self) -> None:
         if self.bag is not None:

@@ -467,6 +467,10 @@ def test_no_command_writes_into_another_commands_run_folder_or_the_policy_it_sta
         (tmp_path / folder / marker).parent.mkdir(parents=True)  # what `uni-o4 pretrain` and `field` leave
         (tmp_path / folder / marker).write_text("{}\n")
         (tmp_path / folder / "config.json").write_text("{}\n")
+    (tmp_path / "half_demo" / "offline").mkdir(parents=True)  # a demo folder whose offline/ holds an online run
+    (tmp_path / "half_demo" / "offline" / "config.json").write_text(json.dumps({"seed": 0, "scratch": True}))
+    (tmp_path / "field_started").mkdir()  # a field run stopped in its first stage: its settings only
+    (tmp_path / "field_started" / "config.json").write_text(json.dumps({"record_steps": 1, "offline_budget": "x"}))
     ds = tmp_path / "d.hdf5"
     rng = np.random.default_rng(0)
     write_hdf5(ds, OfflineDataset(observations=rng.normal(size=(50, 11)).astype(np.float32),
@@ -490,10 +494,27 @@ def test_no_command_writes_into_another_commands_run_folder_or_the_policy_it_sta
             (["offline", "--dataset", str(ds), "--run-dir", str(tmp_path / "pretrained"), *tiny],
              "holds a Go1 pretraining run (uni-o4 pretrain)"),
             (["online", "--policy", str(tmp_path / "offline_run" / "final"), "--env", "Hopper-v5", "--run-dir",
-              str(tmp_path / "field_run"), *tiny], "holds a field pipeline run (uni-o4 field)")):
+              str(tmp_path / "field_run"), *tiny], "holds a field pipeline run (uni-o4 field)"),
+            (["offline", "--dataset", str(ds), "--run-dir", str(tmp_path / "field_started"), *tiny],
+             "holds a field pipeline run (uni-o4 field)"),
+            # field, pretrain and demo checked no folder: they rewrote config.json (and scalars.csv) and set to work
+            (["field", "--sim", "--out", str(tmp_path / "offline_run"), *tiny],
+             "holds an offline Uni-O4 run: this field run would write"),
+            (["pretrain", "--out", str(tmp_path / "offline_run"), "--no-progress"],
+             "holds an offline Uni-O4 run: this pretrain run would write"),
+            (["demo", "--out", str(tmp_path / "offline_run"), *tiny], "holds an offline Uni-O4 run: this demo run"),
+            (["demo", "--out", str(tmp_path / "half_demo"), *tiny],
+             f"its offline/ folder {tmp_path / 'half_demo' / 'offline'} holds an online run"),
+    ):
         assert main(argv) == 2, argv
         assert said in capsys.readouterr().err, argv
         assert snapshot() == before, argv  # nothing written, nothing replaced
+    # an empty folder (`--out "$OUT"`, OUT unset) was the current one
+    for argv in (["pretrain", "--out", ""], ["field", "--sim", "--out", ""], ["offline", "--dataset", str(ds),
+                                                                            "--run-dir", " "]):
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert stopped.value.code == 2 and "is empty (an unset shell variable?)" in capsys.readouterr().err, argv
 
 
 def test_a_config_file_refines_the_budget_and_set_and_seed_refine_the_file(tmp_path):

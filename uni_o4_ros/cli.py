@@ -120,6 +120,14 @@ def _env_name(text: str) -> str:
     return text.strip()
 
 
+def _path(text: str) -> str:
+    """argparse type: a file or folder to write. An empty one (`--out "$OUT"` with OUT unset) was the current
+    folder: `field` and `pretrain` wrote their config.json and checkpoints into wherever they were started."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty (an unset shell variable?): name a folder")
+    return text
+
+
 def _check_env(env: str, mujoco: bool = False) -> None:
     """Fail before any work when a Gymnasium task name is wrong (gymnasium's own error is a traceback), or,
     with `mujoco`, is no MuJoCo task: collect records each state's qpos and qvel (D4RL's infos)."""
@@ -181,8 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("collect", help="train a PPO behaviour agent and write medium / medium-replay / "
                        "medium-expert datasets (D4RL layout)")
     p.add_argument("--env", type=_env_name, default="Hopper-v5", help="Gymnasium MuJoCo task (default Hopper-v5)")
-    p.add_argument("--out", default="data/hopper", help="output folder (resumable; datasets it holds are never "
-                   "replaced by ones made with other settings)")
+    p.add_argument("--out", type=_path, default="data/hopper", help="output folder (resumable; datasets it holds "
+                   "are never replaced by ones made with other settings)")
     p.add_argument("--train-steps", type=_positive_int, default=1_000_000, help="PPO environment steps")
     p.add_argument("--dataset-steps", type=_positive_int, default=200_000, help="transitions per policy dataset")
     p.add_argument("--eval-every", type=_positive_int, default=20_000,
@@ -202,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", type=_env_name,
                    help="environment the dataset came from (checks dims; picks the termination rule); 'go1' for "
                    "robot data (default: go1 for a recording folder, else the config's, Hopper-v5)")
-    p.add_argument("--run-dir", required=True, help="output folder; rerunning resumes and reuses cached stages")
+    p.add_argument("--run-dir", type=_path, required=True,
+                   help="output folder; rerunning resumes and reuses cached stages")
     p.add_argument("--init-policy", help="folder of a saved policy: online -> offline path (no BC, Eq. 25)")
     p.add_argument("--eval-episodes", type=_count, default=0,
                    help="after training, report the selected policy's return in the env (never used to select)")
@@ -213,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", help="folder with policy.safetensors/json (e.g. RUN/final); omit with --scratch")
     p.add_argument("--scratch", action="store_true", help="PPO from scratch instead of fine-tuning")
     p.add_argument("--env", type=_env_name, required=True, help="Gymnasium MuJoCo task to fine-tune in, e.g. Hopper-v5")
-    p.add_argument("--run-dir", required=True, help="output folder (checkpoints, scalars.csv, PNG); "
+    p.add_argument("--run-dir", type=_path, required=True, help="output folder (checkpoints, scalars.csv, PNG); "
                    "rerunning resumes")
     p.add_argument("--steps", type=_positive_int, help="environment steps (default from the budget)")
     _add_config_args(p, example="online.clip=0.2")
@@ -229,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "online PPO -> report",
                        epilog=EPILOG)
     p.add_argument("--env", type=_env_name, default="Hopper-v5", help="Gymnasium MuJoCo task (default Hopper-v5)")
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo); rerunning resumes")
+    p.add_argument("--out", type=_path, default="runs/demo",
+                   help="output folder (default runs/demo); rerunning resumes")
     p.add_argument("--train-steps", type=_positive_int, default=200_000, help="behaviour PPO steps for the dataset")
     p.add_argument("--dataset-steps", type=_positive_int, default=50_000, help="transitions per dataset")
     p.add_argument("--kind", default="medium", choices=["medium", "medium-replay", "medium-expert"],
@@ -250,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--standin", action="store_true",
                       help="the robot's graph and config/robot.yaml against a stand-in Go1 and T265")
     p.add_argument("--policy", required=True, help="saved policy folder to deploy")
-    p.add_argument("--out", default="data/robot", help="folder for the recorded episodes")
+    p.add_argument("--out", type=_path, default="data/robot", help="folder for the recorded episodes")
     p.add_argument("--episodes", type=_count, default=0,
                    help="stop after this many episodes (0: until Ctrl-C); one that never reaches the logger is "
                    "named --logger-grace seconds after it ended, and bringup then exits 1")
@@ -269,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "robot.yaml's min_battery_soc stop (default 100)")
     p.add_argument("--battery-drain", type=float, default=0.0, metavar="PERCENT_PER_MIN",
                    help="--standin: how fast that battery empties per minute (default 0: it does not)")
-    p.add_argument("--learn", metavar="RUN_DIR",
+    p.add_argument("--learn", type=_path, metavar="RUN_DIR",
                    help="also run the learner (learning.launch.py's node): online PPO on the recorded transitions, "
                    "each new version verified and hot-swapped into the running policy, which then samples its "
                    "actions (deterministic:=false). RUN_DIR keeps its checkpoints; rerunning resumes there")
@@ -279,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "tracking forward-speed commands. Resumable: rerun the same command to continue (more --steps "
                        "or another evaluation may be given; other settings, env.* included, are refused). Exports "
                        "OUT/latest periodically and OUT/final at the end (policy + V, deployable and fine-tunable).")
-    p.add_argument("--out", default="runs/pretrain", help="output folder (default runs/pretrain)")
+    p.add_argument("--out", type=_path, default="runs/pretrain", help="output folder (default runs/pretrain)")
     p.add_argument("--steps", type=_positive_int, help="total environment steps (default 6,000,000)")
     p.add_argument("--n-envs", type=_positive_int, help="environment copies stepped together (default 16)")
     p.add_argument("--config", help="YAML file overriding PretrainConfig values (env.*, ppo.*, hidden, ...)")
@@ -295,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(Eq. 25), online PPO in the learner node with hot-swaps; then evaluates every stage at a "
                        "low and a high commanded speed and writes OUT/report.md + report.png. Rerun to resume.")
     p.add_argument("--sim", action="store_true", help="MuJoCo stands in for the Go1 and the T265 (required here)")
-    p.add_argument("--out", default="runs/field", help="output folder (default runs/field)")
+    p.add_argument("--out", type=_path, default="runs/field", help="output folder (default runs/field)")
     p.add_argument("--budget", default="small", choices=["small", "tiny", "paper"],
                    help="small (default, ~20 min on 2 cores) | tiny (a smoke test) | "
                    "paper (180k recorded + 100k online steps, Table 5 offline sizes)")
@@ -331,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bag", help="bag folder or .mcap file; one its recorder never closed (killed, power cut: "
                    "no metadata.yaml, no MCAP footer) or damaged since (chunks failing their CRC) is salvaged, "
                    "with a warning saying what was lost")
-    p.add_argument("--out", required=True, help="output .hdf5 file (must not exist)")
+    p.add_argument("--out", type=_path, required=True, help="output .hdf5 file (must not exist)")
     p.add_argument("--topic", default="/transitions", help="Transition topic to read (default /transitions)")
 
     p = sub.add_parser("estop", help="engage or re-arm the running controller's e-stop (no ros2cli needed)",
@@ -642,6 +652,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .learning.report import write_demo_report
 
     out = Path(args.out)
+    # Each stage's folder, before minutes of collecting: a demo into another run's folder wrote over it
+    check_run_folder(out, "demo", "--out")
+    for stage, kind in (("data", "collect"), ("offline", "offline"), ("online", "online")):
+        check_run_folder(out / stage, kind, f"--out {out}: its {stage}/ folder")
     t0 = time.time()
     seed = _config(args, args.env).seed  # --config, --set and --budget checked before minutes of collecting
     print(f"[1/4] collecting datasets with a PPO behaviour agent on {args.env} ({args.train_steps} steps)")
@@ -920,6 +934,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from .learning.config import apply_overrides
     from .sim.pretrain import PretrainConfig, pretrain
 
+    check_run_folder(args.out, "pretrain", "--out")
     cfg = apply_overrides(PretrainConfig(seed=args.seed), args.config, args.overrides)
     if args.steps:
         cfg.ppo.total_steps = args.steps
@@ -978,6 +993,7 @@ def cmd_field(args: argparse.Namespace) -> int:
     if not args.sim:
         raise ValueError("only --sim is available in this build; on the robot start the nodes with "
                          "`ros2 launch uni_o4_ros robot.launch.py` and run the learner there")
+    check_run_folder(args.out, "field", "--out")
     cfg = field_config(args.budget, policy=args.policy, terrain=args.terrain, record_steps=args.record_steps,
                        online_steps=args.online_steps, low_speed=args.low_speed, high_speed=args.high_speed,
                        offline_threads=args.offline_threads, eval_episodes=args.eval_episodes, seed=args.seed,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 HOLDS = {"offline": "an offline Uni-O4 run", "online": "an online run", "collect": "a collect run (behaviour PPO "
          "and its datasets)", "policy": "a saved policy", "pretrain": "a Go1 pretraining run (uni-o4 pretrain)",
-         "field": "a field pipeline run (uni-o4 field)"}
+         "field": "a field pipeline run (uni-o4 field)", "demo": "a D4RL demo run (uni-o4 demo)"}
 
 
 def held_run(folder: str | Path) -> str | None:
@@ -21,8 +21,10 @@ def held_run(folder: str | Path) -> str | None:
     folder = Path(folder)
     if (folder / "policy.json").is_file() or (folder / "policy.safetensors").is_file():
         return "policy"
-    if (folder / "collect.json").is_file() or (folder / "stages" / "behavior_ppo").is_dir():
-        return "collect"  # finished, or interrupted (its behaviour PPO resumes)
+    if _collect_run(folder / "data"):  # the demo's stages each have their folder, data/ the first
+        return "demo"
+    if _collect_run(folder):
+        return "collect"
     stages = folder / "stages"
     if (stages / "online").is_dir():
         return "online"
@@ -36,11 +38,22 @@ def held_run(folder: str | Path) -> str | None:
             written = json.loads(config.read_text())
         except (OSError, ValueError):
             written = None
-        # online's config.json adds what it started from to the settings
-        return "online" if isinstance(written, dict) and "scratch" in written else "offline"
+        if isinstance(written, dict):  # each command's settings, told by keys only they have
+            if "scratch" in written:  # online's config.json adds what it started from to the settings
+                return "online"
+            if "record_steps" in written and "offline_budget" in written:  # a field run stopped in its first stage
+                return "field"
+            if "ppo" in written and "export_every" in written:
+                return "pretrain"
+        return "offline"
     if (folder / "selection.json").is_file() or (stages.is_dir() and any(stages.glob("value-*"))):
         return "offline"
     return None
+
+
+def _collect_run(folder: Path) -> bool:
+    """A collect run, finished or interrupted (its behaviour PPO resumes)."""
+    return (folder / "collect.json").is_file() or (folder / "stages" / "behavior_ppo").is_dir()
 
 
 def check_run_folder(folder: str | Path, kind: str, flag: str) -> None:

@@ -449,6 +449,15 @@ def test_uni_o4_plot_draws_a_learners_updates_and_a_recordings_episodes(tmp_path
         (1, 0.0), (2, 0.0), (3, 1.0)]
     assert main(["plot", str(run)]) == 0
     assert (run / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # rows edited by hand or damaged, their version no version number: left out, where they ended the plot in
+    # int()'s TypeError or OverflowError
+    with (run / "timeline.jsonl").open("a") as f:
+        for version in ("null", "1e400", "[1]", "2.5", "-1", "true"):
+            f.write(f'{{"version": {version}, "batch_return": 3.0}}\n')
+    with (run / "refused.jsonl").open("a") as f:
+        f.write('{"version": null}\n')
+    assert timeline_series(run / "timeline.jsonl")[("learner", "batch_return")] == [(1, 16.0), (2, 16.0), (3, 16.0)]
+    assert main(["plot", str(run)]) == 0
 
     rec = tmp_path / "rec"
     _log_two_mattress_episodes(rec)

@@ -57,6 +57,8 @@ def read_log(path: str | Path) -> dict[tuple[str, str], list[tuple[int, float]]]
                 point = (int(row["step"]), float(row["value"]))
             except (TypeError, ValueError):
                 continue
+            if not 0 <= point[0] < 2**63:  # a hand-edited step: matplotlib's OverflowError past float's range
+                continue
             points = series[(row["stage"], row["name"])]
             # A stage resumed from a checkpoint (after a crash: Ctrl-C checkpoints where it stops) logs its
             # steps since that checkpoint again: the rerun's rows replace the first run's from there on.
@@ -75,17 +77,27 @@ def timeline_series(path: str | Path) -> Series:
     from .jsonlines import read_jsonl
 
     series: Series = defaultdict(list)
-    rows = read_jsonl(path)
+    # Rows whose version is no version number (a hand edit, a damaged line: null, 1e400, a list) are left out:
+    # they ended the plot in int()'s TypeError or OverflowError, or in "error: version".
+    rows = [r for r in read_jsonl(path) if _version(r) is not None]
     for row in rows:
         for name, value in row.items():
             if name not in ("version", "made_from", "time", "batch_size") and isinstance(value, int | float):
-                series[("learner", name)].append((int(row["version"]), float(value)))
+                series[("learner", name)].append((_version(row), float(value)))
     refused_file = Path(path).with_name("refused.jsonl")  # written by the learner at the policy node's first refusal
     if refused_file.is_file():
-        refused = {int(r["version"]) for r in read_jsonl(refused_file) if "version" in r}
+        refused = {_version(r) for r in read_jsonl(refused_file)} - {None}
         series[("learner", "refused by the policy node (1: yes)")] = [
-            (int(r["version"]), float(int(r["version"]) in refused)) for r in rows]
+            (_version(r), float(_version(r) in refused)) for r in rows]
     return series
+
+
+def _version(row: dict) -> int | None:
+    """A timeline row's policy version: a whole number >= 0, else None."""
+    v = row.get("version")
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v != int(v) or v < 0:
+        return None
+    return int(v)
 
 
 def plot_log(path: str | Path, out_png: str | Path, title: str = "", max_panels: int = 12) -> Path:

@@ -75,6 +75,13 @@ def test_uni_o4_estop_without_a_controller_is_a_one_line_error(ros_env):
     assert done.returncode == 2
     assert done.stderr.startswith("uni-o4 estop: error: no pd_controller answered on /estop within 1 s")
     assert "Traceback" not in done.stderr
+    # a ROS_DOMAIN_ID DDS cannot use: rcl's traceback (abc), Fast DDS's port errors (999)
+    for domain in ("abc", "999"):
+        done = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "estop", "engage", "--timeout", "1"],
+                              env=ros_env | {"ROS_DOMAIN_ID": domain}, cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 2 and done.stderr == (f"uni-o4 estop: error: ROS_DOMAIN_ID {domain!r} is no ROS "
+                                                        "domain: set a whole number 0..232 (or unset it for 0)\n")
 
 
 def test_loop_estop_and_watchdog(ros_env, standing_policy):

@@ -128,6 +128,14 @@ def _path(text: str) -> str:
     return text
 
 
+def _check_ros_domain() -> None:
+    """ROS_DOMAIN_ID as DDS can use it, checked before any node starts: `abc` ended `estop` in rcl's traceback,
+    and 999 in Fast DDS's port errors (a domain's ports are 7400 + 250 * id: past 232 they pass 65535)."""
+    text = os.environ.get("ROS_DOMAIN_ID", "").strip()
+    if text and not (text.isdigit() and int(text) <= 232):
+        raise ValueError(f"ROS_DOMAIN_ID {text!r} is no ROS domain: set a whole number 0..232 (or unset it for 0)")
+
+
 def _check_env(env: str, mujoco: bool = False) -> None:
     """Fail before any work when a Gymnasium task name is wrong (gymnasium's own error is a traceback), or,
     with `mujoco`, is no MuJoCo task: collect records each state's qpos and qvel (D4RL's infos)."""
@@ -1042,6 +1050,8 @@ def main(argv: list[str] | None = None) -> int:
         if env and env.lower().startswith("go1") and args.command != "offline":
             raise ValueError(f"--env {env}: the Go1 is no Gymnasium task; `uni-o4 field` and `uni-o4 bringup` run "
                              f"it (simulated), `uni-o4 offline --env go1` learns from its recordings")
+        if args.command in ("estop", "bringup", "field"):  # the commands that start ROS nodes
+            _check_ros_domain()
         if env and not env.lower().startswith("go1"):
             _quiet_known_mujoco_warnings()
             _check_env(env, mujoco=args.command in ("collect", "demo"))

@@ -332,6 +332,9 @@ def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
     (["evaluate", "--policy", "HUGESPEC_POLICY", "--env", "Hopper-v5"],
      "its spec makes (1, 11, 1000000): weights and spec do not belong together"),
     (["evaluate", "--policy", "NONORM_POLICY", "--env", "Hopper-v5"], "has no state normaliser of its 11 inputs"),
+    # a std of 0 made every state inf or NaN: evaluate reported a NaN return (no valid JSON), exit 0
+    (["evaluate", "--policy", "STD0_POLICY", "--env", "Hopper-v5"],
+     "has a state normaliser whose std is not positive (column 4)"),
     (["online", "--env", "Hopper-v5", "--run-dir", "X"], "--policy"),
     (["evaluate", "--policy", "/nonexistent", "--env", "Hopper-v5"], "nonexistent"),
     (["online", "--scratch", "--env", "NoSuchTask-v1", "--run-dir", "X"], "unknown environment 'NoSuchTask-v1'"),
@@ -400,11 +403,13 @@ def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h
     subst.update({"AFILE/X": str(tmp_path / "afile" / "X"), "AFILE": str(tmp_path / "afile")})
     for name, dims in (("HOPPER_POLICY", (11, 3)), ("CHEETAH_POLICY", (17, 6)), ("LISTJSON_POLICY", (11, 3)),
                        ("WRONGSHAPE_POLICY", (11, 3)), ("HUGESPEC_POLICY", (11, 3)), ("NONORM_POLICY", (11, 3)),
-                       ("F64_POLICY", (11, 3)), ("VHIDDEN_POLICY", (11, 3))):
+                       ("F64_POLICY", (11, 3)), ("VHIDDEN_POLICY", (11, 3)), ("STD0_POLICY", (11, 3))):
         if name in argv:
             actor, critic, normalizer = scratch_agent(*dims)
             if name == "NONORM_POLICY":
                 normalizer.mean = torch.zeros(5)  # saved with a normaliser of another task's states
+            if name == "STD0_POLICY":
+                normalizer.std[4:] = 0.0
             if name == "F64_POLICY":
                 actor.double()
             save_policy(tmp_path / name.lower(), "policy", actor, normalizer,

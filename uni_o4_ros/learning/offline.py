@@ -460,6 +460,10 @@ def load_policy(directory: str | Path, name: str = "policy") -> tuple[GaussianPo
     if any(tuple(tensors.get(f"normalizer.{k}", torch.empty(0)).shape) != (spec.obs_dim,) for k in ("mean", "std")):
         raise ckpt.CheckpointError(f"policy {Path(directory) / name} has no state normaliser of its {spec.obs_dim} "
                                    "inputs (normalizer.mean, normalizer.std): it cannot read states without one")
+    if (tensors["normalizer.std"] <= 0).any():  # as a policy update must (policy_update.decode_update)
+        raise ckpt.CheckpointError(f"policy {Path(directory) / name} has a state normaliser whose std is not positive "
+                                   f"(column {int(torch.argmax((tensors['normalizer.std'] <= 0).int()))}): every "
+                                   "state it reads would be inf or NaN")
     normalizer = StateNormalizer(tensors["normalizer.mean"], tensors["normalizer.std"])
     return policy, normalizer, meta, tensors
 

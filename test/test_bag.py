@@ -433,6 +433,23 @@ def test_a_bag_whose_episodes_have_other_dimensions_is_one_clear_error(tmp_path)
         bag_to_dataset(tmp_path / "mixed")
 
 
+def test_an_episode_none_of_whose_transitions_is_usable_is_said_not_dropped_unsaid(tmp_path):
+    """An episode whose every message has an empty action (a damaged publisher) gives no rows, and bag2h5 said
+    '3 transitions in 1 episode(s)' and nothing of it; rows of episodes it keeps were counted, its were not."""
+    broken = [transition(2, s, "timeout" if s == 2 else "") for s in range(3)]
+    for m in broken:
+        m.action = []
+    bag, out = tmp_path / "bag", tmp_path / "out.hdf5"
+    write_bag(bag, [transition(1, s, "timeout" if s == 2 else "") for s in range(3)] + broken)
+    run = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", "bag2h5", str(bag), "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "3 transitions in 1 episode(s)" in run.stdout and "; 3 left out for other dimensions" in run.stdout
+    assert "; 1 episode(s) left out whole, no transition of them usable" in run.stdout
+    ds = read_hdf5(out)
+    assert ds.infos["episode_id"].tolist() == [1, 1, 1] and ds.metadata["left_out_episodes"] == 1
+
+
 def _run(m: Transition, session: str, started_ns: int) -> Transition:
     m.recorder_session, m.recorder_started_ns = session, started_ns
     return m

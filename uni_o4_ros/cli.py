@@ -983,8 +983,10 @@ def cmd_bag2h5(args: argparse.Namespace) -> int:
           + (f" of {runs} recorder runs (infos/recorder_run)" if runs > 1 else "") + ", "
           f"{int(ds.terminals.sum())} terminal, {int(ds.timeouts.sum())} timeouts"
           + (f"; {left_out} left out for NaN/inf values" if left_out else "")
-          + (f"; {ds.metadata['left_out_malformed']} left out for other dimensions than their episode's first"
+          + (f"; {ds.metadata['left_out_malformed']} left out for other dimensions than most of their episode's"
              if ds.metadata.get("left_out_malformed") else "")
+          + (f"; {ds.metadata['left_out_episodes']} episode(s) left out whole, no transition of them usable"
+             if ds.metadata.get("left_out_episodes") else "")
           + (f"; {ds.metadata['missing_steps']} never recorded (steps missing inside episodes)"
              if ds.metadata.get("missing_steps") else "")
           + (f"; {ds.metadata['left_out_bad_session']} left out for a recorder_session that is no recorder's"

@@ -291,8 +291,14 @@ def bag_to_dataset(bag: str | Path, topic: str = "/transitions") -> OfflineDatas
         ds.metadata["left_out_earlier_run"] = earlier
     if bad:  # a recorder_session that is no recorder's (another publisher on the domain, a damaged message)
         ds.metadata["left_out_bad_session"] = bad
-    if malformed := sum(int(p.metadata.get("left_out_malformed", 0)) for p in parts):
-        # rows of another length than their episode's first (another publisher on the domain, a damaged message)
+    # Episodes of which no row is usable give no part, and their rows were counted nowhere: a bag with one such
+    # episode converted saying nothing of it.
+    unusable = [(rows, n) for rows, (part, n) in zip(episodes.values(), made) if part is None]
+    if unusable:
+        ds.metadata["left_out_episodes"] = len(unusable)
+    if malformed := (sum(int(p.metadata.get("left_out_malformed", 0)) for p in parts)
+                     + sum(len({int(t["step"]) for t in rows}) - n for rows, n in unusable)):
+        # rows of other lengths than most of their episode's (another publisher on the domain, a damaged message)
         ds.metadata["left_out_malformed"] = malformed
     missing = sum(int(p.metadata.get("missing_steps", 0)) for p in parts)
     if missing:  # steps the recorder numbered that the bag never got (a recorder starved past DDS's lease)

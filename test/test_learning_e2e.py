@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import ROOT
 from uni_o4_ros.cli import main
 from uni_o4_ros.data import OfflineDataset, read_hdf5, write_hdf5
 from uni_o4_ros.learning import checkpoint as ckpt
@@ -332,6 +333,14 @@ def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
     (["evaluate", "--policy", "HUGESPEC_POLICY", "--env", "Hopper-v5"],
      "its spec makes (1, 11, 1000000): weights and spec do not belong together"),
     (["evaluate", "--policy", "NONORM_POLICY", "--env", "Hopper-v5"], "has no state normaliser of its 11 inputs"),
+    # settings a stage cannot run with, said before the recording (or the simulators) it came after
+    (["field", "--sim", "--low-speed", "1.0", "--high-speed", "0.5", "--out", "X"],
+     "the low speed (1 m/s) must be below the high one (0.5 m/s)"),
+    (["field", "--sim", "--budget", "paper", "--record-steps", "1", "--out", "X"],
+     "--record-steps 1: the offline stage's dynamics model needs at least 5 transitions"),
+    (["pretrain", "--n-envs", "100000", "--out", "X"], "--n-envs: at most 1024"),
+    (["bringup", "--standin", "--policy", "GO1_POLICY", "--operator-delay", "nan", "--out", "X"],
+     "--operator-delay must be a number of seconds >= 0, got nan"),
     # a std of 0 made every state inf or NaN: evaluate reported a NaN return (no valid JSON), exit 0
     (["evaluate", "--policy", "STD0_POLICY", "--env", "Hopper-v5"],
      "has a state normaliser whose std is not positive (column 4)"),
@@ -424,6 +433,7 @@ def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h
                 spec_file.write_text(json.dumps(meta))
             if name == "VHIDDEN_POLICY":
                 spec_file.write_text(json.dumps({**json.loads(spec_file.read_text()), "v_hidden": 5}))
+    subst["GO1_POLICY"] = str(ROOT / "uni_o4_ros" / "sim" / "checkpoints" / "go1_flat")
     argv = [subst.get(a, a) for a in argv]
     proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", *argv], capture_output=True, text=True,
                           timeout=300)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import re
 import subprocess
@@ -118,6 +119,14 @@ def _env_name(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty (an unset shell variable?): name a task such as Hopper-v5")
     return text.strip()
+
+
+def _n_envs(text: str) -> int:
+    """argparse type: simulator copies, each a MuJoCo model in memory: 100000 sat silent while it made them."""
+    n = _positive_int(text)
+    if n > 1024:
+        raise argparse.ArgumentTypeError(f"at most 1024 (each copy is a MuJoCo model in memory), got {n}")
+    return n
 
 
 def _path(text: str) -> str:
@@ -299,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "OUT/latest periodically and OUT/final at the end (policy + V, deployable and fine-tunable).")
     p.add_argument("--out", type=_path, default="runs/pretrain", help="output folder (default runs/pretrain)")
     p.add_argument("--steps", type=_positive_int, help="total environment steps (default 6,000,000)")
-    p.add_argument("--n-envs", type=_positive_int, help="environment copies stepped together (default 16)")
+    p.add_argument("--n-envs", type=_n_envs, help="environment copies stepped together (default 16, at most 1024)")
     p.add_argument("--config", help="YAML file overriding PretrainConfig values (env.*, ppo.*, hidden, ...)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one value, e.g. --set ppo.actor_lr=1e-4 (repeatable)")
@@ -851,9 +860,9 @@ def _start_standin(terrain: str, params: Path, env: dict[str, str], nodes: dict,
 
     if terrain not in TERRAINS:
         raise ValueError(f"unknown terrain {terrain!r} ({' | '.join(sorted(TERRAINS))})")
-    if operator_delay < 0:
-        raise ValueError(f"--operator-delay must be >= 0, got {operator_delay}")
-    if not (0 < battery[0] <= 100 and battery[1] >= 0):
+    if not (math.isfinite(operator_delay) and operator_delay >= 0):  # nan read as "no operator", inf as forever
+        raise ValueError(f"--operator-delay must be a number of seconds >= 0, got {operator_delay}")
+    if not (0 < battery[0] <= 100 and 0 <= battery[1] < math.inf):
         raise ValueError(f"--battery must be in (0, 100] and --battery-drain >= 0, got {battery[0]} and {battery[1]}")
     from .nodes.parameters_file import node_parameters
 

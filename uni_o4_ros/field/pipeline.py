@@ -130,9 +130,22 @@ BUDGETS: dict[str, dict] = {
 
 
 def field_config(budget: str = "small", **overrides) -> FieldConfig:
+    """The budget's settings with `overrides`; settings the stages cannot run with are a ValueError now, not
+    after a recording (a high speed below the low one, too few transitions for the offline stage)."""
     if budget not in BUDGETS:
         raise ValueError(f"unknown budget {budget!r}; choose from {', '.join(BUDGETS)}")
-    return FieldConfig(**{**BUDGETS[budget], **{k: v for k, v in overrides.items() if v is not None}})
+    cfg = FieldConfig(**{**BUDGETS[budget], **{k: v for k, v in overrides.items() if v is not None}})
+    if not cfg.low_speed < cfg.high_speed:
+        raise ValueError(f"the low speed ({cfg.low_speed:g} m/s) must be below the high one ({cfg.high_speed:g} m/s): "
+                         "the stages are judged at each")
+    from ..learning.config import load_config
+    from ..learning.offline import rows_needed
+
+    least = rows_needed(load_config(None, OFFLINE_BUDGETS[cfg.offline_budget]).dynamics)  # as the learner node
+    if cfg.record_steps < least:
+        raise ValueError(f"--record-steps {cfg.record_steps}: the offline stage's dynamics model needs at least "
+                         f"{least} transitions")
+    return cfg
 
 
 def recorded_steps(directory: Path, known: dict[str, int] | None = None) -> int:

@@ -139,13 +139,10 @@ class OfflineTrainer:
         small to leave one row out and two to fit (their spread normalises its inputs) ended, a stage later, in
         "training diverged ... try a lower learning rate"."""
         d = self.cfg.dynamics
-        held = lambda rows: int(min(d.max_holdout, d.holdout_ratio * rows))  # noqa: E731 - dynamics.py's split
-        if held(n) >= 1 and n - held(n) >= 2:
-            return
-        least = next(rows for rows in range(3, 10**6) if held(rows) >= 1 and rows - held(rows) >= 2)
-        raise ValueError(f"{n} transition(s) are too few: the dynamics model holds out "
-                         f"{d.holdout_ratio:g} of them (dynamics.holdout_ratio) and fits the rest; it needs at "
-                         f"least {least}")
+        if n < (least := rows_needed(d)):
+            raise ValueError(f"{n} transition(s) are too few: the dynamics model holds out "
+                             f"{d.holdout_ratio:g} of them (dynamics.holdout_ratio) and fits the rest; it needs at "
+                             f"least {least}")
 
     # ------------------------------------------------------------------ helpers
     def state_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -425,6 +422,13 @@ class OfflineTrainer:
             for name, opt in opts.items():
                 ckpt.load_optimizer(name, opt, tensors, meta["opts"][name])
             return int(meta["step"])
+
+
+def rows_needed(d: Any) -> int:
+    """The fewest transitions the dynamics model (a DynamicsConfig) can be fit on: one held out to pick its
+    elites, two to fit (their spread normalises its inputs)."""
+    held = lambda rows: int(min(d.max_holdout, d.holdout_ratio * rows))  # noqa: E731 - dynamics.py's split
+    return next(rows for rows in range(3, 10**6) if held(rows) >= 1 and rows - held(rows) >= 2)
 
 
 def save_policy(

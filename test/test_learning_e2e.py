@@ -341,6 +341,9 @@ def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
     (["pretrain", "--n-envs", "100000", "--out", "X"], "--n-envs: at most 1024"),
     (["bringup", "--standin", "--policy", "GO1_POLICY", "--operator-delay", "nan", "--out", "X"],
      "--operator-delay must be a number of seconds >= 0, got nan"),
+    # the learner exports its versions into RUN_DIR/policy: over the policy the robot started from
+    (["bringup", "--sim", "--policy", "GO1_COPY/policy", "--learn", "GO1_COPY", "--out", "X"],
+     "--learn GO1_COPY holds the policy it would start from (--policy GO1_COPY/policy)"),
     # a std of 0 made every state inf or NaN: evaluate reported a NaN return (no valid JSON), exit 0
     (["evaluate", "--policy", "STD0_POLICY", "--env", "Hopper-v5"],
      "has a state normaliser whose std is not positive (column 4)"),
@@ -434,6 +437,10 @@ def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h
             if name == "VHIDDEN_POLICY":
                 spec_file.write_text(json.dumps({**json.loads(spec_file.read_text()), "v_hidden": 5}))
     subst["GO1_POLICY"] = str(ROOT / "uni_o4_ros" / "sim" / "checkpoints" / "go1_flat")
+    if "GO1_COPY" in argv:
+        shutil.copytree(subst["GO1_POLICY"], tmp_path / "go1_copy" / "policy")
+        subst.update({"GO1_COPY": str(tmp_path / "go1_copy"), "GO1_COPY/policy": str(tmp_path / "go1_copy" / "policy")})
+        message = message.replace("GO1_COPY", str(tmp_path / "go1_copy"))
     argv = [subst.get(a, a) for a in argv]
     proc = subprocess.run([sys.executable, "-m", "uni_o4_ros.cli", *argv], capture_output=True, text=True,
                           timeout=300)

@@ -696,11 +696,14 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     import os
 
     if not Path(args.policy).is_dir():
-        raise FileNotFoundError(f"policy folder {args.policy} not found")
+        raise FileNotFoundError(f"policy folder {args.policy} " + ("is a file; name the folder that holds it"
+                                                                   if Path(args.policy).exists() else "not found"))
     _saved_policy(args.policy)
     from .field.pipeline import check_go1_policy
 
     check_go1_policy(args.policy)  # here, in one line, not as a traceback of the policy node
+    if args.learn:  # the learner exports its versions to RUN_DIR/policy: over the policy it starts from
+        check_not_inside(args.learn, args.policy, "--policy", "learner", option="--learn")
     standin_only = [f"--{name.replace('_', '-')}" for name, default in (
         ("terrain", "flat"), ("operator_delay", 3.0), ("battery", 100.0), ("battery_drain", 0.0))
         if getattr(args, name) != default]

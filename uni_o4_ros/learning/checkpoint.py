@@ -90,7 +90,8 @@ def load(directory: str | Path, name: str,
         tensors = load_file(str(d / f"{name}.safetensors"))
         header = _header_meta(d / f"{name}.safetensors")
     except FileNotFoundError as exc:
-        raise CheckpointError(f"checkpoint {d / name} is missing: {exc.filename}") from exc
+        # safetensors' own FileNotFoundError names no file ("is missing: None")
+        raise CheckpointError(f"checkpoint {d / name} is missing: {exc.filename or d / f'{name}.safetensors'}") from exc
     except (json.JSONDecodeError, OSError, Exception) as exc:  # safetensors raises its own types
         # Our own writes are atomic, so this is damage from outside (disk, copy, hand edit): say
         # how to recover rather than leave the user to guess whether deleting is safe.

@@ -64,10 +64,12 @@ def check_run_folder(folder: str | Path, kind: str, flag: str) -> None:
                          "(final/, config.json, scalars.csv), over that one's; give it a folder of its own")
 
 
-def check_not_inside(run_dir: str | Path, policy_dir: str | Path, flag: str, kind: str) -> None:
-    """ValueError if the run folder is, or holds, the policy folder the run starts from: it would overwrite it."""
+def check_not_inside(run_dir: str | Path, policy_dir: str | Path, flag: str, kind: str,
+                     option: str = "--run-dir") -> None:
+    """ValueError if the run folder (`option`) is, or holds, the policy folder the run starts from: it would
+    overwrite it."""
     run, policy = Path(run_dir).resolve(), Path(policy_dir).resolve()
     if run == policy or run in policy.parents:
-        raise ValueError(f"--run-dir {run_dir} holds the policy it would start from ({flag} {policy_dir}) and would "
-                         f"overwrite it: give the {kind} run its own folder, e.g. --run-dir "
+        raise ValueError(f"{option} {run_dir} holds the policy it would start from ({flag} {policy_dir}) and would "
+                         f"overwrite it: give the {kind} run its own folder, e.g. {option} "
                          f"{str(run_dir).rstrip('/')}-{kind}")

@@ -262,6 +262,10 @@ def test_a_checkpoint_cut_between_its_two_files_is_read_as_the_newer_save(tmp_pa
     edited = json.loads((run / "learner.json").read_text())
     (run / "learner.json").write_text(json.dumps({**edited, "updates": 31}))
     assert ckpt.load(run, "learner")[1] == {"version": 3, "updates": 31}
+    # the same weights and settings saved again are the same bytes: a policy is known by its file's sha256
+    for again in ("a", "b"):
+        ckpt.save(tmp_path / again, "policy", {"w": torch.full((2,), 3.0)}, {"version": 3})
+    assert (tmp_path / "a" / "policy.safetensors").read_bytes() == (tmp_path / "b" / "policy.safetensors").read_bytes()
 
 
 def test_normalized_score_reference_points_and_names():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from ..data.atomic import atomic_write
@@ -55,7 +53,10 @@ def save(directory: str | Path, name: str, tensors: dict[str, torch.Tensor], met
     # weights beside the settings of the save before (a version label one behind, a learner resuming N+1's weights
     # with N's counters). The weights' header carries the settings too, and both files one save's id: the json
     # of another save is passed over for the header's, and the json stays what a person reads and may edit.
-    meta = {**meta, _SAVE_ID: secrets.token_hex(8)}
+    # The id comes from the content, so a save of the same weights and settings is the same bytes (a policy is
+    # known by its file's sha256: the field pipeline's stage markers).
+    settings = json.dumps(meta, sort_keys=True)
+    meta = {**meta, _SAVE_ID: hashlib.sha256(f"{tensors_digest(flat)}|{settings}".encode()).hexdigest()[:16]}
     header = {_HEADER_KEY: json.dumps(meta, sort_keys=True)}
     # Serialised here and written by us: safetensors' save_file leaves its file 0600 whatever the umask.
     atomic_write(d / f"{name}.safetensors", lambda tmp: Path(tmp).write_bytes(safetensors_bytes(flat, header)))
@@ -66,13 +67,14 @@ def save(directory: str | Path, name: str, tensors: dict[str, torch.Tensor], met
 _SAVE_ID, _HEADER_KEY = "save_id", "uni_o4_meta"
 
 
-def _header_meta(path: Path) -> dict[str, Any] | None:
-    """The settings a checkpoint's weights carry in their header (None: saved before they did, or by another
-    program)."""
+def _weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """A checkpoint's tensors and the settings its header carries (None: saved before it did, or by another
+    program), read through one handle: two opens could read two saves' files, the file replaced in between."""
     with safe_open(str(path), framework="pt") as f:
         text = (f.metadata() or {}).get(_HEADER_KEY)
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - a safe_open handle, no dict
     meta = json.loads(text) if text is not None else None
-    return meta if isinstance(meta, dict) else None
+    return tensors, meta if isinstance(meta, dict) else None
 
 
 def exists(directory: str | Path, name: str) -> bool:
@@ -87,8 +89,7 @@ def load(directory: str | Path, name: str,
     d = Path(directory)
     try:
         meta = json.loads((d / f"{name}.json").read_text())
-        tensors = load_file(str(d / f"{name}.safetensors"))
-        header = _header_meta(d / f"{name}.safetensors")
+        tensors, header = _weights(d / f"{name}.safetensors")
     except FileNotFoundError as exc:
         # safetensors' own FileNotFoundError names no file ("is missing: None")
         raise CheckpointError(f"checkpoint {d / name} is missing: {exc.filename or d / f'{name}.safetensors'}") from exc

@@ -531,6 +531,15 @@ def test_no_command_writes_into_another_commands_run_folder_or_the_policy_it_sta
         assert main(argv) == 2, argv
         assert said in capsys.readouterr().err, argv
         assert snapshot() == before, argv  # nothing written, nothing replaced
+    # an offline run beside its collect output (data/) is the offline run it is, not a demo: its rerun resumes
+    from uni_o4_ros.learning.run_folder import held_run
+
+    (tmp_path / "offline_run" / "data" / "collect.json").parent.mkdir()
+    (tmp_path / "offline_run" / "data" / "collect.json").write_text("{}\n")
+    assert held_run(tmp_path / "offline_run") == "offline" and held_run(tmp_path / "half_demo") is None
+    (tmp_path / "half_demo" / "data").mkdir()
+    (tmp_path / "half_demo" / "data" / "collect.json").write_text("{}\n")
+    assert held_run(tmp_path / "half_demo") == "demo"
     # an empty folder (`--out "$OUT"`, OUT unset) was the current one
     for argv in (["pretrain", "--out", ""], ["field", "--sim", "--out", ""], ["offline", "--dataset", str(ds),
                                                                             "--run-dir", " "]):

@@ -21,7 +21,9 @@ def held_run(folder: str | Path) -> str | None:
     folder = Path(folder)
     if (folder / "policy.json").is_file() or (folder / "policy.safetensors").is_file():
         return "policy"
-    if _collect_run(folder / "data"):  # the demo's stages each have their folder, data/ the first
+    # The demo's stages each have their folder, data/ the first; a run's own settings at the top make it that run
+    # (an offline run beside its collect output in data/)
+    if _collect_run(folder / "data") and not any((folder / f).is_file() for f in ("config.json", "selection.json")):
         return "demo"
     if _collect_run(folder):
         return "collect"

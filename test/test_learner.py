@@ -452,7 +452,7 @@ def test_uni_o4_plot_draws_a_learners_updates_and_a_recordings_episodes(tmp_path
     # rows edited by hand or damaged, their version no version number: left out, where they ended the plot in
     # int()'s TypeError or OverflowError
     with (run / "timeline.jsonl").open("a") as f:
-        for version in ("null", "1e400", "[1]", "2.5", "-1", "true"):
+        for version in ("null", "1e400", "[1]", "2.5", "-1", "true", "1" + "0" * 400):
             f.write(f'{{"version": {version}, "batch_return": 3.0}}\n')
     with (run / "refused.jsonl").open("a") as f:
         f.write('{"version": null}\n')

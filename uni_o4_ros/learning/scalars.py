@@ -95,9 +95,13 @@ def timeline_series(path: str | Path) -> Series:
 def _version(row: dict) -> int | None:
     """A timeline row's policy version: a whole number >= 0, else None."""
     v = row.get("version")
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v != int(v) or v < 0:
+    if isinstance(v, bool) or not isinstance(v, int | float):
         return None
-    return int(v)
+    if isinstance(v, float):  # an int of 400 digits overflows isfinite: floats only
+        if not math.isfinite(v) or v != int(v):
+            return None
+        v = int(v)
+    return v if 0 <= v < 2**63 else None
 
 
 def plot_log(path: str | Path, out_png: str | Path, title: str = "", max_panels: int = 12) -> Path:

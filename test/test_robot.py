@@ -764,6 +764,14 @@ def test_an_episode_that_cannot_be_written_is_kept_and_written_with_the_next(tmp
     # a file manager's copy beside them is no episode of the recording: it was read as one, its data twice
     shutil.copy(folder / "episode_000002.hdf5", folder / "episode_000002 (copy).hdf5")
     assert read_episodes(folder).infos["step"].tolist() == ds.infos["step"].tolist()
+    # the folder gone (its disk unmounted): kept, not written into a folder made again where the path now leads
+    folder.rename(tmp_path / "aside")
+    episode(4, 2)
+    with pytest.raises(FileNotFoundError):
+        writer.finish(4)
+    assert writer.unwritten == [4] and not folder.exists()
+    (tmp_path / "aside").rename(folder)
+    assert writer.flush() == [folder / "episode_000004.hdf5"] and writer.unwritten == []
 
 
 def test_an_episode_with_steps_that_never_arrived_is_written_saying_so(tmp_path):

@@ -10,8 +10,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """`write(tmp)` fills a temporary file beside `path`, which then replaces `path` in one rename.
+def atomic_write(path: str | Path, write: Callable[[str], None], make_folder: bool = True) -> Path:
+    """`write(tmp)` fills a temporary file beside `path`, which then replaces `path` in one rename. make_folder
+    False: a missing folder is a FileNotFoundError (a logger's folder gone, its disk unmounted: the episode is
+    kept until it is back, not written into a new folder on whatever disk the path now leads to).
 
     The temporary file is created with the user's umask like any other file (tempfile.mkstemp makes
     it 0600, so datasets and policies were unreadable to the rest of a team sharing the folder).
@@ -21,7 +23,8 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     episode was written could reboot to a complete-looking episode file of zero bytes, and a
     learner to a checkpoint it cannot resume from."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
         try:

@@ -7,6 +7,7 @@ groups infos/* and metadata/*. Only arrays and scalars are read: no pickle anywh
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,8 +241,10 @@ def _datasets(f: h5py.File) -> tuple[dict[str, h5py.Dataset], dict[str, str]]:
     return found, unread
 
 
-def write_hdf5(path: str | Path, ds: OfflineDataset, overwrite: bool = False, compression: str | None = None) -> Path:
-    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+def write_hdf5(path: str | Path, ds: OfflineDataset, overwrite: bool = False, compression: str | None = None,
+               make_folder: bool = True) -> Path:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file. make_folder False: a
+    missing folder is an error (FileNotFoundError), not made again."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists: not replaced (choose another path, or remove it first)")
@@ -267,16 +270,17 @@ def write_hdf5(path: str | Path, ds: OfflineDataset, overwrite: bool = False, co
             with h5py.File(tmp, "w") as f:
                 fill(f)
 
-        atomic_write(path, write)
+        atomic_write(path, write, make_folder)
         return path
     # A disk that filled up while HDF5 wrote its chunks: h5py raised, then ended the process with a segmentation
     # fault as the file closed (h5py 3.16, HDF5 2.0; a full tmpfs), and a dataset logger lost every episode it
     # held for a retry. Built in memory, the file goes to disk as bytes, whose failure is a plain OSError.
-    with h5py.File(f"{path.name}-in-memory", "w", driver="core", backing_store=False) as f:
+    # (the name only tells HDF5's open files apart: two of one name cannot be open at once)
+    with h5py.File(f"{path.name}-{secrets.token_hex(8)}", "w", driver="core", backing_store=False) as f:
         fill(f)
         f.flush()
         image = f.id.get_file_image()
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(image))
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(image), make_folder)
     return path
 
 

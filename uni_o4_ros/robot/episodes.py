@@ -400,7 +400,7 @@ class EpisodeWriter:
                 del self._unwritten[path]
                 path = self._free_path(int(ds.metadata["episode_id"]))
                 self._unwritten[path] = ds
-            written.append(write_hdf5(path, ds))
+            written.append(write_hdf5(path, ds, make_folder=False))  # made at start: gone is an error
             del self._unwritten[path]
         return written
 

@@ -141,7 +141,7 @@ def _check_ros_domain() -> None:
     """ROS_DOMAIN_ID as DDS can use it, checked before any node starts: `abc` ended `estop` in rcl's traceback,
     and 999 in Fast DDS's port errors (a domain's ports are 7400 + 250 * id: past 232 they pass 65535)."""
     text = os.environ.get("ROS_DOMAIN_ID", "").strip()
-    if text and not (text.isdigit() and int(text) <= 232):
+    if text and not (re.fullmatch("[0-9]+", text) and int(text) <= 232):  # isdigit() takes '²', int() does not
         raise ValueError(f"ROS_DOMAIN_ID {text!r} is no ROS domain: set a whole number 0..232 (or unset it for 0)")
 
 
@@ -695,6 +695,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_bringup(args: argparse.Namespace) -> int:
     import os
 
+    from .robot.episodes import episode_files
+
     if not Path(args.policy).is_dir():
         raise FileNotFoundError(f"policy folder {args.policy} " + ("is a file; name the folder that holds it"
                                                                    if Path(args.policy).exists() else "not found"))
@@ -739,7 +741,7 @@ def cmd_bringup(args: argparse.Namespace) -> int:
     dead, watch, tally = [], None, RecordingTally(args.episodes, grace=args.logger_grace)
     # `kill` or a closed terminal stops the nodes as Ctrl-C does (exit 143 / 129), instead of leaving them
     # running on their own, the simulated robot still walking and recording.
-    before = set(out.glob("episode_*.hdf5"))
+    before = set(episode_files(out))
     with stop_signals_raise_exit():
         try:
             if args.standin:
@@ -796,8 +798,10 @@ def _check_parameters_file(params: Path) -> None:
 def _tally_recording(tally: RecordingTally, watch: RecorderWatch | None, out: Path, before: set[Path]) -> bool:
     """Take in the logger's new files and the recorder's episode ends, say what changed; True once the
     episodes asked for are all accounted for."""
+    from .robot.episodes import episode_files
+
     # This session's files only: a folder used before (the default --out) holds earlier ones.
-    if tally.take_files(set(out.glob("episode_*.hdf5")) - before):
+    if tally.take_files(set(episode_files(out)) - before):
         print(f"{len(tally.written)} episode(s) recorded in {out}")
     now = time.monotonic()
     for end in watch.ends() if watch is not None else []:
@@ -921,7 +925,7 @@ def _pass_on(stream) -> None:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from .learning.scalars import plot_series, read_log, timeline_series
-    from .robot.episodes import episode_series
+    from .robot.episodes import episode_files, episode_series
 
     run = Path(args.run_dir)
     if not run.is_dir():
@@ -931,7 +935,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     elif (run / "timeline.jsonl").is_file():  # a learner's run folder (learning.launch.py, bringup --learn)
         source, png, x = run / "timeline.jsonl", run / "timeline.png", "policy version"
         series = timeline_series(source)
-    elif any(run.glob("episode_*.hdf5")):  # a recording (the dataset_logger's folder)
+    elif episode_files(run):  # a recording (the dataset_logger's folder)
         source, series, png, x = run, episode_series(run), run / "episodes.png", "episode (file number)"
     else:
         # `uni-o4 demo`'s folder holds its runs one level down (offline/, online/): name them

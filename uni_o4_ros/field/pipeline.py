@@ -39,6 +39,7 @@ from ..learning.jsonlines import read_jsonl
 from ..nodes.processes import stop_signals_raise_exit
 from ..robot.command import CommandLimits
 from ..robot.controller import CONTROLLER_SUMMARY
+from ..robot.episodes import episode_files
 from ..robot.go1 import CONTROL_DT
 from ..robot.recording_tally import LOGGER_GRACE_S
 from .node_graph import NodeGraphError, ros_environment, run_until
@@ -154,7 +155,7 @@ def recorded_steps(directory: Path, known: dict[str, int] | None = None) -> int:
     validated reader, as the learner will read it: a damaged or hostile file (data kept in another file, a
     header declaring gigabytes) stops the run with one line naming it (DatasetError)."""
     known = {} if known is None else known
-    for f in directory.glob("episode_*.hdf5"):
+    for f in episode_files(directory):
         if f.name not in known:
             known[f.name] = len(read_hdf5(f))
     return sum(known.values())
@@ -376,7 +377,7 @@ class FieldPipeline:
             if state["steps"] >= steps:
                 return True
             now = time.monotonic()
-            tally.take_files(episodes.glob("episode_*.hdf5"))
+            tally.take_files(episode_files(episodes))
             for end in watch.ends():
                 tally.on_end(end.episode_id, end.transitions, now)
             if lost := tally.newly_lost(now):
@@ -394,7 +395,7 @@ class FieldPipeline:
             bar.close()
             watch.close()
         return {"steps": state["steps"], "lost_episodes": tally.lost,
-                "episodes": len(list(episodes.glob("episode_*.hdf5"))),
+                "episodes": len(episode_files(episodes)),
                 "seconds": round(seconds, 1), "realtime_factor": c.realtime_factor,
                 "controller": controller_summary(self.out / name / "logs" / "pd_controller_node.log")}
 

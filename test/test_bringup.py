@@ -1222,7 +1222,8 @@ def test_a_recorder_stalled_for_a_while_rewards_each_step_from_the_odometry_of_t
 
         w.wait(lambda: any("were paired with another robot state" in line for line in log) and ends())
         lost = re.search(r"episode 1: (\d+) policy step\(s\) were paired with another robot state", "".join(log))
-        assert lost and 3 <= int(lost.group(1)) < 10 and len(ends()) == 1, log[-5:]  # ours, and any of the stall's
+        # ours (3), and any of the stall's 15 ticks (a loaded CI host lost 7 of them once)
+        assert lost and 3 <= int(lost.group(1)) <= 3 + 15 and len(ends()) == 1, log[-5:]
     finally:
         w.close()
         stop(recorder)

@@ -772,6 +772,12 @@ def test_an_episode_that_cannot_be_written_is_kept_and_written_with_the_next(tmp
     assert writer.unwritten == [4] and not folder.exists()
     (tmp_path / "aside").rename(folder)
     assert writer.flush() == [folder / "episode_000004.hdf5"] and writer.unwritten == []
+    # a logger killed mid-write left its temporary file: the next one removes it at start, and only it
+    (folder / ".episode_000005.hdf5.0a1b2c3d.tmp").write_bytes(b"\x89HDF" + b"\0" * 1000)
+    (folder / ".notes.tmp").write_text("someone else's")
+    assert EpisodeWriter(folder).removed_temporary == [1004]
+    assert sorted(p.name for p in folder.iterdir()) == sorted([".notes.tmp", "episode_000002 (copy).hdf5",
+                                                               *(f"episode_00000{i}.hdf5" for i in range(1, 5))])
 
 
 def test_an_episode_with_steps_that_never_arrived_is_written_saying_so(tmp_path):

@@ -84,6 +84,10 @@ class DatasetLoggerNode(Node):
         self.create_subscription(Transition, "transitions", self.on_transition, TRANSITIONS)
         steady_timer(self, RETRY_S, self._retry_unwritten)
         self.get_logger().info(f"logging episodes to {self.writer.directory}")
+        if removed := self.writer.removed_temporary:
+            self.get_logger().warning(f"removed {len(removed)} half-written episode file(s) "
+                                      f"({sum(removed) / 1e6:.1f} MB) that a logger ended mid-write (killed, or a "
+                                      "power cut) left in the folder")
         self._check_free_space(None)
 
     def on_transition(self, m: Transition) -> None:

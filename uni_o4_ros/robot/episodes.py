@@ -7,6 +7,7 @@ file. `read_episodes(dir)` concatenates them into one OfflineDataset for the lea
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import time
@@ -299,10 +300,18 @@ class EpisodeWriter:
     runs: StreamRuns = field(default_factory=StreamRuns)  # the recorder run being recorded
     earlier_rows: dict[str, int] = field(default_factory=dict)  # rows left out by earlier_run, by session (bounded)
     _heard_runs: dict[str, None] = field(default_factory=dict)  # recorder runs a row was kept of (runs.remember)
+    removed_temporary: list[int] = field(default_factory=list)  # sizes of half-written files removed at start
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        # Half-written episodes of a logger killed mid-write (SIGKILL, power): never read (hidden, no episode's
+        # name), but never removed either, on the disk that may have filled up under them.
+        for tmp in self.directory.glob(".episode_*.hdf5.*.tmp"):
+            with contextlib.suppress(OSError):
+                size = tmp.stat().st_size
+                tmp.unlink()
+                self.removed_temporary.append(size)
 
     def add(self, t: dict, now: float | None = None) -> Arrival:
         """Keep a row. The recorder's stream is ordered (one publisher, reliable) and numbers episodes 1,

@@ -858,10 +858,19 @@ def test_a_disk_that_fills_up_while_an_episode_is_written_costs_the_logger_nothi
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
 
     out = tmp_path / "episodes"
-    logger = subprocess.Popen(node_command("dataset_logger_node", [f"directory:={out}"]), env=ros_env, cwd=ROOT,
+    logger = subprocess.Popen(node_command("dataset_logger_node", [f"directory:={out}", "min_free_mb:=0"]),
+                              env=ros_env, cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               preexec_fn=full_past_64_kb)
     w = TransitionWatcher()
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+    from uni_o4_ros.nodes.qos import DIAGNOSTICS
+
+    said: list = []  # what a monitor shows of the logger (its status on /diagnostics, once a second)
+    w.node.create_subscription(DiagnosticArray, "/diagnostics", lambda a: said.extend(
+        (st.level, st.message, {kv.key: kv.value for kv in st.values}) for st in a.status
+        if st.name == "dataset_logger: episodes"), DIAGNOSTICS)
 
     def episode(number: int, steps: int) -> list:  # 64 numbers per state: 200 steps are a ~110 KB file
         return [_transition(number, i, timeout=i == steps - 1, dim=64) for i in range(steps)]
@@ -874,10 +883,16 @@ def test_a_disk_that_fills_up_while_an_episode_is_written_costs_the_logger_nothi
         for m in episode(2, 200):
             pub.publish(m)
         _wait_for_output(logger, "episode 2 not written")
+        w.wait(lambda: any(v["waiting_in_memory"] == "1" for _, _, v in said), timeout=60)
+        level, message, values = next(st for st in said if st[2]["waiting_in_memory"] == "1")
+        assert level == DiagnosticStatus.ERROR and message.startswith("1 episode(s) wait in memory")
+        assert values["episodes_written"] == "1" and values["directory"] == str(out)
         resource.prlimit(logger.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
         # written at the logger's next try, with no episode after it (the recording may be over)
         _wait_for_output(logger, "episodes [2], kept in memory, are now written")
         assert (out / "episode_000002.hdf5").exists()
+        w.wait(lambda: said[-1][2]["episodes_written"] == "2", timeout=60)
+        assert said[-1][:2] == (DiagnosticStatus.OK, "logging episodes") and said[-1][2]["waiting_in_memory"] == "0"
         for m in episode(3, 2):
             pub.publish(m)
         w.wait(lambda: (out / "episode_000003.hdf5").exists() or logger.poll() is not None, timeout=60)

@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 from rclpy.serialization import serialize_message
 
@@ -40,7 +41,7 @@ from uni_o4_ros.robot.episodes import EpisodeWriter, describe_runs, run_name, tr
 from uni_o4_ros.robot.runs import QUIET_S
 
 from .params import Doc, declare_read_only, writable_folder
-from .qos import TRANSITIONS
+from .qos import DIAGNOSTICS, TRANSITIONS
 from .run import NodeConfigError, run_node
 from .timers import steady_timer
 
@@ -83,6 +84,11 @@ class DatasetLoggerNode(Node):
         self.bad_sessions = 0  # transitions left out for a recorder_session that is no recorder's
         self.create_subscription(Transition, "transitions", self.on_transition, TRANSITIONS)
         steady_timer(self, RETRY_S, self._retry_unwritten)
+        # What a monitor (rqt_robot_monitor, diagnostic_aggregator) shows of the recording, once a second as
+        # diagnostic_updater does: episodes waiting in memory or dropped, and the disk running full, were in the
+        # log only.
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS)
+        steady_timer(self, 1.0, self._diagnose)
         self.get_logger().info(f"logging episodes to {self.writer.directory}")
         if removed := self.writer.removed_temporary:
             self.get_logger().warning(f"removed {len(removed)} half-written episode file(s) "
@@ -203,6 +209,28 @@ class DatasetLoggerNode(Node):
             bag.close()
         except OSError as exc:
             self.get_logger().error(f"closing the bag failed: {exc}")
+
+    def _diagnose(self) -> None:
+        w = self.writer
+        waiting, dropped, free = w.unwritten, len(w.dropped), w.free_bytes()
+        if waiting:
+            level, message = DiagnosticStatus.ERROR, (f"{len(waiting)} episode(s) wait in memory: their files could "
+                                                      "not be written (disk full? folder gone?)")
+        elif dropped:
+            level, message = DiagnosticStatus.WARN, f"{dropped} episode(s) dropped after failed writes"
+        elif free is not None and free < self.min_free:
+            level = DiagnosticStatus.WARN
+            message = f"only {free / 1e6:.0f} MB free (min_free_mb {self.min_free // 10**6})"
+        else:
+            level, message = DiagnosticStatus.OK, "logging episodes"
+        values = {"directory": str(w.directory), "episodes_written": str(w.written),
+                  "waiting_in_memory": str(len(waiting)), "waiting_mb": f"{w.unwritten_bytes / 1e6:.1f}",
+                  "dropped": str(dropped), "free_mb": "unknown" if free is None else f"{free / 1e6:.0f}"}
+        arr = DiagnosticArray(status=[DiagnosticStatus(
+            level=level, name=f"{self.get_name()}: episodes", message=message,
+            values=[KeyValue(key=k, value=v) for k, v in values.items()])])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(arr)
 
     def _retry_unwritten(self) -> None:
         if not (kept := self.writer.unwritten):

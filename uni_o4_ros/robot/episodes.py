@@ -301,6 +301,7 @@ class EpisodeWriter:
     earlier_rows: dict[str, int] = field(default_factory=dict)  # rows left out by earlier_run, by session (bounded)
     _heard_runs: dict[str, None] = field(default_factory=dict)  # recorder runs a row was kept of (runs.remember)
     removed_temporary: list[int] = field(default_factory=list)  # sizes of half-written files removed at start
+    written: int = 0  # episode files this writer wrote
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
@@ -411,6 +412,7 @@ class EpisodeWriter:
                 self._unwritten[path] = ds
             written.append(write_hdf5(path, ds, make_folder=False))  # made at start: gone is an error
             del self._unwritten[path]
+            self.written += 1
         return written
 
     @property

@@ -339,6 +339,7 @@ def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
     (["field", "--sim", "--budget", "paper", "--record-steps", "1", "--out", "X"],
      "--record-steps 1: the offline stage's dynamics model needs at least 5 transitions"),
     (["pretrain", "--n-envs", "100000", "--out", "X"], "--n-envs: at most 1024"),
+    (["field", "--sim", "--policy", "PT_RUN", "--out", "X"], "a pretraining run's policy is in its final/ folder"),
     (["bringup", "--standin", "--policy", "GO1_POLICY", "--operator-delay", "nan", "--out", "X"],
      "--operator-delay must be a number of seconds >= 0, got nan"),
     # the learner exports its versions into RUN_DIR/policy: over the policy the robot started from
@@ -437,6 +438,9 @@ def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h
             if name == "VHIDDEN_POLICY":
                 spec_file.write_text(json.dumps({**json.loads(spec_file.read_text()), "v_hidden": 5}))
     subst["GO1_POLICY"] = str(ROOT / "uni_o4_ros" / "sim" / "checkpoints" / "go1_flat")
+    if "PT_RUN" in argv:  # a pretraining run's folder: its policy is in final/
+        shutil.copytree(subst["GO1_POLICY"], tmp_path / "pt_run" / "final")
+        subst["PT_RUN"] = str(tmp_path / "pt_run")
     if "GO1_COPY" in argv:
         shutil.copytree(subst["GO1_POLICY"], tmp_path / "go1_copy" / "policy")
         subst.update({"GO1_COPY": str(tmp_path / "go1_copy"), "GO1_COPY/policy": str(tmp_path / "go1_copy" / "policy")})

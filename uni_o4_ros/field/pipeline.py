@@ -243,7 +243,10 @@ class FieldPipeline:
         # s: a node stage names an episode lost when its file has not come this long after the recorder ended it
         self.logger_grace = LOGGER_GRACE_S
         if not (Path(cfg.policy) / "policy.safetensors").is_file():
-            raise FileNotFoundError(f"no pretrained policy in {cfg.policy} (make one with `uni-o4 pretrain`)")
+            final = Path(cfg.policy) / "final"
+            hint = (f": a pretraining run's policy is in its final/ folder, --policy {final}"
+                    if (final / "policy.safetensors").is_file() else " (make one with `uni-o4 pretrain`)")
+            raise FileNotFoundError(f"no pretrained policy in {cfg.policy}{hint}")
         check_go1_policy(cfg.policy)
         self.policy_sha256 = policy_digest(cfg.policy)
         # Markers of runs made before stages recorded their settings are judged by that run's config.

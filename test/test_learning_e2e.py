@@ -319,6 +319,7 @@ def test_online_ppo_improves_return_on_a_fast_task(tmp_path):
      "episode_000002.hdf5: observation/action dims 17/6, while episode_000001.hdf5 has 11/3"),
     # an existing --out is refused before the bag (here not even one) is read, not after
     (["bag2h5", "AFILE", "--out", "AFILE"], "afile exists: not replaced"),
+    (["bag2h5", "AFILE", "--out", "DANGLING"], "dangling.hdf5 exists: not replaced"),  # a link to nothing, kept
     (["bag2h5", "AFILE", "--out", "AFILE/X"], "afile is a file, not a folder"),  # said before the bag is read
     (["plot", "DAMAGED_RUN"], "scalars.csv: none of its 2 rows could be read (damaged?)"),
     (["collect", "--env", "Hopper-v5", "--out", "X", "--budget", "tiny"], "unrecognized arguments: --budget"),
@@ -438,6 +439,9 @@ def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h
             if name == "VHIDDEN_POLICY":
                 spec_file.write_text(json.dumps({**json.loads(spec_file.read_text()), "v_hidden": 5}))
     subst["GO1_POLICY"] = str(ROOT / "uni_o4_ros" / "sim" / "checkpoints" / "go1_flat")
+    if "DANGLING" in argv:
+        (tmp_path / "dangling.hdf5").symlink_to(tmp_path / "nowhere")
+        subst["DANGLING"] = str(tmp_path / "dangling.hdf5")
     if "PT_RUN" in argv:  # a pretraining run's folder: its policy is in final/
         shutil.copytree(subst["GO1_POLICY"], tmp_path / "pt_run" / "final")
         subst["PT_RUN"] = str(tmp_path / "pt_run")

@@ -246,7 +246,7 @@ def write_hdf5(path: str | Path, ds: OfflineDataset, overwrite: bool = False, co
     """Write to a temporary file beside `path`, then rename: readers never see half a file. make_folder False: a
     missing folder is an error (FileNotFoundError), not made again."""
     path = Path(path)
-    if path.exists() and not overwrite:
+    if (path.exists() or path.is_symlink()) and not overwrite:  # a dangling link is there too: not replaced by a file
         raise FileExistsError(f"{path} exists: not replaced (choose another path, or remove it first)")
     validate(ds, source=str(path))
 

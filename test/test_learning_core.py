@@ -13,7 +13,7 @@ from uni_o4_ros.learning.config import UniO4Config, apply_overrides, config_hash
 from uni_o4_ros.learning.dynamics import GaussianEnsembleModel, train_dynamics
 from uni_o4_ros.learning.networks import EnsembleLinear, EnsembleMLP, clip_grad_norm_per_member
 from uni_o4_ros.learning.policy import make_policy
-from uni_o4_ros.learning.ppo import compute_gae
+from uni_o4_ros.learning.ppo import clipped_surrogate, compute_gae
 from uni_o4_ros.learning.termination import make_robot_rule, rule_for_env
 from uni_o4_ros.learning.value import IQLCritic, expectile_loss
 
@@ -92,6 +92,25 @@ def test_kl_disagreement_zero_for_identical_members_and_log_n_for_disjoint():
     assert float(apart) == pytest.approx(np.log(2), abs=0.02)
 
 
+def test_kl_disagreement_of_eq25_pushes_members_apart_through_its_gradient():
+    """Eq. 25's term must move the members, as Eq. 6's must: differentiated through max_j pi_j and Z, its gradient
+    on two overlapping members' means points them apart (ascending it, as the BC loss does). Detached there, it is
+    each member's log-density at its own reparameterised sample, which no mean moves: a gradient of 0."""
+    pol = make_policy(1, 1, n=2, hidden=(4,), mean_activation="none")
+    last = pol.body.net[-1]
+    with torch.no_grad():
+        for p in pol.parameters():
+            p.zero_()
+        last.bias[:, 0, 1] = 0.5  # std ~0.26
+        last.bias[0, 0, 0], last.bias[1, 0, 0] = -0.1, 0.1  # means 0.2 apart: overlapping
+    for seed in range(3):
+        pol.zero_grad()
+        torch.manual_seed(seed)
+        kl_disagreement(pol, torch.zeros(64, 1), n_samples=16).mean().backward()
+        toward_first, toward_second = (float(g) for g in last.bias.grad[:, 0, 0])
+        assert toward_first < -0.1 and toward_second > 0.1, (seed, toward_first, toward_second)
+
+
 def _bimodal(n=4096, seed=0):
     g = torch.Generator().manual_seed(seed)
     s = torch.rand(n, 2, generator=g) * 2 - 1
@@ -133,6 +152,32 @@ def test_bimodal_envelope_disagreement_covers_both_modes():
 def test_expectile_loss_weights_positive_and_negative_errors():
     u = torch.tensor([-2.0, 2.0])
     torch.testing.assert_close(expectile_loss(u, 0.7), torch.tensor([0.3 * 4, 0.7 * 4]))
+
+
+def test_the_target_q_follows_q_by_polyak_averaging_every_target_every_steps():
+    """IQL's target network (Table 5's tau 0.005, every 2 steps): after an update that is not the 2nd it is
+    unchanged; after the 2nd it moved tau of the way to Q, no more and not the other way."""
+    torch.manual_seed(0)
+    critic = IQLCritic(3, 2, (16,), (16,), 0.7, 0.99, 0.005, 3e-4, 2)
+    batch = (torch.randn(32, 3), torch.randn(32, 2), torch.randn(32), torch.randn(32, 3), torch.zeros(32))
+    before = [t.detach().clone() for t in critic.q_target.parameters()]
+    critic.update(*batch)
+    assert all(torch.equal(t, b) for t, b in zip(critic.q_target.parameters(), before))  # not on the 1st step
+    critic.update(*batch)
+    for t, q, b in zip(critic.q_target.parameters(), critic.q.parameters(), before):
+        torch.testing.assert_close(t, b + 0.005 * (q.detach() - b))
+    assert any(not torch.equal(t, b) for t, b in zip(critic.q_target.parameters(), before))
+
+
+def test_the_clipped_surrogate_takes_the_pessimistic_bound_and_stops_the_gradient_past_the_clip():
+    """The one objective of both phases (clip 0.1, Table 5's online): past 1 + clip with a positive advantage, or
+    under 1 - clip with a negative one, the ratio gets no gradient; on the unfavoured side it keeps its own."""
+    ratio = torch.tensor([0.5, 0.95, 1.05, 1.5, 0.5, 1.5], requires_grad=True)
+    adv = torch.tensor([1.0, 1.0, 1.0, 1.0, -1.0, -1.0])
+    s = clipped_surrogate(ratio, adv, 0.1)
+    torch.testing.assert_close(s.detach(), torch.tensor([0.5, 0.95, 1.05, 1.1, -0.9, -1.5]))
+    s.sum().backward()
+    torch.testing.assert_close(ratio.grad, torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, -1.0]))
 
 
 def test_iql_recovers_discounted_values_of_a_chain():

@@ -17,6 +17,7 @@ import torch
 from .behavior_cloning import kl_disagreement
 from .networks import clip_grad_norm_per_member, copy_member
 from .policy import GaussianPolicyEnsemble
+from .ppo import clipped_surrogate
 from .value import IQLCritic
 
 
@@ -76,8 +77,7 @@ class MultiStepImprover:
                 adv = (adv - adv.mean(1, keepdim=True)) / (adv.std(1, keepdim=True) + 1e-8)
         new_logp = self.target.log_prob(obs.unsqueeze(0).expand(n, -1, -1), act)
         ratio = (new_logp - old_logp).exp()
-        surrogate = torch.min(ratio * adv, ratio.clamp(1 - self.clip, 1 + self.clip) * adv)
-        objective = surrogate.mean(1)
+        objective = clipped_surrogate(ratio, adv, self.clip).mean(1)
         if self.kl_alpha > 0.0 and n > 1:
             objective = objective + self.kl_alpha * kl_disagreement(self.target, obs).mean(1)
         loss = -objective.sum()

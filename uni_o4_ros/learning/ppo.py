@@ -36,6 +36,13 @@ class Rollout:
     last_value: torch.Tensor  # (E,)
 
 
+def clipped_surrogate(ratio: torch.Tensor, adv: torch.Tensor, clip: float) -> torch.Tensor:
+    """PPO's clipped objective per sample, min(r A, clip(r, 1 - eps, 1 + eps) A): the one objective of Uni-O4's
+    offline improvement (A = Q - V) and its online fine-tuning (A from GAE). A ratio past the clip on the side
+    the advantage favours gets no gradient; on the other side it keeps its full one (the pessimistic bound)."""
+    return torch.min(ratio * adv, ratio.clamp(1 - clip, 1 + clip) * adv)
+
+
 def compute_gae(
     rewards: torch.Tensor,
     values: torch.Tensor,
@@ -216,7 +223,7 @@ class PPO:
                 logp = self.actor.gaussian_log_prob(mean, log_std, act[idx])[0]
                 log_ratio = logp - old_logp[idx]
                 ratio = log_ratio.exp()
-                pg = -torch.min(ratio * mb_adv, ratio.clamp(1 - self.clip, 1 + self.clip) * mb_adv).mean()
+                pg = -clipped_surrogate(ratio, mb_adv, self.clip).mean()
                 entropy = (log_std + 0.5 * (1.0 + np.log(2 * np.pi))).sum(-1).mean()
                 actor_loss = pg - self.entropy_coef * entropy
                 with torch.no_grad():

@@ -9,7 +9,7 @@ members. Eq. 25 (online -> offline, ensemble initialised from one online policy)
 form KL(pi_i || max_j pi_j / Z) estimated with reparameterised samples; log Z is estimated by
 importance sampling from the uniform mixture of members.
 
-Measured on a bimodal dataset (test/test_learning_bc.py): the literal Eq. 6 term, sampled on
+Measured on a bimodal dataset (test/test_learning_core.py, the bimodal tests): the literal Eq. 6 term, sampled on
 dataset actions, pulls members towards each other (the member with the highest density at a
 sample is pushed down there, the others up), so it does not by itself spread Gaussian members
 over two action modes. `form="envelope"` flips the sign, which turns the term into the

@@ -82,6 +82,7 @@ class DatasetLoggerNode(Node):
             except Exception as exc:  # noqa: BLE001 - e.g. the bag exists already: refuse to start
                 raise NodeConfigError(f"cannot open bag {bag_path}: {exc}") from exc
         self.bad_sessions = 0  # transitions left out for a recorder_session that is no recorder's
+        self.free: int | None = None  # bytes free where the episodes go, at the last look (_check_free_space)
         self.create_subscription(Transition, "transitions", self.on_transition, TRANSITIONS)
         steady_timer(self, RETRY_S, self._retry_unwritten)
         # What a monitor (rqt_robot_monitor, diagnostic_aggregator) shows of the recording, once a second as
@@ -184,7 +185,7 @@ class DatasetLoggerNode(Node):
     def _check_free_space(self, written: Path | None) -> None:
         """Warn while less than min_free_mb is free where the episodes go: on a robot computer's small
         disk the operator hears of it before episodes have to wait in memory."""
-        free = self.writer.free_bytes()
+        free = self.free = self.writer.free_bytes()
         if free is None or free >= self.min_free:
             return
         size = written.stat().st_size if written is not None and written.is_file() else 0
@@ -212,7 +213,9 @@ class DatasetLoggerNode(Node):
 
     def _diagnose(self) -> None:
         w = self.writer
-        waiting, dropped, free = w.unwritten, len(w.dropped), w.free_bytes()
+        # Free space as the last episode (or the start) left it: a statvfs a second on a hung network disk would
+        # block this executor, and with it the transitions.
+        waiting, dropped, free = w.unwritten, len(w.dropped), self.free
         if waiting:
             level, message = DiagnosticStatus.ERROR, (f"{len(waiting)} episode(s) wait in memory: their files could "
                                                       "not be written (disk full? folder gone?)")
@@ -240,6 +243,7 @@ class DatasetLoggerNode(Node):
         except OSError:
             return  # said when it failed; tried again in RETRY_S
         self.get_logger().info(f"episodes {kept}, kept in memory, are now written to {self.writer.directory}")
+        self._check_free_space(None)
 
     def close(self) -> None:
         if self.bag is not None:

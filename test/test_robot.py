@@ -8,6 +8,7 @@ import math
 import os
 import re
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -772,12 +773,22 @@ def test_an_episode_that_cannot_be_written_is_kept_and_written_with_the_next(tmp
     assert writer.unwritten == [4] and not folder.exists()
     (tmp_path / "aside").rename(folder)
     assert writer.flush() == [folder / "episode_000004.hdf5"] and writer.unwritten == []
-    # a logger killed mid-write left its temporary file: the next one removes it at start, and only it
+    # a logger killed mid-write left its temporary file: the next one removes it at start, and only it (a minute
+    # old: another logger sharing the folder may be writing its own now)
     (folder / ".episode_000005.hdf5.0a1b2c3d.tmp").write_bytes(b"\x89HDF" + b"\0" * 1000)
+    os.utime(folder / ".episode_000005.hdf5.0a1b2c3d.tmp", (time.time() - 120,) * 2)
+    (folder / ".episode_000006.hdf5.4e5f6a7b.tmp").write_bytes(b"\x89HDF")  # being written
     (folder / ".notes.tmp").write_text("someone else's")
     assert EpisodeWriter(folder).removed_temporary == [1004]
+    (folder / ".episode_000006.hdf5.4e5f6a7b.tmp").unlink()
+    # a link to nothing where the next file would go (episodes on a disk unmounted): passed over, not replaced,
+    # where the writer tried that name again and again and every later episode waited in memory
+    (folder / "episode_000005.hdf5").symlink_to(tmp_path / "unmounted" / "episode_000005.hdf5")
+    episode(5, 2)
+    assert writer.finish(5) == (folder / "episode_000006.hdf5", 0) and writer.unwritten == []
+    (folder / "episode_000005.hdf5").unlink()
     assert sorted(p.name for p in folder.iterdir()) == sorted([".notes.tmp", "episode_000002 (copy).hdf5",
-                                                               *(f"episode_00000{i}.hdf5" for i in range(1, 5))])
+                                                               *(f"episode_00000{i}.hdf5" for i in (1, 2, 3, 4, 6))])
 
 
 def test_an_episode_with_steps_that_never_arrived_is_written_saying_so(tmp_path):

@@ -90,8 +90,9 @@ def am_q_per_start(
         done = termination(nxt)
         state[idx] = torch.where(torch.isfinite(nxt), nxt, cur)
         # A rollout that terminates keeps the Q it summed so far and adds nothing after: the value of an absorbing
-        # state is 0, as IQL's backup takes it (the authors' code drops such rollouts from the mean, which scores
-        # a policy by the rollouts it did not end; the paper says nothing of it).
+        # state is 0, as IQL's backup takes it. (The authors' code averages Q over the (state, step) pairs that
+        # survived, so a rollout's steps after its end count for nothing there either, but a short rollout weighs
+        # as much per step as a long one; the paper says nothing of it.)
         alive[idx[done]] = False
         discount *= gamma
     total = total.view(m, s)

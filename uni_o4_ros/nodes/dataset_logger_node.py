@@ -237,6 +237,8 @@ class DatasetLoggerNode(Node):
 
     def _retry_unwritten(self) -> None:
         if not (kept := self.writer.unwritten):
+            if self.free is not None and self.free < self.min_free:  # a disk freed with the recording over
+                self.free = self.writer.free_bytes()  # is OK again on the monitor, without a log line each time
             return
         try:
             self.writer.flush()

@@ -308,11 +308,13 @@ class EpisodeWriter:
         self.directory.mkdir(parents=True, exist_ok=True)
         # Half-written episodes of a logger killed mid-write (SIGKILL, power): never read (hidden, no episode's
         # name), but never removed either, on the disk that may have filled up under them.
+        # Only those untouched for a minute: another logger sharing the folder may be writing one now.
         for tmp in self.directory.glob(".episode_*.hdf5.*.tmp"):
             with contextlib.suppress(OSError):
-                size = tmp.stat().st_size
-                tmp.unlink()
-                self.removed_temporary.append(size)
+                st = tmp.stat()
+                if time.time() - st.st_mtime > 60.0:
+                    tmp.unlink()
+                    self.removed_temporary.append(st.st_size)
 
     def add(self, t: dict, now: float | None = None) -> Arrival:
         """Keep a row. The recorder's stream is ordered (one publisher, reliable) and numbers episodes 1,
@@ -406,7 +408,7 @@ class EpisodeWriter:
         written = []
         for path in list(self._unwritten):
             ds = self._unwritten[path]
-            if path.exists():  # taken while this one waited: it goes after the newest file instead
+            if path.exists() or path.is_symlink():  # taken while it waited (a link to nothing counts): after the newest
                 del self._unwritten[path]
                 path = self._free_path(int(ds.metadata["episode_id"]))
                 self._unwritten[path] = ds
@@ -433,7 +435,7 @@ class EpisodeWriter:
 
     def _free_path(self, episode_id: int) -> Path:
         path = self._path(episode_id + self._offset)
-        if path.exists() or path in self._unwritten:
+        if path.exists() or path.is_symlink() or path in self._unwritten:  # a dangling link is never replaced
             taken = [int(m.group(1)) for f in self.directory.glob("episode_*.hdf5")
                      if (m := _EPISODE_FILE.fullmatch(f.name))]
             taken += [int(_EPISODE_FILE.fullmatch(p.name).group(1)) for p in self._unwritten]

@@ -498,7 +498,7 @@ def test_a_state_that_is_no_state_engages_the_estop_until_re_armed_and_never_rea
            "a zero quaternion (the IMU)": (np.zeros(4), q, dq),
            "a NaN joint position": (up, np.where(np.arange(12) == 2, np.nan, q), dq),
            "an inf joint velocity": (up, q, np.where(np.arange(12) == 5, np.inf, dq)),
-           "a short message": (up, q[:11], dq)}
+           "a short message": (up, q[:11], dq[:11])}
     said = {name: state_problem(*state) for name, state in bad.items()}
     assert all(said.values()), said
     assert "no unit quaternion" in said["a zero quaternion (the IMU)"]

@@ -296,8 +296,11 @@ def state_problem(quat_wxyz: np.ndarray, q: np.ndarray, dq: np.ndarray) -> str |
 
 
 def speed_problem(dq: np.ndarray) -> str | None:
-    """A joint speed no Go1 leg reaches (DQ_IMPLAUSIBLE times the URDF's limit), None if there is none."""
+    """A joint speed no Go1 leg reaches (DQ_IMPLAUSIBLE times the URDF's limit), None if there is none (or if `dq`
+    is no 12 numbers: state_problem says that, and numpy's broadcast error here ended the e-stopped tick)."""
     dq = np.asarray(dq, np.float64)
+    if dq.shape != _DQ_LIMIT.shape:
+        return None
     fast = np.flatnonzero(np.abs(dq) > _DQ_LIMIT)
     if not fast.size:
         return None

@@ -973,7 +973,7 @@ def cmd_bag2h5(args: argparse.Namespace) -> int:
     from .data import validate, write_hdf5
     from .data.bag import bag_to_dataset
 
-    if Path(args.out).exists() or Path(args.out).is_symlink():  # before reading what may be gigabytes of bag
+    if os.path.lexists(args.out):  # a dangling link too; before reading what may be gigabytes of bag
         raise FileExistsError(f"{args.out} exists: not replaced (choose another path, or remove it first)")
     # Likewise a folder it cannot be written into: said after the whole bag was read, as the OS's "File exists"
     # for a file on its path, or naming the temporary file it was written to first.

@@ -7,6 +7,7 @@ groups infos/* and metadata/*. Only arrays and scalars are read: no pickle anywh
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -246,7 +247,7 @@ def write_hdf5(path: str | Path, ds: OfflineDataset, overwrite: bool = False, co
     """Write to a temporary file beside `path`, then rename: readers never see half a file. make_folder False: a
     missing folder is an error (FileNotFoundError), not made again."""
     path = Path(path)
-    if (path.exists() or path.is_symlink()) and not overwrite:  # a dangling link is there too: not replaced by a file
+    if os.path.lexists(path) and not overwrite:  # a dangling link is there too: not replaced by a file
         raise FileExistsError(f"{path} exists: not replaced (choose another path, or remove it first)")
     validate(ds, source=str(path))
 

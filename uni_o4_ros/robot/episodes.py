@@ -8,6 +8,7 @@ file. `read_episodes(dir)` concatenates them into one OfflineDataset for the lea
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import time
@@ -408,7 +409,7 @@ class EpisodeWriter:
         written = []
         for path in list(self._unwritten):
             ds = self._unwritten[path]
-            if path.exists() or path.is_symlink():  # taken while it waited (a link to nothing counts): after the newest
+            if os.path.lexists(path):  # taken while it waited (a link to nothing counts): after the newest
                 del self._unwritten[path]
                 path = self._free_path(int(ds.metadata["episode_id"]))
                 self._unwritten[path] = ds
@@ -435,7 +436,7 @@ class EpisodeWriter:
 
     def _free_path(self, episode_id: int) -> Path:
         path = self._path(episode_id + self._offset)
-        if path.exists() or path.is_symlink() or path in self._unwritten:  # a dangling link is never replaced
+        if os.path.lexists(path) or path in self._unwritten:  # a dangling link is never replaced
             taken = [int(m.group(1)) for f in self.directory.glob("episode_*.hdf5")
                      if (m := _EPISODE_FILE.fullmatch(f.name))]
             taken += [int(_EPISODE_FILE.fullmatch(p.name).group(1)) for p in self._unwritten]

@@ -205,7 +205,7 @@ def test_datasets_and_checkpoints_reach_the_disk_before_their_name_does(tmp_path
     from uni_o4_ros.learning import checkpoint as ckpt
 
     calls: list[tuple[str, ...]] = []
-    real_fsync, real_replace = os.fsync, os.replace
+    real_fsync, real_replace, real_link = os.fsync, os.replace, os.link
 
     def fsync(fd: int) -> None:
         calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
@@ -215,18 +215,26 @@ def test_datasets_and_checkpoints_reach_the_disk_before_their_name_does(tmp_path
         calls.append(("replace", str(src), str(dst)))
         real_replace(src, dst)
 
+    def link(src, dst, **kwargs) -> None:  # a file that must not replace one (a dataset) is put in place so
+        calls.append(("link", str(src), str(dst)))
+        real_link(src, dst, **kwargs)
+
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "link", link)
     write_hdf5(tmp_path / "d.hdf5", make_ds())
-    ckpt.save(tmp_path / "run", "policy", {"w": torch.ones(2)}, {"version": 1})
-    renames = [c for c in calls if c[0] == "replace"]
+    ckpt.save(tmp_path / "run" / "stage", "policy", {"w": torch.ones(2)}, {"version": 1})
+    renames = [c for c in calls if c[0] in ("replace", "link")]
     assert [Path(c[2]).name for c in renames] == ["d.hdf5", "policy.safetensors", "policy.json"]
-    for _, tmp, final in renames:
-        i = calls.index(("replace", tmp, final))
+    for how, tmp, final in renames:
+        i = calls.index((how, tmp, final))
         assert ("fsync", tmp) in calls[:i], f"{final} renamed before its data was synced"
         assert ("fsync", str(Path(final).parent)) in calls[i + 1:], f"{final}'s folder not synced after the rename"
+    # the folders the checkpoint made, each synced into its parent before a file is put in it
+    first = calls.index(renames[1])
+    assert ("fsync", str(tmp_path)) in calls[:first] and ("fsync", str(tmp_path / "run")) in calls[:first]
     assert len(read_hdf5(tmp_path / "d.hdf5")) == len(make_ds())
-    assert ckpt.exists(tmp_path / "run", "policy")
+    assert ckpt.exists(tmp_path / "run" / "stage", "policy")
 
 
 def test_a_checkpoint_cut_between_its_two_files_is_read_as_the_newer_save(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -789,6 +790,76 @@ def test_an_episode_that_cannot_be_written_is_kept_and_written_with_the_next(tmp
     (folder / "episode_000005.hdf5").unlink()
     assert sorted(p.name for p in folder.iterdir()) == sorted([".notes.tmp", "episode_000002 (copy).hdf5",
                                                                *(f"episode_00000{i}.hdf5" for i in (1, 2, 3, 4, 6))])
+
+
+def test_two_loggers_sharing_a_folder_never_replace_each_others_file(tmp_path, monkeypatch):
+    """Both robot configs record into data/robot: two suites started from one folder share it. Each logger found
+    the next name free, and the one whose rename came second replaced the other's episode. Here the second logger
+    writes episode 3 in the window after the first checked the name and before its file is in place."""
+    from uni_o4_ros.data import d4rl, read_hdf5
+    from uni_o4_ros.robot.episodes import EpisodeWriter
+
+    def record(writer: EpisodeWriter, eid: int, value: float) -> Path:
+        for k in range(3):
+            writer.add({"episode_id": eid, "step": k, "observation": np.full(3, value, np.float32),
+                        "next_observation": np.full(3, value, np.float32), "action": np.zeros(2, np.float32),
+                        "log_prob": -1.0, "reward": value, "terminal": False, "timeout": k == 2, "policy_version": 0})
+        return writer.finish(eid)[0]
+
+    first, second = EpisodeWriter(tmp_path), EpisodeWriter(tmp_path)
+    assert record(first, 1, 1.0) == tmp_path / "episode_000001.hdf5"
+    assert record(second, 2, 2.0) == tmp_path / "episode_000002.hdf5"
+    real_atomic_write, raced = d4rl.atomic_write, []
+
+    def racing(path, write, *args, **kwargs):
+        def write_then_race(tmp: str) -> None:
+            write(tmp)
+            if not raced:  # the other logger's episode lands at this name meanwhile
+                raced.append(None)
+                raced[0] = record(second, 3, 30.0)
+        return real_atomic_write(path, write_then_race, *args, **kwargs)
+
+    def check(fs: str) -> None:
+        raced.clear()
+        taken = record(first, 3 if not fs else 5, 10.0)
+        files = sorted(tmp_path.glob("episode_*.hdf5"))
+        assert raced[0] != taken and {raced[0], taken} <= set(files), fs
+        assert float(read_hdf5(raced[0]).rewards[0]) == 30.0 and float(read_hdf5(taken).rewards[0]) == 10.0, fs
+        assert not list(tmp_path.glob(".*.tmp")) and first.unwritten == [] and second.unwritten == [], fs
+
+    monkeypatch.setattr(d4rl, "atomic_write", racing)
+    check("")
+    # a USB stick's FAT has no hard links (the kernel says EPERM): the name is checked again before the rename
+    def no_hard_links(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    check("fat")
+    assert [float(read_hdf5(f).rewards[0]) for f in sorted(tmp_path.glob("episode_*.hdf5"))] == [
+        1.0, 2.0, 30.0, 10.0, 30.0, 10.0]
+
+
+def test_a_file_too_large_to_build_in_memory_is_refused_on_a_disk_without_room(tmp_path, monkeypatch):
+    """Past IN_MEMORY_MAX_BYTES HDF5 writes straight to disk, and a disk filling up under it ends the process
+    with a segmentation fault (collect's or bag2h5's whole run lost). The room is checked first, as written
+    (float32): the disk's free space here is the real one, the limit lowered so a small file takes that path."""
+    from uni_o4_ros.data import OfflineDataset, d4rl, read_hdf5, write_hdf5
+
+    n = 4000  # 4000 * (3 + 2 + 1 + 3) values, and two booleans a row
+    ds = OfflineDataset(observations=np.zeros((n, 3)), actions=np.zeros((n, 2)), rewards=np.zeros(n),
+                        terminals=np.zeros(n, bool), timeouts=np.arange(n) == n - 1,
+                        next_observations=np.zeros((n, 3)))
+    monkeypatch.setattr(d4rl, "IN_MEMORY_MAX_BYTES", 1000)
+    disk_usage = shutil.disk_usage
+    # the disk as one nearly full would report it: 40,000 float64 values take 160 kB as written, 320 kB in memory
+    for free, fits in ((150_000 + 16 * 2**20, False), (170_000 + 16 * 2**20, True)):
+        monkeypatch.setattr(d4rl.shutil, "disk_usage", lambda p, free=free: disk_usage(p)._replace(free=free))
+        if fits:
+            assert len(read_hdf5(write_hdf5(tmp_path / "big.hdf5", ds)).rewards) == n
+            continue
+        with pytest.raises(OSError, match=r"needs about 17 MB and 17 MB are free: not written") as err:
+            write_hdf5(tmp_path / "big.hdf5", ds)
+        assert err.value.errno == 28 and list(tmp_path.iterdir()) == []
 
 
 def test_an_episode_with_steps_that_never_arrived_is_written_saying_so(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -10,10 +11,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def atomic_write(path: str | Path, write: Callable[[str], None], make_folder: bool = True) -> Path:
+def atomic_write(path: str | Path, write: Callable[[str], None], make_folder: bool = True,
+                 replace: bool = True) -> Path:
     """`write(tmp)` fills a temporary file beside `path`, which then replaces `path` in one rename. make_folder
     False: a missing folder is a FileNotFoundError (a logger's folder gone, its disk unmounted: the episode is
     kept until it is back, not written into a new folder on whatever disk the path now leads to).
+
+    replace False: a `path` that exists by the time the file is complete (a link to nothing included) is a
+    FileExistsError and is left as it is. A check before writing is not enough: two dataset loggers sharing a
+    folder both found the next episode's name free, and the second replaced the first's file. The file is
+    put in place with a hard link, which the kernel refuses for a taken name; on a file system without hard links
+    (FAT, exFAT: a USB stick) the name is checked just before the rename instead.
 
     The temporary file is created with the user's umask like any other file (tempfile.mkstemp makes
     it 0600, so datasets and policies were unreadable to the rest of a team sharing the folder).
@@ -24,7 +32,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None], make_folder: bo
     learner to a checkpoint it cannot resume from."""
     path = Path(path)
     if make_folder:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folders(path.parent)
     while True:
         tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
         try:
@@ -35,12 +43,44 @@ def atomic_write(path: str | Path, write: Callable[[str], None], make_folder: bo
     try:
         write(str(tmp))
         _fsync(tmp)
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _put_new(tmp, path)
         _fsync(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _put_new(tmp: Path, path: Path) -> None:
+    try:
+        os.link(tmp, path, follow_symlinks=False)
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, "taken while this file was written: not replaced", str(path)) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        if os.path.lexists(path):  # no hard links here: the narrower check-then-rename
+            raise FileExistsError(errno.EEXIST, "taken while this file was written: not replaced", str(path)) from None
+        os.replace(tmp, path)
+    # the temporary name goes in the finally of atomic_write (a crash first leaves a second name of a whole file,
+    # which EpisodeWriter removes at start as any other temporary file)
+
+
+def make_folders(folder: Path) -> None:
+    """mkdir -p whose new folders are synced into their parents: after a power cut a file synced into a folder
+    made just before could otherwise be in a folder the parent no longer lists."""
+    missing = []
+    for f in (folder, *folder.parents):
+        if f.is_dir():
+            break
+        missing.append(f)
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in reversed(missing):
+        with contextlib.suppress(PermissionError):  # a parent we may write into but not list: made, not synced
+            _fsync(f.parent)
 
 
 def write_text(path: str | Path, text: str) -> Path:

@@ -7,8 +7,10 @@ groups infos/* and metadata/*. Only arrays and scalars are read: no pickle anywh
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,7 +273,8 @@ def write_hdf5(path: str | Path, ds: OfflineDataset, overwrite: bool = False, co
             with h5py.File(tmp, "w") as f:
                 fill(f)
 
-        atomic_write(path, write, make_folder)
+        _check_room(path, ds, compression)
+        atomic_write(path, write, make_folder, replace=overwrite)
         return path
     # A disk that filled up while HDF5 wrote its chunks: h5py raised, then ended the process with a segmentation
     # fault as the file closed (h5py 3.16, HDF5 2.0; a full tmpfs), and a dataset logger lost every episode it
@@ -281,8 +284,26 @@ def write_hdf5(path: str | Path, ds: OfflineDataset, overwrite: bool = False, co
         fill(f)
         f.flush()
         image = f.id.get_file_image()
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(image), make_folder)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(image), make_folder, replace=overwrite)
     return path
+
+
+def _check_room(path: Path, ds: OfflineDataset, compression: str | None) -> None:
+    """A file too large to build in memory, refused before HDF5 writes it onto a disk without room for it: a disk
+    that fills up under HDF5 ends the process with a segmentation fault, not an error (see write_hdf5)."""
+    if compression is not None:  # its size is not known beforehand
+        return
+    try:
+        free = shutil.disk_usage(path.parent if path.parent.is_dir() else Path.cwd()).free
+    except OSError:
+        return  # the write says what is wrong with the folder
+    # as written: float32 and bool (a float64 dataset takes half its memory on disk); HDF5's own structures and
+    # checksums take far less than 16 MB
+    needed = 4 * sum(np.size(getattr(ds, k)) for k in ("observations", "actions", "rewards", "next_observations"))
+    needed += 2 * len(ds.terminals) + sum(np.asarray(a).nbytes for a in ds.infos.values()) + 16 * 2**20
+    if free < needed:
+        raise OSError(errno.ENOSPC, f"needs about {needed / 1e6:.0f} MB and {free / 1e6:.0f} MB are free: not "
+                                    "written (free some space, or write elsewhere)", str(path))
 
 
 def read_hdf5(path: str | Path, max_episode_steps: int | None = None) -> OfflineDataset:

@@ -396,24 +396,34 @@ class EpisodeWriter:
             path = self._free_path(episode_id)
             self._unwritten[path] = ds
         try:
-            self.flush()
+            written = self._write_waiting()
         except OSError:
             if path in self._unwritten and self.unwritten_bytes > self.max_unwritten_bytes:
                 del self._unwritten[path]
                 self.dropped.append(episode_id)
             raise
-        return path, left_out
+        # the name it went to: another logger into this folder may have taken the one chosen above meanwhile
+        return next((p for d, p in written if d is ds), path), left_out
 
     def flush(self) -> list[Path]:
         """Write the episodes kept in memory after a failed write, oldest first."""
+        return [path for _, path in self._write_waiting()]
+
+    def _write_waiting(self) -> list[tuple[OfflineDataset, Path]]:
         written = []
         for path in list(self._unwritten):
             ds = self._unwritten[path]
-            if os.path.lexists(path):  # taken while it waited (a link to nothing counts): after the newest
-                del self._unwritten[path]
-                path = self._free_path(int(ds.metadata["episode_id"]))
-                self._unwritten[path] = ds
-            written.append(write_hdf5(path, ds, make_folder=False))  # made at start: gone is an error
+            while True:
+                if os.path.lexists(path):  # taken while it waited or was written (a link to nothing counts)
+                    del self._unwritten[path]
+                    path = self._free_path(int(ds.metadata["episode_id"]))  # after the newest
+                    self._unwritten[path] = ds
+                try:
+                    written.append((ds, write_hdf5(path, ds, make_folder=False)))  # made at start: gone is an error
+                    break
+                except FileExistsError:  # another logger into this folder took the name first: never replaced
+                    if not os.path.lexists(path):
+                        raise
             del self._unwritten[path]
             self.written += 1
         return written

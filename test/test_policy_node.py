@@ -244,6 +244,45 @@ def test_a_bad_robot_state_is_not_answered_and_the_policy_node_stays_up(node):
     assert "not answering a bad robot state: NaN/inf in its orientation" in end(node)
 
 
+def test_a_version_whose_action_turns_non_finite_is_withdrawn_the_one_before_answers_and_its_learner_is_told(node):
+    """An update finite on every state it was checked on (a normaliser std of 1e-45 on the commanded vx, checked
+    while the command was 0) meets a teleop's 0.3 m/s. Its NaN went out as joint targets and into the next
+    observation, which ended the policy node. Now the version before answers from that tick on, and a signed
+    refusal of the withdrawn version tells its learner to go back to the one the robot runs."""
+    from geometry_msgs.msg import Twist
+
+    d = Driver()
+    try:
+        assert d.tick().policy_version == 1
+        key = load_update_key("auto")[0]
+        pol, norm = constant_policy(0.3)
+        std = np.ones(290, np.float32)
+        std[3::58] = 1e-45  # vx in each of the five frames
+        v2 = encode_update(pol, StateNormalizer(np.zeros(290), std), version=2, key=key, session=d.session)
+        ok, reason = d.update(v2)
+        assert ok, reason
+        assert d.tick().policy_version == 2
+        teleop, forward = d.n.create_publisher(Twist, "cmd_vel", 10), Twist()
+        forward.linear.x = 0.3
+        n = len(d.status)
+        answers = []
+        d.wait(lambda: len(d.status) > n, poke=lambda: (teleop.publish(forward), answers.append(d.tick())))
+        assert all(np.isfinite(c.q).all() for c in answers)
+        values = {kv.key: kv.value for kv in d.status[n].values}
+        refusal = refusal_in(values, d.status[n].message, key)
+        assert refusal is not None and refusal.signed and (refusal.version, refusal.running) == (2, 1), values
+        assert refusal.sha256 == v2["sha256"] and "withdrawn" in d.status[n].message
+        after = d.tick()
+        assert after.policy_version == 1
+        np.testing.assert_allclose(after.q, action_to_joint_targets(np.full(12, -0.4)), atol=1e-6)
+        ok, reason = d.update(dict(encode_update(pol, StateNormalizer(np.zeros(290), std), version=3, key=key,
+                                                 session=d.session)))
+        assert not ok and "withdrawn for a non-finite action" in reason, reason
+    finally:
+        d.close()
+    assert node.poll() is None
+
+
 def test_a_policy_hearing_two_controllers_answers_neither_until_one_is_left(node):
     """Robot states from two controllers (another suite on this ROS domain): the policy used to answer
     both from one interleaved history, driving two robots. Now it answers neither, so each controller's

@@ -184,6 +184,10 @@ def _tampered(pol, norm, edit):
     (lambda t: t.__setitem__("policy.body.net.0.weight", torch.zeros(1, 290, 16)), "shape"),
     (lambda t: t.pop("normalizer.std"), "missing"),
     (lambda t: t.__setitem__("extra", torch.zeros(1)), "extra"),
+    # finite in float64, inf in the policy's float32 (and a float16 layer ended the forward pass in a dtype error)
+    (lambda t: t.__setitem__("normalizer.mean", torch.full((290,), 1e300, dtype=torch.float64)),
+     "normalizer.mean is float64, not float32"),
+    (lambda t: t.__setitem__("policy.body.net.0.bias", t["policy.body.net.0.bias"].half()), "is float16"),
 ])
 def test_wrong_shape_nan_or_renamed_tensors_are_refused(update, edit, reason):
     pol, norm, _ = update
@@ -403,6 +407,11 @@ def test_wrong_dims_in_spec_are_refused(update):
     spec = dict(json.loads(msg["spec_json"]), hidden=[-5])
     with pytest.raises(UpdateRejected, match="describes no policy that can be built"):
         _verify(_resign(dict(msg, spec_json=json.dumps(spec)), msg["safetensors"]))
+    # JSON that is no object: an AttributeError, answered unsigned, and the learner that sent it waited for ever
+    for spec_json in ("null", "[1, 2]"):
+        with pytest.raises(UpdateRejected, match="unreadable spec_json: a JSON") as refused:
+            _verify(_resign(dict(msg, spec_json=spec_json), msg["safetensors"]))
+        assert refused.value.authentic and refused.value.sha256 == msg["sha256"]
 
 
 def test_an_update_that_would_move_the_joints_far_is_refused_before_it_acts():
@@ -448,13 +457,127 @@ def test_an_update_that_would_move_the_joints_far_is_refused_before_it_acts():
     ok, reason = offer(runner, edited(lambda p: p.body.net[-1].bias[0, 0, :12].add_(8.0)), 3)
     assert not ok and "moves the joint targets 2.0" in reason and "a learner that diverged" in reason, reason
     ok, reason = offer(runner, edited(lambda p: p.body.net[0].weight.fill_(1e38)), 3)
-    assert not ok and "inf rad" in reason, reason
+    assert not ok and "actions are not finite" in reason, reason
     assert runner.tick(*walk[0]).policy_version == 2
     # 0 switches the check off (the form checks still apply).
     unchecked = PolicyRunner(pol, norm, version=1, max_update_shift=0.0)
     assert offer(unchecked, edited(lambda p: p.body.net[-1].bias[0, 0, :12].add_(8.0)), 2)[0]
     with pytest.raises(ValueError, match="max_update_shift"):
         PolicyRunner(pol, norm, max_update_shift=-1.0)
+
+
+def test_updates_staged_or_offered_again_non_finite_or_noisier_never_reach_the_motors_unchecked():
+    """What the review found past the shift check: max_update_shift 0 switched the non-finite check off too;
+    updates staged while no tick ran were each judged against the one staged before (three steps of 0.8 rad, one
+    jump of 2.4 at the re-arm); weights refused on the states of a walk passed once the robot stood; and with
+    sampled actions a noise 20 times wider passed as "0.000 rad" (now measured at 2 std either side of the mean).
+    """
+    import copy
+
+    from uni_o4_ros.robot.go1 import DEFAULT_Q
+    from uni_o4_ros.robot.policy_runner import PolicyRunner
+
+    torch.manual_seed(0)
+    pol = make_policy(290, 12, hidden=(32, 32), mean_activation="none")
+    norm = StateNormalizer(np.zeros(290), np.ones(290))
+
+    def offer(runner, policy, version):
+        m = encode_update(policy, norm, version=version, session=runner.session)
+        return runner.offer(m["version"], m["sha256"], m["safetensors"], m["spec_json"], m["signature"],
+                            m["session"])
+
+    def edited(edit):
+        p = copy.deepcopy(pol)
+        with torch.no_grad():
+            edit(p)
+        return p
+
+    def knees(by):  # mean actions `by` units off at every joint: by / 4 rad at the thighs and calves
+        return edited(lambda p: p.body.net[-1].bias[0, 0, :12].add_(by))
+
+    up = np.array([1.0, 0.0, 0.0, 0.0])
+    overflowing = edited(lambda p: p.body.net[0].weight.fill_(1e38))
+    unchecked = PolicyRunner(pol, norm, version=1, max_update_shift=0.0)
+    verdict = offer(unchecked, overflowing, 2)
+    assert not verdict.accepted and "actions are not finite" in verdict.reason and verdict.authentic, verdict
+    assert unchecked.tick(up, DEFAULT_Q, np.zeros(12)).policy_version == 1
+
+    runner = PolicyRunner(pol, norm, version=1)  # no tick yet: as in an e-stop, nothing swaps an update in
+    first = offer(runner, knees(3.2), 2)
+    assert first.accepted and "0.800 rad from v1's" in first.reason, first.reason
+    second = offer(runner, knees(6.4), 3)  # 0.8 rad from version 2, 1.6 from what the motors run
+    assert not second.accepted and "1.600 rad from v1's" in second.reason, second.reason
+    assert runner.tick(up, DEFAULT_Q, np.zeros(12)).policy_version == 2
+
+    # Refused while walking, the same weights are refused again while standing, under any version.
+    rng = np.random.default_rng(0)
+    walker = PolicyRunner(pol, norm, version=1)
+    for _ in range(250):
+        walker.tick(up, DEFAULT_Q + rng.normal(0, 0.3, 12), np.full(12, 3.0))  # every joint turning
+    moving = np.zeros(290, bool)  # the joint speeds' columns: 0 in every state of a robot standing still
+    for k in range(5):
+        moving[58 * k + 3 + 15 + 12: 58 * k + 3 + 15 + 24] = True
+    far = edited(lambda p: p.body.net[0].weight.add_(50.0 * torch.from_numpy(moving).float()[None, :, None]))
+    assert not offer(walker, far, 2).accepted
+    for _ in range(250):
+        walker.tick(up, DEFAULT_Q, np.zeros(12))
+    assert offer(PolicyRunner(pol, norm, version=1), far, 2).accepted  # a fresh node standing: it would pass
+    again = offer(walker, far, 3)
+    assert not again.accepted and "refused before in this run of the policy node" in again.reason, again.reason
+    assert again.authentic  # the learner may act on it
+
+    # Sampling: the noise widened to the spec's widest (log-std bias +5, clamped) moves the mean by nothing.
+    noisier = edited(lambda p: p.body.net[-1].bias[0, 0, 12:].add_(5.0))
+    verdict = offer(PolicyRunner(pol, norm, version=1), noisier, 2)
+    assert verdict.accepted and "0.000 rad from" in verdict.reason, verdict.reason  # acting with the mean
+    verdict = offer(PolicyRunner(pol, norm, version=1, deterministic=False, max_update_shift=0.3), noisier, 2)
+    assert not verdict.accepted and "at the mean action and 2 std either side" in verdict.reason, verdict.reason
+    assert float(re.search(r"moves the joint targets ([\d.]+) rad", verdict.reason)[1]) > 0.4
+
+
+def test_a_version_whose_action_turns_non_finite_is_withdrawn_and_the_one_before_answers():
+    """Finite on every state it was checked on, an update can still overflow on a later one: a normaliser std
+    of 1e-45 on the velocity command, checked while the command was 0, meets a command of 0.3 m/s. Its NaN went
+    out as joint targets and into the next observation, which ended the policy node. Now the version it replaced
+    answers that very tick, the withdrawal is said, and the weights are refused if offered again."""
+    from uni_o4_ros.robot.go1 import DEFAULT_Q
+    from uni_o4_ros.robot.observation import command_vector
+    from uni_o4_ros.robot.policy_runner import NonFiniteAction, PolicyRunner
+
+    torch.manual_seed(0)
+    pol = make_policy(290, 12, hidden=(32, 32), mean_activation="none")
+    norm = StateNormalizer(np.zeros(290), np.ones(290))
+    std = np.ones(290, np.float32)
+    std[3::58] = 1e-45  # the commanded vx of each of the five frames
+    fragile = StateNormalizer(np.zeros(290), std)
+    up, still = np.array([1.0, 0.0, 0.0, 0.0]), np.zeros(12)
+
+    runner = PolicyRunner(pol, norm, version=1)
+    for _ in range(10):
+        runner.tick(up, DEFAULT_Q, still)
+    m = encode_update(pol, fragile, version=2, session=runner.session)
+    verdict = runner.offer(m["version"], m["sha256"], m["safetensors"], m["spec_json"], m["signature"], m["session"])
+    assert verdict.accepted, verdict.reason
+    assert runner.tick(up, DEFAULT_Q, still).policy_version == 2 and not runner.withdrawn
+    runner.command = command_vector(0.3)
+    out = runner.tick(up, DEFAULT_Q, still)
+    assert out.policy_version == 1 and np.isfinite(out.q_des).all() and np.isfinite(runner.last_action).all()
+    [w] = runner.withdrawn
+    assert (w.version, w.running, w.sha256) == (2, 1, m["sha256"]) and "not finite" in w.reason
+    assert runner.tick(up, DEFAULT_Q, still).policy_version == 1  # and on
+    m3 = encode_update(pol, fragile, version=3, session=runner.session)
+    again = runner.offer(m3["version"], m3["sha256"], m3["safetensors"], m3["spec_json"], m3["signature"],
+                         m3["session"])
+    assert not again.accepted and "withdrawn for a non-finite action" in again.reason
+
+    # The policy it started with: nothing earlier to answer. The tick says so; the next state is answered.
+    alone = PolicyRunner(pol, fragile, version=1)
+    alone.command = command_vector(0.3)
+    with pytest.raises(NonFiniteAction, match="no earlier version"):
+        alone.tick(up, DEFAULT_Q, still)
+    alone.reset()
+    alone.command = command_vector(0.0)
+    assert np.isfinite(alone.tick(up, DEFAULT_Q, still).q_des).all()
 
 
 def test_controller_core_modes():

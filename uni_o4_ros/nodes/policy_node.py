@@ -11,9 +11,12 @@ rad/s; a clamped command is what the policy observes and is said in the log), hm
 (default 'auto': this computer's own key, made on first use in ~/.config/uni_o4_ros/; a path: that
 key; '': unsigned updates accepted), max_update_shift (rad,
 1.0; 0 = unchecked: an update that moves the joint targets further from the running policy's, on
-the states of the last 5 s and on the robot standing, is refused). Every accepted or refused update is
+the states of the last 5 s and on the robot standing, is refused; one whose actions there are not finite is
+refused whatever it is). Every accepted or refused update is
 reported on `policy_status` (diagnostic_msgs/DiagnosticStatus) and in the log, with the reason and
-how far it moves the joint targets. Each run draws a session, announced (signed) on `policy_session`:
+how far it moves the joint targets. A swapped-in version whose action on a later state is not finite is
+withdrawn at that tick, the version before answering again, and reported there as a refusal of it.
+Each run draws a session, announced (signed) on `policy_session`:
 updates must be signed for it, so one of an earlier run (a bag played back beside the robot) is refused,
 and the learner signs its newest version again for a restarted policy node. While robot states come
 from two controllers (another suite on the ROS domain) it answers none, so its controller's watchdog
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,7 +44,7 @@ from uni_o4_ros.msg import JointCommand, PolicyUpdate, RobotState, Transition
 from uni_o4_ros.robot.command import CommandHold, CommandLimits, CommandLimitsError
 from uni_o4_ros.robot.go1 import KD, KP
 from uni_o4_ros.robot.observation import POLICY_DIMS, command_vector
-from uni_o4_ros.robot.policy_runner import PolicyRunner, Verdict
+from uni_o4_ros.robot.policy_runner import NonFiniteAction, PolicyRunner, Verdict, Withdrawal
 from uni_o4_ros.robot.policy_update import encode_update, sign_status
 from uni_o4_ros.robot.safety import SingleSender, state_problem
 from uni_o4_ros.robot.update_session import SESSION_STATUS, session_status
@@ -49,6 +53,8 @@ from .params import Doc, declare_read_only, require_vector, update_key
 from .qos import COMMAND, EVENTS, POLICY_SESSION, POLICY_UPDATE, SENSOR, TRANSITIONS
 from .run import NodeConfigError, run_node
 from .stamps import sender_id
+
+MAX_WAITING_UPDATES = 8  # received and not yet checked (each up to max_update_bytes)
 
 PARAMETERS = {
     "policy_dir": Doc("folder; the saved policy to run (policy.safetensors + policy.json), required"),
@@ -64,7 +70,8 @@ PARAMETERS = {
                 "episode)", "[0,4294967295]"),
     "max_update_shift": Doc("rad (per state the largest joint, averaged); an update moving the joint targets "
                             "further from the running policy's, on the last 5 s of states and standing, is "
-                            "refused; 0: unchecked", ">=0"),
+                            "refused (sampling: at the mean and 2 std either side); 0: unchecked (non-finite "
+                            "actions are refused still)", ">=0"),
     "command_min": Doc("[vx m/s, vy m/s, yaw rate rad/s]; lowest velocity command: every cmd_vel is clamped into "
                        "command_min..command_max, and the clamp is logged"),
     "command_max": Doc("[vx m/s, vy m/s, yaw rate rad/s]; highest velocity command (vx 1.0: the range "
@@ -122,6 +129,7 @@ class PolicyNode(Node):
         # an idle machine it delayed commands past the 100 ms watchdog; a single-threaded executor
         # plus one worker does not.)
         self.verifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
+        self.waiting, self.waiting_lock = 0, threading.Lock()  # updates submitted to it and not yet checked
         self.state_senders, self.crowded = SingleSender(), False
         self.create_subscription(RobotState, "robot_state", self.on_state, SENSOR)
         # Updates arrive serialised: one far larger than this policy's is refused unread, and the rest are
@@ -164,7 +172,16 @@ class PolicyNode(Node):
             self.get_logger().error(f"not answering a bad robot state: {problem}", throttle_duration_sec=2.0)
             return
         # In DAMPING the controller waits for a fresh command to become active, so answer it too.
-        res = self.runner.tick(np.asarray(msg.quaternion), np.asarray(msg.q), np.asarray(msg.dq))
+        try:
+            res = self.runner.tick(np.asarray(msg.quaternion), np.asarray(msg.q), np.asarray(msg.dq))
+        except NonFiniteAction as exc:
+            # Unanswered, as a bad state is: the controller's watchdog damps, and this node (with its policy) stays
+            # up. Its NaN went into the next observation and ended this node.
+            self.runner.reset()
+            self.get_logger().error(f"not answering: {exc}", throttle_duration_sec=2.0)
+            return
+        while self.runner.withdrawn:
+            self._withdrawn(self.runner.withdrawn.pop(0))
         out = JointCommand()
         out.header.stamp = msg.header.stamp  # the state this command answers: latency is measurable
         out.policy_version = res.policy_version
@@ -205,12 +222,39 @@ class PolicyNode(Node):
                 f"({self.limits.describe()}): following ({', '.join(f'{x:g}' for x in command)})",
                 throttle_duration_sec=2.0)
 
+    def _withdrawn(self, w: Withdrawal) -> None:
+        """A version withdrawn at a tick, said as a refusal of it: its learner goes back to the version running."""
+        self.get_logger().error(w.reason)
+        values = {"version": str(w.version), "accepted": "False", "running": str(w.running), "sha256": w.sha256}
+        if self.runner.key is not None:
+            values["signature"] = sign_status(values, w.reason, self.runner.key)
+        self.status_pub.publish(DiagnosticStatus(level=DiagnosticStatus.ERROR, name="policy_update", message=w.reason,
+                                                 values=[KeyValue(key=k, value=v) for k, v in values.items()]))
+
     def on_update(self, raw: bytes) -> None:
         if len(raw) > self.max_update_bytes:
             self._refuse_unread(f"an update of {len(raw) / 2**20:.1f} MB, more than "
                                 f"{self.max_update_bytes / 2**20:.1f} MB (4 times this policy's size): not read")
             return
-        self.verifier.submit(self.verify, raw)
+        # Bounded: each message waiting holds up to max_update_bytes, and anyone on the domain can send them
+        # faster than they are checked (the ROS queue's depth 1 does not bound this one). A learner sends one
+        # update a batch, far below it.
+        with self.waiting_lock:
+            if self.waiting >= MAX_WAITING_UPDATES:
+                busy = True
+            else:
+                busy, self.waiting = False, self.waiting + 1
+        if busy:
+            self._refuse_unread(f"{MAX_WAITING_UPDATES} updates already wait to be checked: not read")
+            return
+        self.verifier.submit(self._verify_waiting, raw)
+
+    def _verify_waiting(self, raw: bytes) -> None:
+        try:
+            self.verify(raw)
+        finally:
+            with self.waiting_lock:
+                self.waiting -= 1
 
     def _refuse_unread(self, reason: str) -> None:
         """An update refused before its contents were read: an unsigned verdict with no version to name."""

@@ -5,7 +5,12 @@ weight hot-swaps that happen only between ticks, only after verification.
 only stages it; the next `tick` swaps it in before computing its action, so every tick runs
 wholly on one version and no tick waits for verification. Besides its form, an update's behaviour is
 checked: on the states of the last 5 s, and on the robot standing still, it may move the joint targets
-at most `max_update_shift` rad from the policy it would replace.
+at most `max_update_shift` rad from the policy the motors run, and must give finite actions whatever that
+setting. Weights refused for what they would do are refused again when offered again (under any version).
+
+A swapped-in version whose action on some later state is not finite is withdrawn at that tick: the
+version it replaced answers instead (`withdrawn` says so, for the policy node to report). With none to go
+back to, the tick raises NonFiniteAction and no command is sent: the controller's watchdog damps.
 """
 
 from __future__ import annotations
@@ -39,6 +44,20 @@ class Verdict:
     stale_session: bool = False  # signed for another run of the policy node (policy_update.StaleSession)
 
 
+class NonFiniteAction(ValueError):
+    """The running policy's action on this state is not finite, and there is no earlier version to answer."""
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    """A swapped-in version withdrawn at a tick for a non-finite action, and the version answering instead."""
+
+    version: int
+    sha256: str
+    running: int
+    reason: str
+
+
 @dataclass
 class TickResult:
     q_des: np.ndarray
@@ -60,8 +79,14 @@ class PolicyRunner:
         self.recent: deque[np.ndarray] = deque(maxlen=RECENT_STATES)
         self._active = VerifiedPolicy(version, policy.eval(), normalizer, "")
         self._pending: VerifiedPolicy | None = None
+        self._fallback: VerifiedPolicy | None = None  # what the last swap replaced: answers if the new one cannot
+        self.withdrawn: list[Withdrawal] = []  # versions withdrawn at a tick, for the node to report (then cleared)
+        # Weights (sha256) refused for what they would do, with the reason: the shift is judged on recent states,
+        # so the same bytes offered again a moment later (a restarted learner, a replay) could otherwise pass.
+        self.refused_weights: dict[str, str] = {}
+        self.deterministic = deterministic
         self._lock = threading.Lock()
-        self.deterministic, self.key = deterministic, key
+        self.key = key
         self.session = new_session()  # this run's: updates signed for another run are refused (update_session.py)
         self.started_ns = time.time_ns()  # this run's start (wall clock), announced with the session
         self.obs = ObservationBuilder()
@@ -90,6 +115,9 @@ class PolicyRunner:
         """Verify and stage an update, signed for `session`, which must be this runner's."""
         with self._lock:
             replaced = self._pending or self._active  # what the robot will run if this is refused
+            # What the motors run: updates staged while no tick swaps them in (an e-stop) are each judged against
+            # it, not against the one staged before; three steps of 0.8 rad were one jump of 2.4 at the re-arm.
+            running = self._active
             states = list(self.recent)
         try:
             verified = verify_update(version, sha256, blob, spec_json, signature, current_version=replaced.version,
@@ -98,19 +126,36 @@ class PolicyRunner:
                                      expected_session=self.session)
         except UpdateRejected as exc:
             return Verdict(False, str(exc), exc.authentic, exc.sha256, isinstance(exc, StaleSession))
+        if (earlier := self.refused_weights.get(verified.sha256)) is not None:
+            return Verdict(False, f"these weights were refused before in this run of the policy node: {earlier}",
+                           True, verified.sha256)
         # The robot standing still is always among the states: an update that arrives before the first
         # state (a learner's latest version reaches a starting policy node at once) is checked too.
         states.append(self.standing_history())
-        shift = joint_target_shift(replaced, verified, np.stack(states))
-        moved = (f"moves the joint targets {shift:.3f} rad from v{replaced.version}'s, on {len(states) - 1} recent "
-                 "states and the robot standing")
+        try:
+            shift = joint_target_shift(running, verified, np.stack(states), sampled=not self.deterministic)
+        except RuntimeError as exc:  # a forward pass the checks above did not foresee
+            return self._refuse(verified, f"running it on recent states failed: {exc}")
+        spread = "" if self.deterministic else " (at the mean action and 2 std either side)"
+        moved = (f"moves the joint targets {shift:.3f} rad{spread} from v{running.version}'s, on {len(states) - 1} "
+                 "recent states and the robot standing")
+        if not np.isfinite(shift):  # whatever max_update_shift says: NaN never reaches a motor
+            return self._refuse(verified, f"its actions are not finite on {len(states) - 1} recent states or the "
+                                "robot standing: a learner that diverged")
         if self.max_update_shift and not shift <= self.max_update_shift:
-            return Verdict(False, f"it {moved} (per state the largest joint, averaged), more than max_update_shift "
-                           f"{self.max_update_shift} rad: a learner that diverged, or another robot's policy? "
-                           "Raise max_update_shift only if so large a change is meant", True, verified.sha256)
+            return self._refuse(verified, f"it {moved} (per state the largest joint, averaged), more than "
+                                f"max_update_shift {self.max_update_shift} rad: a learner that diverged, or another "
+                                "robot's policy? Raise max_update_shift only if so large a change is meant")
         with self._lock:
             self._pending = verified
         return Verdict(True, f"version {version} staged: it {moved}", True, verified.sha256)
+
+    def _refuse(self, verified: VerifiedPolicy, reason: str) -> Verdict:
+        """A verdict on an authentic update's behaviour, remembered for its weights."""
+        if len(self.refused_weights) >= 1000:  # bounded: anyone without the key is refused before this
+            del self.refused_weights[next(iter(self.refused_weights))]
+        self.refused_weights[verified.sha256] = reason
+        return Verdict(False, reason, True, verified.sha256)
 
     def standing_history(self) -> np.ndarray:
         """The observation history of the robot standing still at its default pose, upright, under the
@@ -132,12 +177,32 @@ class PolicyRunner:
     def tick(self, quat_wxyz: np.ndarray, q: np.ndarray, dq: np.ndarray) -> TickResult:
         with self._lock:
             if self._pending is not None:
-                self._active, self._pending = self._pending, None
-        active = self._active
+                self._fallback, self._active, self._pending = self._active, self._pending, None
         frame = self.obs.frame(quat_wxyz, self.command, q, dq, self.last_action)
         history = self.obs.push(frame)
         with self._lock:  # offer() copies them from the verifier's thread
             self.recent.append(history)
+        active = self._active
+        action, logp = self._act(active, history)
+        if not np.isfinite(action).all():
+            with self._lock:
+                fallback, self._fallback = self._fallback, None
+                if fallback is None:
+                    raise NonFiniteAction(f"version {active.version}'s action on this robot state is not finite, "
+                                          "and no earlier version of this run can answer instead")
+                self._active = fallback
+                self.refused_weights[active.sha256] = "withdrawn for a non-finite action on a robot state"
+            self.withdrawn.append(Withdrawal(active.version, active.sha256, fallback.version,
+                                             f"version {active.version} was withdrawn at a tick: its action on a robot "
+                                             f"state was not finite; version {fallback.version} answers again"))
+            active = fallback
+            action, logp = self._act(active, history)
+            if not np.isfinite(action).all():
+                raise NonFiniteAction(f"version {active.version}'s action on this robot state is not finite either")
+        self.last_action = action
+        return TickResult(action_to_joint_targets(action), action, logp, history, active.version)
+
+    def _act(self, active: VerifiedPolicy, history: np.ndarray) -> tuple[np.ndarray, float]:
         with torch.no_grad():
             x = active.normalizer(torch.from_numpy(history).unsqueeze(0))
             mean, log_std = active.policy(x)
@@ -146,6 +211,4 @@ class PolicyRunner:
             else:
                 a = mean + torch.randn(mean.shape, generator=self.generator) * log_std.exp()
             logp = float(active.policy.gaussian_log_prob(mean, log_std, a)[0, 0])
-        action = a[0, 0].numpy().astype(np.float32)
-        self.last_action = action
-        return TickResult(action_to_joint_targets(action), action, logp, history, active.version)
+        return a[0, 0].numpy().astype(np.float32), logp

@@ -4,7 +4,7 @@ A received update is accepted only if: it is made for this run of the policy nod
 its version is newer than the running one; the sha256 of the safetensors bytes matches the
 announced digest; the bytes parse as safetensors (never pickle); the spec matches the running
 policy's observation and action sizes; every tensor the architecture needs is present with the
-exact shape and nothing else is; all values are finite; and the HMAC-SHA256 signature, over the
+exact shape and nothing else is; all values are finite float32; and the HMAC-SHA256 signature, over the
 session, the version, the bytes and the spec, matches the robot's key. Anything else is refused
 with a reason and the running policy keeps running.
 
@@ -234,6 +234,9 @@ def verify_update(
     except UpdateRejected as exc:
         exc.authentic, exc.sha256 = True, actual
         raise
+    except Exception as exc:  # noqa: BLE001 - a check this module lacks; still the robot's own learner's update,
+        # whose verdict it must be able to act on (an unsigned one left it waiting)
+        raise UpdateRejected(f"checking it failed: {type(exc).__name__}: {exc}", True, actual) from exc
 
 
 def _check_signature(version: int, blob: bytes, spec_json: str, session: str, signature: bytes,
@@ -257,6 +260,8 @@ def _judge(version: int, sha256: str, actual: str, blob: bytes, spec_json: str, 
         raise UpdateRejected(f"sha256 mismatch: announced {sha256[:12]}..., received bytes hash to {actual[:12]}...")
     try:
         spec_d = json.loads(spec_json)
+        if not isinstance(spec_d, dict):
+            raise TypeError(f"a JSON {type(spec_d).__name__}, not an object")
         n = int(spec_d.pop("n", 1))
         spec = PolicySpec.from_dict(spec_d)
     except (ValueError, TypeError, KeyError) as exc:
@@ -290,8 +295,12 @@ def _judge(version: int, sha256: str, actual: str, blob: bytes, spec_json: str, 
         t = tensors[name]
         if t.shape != shape:
             raise UpdateRejected(f"tensor {name} has shape {tuple(t.shape)}, expected {tuple(shape)}")
-        if not t.is_floating_point() or not torch.isfinite(t).all():
-            raise UpdateRejected(f"tensor {name} has non-finite or non-float values")
+        # float32, as the running policy's: a float64 normaliser mean of 1e300 passed as finite and became inf in
+        # the policy's float32, and a float16 layer ended the forward pass in a dtype error
+        if t.dtype != torch.float32:
+            raise UpdateRejected(f"tensor {name} is {str(t.dtype).removeprefix('torch.')}, not float32")
+        if not torch.isfinite(t).all():
+            raise UpdateRejected(f"tensor {name} has non-finite values")
     if (tensors["normalizer.std"] <= 0).any():
         raise UpdateRejected("normalizer.std must be positive")
     policy.load_state_dict({k[len("policy."):]: v for k, v in tensors.items() if k.startswith("policy.")},
@@ -300,18 +309,30 @@ def _judge(version: int, sha256: str, actual: str, blob: bytes, spec_json: str, 
     return VerifiedPolicy(version, policy.eval(), normalizer, actual)
 
 
-def joint_target_shifts(running: VerifiedPolicy, candidate: VerifiedPolicy, histories: np.ndarray) -> np.ndarray:
+# With sampled actions, the targets at the mean and at two standard deviations either side of it are compared:
+# an update that widened the noise from 0.05 to 1 moved the mean by nothing and the joints by up to 1.1 rad a tick.
+SAMPLED_SPREAD = (0.0, 2.0, -2.0)
+
+
+def joint_target_shifts(running: VerifiedPolicy, candidate: VerifiedPolicy, histories: np.ndarray,
+                        sampled: bool = False) -> np.ndarray:
     """Per observation history (n, obs), the largest change over the 12 joints of the joint targets (rad)
-    from `running`'s to `candidate`'s; inf where the candidate's actions are not finite (finite weights can
-    still overflow)."""
+    from `running`'s to `candidate`'s, at the mean action (and with `sampled`, at mean +- 2 std too); inf where
+    the candidate's actions are not finite (finite weights can still overflow)."""
     x = torch.from_numpy(np.ascontiguousarray(histories, np.float32))
+    shift = np.zeros(len(x))
     with torch.no_grad():
-        old, new = (p.policy.executed(p.policy(p.normalizer(x))[0][0]).numpy() for p in (running, candidate))
-    shift = np.abs(action_to_joint_targets(new) - action_to_joint_targets(old)).max(axis=1)
-    return np.where(np.isfinite(new).all(axis=1), shift, np.inf)
+        old, new = (p.policy(p.normalizer(x)) for p in (running, candidate))
+        for k in SAMPLED_SPREAD if sampled else (0.0,):
+            a_old, a_new = (p.policy.executed(m[0] + k * log_std[0].exp()).numpy()
+                            for p, (m, log_std) in ((running, old), (candidate, new)))
+            moved = np.abs(action_to_joint_targets(a_new) - action_to_joint_targets(a_old)).max(axis=1)
+            shift = np.maximum(shift, np.where(np.isfinite(a_new).all(axis=1), moved, np.inf))
+    return shift
 
 
-def joint_target_shift(running: VerifiedPolicy, candidate: VerifiedPolicy, histories: np.ndarray) -> float:
+def joint_target_shift(running: VerifiedPolicy, candidate: VerifiedPolicy, histories: np.ndarray,
+                       sampled: bool = False) -> float:
     """How far `candidate` moves the joint targets (rad) from `running`'s on these observation histories:
     `joint_target_shifts` averaged over the states (inf when any is)."""
-    return float(joint_target_shifts(running, candidate, histories).mean())
+    return float(joint_target_shifts(running, candidate, histories, sampled).mean())

@@ -60,7 +60,7 @@ def _put_new(tmp: Path, path: Path) -> None:
     except FileExistsError:
         raise FileExistsError(errno.EEXIST, "taken while this file was written: not replaced", str(path)) from None
     except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK):
             raise
         if os.path.lexists(path):  # no hard links here: the narrower check-then-rename
             raise FileExistsError(errno.EEXIST, "taken while this file was written: not replaced", str(path)) from None

@@ -104,6 +104,47 @@ def test_safety_filter_limits_rate_range_and_torque():
     assert f.apply(np.full(12, np.nan), q, np.zeros(12)).damping
 
 
+def test_a_robot_sagged_in_damping_rises_at_activation_step_until_it_reaches_the_policys_targets():
+    """A Go1 folded in damping (calves at -2.6, thighs at 1.5), re-armed or with its policy back after the
+    watchdog, sprang to the policy's standing targets at max_target_step, 0.2 rad a tick (10 rad/s). With
+    activation_step (robot.yaml 0.05, walk-these-ways' ramp) it rises at that step until the policy's targets are
+    within max_target_step, then follows at max_target_step (a walking gait's targets move faster than 0.05 a tick:
+    waiting to reach them exactly held the robot at 0.05 a tick for good, and it could not walk)."""
+    from uni_o4_ros.robot.controller import ControllerCore, Mode
+
+    up, stand = np.array([1.0, 0.0, 0.0, 0.0]), go1.DEFAULT_Q.copy()
+    folded = np.where(np.arange(12) % 3 == 2, -2.6, np.where(np.arange(12) % 3 == 1, 1.5, stand)).astype(np.float32)
+    core = ControllerCore(SafetyConfig(watchdog_timeout=0.1, activation_step=0.05))
+
+    def rise(q: np.ndarray, t0: float) -> list[np.ndarray]:
+        targets = []
+        for k in range(40):
+            core.on_command(stand, 1, now=t0 + 0.02 * k)
+            out = core.tick(up, q, np.zeros(12), t0 + 0.02 * k + 0.001)
+            assert out.mode == Mode.ACTIVE
+            targets.append(out.command.q)
+            q = out.command.q  # a stiff leg follows its target
+        return targets
+
+    targets = rise(folded, 1.0)
+    steps = np.abs(np.diff([folded, *targets], axis=0)).max(axis=1)
+    # 1.1 rad at the calves: 0.05 a tick until 0.2 (max_target_step) remains, then at most 0.2 a tick
+    ramp = int(np.argmax(steps > 0.05 + 1e-5))
+    assert ramp in (18, 19) and np.allclose(steps[:ramp], 0.05, atol=1e-5) and steps.max() <= 0.2 + 1e-6
+    assert np.allclose(targets[ramp], stand) and not core.filter.ramping
+    core.on_command(stand + 0.15, 1, now=2.0)
+    assert np.abs(core.tick(up, stand, np.zeros(12), 2.001).command.q - stand).max() == pytest.approx(0.15)
+    # The policy silent past the watchdog: damped, it sags; when it is back the rise is slow again.
+    assert core.tick(up, stand, np.zeros(12), 2.2).mode == Mode.DAMPING
+    assert np.abs(np.diff([folded, rise(folded, 3.0)[0]], axis=0)).max() == pytest.approx(0.05)
+    # 0 (the simulator's default): max_target_step from the first tick, as before
+    plain = ControllerCore(SafetyConfig(watchdog_timeout=0.1))
+    plain.on_command(stand, 1, now=1.0)
+    assert np.abs(plain.tick(up, folded, np.zeros(12), 1.001).command.q - folded).max() == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="activation_step"):
+        SafetyConfig(activation_step=-0.1)
+
+
 def test_watchdog_and_fall():
     w = Watchdog(timeout=0.1)
     assert w.expired(0.0)

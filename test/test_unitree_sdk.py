@@ -258,7 +258,8 @@ def test_controller_drives_the_stand_in_through_the_sdk_and_latches_damping_when
     served = ServedRobot()
     # state_timeout generous for a loaded CI machine: the stand-in shares this process with the test.
     ctrl = start("uni_o4_ros.nodes.pd_controller_node", ros_env, "backend:=unitree_sdk", "robot_ip:=127.0.0.1",
-                 f"robot_port:={served.robot.port}", "local_port:=0", "state_timeout:=0.5", "remote_rearm:=L2+A")
+                 f"robot_port:={served.robot.port}", "local_port:=0", "state_timeout:=0.5", "remote_rearm:=L2+A",
+                 "activation_step:=0.05")
     pol = start("uni_o4_ros.nodes.policy_node", ros_env, f"policy_dir:={standing_policy}")
     obs = Observer()
     try:
@@ -281,8 +282,16 @@ def test_controller_drives_the_stand_in_through_the_sdk_and_latches_damping_when
         obs.wait(lambda: len(obs.states) >= n + 10)
         assert set(obs.modes_since(n)) == {2}
 
+        sagged = served.robot.state.position[2]
         assert "re-armed" in obs.estop(False)
         obs.wait(lambda: served.robot.commands and np.allclose(served.robot.commands[-1]["kp"], 20.0))
+        # It rises from where damping left it at activation_step (0.05 rad a tick), not at max_target_step (0.2)
+        first = next(k for k, c in enumerate(served.robot.commands) if np.allclose(c["kp"], 20.0))
+        obs.wait(lambda: len(served.robot.commands) >= first + 30)
+        rise = np.array([c["q"] for c in list(served.robot.commands)[first:first + 30]])
+        steps = np.abs(np.diff(rise, axis=0)).max(axis=1)
+        assert steps[:5].min() > 0.049 and steps[:5].max() <= 0.05 + 1e-5, (sagged, steps)
+        assert steps.max() <= 0.2 + 1e-5, steps  # then max_target_step
 
         # The operator holds L2+B on the robot's remote: e-stop, without a laptop.
         n = len(obs.states)

@@ -8,7 +8,9 @@ motor boards), `unitree_sdk` (the Go1 itself through the Unitree SDK's low-level
 fault, such as a lost link, latches the e-stop: damping until a person re-arms).
 Parameters: backend, rate_hz, watchdog_timeout, max_tilt, max_target_step, torque_fraction,
 silence_latch (s; > 0: a policy silent this long after the robot was active latches damping until
-re-armed; 0: the next fresh command re-activates; robot.yaml 1.0, sim.yaml 0), start_latched (start
+re-armed; 0: the next fresh command re-activates; robot.yaml 1.0, sim.yaml 0), activation_step (rad per
+tick; > 0: each time the robot becomes active, its targets move at most this far a tick until they reach the
+policy's, so a Go1 sagged in damping rises slowly; 0 by default, 0.05 in robot.yaml), start_latched (start
 with the e-stop engaged, nothing moves until re-armed; false by default, true in robot.yaml); sim
 only: spawn_roll (to test fall handling), terrain (flat | mattress), reset_on_episode_end (put the
 robot back when the recorder starts an episode), wait_for_policy (step only once the policy answered
@@ -98,6 +100,9 @@ PARAMETERS = {
                         "none"),
     "silence_latch": Doc("s; > 0: a policy silent this long after the robot was active latches damping until "
                          "re-armed; 0: the next fresh command re-activates", ">=0"),
+    "activation_step": Doc("rad per tick; > 0: each time the robot becomes active (a re-arm, the policy back after "
+                           "the watchdog), its targets move at most this far a tick until they reach the policy's, "
+                           "then max_target_step; 0: off", ">=0"),
     "min_battery_soc": Doc("%; unitree_sdk only: the Go1's charge (bms.SOC) below which the e-stop engages, held "
                            "until 5 points above; 0: not checked", "[0,100)"),
     "motor_dropout_ticks": Doc("reads; unitree_sdk only: a motor out of servo mode this many reads in a row engages "
@@ -190,7 +195,8 @@ class PDControllerNode(Node):
             "reset_on_episode_end": False, "wait_for_policy": False, "robot_ip": GO1_IP, "robot_port": GO1_PORT,
             "local_port": LOCAL_PORT, "state_timeout": 0.1, "connect_timeout": 2.0,
             "contact_threshold": 20.0, "remote_estop": "L2+B", "remote_rearm": "", "silence_latch": 0.0,
-            "min_battery_soc": 0, "motor_dropout_ticks": 3, "max_motor_temperature": 0.0, "start_latched": False})
+            "activation_step": 0.0, "min_battery_soc": 0, "motor_dropout_ticks": 3, "max_motor_temperature": 0.0,
+            "start_latched": False})
         if p["backend"] not in BACKENDS:
             raise NodeConfigError(f"unknown backend {p['backend']!r}: choose from {', '.join(BACKENDS)}")
         self.remote_estop = RemoteCombo(_combo("remote_estop", p["remote_estop"]))
@@ -209,7 +215,7 @@ class PDControllerNode(Node):
         try:
             cfg = SafetyConfig(max_target_step=p["max_target_step"], torque_fraction=p["torque_fraction"],
                                watchdog_timeout=p["watchdog_timeout"], max_tilt=p["max_tilt"],
-                               silence_latch=p["silence_latch"])
+                               silence_latch=p["silence_latch"], activation_step=p["activation_step"])
         except ConfigValueError as exc:
             raise NodeConfigError(f"parameter {exc}") from None
         self.core = ControllerCore(cfg)

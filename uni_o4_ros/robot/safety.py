@@ -25,12 +25,20 @@ class SafetyConfig:
     # real Go1 has folded up by then, and must not spring up by itself when a policy comes back); 0: the
     # next fresh command re-activates it, whenever it comes (the simulator's default).
     silence_latch: float = 0.0
+    # rad per tick; > 0: each time the robot becomes ACTIVE (a re-arm, a policy back after the watchdog damped),
+    # the targets move at most this far a tick until the policy's are within max_target_step of them, or for as
+    # many ticks as the first distance takes at this step, then at max_target_step. A Go1 sagged or folded in
+    # damping otherwise sprang up at max_target_step, 10 rad/s at the calves; walk-these-ways ramps to its pose in
+    # steps of 0.05 rad. (Waiting for the policy's targets alone never ended: a policy whose robot is held back
+    # asks for ever larger corrections.) 0: off (the simulator's default, whose resets stand the robot in its pose).
+    activation_step: float = 0.0
 
     def __post_init__(self) -> None:
         # A typo here is a robot that never damps (watchdog_timeout <= 0 reads as never late), falls
         # at every tick (max_tilt <= 0), exceeds its motors' torque (torque_fraction 9) or freezes.
         check_ranges(self, {"max_target_step": ">0", "torque_fraction": "(0,1]", "watchdog_timeout": ">0",
-                            "max_tilt": "(0,pi]", "damping_kd": ">0", "silence_latch": ">=0"})
+                            "max_tilt": "(0,pi]", "damping_kd": ">0", "silence_latch": ">=0",
+                            "activation_step": ">=0"})
 
 
 @dataclass
@@ -53,9 +61,13 @@ def damping_command(cfg: SafetyConfig) -> MotorCommand:
 class SafetyFilter:
     cfg: SafetyConfig = field(default_factory=SafetyConfig)
     _last_target: np.ndarray | None = None
+    ramping: bool = False  # at activation_step since the last activation, the policy's targets still far
+    _ramp_ticks: int | None = None  # ticks the rise may still take (set on its first tick)
 
     def reset(self, q_now: np.ndarray) -> None:
+        """The robot becomes ACTIVE with its joints at `q_now`: the rate limit starts there (at activation_step)."""
         self._last_target = np.asarray(q_now, np.float32).copy()
+        self.ramping, self._ramp_ticks = self.cfg.activation_step > 0, None
 
     def apply(self, q_des: np.ndarray, q: np.ndarray, dq: np.ndarray, kp: float = KP, kd: float = KD) -> MotorCommand:
         """Clamp a position target so that joint limits, rate and PD torque hold, in that order of precedence:
@@ -73,6 +85,15 @@ class SafetyFilter:
         hi = q + (tau_max + kd * np.asarray(dq)) / kp
         target = np.clip(q_des, lo, hi)
         step = self.cfg.max_target_step
+        if self.ramping:
+            far = float(np.abs(target - self._last_target).max())
+            if self._ramp_ticks is None:  # the first active tick: as long as the distance to go takes at that step
+                self._ramp_ticks = int(np.ceil(far / self.cfg.activation_step))
+            self._ramp_ticks -= 1
+            if far <= step or self._ramp_ticks < 0:
+                self.ramping = False  # close enough for the usual rate limit, or the rise's time is up
+            else:
+                step = min(self.cfg.activation_step, step)
         target = np.clip(target, self._last_target - step, self._last_target + step)
         target = np.clip(target, Q_MIN, Q_MAX).astype(np.float32)
         self._last_target = target

@@ -314,7 +314,8 @@ def test_every_configured_parameter_is_declared_by_the_node_it_configures(monkey
 
 @pytest.mark.parametrize("given, said", [
     ("use_sim_time:=true", "use_sim_time is not supported: the control loop, its watchdog"),
-    ("max_tlit:=0.5", "unknown parameter(s) max_tlit (did you mean max_tilt?): pd_controller has activation_step, backend, "),
+    ("max_tlit:=0.5",
+     "unknown parameter(s) max_tlit (did you mean max_tilt?): pd_controller has activation_step, backend, "),
 ])
 def test_a_controller_started_on_a_simulated_clock_or_with_a_misspelt_parameter_refuses_to_start(ros_env, given, said):
     """Seen: under use_sim_time:=true without a /clock the controller never ticked, and said nothing; a

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from uni_o4_ros.hardware.t265 import DeviceError, MountExtrinsic, T265Source, convert
-from uni_o4_ros.robot.go1 import rotation_matrix
+from uni_o4_ros.robot.go1 import rotation_matrix, yaw
 
 
 def ros_to_t265(v):
@@ -266,11 +266,77 @@ def test_a_relocalisation_leaves_odom_continuous_unless_pose_jumping_is_asked_fo
     np.testing.assert_allclose(after.linear_velocity, 0.0, atol=1e-9)  # the velocity is the same either way
 
 
+def test_a_t265_unplugged_and_back_is_restarted_with_its_settings_and_odom_goes_on_from_its_last_pose(monkeypatch):
+    """A T265 that leaves USB mid-stream and re-enumerates (a cable knocked) left librealsense's pipeline
+    stopped: every read raised "cannot be called before start()" for good, and odometry stopped until someone
+    restarted the node. Reads failing for RESTART_AFTER_S now restart the pipeline (again every
+    RESTART_EVERY_S while the device is away), pose jumping is set off again on the device that came back (it
+    comes back with its defaults), and OdomAnchor puts the new tracking origin where odom was, not back at 0."""
+    import socket
+
+    from uni_o4_ros.hardware.t265 import RESTART_AFTER_S, RESTART_EVERY_S, OdomAnchor
+    from uni_o4_ros.sim.go1_udp_robot import free_udp_ports
+    from uni_o4_ros.sim.t265_standin import FEED_ENV, camera_truth, unplugged
+
+    rs = standin_pyrealsense2()
+    [port] = free_udp_ports()
+    monkeypatch.setenv(FEED_ENV, f"127.0.0.1:{port}")
+    src, anchor = T265Source(rs), OdomAnchor()
+    jumping = rs.option.enable_pose_jumping
+    assert src.pipe.options[jumping] == 0.0
+    mount = MountExtrinsic.from_config([0.25, 0.0, 0.05], [0.0, 0.0, 0.0])
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    upright, still = np.array([1.0, 0.0, 0.0, 0.0]), np.zeros(3)
+    turned = np.array([np.cos(0.3), 0.0, 0.0, np.sin(0.3)])  # heading 0.6 rad
+
+    def seen(x: float, y: float = 0.0, q=upright, now: float = 0.0):
+        """(the device's pose as converted, odom's), as the odometry node reads and anchors them"""
+        tx.sendto(camera_truth(np.array([x, y, 0.3]), q, still, still, mount.translation, mount.quaternion),
+                  ("127.0.0.1", port))
+        raw = convert(src.read(timeout_ms=2000, now=now), mount)
+        if src.restarted:
+            src.restarted = False
+            anchor.restart()
+        return raw, anchor.apply(raw)
+
+    try:
+        start = seen(2.0)[1]
+        before = seen(3.0, q=turned)[1]  # 1 m on, turned 0.6 rad
+        np.testing.assert_allclose(before.position - start.position, [1.0, 0.0, 0.0], atol=1e-9)
+        tx.sendto(unplugged(), ("127.0.0.1", port))
+        with pytest.raises(RuntimeError, match="Device disconnected"):
+            src.read(timeout_ms=2000, now=10.0)
+        assert src.pipe.options[jumping] == 1.0  # the device back on USB has its defaults
+        with pytest.raises(RuntimeError, match="cannot be called before start"):
+            src.read(now=10.0 + RESTART_AFTER_S / 2)  # stopped for good, as librealsense leaves it
+        monkeypatch.delenv(FEED_ENV)  # not back on USB yet: the restart fails, and is tried again later
+        with pytest.raises(RuntimeError, match="No device connected"):
+            src.read(now=10.0 + RESTART_AFTER_S)
+        with pytest.raises(RuntimeError, match="cannot be called before start"):
+            src.read(now=10.0 + RESTART_AFTER_S + RESTART_EVERY_S / 2)  # not tried at every read
+        monkeypatch.setenv(FEED_ENV, f"127.0.0.1:{port}")
+        assert src.restarts == 0
+        now = 10.0 + RESTART_AFTER_S + RESTART_EVERY_S
+        assert src.read(timeout_ms=20, now=now) is None  # restarted, and listening again: no frame yet
+        assert src.restarts == 1 and src.pipe.options[jumping] == 0.0
+        raw, after = seen(3.5, 0.2, q=turned, now=now)  # the robot moved on meanwhile, unseen
+        # The new tracking starts at its own origin, heading 0; odom carries on from its last pose and heading.
+        assert np.linalg.norm(raw.position - before.position) > 0.9 and abs(yaw(raw.quaternion)) < 1e-9
+        np.testing.assert_allclose(after.position, before.position, atol=1e-9)
+        assert yaw(after.quaternion) == pytest.approx(0.6)
+        moved = seen(3.5 + np.cos(0.6), 0.2 + np.sin(0.6), q=turned, now=now)[1]  # 1 m straight ahead
+        np.testing.assert_allclose(moved.position - after.position, [np.cos(0.6), np.sin(0.6), 0.0], atol=1e-9)
+        np.testing.assert_allclose(moved.linear_velocity, 0.0, atol=1e-9)
+    finally:
+        tx.close()
+        src.close()
+
+
 @contextmanager
 def _odometry_node_fed(ros_env, tmp_path):
     """The odometry node behind the stand-in pyrealsense2, fed as the stand-in Go1 feeds it. Yields
     send(datagrams, until) (one datagram per spin, the same or the next of an iterable, until `until()`), the
-    forward velocity of every Odometry published, and the node's log file."""
+    forward velocity of every Odometry published, the node's log file, and each Odometry's (x, y)."""
     import itertools
     import os
     import socket
@@ -295,7 +361,13 @@ def _odometry_node_fed(ros_env, tmp_path):
     rclpy.init()
     node = rclpy.create_node("watch_odom")
     got: list[float] = []  # forward velocity of every Odometry published
-    node.create_subscription(Odometry, "odom", lambda m: got.append(m.twist.twist.linear.x), SENSOR)
+    positions: list[tuple[float, float]] = []  # and its (x, y)
+
+    def heard(m: Odometry) -> None:
+        got.append(m.twist.twist.linear.x)
+        positions.append((m.pose.pose.position.x, m.pose.pose.position.y))
+
+    node.create_subscription(Odometry, "odom", heard, SENSOR)
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
     def send(datagrams, until) -> None:
@@ -308,7 +380,7 @@ def _odometry_node_fed(ros_env, tmp_path):
         wait_until(rclpy, node, step, 60)
 
     try:
-        yield send, got, log
+        yield send, got, log, positions
     finally:
         tx.close()
         stop_nodes(proc)
@@ -329,7 +401,7 @@ def test_odometry_node_publishes_nothing_while_the_tracker_has_failed(ros_env, t
         return camera_truth(zero, np.array([1.0, 0, 0, 0]), np.array([vx, 0, 0]), zero, mount.translation,
                             mount.quaternion, confidence)
 
-    with _odometry_node_fed(ros_env, tmp_path) as (send, got, log):
+    with _odometry_node_fed(ros_env, tmp_path) as (send, got, log, _):
         send(pose(0.5, 3), lambda: any(abs(v - 0.5) < 1e-6 for v in got))  # tracking: published
         send(pose(5.0, 0), lambda: "T265: tracking confidence 0" in log.read_text())  # failed: read, left out
         send(pose(1.0, 2), lambda: any(abs(v - 1.0) < 1e-6 for v in got))  # recovered
@@ -355,7 +427,7 @@ def test_pose_samples_that_are_no_pose_are_ignored_not_the_end_of_the_odometry_n
                             mount.quaternion, confidence)
 
     bad = [pose(5.0, math.nan), pose(6.0, -400), pose(7.0, quaternion=(0.0, 0, 0, 0)), pose(math.nan)]
-    with _odometry_node_fed(ros_env, tmp_path) as (send, got, log):
+    with _odometry_node_fed(ros_env, tmp_path) as (send, got, log, _):
         send(pose(0.5), lambda: any(abs(v - 0.5) < 1e-6 for v in got))
         # each kind in turn, until the node has ignored 100 (it says the first and every 100th)
         send(itertools.cycle(bad), lambda: "(100 so far)" in log.read_text())
@@ -379,7 +451,7 @@ def test_a_device_read_that_raises_is_a_stall_said_with_its_type_not_the_end_of_
                             mount.quaternion)
 
     usb = "OSError: [Errno 19] No such device"
-    with _odometry_node_fed(ros_env, tmp_path) as (send, got, log):
+    with _odometry_node_fed(ros_env, tmp_path) as (send, got, log, _):
         send(pose(0.5), lambda: any(abs(v - 0.5) < 1e-6 for v in got))
         # the read raises on every spin until the log says so (send() checks the node is still running)
         send(read_failure("OSError", "[Errno 19] No such device"), lambda: usb in log.read_text())
@@ -392,6 +464,32 @@ def test_a_device_read_that_raises_is_a_stall_said_with_its_type_not_the_end_of_
     assert text.count(f"T265: reading the device failed: {usb}; no odometry until poses come back") == 2, text
     assert text.count("T265: reading the device failed: ValueError: frame of 0 bytes") == 1, text
     assert text.count("T265: poses again after") == 2, text
+
+
+def test_the_odometry_node_restarts_a_t265_unplugged_and_back_and_odom_goes_on_from_where_it_was(ros_env, tmp_path):
+    """The node behind the stand-in T265, which leaves USB and comes back as librealsense's pipeline meets it:
+    before, the node said the first error and stalled for good (every later read raised). It restarts the
+    pipeline once reads have failed for a second, says so, and publishes again, from the last pose."""
+    from uni_o4_ros.sim.t265_standin import camera_truth, unplugged
+
+    zero, mount = np.zeros(3), MountExtrinsic.from_config([0.25, 0.0, 0.05], [0.0, 0.0, 0.0])
+
+    def at(x: float) -> bytes:
+        return camera_truth(np.array([x, 0.0, 0.3]), np.array([1.0, 0, 0, 0]), np.array([0.5, 0, 0]), zero,
+                            mount.translation, mount.quaternion)
+
+    with _odometry_node_fed(ros_env, tmp_path) as (send, got, log, positions):
+        send(at(1.0), lambda: len(positions) >= 1)
+        x0 = positions[0][0]
+        send(at(2.0), lambda: positions[-1][0] - x0 > 0.99)  # 1 m from where tracking began
+        walked = len(positions)
+        send(unplugged(), lambda: "Device disconnected" in log.read_text())
+        send(at(2.5), lambda: "its pipeline restarted (restart 1)" in log.read_text() and len(positions) > walked)
+        send(at(3.0), lambda: positions[-1][0] - x0 > 1.49)
+    assert "T265: reading the device failed: RuntimeError: Device disconnected" in log.read_text()
+    after = [x - x0 for x, _ in positions[walked:]]
+    # from the last pose on: 1 m (not back at the start), then the 0.5 m walked since the camera came back
+    assert after[0] == pytest.approx(1.0, abs=1e-6) and after[-1] == pytest.approx(1.5, abs=1e-6), after
 
 
 def test_each_kind_of_sample_that_is_no_pose_is_judged_before_conversion():

@@ -9,16 +9,22 @@ Covariances grow as tracker confidence drops (as realsense-ros does: 10^(3 - con
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from ..ranges import check_vector
-from ..robot.go1 import rotation_matrix
+from ..robot.go1 import rotation_matrix, yaw
 
 T265_LAST_VERSION = (2, 53, 1)
 T265_HIGH_CONFIDENCE = 3  # tracker_confidence: 0 failed, 1 low, 2 medium, 3 high
+# A device gone from USB (it re-enumerates) leaves librealsense's pipeline stopped for good: every read then raises.
+# Reads raising this long start a restart of the pipeline, tried again this often while it fails.
+RESTART_AFTER_S = 1.0
+RESTART_EVERY_S = 2.0
 
 
 class DeviceError(RuntimeError):
@@ -162,13 +168,51 @@ def convert(pose: Any, mount: MountExtrinsic, accel_cov: float = 0.01, gyro_cov:
     return PoseSample(p_base, q_base, r_base.T @ v_base_world, w_body, conf, pose_cov, twist_cov)
 
 
+@dataclass
+class OdomAnchor:
+    """Odometry continuous across T265 restarts. A restarted pipeline tracks from a new origin (where the camera
+    is then, heading 0): odom would jump back to the origin, which REP-105 forbids. After `restart()`, the first
+    sample is put where the last one before the restart was (heading and position; roll and pitch are the
+    camera's own, gravity-aligned either way), and the rest follow it. What the robot moved while no pose came
+    is not in odom; body-frame velocities are unchanged."""
+
+    _last: PoseSample | None = None
+    _pending: bool = False
+    _yaw: float = 0.0  # odom = Rz(_yaw) stream + _shift
+    _shift: np.ndarray = field(default_factory=lambda: np.zeros(3))
+
+    def restart(self) -> None:
+        self._pending = self._last is not None
+
+    def apply(self, s: PoseSample) -> PoseSample:
+        if self._pending:
+            self._pending = False
+            self._yaw = yaw(self._last.quaternion) - yaw(s.quaternion)
+            self._shift = self._last.position - _rz(self._yaw) @ s.position
+        if self._yaw or self._shift.any():
+            half = self._yaw / 2
+            s = replace(s, position=_rz(self._yaw) @ s.position + self._shift,
+                        quaternion=quat_mul(np.array([np.cos(half), 0.0, 0.0, np.sin(half)]), s.quaternion))
+        self._last = s
+        return s
+
+
+def _rz(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
 class T265Source:
     """Pose frames from a T265 through pyrealsense2 (`rs` may be injected for a stand-in device).
 
     Pose jumping is off unless asked for: the T265 turns it on by default, and then a relocalisation
     (it recognises a place it mapped) makes the pose jump, which breaks REP-105's promise that odom is
     continuous. Off, the pose stays continuous and keeps its drift; the velocity is the same either way.
-    The option is read-only while streaming, so it is set before the pipeline starts."""
+    The option is read-only while streaming, so it is set before the pipeline starts.
+
+    A camera gone from USB and back (it re-enumerates) left librealsense's pipeline stopped, and every read
+    raised for good: reads that raised for RESTART_AFTER_S restart the pipeline (`restarts` counts them, and
+    `restarted` says so once, for an OdomAnchor), with pose jumping set again on the device found."""
 
     def __init__(self, rs: Any = None, pose_jumping: bool = False) -> None:
         if rs is None:
@@ -184,27 +228,51 @@ class T265Source:
         ctx = rs.context()
         if not any("T265" in d.get_info(rs.camera_info.name) for d in ctx.query_devices()):
             raise DeviceError("no RealSense T265 found (check USB, and that no other process holds it)")
-        self.rs = rs
+        self.rs, self.pose_jumping = rs, pose_jumping
         self.pipe = rs.pipeline()
-        cfg = rs.config()
-        cfg.enable_stream(rs.stream.pose)
+        self.cfg = rs.config()
+        self.cfg.enable_stream(rs.stream.pose)
         self.pose_jumping_error = ""  # why the option could not be set ("" when it was)
+        self._start()
+        self.failing_since: float | None = None  # monotonic time of the first of the reads raising now
+        self.next_restart = 0.0
+        self.restarts = 0
+        self.restarted = False  # a restart happened since the caller last cleared this
+
+    def _start(self) -> None:
         try:
-            sensor = cfg.resolve(self.pipe).get_device().first_pose_sensor()
-            sensor.set_option(rs.option.enable_pose_jumping, 1.0 if pose_jumping else 0.0)
+            sensor = self.cfg.resolve(self.pipe).get_device().first_pose_sensor()
+            sensor.set_option(self.rs.option.enable_pose_jumping, 1.0 if self.pose_jumping else 0.0)
+            self.pose_jumping_error = ""
         except (AttributeError, RuntimeError) as exc:  # an older firmware or library without the option
             self.pose_jumping_error = str(exc) or type(exc).__name__
-        self.pipe.start(cfg)
+        self.pipe.start(self.cfg)
 
-    def read(self, timeout_ms: int = 100) -> Any | None:
+    def read(self, timeout_ms: int = 100, now: float | None = None) -> Any | None:
         """The newest pose, or None if no frame came within the timeout. A T265 on USB does drop out
         for moments; `wait_for_frames` would raise then, and one late frame must not end the node
-        (whoever reads odometry judges how old it may be)."""
-        ok, frames = self.pipe.try_wait_for_frames(timeout_ms)
+        (whoever reads odometry judges how old it may be). A read or a restart that fails raises."""
+        now = time.monotonic() if now is None else now
+        if (self.failing_since is not None and now - self.failing_since >= RESTART_AFTER_S
+                and now >= self.next_restart):
+            self.next_restart = now + RESTART_EVERY_S
+            with contextlib.suppress(Exception):  # stopped already, by librealsense: its own error says so
+                self.pipe.stop()
+            self._start()  # the device not back yet: raises, and is tried again
+            self.failing_since, self.restarted = None, True
+            self.restarts += 1
+        try:
+            ok, frames = self.pipe.try_wait_for_frames(timeout_ms)
+        except Exception:
+            if self.failing_since is None:
+                self.failing_since = now
+            raise
+        self.failing_since = None
         if not ok:
             return None
         pose = frames.get_pose_frame()
         return pose.get_pose_data() if pose else None
 
     def close(self) -> None:
-        self.pipe.stop()
+        with contextlib.suppress(Exception):  # stopped by librealsense after a drop-out
+            self.pipe.stop()

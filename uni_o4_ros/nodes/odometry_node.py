@@ -9,8 +9,9 @@ the pose jumps back by the drift it learnt); for source bag: bag_path,
 bag_topic, bag_loop (replays a recorded nav_msgs/Odometry stream in real time).
 A missing device, a missing pyrealsense2 or a librealsense without T265 support ends the node with
 one clear line. Once running, the node outlives a camera that stops sending (a USB drop-out) or whose
-read raises (any exception, said with its type and message): it says so once (each cause once),
-publishes nothing meanwhile (the recorder's odom_timeout ends the episode) and says again
+read raises (any exception, said with its type and message; after a second of failing reads the pipeline
+is restarted, every 2 s until the camera is back, and odom goes on from its last pose): it says so once
+(each cause once), publishes nothing meanwhile (the recorder's odom_timeout ends the episode) and says again
 when poses come back; likewise while the tracker's confidence is below min_tracker_confidence.
 A sample that is no pose (NaN, a confidence outside 0..3, a zero quaternion) is ignored, counted and said
 in the log (t265.PoseCheck), as a lost one: it neither ends the node nor becomes a NaN pose."""
@@ -24,7 +25,16 @@ from typing import Any
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 
-from uni_o4_ros.hardware.t265 import DeviceError, MountExtrinsic, PoseCheck, T265Source, TrackingWatch, convert
+from uni_o4_ros.hardware.t265 import (
+    RESTART_AFTER_S,
+    DeviceError,
+    MountExtrinsic,
+    OdomAnchor,
+    PoseCheck,
+    T265Source,
+    TrackingWatch,
+    convert,
+)
 
 from .params import Doc, declare_read_only, require_vector
 from .qos import RELIABLE_STREAM
@@ -68,6 +78,7 @@ class OdometryNode(Node):
         self.source = self.replay = None
         self.stalled_since: float | None = None  # monotonic time the camera stopped sending
         self.stall_causes: set[str] = set()  # what the log said stops it ("" no frame in time, else a type)
+        self.anchor = OdomAnchor()  # odom continuous across a restart of the T265's pipeline
         if p["source"] == "t265":
             self.source = T265Source(pose_jumping=bool(p["pose_jumping"]))
             if self.source.pose_jumping_error:
@@ -106,6 +117,14 @@ class OdometryNode(Node):
     def poll(self) -> None:
         pose, cause, error = self._read()
         now = time.monotonic()
+        if self.source.restarted:
+            self.source.restarted = False
+            self.anchor.restart()
+            src = self.source
+            jumping = f", pose jumping not set: {src.pose_jumping_error}" if src.pose_jumping_error else ""
+            self.get_logger().warning(f"T265: its pipeline restarted (restart {src.restarts}) after reads failed for "
+                                      f"{RESTART_AFTER_S:g} s{jumping}; odometry goes on from its last pose, without "
+                                      "what the robot moved while no pose came")
         if pose is None:
             if self.stalled_since is None:
                 self.stalled_since = now
@@ -129,7 +148,7 @@ class OdometryNode(Node):
         elif change:
             self.get_logger().warning(change)
         if usable:
-            self._publish(sample)
+            self._publish(self.anchor.apply(sample))
 
     def _publish(self, s) -> None:
         m = Odometry()

@@ -13,7 +13,9 @@ Two halves, joined by a local UDP feed:
 No feed for longer than the caller's timeout is what a stalled USB camera looks like:
 `try_wait_for_frames` returns (False, None) and `wait_for_frames` raises, as librealsense does.
 A `read_failure()` datagram makes that read raise instead (an OSError of a USB drop-out, say), as a driver
-may in the middle of a stream.
+may in the middle of a stream. An `unplugged()` datagram is the device leaving USB (it re-enumerates), as
+librealsense's pipeline meets it: that read raises, the pipeline is stopped, every later read raises until
+someone starts it again, and the device comes back with its default options and a new tracking origin.
 
 Drift and relocalisation: the feed may carry the drift the camera's tracking has gathered (its poses
 are the truth plus that drift) and a count of relocalisations (the camera recognised a place it had
@@ -67,6 +69,14 @@ def read_failure(kind: str, message: str) -> bytes:
     if kind not in _FAILURES:
         raise ValueError(f"stand-in T265: no failure {kind!r} (one of {', '.join(_FAILURES)})")
     return _FAILURE + f"{kind}:{message}".encode()
+
+
+_UNPLUGGED = b"GONE"
+
+
+def unplugged() -> bytes:
+    """The feed datagram of the device leaving USB mid-stream (a cable knocked, a hub's reset)."""
+    return _UNPLUGGED
 
 
 def _raise_failure(data: bytes) -> None:
@@ -145,6 +155,7 @@ class StandInT265:
             self.sock.close()
             raise RuntimeError(f"stand-in T265: cannot listen on {address[0]}:{address[1]}: {exc}") from exc
         self._origin: tuple[np.ndarray, np.ndarray] | None = None  # camera start: position, heading quaternion
+        self.gone = False  # left USB (`unplugged`)
 
     def _latest(self, timeout_s: float) -> bytes | None:
         self.sock.settimeout(timeout_s)
@@ -162,6 +173,9 @@ class StandInT265:
 
     def frame(self, timeout_ms: int) -> Frameset | None:
         data = self._latest(timeout_ms / 1000.0)
+        if data == _UNPLUGGED:
+            self.gone = True  # the pipeline stops (pyrealsense2 stand-in)
+            raise RuntimeError("Device disconnected. Failed to recconect: No device connected5000")  # librealsense's
         if data is not None and data.startswith(_FAILURE):
             _raise_failure(data)
         if data is None or len(data) != _FEED.size:

@@ -3,7 +3,8 @@
 Only what a pose-stream reader uses: context().query_devices(), config().enable_stream(stream.pose),
 config().resolve(pipeline).get_device().first_pose_sensor().set_option / get_option
 (option.enable_pose_jumping: 1 by default, read-only while streaming, as on the device),
-pipeline().start / try_wait_for_frames / wait_for_frames / stop. It is found only when its folder
+pipeline().start / try_wait_for_frames / wait_for_frames / stop (a device unplugged mid-stream stops the
+pipeline, as librealsense does: t265_standin.unplugged). It is found only when its folder
 comes first on PYTHONPATH; the device exists only while UNI_O4_T265_FEED names where its pose feed
 arrives.
 """
@@ -83,16 +84,30 @@ class pipeline:  # noqa: N801
                                             pose_jumping=bool(self.options[option.enable_pose_jumping]))
 
     def try_wait_for_frames(self, timeout_ms=5000):
-        frames = self._device.frame(timeout_ms)
+        frames = self._frame("try_wait_for_frames", timeout_ms)
         return (frames is not None, frames)
 
     def wait_for_frames(self, timeout_ms=5000):
-        frames = self._device.frame(timeout_ms)
+        frames = self._frame("wait_for_frames", timeout_ms)
         if frames is None:
             raise RuntimeError(f"Frame didn't arrive within {timeout_ms}")
         return frames
 
+    def _frame(self, method, timeout_ms):
+        if self._device is None:
+            raise RuntimeError(f"{method} cannot be called before start()")
+        try:
+            return self._device.frame(timeout_ms)
+        except RuntimeError:
+            if self._device.gone:
+                # librealsense stops the pipeline when its device is gone and could not be found again within the
+                # call; the device that comes back re-enumerates with its default options
+                self.stop()
+                self.options = {option.enable_pose_jumping: 1.0}
+            raise
+
     def stop(self):
-        if self._device is not None:
-            self._device.close()
-            self._device = None
+        if self._device is None:
+            raise RuntimeError("stop() cannot be called before start()")
+        self._device.close()
+        self._device = None

@@ -320,7 +320,10 @@ def test_controller_drives_the_stand_in_through_the_sdk_and_latches_damping_when
     # A stopped controller leaves the motors damped, not stiff at the last target.
     poll_until(lambda: len(served.robot.commands) > 0 and np.all(served.robot.commands[-1]["kp"] == 0))
     served.close()
-    assert ctrl.returncode == 0, ctrl.stderr.read()
+    err = ctrl.stderr.read()
+    assert ctrl.returncode == 0, err
+    # started without robot.yaml's safety settings: said, since the node's defaults are the simulator's
+    assert "the Go1 with the simulator's start_latched False, silence_latch 0.0 (config/robot.yaml sets" in err, err
 
 
 def _damped_and_held(served, obs, reading, held: tuple, says, cleared) -> None:
@@ -464,15 +467,21 @@ def test_a_hangup_stops_the_controller_with_the_motors_damped(ros_env, standing_
     served.close()
 
 
-def test_a_rearm_combination_inside_the_estop_one_is_refused(ros_env):
-    """One hand pressing L2+B would also press L2: the controller refuses such a pair at start."""
+@pytest.mark.parametrize("given, said", [
+    # One hand pressing L2+B would also press L2.
+    ("remote_rearm:=L2", "neither combination may contain the other"),
+    # The SDK examples' 500 Hz is the motor boards' loop: at it the policy acted ten times too often, and
+    # max_target_step (per tick) allowed 100 rad/s.
+    ("rate_hz:=500.0", "rate_hz 500 with the Go1: its control loop runs at the policy's 50 Hz"),
+])
+def test_a_controller_for_the_go1_refuses_settings_that_mean_harm_at_start(ros_env, given, said):
     import subprocess
 
-    ctrl = start("uni_o4_ros.nodes.pd_controller_node", ros_env, "backend:=unitree_sdk", "remote_rearm:=L2")
+    ctrl = start("uni_o4_ros.nodes.pd_controller_node", ros_env, "backend:=unitree_sdk", given)
     try:
         assert ctrl.wait(timeout=60) == 2
         err = ctrl.stderr.read()
-        assert "neither combination may contain the other" in err and "Traceback" not in err
+        assert said in err and "Traceback" not in err, err
     except subprocess.TimeoutExpired:
         stop(ctrl)
         raise

@@ -6,7 +6,8 @@ Backends: `sim` (an in-process MuJoCo Go1 stepped in lockstep with this loop), `
 go1_sim node in its own process, over `low_cmd` / `low_state`, one tick of latency as with real
 motor boards), `unitree_sdk` (the Go1 itself through the Unitree SDK's low-level UDP; a backend
 fault, such as a lost link, latches the e-stop: damping until a person re-arms).
-Parameters: backend, rate_hz, watchdog_timeout, max_tilt, max_target_step, torque_fraction,
+Parameters: backend, rate_hz (50 with unitree_sdk: the policy's rate; other rates only pace the simulator),
+watchdog_timeout, max_tilt, max_target_step, torque_fraction,
 silence_latch (s; > 0: a policy silent this long after the robot was active latches damping until
 re-armed; 0: the next fresh command re-activates; robot.yaml 1.0, sim.yaml 0), activation_step (rad per
 tick; > 0: each time the robot becomes active, its targets move at most this far a tick until they reach the
@@ -25,7 +26,9 @@ than servo this many ticks in a row, its driver cut out, engages the e-stop whil
 max_motor_temperature (deg C: a motor this hot engages the e-stop, held until every motor is 5 degrees
 cooler, so all four legs are damped before a driver's own cut-out leaves one limp; 0, off, by default:
 Unitree publishes no Go1 threshold, so set it from your motors' documentation).
-No re-arm, from the service or the remote, is accepted while a backend fault holds.
+No re-arm, from the service or the remote, is accepted while a backend fault holds. The defaults are the
+simulator's: with unitree_sdk and any of start_latched, silence_latch, activation_step left at them (no robot.yaml),
+the node warns at start.
 Every active tick also counts whether its command answered the newest state (diagnostics
 `late_commands`, and one summary line at exit). A command is applied only if it answers one of this
 controller's own recent states and comes from the one policy it hears: anything else means another
@@ -52,6 +55,7 @@ from uni_o4_ros.hardware.unitree_sdk import GO1_IP, GO1_PORT, LOCAL_PORT, Unitre
 from uni_o4_ros.msg import EpisodeEvent, JointCommand, RobotState
 from uni_o4_ros.ranges import ConfigValueError
 from uni_o4_ros.robot.controller import CONTROLLER_SUMMARY, CommandLatency, ControllerCore, Mode, PublishedStates
+from uni_o4_ros.robot.go1 import CONTROL_DT
 from uni_o4_ros.robot.safety import RemoteCombo, SafetyConfig, SingleSender, plausible_dq, speed_problem
 
 from .episode_events import SIM_RESET_EVENTS
@@ -206,6 +210,11 @@ class PDControllerNode(Node):
             # One hand would then press both: pressing the e-stop's buttons must never also re-arm.
             raise NodeConfigError(f"remote_rearm {p['remote_rearm']!r} and remote_estop {p['remote_estop']!r}: "
                                   "neither combination may contain the other")
+        if p["backend"] == "unitree_sdk" and abs(p["rate_hz"] * CONTROL_DT - 1.0) > 1e-9:
+            # On the robot a tick is real time: the policy acts at the 50 Hz it was trained at, and max_target_step
+            # and the odd-speed window count ticks (the SDK's 500 Hz in its examples is the motor boards' loop).
+            raise NodeConfigError(f"rate_hz {p['rate_hz']:g} with the Go1: its control loop runs at the policy's "
+                                  f"{1.0 / CONTROL_DT:g} Hz (other rates only pace the simulator)")
         if p["reset_on_episode_end"] and p["backend"] == "unitree_sdk":
             # Software cannot stand a Go1 up: each recorder episode start (a start_episode call after a fall, say)
             # would re-activate a robot lying where it fell, or clear the operator's e-stop, with nobody deciding.
@@ -219,6 +228,14 @@ class PDControllerNode(Node):
         except ConfigValueError as exc:
             raise NodeConfigError(f"parameter {exc}") from None
         self.core = ControllerCore(cfg)
+        if p["backend"] == "unitree_sdk":
+            # The node's defaults are the simulator's: launched on the Go1 without robot.yaml, it stands up and walks
+            # on the first command, springs up after any pause of the policy, and does so at full rate.
+            sim_like = [f"{name} {p[name]}" for name in ("start_latched", "silence_latch", "activation_step")
+                        if not p[name]]
+            if sim_like:
+                self.get_logger().warning(f"the Go1 with the simulator's {', '.join(sim_like)} (config/robot.yaml "
+                                          "sets start_latched true, silence_latch 1.0, activation_step 0.05)")
         if p["start_latched"]:
             # On the robot nothing moves a motor until a person says so: without it, `ros2 launch` stood the
             # Go1 up and walked it on the policy's first command, seconds after start.

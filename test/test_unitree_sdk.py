@@ -195,7 +195,8 @@ def test_corrupt_or_foreign_datagrams_are_refused_by_robot_and_sdk():
 
 def test_backend_never_sends_what_the_wire_would_wrap_and_damps_instead():
     served = ServedRobot()
-    backend = UnitreeSdkBackend("127.0.0.1", served.robot.port, 0, sdk=sdk)
+    # a state timeout no loaded machine reaches between a read and the fault() after it
+    backend = UnitreeSdkBackend("127.0.0.1", served.robot.port, 0, sdk=sdk, state_timeout=5.0)
     try:
         ok = MotorCommand(q=DEFAULT_Q.copy(), dq=np.zeros(12, np.float32), kp=np.full(12, 20.0, np.float32),
                           kd=np.full(12, 0.5, np.float32), tau=np.zeros(12, np.float32))
@@ -216,6 +217,11 @@ def test_backend_never_sends_what_the_wire_would_wrap_and_damps_instead():
             assert np.all(sent["kp"] == 0) and np.allclose(sent["kd"], SafetyConfig().damping_kd)
             assert np.all(sent["q"] >= wire.POS_STOP_F / 2)  # position loop off: pure damping
             assert needle in backend.last_error
+            # a fault, told once: the controller latches the e-stop instead of reporting ACTIVE over damping (and
+            # its e-stop, which sends only damping, can be re-armed)
+            poll_until(lambda: backend.read() is not None)  # a robot heard from (no state yet: no fault to judge)
+            assert needle in (backend.fault() or "")
+            assert backend.fault() is None
         assert backend.refused == 2
     finally:
         served.close()

@@ -93,6 +93,10 @@ class UnitreeSdkBackend:
         self.received = 0  # LowState datagrams accepted by the SDK (crc checked there)
         self.refused = 0  # commands replaced by damping because the wire could not carry them
         self.last_error = ""
+        # A command was replaced by damping since the last fault(): a fault, told once, so the controller does not
+        # report ACTIVE over a damped robot and latches the e-stop until someone has looked. (Held until a command
+        # went through, it could never clear: an e-stopped controller sends only damping.)
+        self._refused_now = False
         self.resets = 0
 
     def read(self) -> SimpleNamespace | None:
@@ -137,8 +141,9 @@ class UnitreeSdkBackend:
                     f"link to {self.address} lost")
         # Both rules see every read (each keeps its own count), and both reasons are told.
         s = self.state
+        refused, self._refused_now = self.last_error if self._refused_now else "", False
         faults = [f for f in (self.motors.fault(s.motor_mode), self.battery.fault(s.battery_soc),
-                              self.heat.fault(s.motor_temperature)) if f]
+                              self.heat.fault(s.motor_temperature), refused) if f]
         return "; ".join(faults) or None
 
     def write(self, cmd: MotorCommand) -> None:
@@ -150,6 +155,7 @@ class UnitreeSdkBackend:
             except wire.WireError as exc:
                 self.refused += 1
                 self.last_error = f"command refused, damping sent instead: {exc}"
+                self._refused_now = True
                 self._send_damping()
                 return
             self._send(cmd.q, cmd.dq, cmd.kp, cmd.kd, cmd.tau)

@@ -621,6 +621,76 @@ def test_a_version_whose_action_turns_non_finite_is_withdrawn_and_the_one_before
     assert np.isfinite(alone.tick(up, DEFAULT_Q, still).q_des).all()
 
 
+def test_a_broken_running_policy_neither_fails_healthy_updates_nor_hides_a_withdrawal_and_a_swap_mid_judgement_is_seen(
+        monkeypatch):
+    """From the review of the withdrawal: (1) a running version whose action on a recent state is NaN made every
+    update's averaged shift NaN: healthy weights were refused as "not finite" and remembered as refused, for the
+    rest of the run; (2) with one earlier version kept, a chain v1 -> v2 -> v3 whose v3 and v2 both failed on a
+    state answered nothing, and v3's withdrawal was never said; (3) a tick swapping a staged update in while the
+    next was judged against the version before let that next one in unjudged against what then ran."""
+    import copy
+
+    from uni_o4_ros.robot import policy_runner
+    from uni_o4_ros.robot.go1 import DEFAULT_Q
+    from uni_o4_ros.robot.observation import command_vector
+    from uni_o4_ros.robot.policy_runner import NonFiniteAction, PolicyRunner
+
+    torch.manual_seed(0)
+    pol = make_policy(290, 12, hidden=(32, 32), mean_activation="none")
+    norm = StateNormalizer(np.zeros(290), np.ones(290))
+    std = np.ones(290, np.float32)
+    std[3::58] = 1e-45  # the commanded vx of each frame: NaN actions once vx is not 0
+    fragile = StateNormalizer(np.zeros(290), std)
+    up, still = np.array([1.0, 0.0, 0.0, 0.0]), np.zeros(12)
+
+    def offer(runner, policy, normalizer, version):
+        m = encode_update(policy, normalizer, version=version, session=runner.session)
+        return runner.offer(m["version"], m["sha256"], m["safetensors"], m["spec_json"], m["signature"],
+                            m["session"])
+
+    # (1) the version it started with is broken on the states of a 0.3 m/s command: a healthy update is taken
+    broken = PolicyRunner(pol, fragile, version=1)
+    broken.command = command_vector(0.3)
+    for _ in range(3):
+        with pytest.raises(NonFiniteAction):
+            broken.tick(up, DEFAULT_Q, still)
+    verdict = offer(broken, pol, norm, 2)
+    assert verdict.accepted and "v1's actions on the others are not finite" in verdict.reason, verdict.reason
+    assert np.isfinite(broken.tick(up, DEFAULT_Q, still).q_des).all() and broken.version == 2
+
+    def knees(by):
+        p = copy.deepcopy(pol)
+        with torch.no_grad():
+            p.body.net[-1].bias[0, 0, :12].add_(by)
+        return p
+
+    # (2) v1 healthy, v2 and v3 broken on that command: both withdrawn, v1 answers, both said
+    chain = PolicyRunner(pol, norm, version=1)
+    for version in (2, 3):
+        assert offer(chain, knees(0.01 * version), fragile, version).accepted
+        assert chain.tick(up, DEFAULT_Q, still).policy_version == version
+    chain.command = command_vector(0.3)
+    out = chain.tick(up, DEFAULT_Q, still)
+    assert out.policy_version == 1 and np.isfinite(out.q_des).all()
+    assert [(w.version, w.running) for w in chain.withdrawn] == [(3, 2), (2, 1)]
+
+    # (3) v2 staged (0.8 rad from v1). While v3 (0.8 from v2, 1.6 from v1) is judged against v1, the running one,
+    # a tick swaps v2 in: v3 is judged again, against v2, which now runs, and taken.
+    racing = PolicyRunner(pol, norm, version=1)
+    assert offer(racing, knees(3.2), norm, 2).accepted
+    real, judged = policy_runner.joint_target_shifts, []
+
+    def tick_meanwhile(running, candidate, *args, **kwargs):
+        judged.append(running.version)
+        if len(judged) == 1:
+            racing.tick(up, DEFAULT_Q, still)  # the 50 Hz thread swaps v2 in
+        return real(running, candidate, *args, **kwargs)
+
+    monkeypatch.setattr(policy_runner, "joint_target_shifts", tick_meanwhile)
+    verdict = offer(racing, knees(6.4), norm, 3)
+    assert judged == [1, 2] and verdict.accepted and "0.800 rad from v2's" in verdict.reason, verdict.reason
+
+
 def test_controller_core_modes():
     from uni_o4_ros.robot.controller import ControllerCore, Mode
 
@@ -1001,6 +1071,20 @@ def test_two_loggers_sharing_a_folder_never_replace_each_others_file(tmp_path, m
     check("fat")
     assert [float(read_hdf5(f).rewards[0]) for f in sorted(tmp_path.glob("episode_*.hdf5"))] == [
         1.0, 2.0, 30.0, 10.0, 30.0, 10.0]
+    # NFS: a link whose reply was lost is sent again, and the server answers "exists" of the file it just linked.
+    # That is this file in place, not another logger's: written once, not again under the next name.
+    monkeypatch.undo()
+    real_link = os.link
+
+    def reply_lost(src, dst, **kwargs):
+        real_link(src, dst, **kwargs)
+        raise FileExistsError(17, "File exists")
+
+    monkeypatch.setattr(os, "link", reply_lost)
+    before = set(tmp_path.glob("episode_*.hdf5"))
+    path = record(first, 7, 70.0)
+    assert set(tmp_path.glob("episode_*.hdf5")) - before == {path} and not list(tmp_path.glob(".*.tmp"))
+    assert float(read_hdf5(path).rewards[0]) == 70.0
 
 
 def test_a_file_too_large_to_build_in_memory_is_refused_on_a_disk_without_room(tmp_path, monkeypatch):
@@ -1024,6 +1108,11 @@ def test_a_file_too_large_to_build_in_memory_is_refused_on_a_disk_without_room(t
         with pytest.raises(OSError, match=r"needs about 17 MB and 17 MB are free: not written") as err:
             write_hdf5(tmp_path / "big.hdf5", ds)
         assert err.value.errno == 28 and list(tmp_path.iterdir()) == []
+    # a folder still to be made is judged by the disk it will be on (its nearest folder), not the working folder's
+    asked = []
+    monkeypatch.setattr(d4rl.shutil, "disk_usage", lambda p: asked.append(Path(p)) or disk_usage(p))
+    write_hdf5(tmp_path / "usb" / "day1" / "big.hdf5", ds)
+    assert asked == [tmp_path]
 
 
 def test_an_episode_with_steps_that_never_arrived_is_written_saying_so(tmp_path):

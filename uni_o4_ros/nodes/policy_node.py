@@ -179,9 +179,11 @@ class PolicyNode(Node):
             # up. Its NaN went into the next observation and ended this node.
             self.runner.reset()
             self.get_logger().error(f"not answering: {exc}", throttle_duration_sec=2.0)
-            return
-        while self.runner.withdrawn:
+            res = None
+        while self.runner.withdrawn:  # said either way: its learner goes back
             self._withdrawn(self.runner.withdrawn.pop(0))
+        if res is None:
+            return
         out = JointCommand()
         out.header.stamp = msg.header.stamp  # the state this command answers: latency is measurable
         out.policy_version = res.policy_version

@@ -10,7 +10,8 @@ setting. Weights refused for what they would do are refused again when offered a
 
 A swapped-in version whose action on some later state is not finite is withdrawn at that tick: the
 version it replaced answers instead (`withdrawn` says so, for the policy node to report). With none to go
-back to, the tick raises NonFiniteAction and no command is sent: the controller's watchdog damps.
+back to, the tick raises NonFiniteAction and no command is sent: the controller's watchdog damps. The last
+KEEP_EARLIER versions are kept for this, newest first.
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from ..learning.normalizer import StateNormalizer
 from ..learning.policy import GaussianPolicyEnsemble
 from .go1 import DEFAULT_Q, action_to_joint_targets
 from .observation import ObservationBuilder, command_vector
-from .policy_update import StaleSession, UpdateRejected, VerifiedPolicy, joint_target_shift, verify_update
+from .policy_update import StaleSession, UpdateRejected, VerifiedPolicy, joint_target_shifts, verify_update
 from .update_session import new_session
 
 RECENT_STATES = 250  # 5 s at 50 Hz: the states an update's behaviour is compared on
+KEEP_EARLIER = 3  # versions kept to answer a state the running one cannot (a policy is a few MB at most)
+JUDGE_TRIES = 5  # times an update is judged again when a tick changed the running version meanwhile
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,8 @@ class PolicyRunner:
         self.recent: deque[np.ndarray] = deque(maxlen=RECENT_STATES)
         self._active = VerifiedPolicy(version, policy.eval(), normalizer, "")
         self._pending: VerifiedPolicy | None = None
-        self._fallback: VerifiedPolicy | None = None  # what the last swap replaced: answers if the new one cannot
+        # What the last swaps replaced, newest last: they answer, newest first, a state the running one cannot.
+        self._earlier: list[VerifiedPolicy] = []
         self.withdrawn: list[Withdrawal] = []  # versions withdrawn at a tick, for the node to report (then cleared)
         # Weights (sha256) refused for what they would do, with the reason: the shift is judged on recent states,
         # so the same bytes offered again a moment later (a restarted learner, a replay) could otherwise pass.
@@ -115,10 +119,6 @@ class PolicyRunner:
         """Verify and stage an update, signed for `session`, which must be this runner's."""
         with self._lock:
             replaced = self._pending or self._active  # what the robot will run if this is refused
-            # What the motors run: updates staged while no tick swaps them in (an e-stop) are each judged against
-            # it, not against the one staged before; three steps of 0.8 rad were one jump of 2.4 at the re-arm.
-            running = self._active
-            states = list(self.recent)
         try:
             verified = verify_update(version, sha256, blob, spec_json, signature, current_version=replaced.version,
                                      expected_obs_dim=self.obs_dim, expected_act_dim=self._active.policy.spec.act_dim,
@@ -129,26 +129,50 @@ class PolicyRunner:
         if (earlier := self.refused_weights.get(verified.sha256)) is not None:
             return Verdict(False, f"these weights were refused before in this run of the policy node: {earlier}",
                            True, verified.sha256)
+        for _ in range(JUDGE_TRIES):
+            # Judged against what the motors run: updates staged while no tick swaps them in (an e-stop) are each
+            # judged against it, not against the one staged before (three steps of 0.8 rad were one jump of 2.4 at
+            # the re-arm). A tick that changed it meanwhile (a swap, a withdrawal) has the update judged again.
+            with self._lock:
+                running, states = self._active, list(self.recent)
+            refusal, moved = self._judge(verified, running, states)
+            with self._lock:
+                if self._active is running:
+                    if refusal is None:
+                        self._pending = verified
+                    break
+        else:
+            return Verdict(False, f"the running version changed {JUDGE_TRIES} times while version {version} was "
+                           "judged against it: offer it again", True, verified.sha256)
+        if refusal is not None:
+            return self._refuse(verified, refusal)
+        return Verdict(True, f"version {version} staged: it {moved}", True, verified.sha256)
+
+    def _judge(self, verified: VerifiedPolicy, running: VerifiedPolicy,
+               states: list[np.ndarray]) -> tuple[str | None, str]:
+        """(why `verified` may not replace `running`, None if it may; how far it moves the joint targets), judged
+        on `states` and the robot standing."""
         # The robot standing still is always among the states: an update that arrives before the first
         # state (a learner's latest version reaches a starting policy node at once) is checked too.
-        states.append(self.standing_history())
+        states = [*states, self.standing_history()]
         try:
-            shift = joint_target_shift(running, verified, np.stack(states), sampled=not self.deterministic)
+            shifts = joint_target_shifts(running, verified, np.stack(states), sampled=not self.deterministic)
         except RuntimeError as exc:  # a forward pass the checks above did not foresee
-            return self._refuse(verified, f"running it on recent states failed: {exc}")
+            return f"running it on recent states failed: {exc}", ""
+        compared = shifts[~np.isnan(shifts)]  # the states the running version acts finitely on
+        on = f"{len(states) - 1} recent states and the robot standing"
+        if len(compared) < len(states):
+            on += f" ({len(compared)} of them: v{running.version}'s actions on the others are not finite)"
+        if np.isinf(shifts).any():  # whatever max_update_shift says: NaN never reaches a motor
+            return f"its actions are not finite on {on}: a learner that diverged", ""
+        shift = float(compared.mean()) if len(compared) else 0.0
         spread = "" if self.deterministic else " (at the mean action and 2 std either side)"
-        moved = (f"moves the joint targets {shift:.3f} rad{spread} from v{running.version}'s, on {len(states) - 1} "
-                 "recent states and the robot standing")
-        if not np.isfinite(shift):  # whatever max_update_shift says: NaN never reaches a motor
-            return self._refuse(verified, f"its actions are not finite on {len(states) - 1} recent states or the "
-                                "robot standing: a learner that diverged")
+        moved = f"moves the joint targets {shift:.3f} rad{spread} from v{running.version}'s, on {on}"
         if self.max_update_shift and not shift <= self.max_update_shift:
-            return self._refuse(verified, f"it {moved} (per state the largest joint, averaged), more than "
-                                f"max_update_shift {self.max_update_shift} rad: a learner that diverged, or another "
-                                "robot's policy? Raise max_update_shift only if so large a change is meant")
-        with self._lock:
-            self._pending = verified
-        return Verdict(True, f"version {version} staged: it {moved}", True, verified.sha256)
+            return (f"it {moved} (per state the largest joint, averaged), more than max_update_shift "
+                    f"{self.max_update_shift} rad: a learner that diverged, or another robot's policy? Raise "
+                    "max_update_shift only if so large a change is meant"), moved
+        return None, moved
 
     def _refuse(self, verified: VerifiedPolicy, reason: str) -> Verdict:
         """A verdict on an authentic update's behaviour, remembered for its weights."""
@@ -177,28 +201,26 @@ class PolicyRunner:
     def tick(self, quat_wxyz: np.ndarray, q: np.ndarray, dq: np.ndarray) -> TickResult:
         with self._lock:
             if self._pending is not None:
-                self._fallback, self._active, self._pending = self._active, self._pending, None
+                self._earlier = [*self._earlier, self._active][-KEEP_EARLIER:]
+                self._active, self._pending = self._pending, None
         frame = self.obs.frame(quat_wxyz, self.command, q, dq, self.last_action)
         history = self.obs.push(frame)
         with self._lock:  # offer() copies them from the verifier's thread
             self.recent.append(history)
         active = self._active
         action, logp = self._act(active, history)
-        if not np.isfinite(action).all():
+        while not np.isfinite(action).all():
             with self._lock:
-                fallback, self._fallback = self._fallback, None
-                if fallback is None:
+                if not self._earlier:
                     raise NonFiniteAction(f"version {active.version}'s action on this robot state is not finite, "
                                           "and no earlier version of this run can answer instead")
-                self._active = fallback
+                fallback = self._active = self._earlier.pop()
                 self.refused_weights[active.sha256] = "withdrawn for a non-finite action on a robot state"
             self.withdrawn.append(Withdrawal(active.version, active.sha256, fallback.version,
                                              f"version {active.version} was withdrawn at a tick: its action on a robot "
                                              f"state was not finite; version {fallback.version} answers again"))
             active = fallback
             action, logp = self._act(active, history)
-            if not np.isfinite(action).all():
-                raise NonFiniteAction(f"version {active.version}'s action on this robot state is not finite either")
         self.last_action = action
         return TickResult(action_to_joint_targets(action), action, logp, history, active.version)
 

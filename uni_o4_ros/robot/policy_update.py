@@ -318,21 +318,30 @@ def joint_target_shifts(running: VerifiedPolicy, candidate: VerifiedPolicy, hist
                         sampled: bool = False) -> np.ndarray:
     """Per observation history (n, obs), the largest change over the 12 joints of the joint targets (rad)
     from `running`'s to `candidate`'s, at the mean action (and with `sampled`, at mean +- 2 std too); inf where
-    the candidate's actions are not finite (finite weights can still overflow)."""
+    the candidate's actions are not finite (finite weights can still overflow), NaN where `running`'s are not
+    (nothing to compare with: a running policy broken on a state must not fail every update that is not)."""
     x = torch.from_numpy(np.ascontiguousarray(histories, np.float32))
     shift = np.zeros(len(x))
+    bad_old, bad_new = np.zeros(len(x), bool), np.zeros(len(x), bool)
     with torch.no_grad():
         old, new = (p.policy(p.normalizer(x)) for p in (running, candidate))
         for k in SAMPLED_SPREAD if sampled else (0.0,):
             a_old, a_new = (p.policy.executed(m[0] + k * log_std[0].exp()).numpy()
                             for p, (m, log_std) in ((running, old), (candidate, new)))
-            moved = np.abs(action_to_joint_targets(a_new) - action_to_joint_targets(a_old)).max(axis=1)
-            shift = np.maximum(shift, np.where(np.isfinite(a_new).all(axis=1), moved, np.inf))
+            bad_old |= ~np.isfinite(a_old).all(axis=1)
+            bad_new |= ~np.isfinite(a_new).all(axis=1)
+            with np.errstate(invalid="ignore"):
+                moved = np.abs(action_to_joint_targets(a_new) - action_to_joint_targets(a_old)).max(axis=1)
+            shift = np.maximum(shift, np.where(bad_old | bad_new, 0.0, moved))
+    shift[bad_old] = np.nan
+    shift[bad_new] = np.inf  # the candidate's own non-finite actions count, whatever the running policy's are
     return shift
 
 
 def joint_target_shift(running: VerifiedPolicy, candidate: VerifiedPolicy, histories: np.ndarray,
                        sampled: bool = False) -> float:
     """How far `candidate` moves the joint targets (rad) from `running`'s on these observation histories:
-    `joint_target_shifts` averaged over the states (inf when any is)."""
-    return float(joint_target_shifts(running, candidate, histories, sampled).mean())
+    `joint_target_shifts` averaged over the states `running` acts finitely on (inf when any is; 0 when none)."""
+    shifts = joint_target_shifts(running, candidate, histories, sampled)
+    compared = shifts[~np.isnan(shifts)]
+    return float(compared.mean()) if len(compared) else 0.0

@@ -233,6 +233,12 @@ def test_datasets_and_checkpoints_reach_the_disk_before_their_name_does(tmp_path
     # the folders the checkpoint made, each synced into its parent before a file is put in it
     first = calls.index(renames[1])
     assert ("fsync", str(tmp_path)) in calls[:first] and ("fsync", str(tmp_path / "run")) in calls[:first]
+    # and the dataset logger's folder, which it makes at start
+    from uni_o4_ros.robot.episodes import EpisodeWriter
+
+    calls.clear()
+    EpisodeWriter(tmp_path / "robot" / "today")
+    assert calls == [("fsync", str(tmp_path)), ("fsync", str(tmp_path / "robot"))]
     assert len(read_hdf5(tmp_path / "d.hdf5")) == len(make_ds())
     assert ckpt.exists(tmp_path / "run" / "stage", "policy")
 

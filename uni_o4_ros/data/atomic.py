@@ -58,6 +58,10 @@ def _put_new(tmp: Path, path: Path) -> None:
     try:
         os.link(tmp, path, follow_symlinks=False)
     except FileExistsError:
+        # On NFS a link whose reply was lost is sent again and answered "exists": by this very file
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.stat(tmp), os.lstat(path)):
+                return
         raise FileExistsError(errno.EEXIST, "taken while this file was written: not replaced", str(path)) from None
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK):

@@ -293,8 +293,11 @@ def _check_room(path: Path, ds: OfflineDataset, compression: str | None) -> None
     that fills up under HDF5 ends the process with a segmentation fault, not an error (see write_hdf5)."""
     if compression is not None:  # its size is not known beforehand
         return
+    folder = path.absolute().parent
+    while not folder.is_dir() and folder != folder.parent:  # a folder still to be made: the disk it will be on
+        folder = folder.parent
     try:
-        free = shutil.disk_usage(path.parent if path.parent.is_dir() else Path.cwd()).free
+        free = shutil.disk_usage(folder).free
     except OSError:
         return  # the write says what is wrong with the folder
     # as written: float32 and bool (a float64 dataset takes half its memory on disk); HDF5's own structures and

@@ -29,6 +29,7 @@ from ..data import (
     transition_dims,
     write_hdf5,
 )
+from ..data.atomic import make_folders
 from .observation import is_fresh
 from .reward import reward
 from .runs import StreamRuns, is_session, remember
@@ -306,7 +307,7 @@ class EpisodeWriter:
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_folders(self.directory)  # synced into its parent: episodes synced into it survive a power cut
         # Half-written episodes of a logger killed mid-write (SIGKILL, power): never read (hidden, no episode's
         # name), but never removed either, on the disk that may have filled up under them.
         # Only those untouched for a minute: another logger sharing the folder may be writing one now.

@@ -27,13 +27,17 @@ class StandInRealSense:
         self.devices, self.mount = devices, np.array(mount)
         self.camera_info = NS(name="name")
         self.stream = NS(pose="pose")
+        self.option = NS(enable_pose_jumping="enable_pose_jumping")
         self.t, self.v, self.yaw_rate = 0.0, 0.5, 0.2
+        self.frames = 0  # numbered as the device numbers its frames
 
     def context(self):
         return NS(query_devices=lambda: [NS(get_info=lambda _k, n=n: n) for n in self.devices])
 
     def config(self):
-        return NS(enable_stream=lambda s: None)
+        sensor = NS(set_option=lambda key, value: None)
+        return NS(enable_stream=lambda s: None, resolve=lambda pipe: NS(get_device=lambda: NS(
+            first_pose_sensor=lambda: sensor)))
 
     def truth(self):
         yaw = self.yaw_rate * self.t
@@ -54,7 +58,8 @@ class StandInRealSense:
             vec = ros_to_t265(q[1:])
             pose = NS(translation=ros_to_t265(cam), rotation=NS(w=q[0], x=vec.x, y=vec.y, z=vec.z),
                       velocity=ros_to_t265(v_cam), angular_velocity=ros_to_t265(w), tracker_confidence=3)
-            return NS(get_pose_frame=lambda: NS(get_pose_data=lambda: pose))
+            rs.frames += 1
+            return NS(get_pose_frame=lambda n=rs.frames: NS(get_pose_data=lambda: pose, get_frame_number=lambda: n))
 
         return NS(start=lambda cfg: None, stop=lambda: None,
                   try_wait_for_frames=lambda t: (True, wait_for_frames(t)))
@@ -276,7 +281,7 @@ def test_a_t265_unplugged_and_back_is_restarted_with_its_settings_and_odom_goes_
 
     from uni_o4_ros.hardware.t265 import RESTART_AFTER_S, RESTART_EVERY_S, OdomAnchor
     from uni_o4_ros.sim.go1_udp_robot import free_udp_ports
-    from uni_o4_ros.sim.t265_standin import FEED_ENV, camera_truth, unplugged
+    from uni_o4_ros.sim.t265_standin import FEED_ENV, camera_truth, replugged, unplugged
 
     rs = standin_pyrealsense2()
     [port] = free_udp_ports()
@@ -327,6 +332,17 @@ def test_a_t265_unplugged_and_back_is_restarted_with_its_settings_and_odom_goes_
         moved = seen(3.5 + np.cos(0.6), 0.2 + np.sin(0.6), q=turned, now=now)[1]  # 1 m straight ahead
         np.testing.assert_allclose(moved.position - after.position, [np.cos(0.6), np.sin(0.6), 0.0], atol=1e-9)
         np.testing.assert_allclose(moved.linear_velocity, 0.0, atol=1e-9)
+
+        # Back within one read: librealsense restarts the pipeline itself, without an error, with the device's
+        # default options and a new origin. Its frame numbers begin again: restarted here, option set again.
+        tx.sendto(replugged(), ("127.0.0.1", port))
+        assert src.read(timeout_ms=20, now=now) is None and src.pipe.options[jumping] == 1.0  # librealsense's own
+        tx.sendto(camera_truth(np.array([5.0, 0.2, 0.3]), turned, still, still, mount.translation,
+                               mount.quaternion), ("127.0.0.1", port))
+        assert src.read(timeout_ms=2000, now=now) is None  # the new session's first frame: the restart's turn
+        assert src.restarts == 2 and src.restarted and src.pipe.options[jumping] == 0.0
+        later = seen(5.0, 0.2, q=turned, now=now)[1]
+        np.testing.assert_allclose(later.position, moved.position, atol=1e-9)  # where odom was, not 0
     finally:
         tx.close()
         src.close()

@@ -25,6 +25,9 @@ T265_HIGH_CONFIDENCE = 3  # tracker_confidence: 0 failed, 1 low, 2 medium, 3 hig
 # Reads raising this long start a restart of the pipeline, tried again this often while it fails.
 RESTART_AFTER_S = 1.0
 RESTART_EVERY_S = 2.0
+# A device back within the read: librealsense restarts the pipeline itself, with no error. Told by the frame
+# numbers starting again, or by a read that blocked this much longer than its timeout (re-enumeration takes seconds).
+RECONNECT_S = 1.0
 
 
 class DeviceError(RuntimeError):
@@ -212,7 +215,9 @@ class T265Source:
 
     A camera gone from USB and back (it re-enumerates) left librealsense's pipeline stopped, and every read
     raised for good: reads that raised for RESTART_AFTER_S restart the pipeline (`restarts` counts them, and
-    `restarted` says so once, for an OdomAnchor), with pose jumping set again on the device found."""
+    `restarted` says so once, for an OdomAnchor), with pose jumping set again on the device found. Back within
+    one read, librealsense restarts it itself, without error, with the device's default options: a new session
+    (its frame numbers begin again, or the read blocked for seconds) is restarted here too."""
 
     def __init__(self, rs: Any = None, pose_jumping: bool = False) -> None:
         if rs is None:
@@ -233,16 +238,23 @@ class T265Source:
         self.cfg = rs.config()
         self.cfg.enable_stream(rs.stream.pose)
         self.pose_jumping_error = ""  # why the option could not be set ("" when it was)
-        self._start()
+        try:
+            self._start()
+        except RuntimeError as exc:  # gone between the listing and the start, or held by another process
+            raise DeviceError(f"the T265 could not be started: {exc}") from exc
         self.failing_since: float | None = None  # monotonic time of the first of the reads raising now
         self.next_restart = 0.0
         self.restarts = 0
         self.restarted = False  # a restart happened since the caller last cleared this
+        self.frame_number: int | None = None  # of the newest pose frame of this session
 
     def _start(self) -> None:
+        # No device found raises here (a restart while it is still away): starting anyway blocked in librealsense's
+        # own wait for it, up to 15 s, with the node's executor.
+        device = self.cfg.resolve(self.pipe).get_device()
         try:
-            sensor = self.cfg.resolve(self.pipe).get_device().first_pose_sensor()
-            sensor.set_option(self.rs.option.enable_pose_jumping, 1.0 if self.pose_jumping else 0.0)
+            device.first_pose_sensor().set_option(self.rs.option.enable_pose_jumping,
+                                                  1.0 if self.pose_jumping else 0.0)
             self.pose_jumping_error = ""
         except (AttributeError, RuntimeError) as exc:  # an older firmware or library without the option
             self.pose_jumping_error = str(exc) or type(exc).__name__
@@ -259,8 +271,9 @@ class T265Source:
             with contextlib.suppress(Exception):  # stopped already, by librealsense: its own error says so
                 self.pipe.stop()
             self._start()  # the device not back yet: raises, and is tried again
-            self.failing_since, self.restarted = None, True
+            self.failing_since, self.restarted, self.frame_number = None, True, None
             self.restarts += 1
+        began = time.monotonic()
         try:
             ok, frames = self.pipe.try_wait_for_frames(timeout_ms)
         except Exception:
@@ -271,7 +284,23 @@ class T265Source:
         if not ok:
             return None
         pose = frames.get_pose_frame()
-        return pose.get_pose_data() if pose else None
+        if not pose:
+            return None
+        number = int(pose.get_frame_number())
+        blocked = time.monotonic() - began > timeout_ms / 1000.0 + RECONNECT_S
+        if self.frame_number is not None and (number <= self.frame_number or blocked):
+            # A device back on USB within the read, which librealsense restarts by itself: no error, but a new
+            # tracking session (origin, frame numbers) with the device's default options (pose jumping on).
+            # Restarted here, the option is set again, and `restarted` has odom anchored.
+            self.frame_number = None
+            with contextlib.suppress(Exception):
+                self.pipe.stop()
+            self._start()
+            self.restarted = True
+            self.restarts += 1
+            return None
+        self.frame_number = number
+        return pose.get_pose_data()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # stopped by librealsense after a drop-out

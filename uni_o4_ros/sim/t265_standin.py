@@ -16,6 +16,8 @@ A `read_failure()` datagram makes that read raise instead (an OSError of a USB d
 may in the middle of a stream. An `unplugged()` datagram is the device leaving USB (it re-enumerates), as
 librealsense's pipeline meets it: that read raises, the pipeline is stopped, every later read raises until
 someone starts it again, and the device comes back with its default options and a new tracking origin.
+A `replugged()` datagram is the device leaving and coming back within the read, which librealsense
+restarts by itself: no error, a new session (origin, frame numbers from 1, default options).
 
 Drift and relocalisation: the feed may carry the drift the camera's tracking has gathered (its poses
 are the truth plus that drift) and a count of relocalisations (the camera recognised a place it had
@@ -72,11 +74,19 @@ def read_failure(kind: str, message: str) -> bytes:
 
 
 _UNPLUGGED = b"GONE"
+_REPLUGGED = b"BACK"
 
 
 def unplugged() -> bytes:
-    """The feed datagram of the device leaving USB mid-stream (a cable knocked, a hub's reset)."""
+    """The feed datagram of the device leaving USB mid-stream (a cable knocked, a hub's reset) and staying away
+    longer than librealsense waits for it within a read."""
     return _UNPLUGGED
+
+
+def replugged() -> bytes:
+    """The feed datagram of the device leaving USB and coming back within the read, which librealsense then
+    restarts by itself: no error, a new tracking session (origin, frame numbers, default options)."""
+    return _REPLUGGED
 
 
 def _raise_failure(data: bytes) -> None:
@@ -124,8 +134,8 @@ class Pose:
 
 
 class PoseFrame:
-    def __init__(self, pose: Pose) -> None:
-        self._pose = pose
+    def __init__(self, pose: Pose, number: int) -> None:
+        self._pose, self._number = pose, number
 
     def __bool__(self) -> bool:
         return True
@@ -133,10 +143,13 @@ class PoseFrame:
     def get_pose_data(self) -> Pose:
         return self._pose
 
+    def get_frame_number(self) -> int:
+        return self._number
+
 
 class Frameset:
-    def __init__(self, pose: Pose) -> None:
-        self._frame = PoseFrame(pose)
+    def __init__(self, pose: Pose, number: int) -> None:
+        self._frame = PoseFrame(pose, number)
 
     def get_pose_frame(self) -> PoseFrame:
         return self._frame
@@ -156,6 +169,8 @@ class StandInT265:
             raise RuntimeError(f"stand-in T265: cannot listen on {address[0]}:{address[1]}: {exc}") from exc
         self._origin: tuple[np.ndarray, np.ndarray] | None = None  # camera start: position, heading quaternion
         self.gone = False  # left USB (`unplugged`)
+        self.replugged = False  # left USB and came back (`replugged`)
+        self.frame_number = 0  # of the frames this session sent, as the device numbers them
 
     def _latest(self, timeout_s: float) -> bytes | None:
         self.sock.settimeout(timeout_s)
@@ -176,6 +191,9 @@ class StandInT265:
         if data == _UNPLUGGED:
             self.gone = True  # the pipeline stops (pyrealsense2 stand-in)
             raise RuntimeError("Device disconnected. Failed to recconect: No device connected5000")  # librealsense's
+        if data == _REPLUGGED:
+            self.replugged = True  # the pipeline starts a new session and reads on (pyrealsense2 stand-in)
+            return None
         if data is not None and data.startswith(_FAILURE):
             _raise_failure(data)
         if data is None or len(data) != _FEED.size:
@@ -196,8 +214,10 @@ class StandInT265:
         r0t = rotation_matrix(q0).T  # world -> the T265's start frame (gravity-aligned)
         q_rel = quat_mul(quat_conj(q0), q)
         qv = _ros_to_t265(q_rel[1:])
+        self.frame_number += 1
         return Frameset(Pose(Vector(*_ros_to_t265(r0t @ (p - p0))), Quaternion(q_rel[0], *qv),
-                             Vector(*_ros_to_t265(r0t @ lin)), Vector(*_ros_to_t265(r0t @ ang)), conf, conf))
+                             Vector(*_ros_to_t265(r0t @ lin)), Vector(*_ros_to_t265(r0t @ ang)), conf, conf),
+                        self.frame_number)
 
     def close(self) -> None:
         self.sock.close()

@@ -97,7 +97,13 @@ class pipeline:  # noqa: N801
         if self._device is None:
             raise RuntimeError(f"{method} cannot be called before start()")
         try:
-            return self._device.frame(timeout_ms)
+            frames = self._device.frame(timeout_ms)
+            if self._device.replugged:  # back within the call: librealsense starts again with the config it had
+                self.stop()
+                self.options = {option.enable_pose_jumping: 1.0}
+                self.start()
+                frames = self._device.frame(timeout_ms)
+            return frames
         except RuntimeError:
             if self._device.gone:
                 # librealsense stops the pipeline when its device is gone and could not be found again within the

@@ -137,6 +137,12 @@ def test_a_robot_sagged_in_damping_rises_at_activation_step_until_it_reaches_the
     # The policy silent past the watchdog: damped, it sags; when it is back the rise is slow again.
     assert core.tick(up, stand, np.zeros(12), 2.2).mode == Mode.DAMPING
     assert np.abs(np.diff([folded, rise(folded, 3.0)[0]], axis=0)).max() == pytest.approx(0.05)
+    # A command late by less than a Go1 takes to sag (SAG_S), mid-stride: the policy's own rate at once
+    walking = rise(stand, 4.0)[-1]
+    assert core.tick(up, walking, np.zeros(12), 4.9).mode == Mode.DAMPING  # 0.1 s without a command
+    core.on_command(walking + 0.15, 1, now=4.95)
+    out = core.tick(up, walking, np.zeros(12), 4.951)
+    assert out.mode == Mode.ACTIVE and np.abs(out.command.q - walking).max() == pytest.approx(0.15)
     # 0 (the simulator's default): max_target_step from the first tick, as before
     plain = ControllerCore(SafetyConfig(watchdog_timeout=0.1))
     plain.on_command(stand, 1, now=1.0)

@@ -10,8 +10,9 @@ Parameters: backend, rate_hz (50 with unitree_sdk: the policy's rate; other rate
 watchdog_timeout, max_tilt, max_target_step, torque_fraction,
 silence_latch (s; > 0: a policy silent this long after the robot was active latches damping until
 re-armed; 0: the next fresh command re-activates; robot.yaml 1.0, sim.yaml 0), activation_step (rad per
-tick; > 0: each time the robot becomes active, its targets move at most this far a tick until they reach the
-policy's, so a Go1 sagged in damping rises slowly; 0 by default, 0.05 in robot.yaml), start_latched (start
+tick; > 0: each time the robot becomes active after a re-arm or 0.25 s of damping, its targets move at most
+this far a tick until the policy's are near, so a Go1 sagged in damping rises slowly; 0 by default, 0.05 in
+robot.yaml), start_latched (start
 with the e-stop engaged, nothing moves until re-armed; false by default, true in robot.yaml); sim
 only: spawn_roll (to test fall handling), terrain (flat | mattress), reset_on_episode_end (put the
 robot back when the recorder starts an episode), wait_for_policy (step only once the policy answered
@@ -104,9 +105,9 @@ PARAMETERS = {
                         "none"),
     "silence_latch": Doc("s; > 0: a policy silent this long after the robot was active latches damping until "
                          "re-armed; 0: the next fresh command re-activates", ">=0"),
-    "activation_step": Doc("rad per tick; > 0: each time the robot becomes active (a re-arm, the policy back after "
-                           "the watchdog), its targets move at most this far a tick until they reach the policy's, "
-                           "then max_target_step; 0: off", ">=0"),
+    "activation_step": Doc("rad per tick; > 0: each time the robot becomes active (a re-arm, the policy back 0.25 s "
+                           "or more after the watchdog damped), its targets move at most this far a tick until the "
+                           "policy's are within max_target_step; 0: off", ">=0"),
     "min_battery_soc": Doc("%; unitree_sdk only: the Go1's charge (bms.SOC) below which the e-stop engages, held "
                            "until 5 points above; 0: not checked", "[0,100)"),
     "motor_dropout_ticks": Doc("reads; unitree_sdk only: a motor out of servo mode this many reads in a row engages "

@@ -22,6 +22,7 @@ import numpy as np
 
 from .go1 import roll_pitch
 from .safety import (
+    SAG_S,
     MotorCommand,
     OddSpeeds,
     SafetyConfig,
@@ -161,9 +162,11 @@ class ControllerCore:
                 return TickOutcome(damping_command(self.cfg), Mode.DAMPING,
                                    f"policy silent for {now - self._silent_since:.2f} s: re-arm required")
             return TickOutcome(damping_command(self.cfg), Mode.DAMPING, "no fresh command (watchdog)")
-        self._silent_since = None
+        silent_since, self._silent_since = self._silent_since, None
         if self.mode != Mode.ACTIVE:
-            self.filter.reset(q)  # rate limit starts from where the joints are now
+            # The rate limit starts from where the joints are now; slowly (activation_step) unless a command came
+            # late by less than a Go1 takes to sag in damping: mid-stride, the legs are where the policy left them.
+            self.filter.reset(q, ramp=silent_since is None or now - silent_since >= SAG_S)
             self.mode = Mode.ACTIVE
         return TickOutcome(self.filter.apply(self._q_des, q, plausible_dq(dq) if fast else dq), Mode.ACTIVE, "ok")
 

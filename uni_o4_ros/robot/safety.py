@@ -25,7 +25,8 @@ class SafetyConfig:
     # real Go1 has folded up by then, and must not spring up by itself when a policy comes back); 0: the
     # next fresh command re-activates it, whenever it comes (the simulator's default).
     silence_latch: float = 0.0
-    # rad per tick; > 0: each time the robot becomes ACTIVE (a re-arm, a policy back after the watchdog damped),
+    # rad per tick; > 0: each time the robot becomes ACTIVE (a re-arm, a policy back SAG_S or more after the
+    # watchdog damped),
     # the targets move at most this far a tick until the policy's are within max_target_step of them, or for as
     # many ticks as the first distance takes at this step, then at max_target_step. A Go1 sagged or folded in
     # damping otherwise sprang up at max_target_step, 10 rad/s at the calves; walk-these-ways ramps to its pose in
@@ -39,6 +40,11 @@ class SafetyConfig:
         check_ranges(self, {"max_target_step": ">0", "torque_fraction": "(0,1]", "watchdog_timeout": ">0",
                             "max_tilt": "(0,pi]", "damping_kd": ">0", "silence_latch": ">=0",
                             "activation_step": ">=0"})
+
+
+# s: damped this long, a Go1 has sagged (activation_step applies); a command later by less, mid-stride, finds the legs
+# where the policy left them, and catching up slowly would cost the step
+SAG_S = 0.25
 
 
 @dataclass
@@ -64,10 +70,11 @@ class SafetyFilter:
     ramping: bool = False  # at activation_step since the last activation, the policy's targets still far
     _ramp_ticks: int | None = None  # ticks the rise may still take (set on its first tick)
 
-    def reset(self, q_now: np.ndarray) -> None:
-        """The robot becomes ACTIVE with its joints at `q_now`: the rate limit starts there (at activation_step)."""
+    def reset(self, q_now: np.ndarray, ramp: bool = True) -> None:
+        """The robot becomes ACTIVE with its joints at `q_now`: the rate limit starts there (at activation_step,
+        with `ramp`)."""
         self._last_target = np.asarray(q_now, np.float32).copy()
-        self.ramping, self._ramp_ticks = self.cfg.activation_step > 0, None
+        self.ramping, self._ramp_ticks = ramp and self.cfg.activation_step > 0, None
 
     def apply(self, q_des: np.ndarray, q: np.ndarray, dq: np.ndarray, kp: float = KP, kd: float = KD) -> MotorCommand:
         """Clamp a position target so that joint limits, rate and PD torque hold, in that order of precedence:

@@ -1490,12 +1490,18 @@ def test_recording_tally_waits_for_a_late_file_and_not_for_an_episode_with_nothi
     from uni_o4_ros.robot.recording_tally import RecordingTally
 
     tally = RecordingTally(wanted=2, grace=30.0)
-    tally.on_end(1, 0, now=0.0)  # an e-stop before its first transition: no file will ever come
-    tally.on_end(2, 400, now=1.0)
-    assert tally.empty == [1] and tally.waiting_for() == [2] and not tally.finished()
+    tally.on_end(1, 400, now=0.0)
+    tally.on_file(1)
+    tally.on_end(2, 0, now=1.0)  # an e-stop before its first transition: no file will ever come
+    assert tally.empty == [2] and tally.waiting_for() == [] and not tally.finished()  # the recorder runs 2 again
+    tally.on_end(2, 400, now=5.0)
+    assert tally.waiting_for() == [2] and not tally.finished()
     tally.on_end(2, 400, now=25.0)  # the same end heard again does not restart its clock
     tally.on_file(2)  # late, within the grace: written, not lost
     assert tally.newly_lost(now=40.0) == [] and tally.finished() and tally.lost == []
+    once = RecordingTally(wanted=1)  # `--episodes 1`, e-stopped as it began: it stopped with nothing recorded
+    once.on_end(1, 0, now=0.0)
+    assert not once.finished()
     # The recorder gives an empty episode's number to the next one: that one's end is waited for.
     reused = RecordingTally(wanted=1)
     reused.on_end(1, 0, now=0.0)

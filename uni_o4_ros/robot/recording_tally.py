@@ -73,10 +73,13 @@ class RecordingTally:
         return sorted(e for e, (_, n) in self.ended.items() if n > 0 and e not in self.written and e not in self.lost)
 
     def finished(self) -> bool:
-        """All `wanted` episodes (or `wanted_steps` transitions) are accounted for: written, empty or lost (call
-        `newly_lost` first)."""
+        """All `wanted` episodes with transitions (or `wanted_steps` transitions) are accounted for: written or
+        lost (call `newly_lost` first). An episode that ended empty is not one of them: the recorder runs its
+        number again (counted as one, `bringup --episodes 1` ended with nothing recorded after an e-stop as the
+        first episode began)."""
         if self.wanted_steps:
             return sum(n for _, n in self.ended.values()) >= self.wanted_steps and not self.waiting_for()
         if not self.wanted:
             return False
-        return len(self.written) >= self.wanted or (len(self.ended) >= self.wanted and not self.waiting_for())
+        with_data = sum(n > 0 for _, n in self.ended.values())
+        return len(self.written) >= self.wanted or (with_data >= self.wanted and not self.waiting_for())

@@ -303,6 +303,10 @@ def test_offline_mode_learns_from_logged_episodes_and_publishes_a_verifiable_pol
         assert verified.version == 1
         summary = json.loads((run / "summary.json").read_text())
         assert summary["transitions"] == 120 and np.isfinite(summary["am_q"]) and (run / "final").is_dir()
+        # final/ is the version it went out as: a policy node or online learner started from it knows it
+        from uni_o4_ros.learning.offline import load_policy
+
+        assert load_policy(run / "final")[2]["version"] == 1
         assert proc.poll() is None  # the node stays up: a later policy node run gets it, signed for that run
         # The policy node restarts, its clock set back to the true time: it announces a start a day before the
         # run the learner signs for, which reads as that run's announcement played back. It refuses the update

@@ -391,13 +391,16 @@ class OfflineTrainer:
         ref_mean, ref_log_std = initial(self.obs_n)
         return torch.cat([gaussian_kl(ref_mean, ref_log_std, *ens(self.obs_n)).mean(1) for ens in candidates])
 
-    def run(self) -> OfflineResult:
+    def run(self, version: int | None = None) -> OfflineResult:
+        """All stages; the chosen policy in run_dir/final, labelled `version` if given (the version a learner
+        publishes it as: a policy node or an online learner started from the folder then knows it)."""
         critic, v_key = self.train_value()
         model, d_key = self.train_dynamics()
         policy, b_key = self.train_bc()
         chosen, score = self.improve(policy, critic, model, upstream=f"{v_key}-{d_key}-{b_key}")
+        extra = {"am_q": score, "config": to_dict(self.cfg), "dataset": self.digest}
         save_policy(self.run_dir / "final", "policy", chosen, self.normalizer, critic=critic,
-                    extra={"am_q": score, "config": to_dict(self.cfg), "dataset": self.digest})
+                    extra=extra if version is None else {**extra, "version": version})
         return OfflineResult(chosen, critic, self.normalizer, score, self.run_dir)
 
     # ------------------------------------------------------------------ persistence

@@ -175,8 +175,10 @@ class LearnerNode(Node):
                 pol, norm, meta, _ = load_policy(policy_dir)
                 init, version = (pol, norm), int(meta.get("version", 0))
             self.get_logger().info(f"offline Uni-O4 on {len(ds)} transitions from {dataset}")
+            # final/ says the version it is published as: started from it, a policy node or an online learner took
+            # it for version 0, and the learner dropped every transition of the version the robot ran as stale
             res = OfflineTrainer(self.cfg, ds, run_dir, init_policy=init, progress=False,
-                                 should_stop=self.stopping.is_set).run()
+                                 should_stop=self.stopping.is_set).run(version=version + 1)
         except TrainingStopped as exc:
             self.get_logger().info(f"offline learning: {exc}")
             return

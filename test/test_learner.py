@@ -52,7 +52,7 @@ def test_learner_core_uses_only_transitions_of_the_deployed_version_and_resumes(
     assert any(not torch.equal(a, b) for a, b in zip(before, core.ppo.actor.parameters()))
     assert core.add(_t(0, 16)) is None and core.dropped_stale == 2  # version 0 is stale now
     resumed = make()
-    assert resumed.version == 1
+    assert resumed.version == 1 and resumed.dropped_stale == 1  # the count saved with version 1, not back to 0
     for a, b in zip(resumed.ppo.actor.parameters(), core.ppo.actor.parameters()):
         torch.testing.assert_close(a, b)
     # restarted with another initial policy or other PPO settings into the same run_dir: refused, so

@@ -271,6 +271,9 @@ class OnlineLearnerCore:
             ckpt.load_optimizer("critic_opt", p.critic_opt, tensors, meta["critic_opt"])
             self.version, self.updates = int(meta["version"]), int(meta["updates"])
             self.published = int(meta.get("published", self.version))
+            # counted over the whole run: timeline.jsonl's figures went back to 0 at every resume
+            self.dropped_stale = int(meta.get("dropped_stale", 0))
+            self.dropped_invalid = int(meta.get("dropped_invalid", 0))
             if meta.get("parent"):
                 self.parent = Parent(int(meta["parent"]["version"]),
                                      {k[len("parent."):]: v for k, v in tensors.items() if k.startswith("parent.")},

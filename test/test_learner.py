@@ -83,7 +83,11 @@ def test_learner_core_critic_warmup_publishes_nothing_until_the_actor_trains(tmp
     actor0 = [p.clone() for p in core.ppo.actor.parameters()]
     critic0 = [p.clone() for p in core.ppo.critic.parameters()]
     # two warm-up batches: V learns, the deployed actor and its version stay, its data stays on-policy
-    assert all(core.add(_t(0, i)) is None for i in range(32))
+    assert all(core.add(_t(0, i)) is None for i in range(16))
+    # the recorder marks step 15 as its episode's end (an e-stop) just after it completed the batch: learned from
+    # already, it is not the next batch's first row (it was, a copy of a row used, since the version stays)
+    assert core.add(dict(_t(0, 15), timeout=True)) is None and core.buffer == []
+    assert all(core.add(_t(0, i)) is None for i in range(16, 32))
     assert core.version == 0 and core.dropped_stale == 0 and core.updates == 2
     assert all(torch.equal(a, b) for a, b in zip(actor0, core.ppo.actor.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(critic0, core.ppo.critic.parameters()))

@@ -71,6 +71,7 @@ class OnlineLearnerCore:
         self.published = version  # the highest version number handed out (above `version` after a refusal)
         self.parent: Parent | None = None  # what `version` was made from, while it is the newest
         self.buffer: list[dict] = []
+        self._used_last: tuple[str, int, int] | None = None  # _place of the last row of the batch used last
         self.dropped_stale = 0
         # Transitions in a row from another version than this learner's newest: while the robot does not
         # run what the learner published (the policy node refused it, or another learner's version runs),
@@ -124,6 +125,10 @@ class OnlineLearnerCore:
             # acting on the policy): it replaces the first one.
             self.buffer[-1] = t
             return None
+        if not self.buffer and _place(t) == self._used_last:
+            # ... and when the first one ended a batch already learned from, the mark comes too late: a batch that
+            # kept the version (critic warm-up) took it in again, as the next batch's first row
+            return None
         self.buffer.append(t)
         if len(self.buffer) < self.cfg.rollout_steps:
             return None
@@ -143,6 +148,7 @@ class OnlineLearnerCore:
 
     def _update(self) -> UpdateResult | None:
         rows, self.buffer = self.buffer, []
+        self._used_last = _place(rows[-1])
         norm = self.ppo.normalizer
         obs = norm(torch.as_tensor(np.stack([r["observation"] for r in rows]), dtype=torch.float32))
         nxt = norm(torch.as_tensor(np.stack([r["next_observation"] for r in rows]), dtype=torch.float32))

@@ -650,6 +650,15 @@ def test_learner_core_goes_back_to_the_version_its_refused_update_was_made_from(
     assert [bad for _, bad in news] == [False] * 3 + [True] * 2 and _learner_news(tmp_path, seen) == []
     assert "published policy version 3" in news[2][0] and "runs version 0: the learner waits" in news[3][0]
     assert "refused version 2: the learner went back to version 1" in news[4][0]
+    # The robot withdraws version 3 (v1 answers again), then version 1 too (v0 answers): the policy node withdraws
+    # one version at a time, and the learner, restarted in between, goes back twice. It kept one parent, and stood
+    # on withdrawn version 1 for good, every transition stale and run_dir/policy a version the robot dropped.
+    core = make()
+    assert core.refused(3, 1, "withdrawn") and core.version == 1
+    core = make()
+    assert core.refused(1, 0, "withdrawn") and core.version == 0 and core.published == 3
+    assert load_policy(tmp_path / "policy")[2]["version"] == 0
+    assert [core.add(_t(0, 48 + i)) for i in range(16)][-1].version == 4  # v0's transitions are on-policy again
     # Gone back and restarted before learning on: the learner stands on version 1, and numbers above 2.
     shutil.rmtree(tmp_path)
     core = make()

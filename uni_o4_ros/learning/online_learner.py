@@ -50,6 +50,9 @@ class UpdateResult:
     stats: dict[str, float]
 
 
+KEEP_PARENTS = 3  # versions a learner can go back to (the policy node keeps as many to answer with)
+
+
 @dataclass
 class Parent:
     """The actor (and its optimiser's state) a version was made from: what a refusal of it goes back to."""
@@ -69,7 +72,9 @@ class OnlineLearnerCore:
                        target_kl=cfg.target_kl)
         self.version = version  # of the actor this learner stands on: its transitions are the on-policy ones
         self.published = version  # the highest version number handed out (above `version` after a refusal)
-        self.parent: Parent | None = None  # what `version` was made from, while it is the newest
+        # What `version` was made from, and what that was made from..., oldest first, KEEP_PARENTS at most: a
+        # refusal goes back one, a second withdrawal (the robot's previous version fails too) another.
+        self.parents: list[Parent] = []
         self.buffer: list[dict] = []
         self._used_last: tuple[str, int, int] | None = None  # _place of the last row of the batch used last
         self.dropped_stale = 0
@@ -185,7 +190,7 @@ class OnlineLearnerCore:
         if warmup:
             self._save()
             return None
-        self.parent = parent
+        self.parents = [*self.parents, parent][-KEEP_PARENTS:]
         self.version = self.published = self.published + 1
         self._save()
         self._export()
@@ -197,24 +202,27 @@ class OnlineLearnerCore:
         return UpdateResult(self.version, stats)
 
     def refused(self, version: int, running: int, reason: str = "") -> bool:
-        """The policy node refused `version` and the robot runs `running`. When `version` is this learner's
-        newest and `running` the version it was made from (one update too large: a divergence, a tighter
-        max_update_shift, a wrong key), go back to `running`: its transitions are on-policy again, so learning
-        goes on, and the next update is numbered above the refused one (the policy node takes only newer
-        ones). True when it went back. Any other running version (a policy node restarted from an older
-        folder, another learner's version) is left alone: going back there would throw away what this
-        learner has learned, and run_dir/policy with it, so it waits and the operator decides."""
+        """The policy node refused (or withdrew) `version` and the robot runs `running`. When `version` is this
+        learner's newest and `running` the version it was made from (one update too large: a divergence, a tighter
+        max_update_shift, a wrong key; or the robot's versions withdrawn one after another), go back to
+        `running`: its transitions are on-policy again, so learning goes on, and the next update is numbered
+        above the refused one (the policy node takes only newer ones). True when it went back. Any other
+        running version (a policy node restarted from an older folder, another learner's version) is left alone:
+        going back there would throw away what this learner has learned, and run_dir/policy with it, so it waits
+        and the operator decides."""
         if version != self.version:
             return False
-        back = self.parent is not None and self.parent.version == running
+        # The version it was made from only: the policy node withdraws one version at a time, each verdict naming
+        # the one before; a grandparent running is a policy node started from an older folder, left to the operator.
+        back = bool(self.parents) and self.parents[-1].version == running
         append_jsonl(self.run_dir / "refused.jsonl", {"version": version, "running": running, "time": time.time(),
                                                       "reason": reason, "rolled_back": back})
         if not back:
             return False
-        p, parent = self.ppo, self.parent
+        p, parent = self.ppo, self.parents[-1]
         ckpt.load_prefixed("actor", p.actor, parent.tensors)
         ckpt.load_optimizer("actor_opt", p.actor_opt, parent.tensors, parent.actor_opt)
-        self.version, self.parent = parent.version, None
+        self.version, self.parents = parent.version, self.parents[:-1]
         self.buffer, self.stale_streak, self.stale_version = [], 0, None
         self._save()
         self._export()  # the policy folder holds what the robot runs, never a refused version
@@ -242,12 +250,11 @@ class OnlineLearnerCore:
                    **ckpt.prefixed("normalizer", p.normalizer)}
         a_t, a_m = ckpt.optimizer_tensors("actor_opt", p.actor_opt)
         c_t, c_m = ckpt.optimizer_tensors("critic_opt", p.critic_opt)
-        parent = self.parent
-        if parent is not None:  # kept, so that a learner restarted before a refusal reached it can still go back
-            tensors.update({f"parent.{k}": v for k, v in parent.tensors.items()})
+        for i, parent in enumerate(self.parents):  # kept, so that a learner restarted before a refusal reached it
+            tensors.update({f"parent{i}.{k}": v for k, v in parent.tensors.items()})  # can still go back
         ckpt.save(self.run_dir, "learner", {**tensors, **a_t, **c_t}, {
             "version": self.version, "published": self.published, "updates": self.updates,
-            "parent": None if parent is None else {"version": parent.version, "actor_opt": parent.actor_opt},
+            "parents": [{"version": a.version, "actor_opt": a.actor_opt} for a in self.parents],
             "actor_opt": a_m, "critic_opt": c_m,
             "spec": p.actor.spec.to_dict(), "config": to_dict(self.cfg), "dropped_stale": self.dropped_stale,
             "dropped_invalid": self.dropped_invalid,
@@ -280,8 +287,10 @@ class OnlineLearnerCore:
             # counted over the whole run: timeline.jsonl's figures went back to 0 at every resume
             self.dropped_stale = int(meta.get("dropped_stale", 0))
             self.dropped_invalid = int(meta.get("dropped_invalid", 0))
-            if meta.get("parent"):
-                self.parent = Parent(int(meta["parent"]["version"]),
-                                     {k[len("parent."):]: v for k, v in tensors.items() if k.startswith("parent.")},
-                                     meta["parent"]["actor_opt"])
+            # "parent" (one, tensors parent.*): a checkpoint of this package before it kept several
+            kept = meta.get("parents", [meta["parent"]] if meta.get("parent") else [])
+            prefixes = [f"parent{i}." for i in range(len(kept))] if "parents" in meta else ["parent."]
+            self.parents = [Parent(int(a["version"]), {k[len(pre):]: v for k, v in tensors.items()
+                                                       if k.startswith(pre)}, a["actor_opt"])
+                            for a, pre in zip(kept, prefixes, strict=True)]
         self._export()

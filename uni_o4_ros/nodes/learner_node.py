@@ -97,6 +97,8 @@ class LearnerNode(Node):
         self.key = update_key(self, p["hmac_key_file"])
         self.pub = self.create_publisher(PolicyUpdate, "policy_update", POLICY_UPDATE)
         self.published: tuple[int, str] | None = None  # (version, sha256) of the update this learner published last
+        # sha256 of each version published (the newest few): a withdrawal names a version published before the last
+        self.published_shas: dict[int, str] = {}
         # The policy node run updates are signed for, and the newest update (policy, normalizer, version): signed
         # again for each new run. Guarded, and held while an update is signed and sent: the offline result is
         # published from its worker thread, and an update signed for an older run must never be sent after
@@ -132,7 +134,9 @@ class LearnerNode(Node):
         self.core = OnlineLearnerCore(actor, critic, normalizer, cfg, p["run_dir"],
                                       version=int(meta.get("version", 0)))
         self.create_subscription(Transition, "transitions", self.on_transition, TRANSITIONS)
-        self.refused: set[int] = set()
+        # (version, running) of each signed verdict acted on or said: each once. (By version alone, a refusal
+        # that could not be acted on hid a later one, naming a version this learner can go back to.)
+        self.verdicts: dict[tuple[int, int], None] = {}
         self.earlier_runs: dict[str, None] = {}  # recorder runs said to be left out, so each is said once (bounded)
         self.unsigned_refusals: set[int] = set()
         if self.core.updates:
@@ -254,8 +258,10 @@ class LearnerNode(Node):
         # A resumed learner republishes the version the robot may already run: refused as not newer, and fine.
         if version != self.core.version or version == running:
             return
-        if refusal.signed and (version, refusal.sha256) != self.published:
-            return  # a verdict on other bytes under this version's number (a replay, another learner's): not ours
+        if refusal.signed and self.published_shas.get(version) != refusal.sha256:
+            # a verdict on other bytes under this version's number (a replay, another learner's): not ours. (Of a
+            # version published before the last: a withdrawal of the version gone back to, the robot's next one)
+            return
         if not refusal.signed:  # said, for its reason (a learner with another key than its robot's hears why
             # here), but not acted on
             if version not in self.unsigned_refusals:
@@ -264,19 +270,20 @@ class LearnerNode(Node):
                     f"a policy node refused version {version}: {st.message}. Its status is not signed with this "
                     "learner's key, so it may be another suite's policy node: this learner does not go back")
             return
-        if version not in self.refused:
-            self.refused.add(version)
-            if self.core.refused(version, running, st.message):
-                with self.publish_lock:  # what a restarted policy node is offered: the version gone back to
-                    self.newest = (self.core.ppo.actor, self.core.ppo.normalizer, self.core.version)
-                self.get_logger().error(
-                    f"the policy node refused version {version}: {st.message}. Went back to version {running}, "
-                    f"which the robot runs and version {version} was made from: learning goes on from its "
-                    f"transitions, and the next update is version {self.core.published + 1}")
-                return
-            self.get_logger().error(f"the policy node refused version {version}: {st.message}. The robot keeps "
-                                    f"version {running}, not the one version {version} was made from; this learner "
-                                    "learns only from transitions of its newest version, so it waits")
+        if (version, running) in self.verdicts:
+            return
+        remember(self.verdicts, (version, running))
+        if self.core.refused(version, running, st.message):
+            with self.publish_lock:  # what a restarted policy node is offered: the version gone back to
+                self.newest = (self.core.ppo.actor, self.core.ppo.normalizer, self.core.version)
+            self.get_logger().error(
+                f"the policy node refused version {version}: {st.message}. Went back to version {running}, "
+                f"which the robot runs and version {version} was made from: learning goes on from its "
+                f"transitions, and the next update is version {self.core.published + 1}")
+            return
+        self.get_logger().error(f"the policy node refused version {version}: {st.message}. The robot keeps "
+                                f"version {running}, not the one version {version} was made from; this learner "
+                                "learns only from transitions of its newest version, so it waits")
 
     def on_stale_answer(self, values: dict[str, str], message: str) -> None:
         """A policy node run refused an update as signed for another run. Seen when a policy node restarts: the
@@ -377,6 +384,7 @@ class LearnerNode(Node):
         """Sign and publish; the caller holds publish_lock."""
         fields = encode_update(actor, normalizer, version, self.key, session)
         self.published = (version, fields["sha256"])
+        remember(self.published_shas, version, fields["sha256"])
         msg = PolicyUpdate(**fields)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pub.publish(msg)

@@ -201,7 +201,7 @@ class OnlineLearnerCore:
             "dropped_stale": self.dropped_stale, "dropped_invalid": self.dropped_invalid, **stats})
         return UpdateResult(self.version, stats)
 
-    def refused(self, version: int, running: int, reason: str = "") -> bool:
+    def refused(self, version: int, running: int, reason: str = "", withdrawn: bool = False) -> bool:
         """The policy node refused (or withdrew) `version` and the robot runs `running`. When `version` is this
         learner's newest and `running` the version it was made from (one update too large: a divergence, a tighter
         max_update_shift, a wrong key; or the robot's versions withdrawn one after another), go back to
@@ -209,20 +209,30 @@ class OnlineLearnerCore:
         above the refused one (the policy node takes only newer ones). True when it went back. Any other
         running version (a policy node restarted from an older folder, another learner's version) is left alone:
         going back there would throw away what this learner has learned, and run_dir/policy with it, so it waits
-        and the operator decides."""
-        if version != self.version:
+        and the operator decides.
+
+        `withdrawn`: the policy node dropped `version` at a tick (a non-finite action) for `running`, an earlier
+        version it keeps. Then `version` may also be one this learner's newest was made from (the withdrawal
+        came while it learned on), and `running` any version it keeps: its newest descends from a dropped one."""
+        kept = [a.version for a in self.parents]
+        if withdrawn:
+            ours = version == self.version or version in kept
+            back = kept.index(running) if ours and running in kept[:kept.index(version) if version in kept
+                                                                     else len(kept)] else None
+        else:
+            # The version it was made from only: a grandparent running is a policy node started from an older
+            # folder, left to the operator.
+            back = len(kept) - 1 if version == self.version and kept and kept[-1] == running else None
+        if version != self.version and back is None:
             return False
-        # The version it was made from only: the policy node withdraws one version at a time, each verdict naming
-        # the one before; a grandparent running is a policy node started from an older folder, left to the operator.
-        back = bool(self.parents) and self.parents[-1].version == running
         append_jsonl(self.run_dir / "refused.jsonl", {"version": version, "running": running, "time": time.time(),
-                                                      "reason": reason, "rolled_back": back})
-        if not back:
+                                                      "reason": reason, "rolled_back": back is not None})
+        if back is None:
             return False
-        p, parent = self.ppo, self.parents[-1]
+        p, parent = self.ppo, self.parents[back]
         ckpt.load_prefixed("actor", p.actor, parent.tensors)
         ckpt.load_optimizer("actor_opt", p.actor_opt, parent.tensors, parent.actor_opt)
-        self.version, self.parents = parent.version, self.parents[:-1]
+        self.version, self.parents = parent.version, self.parents[:back]
         self.buffer, self.stale_streak, self.stale_version = [], 0, None
         self._save()
         self._export()  # the policy folder holds what the robot runs, never a refused version
@@ -288,8 +298,10 @@ class OnlineLearnerCore:
             self.dropped_stale = int(meta.get("dropped_stale", 0))
             self.dropped_invalid = int(meta.get("dropped_invalid", 0))
             # "parent" (one, tensors parent.*): a checkpoint of this package before it kept several
-            kept = meta.get("parents", [meta["parent"]] if meta.get("parent") else [])
-            prefixes = [f"parent{i}." for i in range(len(kept))] if "parents" in meta else ["parent."]
+            if "parents" in meta:
+                kept, prefixes = meta["parents"], [f"parent{i}." for i in range(len(meta["parents"]))]
+            else:  # null while there was none (warm-up, after a go-back)
+                kept, prefixes = ([meta["parent"]], ["parent."]) if meta.get("parent") else ([], [])
             self.parents = [Parent(int(a["version"]), {k[len(pre):]: v for k, v in tensors.items()
                                                        if k.startswith(pre)}, a["actor_opt"])
                             for a, pre in zip(kept, prefixes, strict=True)]

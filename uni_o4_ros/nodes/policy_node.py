@@ -227,7 +227,8 @@ class PolicyNode(Node):
     def _withdrawn(self, w: Withdrawal) -> None:
         """A version withdrawn at a tick, said as a refusal of it: its learner goes back to the version running."""
         self.get_logger().error(w.reason)
-        values = {"version": str(w.version), "accepted": "False", "running": str(w.running), "sha256": w.sha256}
+        values = {"version": str(w.version), "accepted": "False", "running": str(w.running), "sha256": w.sha256,
+                  "withdrawn": "True"}
         if self.runner.key is not None:
             values["signature"] = sign_status(values, w.reason, self.runner.key)
         self.status_pub.publish(DiagnosticStatus(level=DiagnosticStatus.ERROR, name="policy_update", message=w.reason,

@@ -679,6 +679,19 @@ def test_a_broken_running_policy_neither_fails_healthy_updates_nor_hides_a_withd
     out = chain.tick(up, DEFAULT_Q, still)
     assert out.policy_version == 1 and np.isfinite(out.q_des).all()
     assert [(w.version, w.running) for w in chain.withdrawn] == [(3, 2), (2, 1)]
+    # No version answers the state: the state is the likelier fault. Unanswered, and nothing withdrawn (every version
+    # was withdrawn, and the learner pulled back twice, for a state none could answer).
+    alone = PolicyRunner(pol, fragile, version=1)
+    for version in (2, 3):
+        assert offer(alone, knees(0.01 * version), fragile, version).accepted
+        alone.tick(up, DEFAULT_Q, still)
+    alone.command = command_vector(0.3)
+    with pytest.raises(NonFiniteAction, match="no earlier version of this run \\(2 kept\\) answers it either"):
+        alone.tick(up, DEFAULT_Q, still)
+    assert alone.withdrawn == [] and alone.version == 3 and not alone.refused_weights
+    alone.reset()
+    alone.command = command_vector(0.0)
+    assert alone.tick(up, DEFAULT_Q, still).policy_version == 3
 
     # (3) v2 staged (0.8 rad from v1). While v3 (0.8 from v2, 1.6 from v1) is judged against v1, the running one,
     # a tick swaps v2 in: v3 is judged again, against v2, which now runs, and taken.

@@ -25,9 +25,6 @@ T265_HIGH_CONFIDENCE = 3  # tracker_confidence: 0 failed, 1 low, 2 medium, 3 hig
 # Reads raising this long start a restart of the pipeline, tried again this often while it fails.
 RESTART_AFTER_S = 1.0
 RESTART_EVERY_S = 2.0
-# A device back within the read: librealsense restarts the pipeline itself, with no error. Told by the frame
-# numbers starting again, or by a read that blocked this much longer than its timeout (re-enumeration takes seconds).
-RECONNECT_S = 1.0
 
 
 class DeviceError(RuntimeError):
@@ -217,7 +214,8 @@ class T265Source:
     raised for good: reads that raised for RESTART_AFTER_S restart the pipeline (`restarts` counts them, and
     `restarted` says so once, for an OdomAnchor), with pose jumping set again on the device found. Back within
     one read, librealsense restarts it itself, without error, with the device's default options: a new session
-    (its frame numbers begin again, or the read blocked for seconds) is restarted here too."""
+    (its frame numbers begin again) is restarted here too. (Not a read that blocked long: a process descheduled
+    for a second would lose the camera's map for nothing.)"""
 
     def __init__(self, rs: Any = None, pose_jumping: bool = False) -> None:
         if rs is None:
@@ -273,7 +271,6 @@ class T265Source:
             self._start()  # the device not back yet: raises, and is tried again
             self.failing_since, self.restarted, self.frame_number = None, True, None
             self.restarts += 1
-        began = time.monotonic()
         try:
             ok, frames = self.pipe.try_wait_for_frames(timeout_ms)
         except Exception:
@@ -287,8 +284,7 @@ class T265Source:
         if not pose:
             return None
         number = int(pose.get_frame_number())
-        blocked = time.monotonic() - began > timeout_ms / 1000.0 + RECONNECT_S
-        if self.frame_number is not None and (number <= self.frame_number or blocked):
+        if self.frame_number is not None and number <= self.frame_number:
             # A device back on USB within the read, which librealsense restarts by itself: no error, but a new
             # tracking session (origin, frame numbers) with the device's default options (pose jumping on).
             # Restarted here, the option is set again, and `restarted` has odom anchored.

@@ -176,9 +176,10 @@ class PolicyRunner:
 
     def _refuse(self, verified: VerifiedPolicy, reason: str) -> Verdict:
         """A verdict on an authentic update's behaviour, remembered for its weights."""
-        if len(self.refused_weights) >= 1000:  # bounded: anyone without the key is refused before this
-            del self.refused_weights[next(iter(self.refused_weights))]
-        self.refused_weights[verified.sha256] = reason
+        with self._lock:  # the tick thread adds withdrawn ones
+            if len(self.refused_weights) >= 1000:  # bounded: anyone without the key is refused before this
+                del self.refused_weights[next(iter(self.refused_weights))]
+            self.refused_weights[verified.sha256] = reason
         return Verdict(False, reason, True, verified.sha256)
 
     def standing_history(self) -> np.ndarray:
@@ -209,20 +210,35 @@ class PolicyRunner:
             self.recent.append(history)
         active = self._active
         action, logp = self._act(active, history)
-        while not np.isfinite(action).all():
-            with self._lock:
-                if not self._earlier:
-                    raise NonFiniteAction(f"version {active.version}'s action on this robot state is not finite, "
-                                          "and no earlier version of this run can answer instead")
-                fallback = self._active = self._earlier.pop()
-                self.refused_weights[active.sha256] = "withdrawn for a non-finite action on a robot state"
-            self.withdrawn.append(Withdrawal(active.version, active.sha256, fallback.version,
-                                             f"version {active.version} was withdrawn at a tick: its action on a robot "
-                                             f"state was not finite; version {fallback.version} answers again"))
-            active = fallback
-            action, logp = self._act(active, history)
+        if not np.isfinite(action).all():
+            active, action, logp = self._fall_back(active, history)
         self.last_action = action
         return TickResult(action_to_joint_targets(action), action, logp, history, active.version)
+
+    def _fall_back(self, failed: VerifiedPolicy, history: np.ndarray) -> tuple[VerifiedPolicy, np.ndarray, float]:
+        """The newest earlier version whose action on `history` is finite, `failed` and those newer than it
+        withdrawn; NonFiniteAction if none is, and then nothing is withdrawn: no version answering the state, the
+        state is the likelier fault (the policy node leaves it unanswered, as a bad state)."""
+        with self._lock:
+            earlier = list(self._earlier)
+        dropped = [failed]
+        for fallback in reversed(earlier):
+            action, logp = self._act(fallback, history)
+            if np.isfinite(action).all():
+                break
+            dropped.append(fallback)
+        else:
+            raise NonFiniteAction(f"version {failed.version}'s action on this robot state is not finite, and no "
+                                  f"earlier version of this run ({len(earlier)} kept) answers it either")
+        with self._lock:
+            self._active, self._earlier = fallback, self._earlier[:len(earlier) - len(dropped)]
+            for gone, after in zip(dropped, [*dropped[1:], fallback], strict=True):
+                self.refused_weights[gone.sha256] = "withdrawn for a non-finite action on a robot state"
+                self.withdrawn.append(Withdrawal(gone.version, gone.sha256, after.version,
+                                                 f"version {gone.version} was withdrawn at a tick: its action on a "
+                                                 f"robot state was not finite; version {after.version} answers "
+                                                 "again"))
+        return fallback, action, logp
 
     def _act(self, active: VerifiedPolicy, history: np.ndarray) -> tuple[np.ndarray, float]:
         with torch.no_grad():

@@ -49,8 +49,11 @@ def test_tiny_field_run_records_learns_swaps_and_reports(tmp_path, ros_env, stan
         with h5py.File(f, "r") as h:
             versions += h["infos/policy_version"][()].tolist()
     timeline = [json.loads(x) for x in (out / "online" / "learner" / "timeline.jsonl").read_text().splitlines()]
-    assert timeline and timeline[0]["version"] == 1
-    assert max(versions) >= 1 and versions == sorted(versions)  # swapped in, never back to an older one
+    # The offline stage's policy is version 1, as the learner node published it (final/ says so): the online
+    # learner starts there, and its first update is version 2
+    assert json.loads((out / "offline" / "final" / "policy.json").read_text())["version"] == 1
+    assert timeline and (timeline[0]["version"], timeline[0]["made_from"]) == (2, 1)
+    assert min(versions) == 1 and max(versions) >= 2 and versions == sorted(versions)  # swapped in, never back
     learner = json.loads((out / "online" / "learner" / "learner.json").read_text())
     assert learner["config"]["actor_lr"] == 3e-5  # the field's online_actor_lr (Table 5) reached the node
     # The tiny budget drives the simulated robot at twice real time; the controller reports how many

@@ -679,6 +679,24 @@ def test_a_broken_running_policy_neither_fails_healthy_updates_nor_hides_a_withd
     out = chain.tick(up, DEFAULT_Q, still)
     assert out.policy_version == 1 and np.isfinite(out.q_des).all()
     assert [(w.version, w.running) for w in chain.withdrawn] == [(3, 2), (2, 1)]
+    # An update staged while the failing tick ran (the verifier's thread), judged against the version withdrawn
+    # now: withdrawn too, before it ever ran, not swapped in unjudged at the next tick.
+    staging = PolicyRunner(pol, norm, version=1)
+    assert offer(staging, knees(0.02), fragile, 2).accepted
+    staging.tick(up, DEFAULT_Q, still)
+    staging.command = command_vector(0.3)
+    act, staged = staging._act, []
+
+    def act_then_stage(active, history):
+        out = act(active, history)
+        if not staged:
+            staged.append(offer(staging, knees(0.03), norm, 3))
+        return out
+
+    monkeypatch.setattr(staging, "_act", act_then_stage)
+    assert staging.tick(up, DEFAULT_Q, still).policy_version == 1 and staged[0].accepted
+    assert [(w.version, w.running) for w in staging.withdrawn] == [(3, 2), (2, 1)]
+    assert staging.tick(up, DEFAULT_Q, still).policy_version == 1  # version 3 never swapped in
     # No version answers the state: the state is the likelier fault. Unanswered, and nothing withdrawn (every version
     # was withdrawn, and the learner pulled back twice, for a state none could answer).
     alone = PolicyRunner(pol, fragile, version=1)

@@ -201,29 +201,19 @@ class OnlineLearnerCore:
             "dropped_stale": self.dropped_stale, "dropped_invalid": self.dropped_invalid, **stats})
         return UpdateResult(self.version, stats)
 
-    def refused(self, version: int, running: int, reason: str = "", withdrawn: bool = False) -> bool:
-        """The policy node refused (or withdrew) `version` and the robot runs `running`. When `version` is this
-        learner's newest and `running` the version it was made from (one update too large: a divergence, a tighter
-        max_update_shift, a wrong key; or the robot's versions withdrawn one after another), go back to
-        `running`: its transitions are on-policy again, so learning goes on, and the next update is numbered
-        above the refused one (the policy node takes only newer ones). True when it went back. Any other
-        running version (a policy node restarted from an older folder, another learner's version) is left alone:
-        going back there would throw away what this learner has learned, and run_dir/policy with it, so it waits
-        and the operator decides.
-
-        `withdrawn`: the policy node dropped `version` at a tick (a non-finite action) for `running`, an earlier
-        version it keeps. Then `version` may also be one this learner's newest was made from (the withdrawal
-        came while it learned on), and `running` any version it keeps: its newest descends from a dropped one."""
+    def refused(self, version: int, running: int, reason: str = "") -> bool:
+        """The policy node refused (or withdrew at a tick) `version` and the robot runs `running`. When `version`
+        is this learner's newest and `running` one of the versions it was made from (one update too large: a
+        divergence, a tighter max_update_shift, a wrong key; versions withdrawn one after another; the robot
+        back on an older version it kept), go back to `running`: its transitions are on-policy again, so learning
+        goes on, and the next update is numbered above the refused one (the policy node takes only newer ones).
+        True when it went back. A verdict on an older version is left alone: this learner's newest, made from it,
+        may still reach the robot (judged against what it runs), and going back then left the two apart for good.
+        So is any other running version (another learner's, or one too old to be kept): it waits, and the
+        operator decides."""
         kept = [a.version for a in self.parents]
-        if withdrawn:
-            ours = version == self.version or version in kept
-            back = kept.index(running) if ours and running in kept[:kept.index(version) if version in kept
-                                                                     else len(kept)] else None
-        else:
-            # The version it was made from only: a grandparent running is a policy node started from an older
-            # folder, left to the operator.
-            back = len(kept) - 1 if version == self.version and kept and kept[-1] == running else None
-        if version != self.version and back is None:
+        back = kept.index(running) if version == self.version and running in kept else None
+        if version != self.version:
             return False
         append_jsonl(self.run_dir / "refused.jsonl", {"version": version, "running": running, "time": time.time(),
                                                       "reason": reason, "rolled_back": back is not None})

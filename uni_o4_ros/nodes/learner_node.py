@@ -255,10 +255,8 @@ class LearnerNode(Node):
         if refusal is None:  # an acceptance, or not a policy node's verdict
             return
         version, running = refusal.version, refusal.running
-        # A withdrawal (signed with the rest) may name a version this learner's newest was made from
-        withdrawn = values.get("withdrawn") == "True" and refusal.signed
         # A resumed learner republishes the version the robot may already run: refused as not newer, and fine.
-        if (version != self.core.version and not withdrawn) or version == running:
+        if version != self.core.version or version == running:
             return
         if refusal.signed and self.published_shas.get(version) != refusal.sha256:
             # a verdict on other bytes under this version's number (a replay, another learner's): not ours. (Of a
@@ -275,7 +273,7 @@ class LearnerNode(Node):
         if (version, running) in self.verdicts:
             return
         remember(self.verdicts, (version, running))
-        if self.core.refused(version, running, st.message, withdrawn=withdrawn):
+        if self.core.refused(version, running, st.message):
             with self.publish_lock:  # what a restarted policy node is offered: the version gone back to
                 self.newest = (self.core.ppo.actor, self.core.ppo.normalizer, self.core.version)
                 # its bytes, as the policy node got them when it was published (perhaps before a restart of this
@@ -284,12 +282,12 @@ class LearnerNode(Node):
                          encode_update(self.core.ppo.actor, self.core.ppo.normalizer, running)["sha256"])
             self.get_logger().error(
                 f"the policy node refused version {version}: {st.message}. Went back to version {running}, "
-                f"which the robot runs and version {version} was made from: learning goes on from its "
+                f"which the robot runs and version {version} descends from: learning goes on from its "
                 f"transitions, and the next update is version {self.core.published + 1}")
             return
         self.get_logger().error(f"the policy node refused version {version}: {st.message}. The robot keeps "
-                                f"version {running}, not the one version {version} was made from; this learner "
-                                "learns only from transitions of its newest version, so it waits")
+                                f"version {running}, none this learner keeps of those version {version} descends "
+                                "from; it learns only from transitions of its newest version, so it waits")
 
     def on_stale_answer(self, values: dict[str, str], message: str) -> None:
         """A policy node run refused an update as signed for another run. Seen when a policy node restarts: the

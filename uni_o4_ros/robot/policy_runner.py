@@ -9,9 +9,9 @@ at most `max_update_shift` rad from the policy the motors run, and must give fin
 setting. Weights refused for what they would do are refused again when offered again (under any version).
 
 A swapped-in version whose action on some later state is not finite is withdrawn at that tick: the
-version it replaced answers instead (`withdrawn` says so, for the policy node to report). With none to go
-back to, the tick raises NonFiniteAction and no command is sent: the controller's watchdog damps. The last
-KEEP_EARLIER versions are kept for this, newest first.
+newest of the last KEEP_EARLIER versions that answers it finitely answers instead (`withdrawn` says which were
+dropped, for the policy node to report). When none does, the state is the likelier fault: nothing is withdrawn,
+the tick raises NonFiniteAction and no command is sent (the controller's watchdog damps).
 """
 
 from __future__ import annotations
@@ -232,6 +232,11 @@ class PolicyRunner:
                                   f"earlier version of this run ({len(earlier)} kept) answers it either")
         with self._lock:
             self._active, self._earlier = fallback, self._earlier[:len(earlier) - len(dropped)]
+            if self._pending is not None:
+                # judged against the version withdrawn now: said withdrawn too, before it ever ran (its learner made
+                # it from a dropped version, and goes back to the one running), not swapped in unjudged next tick
+                dropped.insert(0, self._pending)
+                self._pending = None
             for gone, after in zip(dropped, [*dropped[1:], fallback], strict=True):
                 self.refused_weights[gone.sha256] = "withdrawn for a non-finite action on a robot state"
                 self.withdrawn.append(Withdrawal(gone.version, gone.sha256, after.version,

@@ -277,7 +277,7 @@ def test_a_version_whose_action_turns_non_finite_is_withdrawn_the_one_before_ans
         np.testing.assert_allclose(after.q, action_to_joint_targets(np.full(12, -0.4)), atol=1e-6)
         ok, reason = d.update(dict(encode_update(pol, StateNormalizer(np.zeros(290), std), version=3, key=key,
                                                  session=d.session)))
-        assert not ok and "withdrawn for a non-finite action" in reason, reason
+        assert not ok and "withdrawn at a tick: its action on a robot state was not finite" in reason, reason
     finally:
         d.close()
     assert node.poll() is None

@@ -615,7 +615,7 @@ def test_a_version_whose_action_turns_non_finite_is_withdrawn_and_the_one_before
     m3 = encode_update(pol, fragile, version=3, session=runner.session)
     again = runner.offer(m3["version"], m3["sha256"], m3["safetensors"], m3["spec_json"], m3["signature"],
                          m3["session"])
-    assert not again.accepted and "withdrawn for a non-finite action" in again.reason
+    assert not again.accepted and "withdrawn at a tick: its action on a robot state was not finite" in again.reason
 
     # The policy it started with: nothing earlier to answer. The tick says so; the next state is answered.
     alone = PolicyRunner(pol, fragile, version=1)

@@ -232,17 +232,18 @@ class PolicyRunner:
                                   f"earlier version of this run ({len(earlier)} kept) answers it either")
         with self._lock:
             self._active, self._earlier = fallback, self._earlier[:len(earlier) - len(dropped)]
-            if self._pending is not None:
+            staged, self._pending = self._pending, None
+            if staged is not None:
                 # judged against the version withdrawn now: said withdrawn too, before it ever ran (its learner made
                 # it from a dropped version, and goes back to the one running), not swapped in unjudged next tick
-                dropped.insert(0, self._pending)
-                self._pending = None
+                dropped.insert(0, staged)
             for gone, after in zip(dropped, [*dropped[1:], fallback], strict=True):
-                self.refused_weights[gone.sha256] = "withdrawn for a non-finite action on a robot state"
+                why = ("staged, judged against version " f"{failed.version}, which was just withdrawn" if gone is staged
+                       else "its action on a robot state was not finite")
+                self.refused_weights[gone.sha256] = f"withdrawn at a tick: {why}"
                 self.withdrawn.append(Withdrawal(gone.version, gone.sha256, after.version,
-                                                 f"version {gone.version} was withdrawn at a tick: its action on a "
-                                                 f"robot state was not finite; version {after.version} answers "
-                                                 "again"))
+                                                 f"version {gone.version} was withdrawn at a tick: {why}; version "
+                                                 f"{after.version} answers again"))
         return fallback, action, logp
 
     def _act(self, active: VerifiedPolicy, history: np.ndarray) -> tuple[np.ndarray, float]:

@@ -5,6 +5,7 @@ learner resumes from its checkpoint. Plus the on-policy rule of the learner core
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import shutil
 import signal
@@ -33,14 +34,21 @@ def _t(version: int, step: int, episode: int = 1) -> dict:
             "step": step, "episode_id": episode}
 
 
+def _small_core(run_dir, start_seed: int = 0, cfg: OnlineConfig | None = None) -> OnlineLearnerCore:
+    """A small learner core in run_dir (a new one resumes what is there); the seed stands for the initial
+    policy's weights."""
+    torch.manual_seed(start_seed)
+    return OnlineLearnerCore(make_policy(6, 2, hidden=(8,), mean_activation="none"), ValueNet(6, (8,)),
+                             StateNormalizer.identity(6),
+                             cfg or OnlineConfig(rollout_steps=16, minibatch_size=8, epochs=2), run_dir)
+
+
 def test_learner_core_uses_only_transitions_of_the_deployed_version_and_resumes(tmp_path):
     torch.manual_seed(0)
     cfg = OnlineConfig(rollout_steps=16, minibatch_size=8, epochs=2)
 
-    def make(start_seed: int = 0, cfg: OnlineConfig = cfg):  # the seed stands for the initial policy's weights
-        torch.manual_seed(start_seed)
-        return OnlineLearnerCore(make_policy(6, 2, hidden=(8,), mean_activation="none"), ValueNet(6, (8,)),
-                                 StateNormalizer.identity(6), cfg, tmp_path)
+    def make(start_seed: int = 0, cfg: OnlineConfig = cfg):
+        return _small_core(tmp_path, start_seed, cfg)
 
     core = make()
     before = [p.clone() for p in core.ppo.actor.parameters()]
@@ -81,11 +89,7 @@ def test_a_learner_checkpoint_written_before_it_kept_several_parents_is_resumed(
     was read as a damaged checkpoint, whose advice (delete it) threw the learned versions away."""
     from uni_o4_ros.learning import checkpoint as ckpt
 
-    def make():
-        torch.manual_seed(0)
-        return OnlineLearnerCore(make_policy(6, 2, hidden=(8,), mean_activation="none"), ValueNet(6, (8,)),
-                                 StateNormalizer.identity(6), OnlineConfig(rollout_steps=16, minibatch_size=8,
-                                                                           epochs=2), tmp_path)
+    make = functools.partial(_small_core, tmp_path)
 
     core = make()
     assert [core.add(_t(0, i)) for i in range(16)][-1].version == 1
@@ -609,11 +613,7 @@ def test_learner_core_keeps_its_newest_version_as_a_deployable_policy_folder(tmp
     from uni_o4_ros.learning import checkpoint as ckpt
     from uni_o4_ros.learning.offline import load_policy
 
-    def make():
-        torch.manual_seed(0)
-        return OnlineLearnerCore(make_policy(6, 2, hidden=(8,), mean_activation="none"), ValueNet(6, (8,)),
-                                 StateNormalizer.identity(6), OnlineConfig(rollout_steps=16, minibatch_size=8,
-                                                                           epochs=2), tmp_path)
+    make = functools.partial(_small_core, tmp_path)
 
     core = make()
     assert not (tmp_path / "policy").exists()  # nothing published yet
@@ -639,11 +639,7 @@ def test_learner_core_goes_back_to_the_version_its_refused_update_was_made_from(
     from uni_o4_ros.learning import checkpoint as ckpt
     from uni_o4_ros.learning.offline import load_policy
 
-    def make():
-        torch.manual_seed(0)
-        return OnlineLearnerCore(make_policy(6, 2, hidden=(8,), mean_activation="none"), ValueNet(6, (8,)),
-                                 StateNormalizer.identity(6), OnlineConfig(rollout_steps=16, minibatch_size=8,
-                                                                           epochs=2), tmp_path)
+    make = functools.partial(_small_core, tmp_path)
 
     def actor_state(core):
         return {k: v.clone() for k, v in ckpt.prefixed("actor", core.ppo.actor).items()}

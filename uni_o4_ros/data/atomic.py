@@ -57,18 +57,19 @@ def atomic_write(path: str | Path, write: Callable[[str], None], make_folder: bo
 def _put_new(tmp: Path, path: Path) -> None:
     try:
         os.link(tmp, path, follow_symlinks=False)
+        return
     except FileExistsError:
         # On NFS a link whose reply was lost is sent again and answered "exists": by this very file
         with contextlib.suppress(OSError):
             if os.path.samestat(os.stat(tmp), os.lstat(path)):
                 return
-        raise FileExistsError(errno.EEXIST, "taken while this file was written: not replaced", str(path)) from None
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK):
             raise
-        if os.path.lexists(path):  # no hard links here: the narrower check-then-rename
-            raise FileExistsError(errno.EEXIST, "taken while this file was written: not replaced", str(path)) from None
-        os.replace(tmp, path)
+        if not os.path.lexists(path):  # no hard links here: the narrower check-then-rename
+            os.replace(tmp, path)
+            return
+    raise FileExistsError(errno.EEXIST, "taken while this file was written: not replaced", str(path))
     # the temporary name goes in the finally of atomic_write (a crash first leaves a second name of a whole file,
     # which EpisodeWriter removes at start as any other temporary file)
 

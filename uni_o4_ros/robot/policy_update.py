@@ -21,7 +21,7 @@ refused. A learner on another computer needs a copy of that file. `hmac_key_file
 signature off (integrity and plausibility are still checked, authenticity is not).
 
 Those checks pass a well-formed update from a learner that diverged (finite but runaway weights), or a
-policy for another robot: `joint_target_shift` measures what the motors would feel, how far the update
+policy for another robot: `joint_target_shifts` measures what the motors would feel, how far the update
 moves the joint targets from where the running policy puts them on the states it just acted on, and
 the runner refuses an update that moves them more than `max_update_shift`.
 """
@@ -336,12 +336,3 @@ def joint_target_shifts(running: VerifiedPolicy, candidate: VerifiedPolicy, hist
     shift[bad_old] = np.nan
     shift[bad_new] = np.inf  # the candidate's own non-finite actions count, whatever the running policy's are
     return shift
-
-
-def joint_target_shift(running: VerifiedPolicy, candidate: VerifiedPolicy, histories: np.ndarray,
-                       sampled: bool = False) -> float:
-    """How far `candidate` moves the joint targets (rad) from `running`'s on these observation histories:
-    `joint_target_shifts` averaged over the states `running` acts finitely on (inf when any is; 0 when none)."""
-    shifts = joint_target_shifts(running, candidate, histories, sampled)
-    compared = shifts[~np.isnan(shifts)]
-    return float(compared.mean()) if len(compared) else 0.0

@@ -197,7 +197,8 @@ def test_uni_o4_bringup_runs_the_suite_from_the_config_file(ros_env, standing_po
     run = tmp_path / "offline"
     # No --env: a recording folder is robot data (before, it was learned under Hopper's termination rule)
     assert main(["offline", "--dataset", str(out), "--run-dir", str(run), "--budget", "tiny",
-                 "--init-policy", str(standing_policy), "--no-progress", "--set", "ope.n_start_states=8"]) == 0
+                 "--init-policy", str(standing_policy), "--no-progress", "--set", "ope.n_start_states=8",
+                 "--set", "value.steps=100", "--set", "dynamics.max_steps=100", "--set", "improvement.steps=100"]) == 0
     policy, norm, meta, _ = load_policy(run / "final")
     assert policy.spec.obs_dim == 290 and policy.spec.act_dim == 12 and np.isfinite(meta["am_q"])
     assert json.loads((run / "config.json").read_text())["env"] == "go1"

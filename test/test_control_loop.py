@@ -281,6 +281,8 @@ def test_nodes_refuse_meaningless_parameters_at_start_with_one_line(ros_env, sta
     that mean nothing were taken as given: a negative watchdog_timeout never damped, torque_fraction 9
     let torques past the motors' limits, a recorder with max_steps 0 or a 1-number velocity ran on, and a
     policy started on a velocity its command limits do not allow would have been asked for it."""
+    import concurrent.futures
+    import os
     import shutil
     import subprocess
 
@@ -297,6 +299,7 @@ def test_nodes_refuse_meaningless_parameters_at_start_with_one_line(ros_env, sta
     broken_yaml = tmp_path / "broken.yaml"
     broken_yaml.write_text("a: [\n")
     controller = "pd_controller_node"
+    cases: list[tuple[list[str], str]] = []
     for node, params, needle in (
             # before: each a traceback, at start or (the learner) at its first update, the logger's episodes
             # kept in memory until shutdown and lost there
@@ -339,8 +342,15 @@ def test_nodes_refuse_meaningless_parameters_at_start_with_one_line(ros_env, sta
             ("policy_node", [f"policy_dir:={standing_policy}", "seed:=4611686018427387904"],
              "parameter seed: must be in [0, 4294967295], got 4611686018427387904")):
         cmd = node_command(node, params_file=params[1]) if params[0] == "--params-file" else node_command(node, params)
-        run = subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=120)
-        assert run.returncode == 2 and needle in run.stderr and "Traceback" not in run.stderr, run.stderr
+        cases.append((cmd, needle))
+
+    def start(cmd: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, env=ros_env, capture_output=True, text=True, timeout=120)
+
+    # Side by side, as many as there are cores: each is a process that imports rclpy and refuses (1 s each).
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        for (cmd, needle), run in zip(cases, pool.map(start, [cmd for cmd, _ in cases])):
+            assert run.returncode == 2 and needle in run.stderr and "Traceback" not in run.stderr, (cmd, run.stderr)
 
 
 def test_a_parameters_file_section_for_every_node_is_left_to_the_nodes_that_have_its_parameters(ros_env, tmp_path):

@@ -85,7 +85,8 @@ OFFLINE_BUDGETS: dict[str, list[str]] = {
               "improvement.batch_size=256", "selection.start_states=4096", "value.q_layer_norm=true"],
     "tiny": ["env=go1", "ope.horizon=5", "ope.n_start_states=16", "value.steps=100", "value.q_hidden=[64,64]",
              "value.v_hidden=[64,64]", "dynamics.hidden=[64,64]", "dynamics.max_steps=100", "dynamics.max_epochs=2",
-             "improvement.steps=40", "improvement.eval_every=20", "improvement.batch_size=64"],
+             "improvement.steps=40", "improvement.eval_every=20", "improvement.batch_size=64",
+             "selection.start_states=64"],
 }
 
 

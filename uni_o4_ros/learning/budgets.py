@@ -29,7 +29,7 @@ BUDGETS: dict[str, list[str]] = {
         "bc.steps=300", "policy.hidden=[64,64]",
         "dynamics.hidden=[64,64]", "dynamics.max_epochs=3", "dynamics.max_steps=300",
         "improvement.steps=200", "improvement.eval_every=50",
-        "ope.horizon=20", "ope.n_start_states=32",
+        "ope.horizon=20", "ope.n_start_states=32", "selection.start_states=64",
         "online.total_steps=4096", "online.rollout_steps=1024", "online.eval_every=2048",
         "online.eval_episodes=2", "online.epochs=2",
     ],

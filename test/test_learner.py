@@ -372,16 +372,18 @@ def test_offline_mode_learns_from_logged_episodes_and_publishes_a_verifiable_pol
 
 def test_learner_refuses_an_unknown_mode_a_missing_dataset_no_threads_or_a_bad_ppo_setting(ros_env, tmp_path,
                                                                                           standing_policy):
+    started = []  # all at once: each process spends its 3 s importing torch before it refuses
     for params, needle in ((["mode:=offlin"], "mode must be"), (["mode:=offline", f"dataset:={tmp_path}/nope"],
                                                                 "needs parameter dataset"),
                            (["torch_threads:=0"], "parameter torch_threads: must be >= 1, got 0"),
                            (["target_kl:=-0.01"], "parameter target_kl: must be >= 0, got -0.01"),
                            ([f"policy_dir:={standing_policy}", "clip:=0.0"], "clip: must be in (0, 1), got 0.0"),
                            ([f"policy_dir:={standing_policy}", "actor_lr:=-0.001"], "actor_lr: must be >= 0")):
-        proc = start("uni_o4_ros.nodes.learner_node", ros_env, *params)
+        started.append((start("uni_o4_ros.nodes.learner_node", ros_env, *params), needle))
+    for proc, needle in started:
         assert proc.wait(timeout=120) == 2
         err = proc.stderr.read()
-        assert needle in err and "Traceback" not in err
+        assert needle in err and "Traceback" not in err, err
 
 
 def test_learner_core_leaves_out_transitions_with_nan_or_wrong_dimensions_and_keeps_learning(tmp_path):

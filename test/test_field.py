@@ -302,7 +302,10 @@ def test_the_record_stage_is_reproducible_from_its_seed(tmp_path, ros_env):
     steps, the exploration noise is seeded from --seed, rewards use the state each step answered, and
     a fall ends the episode at the step that answered the fallen state.) Full-length episodes: the
     simulator policy falls on the mattress, and where a fall ends an episode is part of what must repeat."""
+    import torch
+
     from uni_o4_ros.field.pipeline import FieldPipeline, field_config
+    from uni_o4_ros.learning.termination import rule_for_env
 
     def record(seed: int, name: str):
         cfg = field_config("tiny", seed=seed, episode_steps=1000, record_steps=600, realtime_factor=4.0)
@@ -311,6 +314,11 @@ def test_the_record_stage_is_reproducible_from_its_seed(tmp_path, ros_env):
 
     a, b, other = record(0, "a"), record(0, "b"), record(1, "c")
     assert len(a.rewards) == len(b.rewards) == 600 and a.terminals.sum() >= 1  # a fall ended an episode
+    # A fall's row leads into the fallen state (the controller's fall rule and the offline stage's hold for it),
+    # not s' = s as it was: a step into a fall that changed nothing, which the dynamics model learned.
+    falls = torch.as_tensor(a.next_observations[a.terminals])
+    assert not np.array_equal(a.next_observations[a.terminals], a.observations[a.terminals])
+    assert rule_for_env("go1")(falls).all()
     for key in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts"):
         assert np.array_equal(getattr(a, key), getattr(b, key)), key
     assert np.array_equal(a.observations[0], other.observations[0])  # the same start ...

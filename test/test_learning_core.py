@@ -453,6 +453,28 @@ def test_value_warmup_starts_iql_at_the_behaviour_returns(tmp_path):
     assert min(int(r[1]) for r in rows if r[2] == "v_loss") > 300
 
 
+def test_the_dynamics_model_leaves_out_falls_recorded_without_their_next_state(tmp_path):
+    """The robot's recorder wrote every fall as s' = s (and still does for a fallen state the policy never
+    answered): fitted, the model learns that a fall changes nothing, and AM-Q's rollouts never fall. Those
+    rows are left out of the model's data (nothing else's); real terminals are kept."""
+    from dataclasses import replace
+
+    from uni_o4_ros.learning import checkpoint
+    from uni_o4_ros.learning.offline import OfflineTrainer
+
+    ds = _robot_like_dataset()
+    unknown = np.flatnonzero(ds.terminals)[::2]
+    stuck = ds.next_observations.copy()
+    stuck[unknown] = ds.observations[unknown]
+    overrides = ["dynamics.hidden=[16,16]", "dynamics.max_epochs=1", "dynamics.max_steps=5"]
+    for name, data, fitted in (("real", ds, len(ds)),
+                               ("stuck", replace(ds, next_observations=stuck), len(ds) - len(unknown))):
+        trainer = OfflineTrainer(load_config(None, overrides), data, tmp_path / name, progress=False)
+        _, key = trainer.train_dynamics()
+        _, meta = checkpoint.load(trainer._stage_dir("dynamics", key), "stage")
+        assert meta["transitions"] == fitted, name
+
+
 def test_layer_normalised_q_reaches_the_returns_level_and_keeps_its_scale_in_the_cache(tmp_path):
     """value.q_layer_norm: with Hopper-sized rewards (3 per step) the pipeline's Q must reach the
     data's returns within a few hundred steps, which an unscaled layer-normalised Q cannot (its

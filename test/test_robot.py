@@ -957,6 +957,28 @@ def test_recorder_core_step_budget_cuts_the_running_episode_as_a_timeout():
     assert last["terminal"] and not last["timeout"] and core.budget_spent
 
 
+def test_recorder_core_a_fall_leads_into_the_fallen_state_and_is_rewarded_by_its_motion():
+    """The fall's terminal row was (s, a, r(the state before the action), s' = s): a step into a fall that
+    changed nothing, which the dynamics model learned. Given the fallen state's observation and motion, it is
+    that state's; without them (never answered) s' stays s, which the offline stage leaves out of the model."""
+    from uni_o4_ros.robot.episodes import EpisodeRecorderCore, PolicyStep, RobotMotion
+
+    walking = RobotMotion(np.array([0.5, 0.0]), 0.0, 0.0, np.zeros(12), np.zeros(12), np.zeros(12))
+    tumbling = RobotMotion(np.array([0.0, 0.4]), -0.8, 2.0, np.full(12, 5.0), np.full(12, 9.0), np.zeros(12))
+    rows = []
+    for fallen_obs, motion in ((np.full(3, 7.0), tumbling), (None, None)):
+        core = EpisodeRecorderCore(max_steps=10, command_velocity=(0.5, 0.0, 0.0))
+        core.start()
+        for j in range(2):
+            core.on_step(PolicyStep(j, np.full(3, float(j)), np.zeros(2), -1.0, 0), walking)
+        rows.append(core.abort(fallen_obs, motion))
+    into_fall, unknown = rows
+    assert into_fall["terminal"] and into_fall["step"] == unknown["step"] == 1
+    np.testing.assert_array_equal(into_fall["next_observation"], np.full(3, 7.0))
+    np.testing.assert_array_equal(unknown["next_observation"], unknown["observation"])
+    assert into_fall["reward"] < unknown["reward"]  # tracking lost, sinking, joints spinning: not walking's
+
+
 def test_recorder_core_waiting_for_a_reset_starts_at_the_first_fresh_observation():
     from uni_o4_ros.robot.episodes import EpisodeRecorderCore, PolicyStep, RobotMotion
     from uni_o4_ros.robot.go1 import DEFAULT_Q

@@ -74,6 +74,14 @@ class _Batches:
         return torch.randint(self.n, (self.b,), generator=self.g)
 
 
+def _terminals_without_next_state(obs: np.ndarray, next_obs: np.ndarray, terminals: np.ndarray) -> np.ndarray:
+    """Rows that are terminal with s' = s, as a mask over all rows."""
+    rows = np.flatnonzero(terminals)
+    unknown = np.zeros(len(terminals), bool)
+    unknown[rows[(next_obs[rows] == obs[rows]).all(1)]] = True
+    return unknown
+
+
 class OfflineTrainer:
     """Offline Uni-O4 on one dataset (an `OfflineDataset`: `read_hdf5`, `from_arrays`): IQL Q and V, the
     dynamics ensemble, ensemble BC (or `init_policy`, online -> offline), then multi-step improvement with
@@ -154,7 +162,6 @@ class OfflineTrainer:
         """The rule that ends AM-Q's model rollouts: `dynamics.termination`, or the env's when "auto"."""
         d = self.cfg.dynamics
         return rule_for_env(d.termination if d.termination != "auto" else self.cfg.env)
-
     def q_scale(self) -> float:
         """The value level of a constant mean reward, mean |r| / (1 - gamma): the output scale of a
         layer-normalised Q (`value.q_layer_norm`)."""
@@ -228,10 +235,18 @@ class OfflineTrainer:
         c = self.cfg.dynamics
         rows = slice(None)
         key = self._key(c, self.digest)
+        terminals = np.asarray(self.ds.terminals, bool)
         if self.ds.metadata.get("next_observations_rebuilt"):
             # A terminal row's s' is then the next episode's start, which no model should learn to reach.
-            rows = ~np.asarray(self.ds.terminals, bool)
+            rows = ~terminals
             key = self._key(c, self.digest, "terminal rows left out")
+        elif (unknown := _terminals_without_next_state(self.ds.observations, self.ds.next_observations,
+                                                       terminals)).any():
+            # A terminal whose s' is s was written without its next state (the robot's recorder, when the
+            # policy never answered the fallen state; every fall before it learned to): fitted, the model
+            # would learn that a fall changes nothing, and AM-Q's rollouts would never see one.
+            rows = ~unknown
+            key = self._key(c, self.digest, "terminal rows without their next state left out")
         d = self._stage_dir("dynamics", key)
         torch.manual_seed(self._seed("dynamics"))
         model = GaussianEnsembleModel(c.n_members, self.obs.shape[1], self.act.shape[1], tuple(c.hidden), c.n_elites)

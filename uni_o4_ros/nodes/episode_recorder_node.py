@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 
 import numpy as np
 from geometry_msgs.msg import Twist
@@ -136,6 +137,9 @@ class EpisodeRecorderNode(Node):
         self.damping = DampingWatch(float(p["max_damped"]))
         self.last_sent: dict | None = None  # the running episode's newest published transition
         self.prev_dq: tuple[int, np.ndarray] | None = None  # (robot resets, dq) of the last step: for ddq
+        # Steps of the running episode not recorded (damped, or without their state): a fall's own state is
+        # among them when its answer came before the controller's fall event did.
+        self.unrecorded: deque[tuple[Transition, RobotState | None, Odometry | None]] = deque(maxlen=64)
         self.trans_pub = self.create_publisher(Transition, "transitions", TRANSITIONS)
         self.event_pub = self.create_publisher(EpisodeEvent, "recorder_events", EVENTS)
         # Rewards come from the robot state and odometry the policy step answered (by stamp), else the
@@ -313,6 +317,7 @@ class EpisodeRecorderNode(Node):
     def _begin(self, vx: float, vy: float, wz: float) -> int:
         eid = self.core.start()
         self.fall, self.damping.since = None, None
+        self.unrecorded.clear()
         self.core.command_velocity = (vx, vy, wz)
         self.pending = None
         self.lost_before = self.pairing.lost_states
@@ -345,16 +350,19 @@ class EpisodeRecorderNode(Node):
     def _record_ready(self) -> None:
         for msg, state, odom in self.pairing.ready(time.monotonic()):
             if self._fall_reached(stamp_ns(msg.header.stamp)):
-                self._end_by_fall()
-            if state is None or odom is None or not self.core.active:
+                self._end_by_fall((msg, state, odom))
+            if not self.core.active:
                 continue
-            if state.mode != RobotState.MODE_ACTIVE and (self.core.started_steps() or not self.core.wait_for_reset):
+            if state is None or odom is None or (state.mode != RobotState.MODE_ACTIVE and (
+                    self.core.started_steps() or not self.core.wait_for_reset)):
                 # Damped: the robot is not acting on the policy (mid-episode: a fall, the watchdog). Only a
                 # simulated episode begins from a damped state: the one the controller's reset publishes.
+                self.unrecorded.append((msg, state, odom))
                 continue
+            self.unrecorded.clear()
             self._record(msg, state, odom)
         if self._fall_reached(None):
-            self._end_by_fall()
+            self._end_by_fall(None)
 
     def _end_damped(self, seconds: float) -> None:
         self._truncate(EpisodeEvent.ENDED, f"the robot was damped for {seconds:.2f} s (max_damped "
@@ -372,26 +380,31 @@ class EpisodeRecorderNode(Node):
             self._publish(dict(last, timeout=True))
         self._event(self.core.episode_id, event, self.core.steps, self.core.episode_return, reason)
 
-    def _end_by_fall(self) -> None:
-        _, reason, _ = self.fall
+    def _end_by_fall(self, answer: tuple[Transition, RobotState | None, Odometry | None] | None) -> None:
+        """End the episode at the fall: its last transition leads into the first fallen state the policy
+        answered (s'), rewarded by that state's motion, as a terminal."""
+        stamp, reason, _ = self.fall
         self.fall = None
-        if self.core.active:
-            self._end(self.core.abort(), EpisodeEvent.ABORTED_FALL, reason)
+        fallen = [a for a in self.unrecorded if stamp_ns(a[0].header.stamp) >= stamp] + [answer] * (answer is not None)
+        self.unrecorded.clear()
+        if not self.core.active:
+            return
+        next_observation = motion = None
+        if fallen:
+            msg, state, odom = fallen[0]
+            next_observation = np.asarray(msg.observation, np.float32)
+            motion = self._motion(state, odom) if state is not None and odom is not None else None
+        self._end(self.core.abort(next_observation, motion), EpisodeEvent.ABORTED_FALL, reason)
 
     def _record(self, msg: Transition, state: RobotState, odom: Odometry) -> None:
-        lost = self._odometry_lost()
-        if lost and self.core.request_stop():
-            # This step's transition is the episode's last, a timeout (a truncation, not a failure).
-            self.stop_reason = lost
+        if lost := self._odometry_lost():
+            # This step's own odometry never came (it was paired with the newest, older than odom_timeout): its
+            # reward would be that of a velocity the robot no longer has. The episode ends at the transition
+            # before it, as a truncation (before, this step's was made, rewarded by the stale velocity).
             self.get_logger().warning(f"episode {self.core.episode_id}: {lost}")
-        dq = np.asarray(state.dq, np.float32)
-        # No acceleration across a reset of the (simulated) robot: the joints jumped, they did not accelerate.
-        same_run = self.prev_dq is not None and self.prev_dq[0] == state.resets
-        ddq = (dq - self.prev_dq[1]) / 0.02 if same_run else np.zeros(12, np.float32)
-        self.prev_dq = (state.resets, dq)
-        t = odom.twist.twist
-        motion = RobotMotion(v_xy=np.array([t.linear.x, t.linear.y]), v_z=t.linear.z, yaw_rate=t.angular.z,
-                             tau=np.asarray(state.tau_est), dq=dq, ddq=ddq)
+            self._truncate(EpisodeEvent.ENDED, lost)
+            return
+        motion = self._motion(state, odom)
         observation = np.asarray(msg.observation, np.float32)
         step = PolicyStep(msg.step, observation, np.asarray(msg.action, np.float32), msg.log_prob, msg.policy_version,
                           command=tuple(float(x) for x in newest_command(observation)))
@@ -411,6 +424,17 @@ class EpisodeRecorderNode(Node):
             elif out["timeout"]:
                 self._event(out["episode_id"], EpisodeEvent.TIMEOUT, self.core.steps, self.core.episode_return,
                             "max steps")
+
+    def _motion(self, state: RobotState, odom: Odometry) -> RobotMotion:
+        """What the robot did in the tick that led to `state` (its reward's terms)."""
+        dq = np.asarray(state.dq, np.float32)
+        # No acceleration across a reset of the (simulated) robot: the joints jumped, they did not accelerate.
+        same_run = self.prev_dq is not None and self.prev_dq[0] == state.resets
+        ddq = (dq - self.prev_dq[1]) / 0.02 if same_run else np.zeros(12, np.float32)
+        self.prev_dq = (state.resets, dq)
+        t = odom.twist.twist
+        return RobotMotion(v_xy=np.array([t.linear.x, t.linear.y]), v_z=t.linear.z, yaw_rate=t.angular.z,
+                           tau=np.asarray(state.tau_est), dq=dq, ddq=ddq)
 
     def _publish(self, t: dict) -> None:
         self.last_sent = t

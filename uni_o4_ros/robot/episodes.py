@@ -226,11 +226,18 @@ class EpisodeRecorderCore:
         self.episode_id -= 1
         return True
 
-    def abort(self) -> dict | None:
-        """A fall or e-stop: the pending step ends the episode as a terminal transition."""
+    def abort(self, next_observation: np.ndarray | None = None, motion: RobotMotion | None = None) -> dict | None:
+        """A fall: the pending step ends the episode as a terminal transition into `next_observation`, the
+        policy's observation of the first fallen state; that state's `motion` gives the reward, as every other
+        step's successor does. Without it (the policy never answered that state) s' is unknown and is written
+        as s, with the reward of the pending step's own state: IQL does not read a terminal's s', and the
+        dynamics model leaves a terminal with s' = s out (a made-up transition, not the robot's)."""
         out = None
         if self.active and self._prev is not None:
-            out = self._transition(self._prev, self._prev.observation, self._prev_motion, terminal=True)
+            if next_observation is None:
+                out = self._transition(self._prev, self._prev.observation, self._prev_motion, terminal=True)
+            else:
+                out = self._transition(self._prev, next_observation, motion or self._prev_motion, terminal=True)
         self.active = False
         return out
 

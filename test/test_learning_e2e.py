@@ -20,6 +20,7 @@ from uni_o4_ros.learning import checkpoint as ckpt
 from uni_o4_ros.learning.budgets import budget_overrides
 from uni_o4_ros.learning.collect import rollout_dataset
 from uni_o4_ros.learning.config import OnlineConfig, load_config
+from uni_o4_ros.learning.normalizer import StateNormalizer
 from uni_o4_ros.learning.online import OnlineTrainer, make_gym_env, scratch_agent
 
 
@@ -122,6 +123,28 @@ def test_rerun_reuses_cached_stages_and_a_changed_setting_does_not(hopper_h5, tm
     shutil.rmtree(newest)
     assert main(args + ["--set", "seed=1"]) == 0
     assert json.loads((run / "selection.json").read_text()) == choice
+
+
+def test_another_env_of_the_same_dimensions_is_improved_under_its_own_termination_rule(tmp_path):
+    """dynamics.termination "auto" follows --env, which no stage's settings named: rerun for HalfCheetah (17/6,
+    as Walker2d), the run reused the improvement AM-Q had scored with Walker2d's fall rule. Value and
+    dynamics do not depend on it and are reused."""
+    rng = np.random.default_rng(0)
+    n = 300
+    write_hdf5(tmp_path / "d.hdf5", OfflineDataset(
+        observations=rng.normal(size=(n, 17)).astype(np.float32), actions=rng.uniform(-1, 1, (n, 6)).astype(np.float32),
+        rewards=rng.normal(size=n).astype(np.float32), terminals=np.zeros(n, bool),
+        timeouts=np.arange(n) % 100 == 99, next_observations=rng.normal(size=(n, 17)).astype(np.float32)))
+    run = tmp_path / "run"
+    args = ["offline", "--dataset", str(tmp_path / "d.hdf5"), "--run-dir", str(run), "--budget", "tiny",
+            "--no-progress", *[x for ov in ("value.steps=20", "bc.steps=20", "dynamics.max_steps=20",
+                                            "improvement.steps=20", "improvement.eval_every=10", "ope.horizon=3",
+                                            "ope.n_start_states=8", "selection.start_states=8")
+                               for x in ("--set", ov)]]
+    for env in ("Walker2d-v5", "HalfCheetah-v5"):
+        assert main([*args, "--env", env]) == 0
+    stages = [p.name.split("-")[0] for p in (run / "stages").iterdir()]
+    assert sorted(stages) == ["bc", "dynamics", "improve", "improve", "value"], stages
 
 
 def test_ctrl_c_checkpoints_the_step_offline_training_is_at_and_a_rerun_goes_on_from_it(hopper_h5, tmp_path):
@@ -779,13 +802,34 @@ def test_collect_reproduces_a_dataset_from_its_seed_and_thread_count(tmp_path):
 
 
 def test_online_scratch_from_the_command_line_uses_the_from_scratch_settings(tmp_path):
+    """... and the user's --set refines them: before, the from-scratch settings came last and undid it."""
     run = tmp_path / "scratch"
     assert main(["online", "--scratch", "--env", "InvertedPendulum-v5", "--run-dir", str(run), "--steps", "2048",
-                 "--no-progress"]) == 0
+                 "--no-progress", "--set", "online.epochs=3"]) == 0
     _, meta = ckpt.load(run / "stages" / "online", "stage")
     assert meta["env_steps"] == 2048 and meta["spec"]["mean_activation"] == "tanh"
     cfg = meta["config"]  # CleanRL's from-scratch PPO, not Table 5's fine-tuning clip 0.1 / lr 3e-5
     assert (cfg["clip"], cfg["actor_lr"], cfg["normalize_reward"], cfg["fixed_state_norm"]) == (0.2, 3e-4, True, False)
+    assert cfg["epochs"] == 3 and json.loads((run / "config.json").read_text())["online"]["epochs"] == 3
+
+
+def test_fine_tuning_with_running_state_statistics_saves_the_statistics_the_policy_learned_with(tmp_path):
+    """online.fixed_state_norm false: PPO trains on statistics that follow the states it meets. final/ held
+    the ones it started with, so the saved policy was evaluated (and deployed) on inputs it never learned."""
+    from uni_o4_ros.learning.offline import load_policy, save_policy
+
+    actor, critic, _ = scratch_agent(4, 1)
+    offline_stats = StateNormalizer(np.zeros(4), np.full(4, 5.0))
+    save_policy(tmp_path / "offline", "policy", actor, offline_stats, critic=critic)
+    run = tmp_path / "online"
+    assert main(["online", "--policy", str(tmp_path / "offline"), "--env", "InvertedPendulum-v5", "--run-dir",
+                 str(run), "--steps", "1024", "--no-progress", "--set", "online.fixed_state_norm=false",
+                 "--set", "online.rollout_steps=512", "--set", "online.eval_every=1024",
+                 "--set", "online.eval_episodes=1"]) == 0
+    _, saved, _, _ = load_policy(run / "final")
+    # the pendulum's states spread far less than 5: the running statistics (which weigh the starting ones as
+    # 10k states) moved from those towards them
+    assert float(saved.std.max()) < 4.99 and not torch.equal(saved.mean, offline_stats.mean)
 
 
 def test_a_refused_online_rerun_leaves_the_run_folder_as_it_was(tmp_path, capsys):

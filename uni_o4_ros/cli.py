@@ -398,16 +398,18 @@ class _DefaultsShown(argparse.HelpFormatter):
         return text
 
 
-def _config(args: argparse.Namespace, env: str | None):
+def _config(args: argparse.Namespace, env: str | None, base: list[str] | None = None):
     from .learning.budgets import budget_overrides
     from .learning.config import load_config
 
     # The budget is a starting point the user's --config file and --set refine (before, the budget came last
-    # and silently undid the file's steps). --set comes last, so `--set seed=1` wins over --seed.
+    # and silently undid the file's steps). --set comes last, so `--set seed=1` wins over --seed. `base`
+    # goes beneath the budget (the from-scratch PPO settings of `online --scratch`).
     overrides = [] if args.seed is None else [f"seed={args.seed}"]
     if env:
         overrides.append(f"env={env}")
-    return load_config(args.config, overrides + list(args.overrides), base=budget_overrides(args.budget))
+    return load_config(args.config, overrides + list(args.overrides),
+                       base=list(base or []) + budget_overrides(args.budget))
 
 
 def _load_dataset(path: str, env: str | None):
@@ -537,7 +539,9 @@ def run_offline(args: argparse.Namespace, dataset_path: str, env: str | None, ru
         from .learning.online import make_gym_env
         from .learning.ppo import evaluate_policy
 
-        rets = evaluate_policy(res.policy, res.normalizer, make_gym_env(cfg.env), episodes, seed=10_000 + cfg.seed)
+        # The starts of online's evaluations and offline_quality's (with 10_000 + seed, seeds 0 and 1 shared 9 of 10)
+        rets = evaluate_policy(res.policy, res.normalizer, make_gym_env(cfg.env), episodes,
+                               seed=10_000 + 100 * cfg.seed)
         summary.update(eval_return=float(rets.mean()), eval_return_std=float(rets.std()),
                        eval_score=_score(cfg.env, float(rets.mean())), score_note=_score_note(cfg.env))
     plot_log(run / "scalars.csv", run / "offline.png", title=f"offline Uni-O4: {Path(dataset_path).name}")
@@ -594,6 +598,7 @@ def run_online(args: argparse.Namespace, policy_dir: str | None, env: str, run_d
                steps: int | None = None, scratch: bool = False) -> dict:
     import torch
 
+    from .learning.normalizer import RunningNormalizer
     from .learning.offline import load_policy, load_value
     from .learning.online import SCRATCH_SETTINGS, OnlineTrainer, make_gym_env, scratch_agent
     from .learning.scalars import plot_log
@@ -606,7 +611,10 @@ def run_online(args: argparse.Namespace, policy_dir: str | None, env: str, run_d
         check_not_inside(run_dir, policy_dir, "--policy", "online")
     check_run_folder(run_dir, "online", "--run-dir")
     _check_env(env)
-    cfg = _config(args, env)
+    # From scratch, CleanRL's PPO settings replace Table 5's fine-tuning ones; the budget, --config and --set
+    # still refine them (before, they were set last and undid `--set online.clip=0.3` without a word).
+    cfg = _config(args, env, [f"online.{key}={json.dumps(value)}" for key, value in SCRATCH_SETTINGS.items()]
+                  if scratch else None)
     if steps:
         cfg.online.total_steps = steps
     torch.manual_seed(cfg.seed)
@@ -614,8 +622,6 @@ def run_online(args: argparse.Namespace, policy_dir: str | None, env: str, run_d
     online = cfg.online
     if scratch:
         actor, critic, normalizer = scratch_agent(obs_dim, act_dim)
-        for key, value in SCRATCH_SETTINGS.items():
-            setattr(online, key, value)
     else:
         if not policy_dir:
             raise ValueError("online needs --policy DIR (a saved policy) or --scratch")
@@ -636,7 +642,12 @@ def run_online(args: argparse.Namespace, policy_dir: str | None, env: str, run_d
     hist = trainer.run()
     from .learning.offline import save_policy
 
-    save_policy(run / "final", "policy", actor, normalizer, extra={"env": env, "env_steps": trainer.env_steps})
+    # The statistics the actor was trained on: the trainer's own when they ran (from scratch, or
+    # online.fixed_state_norm false), fixed for deployment as pretrain's are. Before, the ones it started with.
+    trained_on = trainer.ppo.normalizer
+    if isinstance(trained_on, RunningNormalizer):
+        trained_on = trained_on.frozen_copy()
+    save_policy(run / "final", "policy", actor, trained_on, extra={"env": env, "env_steps": trainer.env_steps})
     plot_log(run / "scalars.csv", run / "online.png", title=f"online PPO on {env}")
     return {"eval_steps": hist.eval_steps, "eval_returns": hist.eval_returns,
             "eval_scores": [_score(env, r) for r in hist.eval_returns], "score_note": _score_note(env)}

@@ -36,7 +36,7 @@ from .ope import am_q_per_start
 from .policy import GaussianPolicyEnsemble, PolicySpec
 from .scalars import ScalarLog
 from .selection import choose, gaussian_kl
-from .termination import TerminationFn, rule_for_env
+from .termination import RULES, TerminationFn, rule_for_env
 from .value import IQLCritic, ValueNet
 
 
@@ -162,6 +162,12 @@ class OfflineTrainer:
         """The rule that ends AM-Q's model rollouts: `dynamics.termination`, or the env's when "auto"."""
         d = self.cfg.dynamics
         return rule_for_env(d.termination if d.termination != "auto" else self.cfg.env)
+
+    def termination_name(self) -> str:
+        """The name of `termination()`'s rule in RULES (what "auto" resolved to)."""
+        rule = self.termination()
+        return next(name for name, fn in RULES.items() if fn is rule)
+
     def q_scale(self) -> float:
         """The value level of a constant mean reward, mean |r| / (1 - gamma): the output scale of a
         layer-normalised Q (`value.q_layer_norm`)."""
@@ -319,7 +325,10 @@ class OfflineTrainer:
         self, policy: GaussianPolicyEnsemble, critic: IQLCritic, model: GaussianEnsembleModel, upstream: str
     ) -> tuple[GaussianPolicyEnsemble, float]:
         c, o = self.cfg.improvement, self.cfg.ope
-        key = self._key(c, o, upstream)
+        # With dynamics.termination "auto" the rule follows the env, which no config above names: another env
+        # of the same dimensions (Walker2d and HalfCheetah are both 17/6) reused the improvement scored by the
+        # other's rule.
+        key = self._key(c, o, upstream, f"termination {self.termination_name()}")
         d = self._stage_dir("improve", key)
         termination = self.termination()
         adv_head, ope_head = o.heads()  # ope.q_head: both None (paper's min) or split (config.py)

@@ -1030,6 +1030,9 @@ def test_lost_odometry_ends_the_episode_as_a_timeout_and_none_starts_until_it_re
         assert ended.episode_id == 1 and ended.reason.startswith("odometry lost")
         first = [t for t in w.seen if t.episode_id == 1]
         assert first[-1].timeout and sum(t.timeout for t in first) == 1 and np.isfinite([t.reward for t in first]).all()
+        # It ends at a transition made while odometry came (sent again, now marked), not at one made from a step
+        # whose odometry never came, rewarded by the last velocity heard, older than odom_timeout.
+        assert first[-1].step == first[-2].step and not first[-2].timeout
         start_off = tick["off_ticks"]
         w.wait(lambda: tick["off_ticks"] >= start_off + 100)  # a second more without odometry
         assert sum(e.event == EpisodeEvent.STARTED for e in events) == 1 and len(w.seen) == len(first)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -749,6 +750,39 @@ def test_collect_writes_three_datasets_from_its_own_ppo_snapshots(tmp_path, caps
                  "--dataset-steps", "300", "--eval-every", "2048", "--no-progress"]) == 2
     assert f"{chunk.name} is damaged" in capsys.readouterr().err
     assert {f: f.read_bytes() for f in out.rglob("*") if f.is_file()} == before
+
+
+def test_collect_stopped_between_a_replay_chunk_and_its_checkpoint_resumes_into_a_replay_without_copies(
+        tmp_path, monkeypatch):
+    """The replay chunk of a rollout is written before the trainer's checkpoint. Stopped in between, the rerun
+    trained that rollout's steps again and kept both in medium-replay (a rollout the agent never trained on,
+    and medium_step no longer its size); and the episode its restart cut was left unflagged."""
+    from uni_o4_ros.learning.online import OnlineTrainer
+
+    save = OnlineTrainer._save
+
+    def stopped_before_the_checkpoint_of_6144(trainer: OnlineTrainer) -> None:
+        if trainer.env_steps == 6144:
+            raise KeyboardInterrupt
+        save(trainer)
+
+    out = tmp_path / "pendulum"
+    args = ["collect", "--env", "InvertedPendulum-v5", "--out", str(out), "--train-steps", "8192",
+            "--dataset-steps", "300", "--eval-every", "2048", "--medium-fraction", "1.0", "--no-progress"]
+    monkeypatch.setattr(OnlineTrainer, "_save", stopped_before_the_checkpoint_of_6144)
+    assert main(args) == 130 and (out / "replay" / "chunk_00006144.npz").exists()
+    monkeypatch.setattr(OnlineTrainer, "_save", save)
+    assert main(args) == 0
+    medium_step = json.loads((out / "collect.json").read_text())["medium_step"]
+    assert medium_step >= 6144  # the premise (seeded): medium-replay reaches past the stop
+    replay = read_hdf5(out / "invertedpendulum-medium-replay.hdf5")
+    assert len(replay) == medium_step
+    # every episode boundary is flagged in the file, the restart's cut at 4096 too: no other D4RL reader runs a
+    # return across that reset (this project's reader would find it, and says so: episode_ends_found)
+    ends = np.flatnonzero(np.any(replay.next_observations[:-1] != replay.observations[1:], axis=1))
+    assert 4095 in ends and not replay.metadata.get("episode_ends_found")
+    with h5py.File(out / "invertedpendulum-medium-replay.hdf5", "r") as f:
+        assert (f["terminals"][()][ends] | f["timeouts"][()][ends]).all()
 
 
 def test_collect_into_a_folder_of_datasets_made_otherwise_is_refused_and_keeps_them(tmp_path, capsys):

@@ -53,9 +53,23 @@ class CollectConfig:
 
 class _Replay:
     def __init__(self) -> None:
-        self.parts: list[dict[str, np.ndarray]] = []
+        self.parts: list[dict[str, np.ndarray]] = []  # the chunks on disk (a resumed run's), then this process's
+        self._added = False
 
-    def add(self, r: Rollout, env_step_end: int) -> None:
+    def add(self, r: Rollout, env_step_end: int) -> dict[str, np.ndarray] | None:
+        """Append a rollout; returns an earlier part it changed (to be written again), if any.
+
+        A resumed run goes on from its checkpoint, which is written after the chunk: a process stopped in
+        between left chunks of steps it trains again, which this rollout's replace (before, both were kept
+        and medium-replay held a rollout twice). And it starts its environments afresh: the episode running
+        in the last chunk kept was cut there, so that chunk's last row becomes a timeout."""
+        start = env_step_end - len(r.raw_obs)
+        self.parts = [p for p in self.parts if p["end"][0] <= start]
+        changed = None
+        if not self._added and self.parts and not self.parts[-1]["terminals"][-1]:
+            changed = self.parts[-1]
+            changed["timeouts"][-1] = True
+        self._added = True
         clip = lambda a: a.clamp(-1, 1).numpy()  # noqa: E731  the actions the env executed
         self.parts.append({
             "observations": r.raw_obs[:, 0].numpy(), "actions": clip(r.actions[:, 0]),
@@ -176,7 +190,8 @@ def collect(cfg: CollectConfig, out_dir: str | Path, progress: bool = True) -> d
         # Called after the trainer counted this rollout's steps, before its evaluation and its
         # checkpoint; replay chunks are append-only so a resumed run keeps the whole history.
         step = trainer.env_steps
-        replay.add(rollout, step)
+        if (cut := replay.add(rollout, step)) is not None:
+            atomic_write(replay_dir / f"chunk_{int(cut['end'][0]):08d}.npz", lambda tmp: _savez(tmp, cut))
         atomic_write(replay_dir / f"chunk_{step:08d}.npz", lambda tmp, part=replay.parts[-1]: _savez(tmp, part))
         if step // cfg.eval_every > (step - len(rollout.raw_obs)) // cfg.eval_every or step >= cfg.train_steps:
             ckpt.save(snaps, f"step_{step:08d}", {**ckpt.prefixed("actor", actor),

@@ -1047,6 +1047,69 @@ def test_lost_odometry_ends_the_episode_as_a_timeout_and_none_starts_until_it_re
     assert "ignored a policy step sample of 10/5 observation/action values (290/12 expected)" in recorder.stderr.read()
 
 
+def test_a_fall_whose_answer_never_came_ends_without_a_state_of_before_it_as_its_next(ros_env):
+    """The recorder alone, its peers played by the test. The policy never answers the fallen state; past the
+    fall's 0.5 s, a late answer to the state before the fall is what the recorder hears next. That upright state
+    was made the fall's s' (rewarded by its motion, and fitted by the dynamics model as the step into a fall).
+    s' is unknown, so it is s (which the dynamics model leaves out)."""
+    import time
+
+    from builtin_interfaces.msg import Time
+    from nav_msgs.msg import Odometry
+    from std_msgs.msg import Header
+
+    from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
+    from uni_o4_ros.nodes.qos import EVENTS
+
+    w = TransitionWatcher()
+    events, pubs, obs = _recorder_peers(w)
+    fall_pub = w.node.create_publisher(EpisodeEvent, "episode_events", EVENTS)
+    n = {"tick": 0}
+
+    def stamp(tick: int) -> Time:
+        return Time(sec=1000 + tick // 100, nanosec=(tick % 100) * 10_000_000)
+
+    def state_and_odom(tick: int, mode: int) -> None:
+        pubs["state"].publish(RobotState(header=Header(stamp=stamp(tick)), mode=mode))
+        pubs["odom"].publish(Odometry(header=Header(stamp=stamp(tick))))
+
+    def observation(tick: int) -> np.ndarray:  # each tick's its own (in its oldest frame; the newest shows the command)
+        return np.concatenate([[obs[0] + 1e-3 * tick], obs[1:]]).astype(np.float32)
+
+    def answer(tick: int) -> None:  # the policy's step for that tick's state
+        pubs["step"].publish(Transition(header=Header(stamp=stamp(tick)), step=tick,
+                                        observation=observation(tick).tolist(), action=[0.0] * 12, log_prob=-1.0))
+
+    def walking_tick() -> None:
+        state_and_odom(n["tick"], RobotState.MODE_ACTIVE)
+        answer(n["tick"])
+        n["tick"] += 1
+
+    recorder = start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "wait_for_subscribers:=1")
+    try:
+        timer = w.node.create_timer(0.01, walking_tick)
+        w.wait(lambda: len(w.seen) >= 5)
+        timer.cancel()
+        upright, fallen = n["tick"], n["tick"] + 1
+        state_and_odom(upright, RobotState.MODE_ACTIVE)  # its answer comes late
+        fall_pub.publish(EpisodeEvent(header=Header(stamp=stamp(fallen)), event=EpisodeEvent.ABORTED_FALL,
+                                      reason="tilt"))
+        state_and_odom(fallen, RobotState.MODE_DAMPING)  # never answered
+        heard = time.monotonic()
+        w.wait(lambda: time.monotonic() > heard + 1.0)  # past the recorder's 0.5 s for the fall's answer
+        answer(upright)
+        w.wait(lambda: any(e.event == EpisodeEvent.ABORTED_FALL for e in events))
+        w.wait(lambda: any(t.terminal for t in w.seen))
+        last = next(t for t in w.seen if t.terminal)
+        # the episode's last row is its last answered step's (the tick before `upright`), into s' = s
+        assert last.episode_id == 1 and sum(t.terminal for t in w.seen) == 1
+        np.testing.assert_array_equal(last.observation, observation(upright - 1))
+        np.testing.assert_array_equal(last.next_observation, last.observation)
+    finally:
+        w.close()
+        stop(recorder)
+
+
 class _FollowingPolicy:
     """The recorder's peers for the command tests: at 100 Hz the robot stands, odometry says 0.5 m/s forward,
     and a policy steps whose observation shows the command it follows: what `joystick` says if set, else the

@@ -489,10 +489,12 @@ def _said_as_one_error_line(command: str, message: str, returncode: int, stderr:
 
 
 @pytest.mark.parametrize("argv, message", MISTAKES)
-def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h5, tmp_path, capsys):
+def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h5, tmp_path, capfd):
     """In this process, through the main() the `uni-o4` entry point calls (a process each took 2 s of torch's
-    import, 2 of the suite's 17 minutes); the test below runs a few through the entry point itself. A warning
-    is recorded, not printed, here: none may be given, as a user would see it above the error."""
+    import, 2 of the suite's 17 minutes); the test below runs a few through the entry point itself. The error
+    stream is captured at its file descriptor, so what C code writes there (MuJoCo, HDF5) counts too. A warning
+    is recorded, not printed, here: none may be given, as a user would see it above the error (warnings given
+    once, at an import, are the entry-point test's to see)."""
     import warnings
 
     argv, message = _make_the_mistake(argv, message, hopper_h5, tmp_path)
@@ -501,7 +503,7 @@ def test_user_mistakes_end_with_one_line_and_exit_code_2(argv, message, hopper_h
             returncode = main(argv)
         except SystemExit as exc:  # argparse's own errors end the process
             returncode = exc.code
-    _said_as_one_error_line(argv[0], message, returncode, capsys.readouterr().err)
+    _said_as_one_error_line(argv[0], message, returncode, capfd.readouterr().err)
     assert not warned, [str(w.message) for w in warned]
     assert not (tmp_path / "X").exists(), "a rejected command must not leave an output folder behind"
 

@@ -385,7 +385,9 @@ class EpisodeRecorderNode(Node):
         answered (s'), rewarded by that state's motion, as a terminal."""
         stamp, reason, _ = self.fall
         self.fall = None
-        fallen = [a for a in self.unrecorded if stamp_ns(a[0].header.stamp) >= stamp] + [answer] * (answer is not None)
+        # `answer` may be a step of before the fall, handled once the fall's answer was overdue
+        fallen = [a for a in (*self.unrecorded, *([answer] if answer is not None else []))
+                  if stamp_ns(a[0].header.stamp) >= stamp]
         self.unrecorded.clear()
         if not self.core.active:
             return
@@ -393,7 +395,8 @@ class EpisodeRecorderNode(Node):
         if fallen:
             msg, state, odom = fallen[0]
             next_observation = np.asarray(msg.observation, np.float32)
-            motion = self._motion(state, odom) if state is not None and odom is not None else None
+            if state is not None and odom is not None and not self._odometry_lost():  # as every reward: fresh
+                motion = self._motion(state, odom)
         self._end(self.core.abort(next_observation, motion), EpisodeEvent.ABORTED_FALL, reason)
 
     def _record(self, msg: Transition, state: RobotState, odom: Odometry) -> None:

@@ -1047,6 +1047,60 @@ def test_lost_odometry_ends_the_episode_as_a_timeout_and_none_starts_until_it_re
     assert "ignored a policy step sample of 10/5 observation/action values (290/12 expected)" in recorder.stderr.read()
 
 
+class _StampedPeers:
+    """The recorder's peers for tests of how an episode ends, played tick by tick with stamps as on the robot:
+    the controller's robot_state and the T265's odom of tick n share a stamp, and the policy's step answering
+    that state carries it too; each tick's observation is its own (in its oldest frame: the newest shows the
+    recorder's command)."""
+
+    def __init__(self, w: TransitionWatcher) -> None:
+        from uni_o4_ros.msg import EpisodeEvent
+        from uni_o4_ros.nodes.qos import EVENTS
+
+        self.w = w
+        self.events, self.pubs, self.obs = _recorder_peers(w)
+        self.fall_pub = w.node.create_publisher(EpisodeEvent, "episode_events", EVENTS)
+        self.tick = 0
+
+    @staticmethod
+    def header(tick: int):
+        from builtin_interfaces.msg import Time
+        from std_msgs.msg import Header
+
+        return Header(stamp=Time(sec=1000 + tick // 100, nanosec=(tick % 100) * 10_000_000))
+
+    def state_and_odom(self, tick: int, mode: int) -> None:
+        from nav_msgs.msg import Odometry
+
+        from uni_o4_ros.msg import RobotState
+
+        self.pubs["state"].publish(RobotState(header=self.header(tick), mode=mode))
+        self.pubs["odom"].publish(Odometry(header=self.header(tick)))
+
+    def observation(self, tick: int) -> np.ndarray:
+        return np.concatenate([[self.obs[0] + 1e-3 * tick], self.obs[1:]]).astype(np.float32)
+
+    def answer(self, tick: int) -> None:
+        from uni_o4_ros.msg import Transition
+
+        self.pubs["step"].publish(Transition(header=self.header(tick), step=tick, action=[0.0] * 12, log_prob=-1.0,
+                                             observation=self.observation(tick).tolist()))
+
+    def walk_until_recording(self) -> None:
+        """Active ticks, each answered, at 100 Hz until the recorder has published 5 transitions; `tick` is then
+        the next tick, nothing of which was sent."""
+        from uni_o4_ros.msg import RobotState
+
+        def walking_tick() -> None:
+            self.state_and_odom(self.tick, RobotState.MODE_ACTIVE)
+            self.answer(self.tick)
+            self.tick += 1
+
+        timer = self.w.node.create_timer(0.01, walking_tick)
+        self.w.wait(lambda: len(self.w.seen) >= 5)
+        timer.cancel()
+
+
 def test_a_fall_whose_answer_never_came_ends_without_a_state_of_before_it_as_its_next(ros_env):
     """The recorder alone, its peers played by the test. The policy never answers the fallen state; past the
     fall's 0.5 s, a late answer to the state before the fall is what the recorder hears next. That upright state
@@ -1054,57 +1108,68 @@ def test_a_fall_whose_answer_never_came_ends_without_a_state_of_before_it_as_its
     s' is unknown, so it is s (which the dynamics model leaves out)."""
     import time
 
-    from builtin_interfaces.msg import Time
-    from nav_msgs.msg import Odometry
-    from std_msgs.msg import Header
-
-    from uni_o4_ros.msg import EpisodeEvent, RobotState, Transition
-    from uni_o4_ros.nodes.qos import EVENTS
+    from uni_o4_ros.msg import EpisodeEvent, RobotState
 
     w = TransitionWatcher()
-    events, pubs, obs = _recorder_peers(w)
-    fall_pub = w.node.create_publisher(EpisodeEvent, "episode_events", EVENTS)
-    n = {"tick": 0}
-
-    def stamp(tick: int) -> Time:
-        return Time(sec=1000 + tick // 100, nanosec=(tick % 100) * 10_000_000)
-
-    def state_and_odom(tick: int, mode: int) -> None:
-        pubs["state"].publish(RobotState(header=Header(stamp=stamp(tick)), mode=mode))
-        pubs["odom"].publish(Odometry(header=Header(stamp=stamp(tick))))
-
-    def observation(tick: int) -> np.ndarray:  # each tick's its own (in its oldest frame; the newest shows the command)
-        return np.concatenate([[obs[0] + 1e-3 * tick], obs[1:]]).astype(np.float32)
-
-    def answer(tick: int) -> None:  # the policy's step for that tick's state
-        pubs["step"].publish(Transition(header=Header(stamp=stamp(tick)), step=tick,
-                                        observation=observation(tick).tolist(), action=[0.0] * 12, log_prob=-1.0))
-
-    def walking_tick() -> None:
-        state_and_odom(n["tick"], RobotState.MODE_ACTIVE)
-        answer(n["tick"])
-        n["tick"] += 1
-
+    peers = _StampedPeers(w)
     recorder = start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "wait_for_subscribers:=1")
     try:
-        timer = w.node.create_timer(0.01, walking_tick)
-        w.wait(lambda: len(w.seen) >= 5)
-        timer.cancel()
-        upright, fallen = n["tick"], n["tick"] + 1
-        state_and_odom(upright, RobotState.MODE_ACTIVE)  # its answer comes late
-        fall_pub.publish(EpisodeEvent(header=Header(stamp=stamp(fallen)), event=EpisodeEvent.ABORTED_FALL,
-                                      reason="tilt"))
-        state_and_odom(fallen, RobotState.MODE_DAMPING)  # never answered
+        peers.walk_until_recording()
+        upright, fallen = peers.tick, peers.tick + 1
+        peers.state_and_odom(upright, RobotState.MODE_ACTIVE)  # its answer comes late
+        peers.fall_pub.publish(EpisodeEvent(header=peers.header(fallen), event=EpisodeEvent.ABORTED_FALL,
+                                            reason="tilt"))
+        peers.state_and_odom(fallen, RobotState.MODE_DAMPING)  # never answered
         heard = time.monotonic()
         w.wait(lambda: time.monotonic() > heard + 1.0)  # past the recorder's 0.5 s for the fall's answer
-        answer(upright)
-        w.wait(lambda: any(e.event == EpisodeEvent.ABORTED_FALL for e in events))
+        peers.answer(upright)
+        w.wait(lambda: any(e.event == EpisodeEvent.ABORTED_FALL for e in peers.events))
         w.wait(lambda: any(t.terminal for t in w.seen))
         last = next(t for t in w.seen if t.terminal)
         # the episode's last row is its last answered step's (the tick before `upright`), into s' = s
         assert last.episode_id == 1 and sum(t.terminal for t in w.seen) == 1
-        np.testing.assert_array_equal(last.observation, observation(upright - 1))
+        np.testing.assert_array_equal(last.observation, peers.observation(upright - 1))
         np.testing.assert_array_equal(last.next_observation, last.observation)
+    finally:
+        w.close()
+        stop(recorder)
+
+
+def test_an_estop_heard_before_the_answer_to_the_state_before_it_still_records_that_step(ros_env):
+    """The e-stopped state reaches the recorder before the policy's answer to the state before it (two topics:
+    the executor takes either first, and a stalled recorder has both queued). The e-stop ended the episode at
+    once, so that answer, a step the robot took, was dropped and an earlier transition marked the end. The
+    episode now ends once that answer is recorded (or 0.5 s after the e-stop)."""
+    import time
+
+    from uni_o4_ros.msg import EpisodeEvent, RobotState
+
+    w = TransitionWatcher()
+    peers = _StampedPeers(w)
+    recorder = start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "wait_for_subscribers:=1")
+    try:
+        peers.walk_until_recording()
+        last_step, stopped = peers.tick, peers.tick + 1
+        peers.state_and_odom(last_step, RobotState.MODE_ACTIVE)
+        peers.state_and_odom(stopped, RobotState.MODE_ESTOP)
+        heard = time.monotonic()
+        # The e-stop ended the episode before the answer went out (the recorder said so at once), or 0.1 s passed
+        w.wait(lambda: any(e.event == EpisodeEvent.ABORTED_ESTOP for e in peers.events)
+               or time.monotonic() > heard + 0.1)
+        peers.answer(last_step)
+        tick = {"n": stopped + 1}
+
+        def estopped_tick() -> None:  # the controller goes on publishing the e-stopped robot's state
+            peers.state_and_odom(tick["n"], RobotState.MODE_ESTOP)
+            tick["n"] += 1
+
+        w.node.create_timer(0.01, estopped_tick)
+        w.wait(lambda: any(e.event == EpisodeEvent.ABORTED_ESTOP for e in peers.events))
+        w.wait(lambda: any(t.timeout for t in w.seen))
+        end = [t for t in w.seen if t.timeout]
+        assert len(end) == 1 and not any(t.terminal for t in w.seen)
+        # the end is the transition into the state the last answered step saw: that step was recorded
+        np.testing.assert_array_equal(end[0].next_observation, peers.observation(last_step))
     finally:
         w.close()
         stop(recorder)

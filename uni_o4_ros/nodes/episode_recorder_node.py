@@ -132,6 +132,7 @@ class EpisodeRecorderNode(Node):
         self.session, self.started_ns = new_session(), time.time_ns()
         self.stop_reason = ""
         self.fall: tuple[int, str, float] | None = None  # (stamp, reason, when heard) of a fall to end at
+        self.estop: tuple[int, float] | None = None  # (stamp, when heard) of the first e-stopped state
         self.pairing = StepPairing()  # each policy step with the state it answered and that moment's odometry
         self.lost_before = 0  # pairing.lost_states when the running episode began
         self.damping = DampingWatch(float(p["max_damped"]))
@@ -211,21 +212,23 @@ class EpisodeRecorderNode(Node):
             self._ignored("odometry")
 
     def on_state(self, msg: RobotState) -> None:
-        if msg.mode == RobotState.MODE_ESTOP and self.core.active:
-            # An operator's stop is not the task's failure: a truncation, like a timeout, not a termination
-            # (which would teach V that the states before it are worthless).
-            self._truncate(EpisodeEvent.ABORTED_ESTOP, "e-stop: the episode ends at its last transition, "
-                           "as a truncation")
-        # A fall damps too; its own event ends the episode as a termination.
         stamp = stamp_ns(msg.header.stamp)
+        if msg.mode == RobotState.MODE_ESTOP and self.core.active and self.estop is None:
+            # An operator's stop is not the task's failure: a truncation, like a timeout, not a termination
+            # (which would teach V that the states before it are worthless). It ends the episode once the
+            # steps answering the states before it are recorded, as a fall does: the policy's answer to the
+            # state before may still be on its way (no e-stopped state is answered, so 0.5 s at most), and
+            # which of two topics the executor takes first must not decide how many steps are recorded.
+            self.estop = (stamp, time.monotonic())
+        # A fall damps too; its own event ends the episode as a termination.
         damped = msg.mode == RobotState.MODE_DAMPING and self.core.started_steps() and self.fall is None
         if seconds := self.damping.exceeded(damped, stamp):
             self._end_damped(seconds)
         if finite_sample((*msg.dq, *msg.tau_est)):
             self.pairing.add_state(stamp, msg)
-            self._record_ready()
         else:
             self._ignored("robot state")
+        self._record_ready()
 
     def _ignored(self, what: str, why: str = "with NaN/inf values") -> None:
         self.ignored_samples += 1
@@ -254,6 +257,20 @@ class EpisodeRecorderNode(Node):
             return False
         stamp, _, heard = self.fall
         return (answered is not None and answered >= stamp) or time.monotonic() - heard > 0.5
+
+    def _estop_reached(self, answered: int | None) -> bool:
+        """The pending e-stop ends the episode now: a step answered its state or a later one (a re-armed
+        robot's), or 0.5 s have passed."""
+        if self.estop is None:
+            return False
+        stamp, heard = self.estop
+        return (answered is not None and answered >= stamp) or time.monotonic() - heard > 0.5
+
+    def _end_by_estop(self) -> None:
+        self.estop = None
+        if self.core.active:
+            self._truncate(EpisodeEvent.ABORTED_ESTOP, "e-stop: the episode ends at its last transition, "
+                           "as a truncation")
 
     def _maybe_start(self) -> None:
         if self.core.active or self.pending is not None or not self.auto_start or self.auto_paused:
@@ -316,7 +333,7 @@ class EpisodeRecorderNode(Node):
 
     def _begin(self, vx: float, vy: float, wz: float) -> int:
         eid = self.core.start()
-        self.fall, self.damping.since = None, None
+        self.fall, self.estop, self.damping.since = None, None, None
         self.unrecorded.clear()
         self.core.command_velocity = (vx, vy, wz)
         self.pending = None
@@ -351,6 +368,8 @@ class EpisodeRecorderNode(Node):
         for msg, state, odom in self.pairing.ready(time.monotonic()):
             if self._fall_reached(stamp_ns(msg.header.stamp)):
                 self._end_by_fall((msg, state, odom))
+            if self._estop_reached(stamp_ns(msg.header.stamp)):
+                self._end_by_estop()
             if not self.core.active:
                 continue
             if state is None or odom is None or (state.mode != RobotState.MODE_ACTIVE and (
@@ -363,6 +382,8 @@ class EpisodeRecorderNode(Node):
             self._record(msg, state, odom)
         if self._fall_reached(None):
             self._end_by_fall(None)
+        if self._estop_reached(None):
+            self._end_by_estop()
 
     def _end_damped(self, seconds: float) -> None:
         self._truncate(EpisodeEvent.ENDED, f"the robot was damped for {seconds:.2f} s (max_damped "

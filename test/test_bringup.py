@@ -5,6 +5,7 @@ killing the logger mid-episode leaves the finished episodes intact and readable.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -1101,6 +1102,20 @@ class _StampedPeers:
         timer.cancel()
 
 
+@contextmanager
+def _recording_with_stamped_peers(ros_env: dict[str, str]) -> Iterator[tuple[TransitionWatcher, _StampedPeers]]:
+    """The recorder alone, recording an episode from the test's stamped peers (`walk_until_recording`)."""
+    w = TransitionWatcher()
+    peers = _StampedPeers(w)
+    recorder = start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "wait_for_subscribers:=1")
+    try:
+        peers.walk_until_recording()
+        yield w, peers
+    finally:
+        w.close()
+        stop(recorder)
+
+
 def test_a_fall_whose_answer_never_came_ends_without_a_state_of_before_it_as_its_next(ros_env):
     """The recorder alone, its peers played by the test. The policy never answers the fallen state; past the
     fall's 0.5 s, a late answer to the state before the fall is what the recorder hears next. That upright state
@@ -1110,11 +1125,7 @@ def test_a_fall_whose_answer_never_came_ends_without_a_state_of_before_it_as_its
 
     from uni_o4_ros.msg import EpisodeEvent, RobotState
 
-    w = TransitionWatcher()
-    peers = _StampedPeers(w)
-    recorder = start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "wait_for_subscribers:=1")
-    try:
-        peers.walk_until_recording()
+    with _recording_with_stamped_peers(ros_env) as (w, peers):
         upright, fallen = peers.tick, peers.tick + 1
         peers.state_and_odom(upright, RobotState.MODE_ACTIVE)  # its answer comes late
         peers.fall_pub.publish(EpisodeEvent(header=peers.header(fallen), event=EpisodeEvent.ABORTED_FALL,
@@ -1130,9 +1141,6 @@ def test_a_fall_whose_answer_never_came_ends_without_a_state_of_before_it_as_its
         assert last.episode_id == 1 and sum(t.terminal for t in w.seen) == 1
         np.testing.assert_array_equal(last.observation, peers.observation(upright - 1))
         np.testing.assert_array_equal(last.next_observation, last.observation)
-    finally:
-        w.close()
-        stop(recorder)
 
 
 def test_an_estop_heard_before_the_answer_to_the_state_before_it_still_records_that_step(ros_env):
@@ -1144,11 +1152,7 @@ def test_an_estop_heard_before_the_answer_to_the_state_before_it_still_records_t
 
     from uni_o4_ros.msg import EpisodeEvent, RobotState
 
-    w = TransitionWatcher()
-    peers = _StampedPeers(w)
-    recorder = start("uni_o4_ros.nodes.episode_recorder_node", ros_env, "wait_for_subscribers:=1")
-    try:
-        peers.walk_until_recording()
+    with _recording_with_stamped_peers(ros_env) as (w, peers):
         last_step, stopped = peers.tick, peers.tick + 1
         peers.state_and_odom(last_step, RobotState.MODE_ACTIVE)
         peers.state_and_odom(stopped, RobotState.MODE_ESTOP)
@@ -1170,9 +1174,6 @@ def test_an_estop_heard_before_the_answer_to_the_state_before_it_still_records_t
         assert len(end) == 1 and not any(t.terminal for t in w.seen)
         # the end is the transition into the state the last answered step saw: that step was recorded
         np.testing.assert_array_equal(end[0].next_observation, peers.observation(last_step))
-    finally:
-        w.close()
-        stop(recorder)
 
 
 class _FollowingPolicy:

@@ -1070,12 +1070,12 @@ class _StampedPeers:
 
         return Header(stamp=Time(sec=1000 + tick // 100, nanosec=(tick % 100) * 10_000_000))
 
-    def state_and_odom(self, tick: int, mode: int) -> None:
+    def state_and_odom(self, tick: int, mode: int, dq: float = 0.0) -> None:
         from nav_msgs.msg import Odometry
 
         from uni_o4_ros.msg import RobotState
 
-        self.pubs["state"].publish(RobotState(header=self.header(tick), mode=mode))
+        self.pubs["state"].publish(RobotState(header=self.header(tick), mode=mode, dq=[dq] * 12))
         self.pubs["odom"].publish(Odometry(header=self.header(tick)))
 
     def observation(self, tick: int) -> np.ndarray:
@@ -1099,6 +1099,21 @@ class _StampedPeers:
 
         timer = self.w.node.create_timer(0.01, walking_tick)
         self.w.wait(lambda: len(self.w.seen) >= 5)
+        timer.cancel()
+
+    def play(self, ticks: list[tuple[int, float]]) -> None:
+        """(mode, joint speed) of the next ticks, each answered, at 100 Hz."""
+        todo = list(ticks)
+
+        def tick() -> None:
+            if todo:
+                mode, dq = todo.pop(0)
+                self.state_and_odom(self.tick, mode, dq)
+                self.answer(self.tick)
+                self.tick += 1
+
+        timer = self.w.node.create_timer(0.01, tick)
+        self.w.wait(lambda: not todo)
         timer.cancel()
 
 
@@ -1174,6 +1189,26 @@ def test_an_estop_heard_before_the_answer_to_the_state_before_it_still_records_t
         assert len(end) == 1 and not any(t.terminal for t in w.seen)
         # the end is the transition into the state the last answered step saw: that step was recorded
         np.testing.assert_array_equal(end[0].next_observation, peers.observation(last_step))
+
+
+def test_joint_accelerations_after_a_damped_stretch_are_over_one_tick_not_across_it(ros_env):
+    """A watchdog blip damps the robot for a few ticks mid-episode (max_damped 0: the episode goes on), and the
+    joints move meanwhile. The first transition after it was penalised for the acceleration from the last
+    recorded state, as if the whole stretch had happened in one 20 ms tick (here 500 rad/s^2 instead of 0)."""
+    from uni_o4_ros.msg import RobotState
+
+    with _recording_with_stamped_peers(ros_env) as (w, peers):
+        first_active = peers.tick + 5
+        active, damped = RobotState.MODE_ACTIVE, RobotState.MODE_DAMPING
+        peers.play([(damped, 2.0 * k) for k in range(1, 6)] + [(active, 10.0)] * 3)
+
+        def into(tick: int):
+            return next((t for t in w.seen if np.array_equal(t.next_observation, peers.observation(tick))), None)
+
+        w.wait(lambda: into(first_active) is not None and into(first_active + 1) is not None)
+        across, after = into(first_active), into(first_active + 1)
+        # the same state in both (joints at 10 rad/s, steady since the last damped tick): the same reward
+        assert across.reward == after.reward, (across.reward, after.reward)
 
 
 class _FollowingPolicy:

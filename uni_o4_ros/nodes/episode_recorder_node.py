@@ -66,6 +66,10 @@ from .qos import COMMAND, EVENTS, SENSOR_BACKLOG, TRANSITIONS
 from .run import NodeConfigError, run_node
 from .stamps import stamp_ns
 
+# A policy step the recorder did not record: with its state and odometry (None if they never came), and the
+# recorder's prev_dq as it was before it.
+Unrecorded = tuple[Transition, RobotState | None, Odometry | None, tuple[int, np.ndarray] | None]
+
 PARAMETERS = {
     "max_steps": Doc("transitions; an episode ends as a timeout after this many (1000: 20 s at 50 Hz)", ">=1"),
     "command_velocity": Doc("[vx m/s, vy m/s, yaw rate rad/s]; each episode's velocity command, published on "
@@ -137,10 +141,12 @@ class EpisodeRecorderNode(Node):
         self.lost_before = 0  # pairing.lost_states when the running episode began
         self.damping = DampingWatch(float(p["max_damped"]))
         self.last_sent: dict | None = None  # the running episode's newest published transition
-        self.prev_dq: tuple[int, np.ndarray] | None = None  # (robot resets, dq) of the last step: for ddq
-        # Steps of the running episode not recorded (damped, or without their state): a fall's own state is
-        # among them when its answer came before the controller's fall event did.
-        self.unrecorded: deque[tuple[Transition, RobotState | None, Odometry | None]] = deque(maxlen=64)
+        # (robot resets, dq) of the last state a step answered, recorded or not (damped): ddq is over one tick
+        self.prev_dq: tuple[int, np.ndarray] | None = None
+        # Steps of the running episode not recorded (damped, or without their state), each with prev_dq as it
+        # was before it: a fall's own state is among them when its answer came before the controller's fall
+        # event did.
+        self.unrecorded: deque[Unrecorded] = deque(maxlen=64)
         self.trans_pub = self.create_publisher(Transition, "transitions", TRANSITIONS)
         self.event_pub = self.create_publisher(EpisodeEvent, "recorder_events", EVENTS)
         # Rewards come from the robot state and odometry the policy step answered (by stamp), else the
@@ -367,7 +373,7 @@ class EpisodeRecorderNode(Node):
     def _record_ready(self) -> None:
         for msg, state, odom in self.pairing.ready(time.monotonic()):
             if self._fall_reached(stamp_ns(msg.header.stamp)):
-                self._end_by_fall((msg, state, odom))
+                self._end_by_fall((msg, state, odom, self.prev_dq))
             if self._estop_reached(stamp_ns(msg.header.stamp)):
                 self._end_by_estop()
             if not self.core.active:
@@ -376,7 +382,9 @@ class EpisodeRecorderNode(Node):
                     self.core.started_steps() or not self.core.wait_for_reset)):
                 # Damped: the robot is not acting on the policy (mid-episode: a fall, the watchdog). Only a
                 # simulated episode begins from a damped state: the one the controller's reset publishes.
-                self.unrecorded.append((msg, state, odom))
+                self.unrecorded.append((msg, state, odom, self.prev_dq))
+                if state is not None:  # the joints moved meanwhile: the next ddq is from here, not across the gap
+                    self.prev_dq = (state.resets, np.asarray(state.dq, np.float32))
                 continue
             self.unrecorded.clear()
             self._record(msg, state, odom)
@@ -401,7 +409,7 @@ class EpisodeRecorderNode(Node):
             self._publish(dict(last, timeout=True))
         self._event(self.core.episode_id, event, self.core.steps, self.core.episode_return, reason)
 
-    def _end_by_fall(self, answer: tuple[Transition, RobotState | None, Odometry | None] | None) -> None:
+    def _end_by_fall(self, answer: Unrecorded | None) -> None:
         """End the episode at the fall: its last transition leads into the first fallen state the policy
         answered (s'), rewarded by that state's motion, as a terminal."""
         stamp, reason, _ = self.fall
@@ -414,7 +422,7 @@ class EpisodeRecorderNode(Node):
             return
         next_observation = motion = None
         if fallen:
-            msg, state, odom = fallen[0]
+            msg, state, odom, self.prev_dq = fallen[0]  # ddq as of the fallen state's tick, whichever came first
             next_observation = np.asarray(msg.observation, np.float32)
             if state is not None and odom is not None and not self._odometry_lost():  # as every reward: fresh
                 motion = self._motion(state, odom)

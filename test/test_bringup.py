@@ -1191,6 +1191,32 @@ def test_an_estop_heard_before_the_answer_to_the_state_before_it_still_records_t
         np.testing.assert_array_equal(end[0].next_observation, peers.observation(last_step))
 
 
+def test_a_robot_that_falls_once_e_stopped_ends_its_episode_as_the_e_stop_not_as_a_fall(ros_env):
+    """The e-stop waits for the answer to the state before it, which here never comes (a state the policy does
+    not answer). Meanwhile the stopped robot tips past max_tilt and is re-armed: the controller reports a fall
+    stamped after the e-stop, and the policy answers the re-armed state within the 0.5 s. That fall ended the
+    episode as a terminal from the last step before the e-stop into the re-armed state, a transition across
+    time the policy did not act in, blamed on it. The e-stop ends it, as a truncation."""
+    import time
+
+    from uni_o4_ros.msg import EpisodeEvent, RobotState
+
+    with _recording_with_stamped_peers(ros_env) as (w, peers):
+        unanswered, stopped, rearmed = peers.tick, peers.tick + 1, peers.tick + 2
+        peers.state_and_odom(unanswered, RobotState.MODE_ACTIVE)
+        peers.state_and_odom(stopped, RobotState.MODE_ESTOP)
+        peers.fall_pub.publish(EpisodeEvent(header=peers.header(rearmed), event=EpisodeEvent.ABORTED_FALL,
+                                            reason="tilt"))
+        heard = time.monotonic()
+        w.wait(lambda: time.monotonic() > heard + 0.1)  # the fall heard (inside the e-stop's 0.5 s)
+        peers.state_and_odom(rearmed, RobotState.MODE_DAMPING)
+        peers.answer(rearmed)
+        w.wait(lambda: any(e.event in (EpisodeEvent.ABORTED_ESTOP, EpisodeEvent.ABORTED_FALL) for e in peers.events))
+        assert [e.event for e in peers.events if e.event != EpisodeEvent.STARTED] == [EpisodeEvent.ABORTED_ESTOP]
+        w.wait(lambda: any(t.timeout for t in w.seen))
+        assert not any(t.terminal for t in w.seen)
+
+
 def test_joint_accelerations_after_a_damped_stretch_are_over_one_tick_not_across_it(ros_env):
     """A watchdog blip damps the robot for a few ticks mid-episode (max_damped 0: the episode goes on), and the
     joints move meanwhile. The first transition after it was penalised for the acceleration from the last

@@ -136,7 +136,9 @@ class EpisodeRecorderNode(Node):
         self.session, self.started_ns = new_session(), time.time_ns()
         self.stop_reason = ""
         self.fall: tuple[int, str, float] | None = None  # (stamp, reason, when heard) of a fall to end at
-        self.estop: tuple[int, float] | None = None  # (stamp, when heard) of the first e-stopped state
+        # (its stamp, the stamp of the newest state before it, when heard) of the first e-stopped state
+        self.estop: tuple[int, int, float] | None = None
+        self.answered = -1  # the stamp of the newest policy step handled (recorded or not)
         self.pairing = StepPairing()  # each policy step with the state it answered and that moment's odometry
         self.lost_before = 0  # pairing.lost_states when the running episode began
         self.damping = DampingWatch(float(p["max_damped"]))
@@ -221,13 +223,16 @@ class EpisodeRecorderNode(Node):
         stamp = stamp_ns(msg.header.stamp)
         if msg.mode == RobotState.MODE_ESTOP and self.core.active and self.estop is None:
             # An operator's stop is not the task's failure: a truncation, like a timeout, not a termination
-            # (which would teach V that the states before it are worthless). It ends the episode once the
-            # steps answering the states before it are recorded, as a fall does: the policy's answer to the
-            # state before may still be on its way (no e-stopped state is answered, so 0.5 s at most), and
-            # which of two topics the executor takes first must not decide how many steps are recorded.
-            self.estop = (stamp, time.monotonic())
+            # (which would teach V that the states before it are worthless). It ends the episode once the step
+            # answering the state before it is handled, at once if it was: that answer may still be on its way
+            # on the other topic (which of two topics the executor takes first must not decide how many steps
+            # are recorded, as with a fall). No e-stopped state is answered; 0.5 s at most.
+            self.estop = (stamp, self.pairing.newest_state_stamp, time.monotonic())
+            if self.fall is not None and self.fall[0] >= stamp:  # heard first, but it fell once stopped
+                self.fall = None
         # A fall damps too; its own event ends the episode as a termination.
-        damped = msg.mode == RobotState.MODE_DAMPING and self.core.started_steps() and self.fall is None
+        damped = (msg.mode == RobotState.MODE_DAMPING and self.core.started_steps() and self.fall is None
+                  and self.estop is None)
         if seconds := self.damping.exceeded(damped, stamp):
             self._end_damped(seconds)
         if finite_sample((*msg.dq, *msg.tau_est)):
@@ -249,7 +254,10 @@ class EpisodeRecorderNode(Node):
         return state is not None and state.mode == RobotState.MODE_ACTIVE
 
     def on_controller_event(self, msg: EpisodeEvent) -> None:
-        if msg.event == EpisodeEvent.ABORTED_FALL and self.core.active:
+        # A fall of a robot e-stopped first (stamped at or after the e-stop: it fell while stopped, or as it was
+        # re-armed) is no step of the policy's: the e-stop ends the episode, as a truncation.
+        if msg.event == EpisodeEvent.ABORTED_FALL and self.core.active and not (
+                self.estop is not None and stamp_ns(msg.header.stamp) >= self.estop[0]):
             # The event carries the stamp of the first state after the fall. The episode ends when the
             # policy's answer to that state comes (its steps arrive in order), not when the event does:
             # which of two topics the executor takes first must not decide how many steps are recorded.
@@ -264,13 +272,13 @@ class EpisodeRecorderNode(Node):
         stamp, _, heard = self.fall
         return (answered is not None and answered >= stamp) or time.monotonic() - heard > 0.5
 
-    def _estop_reached(self, answered: int | None) -> bool:
-        """The pending e-stop ends the episode now: a step answered its state or a later one (a re-armed
-        robot's), or 0.5 s have passed."""
+    def _estop_reached(self) -> bool:
+        """The pending e-stop ends the episode now: the step answering the state before it was handled, or 0.5 s
+        have passed (that state was one the policy does not answer, or the policy died)."""
         if self.estop is None:
             return False
-        stamp, heard = self.estop
-        return (answered is not None and answered >= stamp) or time.monotonic() - heard > 0.5
+        _, before, heard = self.estop
+        return self.answered >= before or time.monotonic() - heard > 0.5
 
     def _end_by_estop(self) -> None:
         self.estop = None
@@ -372,26 +380,33 @@ class EpisodeRecorderNode(Node):
 
     def _record_ready(self) -> None:
         for msg, state, odom in self.pairing.ready(time.monotonic()):
-            if self._fall_reached(stamp_ns(msg.header.stamp)):
+            stamp = stamp_ns(msg.header.stamp)
+            if self._fall_reached(stamp):
                 self._end_by_fall((msg, state, odom, self.prev_dq))
-            if self._estop_reached(stamp_ns(msg.header.stamp)):
+            if self.estop is not None and stamp >= self.estop[0]:  # an e-stopped state's answer, or a re-armed one's
                 self._end_by_estop()
-            if not self.core.active:
-                continue
-            if state is None or odom is None or (state.mode != RobotState.MODE_ACTIVE and (
-                    self.core.started_steps() or not self.core.wait_for_reset)):
-                # Damped: the robot is not acting on the policy (mid-episode: a fall, the watchdog). Only a
-                # simulated episode begins from a damped state: the one the controller's reset publishes.
-                self.unrecorded.append((msg, state, odom, self.prev_dq))
-                if state is not None:  # the joints moved meanwhile: the next ddq is from here, not across the gap
-                    self.prev_dq = (state.resets, np.asarray(state.dq, np.float32))
-                continue
-            self.unrecorded.clear()
-            self._record(msg, state, odom)
+            if self.core.active:
+                self._take(msg, state, odom)
+            self.answered = max(self.answered, stamp)
+            if self._estop_reached():
+                self._end_by_estop()
         if self._fall_reached(None):
             self._end_by_fall(None)
-        if self._estop_reached(None):
+        if self._estop_reached():
             self._end_by_estop()
+
+    def _take(self, msg: Transition, state: RobotState | None, odom: Odometry | None) -> None:
+        """A policy step of the running episode, with the state it answered and that moment's odometry."""
+        if state is None or odom is None or (state.mode != RobotState.MODE_ACTIVE and (
+                self.core.started_steps() or not self.core.wait_for_reset)):
+            # Damped: the robot is not acting on the policy (mid-episode: a fall, the watchdog). Only a
+            # simulated episode begins from a damped state: the one the controller's reset publishes.
+            self.unrecorded.append((msg, state, odom, self.prev_dq))
+            if state is not None:  # the joints moved meanwhile: the next ddq is from here, not across the gap
+                self.prev_dq = (state.resets, np.asarray(state.dq, np.float32))
+            return
+        self.unrecorded.clear()
+        self._record(msg, state, odom)
 
     def _end_damped(self, seconds: float) -> None:
         self._truncate(EpisodeEvent.ENDED, f"the robot was damped for {seconds:.2f} s (max_damped "

@@ -86,6 +86,11 @@ class StepPairing:
         # a starved recorder, a lossy link), while odometry pairs by stamp only in simulation.
         self.lost_states = 0
 
+    @property
+    def newest_state_stamp(self) -> int:
+        """The stamp of the newest state added (-1: none yet)."""
+        return self._newest_state_stamp
+
     def add_state(self, stamp: int, state: object) -> None:
         self.newest_state, self._newest_state_stamp = state, max(self._newest_state_stamp, stamp)
         _keep(self._states, stamp, state, self.keep)

@@ -1136,8 +1136,6 @@ def test_a_fall_whose_answer_never_came_ends_without_a_state_of_before_it_as_its
     fall's 0.5 s, a late answer to the state before the fall is what the recorder hears next. That upright state
     was made the fall's s' (rewarded by its motion, and fitted by the dynamics model as the step into a fall).
     s' is unknown, so it is s (which the dynamics model leaves out)."""
-    import time
-
     from uni_o4_ros.msg import EpisodeEvent, RobotState
 
     with _recording_with_stamped_peers(ros_env) as (w, peers):
@@ -1163,8 +1161,6 @@ def test_an_estop_heard_before_the_answer_to_the_state_before_it_still_records_t
     the executor takes either first, and a stalled recorder has both queued). The e-stop ended the episode at
     once, so that answer, a step the robot took, was dropped and an earlier transition marked the end. The
     episode now ends once that answer is recorded (or 0.5 s after the e-stop)."""
-    import time
-
     from uni_o4_ros.msg import EpisodeEvent, RobotState
 
     with _recording_with_stamped_peers(ros_env) as (w, peers):
@@ -1197,8 +1193,6 @@ def test_a_robot_that_falls_once_e_stopped_ends_its_episode_as_the_e_stop_not_as
     stamped after the e-stop, and the policy answers the re-armed state within the 0.5 s. That fall ended the
     episode as a terminal from the last step before the e-stop into the re-armed state, a transition across
     time the policy did not act in, blamed on it. The e-stop ends it, as a truncation."""
-    import time
-
     from uni_o4_ros.msg import EpisodeEvent, RobotState
 
     with _recording_with_stamped_peers(ros_env) as (w, peers):

@@ -66,6 +66,10 @@ from .qos import COMMAND, EVENTS, SENSOR_BACKLOG, TRANSITIONS
 from .run import NodeConfigError, run_node
 from .stamps import stamp_ns
 
+# How long a fall or an e-stop waits for the policy's answer it ends the episode at (a policy that died, or a
+# state it does not answer, never sends it).
+ANSWER_WAIT_S = 0.5
+
 # A policy step the recorder did not record: with its state and odometry (None if they never came), and the
 # recorder's prev_dq as it was before it.
 Unrecorded = tuple[Transition, RobotState | None, Odometry | None, tuple[int, np.ndarray] | None]
@@ -270,7 +274,7 @@ class EpisodeRecorderNode(Node):
         if self.fall is None:
             return False
         stamp, _, heard = self.fall
-        return (answered is not None and answered >= stamp) or time.monotonic() - heard > 0.5
+        return (answered is not None and answered >= stamp) or time.monotonic() - heard > ANSWER_WAIT_S
 
     def _estop_reached(self) -> bool:
         """The pending e-stop ends the episode now: the step answering the state before it was handled, or 0.5 s
@@ -278,7 +282,7 @@ class EpisodeRecorderNode(Node):
         if self.estop is None:
             return False
         _, before, heard = self.estop
-        return self.answered >= before or time.monotonic() - heard > 0.5
+        return self.answered >= before or time.monotonic() - heard > ANSWER_WAIT_S
 
     def _end_by_estop(self) -> None:
         self.estop = None
